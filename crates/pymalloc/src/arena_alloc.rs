@@ -1,0 +1,111 @@
+//! The arena allocator: where pymalloc gets its 1 MiB arenas from.
+//!
+//! [`ArenaAllocator`] has the layout of CPython's `PyObjectArenaAllocator`: a
+//! context pointer plus `alloc(ctx, size)` and `free(ctx, ptr, size)`. Each
+//! [`Heap`](crate::Heap) has one, readable with
+//! [`Heap::arena_allocator`](crate::Heap::arena_allocator) and replaceable with
+//! [`Heap::set_arena_allocator`](crate::Heap::set_arena_allocator). Unlike
+//! CPython, every arena remembers the allocator that made it and is given back
+//! to that one, so swapping allocators while arenas are live is safe.
+//!
+//! ```
+//! use core::ffi::c_void;
+//! use core::sync::atomic::{AtomicUsize, Ordering};
+//! use pymalloc::{ArenaAllocator, Heap};
+//!
+//! static LIVE: AtomicUsize = AtomicUsize::new(0);
+//! unsafe extern "C" fn alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+//!     LIVE.fetch_add(1, Ordering::Relaxed);
+//!     unsafe { (ArenaAllocator::os().alloc)(core::ptr::null_mut(), size) }
+//! }
+//! unsafe extern "C" fn free(_ctx: *mut c_void, p: *mut c_void, size: usize) {
+//!     LIVE.fetch_sub(1, Ordering::Relaxed);
+//!     unsafe { (ArenaAllocator::os().free)(core::ptr::null_mut(), p, size) }
+//! }
+//!
+//! let mut heap = Heap::new();
+//! // SAFETY: alloc/free above honour the arena allocator contract.
+//! unsafe { heap.set_arena_allocator(ArenaAllocator { ctx: core::ptr::null_mut(), alloc, free }) };
+//! let p = unsafe { heap.malloc(100) };
+//! assert_eq!(LIVE.load(Ordering::Relaxed), 1);
+//! unsafe { heap.free(p) };
+//! drop(heap); // a dropped heap gives all its arenas back
+//! assert_eq!(LIVE.load(Ordering::Relaxed), 0);
+//! ```
+
+use core::ffi::c_void;
+use core::ptr;
+
+use crate::geometry::ARENA_SIZE;
+use crate::os;
+
+/// CPython's `PyObjectArenaAllocator`: where arenas come from.
+///
+/// Contract for `alloc`: return null, or the address of `size` bytes of
+/// readable and writable memory that nothing else uses until the matching
+/// `free`. Addresses need not be aligned (pymalloc skips to the first
+/// pool-aligned address), but [`ArenaAllocator::os`] aligns them to the arena
+/// size so that no pool is lost. `free` receives the same address and size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ArenaAllocator {
+    /// Passed unchanged as the first argument of `alloc` and `free`.
+    pub ctx: *mut c_void,
+    /// Returns `size` bytes, or null.
+    pub alloc: unsafe extern "C" fn(ctx: *mut c_void, size: usize) -> *mut c_void,
+    /// Releases a block returned by `alloc`.
+    pub free: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, size: usize),
+}
+
+// SAFETY: the context pointer is opaque to pymalloc; an allocator whose
+// context is not thread-safe must only be installed in a heap used from one
+// thread (the contract of `Heap::set_arena_allocator`).
+unsafe impl Send for ArenaAllocator {}
+// SAFETY: as above.
+unsafe impl Sync for ArenaAllocator {}
+
+impl ArenaAllocator {
+    /// The default: anonymous `mmap` mappings aligned to the arena size,
+    /// released with `munmap` (the Rust heap under Miri).
+    pub const fn os() -> ArenaAllocator {
+        ArenaAllocator {
+            ctx: ptr::null_mut(),
+            alloc: os_arena_alloc,
+            free: os_arena_free,
+        }
+    }
+
+    /// True if `self` and `other` have the same context and functions.
+    pub fn same_as(&self, other: &ArenaAllocator) -> bool {
+        self.ctx == other.ctx
+            && core::ptr::fn_addr_eq(self.alloc, other.alloc)
+            && core::ptr::fn_addr_eq(self.free, other.free)
+    }
+}
+
+impl Default for ArenaAllocator {
+    fn default() -> Self {
+        Self::os()
+    }
+}
+
+unsafe extern "C" fn os_arena_alloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    if size == 0 || size % os::page_size() != 0 {
+        return ptr::null_mut();
+    }
+    // Arena-sized requests get arena alignment; anything else page alignment.
+    let align = if size == ARENA_SIZE {
+        ARENA_SIZE
+    } else {
+        os::page_size()
+    };
+    os::map_aligned(size, align).cast()
+}
+
+unsafe extern "C" fn os_arena_free(_ctx: *mut c_void, p: *mut c_void, size: usize) {
+    if !p.is_null() {
+        // SAFETY: per the arena allocator contract, `p` and `size` come from
+        // os_arena_alloc and the arena is no longer used.
+        unsafe { os::unmap(p.cast(), size) }
+    }
+}

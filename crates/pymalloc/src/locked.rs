@@ -1,0 +1,271 @@
+//! A [`Heap`] shared between threads behind a lock.
+//!
+//! [`LockedHeap`] is what the MEM and OBJ domains use by default, and what
+//! [`PyMalloc`](crate::PyMalloc), the Rust global allocator, allocates from.
+//! Only pool work takes the lock: the ownership test (the radix map is
+//! lock-free), requests that go to the raw allocator, and the copying done by
+//! `realloc` and `calloc` all run outside it.
+//!
+//! ```
+//! use pymalloc::LockedHeap;
+//! static HEAP: LockedHeap = LockedHeap::new();
+//!
+//! let addr = HEAP.malloc(40) as usize; // hand the block to another thread
+//! let t = std::thread::spawn(move || unsafe { HEAP.free(addr as *mut u8) });
+//! t.join().unwrap();
+//! assert_eq!(HEAP.stats().blocks_in_use(), 0);
+//! ```
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::geometry::ALIGNMENT;
+use crate::heap::{self, Heap, HeapAccess};
+use crate::raw;
+use crate::stats::Stats;
+
+/// A [`Heap`] behind a mutex; `Sync`, usable in a `static`.
+pub struct LockedHeap {
+    heap: Mutex<Heap>,
+    /// Live blocks this heap handed to the raw allocator (kept outside the
+    /// lock so the raw path never takes it).
+    raw_blocks: AtomicIsize,
+}
+
+impl Default for LockedHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Pool work under the lock; the raw fallback is the RAW domain.
+struct Locked<'a>(&'a LockedHeap);
+
+impl HeapAccess for Locked<'_> {
+    #[inline(always)]
+    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+    #[inline(always)]
+    fn note_raw(&mut self, delta: isize) {
+        self.0.raw_blocks.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+/// Pool work under the lock; the raw fallback is the C library itself, not
+/// the (hookable) RAW domain. Used by the Rust allocator traits, so that a
+/// hook installed on RAW can itself allocate Rust values.
+struct LockedSystem<'a>(&'a LockedHeap);
+
+impl HeapAccess for LockedSystem<'_> {
+    #[inline(always)]
+    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R {
+        f(&mut self.0.lock())
+    }
+    #[inline(always)]
+    fn note_raw(&mut self, delta: isize) {
+        self.0.raw_blocks.fetch_add(delta, Ordering::Relaxed);
+    }
+    #[inline]
+    fn raw_malloc(&self, n: usize) -> *mut u8 {
+        raw::malloc(n)
+    }
+    #[inline]
+    fn raw_calloc(&self, nelem: usize, elsize: usize) -> *mut u8 {
+        raw::calloc(nelem, elsize)
+    }
+    #[inline]
+    unsafe fn raw_realloc(&self, p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { raw::realloc(p, n) }
+    }
+    #[inline]
+    unsafe fn raw_free(&self, p: *mut u8) {
+        // SAFETY: forwarded contract.
+        unsafe { raw::free(p) }
+    }
+}
+
+impl LockedHeap {
+    /// An empty heap.
+    pub const fn new() -> LockedHeap {
+        LockedHeap {
+            heap: Mutex::new(Heap::new()),
+            raw_blocks: AtomicIsize::new(0),
+        }
+    }
+
+    /// Exclusive access to the heap, for inspection or configuration
+    /// (statistics, [`Heap::validate`], arena allocator).
+    ///
+    /// Do not allocate from this heap while holding the guard: the lock is
+    /// not reentrant.
+    #[inline(always)]
+    pub fn lock(&self) -> MutexGuard<'_, Heap> {
+        // Heap operations do not panic while holding the lock; if a caller's
+        // closure did, the heap itself is still consistent.
+        self.heap.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// See [`Heap::malloc`]; large requests go to the RAW domain.
+    #[inline]
+    pub fn malloc(&self, nbytes: usize) -> *mut u8 {
+        heap::malloc(&mut Locked(self), nbytes)
+    }
+
+    /// See [`Heap::calloc`].
+    #[inline]
+    pub fn calloc(&self, nelem: usize, elsize: usize) -> *mut u8 {
+        heap::calloc(&mut Locked(self), nelem, elsize)
+    }
+
+    /// See [`Heap::realloc`].
+    ///
+    /// # Safety
+    /// `p` is null or a live block from this heap's `malloc`, `calloc` or
+    /// `realloc`.
+    #[inline]
+    pub unsafe fn realloc(&self, p: *mut u8, nbytes: usize) -> *mut u8 {
+        // SAFETY: forwarded contract.
+        unsafe { heap::realloc(&mut Locked(self), p, nbytes) }
+    }
+
+    /// See [`Heap::free`].
+    ///
+    /// # Safety
+    /// `p` is null or a live block from this heap's `malloc`, `calloc` or
+    /// `realloc`, and is not used again.
+    #[inline]
+    pub unsafe fn free(&self, p: *mut u8) {
+        // SAFETY: forwarded contract.
+        unsafe { heap::free(&mut Locked(self), p) }
+    }
+
+    /// A statistics snapshot.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.lock().stats();
+        s.raw_allocated_blocks = self.raw_blocks.load(Ordering::Relaxed);
+        s
+    }
+
+    // The Rust allocator entry points: any layout, raw fallback straight to
+    // the C library.
+
+    #[inline]
+    fn alloc_layout(&self, layout: Layout, zeroed: bool) -> *mut u8 {
+        if layout.align() <= ALIGNMENT {
+            let h = &mut LockedSystem(self);
+            return if zeroed {
+                heap::calloc(h, 1, layout.size())
+            } else {
+                heap::malloc(h, layout.size())
+            };
+        }
+        let p = raw::aligned_alloc(layout.align(), layout.size());
+        if zeroed && !p.is_null() {
+            // SAFETY: p holds layout.size() bytes.
+            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc_layout(&self, p: *mut u8, layout: Layout) {
+        if layout.align() <= ALIGNMENT {
+            // SAFETY: p came from alloc_layout with this small alignment.
+            unsafe { heap::free(&mut LockedSystem(self), p) }
+        } else {
+            // SAFETY: p came from raw::aligned_alloc.
+            unsafe { raw::free(p) }
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc_layout(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if layout.align() <= ALIGNMENT {
+            // SAFETY: p came from alloc_layout with this small alignment.
+            return unsafe { heap::realloc(&mut LockedSystem(self), p, new_size) };
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        let q = self.alloc_layout(new_layout, false);
+        if !q.is_null() {
+            // SAFETY: both blocks hold at least min(old, new) bytes and differ.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                self.dealloc_layout(p, layout);
+            }
+        }
+        q
+    }
+}
+
+// SAFETY: every method honours GlobalAlloc's contract: blocks are at least
+// `layout.size()` bytes, aligned to `layout.align()` (pymalloc and glibc
+// blocks are ALIGNMENT-aligned; larger alignments use posix_memalign), and a
+// failed realloc leaves the old block untouched.
+unsafe impl GlobalAlloc for LockedHeap {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.alloc_layout(layout, false)
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        self.alloc_layout(layout, true)
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: GlobalAlloc contract: p was allocated here with `layout`.
+        unsafe { self.dealloc_layout(p, layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc contract.
+        unsafe { self.realloc_layout(p, layout, new_size) }
+    }
+}
+
+// SAFETY: blocks are valid for their layout until deallocated, and clones of
+// `&LockedHeap` are the same heap. Zero-sized requests get a dangling,
+// aligned pointer that deallocate recognises by its zero size.
+unsafe impl allocator_api2::alloc::Allocator for &LockedHeap {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        allocate_with(layout, false, |l, z| self.alloc_layout(l, z))
+    }
+    #[inline]
+    fn allocate_zeroed(
+        &self,
+        layout: Layout,
+    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        allocate_with(layout, true, |l, z| self.alloc_layout(l, z))
+    }
+    #[inline]
+    unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: Allocator contract: p was allocated here with `layout`.
+            unsafe { self.dealloc_layout(p.as_ptr(), layout) }
+        }
+    }
+}
+
+/// Shared body of `Allocator::allocate{,_zeroed}`.
+#[inline]
+pub(crate) fn allocate_with(
+    layout: Layout,
+    zeroed: bool,
+    alloc: impl FnOnce(Layout, bool) -> *mut u8,
+) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+    if layout.size() == 0 {
+        let dangling = ptr::without_provenance_mut::<u8>(layout.align());
+        // SAFETY: align is non-zero.
+        let p = unsafe { NonNull::new_unchecked(dangling) };
+        return Ok(NonNull::slice_from_raw_parts(p, 0));
+    }
+    NonNull::new(alloc(layout, zeroed))
+        .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
+        .ok_or(allocator_api2::alloc::AllocError)
+}

@@ -1,0 +1,159 @@
+//! OS pages: reserving and releasing address space for arenas.
+//!
+//! Arenas come from anonymous private mappings. [`map_aligned`] returns a
+//! mapping aligned to its own size: an aligned arena loses no pool to
+//! alignment and covers one slot of the radix map. Under Miri, which cannot
+//! run `mmap`, the same functions are backed by the Rust heap so the rest of
+//! the allocator can still be checked.
+
+use core::ptr;
+
+/// The size of an OS page, as the kernel reports it (4096 under Miri).
+pub fn page_size() -> usize {
+    #[cfg(not(miri))]
+    {
+        use core::sync::atomic::{AtomicUsize, Ordering};
+        static PAGE: AtomicUsize = AtomicUsize::new(0);
+        let p = PAGE.load(Ordering::Relaxed);
+        if p != 0 {
+            return p;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let p = if p > 0 { p as usize } else { 4096 };
+        PAGE.store(p, Ordering::Relaxed);
+        p
+    }
+    #[cfg(miri)]
+    {
+        4096
+    }
+}
+
+/// Maps `size` bytes of fresh zeroed memory aligned to `align` (a power of two,
+/// at least the page size, and `size` a multiple of the page size).
+/// Returns null when the OS refuses.
+#[cfg(not(miri))]
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align >= page_size());
+    debug_assert!(size % page_size() == 0);
+    // First try an exact mapping: Linux hands out mappings top-down, so after
+    // one aligned arena the next exact mapping is usually aligned too.
+    let p = map(size);
+    if p.is_null() || p.addr() & (align - 1) == 0 {
+        return p;
+    }
+    // SAFETY: p is a mapping of `size` bytes that we own.
+    unsafe { unmap(p, size) };
+    // Over-map by `align` and trim both ends.
+    let Some(total) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    let raw = map(total);
+    if raw.is_null() {
+        return raw;
+    }
+    let lead = raw.addr().wrapping_neg() & (align - 1);
+    let trail = total - lead - size;
+    // SAFETY: both trimmed ranges lie inside the mapping `raw..raw+total`,
+    // are page-aligned (lead is a multiple of the page size because `raw` and
+    // `align` are page-aligned) and are not used afterwards.
+    unsafe {
+        if lead != 0 {
+            unmap(raw, lead);
+        }
+        if trail != 0 {
+            unmap(raw.add(lead + size), trail);
+        }
+        raw.add(lead)
+    }
+}
+
+#[cfg(not(miri))]
+fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping at an address of the kernel's
+    // choosing cannot alias any existing Rust object.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Releases a mapping made by [`map_aligned`].
+///
+/// # Safety
+/// `p..p+size` must be (part of) a live mapping from [`map_aligned`] that
+/// nothing refers to any more.
+#[cfg(not(miri))]
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: the caller owns the mapping and gives it up.
+    let rc = unsafe { libc::munmap(p.cast(), size) };
+    debug_assert_eq!(rc, 0, "munmap failed");
+}
+
+/// Tells the kernel the pages of `p..p+size` may be dropped; they read back as
+/// zeroes. Used to give back free pools inside live arenas.
+///
+/// # Safety
+/// The range must lie inside a live mapping from [`map_aligned`], be
+/// page-aligned, and hold nothing the program still needs.
+#[cfg(not(miri))]
+pub unsafe fn discard(p: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and dead.
+    unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) == 0 }
+}
+
+// Under Miri the "OS" is the Rust heap; alignment and zeroing are kept so the
+// allocator above sees the same contract. Miri builds only support the one
+// alignment the arena allocator asks for. `System` is named explicitly: the
+// global allocator may be pymalloc itself, which would re-enter the heap.
+#[cfg(miri)]
+pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert_eq!(align, crate::geometry::ARENA_SIZE);
+    match std::alloc::Layout::from_size_align(size, crate::geometry::ARENA_SIZE) {
+        // SAFETY: the layout has non-zero size.
+        Ok(l) if size > 0 => unsafe {
+            std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, l)
+        },
+        _ => ptr::null_mut(),
+    }
+}
+
+/// Releases memory from [`map_aligned`] (Miri build).
+///
+/// # Safety
+/// `p` must come from `map_aligned(size, ARENA_SIZE)` with the same `size`;
+/// Miri builds cannot release part of a mapping.
+#[cfg(miri)]
+pub unsafe fn unmap(p: *mut u8, size: usize) {
+    // SAFETY: same layout as the allocation, per the caller's contract.
+    unsafe {
+        std::alloc::GlobalAlloc::dealloc(
+            &std::alloc::System,
+            p,
+            std::alloc::Layout::from_size_align_unchecked(size, crate::geometry::ARENA_SIZE),
+        )
+    }
+}
+
+/// Zeroes the range (Miri build: there are no pages to give back).
+///
+/// # Safety
+/// As for the non-Miri `discard`.
+#[cfg(miri)]
+pub unsafe fn discard(p: *mut u8, size: usize) -> bool {
+    // SAFETY: the caller guarantees the range is ours and dead.
+    unsafe { ptr::write_bytes(p, 0, size) };
+    true
+}

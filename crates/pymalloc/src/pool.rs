@@ -1,0 +1,100 @@
+//! Pools: runs of `POOL_SIZE` bytes holding blocks of one size class.
+//!
+//! A pool starts with a [`PoolHeader`]; its blocks follow at
+//! `POOL_OVERHEAD + k * class_size`. Blocks are handed out from the pool's
+//! free list first, and from its never-used tail ("virgin" blocks, at
+//! `nextoffset`) only when the free list is empty, so a pool's memory is
+//! touched only as it is needed.
+
+use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
+
+/// Size class recorded in a pool just carved from its arena and never
+/// initialised for any class.
+pub(crate) const DUMMY_SIZE_IDX: u32 = 0xffff;
+
+/// The header at the start of every pool (CPython's `struct pool_header`,
+/// 48 bytes on 64-bit).
+///
+/// Invariants, for a pool carved from a live arena:
+/// * `count` is the number of blocks of this pool currently handed out.
+/// * `count == 0`: the pool is *empty*: it is on its arena's `freepools`
+///   list (linked through `nextpool`), and `szidx`/`freeblock`/`nextoffset`
+///   describe the class it last held, so it can be reused for that class
+///   without reinitialising.
+/// * `0 < count < num_blocks(szidx)`: the pool is *used*: it is on the
+///   heap's used list for `szidx`, and `freeblock` is non-null.
+/// * `count == num_blocks(szidx)`: the pool is *full*: it is on no list and
+///   `freeblock` is null; `nextpool`/`prevpool` are meaningless.
+/// * `freeblock` heads a null-terminated list of free blocks of this pool,
+///   each block's first word holding the next. Blocks at offsets at or past
+///   `nextoffset` have never been handed out and are not on the list.
+/// * `maxnextoffset == POOL_SIZE - class_size(szidx)`: the largest offset a
+///   whole block can start at.
+/// * `arenaindex` indexes the owning heap's arena table.
+#[repr(C)]
+pub(crate) struct PoolHeader {
+    /// Blocks in use (CPython keeps this in a union padded to pointer size).
+    pub count: u32,
+    _pad: [u8; core::mem::size_of::<usize>() - 4],
+    /// Head of the free list, or null.
+    pub freeblock: *mut u8,
+    /// Next pool in the used list, or in the arena's free list.
+    pub nextpool: *mut PoolHeader,
+    /// Previous pool in the used list.
+    pub prevpool: *mut PoolHeader,
+    /// Index of the arena object in the heap's table.
+    pub arenaindex: u32,
+    /// Size class index, or [`DUMMY_SIZE_IDX`].
+    pub szidx: u32,
+    /// Offset of the first never-used block.
+    pub nextoffset: u32,
+    /// Largest valid `nextoffset`.
+    pub maxnextoffset: u32,
+}
+
+/// `size_of::<PoolHeader>()`, for the geometry module.
+pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<PoolHeader>();
+
+/// The pool containing `p` (an address inside a pool-aligned pool).
+///
+/// The header is reached through the arena's exposed provenance, not `p`'s:
+/// a pointer handed back by Rust code may carry a tag narrowed to the block
+/// itself (a `Box` is retagged for its size), which does not cover the
+/// header. At run time this is the same `and` as `p.map_addr(...)`.
+#[inline(always)]
+pub(crate) fn pool_of(p: *mut u8) -> *mut PoolHeader {
+    core::ptr::with_exposed_provenance_mut(p.addr() & !POOL_SIZE_MASK)
+}
+
+/// `p` re-derived from the arena's exposed provenance: used for every block
+/// coming back from a caller, so the heap never keeps or writes through a
+/// caller's (possibly narrowed) tag.
+#[inline(always)]
+pub(crate) fn launder(p: *mut u8) -> *mut u8 {
+    core::ptr::with_exposed_provenance_mut(p.addr())
+}
+
+/// Sets up `pool` to hold blocks of class `szidx` with exactly one block in
+/// use, and returns that block (the pool's first). The free list then holds
+/// just the second block; the rest stays virgin.
+///
+/// # Safety
+/// `pool` points to a pool-aligned, writable `POOL_SIZE` region owned by the
+/// caller's heap, and nothing else refers to its blocks.
+#[inline]
+pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut u8 {
+    let size = class_size(szidx);
+    // SAFETY: per the contract `pool` is a writable pool we own; offsets stay
+    // inside it because every pool holds at least two blocks.
+    unsafe {
+        (*pool).szidx = szidx as u32;
+        (*pool).count = 1;
+        let first = pool.cast::<u8>().add(POOL_OVERHEAD);
+        let second = first.add(size);
+        (*pool).nextoffset = (POOL_OVERHEAD + 2 * size) as u32;
+        (*pool).maxnextoffset = (POOL_SIZE - size) as u32;
+        second.cast::<*mut u8>().write(core::ptr::null_mut());
+        (*pool).freeblock = second;
+        first
+    }
+}

@@ -1,0 +1,133 @@
+//! The raw allocator: the C library's `malloc` family with CPython's rules.
+//!
+//! These are the functions behind CPython's `MALLOC_ALLOC` (`_PyMem_RawMalloc`
+//! and friends), the default allocator of the RAW domain, and of all three
+//! domains in the `malloc` configuration. They are thread-safe.
+//!
+//! * a request of 0 bytes is a request of 1 byte, so it returns a distinct
+//!   non-null pointer (`calloc(n, 0)` and `calloc(0, n)` are `calloc(1, 1)`);
+//!   (every request is in fact rounded up to 16 bytes, so every block is
+//!   16-byte aligned whatever the C library);
+//! * `realloc(p, 0)` resizes to one byte and does not free;
+//! * sizes above `isize::MAX`, and `calloc` products that overflow, fail with
+//!   null before reaching the C library.
+//!
+//! ```
+//! let p = pymalloc::raw::malloc(0);
+//! assert!(!p.is_null());
+//! let q = unsafe { pymalloc::raw::realloc(p, 0) };
+//! assert!(!q.is_null());
+//! unsafe { pymalloc::raw::free(q) };
+//! assert!(pymalloc::raw::malloc(usize::MAX).is_null());
+//! assert!(pymalloc::raw::calloc(usize::MAX / 2, 3).is_null());
+//! ```
+
+use core::ffi::c_void;
+
+use crate::domain::MemAllocatorEx;
+
+/// Largest size any allocator in this crate accepts (`PY_SSIZE_T_MAX`).
+pub const MAX_SIZE: usize = isize::MAX as usize;
+
+/// Requests are at least this big. C only promises alignment suitable for
+/// objects that fit in the size asked for (a 1-byte block may be 1-aligned);
+/// asking for at least 16 bytes gets 16-byte alignment from any C library,
+/// which the brief promises for every block.
+const MIN_REQUEST: usize = 16;
+
+/// `malloc(size)`, or `malloc(1)` for a zero size; null above [`MAX_SIZE`].
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    if size > MAX_SIZE {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: malloc has no preconditions.
+    unsafe { libc::malloc(size.max(MIN_REQUEST)).cast() }
+}
+
+/// `calloc(nelem, elsize)`; zero in either argument is `calloc(1, 1)`; null if
+/// the product overflows or exceeds [`MAX_SIZE`].
+#[inline]
+pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+    if elsize != 0 && nelem > MAX_SIZE / elsize {
+        return core::ptr::null_mut();
+    }
+    let (n, e) = if nelem == 0 || elsize == 0 {
+        (1, 1)
+    } else {
+        (nelem, elsize)
+    };
+    // SAFETY: calloc has no preconditions; the product does not overflow.
+    unsafe { libc::calloc(n, e).cast() }
+}
+
+/// `realloc(p, size)`; `size == 0` resizes to one byte; null above
+/// [`MAX_SIZE`], in which case `p` is untouched.
+///
+/// # Safety
+/// `p` is null or a live pointer from this module's functions.
+#[inline]
+pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
+    if size > MAX_SIZE {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the caller passes null or a live C-heap pointer.
+    unsafe { libc::realloc(p.cast(), size.max(MIN_REQUEST)).cast() }
+}
+
+/// `free(p)`; `free(null)` does nothing.
+///
+/// # Safety
+/// `p` is null or a live pointer from this module's functions, not used again.
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: the caller passes null or a live C-heap pointer.
+    unsafe { libc::free(p.cast()) }
+}
+
+/// Memory aligned to `align` (a power of two that is a multiple of the pointer
+/// size), released with [`free`]. Null on failure or for sizes above
+/// [`MAX_SIZE`].
+#[inline]
+pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if size > MAX_SIZE {
+        return core::ptr::null_mut();
+    }
+    let mut out: *mut c_void = core::ptr::null_mut();
+    // SAFETY: out is a valid place to store the result; posix_memalign checks
+    // `align` itself and returns an error code for bad values.
+    let rc = unsafe { libc::posix_memalign(&mut out, align, size.max(MIN_REQUEST)) };
+    if rc == 0 {
+        out.cast()
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+unsafe extern "C" fn raw_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+    malloc(size).cast()
+}
+unsafe extern "C" fn raw_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    calloc(nelem, elsize).cast()
+}
+unsafe extern "C" fn raw_realloc(_ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded contract of the domain's realloc.
+    unsafe { realloc(p.cast(), size).cast() }
+}
+unsafe extern "C" fn raw_free(_ctx: *mut c_void, p: *mut c_void) {
+    // SAFETY: forwarded contract of the domain's free.
+    unsafe { free(p.cast()) }
+}
+
+/// The context of [`ALLOCATOR`]: unused, but its address identifies the raw
+/// allocator (function addresses are not reliable identities in Rust).
+static RAW_CTX: u8 = 0;
+
+/// The raw allocator as a domain allocator (CPython's `MALLOC_ALLOC`).
+pub const ALLOCATOR: MemAllocatorEx = MemAllocatorEx {
+    ctx: &RAW_CTX as *const u8 as *mut c_void,
+    malloc: raw_malloc,
+    calloc: raw_calloc,
+    realloc: raw_realloc,
+    free: raw_free,
+};

@@ -1,0 +1,453 @@
+//! The pymalloc algorithm on private `Heap` values: size classes, lazy
+//! carving, pool and arena life cycles, realloc, routing to the raw
+//! allocator. Nothing here changes process-wide state.
+
+use pymalloc::geometry::*;
+use pymalloc::{owns, Heap};
+
+/// Offset of a block inside its pool.
+fn pool_offset(p: *mut u8) -> usize {
+    p as usize & POOL_SIZE_MASK
+}
+
+fn pool_base(p: *mut u8) -> usize {
+    p as usize & !POOL_SIZE_MASK
+}
+
+#[test]
+fn geometry_tables() {
+    #[cfg(not(feature = "legacy-geometry"))]
+    {
+        assert_eq!(
+            (ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE),
+            (16, 32, 16384, 1 << 20)
+        );
+        assert_eq!(MAX_POOLS_IN_ARENA, 64);
+        assert_eq!(num_blocks(0), (16384 - 48) / 16);
+    }
+    #[cfg(feature = "legacy-geometry")]
+    {
+        assert_eq!(
+            (ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE),
+            (8, 64, 4096, 256 << 10)
+        );
+        assert_eq!(MAX_POOLS_IN_ARENA, 64);
+        assert_eq!(num_blocks(0), (4096 - 48) / 8);
+        // The seed's table: 1-8 -> class 0, 505-512 -> class 63.
+        assert_eq!(size_class(8), Some(0));
+        assert_eq!(size_class(9), Some(1));
+        assert_eq!(size_class(505), Some(63));
+    }
+    assert_eq!(POOL_OVERHEAD, 48);
+    for n in 1..=SMALL_REQUEST_THRESHOLD {
+        let c = size_class(n).unwrap();
+        assert!(
+            class_size(c) >= n && class_size(c) - n < ALIGNMENT,
+            "size {n}"
+        );
+    }
+    assert_eq!(size_class(0), None);
+    assert_eq!(size_class(SMALL_REQUEST_THRESHOLD + 1), None);
+    assert_eq!(size_class(usize::MAX), None);
+}
+
+#[test]
+fn every_small_size_is_aligned_and_owned() {
+    let mut heap = Heap::new();
+    let ptrs: Vec<_> = (1..=SMALL_REQUEST_THRESHOLD)
+        .map(|n| (n, heap.malloc(n)))
+        .collect();
+    for &(n, p) in &ptrs {
+        assert!(!p.is_null());
+        assert_eq!(p as usize % ALIGNMENT, 0, "size {n}");
+        assert!(owns(p), "size {n} not from a pool");
+        unsafe { p.write_bytes(n as u8, n) };
+    }
+    for &(n, p) in &ptrs {
+        let bytes = unsafe { std::slice::from_raw_parts(p, n) };
+        assert!(bytes.iter().all(|&b| b == n as u8), "size {n} overwritten");
+    }
+    heap.validate().unwrap();
+    for (_, p) in ptrs {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+#[test]
+fn zero_and_large_requests_go_to_the_raw_allocator() {
+    let mut heap = Heap::new();
+    let z1 = heap.malloc(0);
+    let z2 = heap.malloc(0);
+    assert!(!z1.is_null() && !z2.is_null() && z1 != z2);
+    assert!(!owns(z1) && !owns(z2));
+    let big = heap.malloc(SMALL_REQUEST_THRESHOLD + 1);
+    assert!(!big.is_null() && !owns(big));
+    assert_eq!(big as usize % 16, 0);
+    let s = heap.stats();
+    assert_eq!(s.raw_allocated_blocks, 3);
+    assert_eq!(s.arenas_allocated_total, 0, "no arena for raw requests");
+    assert_eq!(s.allocated_blocks(), 3);
+    unsafe {
+        heap.free(z1);
+        heap.free(z2);
+        heap.free(big);
+        heap.free(std::ptr::null_mut());
+    }
+    assert_eq!(heap.stats().raw_allocated_blocks, 0);
+    assert!(heap.malloc(usize::MAX).is_null());
+    assert!(heap.malloc(isize::MAX as usize + 1).is_null());
+    assert!(heap.calloc(usize::MAX / 2, 3).is_null());
+    assert_eq!(
+        heap.stats().raw_allocated_blocks,
+        0,
+        "failures are not counted"
+    );
+}
+
+#[test]
+fn last_freed_block_is_reused_first() {
+    let mut heap = Heap::new();
+    let a = heap.malloc(40);
+    let b = heap.malloc(40);
+    unsafe { heap.free(a) };
+    assert_eq!(heap.malloc(40), a);
+    unsafe {
+        heap.free(b);
+        heap.free(a);
+    }
+}
+
+#[test]
+fn blocks_are_carved_lazily_in_address_order() {
+    let mut heap = Heap::new();
+    let c = size_class(100).unwrap();
+    let size = class_size(c);
+    let blocks: Vec<_> = (0..10).map(|_| heap.malloc(100)).collect();
+    let base = pool_base(blocks[0]);
+    for (i, &p) in blocks.iter().enumerate() {
+        assert_eq!(pool_base(p), base);
+        assert_eq!(pool_offset(p), POOL_OVERHEAD + i * size, "block {i}");
+    }
+    let s = heap.stats();
+    assert_eq!(s.classes[c].pools, 1);
+    assert_eq!(s.classes[c].blocks_in_use, 10);
+    assert_eq!(s.classes[c].avail_blocks, num_blocks(c) - 10);
+    heap.validate().unwrap();
+    for p in blocks {
+        unsafe { heap.free(p) };
+    }
+}
+
+#[test]
+fn a_full_pool_leaves_the_used_list_and_comes_back_at_its_end() {
+    let mut heap = Heap::new();
+    let n = 256;
+    let c = size_class(n).unwrap();
+    let per_pool = num_blocks(c);
+    let first: Vec<_> = (0..per_pool).map(|_| heap.malloc(n)).collect();
+    assert!(first.iter().all(|&p| pool_base(p) == pool_base(first[0])));
+    heap.validate().unwrap();
+    // The pool is full: the next block comes from a new pool.
+    let second = heap.malloc(n);
+    assert_ne!(pool_base(second), pool_base(first[0]));
+    assert_eq!(heap.stats().classes[c].pools, 2);
+    // Freeing into the full pool puts it back on the used list, behind the
+    // second pool, so allocation keeps filling the second pool first.
+    let hole = first[per_pool / 2];
+    unsafe { heap.free(hole) };
+    heap.validate().unwrap();
+    let next = heap.malloc(n);
+    assert_eq!(pool_base(next), pool_base(second));
+    // Fill the second pool; then the hole is used.
+    let mut rest = vec![second, next];
+    while rest.len() < per_pool {
+        rest.push(heap.malloc(n));
+    }
+    assert!(rest.iter().all(|&p| pool_base(p) == pool_base(second)));
+    assert_eq!(heap.malloc(n), hole);
+    heap.validate().unwrap();
+    for p in first.into_iter().chain(rest) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().classes[c].pools, 0);
+}
+
+#[test]
+fn an_empty_pool_returns_to_its_arena_and_is_reused_by_any_class() {
+    let mut heap = Heap::new();
+    let a = heap.malloc(16);
+    let pool = pool_base(a);
+    unsafe { heap.free(a) };
+    let s = heap.stats();
+    assert_eq!(s.blocks_in_use(), 0);
+    assert_eq!(s.classes.iter().map(|c| c.pools).sum::<usize>(), 0);
+    assert_eq!(
+        s.unused_pools,
+        MAX_POOLS_IN_ARENA - usize::from(s.arena_alignment_bytes != 0)
+    );
+    heap.validate().unwrap();
+    // The emptied pool is the arena's first free pool: another class gets it.
+    let b = heap.malloc(300);
+    assert_eq!(pool_base(b), pool);
+    assert_eq!(pool_offset(b), POOL_OVERHEAD);
+    unsafe { heap.free(b) };
+    // And the same class again reuses its free list without reinitialising:
+    // the first block is handed out again.
+    assert_eq!(heap.malloc(300), b);
+    unsafe { heap.free(b) };
+    heap.validate().unwrap();
+}
+
+#[test]
+fn realloc_stays_in_place_exactly_as_cpython_does() {
+    let mut heap = Heap::new();
+    for c in 0..NB_SMALL_SIZE_CLASSES {
+        let size = class_size(c);
+        for n in [
+            size / 2,
+            size * 3 / 4,
+            size * 3 / 4 + 1,
+            size - 1,
+            size,
+            size + 1,
+        ] {
+            if n == 0 {
+                continue;
+            }
+            let p = heap.malloc(size);
+            assert_eq!(size_class(size), Some(c));
+            let keep = n.min(size);
+            for i in 0..keep {
+                unsafe { *p.add(i) = (i * 7 + c) as u8 };
+            }
+            let q = unsafe { heap.realloc(p, n) };
+            assert!(!q.is_null());
+            let stays = n <= size && 4 * n > 3 * size;
+            assert_eq!(q == p, stays, "class {c} size {size} -> {n}");
+            for i in 0..keep {
+                assert_eq!(
+                    unsafe { *q.add(i) },
+                    (i * 7 + c) as u8,
+                    "class {c} -> {n}: byte {i}"
+                );
+            }
+            unsafe { heap.free(q) };
+        }
+    }
+    heap.validate().unwrap();
+}
+
+#[test]
+fn realloc_moves_between_pools_and_the_raw_allocator() {
+    let mut heap = Heap::new();
+    let p = heap.malloc(100);
+    unsafe { p.write_bytes(0xAB, 100) };
+    let big = unsafe { heap.realloc(p, 10_000) };
+    assert!(!owns(big));
+    assert!(unsafe { std::slice::from_raw_parts(big, 100) }
+        .iter()
+        .all(|&b| b == 0xAB));
+    assert_eq!(heap.stats().raw_allocated_blocks, 1);
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+    // A raw block stays with the raw allocator even when it shrinks.
+    let shrunk = unsafe { heap.realloc(big, 10) };
+    assert!(!owns(shrunk));
+    assert!(unsafe { std::slice::from_raw_parts(shrunk, 10) }
+        .iter()
+        .all(|&b| b == 0xAB));
+    // realloc(p, 0) does not free and returns a usable pointer.
+    let small = heap.malloc(64);
+    let z = unsafe { heap.realloc(small, 0) };
+    assert!(!z.is_null());
+    // A failed realloc leaves the block alone.
+    let keep = heap.malloc(64);
+    unsafe { keep.write_bytes(0x5A, 64) };
+    assert!(unsafe { heap.realloc(keep, usize::MAX) }.is_null());
+    if !cfg!(miri) {
+        // Reaches the C library, which says no; Miri cannot model that.
+        assert!(unsafe { heap.realloc(keep, isize::MAX as usize) }.is_null());
+    }
+    assert!(unsafe { std::slice::from_raw_parts(keep, 64) }
+        .iter()
+        .all(|&b| b == 0x5A));
+    // realloc(null, n) is malloc(n).
+    let fresh = unsafe { heap.realloc(std::ptr::null_mut(), 32) };
+    assert!(owns(fresh));
+    unsafe {
+        heap.free(shrunk);
+        heap.free(z);
+        heap.free(keep);
+        heap.free(fresh);
+    }
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!((s.blocks_in_use(), s.raw_allocated_blocks), (0, 0));
+}
+
+#[test]
+fn calloc_zeroes_recycled_blocks() {
+    let mut heap = Heap::new();
+    let p = heap.malloc(200);
+    unsafe {
+        p.write_bytes(0xFF, 200);
+        heap.free(p);
+    }
+    let q = heap.calloc(10, 20);
+    assert_eq!(q, p, "same class reuses the block");
+    assert!(unsafe { std::slice::from_raw_parts(q, 200) }
+        .iter()
+        .all(|&b| b == 0));
+    let z = heap.calloc(0, 5);
+    let z2 = heap.calloc(5, 0);
+    assert!(!z.is_null() && !z2.is_null() && z != z2);
+    unsafe {
+        heap.free(q);
+        heap.free(z);
+        heap.free(z2);
+    }
+}
+
+/// Allocates whole pools of one class until `n` arenas are completely used;
+/// returns the blocks grouped by pool.
+fn fill_arenas(heap: &mut Heap, n: usize, size: usize) -> Vec<Vec<*mut u8>> {
+    let per_pool = num_blocks(size_class(size).unwrap());
+    let start = heap.stats();
+    assert_eq!(start.arenas_current, 0, "a fresh heap");
+    let mut pools = Vec::new();
+    // Arenas from the default allocator are aligned: every one holds
+    // MAX_POOLS_IN_ARENA pools.
+    for _ in 0..n * MAX_POOLS_IN_ARENA {
+        pools.push((0..per_pool).map(|_| heap.malloc(size)).collect::<Vec<_>>());
+    }
+    let s = heap.stats();
+    assert_eq!((s.arenas_current, s.unused_pools), (n, 0));
+    pools
+}
+
+#[test]
+fn one_spare_arena_is_kept_the_rest_go_back() {
+    let mut heap = Heap::new();
+    let pools = fill_arenas(&mut heap, 3, 512);
+    let s = heap.stats();
+    assert_eq!(s.arenas_current, 3);
+    assert_eq!(s.unused_pools, 0);
+    heap.validate().unwrap();
+    for pool in pools {
+        for p in pool {
+            unsafe { heap.free(p) };
+        }
+    }
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!(s.arenas_allocated_total, 3);
+    assert_eq!(
+        s.arenas_current, 1,
+        "one wholly free arena is kept as a spare"
+    );
+    assert_eq!(s.arenas_reclaimed, 2);
+    assert_eq!(s.arenas_highwater, 3);
+    // The spare serves the next request without a new arena.
+    let p = heap.malloc(8);
+    assert_eq!(heap.stats().arenas_allocated_total, 3);
+    unsafe { heap.free(p) };
+}
+
+#[test]
+fn new_pools_come_from_the_most_used_arena() {
+    let mut heap = Heap::new();
+    let mut pools = fill_arenas(&mut heap, 3, 512);
+    let arena_of = |p: *mut u8| p as usize & !ARENA_SIZE_MASK;
+    let arenas: Vec<usize> = {
+        let mut v: Vec<usize> = pools.iter().map(|b| arena_of(b[0])).collect();
+        v.dedup();
+        v
+    };
+    assert_eq!(arenas.len(), 3);
+    // Empty 10 pools of arena 0 and 5 of arena 1: arena 1 is now the more
+    // used, so it must supply the next pools, then arena 0, and arena 2 last.
+    let mut emptied = |arena: usize, k: usize, pools: &mut Vec<Vec<*mut u8>>| {
+        let mut done = 0;
+        pools.retain(|blocks| {
+            if done < k && arena_of(blocks[0]) == arena {
+                for &p in blocks {
+                    unsafe { heap.free(p) };
+                }
+                done += 1;
+                false
+            } else {
+                true
+            }
+        });
+        heap.validate().unwrap();
+    };
+    emptied(arenas[0], 10, &mut pools);
+    emptied(arenas[1], 5, &mut pools);
+    let mut fresh = Vec::new();
+    for i in 0..15 {
+        let p = heap.malloc(512);
+        let want = if i < 5 { arenas[1] } else { arenas[0] };
+        assert_eq!(arena_of(p), want, "pool {i} came from the wrong arena");
+        fresh.push(p);
+        // One block per pool: fill the rest so each malloc above takes a pool.
+        for _ in 1..num_blocks(size_class(512).unwrap()) {
+            fresh.push(heap.malloc(512));
+        }
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().arenas_current, 3);
+    for p in fresh.into_iter().chain(pools.into_iter().flatten()) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
+
+#[test]
+fn statistics_account_for_every_arena_byte() {
+    let mut heap = Heap::new();
+    let mut live = Vec::new();
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    for i in 0..if cfg!(miri) { 2_000 } else { 20_000 } {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = (x % 600) as usize;
+        live.push(heap.malloc(n));
+        if i % 3 == 0 {
+            let j = (x >> 20) as usize % live.len();
+            unsafe { heap.free(live.swap_remove(j)) };
+        }
+    }
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!(s.accounted_bytes(), s.arena_bytes);
+    assert_eq!(s.arena_bytes, s.arenas_current * ARENA_SIZE);
+    let small = live.iter().filter(|&&p| owns(p)).count();
+    assert_eq!(s.blocks_in_use(), small);
+    assert_eq!(s.allocated_blocks(), live.len() as isize);
+    for c in &s.classes {
+        assert_eq!(
+            c.pools * num_blocks(size_class(c.size).unwrap()),
+            c.blocks_in_use + c.avail_blocks
+        );
+    }
+    for p in live {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
+
+#[test]
+fn a_dropped_heap_releases_its_arenas() {
+    let addr;
+    {
+        let mut heap = Heap::new();
+        let p = heap.malloc(64);
+        addr = p as usize;
+        assert!(owns(p));
+        // dropped with the block still live
+    }
+    assert!(!owns(addr as *const u8));
+}
