@@ -16,8 +16,8 @@
 //! fatal-error handler, which by default prints CPython's
 //! `Fatal Python error: <function>: <message>` line and aborts. The serial
 //! number counts calls to the debug malloc and realloc; it is stored in each
-//! block and printed in the report as CPython builds with
-//! `PYMEM_DEBUG_SERIALNO` do ([`set_report_serial`]).
+//! block ([`block_info`]) and, on request ([`set_report_serial`]), printed in
+//! the report as CPython builds with `PYMEM_DEBUG_SERIALNO` print it.
 //!
 //! The MEM and OBJ hooks also ask the embedder's lock check (CPython's
 //! `PyGILState_Check`, installed with [`set_lock_check`]) and stop with
@@ -76,7 +76,7 @@ static HOOKS: [HookState; 3] = [
 ];
 
 static SERIALNO: AtomicUsize = AtomicUsize::new(0);
-static REPORT_SERIAL: AtomicBool = AtomicBool::new(true);
+static REPORT_SERIAL: AtomicBool = AtomicBool::new(false);
 // Callbacks, stored as pointers (not integers) so they keep their provenance.
 static LOCK_CHECK: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
 static FATAL: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
@@ -121,8 +121,9 @@ pub fn set_traceback_dumper(f: Option<TracebackDumper>) {
 }
 
 /// Whether reports include the line `The block was made by call #N to debug
-/// malloc/realloc.` (CPython prints it when built with
-/// `PYMEM_DEBUG_SERIALNO`; on by default).
+/// malloc/realloc.` (CPython prints it only when built with
+/// `PYMEM_DEBUG_SERIALNO`; off by default, so reports match a standard
+/// CPython 3.11 byte for byte). The serial number is stored either way.
 pub fn set_report_serial(on: bool) {
     REPORT_SERIAL.store(on, Ordering::Relaxed);
 }

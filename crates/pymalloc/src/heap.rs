@@ -141,6 +141,44 @@ pub fn owns(p: *const u8) -> bool {
     ARENA_MAP.contains(p)
 }
 
+/// What one pool of an arena holds, as [`Heap::visit_arenas`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PoolState {
+    /// Not carved from the arena yet: never touched.
+    #[default]
+    Untouched,
+    /// Carved once, now empty (on the arena's free pools).
+    Empty,
+    /// Holding `blocks` blocks of size class `class`, with room for more.
+    Used {
+        /// Size class index.
+        class: u8,
+        /// Blocks in use.
+        blocks: u16,
+    },
+    /// Every block of size class `class` in use.
+    Full {
+        /// Size class index.
+        class: u8,
+    },
+}
+
+/// One arena and the state of each of its pools.
+#[derive(Clone, Copy, Debug)]
+pub struct ArenaInfo {
+    /// Base address of the arena.
+    pub address: usize,
+    /// Offset of the first pool (non-zero when the arena is not
+    /// pool-aligned).
+    pub first_pool_offset: usize,
+    /// Pools the arena holds.
+    pub ntotalpools: usize,
+    /// Free pools: empty plus untouched.
+    pub nfreepools: usize,
+    /// `pools[..ntotalpools]`, in address order.
+    pub pools: [PoolState; MAX_POOLS_IN_ARENA],
+}
+
 /// A broken heap invariant, reported by [`Heap::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvariantError {
@@ -653,6 +691,47 @@ impl Heap {
                 base = unsafe { base.add(POOL_SIZE) };
             }
         })
+    }
+
+    /// Calls `f` with a picture of every live arena, in table order. Nothing
+    /// is allocated; `f` must not allocate from this heap.
+    pub fn visit_arenas(&self, mut f: impl FnMut(&ArenaInfo)) {
+        self.for_each_arena(|ao| {
+            let base = round_up(ao.address.addr(), POOL_SIZE);
+            let mut info = ArenaInfo {
+                address: ao.address.addr(),
+                first_pool_offset: base - ao.address.addr(),
+                ntotalpools: ao.ntotalpools as usize,
+                nfreepools: ao.nfreepools as usize,
+                pools: [PoolState::Untouched; MAX_POOLS_IN_ARENA],
+            };
+            let carved = (ao.pool_address.addr() - base) / POOL_SIZE;
+            for (i, state) in info.pools.iter_mut().enumerate().take(carved) {
+                let p = (base + i * POOL_SIZE) as *const PoolHeader;
+                // SAFETY: pools below pool_address are carved and initialised;
+                // the address lies inside this live arena.
+                let (count, sz) = unsafe {
+                    let p = ao.address.with_addr(p.addr()).cast::<PoolHeader>();
+                    ((*p).count as usize, (*p).szidx as usize)
+                };
+                *state = if count == 0 {
+                    PoolState::Empty
+                } else if count == num_blocks(sz) {
+                    PoolState::Full { class: sz as u8 }
+                } else {
+                    PoolState::Used {
+                        class: sz as u8,
+                        blocks: count as u16,
+                    }
+                };
+            }
+            f(&info);
+        })
+    }
+
+    /// Number of live arenas.
+    pub fn arena_count(&self) -> usize {
+        self.narenas_currently_allocated
     }
 
     /// A snapshot of the heap's statistics (see [`crate::stats`]).

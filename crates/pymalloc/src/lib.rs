@@ -66,6 +66,6 @@ pub mod stats;
 pub use arena_alloc::ArenaAllocator;
 pub use domain::{global_heap, AllocError, Block, Domain, MemAllocatorEx};
 pub use global::PyMalloc;
-pub use heap::{owns, Heap, InvariantError};
+pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState};
 pub use locked::LockedHeap;
 pub use stats::Stats;

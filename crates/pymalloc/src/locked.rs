@@ -143,6 +143,27 @@ impl LockedHeap {
         unsafe { heap::free(&mut Locked(self), p) }
     }
 
+    /// Pictures of every live arena (see [`Heap::visit_arenas`]). The vector
+    /// is allocated outside the lock, so this may be called even when this
+    /// heap is the global allocator.
+    pub fn arenas(&self) -> Vec<crate::heap::ArenaInfo> {
+        loop {
+            let n = self.lock().arena_count();
+            let mut out = Vec::with_capacity(n);
+            let mut fits = true;
+            self.lock().visit_arenas(|a| {
+                if out.len() < out.capacity() {
+                    out.push(*a);
+                } else {
+                    fits = false;
+                }
+            });
+            if fits {
+                return out;
+            }
+        }
+    }
+
     /// A statistics snapshot.
     pub fn stats(&self) -> Stats {
         let mut s = self.lock().stats();

@@ -451,3 +451,35 @@ fn a_dropped_heap_releases_its_arenas() {
     }
     assert!(!owns(addr as *const u8));
 }
+
+#[test]
+fn arena_pictures_show_every_pool_state() {
+    use pymalloc::{ArenaInfo, PoolState};
+    let mut heap = Heap::new();
+    let c = size_class(512).unwrap();
+    let full: Vec<_> = (0..num_blocks(c)).map(|_| heap.malloc(512)).collect();
+    let used = heap.malloc(16);
+    let gone = heap.malloc(32);
+    unsafe { heap.free(gone) };
+    let mut seen: Vec<ArenaInfo> = Vec::new();
+    heap.visit_arenas(|a| seen.push(*a));
+    assert_eq!(seen.len(), 1);
+    let a = &seen[0];
+    assert_eq!(a.address, full[0] as usize & !ARENA_SIZE_MASK);
+    assert_eq!(a.ntotalpools, MAX_POOLS_IN_ARENA);
+    assert_eq!(a.nfreepools, MAX_POOLS_IN_ARENA - 2);
+    assert_eq!(a.pools[0], PoolState::Full { class: c as u8 });
+    assert_eq!(
+        a.pools[1],
+        PoolState::Used {
+            class: 0,
+            blocks: 1
+        }
+    );
+    assert_eq!(a.pools[2], PoolState::Empty);
+    assert!(a.pools[3..].iter().all(|&p| p == PoolState::Untouched));
+    assert_eq!(heap.arena_count(), 1);
+    for p in full.into_iter().chain([used]) {
+        unsafe { heap.free(p) };
+    }
+}

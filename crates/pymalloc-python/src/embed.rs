@@ -1,0 +1,152 @@
+//! What the debug hooks need from the interpreter: the GIL check, CPython's
+//! fatal-error path, and the allocation traceback from tracemalloc.
+
+use std::ffi::{c_char, c_int, c_uint, CStr};
+
+use pymalloc::{debug, MemAllocatorEx};
+use pyo3_ffi as ffi;
+
+extern "C" {
+    /// CPython's `PyMem_SetAllocator`, declared with pymalloc's struct, whose
+    /// layout is CPython's `PyMemAllocatorEx`.
+    pub fn PyMem_SetAllocator(domain: c_int, allocator: *mut MemAllocatorEx);
+    fn PyGILState_Check() -> c_int;
+    #[cfg(Py_3_9)]
+    fn _Py_FatalErrorFunc(func: *const c_char, msg: *const c_char) -> !;
+    fn _PyTraceMalloc_GetTraceback(domain: c_uint, ptr: usize) -> *mut ffi::PyObject;
+}
+
+/// Installs the embedder callbacks of the debug hooks.
+pub fn install_debug_callbacks() {
+    debug::set_lock_check(Some(gil_held));
+    debug::set_fatal_handler(Some(fatal));
+    debug::set_traceback_dumper(Some(dump_traceback));
+}
+
+fn gil_held() -> bool {
+    // SAFETY: PyGILState_Check may be called at any time, even before the
+    // interpreter exists (it then answers 1).
+    unsafe { PyGILState_Check() != 0 }
+}
+
+/// A NUL-terminated copy of `s` in a stack buffer (cut at 255 bytes).
+fn c_buf(s: &[u8]) -> [u8; 256] {
+    let mut b = [0u8; 256];
+    let n = s.len().min(255);
+    b[..n].copy_from_slice(&s[..n]);
+    b
+}
+
+/// CPython's own fatal-error path: it prints the `Fatal Python error:` line,
+/// the runtime state, the Python traceback of every thread and the extension
+/// modules, then aborts.
+fn fatal(func: &str, msg: &[u8]) -> ! {
+    let (f, m) = (c_buf(func.as_bytes()), c_buf(msg));
+    #[cfg(Py_3_9)]
+    // SAFETY: both buffers are NUL-terminated; _Py_FatalErrorFunc never returns.
+    unsafe {
+        _Py_FatalErrorFunc(f.as_ptr().cast(), m.as_ptr().cast())
+    }
+    #[cfg(not(Py_3_9))]
+    {
+        let mut full = [0u8; 256];
+        let text = [func.as_bytes(), b": ", msg].concat();
+        let n = text.len().min(255);
+        full[..n].copy_from_slice(&text[..n]);
+        let _ = (f, m);
+        // SAFETY: NUL-terminated; Py_FatalError never returns.
+        unsafe { ffi::Py_FatalError(full.as_ptr().cast()) }
+    }
+}
+
+fn write_fd(fd: i32, b: &[u8]) {
+    let mut b = b;
+    while !b.is_empty() {
+        // SAFETY: writing our own initialised bytes.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n <= 0 {
+            return;
+        }
+        b = &b[n as usize..];
+    }
+}
+
+/// Is tracemalloc tracing? CPython 3.12+ has `_PyTraceMalloc_IsTracing()`;
+/// before that the flag is the second int of `_Py_tracemalloc_config`.
+fn tracing() -> bool {
+    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; the symbols,
+    // when present, have the types CPython gives them.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"_PyTraceMalloc_IsTracing".as_ptr());
+        if !f.is_null() {
+            let f: extern "C" fn() -> c_int = std::mem::transmute(f);
+            return f() != 0;
+        }
+        let cfg = libc::dlsym(libc::RTLD_DEFAULT, c"_Py_tracemalloc_config".as_ptr());
+        !cfg.is_null() && *cfg.cast::<c_int>().add(1) != 0
+    }
+}
+
+/// CPython's `_PyMem_DumpTraceback`: where the block at `p` was allocated,
+/// if tracemalloc traced it.
+fn dump_traceback(fd: i32, p: *const u8) {
+    if !tracing() {
+        write_fd(
+            fd,
+            b"Enable tracemalloc to get the memory block allocation traceback\n\n",
+        );
+        return;
+    }
+    // The traceback is a Python object: without the GIL it cannot be read.
+    if !gil_held() {
+        return;
+    }
+    // SAFETY: the GIL is held; the object is a tuple of (str, int) tuples or
+    // None, as _PyTraceMalloc_GetTraceback documents.
+    unsafe {
+        let tb = _PyTraceMalloc_GetTraceback(0, p.addr());
+        if tb.is_null() {
+            ffi::PyErr_Clear();
+            return;
+        }
+        if ffi::PyTuple_Check(tb) == 0 {
+            ffi::Py_DecRef(tb);
+            return;
+        }
+        write_fd(fd, b"Memory block allocated at (most recent call first):\n");
+        for i in 0..ffi::PyTuple_Size(tb) {
+            let frame = ffi::PyTuple_GetItem(tb, i);
+            let file = ffi::PyTuple_GetItem(frame, 0);
+            let line = ffi::PyLong_AsSsize_t(ffi::PyTuple_GetItem(frame, 1));
+            write_fd(fd, b"  File \"");
+            write_ascii(fd, file);
+            write_fd(fd, format!("\", line {line}\n").as_bytes());
+        }
+        write_fd(fd, b"\n");
+        ffi::Py_DecRef(tb);
+    }
+}
+
+/// CPython's `_Py_DumpASCII`: the string with non-ASCII characters escaped.
+unsafe fn write_ascii(fd: i32, s: *mut ffi::PyObject) {
+    // SAFETY: s is a str object and the GIL is held.
+    let text = unsafe { ffi::PyUnicode_AsUTF8(s) };
+    if text.is_null() {
+        // SAFETY: the GIL is held.
+        unsafe { ffi::PyErr_Clear() };
+        write_fd(fd, b"???");
+        return;
+    }
+    // SAFETY: PyUnicode_AsUTF8 returns a NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let mut out = String::new();
+    for ch in text.chars() {
+        match ch as u32 {
+            0x20..=0x7e => out.push(ch),
+            c if c < 0x100 => out.push_str(&format!("\\x{c:02x}")),
+            c if c < 0x10000 => out.push_str(&format!("\\u{c:04x}")),
+            c => out.push_str(&format!("\\U{c:08x}")),
+        }
+    }
+    write_fd(fd, out.as_bytes());
+}

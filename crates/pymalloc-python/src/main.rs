@@ -1,0 +1,206 @@
+//! `pymalloc-python`: python3, with all three allocator domains on
+//! pymalloc-rs.
+//!
+//! It embeds the machine's libpython and, before the interpreter starts,
+//! installs pymalloc-rs's allocators with `PyMem_SetAllocator` in the RAW,
+//! MEM and OBJ domains. CPython's pre-initialisation would install its own
+//! when it sees `PYTHONMALLOC` or dev mode, so the launcher decides the
+//! configuration itself and keeps both from CPython's pre-initialisation:
+//! `PYTHONMALLOC` is hidden from it (and put back before `os.environ` is
+//! built, so child processes inherit it), and pre-initialisation runs with
+//! dev mode off (the main configuration gets it back). Everything else is
+//! CPython's own startup: the command line, `sys.executable` (this binary),
+//! the standard library of the Python it was built against, and
+//! `Py_RunMain`.
+
+mod embed;
+mod module;
+mod options;
+
+use std::ffi::{c_char, c_int, CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::process::exit;
+
+use pymalloc::config::{self, AllocatorName};
+use pymalloc::{global_heap, Domain};
+use pyo3_ffi as ffi;
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let opts = options::parse(args.iter().skip(1).map(OsString::as_os_str));
+    let use_env = !opts.ignore_environment;
+    // CPython's _Py_GetEnv: unset and empty are the same.
+    let env = |name: &str| {
+        if use_env {
+            std::env::var_os(name).filter(|v| !v.is_empty())
+        } else {
+            None
+        }
+    };
+
+    let dev_mode = opts.dev_mode || env("PYTHONDEVMODE").is_some();
+    let name = match env("PYTHONMALLOC") {
+        Some(v) => {
+            match v.to_str().unwrap_or("\u{fffd}").parse::<AllocatorName>() {
+                Ok(n) => n,
+                Err(e) => {
+                    // python3 prints the first two lines and exits with 1.
+                    eprintln!("Fatal Python error: preconfig_init_allocator: PYTHONMALLOC: unknown allocator");
+                    eprintln!("Python runtime state: preinitializing");
+                    eprintln!();
+                    eprintln!("pymalloc-python: {e}");
+                    exit(1);
+                }
+            }
+        }
+        // PYTHONMALLOC takes priority over dev mode, as in CPython.
+        None if dev_mode => AllocatorName::Debug,
+        None => AllocatorName::Default,
+    };
+    let stats_at_exit = env("PYTHONMALLOCSTATS").is_some();
+
+    // SAFETY: single-threaded start-up, before any allocation through the
+    // domains and before libpython is initialised.
+    unsafe { install_allocators(name, stats_at_exit) };
+
+    let argv: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.clone().into_vec()).unwrap_or_default())
+        .collect();
+    let mut argv_ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    let argc = argv_ptrs.len() as ffi::Py_ssize_t;
+
+    // SAFETY: CPython's documented embedding sequence; argv outlives it.
+    let code = unsafe {
+        preinitialize(use_env, argc, argv_ptrs.as_mut_ptr());
+        initialize(dev_mode, use_env, argc, argv_ptrs.as_mut_ptr());
+        module::install_sys_overrides();
+        ffi::Py_RunMain()
+    };
+    if stats_at_exit {
+        pymalloc::stats::print_to_stderr(&global_heap().stats());
+    }
+    exit(code);
+}
+
+/// Sets up configuration `name` in pymalloc-rs's domains, with the embedder
+/// callbacks of the debug hooks, and hands the three domain allocators to
+/// libpython.
+///
+/// # Safety
+/// Single-threaded, before libpython allocates anything.
+unsafe fn install_allocators(name: AllocatorName, stats: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { config::setup(name).expect("a parsed configuration name") };
+    if name.is_debug() {
+        embed::install_debug_callbacks();
+        // The serial-number line of PYMEM_DEBUG_SERIALNO builds, on request.
+        if std::env::var_os("PYMALLOC_DEBUG_SERIALNO").is_some_and(|v| !v.is_empty()) {
+            pymalloc::debug::set_report_serial(true);
+        }
+    }
+    if stats {
+        global_heap().lock().set_print_stats_on_new_arena(true);
+    }
+    for d in Domain::ALL {
+        let mut a = d.allocator();
+        // SAFETY: pymalloc's MemAllocatorEx has the layout of CPython's
+        // PyMemAllocatorEx (context then four functions), and libpython is not
+        // running yet.
+        unsafe { embed::PyMem_SetAllocator(d as c_int, &mut a) };
+    }
+}
+
+/// Pre-initialises CPython without letting it install allocators: dev mode
+/// off, and PYTHONMALLOC out of its sight (then back, for children).
+///
+/// # Safety
+/// Start-up, single-threaded; `argv` holds `argc` C strings.
+unsafe fn preinitialize(use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
+    let hidden = if use_env {
+        std::env::var_os("PYTHONMALLOC")
+    } else {
+        None
+    };
+    if hidden.is_some() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::remove_var("PYTHONMALLOC") };
+    }
+    // SAFETY: PyPreConfig is plain data initialised by CPython.
+    unsafe {
+        let mut pre: ffi::PyPreConfig = std::mem::zeroed();
+        ffi::PyPreConfig_InitPythonConfig(&mut pre);
+        pre.dev_mode = 0; // dev mode would install CPython's debug allocators
+        pre.allocator = 0; // PYMEM_ALLOCATOR_NOT_SET: keep ours
+        check(ffi::Py_PreInitializeFromBytesArgs(&pre, argc, argv));
+    }
+    if let Some(v) = hidden {
+        // SAFETY: still single-threaded.
+        unsafe { std::env::set_var("PYTHONMALLOC", v) };
+    }
+}
+
+/// Initialises the interpreter from the command line.
+///
+/// # Safety
+/// After `preinitialize`; `argv` holds `argc` C strings.
+unsafe fn initialize(dev_mode: bool, use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
+    module::register();
+    // SAFETY: CPython's PyConfig API, used as documented.
+    unsafe {
+        let mut cfg: ffi::PyConfig = std::mem::zeroed();
+        ffi::PyConfig_InitPythonConfig(&mut cfg);
+        if dev_mode {
+            // Pre-initialisation ran without it; the rest of dev mode
+            // (warnings, faulthandler, sys.flags) comes from here.
+            cfg.dev_mode = 1;
+        }
+        let status = ffi::PyConfig_SetBytesArgv(&mut cfg, argc, argv.cast::<*const c_char>());
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::PyConfig_Clear(&mut cfg);
+            ffi::Py_ExitStatusException(status);
+        }
+        if !use_env || std::env::var_os("PYTHONHOME").is_none() {
+            set_home(&mut cfg);
+        }
+        let status = ffi::Py_InitializeFromConfig(&cfg);
+        ffi::PyConfig_Clear(&mut cfg);
+        check(status);
+    }
+}
+
+/// Points CPython at the standard library of the Python this launcher was
+/// built against, unless the executable sits in a Python installation of its
+/// own (a copy inside a prefix, or a venv, which CPython detects itself).
+unsafe fn set_home(cfg: &mut ffi::PyConfig) {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let in_a_prefix = exe
+        .parent()
+        .map(|bin| {
+            bin.join("pyvenv.cfg").exists()
+                || bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists())
+        })
+        .unwrap_or(false);
+    if in_a_prefix {
+        return;
+    }
+    let home = CString::new(OsStr::new(env!("PYMALLOC_PYTHON_PREFIX")).as_bytes()).expect("prefix");
+    // SAFETY: cfg is an initialised PyConfig; CPython copies the string.
+    unsafe {
+        check(ffi::PyConfig_SetBytesString(
+            cfg,
+            &mut cfg.home,
+            home.as_ptr(),
+        ))
+    };
+}
+
+/// Exits as CPython does on an error or exit status.
+unsafe fn check(status: ffi::PyStatus) {
+    // SAFETY: status comes from CPython.
+    unsafe {
+        if ffi::PyStatus_Exception(status) != 0 {
+            ffi::Py_ExitStatusException(status);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The built-in module `_pymalloc`, and what it replaces in `sys`.
+//!
+//! * `stats()`: the statistics snapshot as a dict;
+//! * `debugmallocstats()`: the `sys._debugmallocstats()` table, to stderr;
+//! * `allocator()`: the configuration in force (`pymalloc`, `malloc`,
+//!   `pymalloc_debug`, `malloc_debug`), or None if something else was
+//!   installed through pymalloc-rs's domains;
+//! * `arenas()`: every arena and the state of each of its pools;
+//! * `arena_map()`: the same as text, one character per pool;
+//! * `arena_map_svg(path=None)`: the same as an SVG picture;
+//! * `owns(address)`: is this address inside a pymalloc arena?
+//! * `validate()`: check every invariant of the heap;
+//! * `getallocatedblocks()`: live blocks, as `sys.getallocatedblocks()`.
+//!
+//! `sys._debugmallocstats()` and `sys.getallocatedblocks()` are replaced by
+//! versions that report pymalloc-rs's heap (CPython's would report its own
+//! obmalloc, which is not in use).
+
+use std::fmt::Write as _;
+
+use pymalloc::geometry::{
+    class_size, num_blocks, ARENA_SIZE, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
+    SMALL_REQUEST_THRESHOLD,
+};
+use pymalloc::{global_heap, ArenaInfo, PoolState};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// Adds `_pymalloc` to the built-in modules (before initialisation).
+pub fn register() {
+    pyo3::append_to_inittab!(_pymalloc);
+}
+
+/// Replaces `sys._debugmallocstats` and `sys.getallocatedblocks` (after
+/// initialisation, with the GIL held by this thread).
+pub fn install_sys_overrides() {
+    Python::attach(|py| -> PyResult<()> {
+        let sys = py.import("sys")?;
+        let m = py.import("_pymalloc")?;
+        sys.setattr("_debugmallocstats", m.getattr("_sys_debugmallocstats")?)?;
+        sys.setattr("getallocatedblocks", m.getattr("getallocatedblocks")?)?;
+        Ok(())
+    })
+    .expect("installing the _pymalloc overrides in sys");
+}
+
+/// One pool as a character: ' ' untouched, '.' empty, '1'..'9' used (tenths
+/// of its blocks in use, rounded up), '#' full.
+fn pool_char(p: PoolState) -> char {
+    match p {
+        PoolState::Untouched => ' ',
+        PoolState::Empty => '.',
+        PoolState::Full { .. } => '#',
+        PoolState::Used { class, blocks } => {
+            let total = num_blocks(class as usize);
+            let tenths = (blocks as usize * 10).div_ceil(total).clamp(1, 9);
+            char::from(b'0' + tenths as u8)
+        }
+    }
+}
+
+/// Fill fraction of a pool, for colours.
+fn pool_fill(p: PoolState) -> Option<f64> {
+    match p {
+        PoolState::Untouched => None,
+        PoolState::Empty => Some(0.0),
+        PoolState::Full { .. } => Some(1.0),
+        PoolState::Used { class, blocks } => {
+            Some(blocks as f64 / num_blocks(class as usize) as f64)
+        }
+    }
+}
+
+fn text_map(arenas: &[ArenaInfo]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} arenas of {} KiB, one character per {} KiB pool: ' ' untouched, '.' empty, 1-9 tenths in use, '#' full",
+        arenas.len(),
+        ARENA_SIZE / 1024,
+        POOL_SIZE / 1024
+    );
+    for a in arenas {
+        let row: String = a.pools[..a.ntotalpools]
+            .iter()
+            .map(|&p| pool_char(p))
+            .collect();
+        let _ = writeln!(s, "{:#014x} |{row}| {:2} free", a.address, a.nfreepools);
+    }
+    s
+}
+
+fn svg_map(arenas: &[ArenaInfo]) -> String {
+    const CELL: usize = 10;
+    let cols = arenas.iter().map(|a| a.ntotalpools).max().unwrap_or(0);
+    let (w, h) = (cols * CELL + 160, arenas.len() * CELL + 30);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="monospace" font-size="9">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="2" y="12">pymalloc-rs arenas: one cell per pool; white untouched, grey empty, blue by fill, black full</text>"#
+    );
+    for (row, a) in arenas.iter().enumerate() {
+        let y = 20 + row * CELL;
+        let _ = writeln!(
+            s,
+            r#"<text x="2" y="{}">{:#014x}</text>"#,
+            y + CELL - 2,
+            a.address
+        );
+        for (col, &p) in a.pools[..a.ntotalpools].iter().enumerate() {
+            let fill = match pool_fill(p) {
+                None => "#ffffff".to_owned(),
+                Some(f) if f >= 1.0 => "#000000".to_owned(),
+                Some(0.0) => "#cccccc".to_owned(),
+                Some(f) => {
+                    let v = (220.0 - 180.0 * f) as u8;
+                    format!("#{v:02x}{v:02x}ff")
+                }
+            };
+            let _ = writeln!(
+                s,
+                r##"<rect x="{}" y="{y}" width="{}" height="{}" fill="{fill}" stroke="#999" stroke-width="0.5"/>"##,
+                150 + col * CELL,
+                CELL - 1,
+                CELL - 1
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[pymodule]
+pub mod _pymalloc {
+    use super::*;
+
+    /// The statistics snapshot of the pymalloc heap, as a dict.
+    #[pyfunction]
+    fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let s = global_heap().stats();
+        let d = PyDict::new(py);
+        d.set_item("small_request_threshold", SMALL_REQUEST_THRESHOLD)?;
+        d.set_item("size_classes", NB_SMALL_SIZE_CLASSES)?;
+        d.set_item("pool_size", POOL_SIZE)?;
+        d.set_item("arena_size", ARENA_SIZE)?;
+        d.set_item("pool_overhead", POOL_OVERHEAD)?;
+        let classes = PyList::empty(py);
+        for (i, c) in s.classes.iter().enumerate() {
+            let cd = PyDict::new(py);
+            cd.set_item("index", i)?;
+            cd.set_item("size", c.size)?;
+            cd.set_item("pools", c.pools)?;
+            cd.set_item("blocks_in_use", c.blocks_in_use)?;
+            cd.set_item("avail_blocks", c.avail_blocks)?;
+            classes.append(cd)?;
+        }
+        d.set_item("classes", classes)?;
+        for (k, v) in [
+            ("arenas_allocated_total", s.arenas_allocated_total),
+            ("arenas_reclaimed", s.arenas_reclaimed),
+            ("arenas_highwater", s.arenas_highwater),
+            ("arenas_current", s.arenas_current),
+            ("arena_bytes", s.arena_bytes),
+            ("allocated_bytes", s.allocated_bytes),
+            ("available_bytes", s.available_bytes),
+            ("unused_pools", s.unused_pools),
+            ("unused_pool_bytes", s.unused_pool_bytes),
+            ("pool_header_bytes", s.pool_header_bytes),
+            ("quantization_bytes", s.quantization_bytes),
+            ("arena_alignment_bytes", s.arena_alignment_bytes),
+            ("blocks_in_use", s.blocks_in_use()),
+        ] {
+            d.set_item(k, v)?;
+        }
+        d.set_item("raw_allocated_blocks", s.raw_allocated_blocks)?;
+        let m = PyDict::new(py);
+        m.set_item("mid_nodes", s.map.mid_nodes)?;
+        m.set_item("bot_nodes", s.map.bot_nodes)?;
+        m.set_item("root_bytes", s.map.root_bytes)?;
+        m.set_item("mid_bytes", s.map.mid_nodes * s.map.mid_node_bytes)?;
+        m.set_item("bot_bytes", s.map.bot_nodes * s.map.bot_node_bytes)?;
+        d.set_item("arena_map", m)?;
+        Ok(d)
+    }
+
+    /// Prints the statistics table of `sys._debugmallocstats()` to stderr.
+    #[pyfunction]
+    fn debugmallocstats() {
+        pymalloc::stats::print_to_stderr(&global_heap().stats());
+    }
+
+    /// `sys._debugmallocstats()`: our table, a blank line, then CPython's
+    /// free-list statistics.
+    #[pyfunction]
+    fn _sys_debugmallocstats() {
+        let s = global_heap().stats();
+        // Only when pymalloc serves the domains, as CPython prints its table
+        // only when its pymalloc is in use.
+        if pymalloc::config::current()
+            .is_some_and(|c| c.base() == pymalloc::config::AllocatorName::Pymalloc)
+        {
+            pymalloc::stats::print_to_stderr(&s);
+            // SAFETY: writing one byte to fd 2.
+            unsafe { libc::write(2, b"\n".as_ptr().cast(), 1) };
+        }
+        type_stats();
+    }
+
+    /// The configuration in force: `pymalloc`, `malloc`, `pymalloc_debug`,
+    /// `malloc_debug`, or None for anything else.
+    #[pyfunction]
+    fn allocator() -> Option<&'static str> {
+        pymalloc::config::current().map(|n| n.as_str())
+    }
+
+    /// Every arena: a dict with its address, free pools and a list of its
+    /// pools as `(state, size_class, blocks_in_use)`, state being one of
+    /// `untouched`, `empty`, `used`, `full`.
+    #[pyfunction]
+    fn arenas(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+        let out = PyList::empty(py);
+        for a in global_heap().arenas() {
+            let d = PyDict::new(py);
+            d.set_item("address", a.address)?;
+            d.set_item("first_pool_offset", a.first_pool_offset)?;
+            d.set_item("ntotalpools", a.ntotalpools)?;
+            d.set_item("nfreepools", a.nfreepools)?;
+            let pools = PyList::empty(py);
+            for &p in &a.pools[..a.ntotalpools] {
+                let t: (&str, Option<usize>, usize) = match p {
+                    PoolState::Untouched => ("untouched", None, 0),
+                    PoolState::Empty => ("empty", None, 0),
+                    PoolState::Used { class, blocks } => {
+                        ("used", Some(class as usize), blocks as usize)
+                    }
+                    PoolState::Full { class } => {
+                        ("full", Some(class as usize), num_blocks(class as usize))
+                    }
+                };
+                pools.append(t)?;
+            }
+            d.set_item("pools", pools)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// The arenas as text, one character per pool.
+    #[pyfunction]
+    fn arena_map() -> String {
+        text_map(&global_heap().arenas())
+    }
+
+    /// The arenas as an SVG picture; written to `path` if given.
+    #[pyfunction]
+    #[pyo3(signature = (path=None))]
+    fn arena_map_svg(path: Option<std::path::PathBuf>) -> PyResult<String> {
+        let svg = svg_map(&global_heap().arenas());
+        if let Some(p) = path {
+            std::fs::write(p, &svg)?;
+        }
+        Ok(svg)
+    }
+
+    /// True if `address` lies inside a pymalloc arena.
+    #[pyfunction]
+    fn owns(address: usize) -> bool {
+        pymalloc::owns(std::ptr::without_provenance(address))
+    }
+
+    /// Size of the block pymalloc would use for a request of `n` bytes, or
+    /// None if it would go to the raw allocator.
+    #[pyfunction]
+    fn block_size(n: usize) -> Option<usize> {
+        pymalloc::geometry::size_class(n).map(class_size)
+    }
+
+    /// Checks every invariant of the heap; raises AssertionError on a
+    /// broken one.
+    #[pyfunction]
+    fn validate() -> PyResult<()> {
+        global_heap()
+            .lock()
+            .validate()
+            .map_err(|e| pyo3::exceptions::PyAssertionError::new_err(e.to_string()))
+    }
+
+    /// Live blocks of the heap: pool blocks plus blocks it handed to the raw
+    /// allocator (`sys.getallocatedblocks()`).
+    #[pyfunction]
+    fn getallocatedblocks() -> isize {
+        global_heap().stats().allocated_blocks()
+    }
+}
+
+/// CPython's `_PyObject_DebugTypeStats(stderr)`: the free-list lines.
+fn type_stats() {
+    extern "C" {
+        static mut stderr: *mut libc::FILE;
+    }
+    // SAFETY: dlsym with a NUL-terminated name; the function, when present,
+    // is `void _PyObject_DebugTypeStats(FILE *)`; glibc's stderr is a FILE*.
+    unsafe {
+        let f = libc::dlsym(libc::RTLD_DEFAULT, c"_PyObject_DebugTypeStats".as_ptr());
+        if !f.is_null() {
+            let f: extern "C" fn(*mut libc::FILE) = std::mem::transmute(f);
+            f(stderr);
+            libc::fflush(stderr);
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! pymalloc-python behaves as python3 on its command line, and runs CPython
+//! on pymalloc-rs in all three domains.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_pymalloc-python");
+const PYTHON: &str = env!("PYMALLOC_PYTHON_EXECUTABLE");
+
+fn run(exe: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in [
+        "PYTHONMALLOC",
+        "PYTHONMALLOCSTATS",
+        "PYTHONDEVMODE",
+        "PYTHONHOME",
+        "PYTHONPATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ours(args: &[&str]) -> Output {
+    run(LAUNCHER, args, &[], "")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn scratch(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pymalloc-python-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn the_command_line_and_exit_codes_are_python3s() {
+    let script = scratch(
+        "argv.py",
+        "import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n",
+    );
+    let script = script.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["-c", "print(6 * 7)"], ""),
+        (
+            vec!["-c", "import sys; print(sys.argv)", "a", "-E", "b"],
+            "",
+        ),
+        (vec!["-c", "raise SystemExit(3)"], ""),
+        (vec!["-c", "import sys; sys.exit('bye')"], ""),
+        (vec!["-c", "1/0"], ""),
+        (vec!["-c", "syntax error here"], ""),
+        (vec![script, "5", "x"], ""),
+        (vec!["-", "arg"], "import sys\nprint('stdin', sys.argv)\n"),
+        (vec![], "print('from stdin')\n"),
+        (vec!["-m", "json.tool"], "{\"b\": [1, 2], \"a\": null}"),
+        (vec!["-m", "no_such_module_here"], ""),
+        (
+            vec![
+                "-I",
+                "-c",
+                "import sys; print(sys.flags.isolated, sys.flags.ignore_environment)",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "-E",
+                "-c",
+                "import sys; print(sys.flags.ignore_environment)",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "-X",
+                "utf8",
+                "-c",
+                "import sys; print(sys.flags.utf8_mode, sys._xoptions)",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "-O",
+                "-B",
+                "-s",
+                "-c",
+                "import sys; print(sys.flags.optimize, sys.dont_write_bytecode)",
+            ],
+            "",
+        ),
+        (
+            vec![
+                "-W",
+                "error",
+                "-c",
+                "import warnings; print(warnings.filters[0][0])",
+            ],
+            "",
+        ),
+        (vec!["-i", "-c", "x = 20"], "print(x + 22)\n"),
+        (vec!["-q", "-i"], "print('repl', 1 + 1)\n"),
+        (vec!["--version"], ""),
+        (vec!["-V", "-V"], ""),
+        (vec!["-h"], ""),
+        (vec!["--no-such-option"], ""),
+        (vec!["/no/such/script.py"], ""),
+    ];
+    for (args, stdin) in cases {
+        let a = run(LAUNCHER, &args, &[], stdin);
+        let b = run(PYTHON, &args, &[], stdin);
+        assert_eq!(
+            a.status.code(),
+            b.status.code(),
+            "exit code of {args:?}\n{}",
+            err(&a)
+        );
+        // Usage text names the program: compare with the names swapped.
+        assert_eq!(
+            out(&a).replace(LAUNCHER, "PYTHON"),
+            out(&b).replace(PYTHON, "PYTHON"),
+            "stdout of {args:?}"
+        );
+        // stderr names the program; compare with the names swapped.
+        let ea = err(&a).replace(LAUNCHER, "PYTHON");
+        let eb = err(&b).replace(PYTHON, "PYTHON");
+        let last = |s: &str| s.lines().last().map(str::to_owned);
+        assert_eq!(last(&ea), last(&eb), "stderr of {args:?}:\n{ea}\n---\n{eb}");
+    }
+}
+
+#[test]
+fn sys_executable_is_the_launcher_and_children_run_on_it() {
+    let o = ours(&[
+        "-c",
+        "import sys, subprocess, _pymalloc\n\
+         print(sys.executable)\n\
+         r = subprocess.run([sys.executable, '-c', 'import _pymalloc, sys; print(_pymalloc.allocator(), sys.executable)'], capture_output=True, text=True)\n\
+         print(r.stdout.strip())\n\
+         import multiprocessing as mp\n\
+         if __name__ == '__main__':\n\
+         \x20   with mp.get_context('spawn').Pool(1) as p:\n\
+         \x20       print(p.apply(__import__('_pymalloc').allocator))",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let lines: Vec<String> = out(&o).lines().map(str::to_owned).collect();
+    let exe = std::fs::canonicalize(LAUNCHER).unwrap();
+    assert_eq!(std::fs::canonicalize(&lines[0]).unwrap(), exe);
+    assert_eq!(lines[1], format!("pymalloc {}", lines[0]));
+    assert_eq!(
+        lines[2], "pymalloc",
+        "a multiprocessing worker runs on pymalloc-rs"
+    );
+}
+
+#[test]
+fn all_three_domains_are_ours() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/domains_are_ours.py");
+    let o = ours(&[script.to_str().unwrap()]);
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let text = out(&o);
+    assert_eq!(text.matches(" ours ").count(), 12, "{text}");
+    assert!(
+        text.contains("pymem_getallocatorsname: RuntimeError: cannot get allocators name"),
+        "{text}"
+    );
+    // The same check fails under stock python3: it does test something.
+    let stock = run(PYTHON, &[script.to_str().unwrap()], &[], "");
+    assert!(!stock.status.success());
+    assert_eq!(out(&stock).matches(" NOT OURS ").count(), 12);
+}
+
+#[test]
+fn pythonmalloc_selects_our_configurations() {
+    let code = "import _pymalloc, os, sys; print(_pymalloc.allocator(), os.environ.get('PYTHONMALLOC'), sys.flags.dev_mode)";
+    for (var, want) in [
+        ("", "pymalloc"),
+        ("default", "pymalloc"),
+        ("pymalloc", "pymalloc"),
+        ("malloc", "malloc"),
+        ("debug", "pymalloc_debug"),
+        ("pymalloc_debug", "pymalloc_debug"),
+        ("malloc_debug", "malloc_debug"),
+    ] {
+        let o = run(LAUNCHER, &["-c", code], &[("PYTHONMALLOC", var)], "");
+        assert!(o.status.success(), "{var}: {}", err(&o));
+        let words: Vec<String> = out(&o).split_whitespace().map(str::to_owned).collect();
+        assert_eq!(words[0], want, "PYTHONMALLOC={var}");
+        if !var.is_empty() {
+            assert_eq!(words[1], var, "children inherit PYTHONMALLOC");
+        }
+    }
+    // Dev mode means debug hooks, unless PYTHONMALLOC says otherwise.
+    let o = run(LAUNCHER, &["-X", "dev", "-c", code], &[], "");
+    assert_eq!(out(&o).trim(), "pymalloc_debug None True");
+    let o = run(LAUNCHER, &["-c", code], &[("PYTHONDEVMODE", "1")], "");
+    assert_eq!(out(&o).trim(), "pymalloc_debug None True");
+    let o = run(
+        LAUNCHER,
+        &["-X", "dev", "-c", code],
+        &[("PYTHONMALLOC", "malloc")],
+        "",
+    );
+    assert_eq!(out(&o).trim(), "malloc malloc True");
+    // -E and -I ignore the environment, PYTHONMALLOC included.
+    let o = run(
+        LAUNCHER,
+        &["-E", "-c", code],
+        &[("PYTHONMALLOC", "malloc")],
+        "",
+    );
+    assert_eq!(out(&o).split_whitespace().next(), Some("pymalloc"));
+}
+
+#[test]
+fn an_unknown_pythonmalloc_is_an_error_listing_the_names() {
+    let o = run(
+        LAUNCHER,
+        &["-c", "print('ran')"],
+        &[("PYTHONMALLOC", "jemalloc")],
+        "",
+    );
+    let stock = run(
+        PYTHON,
+        &["-c", "print('ran')"],
+        &[("PYTHONMALLOC", "jemalloc")],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), stock.status.code());
+    assert!(out(&o).is_empty());
+    let e = err(&o);
+    assert!(
+        e.starts_with(&err(&stock)),
+        "CPython's two lines first:\n{e}"
+    );
+    assert!(
+        e.contains("unknown PYTHONMALLOC allocator 'jemalloc'; valid names are: default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"),
+        "{e}"
+    );
+    // Ignored with -E, as python3 does.
+    let o = run(
+        LAUNCHER,
+        &["-E", "-c", "print('ran')"],
+        &[("PYTHONMALLOC", "jemalloc")],
+        "",
+    );
+    assert_eq!(out(&o), "ran\n");
+}
+
+#[test]
+fn pythonmallocstats_prints_our_table_on_new_arenas_and_at_exit() {
+    let o = run(
+        LAUNCHER,
+        &["-c", "x = [object() for i in range(100000)]; print(len(x))"],
+        &[("PYTHONMALLOCSTATS", "1")],
+        "",
+    );
+    assert!(o.status.success());
+    let e = err(&o);
+    let tables = e
+        .matches("Small block threshold = 512, in 32 size classes.")
+        .count();
+    assert!(tables >= 3, "one per new arena and one at exit: {tables}");
+    let last = e.rsplit("Small block threshold").next().unwrap();
+    assert!(
+        last.contains("# arenas allocated current         ="),
+        "{last}"
+    );
+    assert!(
+        last.contains("# bytes lost to arena map root     =              262,144"),
+        "{last}"
+    );
+    let o = ours(&["-c", "pass"]);
+    assert!(!err(&o).contains("Small block threshold"));
+}
+
+#[test]
+fn sys_debugmallocstats_reports_our_heap_then_cpythons_free_lists() {
+    let o = ours(&["-c", "import sys; sys._debugmallocstats()"]);
+    let e = err(&o);
+    assert!(
+        e.starts_with(
+            "Small block threshold = 512, in 32 size classes.\n\nclass   size   num pools"
+        ),
+        "{e}"
+    );
+    let tail = e
+        .split("# bytes lost to arena map bot      =")
+        .nth(1)
+        .unwrap();
+    let after = tail
+        .split_once("Total")
+        .unwrap()
+        .1
+        .split_once('\n')
+        .unwrap()
+        .1;
+    assert!(after.starts_with('\n'), "a blank line after our table");
+    assert!(
+        after.contains(" free PyDictObjects * "),
+        "CPython's free lists follow: {after}"
+    );
+    let o = ours(&[
+        "-c",
+        "import sys\ntry:\n sys._debugmallocstats(True)\nexcept TypeError:\n print('TypeError')",
+    ]);
+    assert_eq!(out(&o), "TypeError\n");
+    // With PYTHONMALLOC=malloc pymalloc is not in use: only the free lists.
+    let o = run(
+        LAUNCHER,
+        &["-c", "import sys; sys._debugmallocstats()"],
+        &[("PYTHONMALLOC", "malloc")],
+        "",
+    );
+    assert!(!err(&o).contains("Small block threshold") && err(&o).contains("free PyDictObjects"));
+}
+
+#[test]
+fn the_pymalloc_module() {
+    let code = r#"
+import _pymalloc, sys, gc
+def pools_in_use(arenas):
+    return [(a["address"], i, p[0], p[1]) for a in arenas for i, p in enumerate(a["pools"]) if p[0] in ("used", "full")]
+def class_pools(stats):
+    return [c["pools"] for c in stats["classes"]]
+# Python allocates while building each result: trust an arena picture only
+# when the statistics taken just before and just after it agree.
+for attempt in range(50):
+    s = _pymalloc.stats()
+    arenas = _pymalloc.arenas()
+    after = _pymalloc.stats()
+    if class_pools(s) == class_pools(after) and s["arenas_current"] == after["arenas_current"]:
+        break
+    del s, arenas, after
+else:
+    raise AssertionError("the heap never held still")
+parts = ("allocated_bytes", "available_bytes", "unused_pool_bytes", "pool_header_bytes",
+         "quantization_bytes", "arena_alignment_bytes")
+assert sum(s[k] for k in parts) == s["arena_bytes"] == s["arenas_current"] * s["arena_size"], s
+assert s["blocks_in_use"] == sum(c["blocks_in_use"] for c in s["classes"])
+assert len(s["classes"]) == s["size_classes"] == 32
+assert len(arenas) == s["arenas_current"]
+used = pools_in_use(arenas)
+assert len(used) == sum(c["pools"] for c in s["classes"]), (len(used), s)
+for c in s["classes"]:
+    assert sum(1 for u in used if u[3] == c["index"]) == c["pools"], c
+for a in arenas:
+    assert len(a["pools"]) == a["ntotalpools"]
+    assert a["nfreepools"] == sum(1 for p in a["pools"] if p[0] in ("empty", "untouched"))
+text = _pymalloc.arena_map()
+assert len(text.splitlines()) == 1 + len(arenas), text
+svg = _pymalloc.arena_map_svg()
+assert svg.startswith("<svg") and svg.count("<rect") == sum(a["ntotalpools"] for a in arenas)
+import ctypes
+small, big = object(), bytearray(100000)
+big_buffer = ctypes.addressof((ctypes.c_char * len(big)).from_buffer(big))
+assert _pymalloc.owns(id(small)), "small objects live in pools"
+assert not _pymalloc.owns(big_buffer), "100 kB buffers come from the raw allocator"
+assert _pymalloc.block_size(17) == 32 and _pymalloc.block_size(513) is None
+_pymalloc.validate()
+assert sys.getallocatedblocks is _pymalloc.getallocatedblocks and sys.getallocatedblocks() > 0
+print("ok", _pymalloc.allocator())
+"#;
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "ok pymalloc\n", "{}", err(&o));
+}
+
+#[test]
+fn tracemalloc_works_on_top_of_our_allocators() {
+    let code = r#"
+import tracemalloc
+tracemalloc.start(10)
+data = [bytes(100) for i in range(10000)]
+cur, peak = tracemalloc.get_traced_memory()
+snap = tracemalloc.take_snapshot()
+top = snap.statistics("lineno")[0]
+print(cur > 1_000_000, peak >= cur, top.count >= 10000, tracemalloc.get_object_traceback(data[0]) is not None)
+import _pymalloc; print(_pymalloc.allocator())
+"#;
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "True True True True\npymalloc\n", "{}", err(&o));
+}
+
+/// Replaces hexadecimal addresses (not byte values) with ADDR.
+fn scrub(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("0x") {
+        out.push_str(&rest[..i]);
+        let hex = rest[i + 2..]
+            .bytes()
+            .take_while(u8::is_ascii_hexdigit)
+            .count();
+        if hex == 2 {
+            out.push_str(&rest[i..i + 4]);
+        } else {
+            out.push_str("ADDR");
+        }
+        rest = &rest[i + 2 + hex..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn debug_hook_reports_match_cpython_byte_for_byte() {
+    let reference = include_str!("../../pymalloc/tests/data/cpython311-debug-hooks-reports.txt");
+    for case in [
+        "pymem_buffer_overflow",
+        "pymem_api_misuse",
+        "pymem_malloc_without_gil",
+        "pyobject_malloc_without_gil",
+    ] {
+        let start = reference.find(&format!("=== {case}\n")).unwrap() + case.len() + 5;
+        let want = reference[start..].split("=== ").next().unwrap();
+        let o = run(
+            LAUNCHER,
+            &["-c", &format!("import _testcapi; _testcapi.{case}()")],
+            &[("PYTHONMALLOC", "debug")],
+            "",
+        );
+        assert_eq!(o.status.code(), None, "{case} aborts");
+        assert_eq!(scrub(&err(&o)), scrub(want), "{case}");
+    }
+    // With tracemalloc on, the report shows where the block was allocated.
+    let o = run(
+        LAUNCHER,
+        &[
+            "-X",
+            "tracemalloc=5",
+            "-c",
+            "import _testcapi\n_testcapi.pymem_buffer_overflow()",
+        ],
+        &[("PYTHONMALLOC", "debug")],
+        "",
+    );
+    let e = err(&o);
+    assert!(e.contains("\nMemory block allocated at (most recent call first):\n  File \"<string>\", line 2\n\nFatal Python error: _PyMem_DebugRawFree: bad trailing pad byte\n"), "{e}");
+    // The serial number line, on request.
+    let o = run(
+        LAUNCHER,
+        &["-c", "import _testcapi; _testcapi.pymem_buffer_overflow()"],
+        &[
+            ("PYTHONMALLOC", "pymalloc_debug"),
+            ("PYMALLOC_DEBUG_SERIALNO", "1"),
+        ],
+        "",
+    );
+    assert!(
+        err(&o).contains("    The block was made by call #"),
+        "{}",
+        err(&o)
+    );
+}
