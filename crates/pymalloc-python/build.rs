@@ -8,15 +8,9 @@ fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     pyo3_build_config::add_libpython_rpath_link_args();
     let cfg = pyo3_build_config::get();
-    let python = cfg
-        .executable()
-        .map(str::to_owned)
-        .unwrap_or_else(|| "python3".to_owned());
+    let python = cfg.executable().map(str::to_owned).unwrap_or_else(|| "python3".to_owned());
     let out = Command::new(&python)
-        .args([
-            "-c",
-            "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)",
-        ])
+        .args(["-c", "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"])
         .output()
         .expect("running the build's python3");
     let text = String::from_utf8(out.stdout).expect("utf-8 prefix");

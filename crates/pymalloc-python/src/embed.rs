@@ -91,10 +91,7 @@ fn tracing() -> bool {
 /// if tracemalloc traced it.
 fn dump_traceback(fd: i32, p: *const u8) {
     if !tracing() {
-        write_fd(
-            fd,
-            b"Enable tracemalloc to get the memory block allocation traceback\n\n",
-        );
+        write_fd(fd, b"Enable tracemalloc to get the memory block allocation traceback\n\n");
         return;
     }
     // The traceback is a Python object: without the GIL it cannot be read.

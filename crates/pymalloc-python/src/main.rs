@@ -63,10 +63,7 @@ fn main() {
     // domains and before libpython is initialised.
     unsafe { install_allocators(name, stats_at_exit) };
 
-    let argv: Vec<CString> = args
-        .iter()
-        .map(|a| CString::new(a.clone().into_vec()).unwrap_or_default())
-        .collect();
+    let argv: Vec<CString> = args.iter().map(|a| CString::new(a.clone().into_vec()).unwrap_or_default()).collect();
     let mut argv_ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     let argc = argv_ptrs.len() as ffi::Py_ssize_t;
 
@@ -78,7 +75,7 @@ fn main() {
         ffi::Py_RunMain()
     };
     if stats_at_exit {
-        pymalloc::stats::print_to_stderr(&global_heap().stats());
+        pymalloc::stats::print_to_stderr(&config::pymalloc_stats());
     }
     exit(code);
 }
@@ -90,8 +87,12 @@ fn main() {
 /// # Safety
 /// Single-threaded, before libpython allocates anything.
 unsafe fn install_allocators(name: AllocatorName, stats: bool) {
-    // SAFETY: the caller's contract.
-    unsafe { config::setup(name).expect("a parsed configuration name") };
+    // SAFETY: the caller's contract; the Gil mode is sound because CPython
+    // holds the GIL for every MEM and OBJ call (the debug hooks check it).
+    unsafe {
+        config::set_pymalloc_mode(pymalloc_mode());
+        config::setup(name).expect("a parsed configuration name");
+    }
     if name.is_debug() {
         embed::install_debug_callbacks();
         // The serial-number line of PYMEM_DEBUG_SERIALNO builds, on request.
@@ -101,6 +102,8 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
     }
     if stats {
         global_heap().lock().set_print_stats_on_new_arena(true);
+        pymalloc::thread::set_print_stats_on_new_arena(true);
+        pymalloc::gil_heap().heap().set_print_stats_on_new_arena(true);
     }
     for d in Domain::ALL {
         let mut a = d.allocator();
@@ -111,17 +114,28 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
     }
 }
 
+/// How pymalloc serves MEM and OBJ: `PYMALLOC_MODE` = `gil` (default: one
+/// heap with the GIL as its lock, CPython's own arrangement), `threaded` (one
+/// heap per thread) or `locked` (one heap behind a mutex).
+fn pymalloc_mode() -> config::PymallocMode {
+    match std::env::var("PYMALLOC_MODE").as_deref() {
+        Ok("threaded") => config::PymallocMode::Threaded,
+        Ok("locked") => config::PymallocMode::Locked,
+        Ok("gil") | Ok("") | Err(_) => config::PymallocMode::Gil,
+        Ok(other) => {
+            eprintln!("pymalloc-python: unknown PYMALLOC_MODE '{other}'; valid: gil, threaded, locked");
+            exit(1);
+        }
+    }
+}
+
 /// Pre-initialises CPython without letting it install allocators: dev mode
 /// off, and PYTHONMALLOC out of its sight (then back, for children).
 ///
 /// # Safety
 /// Start-up, single-threaded; `argv` holds `argc` C strings.
 unsafe fn preinitialize(use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
-    let hidden = if use_env {
-        std::env::var_os("PYTHONMALLOC")
-    } else {
-        None
-    };
+    let hidden = if use_env { std::env::var_os("PYTHONMALLOC") } else { None };
     if hidden.is_some() {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::remove_var("PYTHONMALLOC") };
@@ -176,23 +190,14 @@ unsafe fn set_home(cfg: &mut ffi::PyConfig) {
     let exe = std::env::current_exe().unwrap_or_default();
     let in_a_prefix = exe
         .parent()
-        .map(|bin| {
-            bin.join("pyvenv.cfg").exists()
-                || bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists())
-        })
+        .map(|bin| bin.join("pyvenv.cfg").exists() || bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists()))
         .unwrap_or(false);
     if in_a_prefix {
         return;
     }
     let home = CString::new(OsStr::new(env!("PYMALLOC_PYTHON_PREFIX")).as_bytes()).expect("prefix");
     // SAFETY: cfg is an initialised PyConfig; CPython copies the string.
-    unsafe {
-        check(ffi::PyConfig_SetBytesString(
-            cfg,
-            &mut cfg.home,
-            home.as_ptr(),
-        ))
-    };
+    unsafe { check(ffi::PyConfig_SetBytesString(cfg, &mut cfg.home, home.as_ptr())) };
 }
 
 /// Exits as CPython does on an error or exit status.

@@ -10,6 +10,8 @@
 //! * `arena_map_svg(path=None)`: the same as an SVG picture;
 //! * `owns(address)`: is this address inside a pymalloc arena?
 //! * `validate()`: check every invariant of the heap;
+//! * `purge()`: give back to the OS what holds no block;
+//! * `mode()`: `gil`, `threaded` or `locked` (see `PYMALLOC_MODE`);
 //! * `getallocatedblocks()`: live blocks, as `sys.getallocatedblocks()`.
 //!
 //! `sys._debugmallocstats()` and `sys.getallocatedblocks()` are replaced by
@@ -19,10 +21,9 @@
 use std::fmt::Write as _;
 
 use pymalloc::geometry::{
-    class_size, num_blocks, ARENA_SIZE, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
-    SMALL_REQUEST_THRESHOLD,
+    class_size, num_blocks, ARENA_SIZE, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
-use pymalloc::{global_heap, ArenaInfo, PoolState};
+use pymalloc::{ArenaInfo, PoolState};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -44,11 +45,12 @@ pub fn install_sys_overrides() {
     .expect("installing the _pymalloc overrides in sys");
 }
 
-/// One pool as a character: ' ' untouched, '.' empty, '1'..'9' used (tenths
-/// of its blocks in use, rounded up), '#' full.
+/// One pool as a character: ' ' untouched, '_' given back to the OS, '.'
+/// empty, '1'..'9' used (tenths of its blocks in use, rounded up), '#' full.
 fn pool_char(p: PoolState) -> char {
     match p {
         PoolState::Untouched => ' ',
+        PoolState::Decommitted => '_',
         PoolState::Empty => '.',
         PoolState::Full { .. } => '#',
         PoolState::Used { class, blocks } => {
@@ -62,12 +64,10 @@ fn pool_char(p: PoolState) -> char {
 /// Fill fraction of a pool, for colours.
 fn pool_fill(p: PoolState) -> Option<f64> {
     match p {
-        PoolState::Untouched => None,
+        PoolState::Untouched | PoolState::Decommitted => None,
         PoolState::Empty => Some(0.0),
         PoolState::Full { .. } => Some(1.0),
-        PoolState::Used { class, blocks } => {
-            Some(blocks as f64 / num_blocks(class as usize) as f64)
-        }
+        PoolState::Used { class, blocks } => Some(blocks as f64 / num_blocks(class as usize) as f64),
     }
 }
 
@@ -75,16 +75,13 @@ fn text_map(arenas: &[ArenaInfo]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} arenas of {} KiB, one character per {} KiB pool: ' ' untouched, '.' empty, 1-9 tenths in use, '#' full",
+        "{} arenas of {} KiB, one character per {} KiB pool: ' ' untouched, '_' given back, '.' empty, 1-9 tenths in use, '#' full",
         arenas.len(),
         ARENA_SIZE / 1024,
         POOL_SIZE / 1024
     );
     for a in arenas {
-        let row: String = a.pools[..a.ntotalpools]
-            .iter()
-            .map(|&p| pool_char(p))
-            .collect();
+        let row: String = a.pools[..a.ntotalpools].iter().map(|&p| pool_char(p)).collect();
         let _ = writeln!(s, "{:#014x} |{row}| {:2} free", a.address, a.nfreepools);
     }
     s
@@ -105,12 +102,7 @@ fn svg_map(arenas: &[ArenaInfo]) -> String {
     );
     for (row, a) in arenas.iter().enumerate() {
         let y = 20 + row * CELL;
-        let _ = writeln!(
-            s,
-            r#"<text x="2" y="{}">{:#014x}</text>"#,
-            y + CELL - 2,
-            a.address
-        );
+        let _ = writeln!(s, r#"<text x="2" y="{}">{:#014x}</text>"#, y + CELL - 2, a.address);
         for (col, &p) in a.pools[..a.ntotalpools].iter().enumerate() {
             let fill = match pool_fill(p) {
                 None => "#ffffff".to_owned(),
@@ -141,7 +133,7 @@ pub mod _pymalloc {
     /// The statistics snapshot of the pymalloc heap, as a dict.
     #[pyfunction]
     fn stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-        let s = global_heap().stats();
+        let s = pymalloc::config::pymalloc_stats();
         let d = PyDict::new(py);
         d.set_item("small_request_threshold", SMALL_REQUEST_THRESHOLD)?;
         d.set_item("size_classes", NB_SMALL_SIZE_CLASSES)?;
@@ -190,19 +182,17 @@ pub mod _pymalloc {
     /// Prints the statistics table of `sys._debugmallocstats()` to stderr.
     #[pyfunction]
     fn debugmallocstats() {
-        pymalloc::stats::print_to_stderr(&global_heap().stats());
+        pymalloc::stats::print_to_stderr(&pymalloc::config::pymalloc_stats());
     }
 
     /// `sys._debugmallocstats()`: our table, a blank line, then CPython's
     /// free-list statistics.
     #[pyfunction]
     fn _sys_debugmallocstats() {
-        let s = global_heap().stats();
+        let s = pymalloc::config::pymalloc_stats();
         // Only when pymalloc serves the domains, as CPython prints its table
         // only when its pymalloc is in use.
-        if pymalloc::config::current()
-            .is_some_and(|c| c.base() == pymalloc::config::AllocatorName::Pymalloc)
-        {
+        if pymalloc::config::current().is_some_and(|c| c.base() == pymalloc::config::AllocatorName::Pymalloc) {
             pymalloc::stats::print_to_stderr(&s);
             // SAFETY: writing one byte to fd 2.
             unsafe { libc::write(2, b"\n".as_ptr().cast(), 1) };
@@ -223,7 +213,7 @@ pub mod _pymalloc {
     #[pyfunction]
     fn arenas(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         let out = PyList::empty(py);
-        for a in global_heap().arenas() {
+        for a in pymalloc::config::pymalloc_arenas() {
             let d = PyDict::new(py);
             d.set_item("address", a.address)?;
             d.set_item("first_pool_offset", a.first_pool_offset)?;
@@ -233,13 +223,10 @@ pub mod _pymalloc {
             for &p in &a.pools[..a.ntotalpools] {
                 let t: (&str, Option<usize>, usize) = match p {
                     PoolState::Untouched => ("untouched", None, 0),
+                    PoolState::Decommitted => ("decommitted", None, 0),
                     PoolState::Empty => ("empty", None, 0),
-                    PoolState::Used { class, blocks } => {
-                        ("used", Some(class as usize), blocks as usize)
-                    }
-                    PoolState::Full { class } => {
-                        ("full", Some(class as usize), num_blocks(class as usize))
-                    }
+                    PoolState::Used { class, blocks } => ("used", Some(class as usize), blocks as usize),
+                    PoolState::Full { class } => ("full", Some(class as usize), num_blocks(class as usize)),
                 };
                 pools.append(t)?;
             }
@@ -252,14 +239,14 @@ pub mod _pymalloc {
     /// The arenas as text, one character per pool.
     #[pyfunction]
     fn arena_map() -> String {
-        text_map(&global_heap().arenas())
+        text_map(&pymalloc::config::pymalloc_arenas())
     }
 
     /// The arenas as an SVG picture; written to `path` if given.
     #[pyfunction]
     #[pyo3(signature = (path=None))]
     fn arena_map_svg(path: Option<std::path::PathBuf>) -> PyResult<String> {
-        let svg = svg_map(&global_heap().arenas());
+        let svg = svg_map(&pymalloc::config::pymalloc_arenas());
         if let Some(p) = path {
             std::fs::write(p, &svg)?;
         }
@@ -279,21 +266,48 @@ pub mod _pymalloc {
         pymalloc::geometry::size_class(n).map(class_size)
     }
 
-    /// Checks every invariant of the heap; raises AssertionError on a
-    /// broken one.
+    /// Checks every invariant of the heap in use (the calling thread's, in
+    /// the threaded mode); raises AssertionError on a broken one.
     #[pyfunction]
     fn validate() -> PyResult<()> {
-        global_heap()
-            .lock()
-            .validate()
-            .map_err(|e| pyo3::exceptions::PyAssertionError::new_err(e.to_string()))
+        use pymalloc::config::PymallocMode;
+        let r = match pymalloc::config::active_pymalloc_mode() {
+            Some(PymallocMode::Threaded) => pymalloc::thread::validate_current(),
+            Some(PymallocMode::Locked) => pymalloc::global_heap().lock().validate(),
+            // The GIL is held: the GIL heap is ours to walk.
+            Some(PymallocMode::Gil) => pymalloc::gil_heap().heap().validate(),
+            None => Ok(()),
+        };
+        r.map_err(|e| pyo3::exceptions::PyAssertionError::new_err(e.to_string()))
+    }
+
+    /// Gives back to the OS the memory pymalloc holds no block in: the pages
+    /// of empty pools and wholly free arenas. Returns the bytes given back.
+    #[pyfunction]
+    fn purge() -> usize {
+        // SAFETY: called with the GIL held, which serialises MEM and OBJ in
+        // the GIL mode.
+        unsafe { pymalloc::config::pymalloc_purge() }
+    }
+
+    /// How pymalloc serves MEM and OBJ: "gil" (one heap, the GIL as its
+    /// lock), "threaded" (one heap per thread) or "locked" (one heap, a
+    /// mutex); None when pymalloc is not in use.
+    #[pyfunction]
+    fn mode() -> Option<&'static str> {
+        use pymalloc::config::PymallocMode;
+        pymalloc::config::active_pymalloc_mode().map(|m| match m {
+            PymallocMode::Threaded => "threaded",
+            PymallocMode::Locked => "locked",
+            PymallocMode::Gil => "gil",
+        })
     }
 
     /// Live blocks of the heap: pool blocks plus blocks it handed to the raw
     /// allocator (`sys.getallocatedblocks()`).
     #[pyfunction]
     fn getallocatedblocks() -> isize {
-        global_heap().stats().allocated_blocks()
+        pymalloc::config::pymalloc_stats().allocated_blocks()
     }
 }
 

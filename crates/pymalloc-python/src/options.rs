@@ -40,11 +40,7 @@ pub fn parse<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> EarlyOptions {
                 b'c' | b'm' => return out,
                 b'W' | b'X' => {
                     let rest = &flags[i + 1..];
-                    let value = if rest.is_empty() {
-                        args.next().unwrap_or(b"")
-                    } else {
-                        rest
-                    };
+                    let value = if rest.is_empty() { args.next().unwrap_or(b"") } else { rest };
                     if c == b'X' && value.split(|&b| b == b'=').next() == Some(b"dev".as_slice()) {
                         out.dev_mode = true;
                     }

@@ -10,27 +10,13 @@ const PYTHON: &str = env!("PYMALLOC_PYTHON_EXECUTABLE");
 
 fn run(exe: &str, args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for var in [
-        "PYTHONMALLOC",
-        "PYTHONMALLOCSTATS",
-        "PYTHONDEVMODE",
-        "PYTHONHOME",
-        "PYTHONPATH",
-    ] {
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in ["PYTHONMALLOC", "PYTHONMALLOCSTATS", "PYTHONDEVMODE", "PYTHONHOME", "PYTHONPATH"] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
     let mut child = cmd.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -56,17 +42,11 @@ fn scratch(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn the_command_line_and_exit_codes_are_python3s() {
-    let script = scratch(
-        "argv.py",
-        "import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n",
-    );
+    let script = scratch("argv.py", "import sys\nprint(sys.argv[1:])\nsys.exit(int(sys.argv[1]))\n");
     let script = script.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["-c", "print(6 * 7)"], ""),
-        (
-            vec!["-c", "import sys; print(sys.argv)", "a", "-E", "b"],
-            "",
-        ),
+        (vec!["-c", "import sys; print(sys.argv)", "a", "-E", "b"], ""),
         (vec!["-c", "raise SystemExit(3)"], ""),
         (vec!["-c", "import sys; sys.exit('bye')"], ""),
         (vec!["-c", "1/0"], ""),
@@ -76,50 +56,11 @@ fn the_command_line_and_exit_codes_are_python3s() {
         (vec![], "print('from stdin')\n"),
         (vec!["-m", "json.tool"], "{\"b\": [1, 2], \"a\": null}"),
         (vec!["-m", "no_such_module_here"], ""),
-        (
-            vec![
-                "-I",
-                "-c",
-                "import sys; print(sys.flags.isolated, sys.flags.ignore_environment)",
-            ],
-            "",
-        ),
-        (
-            vec![
-                "-E",
-                "-c",
-                "import sys; print(sys.flags.ignore_environment)",
-            ],
-            "",
-        ),
-        (
-            vec![
-                "-X",
-                "utf8",
-                "-c",
-                "import sys; print(sys.flags.utf8_mode, sys._xoptions)",
-            ],
-            "",
-        ),
-        (
-            vec![
-                "-O",
-                "-B",
-                "-s",
-                "-c",
-                "import sys; print(sys.flags.optimize, sys.dont_write_bytecode)",
-            ],
-            "",
-        ),
-        (
-            vec![
-                "-W",
-                "error",
-                "-c",
-                "import warnings; print(warnings.filters[0][0])",
-            ],
-            "",
-        ),
+        (vec!["-I", "-c", "import sys; print(sys.flags.isolated, sys.flags.ignore_environment)"], ""),
+        (vec!["-E", "-c", "import sys; print(sys.flags.ignore_environment)"], ""),
+        (vec!["-X", "utf8", "-c", "import sys; print(sys.flags.utf8_mode, sys._xoptions)"], ""),
+        (vec!["-O", "-B", "-s", "-c", "import sys; print(sys.flags.optimize, sys.dont_write_bytecode)"], ""),
+        (vec!["-W", "error", "-c", "import warnings; print(warnings.filters[0][0])"], ""),
         (vec!["-i", "-c", "x = 20"], "print(x + 22)\n"),
         (vec!["-q", "-i"], "print('repl', 1 + 1)\n"),
         (vec!["--version"], ""),
@@ -131,18 +72,9 @@ fn the_command_line_and_exit_codes_are_python3s() {
     for (args, stdin) in cases {
         let a = run(LAUNCHER, &args, &[], stdin);
         let b = run(PYTHON, &args, &[], stdin);
-        assert_eq!(
-            a.status.code(),
-            b.status.code(),
-            "exit code of {args:?}\n{}",
-            err(&a)
-        );
+        assert_eq!(a.status.code(), b.status.code(), "exit code of {args:?}\n{}", err(&a));
         // Usage text names the program: compare with the names swapped.
-        assert_eq!(
-            out(&a).replace(LAUNCHER, "PYTHON"),
-            out(&b).replace(PYTHON, "PYTHON"),
-            "stdout of {args:?}"
-        );
+        assert_eq!(out(&a).replace(LAUNCHER, "PYTHON"), out(&b).replace(PYTHON, "PYTHON"), "stdout of {args:?}");
         // stderr names the program; compare with the names swapped.
         let ea = err(&a).replace(LAUNCHER, "PYTHON");
         let eb = err(&b).replace(PYTHON, "PYTHON");
@@ -169,10 +101,7 @@ fn sys_executable_is_the_launcher_and_children_run_on_it() {
     let exe = std::fs::canonicalize(LAUNCHER).unwrap();
     assert_eq!(std::fs::canonicalize(&lines[0]).unwrap(), exe);
     assert_eq!(lines[1], format!("pymalloc {}", lines[0]));
-    assert_eq!(
-        lines[2], "pymalloc",
-        "a multiprocessing worker runs on pymalloc-rs"
-    );
+    assert_eq!(lines[2], "pymalloc", "a multiprocessing worker runs on pymalloc-rs");
 }
 
 #[test]
@@ -182,10 +111,7 @@ fn all_three_domains_are_ours() {
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     let text = out(&o);
     assert_eq!(text.matches(" ours ").count(), 12, "{text}");
-    assert!(
-        text.contains("pymem_getallocatorsname: RuntimeError: cannot get allocators name"),
-        "{text}"
-    );
+    assert!(text.contains("pymem_getallocatorsname: RuntimeError: cannot get allocators name"), "{text}");
     // The same check fails under stock python3: it does test something.
     let stock = run(PYTHON, &[script.to_str().unwrap()], &[], "");
     assert!(!stock.status.success());
@@ -194,7 +120,8 @@ fn all_three_domains_are_ours() {
 
 #[test]
 fn pythonmalloc_selects_our_configurations() {
-    let code = "import _pymalloc, os, sys; print(_pymalloc.allocator(), os.environ.get('PYTHONMALLOC'), sys.flags.dev_mode)";
+    let code =
+        "import _pymalloc, os, sys; print(_pymalloc.allocator(), os.environ.get('PYTHONMALLOC'), sys.flags.dev_mode)";
     for (var, want) in [
         ("", "pymalloc"),
         ("default", "pymalloc"),
@@ -217,56 +144,28 @@ fn pythonmalloc_selects_our_configurations() {
     assert_eq!(out(&o).trim(), "pymalloc_debug None True");
     let o = run(LAUNCHER, &["-c", code], &[("PYTHONDEVMODE", "1")], "");
     assert_eq!(out(&o).trim(), "pymalloc_debug None True");
-    let o = run(
-        LAUNCHER,
-        &["-X", "dev", "-c", code],
-        &[("PYTHONMALLOC", "malloc")],
-        "",
-    );
+    let o = run(LAUNCHER, &["-X", "dev", "-c", code], &[("PYTHONMALLOC", "malloc")], "");
     assert_eq!(out(&o).trim(), "malloc malloc True");
     // -E and -I ignore the environment, PYTHONMALLOC included.
-    let o = run(
-        LAUNCHER,
-        &["-E", "-c", code],
-        &[("PYTHONMALLOC", "malloc")],
-        "",
-    );
+    let o = run(LAUNCHER, &["-E", "-c", code], &[("PYTHONMALLOC", "malloc")], "");
     assert_eq!(out(&o).split_whitespace().next(), Some("pymalloc"));
 }
 
 #[test]
 fn an_unknown_pythonmalloc_is_an_error_listing_the_names() {
-    let o = run(
-        LAUNCHER,
-        &["-c", "print('ran')"],
-        &[("PYTHONMALLOC", "jemalloc")],
-        "",
-    );
-    let stock = run(
-        PYTHON,
-        &["-c", "print('ran')"],
-        &[("PYTHONMALLOC", "jemalloc")],
-        "",
-    );
+    let o = run(LAUNCHER, &["-c", "print('ran')"], &[("PYTHONMALLOC", "jemalloc")], "");
+    let stock = run(PYTHON, &["-c", "print('ran')"], &[("PYTHONMALLOC", "jemalloc")], "");
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(o.status.code(), stock.status.code());
     assert!(out(&o).is_empty());
     let e = err(&o);
-    assert!(
-        e.starts_with(&err(&stock)),
-        "CPython's two lines first:\n{e}"
-    );
+    assert!(e.starts_with(&err(&stock)), "CPython's two lines first:\n{e}");
     assert!(
         e.contains("unknown PYTHONMALLOC allocator 'jemalloc'; valid names are: default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"),
         "{e}"
     );
     // Ignored with -E, as python3 does.
-    let o = run(
-        LAUNCHER,
-        &["-E", "-c", "print('ran')"],
-        &[("PYTHONMALLOC", "jemalloc")],
-        "",
-    );
+    let o = run(LAUNCHER, &["-E", "-c", "print('ran')"], &[("PYTHONMALLOC", "jemalloc")], "");
     assert_eq!(out(&o), "ran\n");
 }
 
@@ -280,19 +179,11 @@ fn pythonmallocstats_prints_our_table_on_new_arenas_and_at_exit() {
     );
     assert!(o.status.success());
     let e = err(&o);
-    let tables = e
-        .matches("Small block threshold = 512, in 32 size classes.")
-        .count();
+    let tables = e.matches("Small block threshold = 512, in 32 size classes.").count();
     assert!(tables >= 3, "one per new arena and one at exit: {tables}");
     let last = e.rsplit("Small block threshold").next().unwrap();
-    assert!(
-        last.contains("# arenas allocated current         ="),
-        "{last}"
-    );
-    assert!(
-        last.contains("# bytes lost to arena map root     =              262,144"),
-        "{last}"
-    );
+    assert!(last.contains("# arenas allocated current         ="), "{last}");
+    assert!(last.contains("# bytes lost to arena map root     =              262,144"), "{last}");
     let o = ours(&["-c", "pass"]);
     assert!(!err(&o).contains("Small block threshold"));
 }
@@ -301,40 +192,15 @@ fn pythonmallocstats_prints_our_table_on_new_arenas_and_at_exit() {
 fn sys_debugmallocstats_reports_our_heap_then_cpythons_free_lists() {
     let o = ours(&["-c", "import sys; sys._debugmallocstats()"]);
     let e = err(&o);
-    assert!(
-        e.starts_with(
-            "Small block threshold = 512, in 32 size classes.\n\nclass   size   num pools"
-        ),
-        "{e}"
-    );
-    let tail = e
-        .split("# bytes lost to arena map bot      =")
-        .nth(1)
-        .unwrap();
-    let after = tail
-        .split_once("Total")
-        .unwrap()
-        .1
-        .split_once('\n')
-        .unwrap()
-        .1;
+    assert!(e.starts_with("Small block threshold = 512, in 32 size classes.\n\nclass   size   num pools"), "{e}");
+    let tail = e.split("# bytes lost to arena map bot      =").nth(1).unwrap();
+    let after = tail.split_once("Total").unwrap().1.split_once('\n').unwrap().1;
     assert!(after.starts_with('\n'), "a blank line after our table");
-    assert!(
-        after.contains(" free PyDictObjects * "),
-        "CPython's free lists follow: {after}"
-    );
-    let o = ours(&[
-        "-c",
-        "import sys\ntry:\n sys._debugmallocstats(True)\nexcept TypeError:\n print('TypeError')",
-    ]);
+    assert!(after.contains(" free PyDictObjects * "), "CPython's free lists follow: {after}");
+    let o = ours(&["-c", "import sys\ntry:\n sys._debugmallocstats(True)\nexcept TypeError:\n print('TypeError')"]);
     assert_eq!(out(&o), "TypeError\n");
     // With PYTHONMALLOC=malloc pymalloc is not in use: only the free lists.
-    let o = run(
-        LAUNCHER,
-        &["-c", "import sys; sys._debugmallocstats()"],
-        &[("PYTHONMALLOC", "malloc")],
-        "",
-    );
+    let o = run(LAUNCHER, &["-c", "import sys; sys._debugmallocstats()"], &[("PYTHONMALLOC", "malloc")], "");
     assert!(!err(&o).contains("Small block threshold") && err(&o).contains("free PyDictObjects"));
 }
 
@@ -410,10 +276,7 @@ fn scrub(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find("0x") {
         out.push_str(&rest[..i]);
-        let hex = rest[i + 2..]
-            .bytes()
-            .take_while(u8::is_ascii_hexdigit)
-            .count();
+        let hex = rest[i + 2..].bytes().take_while(u8::is_ascii_hexdigit).count();
         if hex == 2 {
             out.push_str(&rest[i..i + 4]);
         } else {
@@ -428,32 +291,19 @@ fn scrub(s: &str) -> String {
 #[test]
 fn debug_hook_reports_match_cpython_byte_for_byte() {
     let reference = include_str!("../../pymalloc/tests/data/cpython311-debug-hooks-reports.txt");
-    for case in [
-        "pymem_buffer_overflow",
-        "pymem_api_misuse",
-        "pymem_malloc_without_gil",
-        "pyobject_malloc_without_gil",
-    ] {
+    for case in ["pymem_buffer_overflow", "pymem_api_misuse", "pymem_malloc_without_gil", "pyobject_malloc_without_gil"]
+    {
         let start = reference.find(&format!("=== {case}\n")).unwrap() + case.len() + 5;
         let want = reference[start..].split("=== ").next().unwrap();
-        let o = run(
-            LAUNCHER,
-            &["-c", &format!("import _testcapi; _testcapi.{case}()")],
-            &[("PYTHONMALLOC", "debug")],
-            "",
-        );
+        let o =
+            run(LAUNCHER, &["-c", &format!("import _testcapi; _testcapi.{case}()")], &[("PYTHONMALLOC", "debug")], "");
         assert_eq!(o.status.code(), None, "{case} aborts");
         assert_eq!(scrub(&err(&o)), scrub(want), "{case}");
     }
     // With tracemalloc on, the report shows where the block was allocated.
     let o = run(
         LAUNCHER,
-        &[
-            "-X",
-            "tracemalloc=5",
-            "-c",
-            "import _testcapi\n_testcapi.pymem_buffer_overflow()",
-        ],
+        &["-X", "tracemalloc=5", "-c", "import _testcapi\n_testcapi.pymem_buffer_overflow()"],
         &[("PYTHONMALLOC", "debug")],
         "",
     );
@@ -463,15 +313,8 @@ fn debug_hook_reports_match_cpython_byte_for_byte() {
     let o = run(
         LAUNCHER,
         &["-c", "import _testcapi; _testcapi.pymem_buffer_overflow()"],
-        &[
-            ("PYTHONMALLOC", "pymalloc_debug"),
-            ("PYMALLOC_DEBUG_SERIALNO", "1"),
-        ],
+        &[("PYTHONMALLOC", "pymalloc_debug"), ("PYMALLOC_DEBUG_SERIALNO", "1")],
         "",
     );
-    assert!(
-        err(&o).contains("    The block was made by call #"),
-        "{}",
-        err(&o)
-    );
+    assert!(err(&o).contains("    The block was made by call #"), "{}", err(&o));
 }

@@ -35,16 +35,12 @@ fn pairs(c: &mut Criterion) {
             })
         });
         let layout = Layout::from_size_align(size, 8).unwrap();
-        g.bench_with_input(
-            BenchmarkId::new("global_alloc", size),
-            &layout,
-            |b, &l| unsafe {
-                b.iter(|| {
-                    let p = PyMalloc.alloc(black_box(l));
-                    PyMalloc.dealloc(black_box(p), l);
-                })
-            },
-        );
+        g.bench_with_input(BenchmarkId::new("global_alloc", size), &layout, |b, &l| unsafe {
+            b.iter(|| {
+                let p = PyMalloc.alloc(black_box(l));
+                PyMalloc.dealloc(black_box(p), l);
+            })
+        });
         g.bench_with_input(BenchmarkId::new("system", size), &layout, |b, &l| unsafe {
             b.iter(|| {
                 let p = System.alloc(black_box(l));

@@ -76,11 +76,7 @@ impl Interp {
         match self.rng.below(100) {
             // int (28 bytes -> 32) and float (24)
             0..=29 => {
-                let size = if self.rng.below(3) == 0 {
-                    24
-                } else {
-                    28 + 4 * self.rng.below(3)
-                };
+                let size = if self.rng.below(3) == 0 { 24 } else { 28 + 4 * self.rng.below(3) };
                 self.alloc(Domain::Obj, size, survives)
             }
             // str: header 40-56 plus the characters
@@ -108,11 +104,7 @@ impl Interp {
                     }
                 }
                 if !arr.is_null() {
-                    let o = Obj {
-                        domain: Domain::Mem,
-                        ptr: arr,
-                        size: cap * 8,
-                    };
+                    let o = Obj { domain: Domain::Mem, ptr: arr, size: cap * 8 };
                     if survives {
                         self.old.push(o)
                     } else {
@@ -157,12 +149,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut it = Interp {
-        rng: Rng(0x9E3779B97F4A7C15),
-        young: Vec::new(),
-        old: Vec::new(),
-        allocations: 0,
-    };
+    let mut it = Interp { rng: Rng(0x9E3779B97F4A7C15), young: Vec::new(), old: Vec::new(), allocations: 0 };
     let t = Instant::now();
 
     // "import": module objects, most of which live until exit.

@@ -37,7 +37,7 @@ use core::ffi::c_void;
 use core::ptr;
 
 use crate::geometry::ARENA_SIZE;
-use crate::os;
+use crate::{os, region};
 
 /// CPython's `PyObjectArenaAllocator`: where arenas come from.
 ///
@@ -64,15 +64,21 @@ unsafe impl Send for ArenaAllocator {}
 // SAFETY: as above.
 unsafe impl Sync for ArenaAllocator {}
 
+/// The context of [`ArenaAllocator::os`]: unused, but its address identifies
+/// pymalloc's own allocator (whose arenas may have pages given back).
+static OS_CTX: u8 = 0;
+
 impl ArenaAllocator {
-    /// The default: anonymous `mmap` mappings aligned to the arena size,
-    /// released with `munmap` (the Rust heap under Miri).
+    /// The default: arenas carved from the reserved arena region
+    /// ([`crate::region`]), or anonymous `mmap` mappings aligned to the arena
+    /// size when the region cannot serve (the Rust heap under Miri).
     pub const fn os() -> ArenaAllocator {
-        ArenaAllocator {
-            ctx: ptr::null_mut(),
-            alloc: os_arena_alloc,
-            free: os_arena_free,
-        }
+        ArenaAllocator { ctx: &OS_CTX as *const u8 as *mut c_void, alloc: os_arena_alloc, free: os_arena_free }
+    }
+
+    /// True if this is [`ArenaAllocator::os`] (recognised by its context).
+    pub fn is_os(&self) -> bool {
+        ptr::eq(self.ctx, &OS_CTX as *const u8 as *mut c_void)
     }
 
     /// True if `self` and `other` have the same context and functions.
@@ -93,19 +99,28 @@ unsafe extern "C" fn os_arena_alloc(_ctx: *mut c_void, size: usize) -> *mut c_vo
     if size == 0 || size % os::page_size() != 0 {
         return ptr::null_mut();
     }
+    if size == ARENA_SIZE {
+        let p = region::alloc_arena();
+        if !p.is_null() {
+            return p.cast();
+        }
+    }
     // Arena-sized requests get arena alignment; anything else page alignment.
-    let align = if size == ARENA_SIZE {
-        ARENA_SIZE
-    } else {
-        os::page_size()
-    };
+    let align = if size == ARENA_SIZE { ARENA_SIZE } else { os::page_size() };
     os::map_aligned(size, align).cast()
 }
 
 unsafe extern "C" fn os_arena_free(_ctx: *mut c_void, p: *mut c_void, size: usize) {
-    if !p.is_null() {
-        // SAFETY: per the arena allocator contract, `p` and `size` come from
-        // os_arena_alloc and the arena is no longer used.
-        unsafe { os::unmap(p.cast(), size) }
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: per the arena allocator contract, `p` and `size` come from
+    // os_arena_alloc and the arena is no longer used.
+    unsafe {
+        if region::contains(p.cast()) {
+            region::free_arena(p.cast());
+        } else {
+            os::unmap(p.cast(), size)
+        }
     }
 }

@@ -23,8 +23,113 @@
 
 use core::fmt;
 use core::str::FromStr;
+use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::domain::{global_heap, Domain, MemAllocatorEx};
+use crate::domain::{gil_heap, global_heap, Domain, MemAllocatorEx};
+use crate::stats::Stats;
+
+/// How pymalloc serves MEM and OBJ in the `pymalloc` configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PymallocMode {
+    /// One heap per thread, no global lock ([`crate::thread`]); the default.
+    Threaded,
+    /// One heap behind a mutex ([`crate::global_heap`]).
+    Locked,
+    /// One heap with no lock: callers serialise (CPython's GIL)
+    /// ([`crate::gil_heap`]).
+    Gil,
+}
+
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// The mode [`setup`] installs (default [`PymallocMode::Threaded`]).
+pub fn pymalloc_mode() -> PymallocMode {
+    match MODE.load(Ordering::Relaxed) {
+        1 => PymallocMode::Locked,
+        2 => PymallocMode::Gil,
+        _ => PymallocMode::Threaded,
+    }
+}
+
+/// Chooses the mode [`setup`] installs from now on.
+///
+/// # Safety
+/// With [`PymallocMode::Gil`], every later call into MEM and OBJ must be
+/// serialised by the caller (see [`MemAllocatorEx::pymalloc_gil`]).
+pub unsafe fn set_pymalloc_mode(m: PymallocMode) {
+    MODE.store(
+        match m {
+            PymallocMode::Threaded => 0,
+            PymallocMode::Locked => 1,
+            PymallocMode::Gil => 2,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The MEM/OBJ allocator of a pymalloc mode.
+pub fn pymalloc_allocator(m: PymallocMode) -> MemAllocatorEx {
+    match m {
+        PymallocMode::Threaded => MemAllocatorEx::pymalloc_threaded(),
+        PymallocMode::Locked => MemAllocatorEx::pymalloc(global_heap()),
+        // SAFETY: selecting this mode required the caller to serialise calls
+        // (set_pymalloc_mode's contract).
+        PymallocMode::Gil => unsafe { MemAllocatorEx::pymalloc_gil(gil_heap()) },
+    }
+}
+
+/// The pymalloc mode MEM currently uses (under the debug hooks, if any),
+/// if it uses pymalloc.
+pub fn active_pymalloc_mode() -> Option<PymallocMode> {
+    let mem = crate::debug::hooked_allocators().map_or_else(|| Domain::Mem.allocator(), |a| a[1]);
+    [PymallocMode::Threaded, PymallocMode::Locked, PymallocMode::Gil]
+        .into_iter()
+        .find(|&m| mem.is(&pymalloc_allocator(m)))
+}
+
+/// Statistics of the heaps pymalloc serves MEM and OBJ from (all thread
+/// heaps added up in the threaded mode; empty if pymalloc is not in use).
+pub fn pymalloc_stats() -> Stats {
+    match active_pymalloc_mode() {
+        Some(PymallocMode::Threaded) => crate::thread::stats(),
+        Some(PymallocMode::Locked) => global_heap().stats(),
+        Some(PymallocMode::Gil) => gil_heap().heap().stats(),
+        None => Stats::new(),
+    }
+}
+
+/// Pictures of the arenas of the heaps pymalloc serves MEM and OBJ from.
+pub fn pymalloc_arenas() -> Vec<crate::heap::ArenaInfo> {
+    match active_pymalloc_mode() {
+        Some(PymallocMode::Threaded) => crate::thread::arenas(),
+        Some(PymallocMode::Locked) => global_heap().arenas(),
+        Some(PymallocMode::Gil) => {
+            let mut v = Vec::with_capacity(gil_heap().heap().arena_count() + 16);
+            gil_heap().heap().visit_arenas(|a| {
+                if v.len() < v.capacity() {
+                    v.push(*a)
+                }
+            });
+            v
+        }
+        None => Vec::new(),
+    }
+}
+
+/// Gives back to the OS what the pymalloc heaps of MEM and OBJ hold no block
+/// in. Returns the bytes.
+///
+/// # Safety
+/// In the `Gil` mode, the caller must hold the lock that serialises MEM and
+/// OBJ.
+pub unsafe fn pymalloc_purge() -> usize {
+    match active_pymalloc_mode() {
+        Some(PymallocMode::Threaded) => crate::thread::purge(),
+        Some(PymallocMode::Locked) => global_heap().purge(),
+        Some(PymallocMode::Gil) => gil_heap().heap().purge_shared(),
+        None => 0,
+    }
+}
 
 /// A configuration, named as `PYTHONMALLOC` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -68,19 +173,15 @@ impl AllocatorName {
 
     /// True for the three configurations with debug hooks.
     pub const fn is_debug(self) -> bool {
-        matches!(
-            self,
-            AllocatorName::Debug | AllocatorName::PymallocDebug | AllocatorName::MallocDebug
-        )
+        matches!(self, AllocatorName::Debug | AllocatorName::PymallocDebug | AllocatorName::MallocDebug)
     }
 
     /// The configuration without its debug hooks.
     pub const fn base(self) -> AllocatorName {
         match self {
-            AllocatorName::Default
-            | AllocatorName::Debug
-            | AllocatorName::Pymalloc
-            | AllocatorName::PymallocDebug => AllocatorName::Pymalloc,
+            AllocatorName::Default | AllocatorName::Debug | AllocatorName::Pymalloc | AllocatorName::PymallocDebug => {
+                AllocatorName::Pymalloc
+            }
             AllocatorName::Malloc | AllocatorName::MallocDebug => AllocatorName::Malloc,
         }
     }
@@ -101,11 +202,7 @@ pub struct UnknownAllocator {
 
 impl fmt::Display for UnknownAllocator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown PYTHONMALLOC allocator '{}'; valid names are: ",
-            self.name
-        )?;
+        write!(f, "unknown PYTHONMALLOC allocator '{}'; valid names are: ", self.name)?;
         for (i, n) in AllocatorName::ALL.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
@@ -126,10 +223,7 @@ impl FromStr for AllocatorName {
         if s.is_empty() {
             return Ok(AllocatorName::Default);
         }
-        AllocatorName::ALL
-            .into_iter()
-            .find(|n| n.as_str() == s)
-            .ok_or_else(|| UnknownAllocator { name: s.to_owned() })
+        AllocatorName::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| UnknownAllocator { name: s.to_owned() })
     }
 }
 
@@ -165,13 +259,9 @@ impl From<UnknownAllocator> for ConfigError {
 /// may be resized or freed under the new one unless both configurations share
 /// the allocator of its domain.
 pub unsafe fn setup(name: AllocatorName) -> Result<(), ConfigError> {
-    let pymalloc = MemAllocatorEx::pymalloc(global_heap());
+    let pymalloc = pymalloc_allocator(pymalloc_mode());
     let (raw, mem, obj) = match name.base() {
-        AllocatorName::Malloc => (
-            MemAllocatorEx::malloc(),
-            MemAllocatorEx::malloc(),
-            MemAllocatorEx::malloc(),
-        ),
+        AllocatorName::Malloc => (MemAllocatorEx::malloc(), MemAllocatorEx::malloc(), MemAllocatorEx::malloc()),
         _ => (MemAllocatorEx::malloc(), pymalloc, pymalloc),
     };
     // SAFETY: the caller guarantees exclusive use of the domains.
@@ -202,26 +292,28 @@ pub unsafe fn setup_by_name(name: &str) -> Result<AllocatorName, ConfigError> {
 /// `pymalloc_debug`, `malloc_debug`, or `None` for anything else (a hook, a
 /// custom allocator). Allocators are recognised by their context pointer.
 pub fn current() -> Option<AllocatorName> {
-    let pymalloc = MemAllocatorEx::pymalloc(global_heap());
     let malloc = MemAllocatorEx::malloc();
-    let is = |d: [MemAllocatorEx; 3], want: [&MemAllocatorEx; 3]| {
-        d.iter().zip(want).all(|(a, b)| a.is(b))
+    let is_pymalloc = |a: &MemAllocatorEx| {
+        [PymallocMode::Threaded, PymallocMode::Locked, PymallocMode::Gil].iter().any(|&m| a.is(&pymalloc_allocator(m)))
     };
-    let now = Domain::ALL.map(Domain::allocator);
-    if is(now, [&malloc, &malloc, &malloc]) {
-        return Some(AllocatorName::Malloc);
+    let classify = |d: [MemAllocatorEx; 3]| {
+        if !d[0].is(&malloc) {
+            None
+        } else if d[1].is(&malloc) && d[2].is(&malloc) {
+            Some(AllocatorName::Malloc)
+        } else if is_pymalloc(&d[1]) && d[1].is(&d[2]) {
+            Some(AllocatorName::Pymalloc)
+        } else {
+            None
+        }
+    };
+    if let Some(n) = classify(Domain::ALL.map(Domain::allocator)) {
+        return Some(n);
     }
-    if is(now, [&malloc, &pymalloc, &pymalloc]) {
-        return Some(AllocatorName::Pymalloc);
+    match classify(crate::debug::hooked_allocators()?)? {
+        AllocatorName::Malloc => Some(AllocatorName::MallocDebug),
+        _ => Some(AllocatorName::PymallocDebug),
     }
-    let under = crate::debug::hooked_allocators()?;
-    if is(under, [&malloc, &malloc, &malloc]) {
-        return Some(AllocatorName::MallocDebug);
-    }
-    if is(under, [&malloc, &pymalloc, &pymalloc]) {
-        return Some(AllocatorName::PymallocDebug);
-    }
-    None
 }
 
 /// Reads `PYTHONMALLOC` and `PYTHONMALLOCSTATS` and applies them: installs
@@ -237,8 +329,9 @@ pub unsafe fn init_from_env() -> Result<AllocatorName, ConfigError> {
     let n = unsafe { setup_by_name(&name)? };
     if std::env::var_os("PYTHONMALLOCSTATS").is_some_and(|v| !v.is_empty()) {
         global_heap().lock().set_print_stats_on_new_arena(true);
+        crate::thread::set_print_stats_on_new_arena(true);
         extern "C" fn at_exit() {
-            crate::stats::print_to_stderr(&global_heap().stats());
+            crate::stats::print_to_stderr(&pymalloc_stats());
         }
         // SAFETY: registering a plain function with no captured state.
         unsafe { libc::atexit(at_exit) };

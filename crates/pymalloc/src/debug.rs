@@ -95,29 +95,20 @@ pub type TracebackDumper = fn(fd: i32, p: *const u8);
 /// Installs (or with `None` removes) the lock check of the MEM and OBJ
 /// hooks. Without one, no check is made.
 pub fn set_lock_check(f: Option<LockCheck>) {
-    LOCK_CHECK.store(
-        f.map_or(ptr::null_mut(), |f| f as *mut ()),
-        Ordering::Release,
-    );
+    LOCK_CHECK.store(f.map_or(ptr::null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
 /// Installs the handler that ends the process after a fault (default: print
 /// `Fatal Python error: <func>: <msg>` and abort).
 pub fn set_fatal_handler(f: Option<FatalHandler>) {
-    FATAL.store(
-        f.map_or(ptr::null_mut(), |f| f as *mut ()),
-        Ordering::Release,
-    );
+    FATAL.store(f.map_or(ptr::null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
 /// Installs the allocation-traceback printer used after a report (default:
 /// CPython's `Enable tracemalloc to get the memory block allocation
 /// traceback` line).
 pub fn set_traceback_dumper(f: Option<TracebackDumper>) {
-    TRACEBACK.store(
-        f.map_or(ptr::null_mut(), |f| f as *mut ()),
-        Ordering::Release,
-    );
+    TRACEBACK.store(f.map_or(ptr::null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
 /// Whether reports include the line `The block was made by call #N to debug
@@ -166,28 +157,16 @@ pub unsafe fn setup_domain(d: Domain) {
 fn hook_allocator(d: Domain) -> MemAllocatorEx {
     let ctx = HOOKS[d as usize].0.get().cast::<c_void>();
     match d {
-        Domain::Raw => MemAllocatorEx {
-            ctx,
-            malloc: raw_malloc,
-            calloc: raw_calloc,
-            realloc: raw_realloc,
-            free: raw_free,
-        },
-        _ => MemAllocatorEx {
-            ctx,
-            malloc: gil_malloc,
-            calloc: gil_calloc,
-            realloc: gil_realloc,
-            free: gil_free,
-        },
+        Domain::Raw => {
+            MemAllocatorEx { ctx, malloc: raw_malloc, calloc: raw_calloc, realloc: raw_realloc, free: raw_free }
+        }
+        _ => MemAllocatorEx { ctx, malloc: gil_malloc, calloc: gil_calloc, realloc: gil_realloc, free: gil_free },
     }
 }
 
 /// Hooks are recognised by their context: the address of their state.
 fn is_hook(a: &MemAllocatorEx) -> bool {
-    HOOKS
-        .iter()
-        .any(|h| ptr::eq(a.ctx, h.0.get().cast::<c_void>()))
+    HOOKS.iter().any(|h| ptr::eq(a.ctx, h.0.get().cast::<c_void>()))
 }
 
 /// If all three domains have the debug hooks, the allocators under them.
@@ -230,11 +209,7 @@ pub unsafe fn block_info(p: *const u8) -> BlockInfo {
     // bytes from p.
     unsafe {
         let size = read_size(p.sub(2 * SST));
-        BlockInfo {
-            size,
-            api_id: *p.sub(SST),
-            serial: read_size(p.add(size + SST)),
-        }
+        BlockInfo { size, api_id: *p.sub(SST), serial: read_size(p.add(size + SST)) }
     }
 }
 
@@ -354,16 +329,8 @@ unsafe fn debug_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut
         } else {
             ptr::copy_nonoverlapping(data, save.as_mut_ptr(), ERASED_SIZE);
             ptr::write_bytes(head, DEADBYTE, ERASED_SIZE + 2 * SST);
-            ptr::copy_nonoverlapping(
-                tail.sub(ERASED_SIZE),
-                save.as_mut_ptr().add(ERASED_SIZE),
-                ERASED_SIZE,
-            );
-            ptr::write_bytes(
-                tail.sub(ERASED_SIZE),
-                DEADBYTE,
-                ERASED_SIZE + EXTRA_BYTES - 2 * SST,
-            );
+            ptr::copy_nonoverlapping(tail.sub(ERASED_SIZE), save.as_mut_ptr().add(ERASED_SIZE), ERASED_SIZE);
+            ptr::write_bytes(tail.sub(ERASED_SIZE), DEADBYTE, ERASED_SIZE + EXTRA_BYTES - 2 * SST);
         }
 
         let r = (under.realloc)(under.ctx, head.cast(), total).cast::<u8>();
@@ -383,11 +350,7 @@ unsafe fn debug_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut
             let i = original - ERASED_SIZE;
             ptr::copy_nonoverlapping(save.as_ptr(), data, nbytes.min(ERASED_SIZE));
             if nbytes > i {
-                ptr::copy_nonoverlapping(
-                    save.as_ptr().add(ERASED_SIZE),
-                    data.add(i),
-                    (nbytes - i).min(ERASED_SIZE),
-                );
+                ptr::copy_nonoverlapping(save.as_ptr().add(ERASED_SIZE), data.add(i), (nbytes - i).min(ERASED_SIZE));
             }
         }
         if r.is_null() {
@@ -427,10 +390,7 @@ fn check_lock(func: &str) {
         // SAFETY: only set_lock_check stores non-null values, all LockCheck.
         let f: LockCheck = unsafe { core::mem::transmute::<*mut (), LockCheck>(f) };
         if !f() {
-            fatal(
-                func,
-                b"Python memory allocator called without holding the GIL",
-            );
+            fatal(func, b"Python memory allocator called without holding the GIL");
         }
     }
 }
@@ -551,11 +511,7 @@ pub unsafe fn dump_address(p: *const u8) {
         }
         if REPORT_SERIAL.load(Ordering::Relaxed) {
             let serial = read_size(tail.add(SST));
-            let _ = writeln!(
-                out,
-                "    The block was made by call #{} to debug malloc/realloc.",
-                serial
-            );
+            let _ = writeln!(out, "    The block was made by call #{} to debug malloc/realloc.", serial);
         }
         if nbytes > 0 {
             let _ = out.write_str("    Data at p:");
@@ -586,8 +542,7 @@ pub unsafe fn dump_address(p: *const u8) {
         let f: TracebackDumper = unsafe { core::mem::transmute::<*mut (), TracebackDumper>(f) };
         f(2, p);
     } else {
-        let _ =
-            out.write_str("Enable tracemalloc to get the memory block allocation traceback\n\n");
+        let _ = out.write_str("Enable tracemalloc to get the memory block allocation traceback\n\n");
     }
 }
 
@@ -669,10 +624,7 @@ struct Msg {
 
 impl Msg {
     fn new() -> Msg {
-        Msg {
-            buf: [0; 128],
-            len: 0,
-        }
+        Msg { buf: [0; 128], len: 0 }
     }
     fn push(&mut self, b: u8) {
         if self.len < self.buf.len() {

@@ -9,12 +9,13 @@
 //! replace it, so a hook can wrap the previous allocator.
 //!
 //! Defaults, as in CPython's `pymalloc` configuration: RAW is the C library
-//! ([`raw::ALLOCATOR`](crate::raw::ALLOCATOR)); MEM and OBJ share the
-//! process's pymalloc heap ([`global_heap`]).
+//! ([`raw::ALLOCATOR`](crate::raw::ALLOCATOR)); MEM and OBJ are pymalloc, with
+//! one heap per thread ([`MemAllocatorEx::pymalloc_threaded`]).
 //!
-//! RAW must be thread-safe. MEM and OBJ are too with the default allocator
-//! (its heap is locked); an allocator installed in them that needs a lock
-//! held by callers (CPython's GIL) is the installer's responsibility.
+//! RAW must be thread-safe. MEM and OBJ are too with the default allocator;
+//! an allocator installed in them that needs a lock held by callers
+//! (CPython's GIL, [`MemAllocatorEx::pymalloc_gil`]) is the installer's
+//! responsibility.
 //!
 //! ```
 //! use pymalloc::Domain;
@@ -34,6 +35,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
+use crate::heap::Heap;
 use crate::locked::LockedHeap;
 use crate::raw::{self, MAX_SIZE};
 
@@ -83,8 +85,7 @@ pub struct MemAllocatorEx {
     /// Allocates `nelem * elsize` zeroed bytes.
     pub calloc: unsafe extern "C" fn(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void,
     /// Resizes a block.
-    pub realloc:
-        unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void,
+    pub realloc: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void,
     /// Frees a block.
     pub free: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void),
 }
@@ -118,9 +119,21 @@ impl MemAllocatorEx {
         ptr::eq(self.ctx, other.ctx)
     }
 
-    /// pymalloc on `heap` (CPython's `PYMALLOC_ALLOC` when `heap` is
-    /// [`global_heap`]). Small requests are served from `heap`; others go to
-    /// the RAW domain.
+    /// pymalloc with one heap per thread ([`crate::thread`]): the default
+    /// of MEM and OBJ. Thread-safe without a global lock; small requests are
+    /// served from the calling thread's heap, others go to the RAW domain.
+    pub const fn pymalloc_threaded() -> MemAllocatorEx {
+        MemAllocatorEx {
+            ctx: &THREADED_CTX as *const u8 as *mut c_void,
+            malloc: threaded_malloc,
+            calloc: threaded_calloc,
+            realloc: threaded_realloc,
+            free: threaded_free,
+        }
+    }
+
+    /// pymalloc on one `heap` shared by all threads behind its lock
+    /// (CPython's `PYMALLOC_ALLOC` made thread-safe with a mutex).
     pub const fn pymalloc(heap: &'static LockedHeap) -> MemAllocatorEx {
         MemAllocatorEx {
             ctx: heap as *const LockedHeap as *mut c_void,
@@ -128,6 +141,22 @@ impl MemAllocatorEx {
             calloc: pymalloc_calloc,
             realloc: pymalloc_realloc,
             free: pymalloc_free,
+        }
+    }
+
+    /// pymalloc on one `heap` with no lock at all: CPython's own
+    /// arrangement, where callers of MEM and OBJ hold the GIL.
+    ///
+    /// # Safety
+    /// Every call through the returned allocator must be serialised by the
+    /// caller (one thread at a time, with happens-before between calls).
+    pub const unsafe fn pymalloc_gil(heap: &'static GilHeap) -> MemAllocatorEx {
+        MemAllocatorEx {
+            ctx: heap as *const GilHeap as *mut c_void,
+            malloc: gil_malloc,
+            calloc: gil_calloc,
+            realloc: gil_realloc,
+            free: gil_free,
         }
     }
 
@@ -143,9 +172,7 @@ unsafe extern "C" fn pymalloc_malloc(ctx: *mut c_void, n: usize) -> *mut c_void 
 }
 unsafe extern "C" fn pymalloc_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     // SAFETY: as above.
-    unsafe { &*ctx.cast::<LockedHeap>() }
-        .calloc(nelem, elsize)
-        .cast()
+    unsafe { &*ctx.cast::<LockedHeap>() }.calloc(nelem, elsize).cast()
 }
 unsafe extern "C" fn pymalloc_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     // SAFETY: as above; p's validity is the domain caller's contract.
@@ -156,13 +183,95 @@ unsafe extern "C" fn pymalloc_free(ctx: *mut c_void, p: *mut c_void) {
     unsafe { (*ctx.cast::<LockedHeap>()).free(p.cast()) }
 }
 
-static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
+static THREADED_CTX: u8 = 0;
 
-/// The process's pymalloc heap: MEM and OBJ use it by default, and so does
-/// [`PyMalloc`](crate::PyMalloc).
+unsafe extern "C" fn threaded_malloc(_: *mut c_void, n: usize) -> *mut c_void {
+    crate::thread::malloc(n).cast()
+}
+unsafe extern "C" fn threaded_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    crate::thread::calloc(nelem, elsize).cast()
+}
+unsafe extern "C" fn threaded_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: p's validity is the domain caller's contract.
+    unsafe { crate::thread::realloc(p.cast(), n).cast() }
+}
+unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
+    // SAFETY: as above.
+    unsafe { crate::thread::free(p.cast()) }
+}
+
+/// A [`Heap`] used with no lock by callers that serialise themselves (a
+/// GIL): see [`MemAllocatorEx::pymalloc_gil`].
+pub struct GilHeap(Heap);
+
+// SAFETY: the contract of MemAllocatorEx::pymalloc_gil (and of every
+// method below) is that calls are serialised; the heap's cross-thread
+// readers (statistics) go through its own bookkeeping lock.
+unsafe impl Sync for GilHeap {}
+
+impl GilHeap {
+    /// An empty heap.
+    pub const fn new() -> GilHeap {
+        GilHeap(Heap::new())
+    }
+
+    /// The heap, for statistics and inspection (its shared-access methods).
+    pub fn heap(&self) -> &Heap {
+        &self.0
+    }
+}
+
+impl Default for GilHeap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Gil<'a>(&'a Heap);
+
+impl crate::heap::HeapAccess for Gil<'_> {
+    #[inline(always)]
+    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
+        f(self.0)
+    }
+    #[inline(always)]
+    fn raw_counter(&self) -> &core::sync::atomic::AtomicIsize {
+        self.0.raw_counter()
+    }
+}
+
+unsafe extern "C" fn gil_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: ctx is the GilHeap given to pymalloc_gil; calls are serialised.
+    crate::heap::malloc(&mut Gil(unsafe { &(*ctx.cast::<GilHeap>()).0 }), n).cast()
+}
+unsafe extern "C" fn gil_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    // SAFETY: as above.
+    crate::heap::calloc(&mut Gil(unsafe { &(*ctx.cast::<GilHeap>()).0 }), nelem, elsize).cast()
+}
+unsafe extern "C" fn gil_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: as above; p's validity is the domain caller's contract.
+    unsafe { crate::heap::realloc(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast(), n).cast() }
+}
+unsafe extern "C" fn gil_free(ctx: *mut c_void, p: *mut c_void) {
+    // SAFETY: as above.
+    unsafe { crate::heap::free(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast()) }
+}
+
+static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
+static GIL_HEAP: GilHeap = GilHeap::new();
+
+/// The process's single locked pymalloc heap: MEM and OBJ use it in the
+/// `Locked` mode (see [`crate::config::PymallocMode`]), and threads that are
+/// exiting allocate from it.
 #[inline(always)]
 pub fn global_heap() -> &'static LockedHeap {
     &GLOBAL_HEAP
+}
+
+/// The process's unlocked pymalloc heap, for the `Gil` mode.
+#[inline(always)]
+pub fn gil_heap() -> &'static GilHeap {
+    &GIL_HEAP
 }
 
 /// One domain's current allocator.
@@ -174,8 +283,8 @@ unsafe impl Sync for Slot {}
 
 static DOMAINS: [Slot; 3] = [
     Slot(UnsafeCell::new(raw::ALLOCATOR)),
-    Slot(UnsafeCell::new(MemAllocatorEx::pymalloc(&GLOBAL_HEAP))),
-    Slot(UnsafeCell::new(MemAllocatorEx::pymalloc(&GLOBAL_HEAP))),
+    Slot(UnsafeCell::new(MemAllocatorEx::pymalloc_threaded())),
+    Slot(UnsafeCell::new(MemAllocatorEx::pymalloc_threaded())),
 ];
 
 impl Domain {
@@ -356,11 +465,7 @@ impl Block {
         let ptr = NonNull::new(domain.malloc(data.len())).ok_or(AllocError)?;
         // SAFETY: the new block holds data.len() bytes.
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), ptr.as_ptr(), data.len()) };
-        Ok(Block {
-            ptr,
-            len: data.len(),
-            domain,
-        })
+        Ok(Block { ptr, len: data.len(), domain })
     }
 
     /// Resizes to `len` bytes, keeping the contents and zeroing new bytes.
@@ -413,9 +518,6 @@ impl Drop for Block {
 
 impl core::fmt::Debug for Block {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Block")
-            .field("domain", &self.domain)
-            .field("len", &self.len)
-            .finish()
+        f.debug_struct("Block").field("domain", &self.domain).field("len", &self.len).finish()
     }
 }

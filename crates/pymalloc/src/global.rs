@@ -9,64 +9,149 @@
 //! assert!(pymalloc::owns(v[0].as_ptr())); // small strings live in pools
 //! ```
 //!
-//! It allocates from the process's heap ([`global_heap`]), the one the MEM
-//! and OBJ domains use by default. Any [`Layout`] is honoured: alignments up
-//! to [`ALIGNMENT`](crate::geometry::ALIGNMENT) come from pools (or the C
-//! library above 512 bytes), larger ones from `posix_memalign`. Requests
-//! pymalloc does not serve go straight to the C library, not through the
-//! RAW domain, so a hook installed on RAW may itself allocate Rust values.
+//! It allocates from per-thread heaps ([`crate::thread`]): no global lock,
+//! blocks may be freed by any thread. Any [`Layout`] is honoured: alignments
+//! up to [`ALIGNMENT`] come from pools (or the C library above 512 bytes),
+//! larger ones from `posix_memalign`. Requests pymalloc does not serve go
+//! straight to the C library, not through the RAW domain, so a hook installed
+//! on RAW may itself allocate Rust values.
+//!
+//! Because Rust hands the layout back on deallocation, blocks here follow one
+//! rule that makes freeing cheap: a block always lives in the size class of
+//! its layout's size (a small request never falls back to the C library, and
+//! `realloc` keeps a block in place only within its class). `dealloc` then
+//! knows from the layout alone whether the block is in a pool.
+//! [`LockedHeap`](crate::LockedHeap) is the single-heap alternative.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
-use allocator_api2::alloc::Allocator;
+use crate::geometry::{size_class, ALIGNMENT};
+use crate::{raw, thread};
 
-use crate::domain::global_heap;
-
-/// The Rust allocator handle of the process's pymalloc heap. Thread-safe.
+/// The Rust allocator handle of pymalloc's per-thread heaps. Thread-safe.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PyMalloc;
 
-// SAFETY: delegates to LockedHeap's GlobalAlloc implementation.
-unsafe impl GlobalAlloc for PyMalloc {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { GlobalAlloc::alloc(global_heap(), layout) }
-    }
-    #[inline]
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { GlobalAlloc::alloc_zeroed(global_heap(), layout) }
-    }
-    #[inline]
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { GlobalAlloc::dealloc(global_heap(), p, layout) }
-    }
-    #[inline]
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { GlobalAlloc::realloc(global_heap(), p, layout, new_size) }
+#[inline(always)]
+fn pooled(l: Layout) -> Option<usize> {
+    if l.align() <= ALIGNMENT {
+        size_class(l.size())
+    } else {
+        None
     }
 }
 
-// SAFETY: delegates to the Allocator implementation of &LockedHeap.
+// SAFETY: blocks are at least `layout.size()` bytes and aligned to
+// `layout.align()` (pool blocks and glibc blocks are ALIGNMENT-aligned;
+// larger alignments use posix_memalign); a failed realloc leaves the old block
+// untouched; dealloc routes each block by the rule above, which alloc and
+// realloc keep.
+unsafe impl GlobalAlloc for PyMalloc {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if let Some(c) = pooled(l) {
+            return thread::alloc_small(c);
+        }
+        alloc_other(l)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if let Some(c) = pooled(l) {
+            let p = thread::alloc_small(c);
+            if !p.is_null() {
+                // SAFETY: a fresh block of at least l.size() bytes.
+                unsafe { ptr::write_bytes(p, 0, l.size()) };
+            }
+            return p;
+        }
+        if l.align() <= ALIGNMENT {
+            return raw::calloc(1, l.size());
+        }
+        let p = raw::aligned_alloc(l.align(), l.size());
+        if !p.is_null() {
+            // SAFETY: p holds l.size() bytes.
+            unsafe { ptr::write_bytes(p, 0, l.size()) };
+        }
+        p
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if pooled(l).is_some() {
+            // SAFETY: by the rule, a block of this layout lives in a pool.
+            unsafe { thread::free_small(p) }
+        } else {
+            // SAFETY: other blocks come from the C library.
+            unsafe { raw::free(p) }
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        if l.align() > ALIGNMENT {
+            // SAFETY: forwarded GlobalAlloc contract.
+            return unsafe { realloc_by_copy(self, p, l, new_size) };
+        }
+        match (size_class(l.size()), size_class(new_size)) {
+            (Some(a), Some(b)) if a == b => p,
+            (None, None) => {
+                // SAFETY: a C-library block.
+                unsafe { raw::realloc(p, new_size) }
+            }
+            _ => {
+                // SAFETY: forwarded GlobalAlloc contract.
+                unsafe { realloc_by_copy(self, p, l, new_size) }
+            }
+        }
+    }
+}
+
+#[inline(never)]
+fn alloc_other(l: Layout) -> *mut u8 {
+    if l.align() <= ALIGNMENT {
+        raw::malloc(l.size())
+    } else {
+        raw::aligned_alloc(l.align(), l.size())
+    }
+}
+
+/// A new block of the new layout, the contents copied, the old block freed.
+#[inline(never)]
+unsafe fn realloc_by_copy(a: &PyMalloc, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+    let Ok(nl) = Layout::from_size_align(new_size, l.align()) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: GlobalAlloc contract: p was allocated with l; nl is valid.
+    unsafe {
+        let q = a.alloc(nl);
+        if !q.is_null() {
+            ptr::copy_nonoverlapping(p, q, l.size().min(new_size));
+            a.dealloc(p, l);
+        }
+        q
+    }
+}
+
+// SAFETY: delegates to the GlobalAlloc implementation above; zero-sized
+// requests get a dangling aligned pointer that deallocate recognises.
 unsafe impl allocator_api2::alloc::Allocator for PyMalloc {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        Allocator::allocate(&global_heap(), layout)
+        // SAFETY: non-zero sizes only (allocate_with handles zero).
+        crate::locked::allocate_with(layout, false, |l, _| unsafe { GlobalAlloc::alloc(self, l) })
     }
     #[inline]
-    fn allocate_zeroed(
-        &self,
-        layout: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        Allocator::allocate_zeroed(&global_heap(), layout)
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        // SAFETY: as above.
+        crate::locked::allocate_with(layout, true, |l, _| unsafe { GlobalAlloc::alloc_zeroed(self, l) })
     }
     #[inline]
     unsafe fn deallocate(&self, p: NonNull<u8>, layout: Layout) {
-        // SAFETY: forwarded contract.
-        unsafe { Allocator::deallocate(&global_heap(), p, layout) }
+        if layout.size() != 0 {
+            // SAFETY: Allocator contract: p was allocated here with `layout`.
+            unsafe { GlobalAlloc::dealloc(self, p.as_ptr(), layout) }
+        }
     }
 }

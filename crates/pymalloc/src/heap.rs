@@ -3,7 +3,8 @@
 //! A [`Heap`] is a plain value holding everything pymalloc needs: the used
 //! pool lists per size class, the arena table and its lists. It is `Send` but
 //! not `Sync`; share one between threads through a
-//! [`LockedHeap`](crate::LockedHeap), or give each thread its own.
+//! [`LockedHeap`](crate::LockedHeap), or give each thread its own
+//! ([`crate::thread`]).
 //!
 //! The algorithm is CPython 3.11's:
 //! * `used[c]` lists the pools of class `c` that have a free block, so a
@@ -23,6 +24,16 @@
 //! * Requests of 0 or more than 512 bytes, and requests pymalloc cannot serve
 //!   because no arena can be had, go to the RAW domain.
 //!
+//! Beyond CPython:
+//! * Empty pools inside arenas still in use give their pages back to the OS
+//!   (`madvise`) under a [`PurgePolicy`]: by default when the heap holds more
+//!   empty pools than a quarter of the pools in use (and at least an arena's
+//!   worth), emptiest arenas first. [`Heap::purge`] gives back everything it
+//!   can at once.
+//! * A heap can be owned by one thread while others free its blocks: those
+//!   go onto a lock-free queue (`remote`) that the owner drains
+//!   ([`crate::thread`]).
+//!
 //! ```
 //! use pymalloc::Heap;
 //! let mut heap = Heap::new();
@@ -39,17 +50,23 @@
 //! heap.validate().unwrap();
 //! ```
 
+use core::cell::Cell;
 use core::ptr;
+use core::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
 
 use crate::arena_alloc::ArenaAllocator;
 use crate::domain::Domain;
 use crate::geometry::*;
 use crate::pool::{self, launder, pool_of, PoolHeader, DUMMY_SIZE_IDX};
 use crate::radix::ARENA_MAP;
-use crate::raw;
+use crate::sync::SpinLock;
+use crate::{os, raw, region};
 
 /// Number of arena objects the table starts with (room for 16 arenas).
 const INITIAL_ARENA_OBJECTS: u32 = 16;
+
+// The per-arena mask of decommitted pools is one u64.
+const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 
 /// Bookkeeping for one arena (CPython's `struct arena_object`).
 ///
@@ -58,11 +75,16 @@ const INITIAL_ARENA_OBJECTS: u32 = 16;
 ///   `unused_arena_objects` list (linked through `nextarena`).
 /// * Otherwise the arena spans `address..address+ARENA_SIZE`, came from
 ///   `allocator`, and is marked in the arena map. Pools are carved from
-///   `pool_address` upwards; `nfreepools` counts empty pools on `freepools`
-///   plus pools not carved yet; `ntotalpools` is the number of whole pools
-///   the arena holds after alignment.
+///   `pool_address` upwards. `nfreepools` counts the free pools: those on
+///   `freepools` (`nfree_committed` of them), those whose pages were given
+///   back (bits of `decommitted`, by pool index from the first pool), and
+///   those not carved yet. `ntotalpools` is the number of whole pools the
+///   arena holds after alignment.
 /// * `nfreepools > 0` if and only if the arena is on `usable_arenas`
 ///   (doubly linked through `nextarena`/`prevarena`).
+/// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
+///   of its free pools may be given back with `madvise`.
+/// * All of it is written only under the heap's `meta` lock.
 #[repr(C)]
 struct ArenaObject {
     address: *mut u8,
@@ -73,47 +95,93 @@ struct ArenaObject {
     nextarena: *mut ArenaObject,
     prevarena: *mut ArenaObject,
     allocator: ArenaAllocator,
+    nfree_committed: u32,
+    purgeable: bool,
+    decommitted: u64,
 }
 
-/// A doubly linked, null-terminated list of pools.
-#[derive(Clone, Copy)]
-struct PoolList {
-    first: *mut PoolHeader,
-    last: *mut PoolHeader,
+impl ArenaObject {
+    /// Address of the first pool (the arena base rounded up to a pool).
+    fn first_pool(&self) -> *mut u8 {
+        self.address.map_addr(|a| round_up(a, POOL_SIZE))
+    }
 }
 
-const EMPTY_LIST: PoolList = PoolList {
-    first: ptr::null_mut(),
-    last: ptr::null_mut(),
-};
+/// When empty pools inside live arenas give their pages back to the OS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgePolicy {
+    /// Never (CPython's behaviour): only whole arenas go back.
+    Never,
+    /// As soon as a pool becomes empty.
+    Immediate,
+    /// When the heap holds more than `max(min_pools, pools_in_use /
+    /// divisor)` empty pools with pages, give back those of the emptiest
+    /// arenas until half that many remain.
+    Threshold {
+        /// Empty pools always tolerated.
+        min_pools: usize,
+        /// Empty pools tolerated per pool in use is `1 / divisor`.
+        divisor: usize,
+    },
+}
+
+impl PurgePolicy {
+    /// The default: `Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 }`
+    /// (an arena's worth, or a quarter of what is in use).
+    pub const DEFAULT: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
+}
+
+impl Default for PurgePolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// The pymalloc heap. See the module documentation.
 ///
 /// Invariants (beyond those of [`PoolHeader`] and `ArenaObject`):
-/// * `used[c]` lists exactly the pools of class `c` with
+/// * `used_first[c]..used_last[c]` lists exactly the pools of class `c` with
 ///   `0 < count < num_blocks(c)`.
 /// * `arenas[..maxarenas]` is the arena table (from the C heap); pools refer
 ///   to it by index. It only grows when no arena object is unused and no
 ///   arena is usable, so no pointer into it is live when it moves.
 /// * `usable_arenas` is sorted by ascending `nfreepools`, and
 ///   `nfp2lasta[n]` is its last arena with `nfreepools == n`, or null.
+/// * `pools_in_use` counts used and full pools; `committed_empty` counts
+///   pools on the arenas' `freepools` lists.
+/// * Sharing: the state is in `Cell`s and methods take `&self`, so that a
+///   heap owned by one thread can be read by others. Only the owner calls
+///   the allocating and freeing methods. Everything others read (the arena
+///   table, arena objects, pool size classes, the counters below) is written
+///   under `meta`; pool counts are atomics; `remote` and
+///   `raw_allocated_blocks` are atomics anyone may update.
 pub struct Heap {
-    used: [PoolList; NB_SMALL_SIZE_CLASSES],
-    arenas: *mut ArenaObject,
-    maxarenas: u32,
-    unused_arena_objects: *mut ArenaObject,
-    usable_arenas: *mut ArenaObject,
-    nfp2lasta: [*mut ArenaObject; MAX_POOLS_IN_ARENA + 1],
-    narenas_currently_allocated: usize,
-    ntimes_arena_allocated: usize,
-    narenas_highwater: usize,
-    raw_allocated_blocks: isize,
-    arena_allocator: ArenaAllocator,
-    stats_on_new_arena: bool,
+    used_first: [Cell<*mut PoolHeader>; NB_SMALL_SIZE_CLASSES],
+    used_last: [Cell<*mut PoolHeader>; NB_SMALL_SIZE_CLASSES],
+    arenas: Cell<*mut ArenaObject>,
+    maxarenas: Cell<u32>,
+    unused_arena_objects: Cell<*mut ArenaObject>,
+    usable_arenas: Cell<*mut ArenaObject>,
+    nfp2lasta: [Cell<*mut ArenaObject>; MAX_POOLS_IN_ARENA + 1],
+    narenas_currently_allocated: Cell<usize>,
+    ntimes_arena_allocated: Cell<usize>,
+    narenas_highwater: Cell<usize>,
+    pools_in_use: Cell<usize>,
+    committed_empty: Cell<usize>,
+    purge_policy: Cell<PurgePolicy>,
+    arena_allocator: Cell<ArenaAllocator>,
+    stats_on_new_arena: Cell<bool>,
+    /// Stamped on pools as their owner: this heap's address for thread
+    /// heaps (at a stable address), null otherwise.
+    owner_tag: Cell<*const Heap>,
+    raw_allocated_blocks: AtomicIsize,
+    /// Blocks freed by other threads, linked through their first word.
+    remote: AtomicPtr<u8>,
+    meta: SpinLock,
 }
 
 // SAFETY: a Heap exclusively owns its arenas and table; nothing in it is tied
-// to the thread that created it. It is not Sync: all mutation needs &mut.
+// to the thread that created it. It is not Sync: see the sharing invariant.
 unsafe impl Send for Heap {}
 
 impl Default for Heap {
@@ -124,21 +192,30 @@ impl Default for Heap {
 
 /// True if `p` lies in an arena of any pymalloc heap in this process.
 ///
-/// This is the exact ownership test that decides whether a pointer is freed
-/// by pymalloc or handed to the raw allocator; it accepts any address.
+/// This is the exact ownership test, for any address (the radix map); the
+/// entry points use a faster test that is exact for the addresses of live
+/// blocks.
 ///
 /// ```
 /// let mut heap = pymalloc::Heap::new();
-/// let small = unsafe { heap.malloc(100) };
-/// let large = unsafe { heap.malloc(100_000) };
+/// let small = heap.malloc(100);
+/// let large = heap.malloc(100_000);
 /// assert!(pymalloc::owns(small));
 /// assert!(!pymalloc::owns(large));
 /// assert!(!pymalloc::owns(core::ptr::null()));
 /// unsafe { heap.free(small); heap.free(large) };
 /// ```
-#[inline(always)]
+#[inline]
 pub fn owns(p: *const u8) -> bool {
     ARENA_MAP.contains(p)
+}
+
+/// Ownership test for the address of a live block: in the arena region, or
+/// (arenas from elsewhere) in the arena map. A live raw block is never in the
+/// region, so this is exact for live blocks.
+#[inline(always)]
+pub(crate) fn owns_live(p: *const u8) -> bool {
+    region::contains(p) || ARENA_MAP.contains(p)
 }
 
 /// What one pool of an arena holds, as [`Heap::visit_arenas`] reports it.
@@ -149,6 +226,8 @@ pub enum PoolState {
     Untouched,
     /// Carved once, now empty (on the arena's free pools).
     Empty,
+    /// Empty, and its pages were given back to the OS.
+    Decommitted,
     /// Holding `blocks` blocks of size class `class`, with room for more.
     Used {
         /// Size class index.
@@ -173,7 +252,7 @@ pub struct ArenaInfo {
     pub first_pool_offset: usize,
     /// Pools the arena holds.
     pub ntotalpools: usize,
-    /// Free pools: empty plus untouched.
+    /// Free pools: empty, decommitted and untouched.
     pub nfreepools: usize,
     /// `pools[..ntotalpools]`, in address order.
     pub pools: [PoolState; MAX_POOLS_IN_ARENA],
@@ -190,11 +269,7 @@ pub struct InvariantError {
 
 impl core::fmt::Display for InvariantError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "heap invariant broken: {} (at {:#x})",
-            self.what, self.at
-        )
+        write!(f, "heap invariant broken: {} (at {:#x})", self.what, self.at)
     }
 }
 
@@ -208,28 +283,40 @@ fn check(ok: bool, what: &'static str, at: usize) -> Result<(), InvariantError> 
     }
 }
 
+#[allow(clippy::declare_interior_mutable_const)]
+const NULL_POOL: Cell<*mut PoolHeader> = Cell::new(ptr::null_mut());
+#[allow(clippy::declare_interior_mutable_const)]
+const NULL_ARENA: Cell<*mut ArenaObject> = Cell::new(ptr::null_mut());
+
 impl Heap {
     /// An empty heap: no arenas until the first small request.
     pub const fn new() -> Heap {
         Heap {
-            used: [EMPTY_LIST; NB_SMALL_SIZE_CLASSES],
-            arenas: ptr::null_mut(),
-            maxarenas: 0,
-            unused_arena_objects: ptr::null_mut(),
-            usable_arenas: ptr::null_mut(),
-            nfp2lasta: [ptr::null_mut(); MAX_POOLS_IN_ARENA + 1],
-            narenas_currently_allocated: 0,
-            ntimes_arena_allocated: 0,
-            narenas_highwater: 0,
-            raw_allocated_blocks: 0,
-            arena_allocator: ArenaAllocator::os(),
-            stats_on_new_arena: false,
+            used_first: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
+            used_last: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
+            arenas: Cell::new(ptr::null_mut()),
+            maxarenas: Cell::new(0),
+            unused_arena_objects: Cell::new(ptr::null_mut()),
+            usable_arenas: Cell::new(ptr::null_mut()),
+            nfp2lasta: [NULL_ARENA; MAX_POOLS_IN_ARENA + 1],
+            narenas_currently_allocated: Cell::new(0),
+            ntimes_arena_allocated: Cell::new(0),
+            narenas_highwater: Cell::new(0),
+            pools_in_use: Cell::new(0),
+            committed_empty: Cell::new(0),
+            purge_policy: Cell::new(PurgePolicy::DEFAULT),
+            arena_allocator: Cell::new(ArenaAllocator::os()),
+            stats_on_new_arena: Cell::new(false),
+            owner_tag: Cell::new(ptr::null()),
+            raw_allocated_blocks: AtomicIsize::new(0),
+            remote: AtomicPtr::new(ptr::null_mut()),
+            meta: SpinLock::new(),
         }
     }
 
     /// The allocator new arenas come from.
     pub fn arena_allocator(&self) -> ArenaAllocator {
-        self.arena_allocator
+        self.arena_allocator.get()
     }
 
     /// Replaces the allocator new arenas come from (CPython's
@@ -241,13 +328,31 @@ impl Heap {
     /// arena it returns is live, and be callable from every thread this heap
     /// is used on.
     pub unsafe fn set_arena_allocator(&mut self, a: ArenaAllocator) {
-        self.arena_allocator = a;
+        self.arena_allocator.set(a);
     }
 
     /// Print the statistics to stderr each time a new arena is about to be
     /// allocated (CPython's `PYTHONMALLOCSTATS`).
-    pub fn set_print_stats_on_new_arena(&mut self, on: bool) {
-        self.stats_on_new_arena = on;
+    pub fn set_print_stats_on_new_arena(&self, on: bool) {
+        self.stats_on_new_arena.set(on);
+    }
+
+    /// When empty pools give their pages back (default
+    /// [`PurgePolicy::DEFAULT`]).
+    pub fn set_purge_policy(&mut self, p: PurgePolicy) {
+        self.purge_policy.set(p);
+    }
+
+    /// The current purge policy.
+    pub fn purge_policy(&self) -> PurgePolicy {
+        self.purge_policy.get()
+    }
+
+    /// Gives back to the OS everything that holds no block: the pages of
+    /// every empty pool, and every wholly free arena (the spare too).
+    /// Returns the number of bytes given back.
+    pub fn purge(&mut self) -> usize {
+        self.purge_shared()
     }
 
     /// Allocates `nbytes` (CPython's `_PyObject_Malloc`): from a pool when
@@ -289,12 +394,26 @@ impl Heap {
         unsafe { free(self, p) }
     }
 
+    // ---------------------------------------------------------------------
+    // Shared-access core (owner only, see the sharing invariant).
+
+    /// Makes this heap stamp its address on its pools, so that other threads
+    /// can send it the blocks they free.
+    ///
+    /// # Safety
+    /// The heap stays at its address for as long as any of its pools live,
+    /// and has no pool yet.
+    pub(crate) unsafe fn set_owner_tag(&self) {
+        debug_assert_eq!(self.pools_in_use.get(), 0);
+        self.owner_tag.set(self);
+    }
+
     /// Takes a block of size class `szidx` from a pool; null if no arena can
     /// be had. This is pymalloc's fast path.
     #[inline(always)]
-    pub(crate) fn alloc_small(&mut self, szidx: usize) -> *mut u8 {
+    pub(crate) fn alloc_small(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
-        let pool = self.used[szidx].first;
+        let pool = self.used_first[szidx].get();
         if !pool.is_null() {
             // SAFETY: pools on a used list are live and have a non-null free
             // list whose head is a free block of the pool (invariants).
@@ -302,7 +421,7 @@ impl Heap {
                 let bp = (*pool).freeblock;
                 let next = bp.cast::<*mut u8>().read();
                 (*pool).freeblock = next;
-                (*pool).count += 1;
+                (*pool).set_count((*pool).count() + 1);
                 if next.is_null() {
                     self.pool_exhausted(pool, szidx);
                 }
@@ -315,10 +434,10 @@ impl Heap {
     /// The free list of `pool` ran out: carve its next virgin block, or if
     /// none is left the pool is full and leaves the used list.
     #[inline(never)]
-    unsafe fn pool_exhausted(&mut self, pool: *mut PoolHeader, szidx: usize) {
+    unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize) {
         // SAFETY: the caller passes the live head of used[szidx].
         unsafe {
-            if (*pool).nextoffset <= (*pool).maxnextoffset {
+            if (*pool).nextoffset <= (*pool).maxnextoffset() {
                 let bp = pool.cast::<u8>().add((*pool).nextoffset as usize);
                 (*pool).nextoffset += class_size(szidx) as u32;
                 bp.cast::<*mut u8>().write(ptr::null_mut());
@@ -334,11 +453,12 @@ impl Heap {
     /// # Safety
     /// `p` is a live block handed out by this heap's `alloc_small`.
     #[inline(always)]
-    pub(crate) unsafe fn free_small(&mut self, p: *mut u8) {
+    pub(crate) unsafe fn free_small(&self, p: *mut u8) {
         let pool = pool_of(p);
         // SAFETY: p is a live block, so its pool is live and was in use.
         unsafe {
-            debug_assert!((*pool).count > 0);
+            let count = (*pool).count();
+            debug_assert!(count > 0);
             let last = (*pool).freeblock;
             // The link is written through the caller's pointer (its tag may
             // be protected while it hands the block back); the free list keeps
@@ -346,12 +466,12 @@ impl Heap {
             // not inherit the caller's narrowed tag.
             p.cast::<*mut u8>().write(last);
             (*pool).freeblock = launder(p);
-            (*pool).count -= 1;
+            (*pool).set_count(count - 1);
             if last.is_null() {
                 // The pool was full: back to the used list, at the end, as
                 // CPython's insert_to_usedpool does.
                 self.append_used(pool);
-            } else if (*pool).count == 0 {
+            } else if count == 1 {
                 self.pool_emptied(pool);
             }
         }
@@ -368,107 +488,173 @@ impl Heap {
         unsafe { (*pool_of(p)).szidx as usize }
     }
 
-    unsafe fn unlink_used(&mut self, pool: *mut PoolHeader, szidx: usize) {
+    /// The owner stamped on the pool of a live block (null for pools of heaps
+    /// that are not thread heaps).
+    ///
+    /// # Safety
+    /// `p` is a live block of some heap.
+    #[inline(always)]
+    pub(crate) unsafe fn block_owner(p: *mut u8) -> *const Heap {
+        // SAFETY: as above; the owner changes only while the pool is empty.
+        unsafe { (*pool_of(p)).owner }
+    }
+
+    /// Sends `p` to its owning heap's queue of blocks freed by other threads.
+    ///
+    /// # Safety
+    /// `owner` is the live thread heap stamped on `p`'s pool; `p` is live
+    /// and not used again.
+    pub(crate) unsafe fn push_remote(owner: *const Heap, p: *mut u8) {
+        // SAFETY: thread heaps are never freed; `remote` is an atomic.
+        let q = unsafe { &(*owner).remote };
+        let mut head = q.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: p is a free block: its first word is ours to use.
+            unsafe { p.cast::<*mut u8>().write(head) };
+            match q.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+
+    /// Frees the blocks other threads sent this heap. Returns how many.
+    pub(crate) fn drain_remote(&self) -> usize {
+        if self.remote.load(Ordering::Relaxed).is_null() {
+            return 0;
+        }
+        let mut p = self.remote.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut n = 0;
+        while !p.is_null() {
+            // SAFETY: every block on the queue is a block of this heap that
+            // its user gave up; its first word links the queue.
+            unsafe {
+                let next = p.cast::<*mut u8>().read();
+                self.free_small(launder(p));
+                p = next;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    unsafe fn unlink_used(&self, pool: *mut PoolHeader, szidx: usize) {
         // SAFETY: `pool` is on used[szidx]; its neighbours are live pools.
         unsafe {
             let (next, prev) = ((*pool).nextpool, (*pool).prevpool);
-            let list = &mut self.used[szidx];
             if prev.is_null() {
-                list.first = next;
+                self.used_first[szidx].set(next);
             } else {
                 (*prev).nextpool = next;
             }
             if next.is_null() {
-                list.last = prev;
+                self.used_last[szidx].set(prev);
             } else {
                 (*next).prevpool = prev;
             }
         }
     }
 
-    unsafe fn append_used(&mut self, pool: *mut PoolHeader) {
+    unsafe fn append_used(&self, pool: *mut PoolHeader) {
         // SAFETY: `pool` is a live pool on no list.
         unsafe {
-            let list = &mut self.used[(*pool).szidx as usize];
+            let c = (*pool).szidx as usize;
+            let last = self.used_last[c].get();
             (*pool).nextpool = ptr::null_mut();
-            (*pool).prevpool = list.last;
-            if list.last.is_null() {
-                list.first = pool;
+            (*pool).prevpool = last;
+            if last.is_null() {
+                self.used_first[c].set(pool);
             } else {
-                (*list.last).nextpool = pool;
+                (*last).nextpool = pool;
             }
-            list.last = pool;
+            self.used_last[c].set(pool);
         }
     }
 
     #[inline(always)]
     fn arena_index(&self, ao: *mut ArenaObject) -> u32 {
         // SAFETY: `ao` points into the arena table.
-        unsafe { ao.offset_from(self.arenas) as u32 }
+        unsafe { ao.offset_from(self.arenas.get()) as u32 }
     }
 
     /// No used pool of class `szidx`: take a free pool from the first usable
     /// arena (making an arena if there is none) and start it for that class.
+    /// Blocks other threads sent back are freed first; they may refill it.
     #[cold]
     #[inline(never)]
-    fn alloc_from_new_pool(&mut self, szidx: usize) -> *mut u8 {
+    fn alloc_from_new_pool(&self, szidx: usize) -> *mut u8 {
+        if self.drain_remote() > 0 && !self.used_first[szidx].get().is_null() {
+            return self.alloc_small(szidx);
+        }
+        let _meta = self.meta.lock();
         // SAFETY: all pointers followed are to live arena objects and pools of
-        // this heap, per the invariants.
+        // this heap, per the invariants; `meta` is held for their writes.
         unsafe {
-            if self.usable_arenas.is_null() {
+            if self.usable_arenas.get().is_null() {
                 let ao = self.new_arena();
                 if ao.is_null() {
                     return ptr::null_mut();
                 }
                 (*ao).nextarena = ptr::null_mut();
                 (*ao).prevarena = ptr::null_mut();
-                self.usable_arenas = ao;
+                self.usable_arenas.set(ao);
                 let nf = (*ao).nfreepools as usize;
-                debug_assert!(self.nfp2lasta[nf].is_null());
-                self.nfp2lasta[nf] = ao;
+                debug_assert!(self.nfp2lasta[nf].get().is_null());
+                self.nfp2lasta[nf].set(ao);
             }
-            let ao = self.usable_arenas;
+            let ao = self.usable_arenas.get();
             let nf = (*ao).nfreepools as usize;
             debug_assert!(nf > 0);
             // `ao` heads the list, so it has the fewest free pools; taking one
             // keeps it first. Only the fingers need fixing.
-            if self.nfp2lasta[nf] == ao {
-                self.nfp2lasta[nf] = ptr::null_mut();
+            if self.nfp2lasta[nf].get() == ao {
+                self.nfp2lasta[nf].set(ptr::null_mut());
             }
             if nf > 1 {
-                debug_assert!(self.nfp2lasta[nf - 1].is_null());
-                self.nfp2lasta[nf - 1] = ao;
+                debug_assert!(self.nfp2lasta[nf - 1].get().is_null());
+                self.nfp2lasta[nf - 1].set(ao);
             }
             let pool;
             if !(*ao).freepools.is_null() {
                 pool = (*ao).freepools;
                 (*ao).freepools = (*pool).nextpool;
+                (*ao).nfree_committed -= 1;
+                self.committed_empty.set(self.committed_empty.get() - 1);
+            } else if (*ao).decommitted != 0 {
+                // A pool whose pages went back: it reads as zeroes, like a
+                // virgin pool, and is set up as one.
+                let i = (*ao).decommitted.trailing_zeros() as usize;
+                (*ao).decommitted &= !(1u64 << i);
+                pool = (*ao).first_pool().add(i * POOL_SIZE).cast::<PoolHeader>();
+                (*pool).arenaindex = self.arena_index(ao);
+                (*pool).szidx = DUMMY_SIZE_IDX;
             } else {
                 pool = (*ao).pool_address.cast::<PoolHeader>();
                 (*pool).arenaindex = self.arena_index(ao);
                 (*pool).szidx = DUMMY_SIZE_IDX;
                 (*ao).pool_address = (*ao).pool_address.add(POOL_SIZE);
             }
+            (*pool).owner = self.owner_tag.get();
             (*ao).nfreepools -= 1;
             if (*ao).nfreepools == 0 {
                 // Wholly allocated: leaves the usable list.
-                self.usable_arenas = (*ao).nextarena;
-                if !self.usable_arenas.is_null() {
-                    (*self.usable_arenas).prevarena = ptr::null_mut();
+                let next = (*ao).nextarena;
+                self.usable_arenas.set(next);
+                if !next.is_null() {
+                    (*next).prevarena = ptr::null_mut();
                 }
             }
+            self.pools_in_use.set(self.pools_in_use.get() + 1);
 
             // The used list of this class was empty; the pool is all of it.
             (*pool).nextpool = ptr::null_mut();
             (*pool).prevpool = ptr::null_mut();
-            self.used[szidx] = PoolList {
-                first: pool,
-                last: pool,
-            };
+            self.used_first[szidx].set(pool);
+            self.used_last[szidx].set(pool);
             if (*pool).szidx == szidx as u32 {
                 // Last held this class: header and free list are ready, and
                 // an emptied pool has at least two blocks on its list.
-                (*pool).count = 1;
+                (*pool).set_count(1);
                 let bp = (*pool).freeblock;
                 (*pool).freeblock = bp.cast::<*mut u8>().read();
                 debug_assert!(!(*pool).freeblock.is_null());
@@ -479,78 +665,190 @@ impl Heap {
     }
 
     /// A pool just became empty: move it from its used list to its arena's
-    /// free pools, then restore the usable-arena order, or release the arena.
+    /// free pools, then restore the usable-arena order, or release the arena,
+    /// and give pages back as the purge policy says.
     #[cold]
-    unsafe fn pool_emptied(&mut self, pool: *mut PoolHeader) {
+    unsafe fn pool_emptied(&self, pool: *mut PoolHeader) {
+        let _meta = self.meta.lock();
         // SAFETY: `pool` is live and on used[szidx]; its arena object is live;
-        // list pointers follow the invariants.
+        // list pointers follow the invariants; `meta` is held.
         unsafe {
             self.unlink_used(pool, (*pool).szidx as usize);
-            let ao = self.arenas.add((*pool).arenaindex as usize);
+            self.pools_in_use.set(self.pools_in_use.get() - 1);
+            let ao = self.arenas.get().add((*pool).arenaindex as usize);
             (*pool).nextpool = (*ao).freepools;
             (*ao).freepools = pool;
+            (*ao).nfree_committed += 1;
+            self.committed_empty.set(self.committed_empty.get() + 1);
             let mut nf = (*ao).nfreepools as usize;
             // If `ao` was the last arena with `nf` free pools, the finger moves
             // to its predecessor when that one has `nf` too.
-            let lastnf = self.nfp2lasta[nf];
+            let lastnf = self.nfp2lasta[nf].get();
             if lastnf == ao {
                 let p = (*ao).prevarena;
-                self.nfp2lasta[nf] = if !p.is_null() && (*p).nfreepools as usize == nf {
+                self.nfp2lasta[nf].set(if !p.is_null() && (*p).nfreepools as usize == nf {
                     p
                 } else {
                     ptr::null_mut()
-                };
+                });
             }
             nf += 1;
             (*ao).nfreepools = nf as u32;
 
-            // Case 1: every pool is free and another usable arena follows:
-            // give the arena back (the last one is kept as a spare).
             if nf == (*ao).ntotalpools as usize && !(*ao).nextarena.is_null() {
+                // Case 1: every pool is free and another usable arena follows:
+                // give the arena back (the last one is kept as a spare).
                 self.unlink_usable(ao);
                 self.release_arena(ao);
-                return;
-            }
-            // Case 2: the arena had no free pool, so it was on no list; it
-            // now has the fewest free pools and goes first.
-            if nf == 1 {
-                (*ao).nextarena = self.usable_arenas;
+            } else if nf == 1 {
+                // Case 2: the arena had no free pool, so it was on no list; it
+                // now has the fewest free pools and goes first.
+                let head = self.usable_arenas.get();
+                (*ao).nextarena = head;
                 (*ao).prevarena = ptr::null_mut();
-                if !self.usable_arenas.is_null() {
-                    (*self.usable_arenas).prevarena = ao;
+                if !head.is_null() {
+                    (*head).prevarena = ao;
                 }
-                self.usable_arenas = ao;
-                if self.nfp2lasta[1].is_null() {
-                    self.nfp2lasta[1] = ao;
+                self.usable_arenas.set(ao);
+                if self.nfp2lasta[1].get().is_null() {
+                    self.nfp2lasta[1].set(ao);
                 }
-                return;
+            } else {
+                if self.nfp2lasta[nf].get().is_null() {
+                    self.nfp2lasta[nf].set(ao);
+                }
+                // Case 4: it was the last arena with its old count, so it is
+                // still in order. Case 3: move it to just after the last
+                // arena with the old count.
+                if ao != lastnf {
+                    debug_assert!(!(*ao).nextarena.is_null());
+                    self.unlink_usable(ao);
+                    (*ao).prevarena = lastnf;
+                    (*ao).nextarena = (*lastnf).nextarena;
+                    if !(*ao).nextarena.is_null() {
+                        (*(*ao).nextarena).prevarena = ao;
+                    }
+                    (*lastnf).nextarena = ao;
+                }
             }
-            if self.nfp2lasta[nf].is_null() {
-                self.nfp2lasta[nf] = ao;
-            }
-            // Case 4: it was the last arena with its old count, so it is
-            // still in order.
-            if ao == lastnf {
-                return;
-            }
-            // Case 3: move it to just after the last arena with the old count.
-            debug_assert!(!(*ao).nextarena.is_null());
-            self.unlink_usable(ao);
-            (*ao).prevarena = lastnf;
-            (*ao).nextarena = (*lastnf).nextarena;
-            if !(*ao).nextarena.is_null() {
-                (*(*ao).nextarena).prevarena = ao;
-            }
-            (*lastnf).nextarena = ao;
+            self.apply_purge_policy();
         }
     }
 
-    unsafe fn unlink_usable(&mut self, ao: *mut ArenaObject) {
+    /// Gives pages back if the policy says so (`meta` held).
+    fn apply_purge_policy(&self) {
+        let empty = self.committed_empty.get();
+        match self.purge_policy.get() {
+            PurgePolicy::Never => {}
+            PurgePolicy::Immediate => {
+                if empty > 0 {
+                    self.decommit_down_to(0);
+                }
+            }
+            PurgePolicy::Threshold { min_pools, divisor } => {
+                let limit = min_pools.max(self.pools_in_use.get() / divisor.max(1));
+                if empty > limit {
+                    self.decommit_down_to(limit / 2);
+                }
+            }
+        }
+    }
+
+    /// Gives back the pages of empty pools, emptiest arenas first, until at
+    /// most `target` empty pools keep theirs (`meta` held). Returns the pools
+    /// decommitted.
+    fn decommit_down_to(&self, target: usize) -> usize {
+        // The usable list is sorted most-used first: walk it from the end.
+        let mut ao = self.usable_arenas.get();
+        // SAFETY: usable-list entries are live arena objects; `meta` is held.
+        unsafe {
+            if ao.is_null() {
+                return 0;
+            }
+            while !(*ao).nextarena.is_null() {
+                ao = (*ao).nextarena;
+            }
+            let mut n = 0;
+            while !ao.is_null() && self.committed_empty.get() > target {
+                if (*ao).purgeable && (*ao).nfree_committed > 0 {
+                    n += self.decommit_arena_pools(ao);
+                }
+                ao = (*ao).prevarena;
+            }
+            n
+        }
+    }
+
+    /// Gives back the pages of every pool on `ao`'s free list, in runs of
+    /// adjacent pools. Returns how many pools.
+    ///
+    /// # Safety
+    /// `ao` is a live, purgeable arena object of this heap; `meta` is held.
+    unsafe fn decommit_arena_pools(&self, ao: *mut ArenaObject) -> usize {
+        // SAFETY: per the contract; free pools hold nothing anyone uses.
+        unsafe {
+            let first = (*ao).first_pool();
+            let mut mask = 0u64;
+            let mut p = (*ao).freepools;
+            while !p.is_null() {
+                mask |= 1u64 << ((p.addr() - first.addr()) / POOL_SIZE);
+                p = (*p).nextpool;
+            }
+            let n = mask.count_ones() as usize;
+            let mut rest = mask;
+            while rest != 0 {
+                let start = rest.trailing_zeros() as usize;
+                let run = (rest >> start).trailing_ones() as usize;
+                os::discard(first.add(start * POOL_SIZE), run * POOL_SIZE);
+                rest &= !((((1u128 << run) - 1) as u64) << start);
+            }
+            (*ao).freepools = ptr::null_mut();
+            (*ao).nfree_committed = 0;
+            (*ao).decommitted |= mask;
+            self.committed_empty.set(self.committed_empty.get() - n);
+            n
+        }
+    }
+
+    /// [`Heap::purge`] through a shared reference: for the owner of a
+    /// shared heap (a thread heap, a [`GilHeap`](crate::GilHeap) with its
+    /// lock held). Blocks other threads sent back are freed first.
+    pub fn purge_shared(&self) -> usize {
+        self.drain_remote();
+        let _meta = self.meta.lock();
+        let mut bytes = self.decommit_down_to(0) * POOL_SIZE;
+        // Wholly free arenas, the spare included.
+        let mut ao = self.usable_arenas.get();
+        // SAFETY: usable-list entries are live arena objects; `meta` is held.
+        unsafe {
+            while !ao.is_null() {
+                let next = (*ao).nextarena;
+                if (*ao).nfreepools == (*ao).ntotalpools {
+                    let nf = (*ao).nfreepools as usize;
+                    if self.nfp2lasta[nf].get() == ao {
+                        let p = (*ao).prevarena;
+                        self.nfp2lasta[nf].set(if !p.is_null() && (*p).nfreepools as usize == nf {
+                            p
+                        } else {
+                            ptr::null_mut()
+                        });
+                    }
+                    self.unlink_usable(ao);
+                    self.release_arena(ao);
+                    bytes += ARENA_SIZE;
+                }
+                ao = next;
+            }
+        }
+        bytes
+    }
+
+    unsafe fn unlink_usable(&self, ao: *mut ArenaObject) {
         // SAFETY: `ao` is on usable_arenas; its neighbours are live.
         unsafe {
             let (prev, next) = ((*ao).prevarena, (*ao).nextarena);
             if prev.is_null() {
-                self.usable_arenas = next;
+                self.usable_arenas.set(next);
             } else {
                 (*prev).nextarena = next;
             }
@@ -561,36 +859,37 @@ impl Heap {
     }
 
     /// Gives an arena (on no list) back to the allocator that made it and
-    /// puts its object on the unused list.
-    unsafe fn release_arena(&mut self, ao: *mut ArenaObject) {
+    /// puts its object on the unused list (`meta` held).
+    unsafe fn release_arena(&self, ao: *mut ArenaObject) {
         // SAFETY: `ao` is a live arena object whose pools are all free.
         unsafe {
             let address = (*ao).address;
             ARENA_MAP.mark(address.addr(), false);
             let a = (*ao).allocator;
             (a.free)(a.ctx, address.cast(), ARENA_SIZE);
+            self.committed_empty.set(self.committed_empty.get() - (*ao).nfree_committed as usize);
             (*ao).address = ptr::null_mut();
-            (*ao).nextarena = self.unused_arena_objects;
-            self.unused_arena_objects = ao;
-            self.narenas_currently_allocated -= 1;
+            (*ao).nextarena = self.unused_arena_objects.get();
+            self.unused_arena_objects.set(ao);
+            self.narenas_currently_allocated.set(self.narenas_currently_allocated.get() - 1);
         }
     }
 
-    /// Allocates a new arena and returns its object, or null.
+    /// Allocates a new arena and returns its object, or null (`meta` held).
     #[cold]
-    unsafe fn new_arena(&mut self) -> *mut ArenaObject {
-        if self.stats_on_new_arena {
-            crate::stats::print_to_stderr(&self.stats());
+    unsafe fn new_arena(&self) -> *mut ArenaObject {
+        if self.stats_on_new_arena.get() {
+            crate::stats::print_to_stderr(&self.stats_locked());
         }
         // SAFETY: table manipulation follows the invariants: the table only
         // moves when no pointer into it is live.
         unsafe {
-            if self.unused_arena_objects.is_null() && !self.grow_arena_table() {
+            if self.unused_arena_objects.get().is_null() && !self.grow_arena_table() {
                 return ptr::null_mut();
             }
-            let ao = self.unused_arena_objects;
+            let ao = self.unused_arena_objects.get();
             debug_assert!((*ao).address.is_null());
-            let a = self.arena_allocator;
+            let a = self.arena_allocator.get();
             let mut address = (a.alloc)(a.ctx, ARENA_SIZE).cast::<u8>();
             if !address.is_null() && !ARENA_MAP.mark(address.addr(), true) {
                 (a.free)(a.ctx, address.cast(), ARENA_SIZE);
@@ -602,12 +901,15 @@ impl Heap {
             // Blocks come back from callers with their own (possibly
             // narrowed) provenance; the heap reaches headers through this.
             let _ = address.expose_provenance();
-            self.unused_arena_objects = (*ao).nextarena;
+            self.unused_arena_objects.set((*ao).nextarena);
             (*ao).address = address;
             (*ao).allocator = a;
-            self.narenas_currently_allocated += 1;
-            self.ntimes_arena_allocated += 1;
-            self.narenas_highwater = self.narenas_highwater.max(self.narenas_currently_allocated);
+            (*ao).purgeable = a.is_os();
+            (*ao).decommitted = 0;
+            (*ao).nfree_committed = 0;
+            self.narenas_currently_allocated.set(self.narenas_currently_allocated.get() + 1);
+            self.ntimes_arena_allocated.set(self.ntimes_arena_allocated.get() + 1);
+            self.narenas_highwater.set(self.narenas_highwater.get().max(self.narenas_currently_allocated.get()));
             (*ao).freepools = ptr::null_mut();
             let excess = address.addr() & POOL_SIZE_MASK;
             let (pool_address, npools) = if excess == 0 {
@@ -623,14 +925,11 @@ impl Heap {
     }
 
     /// Doubles the arena table and puts the new objects on the unused list.
-    unsafe fn grow_arena_table(&mut self) -> bool {
-        debug_assert!(self.usable_arenas.is_null() && self.unused_arena_objects.is_null());
-        let n = if self.maxarenas == 0 {
-            INITIAL_ARENA_OBJECTS
-        } else {
-            self.maxarenas << 1
-        };
-        if n <= self.maxarenas {
+    unsafe fn grow_arena_table(&self) -> bool {
+        debug_assert!(self.usable_arenas.get().is_null() && self.unused_arena_objects.get().is_null());
+        let max = self.maxarenas.get();
+        let n = if max == 0 { INITIAL_ARENA_OBJECTS } else { max << 1 };
+        if n <= max {
             return false; // overflow
         }
         let Some(bytes) = (n as usize).checked_mul(core::mem::size_of::<ArenaObject>()) else {
@@ -638,12 +937,12 @@ impl Heap {
         };
         // SAFETY: the table is null or from raw::realloc, and no pointer into
         // it is live (see the struct invariant).
-        let table = unsafe { raw::realloc(self.arenas.cast(), bytes) }.cast::<ArenaObject>();
+        let table = unsafe { raw::realloc(self.arenas.get().cast(), bytes) }.cast::<ArenaObject>();
         if table.is_null() {
             return false;
         }
-        self.arenas = table;
-        for i in self.maxarenas..n {
+        self.arenas.set(table);
+        for i in max..n {
             let next = if i + 1 < n {
                 // SAFETY: i + 1 < n, inside the new table.
                 unsafe { table.add(i as usize + 1) }
@@ -661,34 +960,41 @@ impl Heap {
                     nextarena: next,
                     prevarena: ptr::null_mut(),
                     allocator: ArenaAllocator::os(),
+                    nfree_committed: 0,
+                    purgeable: false,
+                    decommitted: 0,
                 })
             };
         }
-        // SAFETY: maxarenas < n.
-        self.unused_arena_objects = unsafe { table.add(self.maxarenas as usize) };
-        self.maxarenas = n;
+        // SAFETY: max < n.
+        self.unused_arena_objects.set(unsafe { table.add(max as usize) });
+        self.maxarenas.set(n);
         true
     }
 
-    /// Calls `f` for every live arena: its base address and object.
+    /// Calls `f` for every live arena (`meta` held or exclusive access).
     fn for_each_arena(&self, mut f: impl FnMut(&ArenaObject)) {
-        for i in 0..self.maxarenas as usize {
+        let table = self.arenas.get();
+        for i in 0..self.maxarenas.get() as usize {
             // SAFETY: i < maxarenas; every table slot is initialised.
-            let ao = unsafe { &*self.arenas.add(i) };
+            let ao = unsafe { &*table.add(i) };
             if !ao.address.is_null() {
                 f(ao);
             }
         }
     }
 
-    /// Calls `f` for every pool carved from a live arena.
-    fn for_each_pool(&self, mut f: impl FnMut(&ArenaObject, *mut PoolHeader)) {
+    /// Calls `f` for every pool carved from a live arena (`meta` held or
+    /// exclusive access).
+    fn for_each_pool(&self, mut f: impl FnMut(&ArenaObject, usize, *mut PoolHeader)) {
         self.for_each_arena(|ao| {
-            let mut base = ao.address.map_addr(|a| round_up(a, POOL_SIZE));
+            let mut base = ao.first_pool();
+            let mut i = 0;
             while base < ao.pool_address {
-                f(ao, base.cast());
+                f(ao, i, base.cast());
                 // SAFETY: base < pool_address, which is inside the arena.
                 base = unsafe { base.add(POOL_SIZE) };
+                i += 1;
             }
         })
     }
@@ -696,8 +1002,9 @@ impl Heap {
     /// Calls `f` with a picture of every live arena, in table order. Nothing
     /// is allocated; `f` must not allocate from this heap.
     pub fn visit_arenas(&self, mut f: impl FnMut(&ArenaInfo)) {
+        let _meta = self.meta.lock();
         self.for_each_arena(|ao| {
-            let base = round_up(ao.address.addr(), POOL_SIZE);
+            let base = ao.first_pool().addr();
             let mut info = ArenaInfo {
                 address: ao.address.addr(),
                 first_pool_offset: base - ao.address.addr(),
@@ -707,22 +1014,22 @@ impl Heap {
             };
             let carved = (ao.pool_address.addr() - base) / POOL_SIZE;
             for (i, state) in info.pools.iter_mut().enumerate().take(carved) {
-                let p = (base + i * POOL_SIZE) as *const PoolHeader;
+                if ao.decommitted & (1u64 << i) != 0 {
+                    *state = PoolState::Decommitted;
+                    continue;
+                }
                 // SAFETY: pools below pool_address are carved and initialised;
                 // the address lies inside this live arena.
                 let (count, sz) = unsafe {
-                    let p = ao.address.with_addr(p.addr()).cast::<PoolHeader>();
-                    ((*p).count as usize, (*p).szidx as usize)
+                    let p = ao.address.with_addr(base + i * POOL_SIZE).cast::<PoolHeader>();
+                    ((*p).count() as usize, (*p).szidx as usize)
                 };
                 *state = if count == 0 {
                     PoolState::Empty
                 } else if count == num_blocks(sz) {
                     PoolState::Full { class: sz as u8 }
                 } else {
-                    PoolState::Used {
-                        class: sz as u8,
-                        blocks: count as u16,
-                    }
+                    PoolState::Used { class: sz as u8, blocks: count as u16 }
                 };
             }
             f(&info);
@@ -731,25 +1038,36 @@ impl Heap {
 
     /// Number of live arenas.
     pub fn arena_count(&self) -> usize {
-        self.narenas_currently_allocated
+        let _meta = self.meta.lock();
+        self.narenas_currently_allocated.get()
     }
 
     /// A snapshot of the heap's statistics (see [`crate::stats`]).
     pub fn stats(&self) -> crate::stats::Stats {
+        let _meta = self.meta.lock();
+        self.stats_locked()
+    }
+
+    /// The statistics, with `meta` held or exclusive access.
+    fn stats_locked(&self) -> crate::stats::Stats {
         let mut s = crate::stats::Stats::new();
-        s.arenas_allocated_total = self.ntimes_arena_allocated;
-        s.arenas_highwater = self.narenas_highwater;
-        s.raw_allocated_blocks = self.raw_allocated_blocks;
+        s.arenas_allocated_total = self.ntimes_arena_allocated.get();
+        s.arenas_highwater = self.narenas_highwater.get();
+        s.raw_allocated_blocks = self.raw_allocated_blocks.load(Ordering::Relaxed);
         self.for_each_arena(|ao| {
             s.arenas_current += 1;
             s.unused_pools += ao.nfreepools as usize;
+            s.decommitted_pools += ao.decommitted.count_ones() as usize;
             if ao.address.addr() & POOL_SIZE_MASK != 0 {
                 s.arena_alignment_bytes += POOL_SIZE;
             }
         });
-        self.for_each_pool(|_, p| {
+        self.for_each_pool(|ao, i, p| {
+            if ao.decommitted & (1u64 << i) != 0 {
+                return;
+            }
             // SAFETY: carved pools are initialised.
-            let (count, sz) = unsafe { ((*p).count as usize, (*p).szidx as usize) };
+            let (count, sz) = unsafe { ((*p).count() as usize, (*p).szidx as usize) };
             if count == 0 {
                 return;
             }
@@ -765,96 +1083,61 @@ impl Heap {
 
     /// Checks every structural invariant of the heap (the checks CPython
     /// makes under `Py_DEBUG`, and more). Walks all arenas and pools: for
-    /// tests, fuzzing and debugging, not for hot paths.
+    /// tests, fuzzing and debugging, not for hot paths. Owner only.
     pub fn validate(&self) -> Result<(), InvariantError> {
+        let _meta = self.meta.lock();
         // Arena objects: unused list vs. live arenas.
         let mut live = 0usize;
         let mut usable_expected = 0usize;
+        let mut committed = 0usize;
         let mut err = Ok(());
         self.for_each_arena(|ao| {
             live += 1;
             if ao.nfreepools > 0 {
                 usable_expected += 1;
             }
+            committed += ao.nfree_committed as usize;
             let a = ao.address.addr();
             let r = check(owns(ao.address), "arena not marked in the map", a)
-                .and(check(
-                    owns(ao.address.wrapping_add(ARENA_SIZE - 1)),
-                    "arena end not marked",
-                    a,
-                ))
-                .and(check(
-                    ao.nfreepools <= ao.ntotalpools,
-                    "more free pools than pools",
-                    a,
-                ))
-                .and(check(
-                    (a..=a + ARENA_SIZE).contains(&ao.pool_address.addr()),
-                    "pool_address outside arena",
-                    a,
-                ));
+                .and(check(owns(ao.address.wrapping_add(ARENA_SIZE - 1)), "arena end not marked", a))
+                .and(check(ao.nfreepools <= ao.ntotalpools, "more free pools than pools", a))
+                .and(check((a..=a + ARENA_SIZE).contains(&ao.pool_address.addr()), "pool_address outside arena", a))
+                .and(check(ao.decommitted == 0 || ao.purgeable, "decommitted pools in a foreign arena", a));
             if err.is_ok() {
                 err = r;
             }
         });
         err?;
-        check(
-            live == self.narenas_currently_allocated,
-            "live arena count",
-            live,
-        )?;
-        check(
-            self.narenas_highwater >= live,
-            "highwater below current",
-            live,
-        )?;
+        check(live == self.narenas_currently_allocated.get(), "live arena count", live)?;
+        check(self.narenas_highwater.get() >= live, "highwater below current", live)?;
+        check(committed == self.committed_empty.get(), "committed empty pool count", committed)?;
         let mut unused = 0usize;
-        let mut ao = self.unused_arena_objects;
+        let mut ao = self.unused_arena_objects.get();
         while !ao.is_null() {
             // SAFETY: unused list entries are table slots.
             unsafe {
-                check(
-                    (*ao).address.is_null(),
-                    "unused arena object has an address",
-                    ao.addr(),
-                )?;
+                check((*ao).address.is_null(), "unused arena object has an address", ao.addr())?;
                 ao = (*ao).nextarena;
             }
             unused += 1;
-            check(
-                unused <= self.maxarenas as usize,
-                "unused list cycles",
-                unused,
-            )?;
+            check(unused <= self.maxarenas.get() as usize, "unused list cycles", unused)?;
         }
-        check(
-            unused + live == self.maxarenas as usize,
-            "arena objects lost",
-            unused,
-        )?;
+        check(unused + live == self.maxarenas.get() as usize, "arena objects lost", unused)?;
 
         // Usable arenas: sorted, linked both ways, fingers right.
         let mut n = 0usize;
         let mut prev: *mut ArenaObject = ptr::null_mut();
-        let mut ao = self.usable_arenas;
+        let mut ao = self.usable_arenas.get();
         let mut last_with = [ptr::null_mut::<ArenaObject>(); MAX_POOLS_IN_ARENA + 1];
         while !ao.is_null() {
             // SAFETY: usable list entries are live table slots.
             unsafe {
                 let nf = (*ao).nfreepools as usize;
-                check(
-                    !(*ao).address.is_null(),
-                    "usable arena not allocated",
-                    ao.addr(),
-                )?;
+                check(!(*ao).address.is_null(), "usable arena not allocated", ao.addr())?;
                 check(nf > 0, "usable arena without free pools", ao.addr())?;
                 check((*ao).prevarena == prev, "usable list back link", ao.addr())?;
                 if !prev.is_null() {
-                    check(
-                        (*prev).nfreepools as usize <= nf,
-                        "usable arenas out of order",
-                        nf,
-                    )?;
+                    check((*prev).nfreepools as usize <= nf, "usable arenas out of order", nf)?;
                 }
                 last_with[nf] = ao;
                 prev = ao;
@@ -863,48 +1146,42 @@ impl Heap {
             n += 1;
             check(n <= live, "usable list cycles", n)?;
         }
-        check(
-            n == usable_expected,
-            "arena with free pools missing from usable list",
-            n,
-        )?;
-        for (i, (&want, &got)) in last_with.iter().zip(self.nfp2lasta.iter()).enumerate() {
-            check(want == got, "nfp2lasta finger wrong", i)?;
+        check(n == usable_expected, "arena with free pools missing from usable list", n)?;
+        for (i, (&want, got)) in last_with.iter().zip(self.nfp2lasta.iter()).enumerate() {
+            check(want == got.get(), "nfp2lasta finger wrong", i)?;
         }
 
         // Pools: counts, free lists, list membership.
         let mut on_used = [0usize; NB_SMALL_SIZE_CLASSES];
+        let mut in_use = 0usize;
         let mut r = Ok(());
-        self.for_each_pool(|ao, p| {
+        self.for_each_pool(|ao, i, p| {
             if r.is_err() {
                 return;
             }
             // SAFETY: carved pools are initialised; free-list entries are
             // checked to be inside the pool before they are followed.
-            r = unsafe { self.check_pool(ao, p, &mut on_used) };
+            r = unsafe { self.check_pool(ao, i, p, &mut on_used, &mut in_use) };
         });
         r?;
-        for (c, list) in self.used.iter().enumerate() {
+        check(in_use == self.pools_in_use.get(), "pools in use count", in_use)?;
+        for (c, &expected) in on_used.iter().enumerate() {
             let mut n = 0usize;
             let mut prev = ptr::null_mut();
-            let mut p = list.first;
+            let mut p = self.used_first[c].get();
             while !p.is_null() {
                 // SAFETY: used-list entries are live pools.
                 unsafe {
-                    check(
-                        (*p).szidx as usize == c,
-                        "pool on the wrong used list",
-                        p.addr(),
-                    )?;
+                    check((*p).szidx as usize == c, "pool on the wrong used list", p.addr())?;
                     check((*p).prevpool == prev, "used list back link", p.addr())?;
                     prev = p;
                     p = (*p).nextpool;
                 }
                 n += 1;
-                check(n <= on_used[c], "used list too long or cyclic", c)?;
+                check(n <= expected, "used list too long or cyclic", c)?;
             }
-            check(list.last == prev, "used list tail", c)?;
-            check(n == on_used[c], "used pool missing from its list", c)?;
+            check(self.used_last[c].get() == prev, "used list tail", c)?;
+            check(n == expected, "used pool missing from its list", c)?;
         }
         Ok(())
     }
@@ -912,65 +1189,52 @@ impl Heap {
     unsafe fn check_pool(
         &self,
         ao: &ArenaObject,
+        index: usize,
         p: *mut PoolHeader,
         on_used: &mut [usize; NB_SMALL_SIZE_CLASSES],
+        in_use: &mut usize,
     ) -> Result<(), InvariantError> {
+        let at = p.addr();
+        let decommitted = ao.decommitted & (1u64 << index) != 0;
         // SAFETY: see the caller.
         unsafe {
-            let at = p.addr();
-            check(
-                ptr::eq(self.arenas.add((*p).arenaindex as usize), ao),
-                "pool arena index",
-                at,
-            )?;
-            let count = (*p).count as usize;
-            if count == 0 {
-                let mut f = ao.freepools;
-                while !f.is_null() && f != p {
-                    f = (*f).nextpool;
-                }
-                return check(f == p, "empty pool not on its arena's free list", at);
+            let mut f = ao.freepools;
+            let mut on_free = false;
+            while !f.is_null() {
+                on_free |= f == p;
+                f = (*f).nextpool;
             }
+            if decommitted {
+                // Its header is not read: that would fault the page back in.
+                return check(!on_free, "decommitted pool on a free list", at);
+            }
+            check(ptr::eq(self.arenas.get().add((*p).arenaindex as usize), ao), "pool arena index", at)?;
+            check((*p).owner == self.owner_tag.get(), "pool owner", at)?;
+            let count = (*p).count() as usize;
+            if count == 0 {
+                return check(on_free, "empty pool not on its arena's free list", at);
+            }
+            check(!on_free, "pool in use on a free list", at)?;
+            *in_use += 1;
             let sz = (*p).szidx as usize;
             check(sz < NB_SMALL_SIZE_CLASSES, "bad size class", at)?;
             let size = class_size(sz);
-            check(
-                (*p).maxnextoffset as usize == POOL_SIZE - size,
-                "maxnextoffset",
-                at,
-            )?;
             let virgin_from = (*p).nextoffset as usize;
-            check(
-                virgin_from >= POOL_OVERHEAD + size,
-                "nextoffset too small",
-                at,
-            )?;
+            check(virgin_from >= POOL_OVERHEAD + size, "nextoffset too small", at)?;
             let carved = (virgin_from.min(POOL_SIZE) - POOL_OVERHEAD) / size;
             let mut free = 0usize;
             let mut b = (*p).freeblock;
             while !b.is_null() {
                 let off = b.addr().wrapping_sub(at);
-                check(
-                    off >= POOL_OVERHEAD && off < virgin_from,
-                    "free block outside carved area",
-                    at,
-                )?;
-                check(
-                    (off - POOL_OVERHEAD) % size == 0,
-                    "free block misaligned",
-                    b.addr(),
-                )?;
+                check(off >= POOL_OVERHEAD && off < virgin_from, "free block outside carved area", at)?;
+                check((off - POOL_OVERHEAD) % size == 0, "free block misaligned", b.addr())?;
                 free += 1;
                 check(free <= carved, "free list cycles", at)?;
                 b = b.cast::<*mut u8>().read();
             }
             check(count + free == carved, "count + free != carved blocks", at)?;
             let full = count == num_blocks(sz);
-            check(
-                full == (*p).freeblock.is_null(),
-                "free list empty iff full",
-                at,
-            )?;
+            check(full == (*p).freeblock.is_null(), "free list empty iff full", at)?;
             if !full {
                 on_used[sz] += 1;
             }
@@ -984,18 +1248,19 @@ impl Drop for Heap {
     /// arena table. Blocks still live in pools die with their arenas; blocks
     /// of the raw allocator are not tracked and stay allocated.
     fn drop(&mut self) {
-        for i in 0..self.maxarenas as usize {
+        let table = self.arenas.get();
+        for i in 0..self.maxarenas.get() as usize {
             // SAFETY: i < maxarenas; the heap is going away, so nothing can
             // use its arenas any more.
             unsafe {
-                let ao = self.arenas.add(i);
+                let ao = table.add(i);
                 if !(*ao).address.is_null() {
                     self.release_arena(ao);
                 }
             }
         }
         // SAFETY: the table came from raw::realloc.
-        unsafe { raw::free(self.arenas.cast()) };
+        unsafe { raw::free(table.cast()) };
     }
 }
 
@@ -1003,10 +1268,10 @@ impl Drop for Heap {
 /// through a lock, and where requests pymalloc does not serve go. Neither the
 /// raw fallback nor the ownership test runs inside `with`.
 pub(crate) trait HeapAccess {
-    /// Runs `f` with exclusive access to the heap.
-    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R;
-    /// Adds `delta` to the count of live blocks handed to the raw allocator.
-    fn note_raw(&mut self, delta: isize);
+    /// Runs `f` with exclusive use of the heap.
+    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R;
+    /// The heap's counter of live blocks handed to the raw allocator.
+    fn raw_counter(&self) -> &AtomicIsize;
     /// The raw allocator's malloc: the RAW domain unless overridden.
     #[inline]
     fn raw_malloc(&self, n: usize) -> *mut u8 {
@@ -1037,14 +1302,22 @@ pub(crate) trait HeapAccess {
     }
 }
 
+impl Heap {
+    /// This heap's counter of live raw blocks.
+    #[inline(always)]
+    pub(crate) fn raw_counter(&self) -> &AtomicIsize {
+        &self.raw_allocated_blocks
+    }
+}
+
 impl HeapAccess for Heap {
     #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R {
+    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
         f(self)
     }
     #[inline(always)]
-    fn note_raw(&mut self, delta: isize) {
-        self.raw_allocated_blocks += delta;
+    fn raw_counter(&self) -> &AtomicIsize {
+        &self.raw_allocated_blocks
     }
 }
 
@@ -1064,7 +1337,7 @@ pub(crate) fn malloc(h: &mut impl HeapAccess, nbytes: usize) -> *mut u8 {
 fn raw_fallback_malloc(h: &mut impl HeapAccess, nbytes: usize) -> *mut u8 {
     let p = h.raw_malloc(nbytes);
     if !p.is_null() {
-        h.note_raw(1);
+        h.raw_counter().fetch_add(1, Ordering::Relaxed);
     }
     p
 }
@@ -1086,7 +1359,7 @@ pub(crate) fn calloc(h: &mut impl HeapAccess, nelem: usize, elsize: usize) -> *m
     }
     let p = h.raw_calloc(nelem, elsize);
     if !p.is_null() {
-        h.note_raw(1);
+        h.raw_counter().fetch_add(1, Ordering::Relaxed);
     }
     p
 }
@@ -1101,7 +1374,7 @@ pub(crate) unsafe fn realloc(h: &mut impl HeapAccess, p: *mut u8, nbytes: usize)
     if p.is_null() {
         return malloc(h, nbytes);
     }
-    if !owns(p) {
+    if !owns_live(p) {
         // Not ours: the raw allocator keeps managing it.
         // SAFETY: p is a live raw block (caller's contract).
         return unsafe { h.raw_realloc(p, nbytes) };
@@ -1138,7 +1411,7 @@ pub(crate) unsafe fn free(h: &mut impl HeapAccess, p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if owns(p) {
+    if owns_live(p) {
         // SAFETY: p is a live pymalloc block of this heap (caller's contract).
         h.with(|heap| unsafe { heap.free_small(p) });
     } else {
@@ -1151,5 +1424,5 @@ pub(crate) unsafe fn free(h: &mut impl HeapAccess, p: *mut u8) {
 unsafe fn raw_fallback_free(h: &mut impl HeapAccess, p: *mut u8) {
     // SAFETY: p is a live raw block (caller's contract).
     unsafe { h.raw_free(p) };
-    h.note_raw(-1);
+    h.raw_counter().fetch_sub(1, Ordering::Relaxed);
 }

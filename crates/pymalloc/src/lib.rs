@@ -61,11 +61,14 @@ pub mod os;
 mod pool;
 pub mod radix;
 pub mod raw;
+pub mod region;
 pub mod stats;
+mod sync;
+pub mod thread;
 
 pub use arena_alloc::ArenaAllocator;
-pub use domain::{global_heap, AllocError, Block, Domain, MemAllocatorEx};
+pub use domain::{gil_heap, global_heap, AllocError, Block, Domain, GilHeap, MemAllocatorEx};
 pub use global::PyMalloc;
-pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState};
+pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState, PurgePolicy};
 pub use locked::LockedHeap;
 pub use stats::Stats;

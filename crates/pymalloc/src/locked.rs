@@ -18,7 +18,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicIsize, Ordering};
+use core::sync::atomic::AtomicIsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::geometry::ALIGNMENT;
@@ -27,10 +27,11 @@ use crate::raw;
 use crate::stats::Stats;
 
 /// A [`Heap`] behind a mutex; `Sync`, usable in a `static`.
+///
+/// The count of live raw blocks is kept outside the mutex, so that the raw
+/// path never takes the lock.
 pub struct LockedHeap {
     heap: Mutex<Heap>,
-    /// Live blocks this heap handed to the raw allocator (kept outside the
-    /// lock so the raw path never takes it).
     raw_blocks: AtomicIsize,
 }
 
@@ -45,12 +46,12 @@ struct Locked<'a>(&'a LockedHeap);
 
 impl HeapAccess for Locked<'_> {
     #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R {
-        f(&mut self.0.lock())
+    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
+        f(&self.0.lock())
     }
     #[inline(always)]
-    fn note_raw(&mut self, delta: isize) {
-        self.0.raw_blocks.fetch_add(delta, Ordering::Relaxed);
+    fn raw_counter(&self) -> &AtomicIsize {
+        self.0.raw_counter()
     }
 }
 
@@ -61,12 +62,12 @@ struct LockedSystem<'a>(&'a LockedHeap);
 
 impl HeapAccess for LockedSystem<'_> {
     #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&mut Heap) -> R) -> R {
-        f(&mut self.0.lock())
+    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
+        f(&self.0.lock())
     }
     #[inline(always)]
-    fn note_raw(&mut self, delta: isize) {
-        self.0.raw_blocks.fetch_add(delta, Ordering::Relaxed);
+    fn raw_counter(&self) -> &AtomicIsize {
+        self.0.raw_counter()
     }
     #[inline]
     fn raw_malloc(&self, n: usize) -> *mut u8 {
@@ -91,10 +92,12 @@ impl HeapAccess for LockedSystem<'_> {
 impl LockedHeap {
     /// An empty heap.
     pub const fn new() -> LockedHeap {
-        LockedHeap {
-            heap: Mutex::new(Heap::new()),
-            raw_blocks: AtomicIsize::new(0),
-        }
+        LockedHeap { heap: Mutex::new(Heap::new()), raw_blocks: AtomicIsize::new(0) }
+    }
+
+    #[inline(always)]
+    fn raw_counter(&self) -> &AtomicIsize {
+        &self.raw_blocks
     }
 
     /// Exclusive access to the heap, for inspection or configuration
@@ -167,8 +170,14 @@ impl LockedHeap {
     /// A statistics snapshot.
     pub fn stats(&self) -> Stats {
         let mut s = self.lock().stats();
-        s.raw_allocated_blocks = self.raw_blocks.load(Ordering::Relaxed);
+        s.raw_allocated_blocks = self.raw_blocks.load(core::sync::atomic::Ordering::Relaxed);
         s
+    }
+
+    /// Gives back to the OS everything that holds no block (see
+    /// [`Heap::purge`]). Returns the bytes given back.
+    pub fn purge(&self) -> usize {
+        self.lock().purge()
     }
 
     // The Rust allocator entry points: any layout, raw fallback straight to
@@ -178,11 +187,7 @@ impl LockedHeap {
     fn alloc_layout(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         if layout.align() <= ALIGNMENT {
             let h = &mut LockedSystem(self);
-            return if zeroed {
-                heap::calloc(h, 1, layout.size())
-            } else {
-                heap::malloc(h, layout.size())
-            };
+            return if zeroed { heap::calloc(h, 1, layout.size()) } else { heap::malloc(h, layout.size()) };
         }
         let p = raw::aligned_alloc(layout.align(), layout.size());
         if zeroed && !p.is_null() {
@@ -258,10 +263,7 @@ unsafe impl allocator_api2::alloc::Allocator for &LockedHeap {
         allocate_with(layout, false, |l, z| self.alloc_layout(l, z))
     }
     #[inline]
-    fn allocate_zeroed(
-        &self,
-        layout: Layout,
-    ) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
         allocate_with(layout, true, |l, z| self.alloc_layout(l, z))
     }
     #[inline]

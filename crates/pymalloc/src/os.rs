@@ -123,9 +123,7 @@ pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert_eq!(align, crate::geometry::ARENA_SIZE);
     match std::alloc::Layout::from_size_align(size, crate::geometry::ARENA_SIZE) {
         // SAFETY: the layout has non-zero size.
-        Ok(l) if size > 0 => unsafe {
-            std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, l)
-        },
+        Ok(l) if size > 0 => unsafe { std::alloc::GlobalAlloc::alloc_zeroed(&std::alloc::System, l) },
         _ => ptr::null_mut(),
     }
 }

@@ -6,21 +6,29 @@
 //! `nextoffset`) only when the free list is empty, so a pool's memory is
 //! touched only as it is needed.
 
+use core::sync::atomic::{AtomicU32, Ordering};
+
 use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
+use crate::heap::Heap;
 
 /// Size class recorded in a pool just carved from its arena and never
 /// initialised for any class.
 pub(crate) const DUMMY_SIZE_IDX: u32 = 0xffff;
 
 /// The header at the start of every pool (CPython's `struct pool_header`,
-/// 48 bytes on 64-bit).
+/// 48 bytes on 64-bit; CPython's `maxnextoffset` is computed from the size
+/// class instead of stored, which leaves room for the owning heap).
 ///
 /// Invariants, for a pool carved from a live arena:
-/// * `count` is the number of blocks of this pool currently handed out.
+/// * `count` is the number of blocks of this pool currently handed out. Only
+///   the owning heap writes it; statistics may read it from another thread,
+///   hence the (relaxed) atomic.
 /// * `count == 0`: the pool is *empty*: it is on its arena's `freepools`
-///   list (linked through `nextpool`), and `szidx`/`freeblock`/`nextoffset`
-///   describe the class it last held, so it can be reused for that class
-///   without reinitialising.
+///   list (linked through `nextpool`), or its pages were given back to the OS
+///   (its bit is set in the arena's `decommitted` mask and the header reads
+///   as zeroes). An empty pool on `freepools` keeps `szidx`/`freeblock`/
+///   `nextoffset` of the class it last held, so it can be reused for that
+///   class without reinitialising.
 /// * `0 < count < num_blocks(szidx)`: the pool is *used*: it is on the
 ///   heap's used list for `szidx`, and `freeblock` is non-null.
 /// * `count == num_blocks(szidx)`: the pool is *full*: it is on no list and
@@ -28,14 +36,15 @@ pub(crate) const DUMMY_SIZE_IDX: u32 = 0xffff;
 /// * `freeblock` heads a null-terminated list of free blocks of this pool,
 ///   each block's first word holding the next. Blocks at offsets at or past
 ///   `nextoffset` have never been handed out and are not on the list.
-/// * `maxnextoffset == POOL_SIZE - class_size(szidx)`: the largest offset a
-///   whole block can start at.
-/// * `arenaindex` indexes the owning heap's arena table.
+/// * `arenaindex` indexes the owning heap's arena table; `owner` is that heap
+///   when it is a thread heap (where blocks freed by other threads are sent),
+///   and null otherwise. Both change only while the pool is empty.
 #[repr(C)]
 pub(crate) struct PoolHeader {
-    /// Blocks in use (CPython keeps this in a union padded to pointer size).
-    pub count: u32,
-    _pad: [u8; core::mem::size_of::<usize>() - 4],
+    /// Blocks in use.
+    pub count: AtomicU32,
+    /// Offset of the first never-used block.
+    pub nextoffset: u32,
     /// Head of the free list, or null.
     pub freeblock: *mut u8,
     /// Next pool in the used list, or in the arena's free list.
@@ -46,14 +55,31 @@ pub(crate) struct PoolHeader {
     pub arenaindex: u32,
     /// Size class index, or [`DUMMY_SIZE_IDX`].
     pub szidx: u32,
-    /// Offset of the first never-used block.
-    pub nextoffset: u32,
-    /// Largest valid `nextoffset`.
-    pub maxnextoffset: u32,
+    /// The thread heap owning the pool, or null.
+    pub owner: *const Heap,
 }
 
 /// `size_of::<PoolHeader>()`, for the geometry module.
 pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<PoolHeader>();
+
+impl PoolHeader {
+    /// Blocks in use (owner or statistics).
+    #[inline(always)]
+    pub fn count(&self) -> u32 {
+        self.count.load(Ordering::Relaxed)
+    }
+    /// Sets the blocks in use (owner only: a plain store, no read-modify-write).
+    #[inline(always)]
+    pub fn set_count(&self, n: u32) {
+        self.count.store(n, Ordering::Relaxed)
+    }
+    /// The largest offset a block of this pool's class can start at
+    /// (CPython's `maxnextoffset`).
+    #[inline(always)]
+    pub fn maxnextoffset(&self) -> u32 {
+        (POOL_SIZE - class_size(self.szidx as usize)) as u32
+    }
+}
 
 /// The pool containing `p` (an address inside a pool-aligned pool).
 ///
@@ -88,11 +114,10 @@ pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut
     // inside it because every pool holds at least two blocks.
     unsafe {
         (*pool).szidx = szidx as u32;
-        (*pool).count = 1;
+        (*pool).set_count(1);
         let first = pool.cast::<u8>().add(POOL_OVERHEAD);
         let second = first.add(size);
         (*pool).nextoffset = (POOL_OVERHEAD + 2 * size) as u32;
-        (*pool).maxnextoffset = (POOL_SIZE - size) as u32;
         second.cast::<*mut u8>().write(core::ptr::null_mut());
         (*pool).freeblock = second;
         first

@@ -117,11 +117,7 @@ impl ArenaMap {
     #[allow(clippy::declare_interior_mutable_const)]
     pub const fn new() -> ArenaMap {
         const NULL_MID: AtomicPtr<MidNode> = AtomicPtr::new(ptr::null_mut());
-        ArenaMap {
-            root: [NULL_MID; MAP_TOP_LENGTH],
-            mid_count: AtomicUsize::new(0),
-            bot_count: AtomicUsize::new(0),
-        }
+        ArenaMap { root: [NULL_MID; MAP_TOP_LENGTH], mid_count: AtomicUsize::new(0), bot_count: AtomicUsize::new(0) }
     }
 
     /// The bottom node for address `a`, creating missing nodes if `create`.
@@ -165,12 +161,10 @@ impl ArenaMap {
         let hi = unsafe { &(*hi_node).arenas[i] };
         if tail == 0 {
             // The arena fills its ideal slot exactly.
-            hi.tail_hi
-                .store(if used { -1 } else { 0 }, Ordering::Release);
+            hi.tail_hi.store(if used { -1 } else { 0 }, Ordering::Release);
             return true;
         }
-        hi.tail_hi
-            .store(if used { tail } else { 0 }, Ordering::Release);
+        hi.tail_hi.store(if used { tail } else { 0 }, Ordering::Release);
         // The arena also covers the start of the next slot, which may live
         // under other top and mid entries.
         let next = base.wrapping_add(ARENA_SIZE);
@@ -183,8 +177,7 @@ impl ArenaMap {
         }
         // SAFETY: as above.
         let lo = unsafe { &(*lo_node).arenas[bot_index(next)] };
-        lo.tail_lo
-            .store(if used { tail } else { 0 }, Ordering::Release);
+        lo.tail_lo.store(if used { tail } else { 0 }, Ordering::Release);
         true
     }
 
@@ -281,10 +274,7 @@ mod tests {
             assert_eq!(u.mid_node_bytes, 262_144);
             assert_eq!(u.bot_node_bytes, 131_072);
         }
-        assert_eq!(
-            MAP_TOP_BITS + MAP_MID_BITS + MAP_BOT_BITS + ARENA_BITS,
-            POINTER_BITS
-        );
+        assert_eq!(MAP_TOP_BITS + MAP_MID_BITS + MAP_BOT_BITS + ARENA_BITS, POINTER_BITS);
     }
 
     // A private map, so that marks made here cannot disturb other tests.

@@ -52,11 +52,7 @@ pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
     if elsize != 0 && nelem > MAX_SIZE / elsize {
         return core::ptr::null_mut();
     }
-    let (n, e) = if nelem == 0 || elsize == 0 {
-        (1, 1)
-    } else {
-        (nelem, elsize)
-    };
+    let (n, e) = if nelem == 0 || elsize == 0 { (1, 1) } else { (nelem, elsize) };
     // SAFETY: calloc has no preconditions; the product does not overflow.
     unsafe { libc::calloc(n, e).cast() }
 }

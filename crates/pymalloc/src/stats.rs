@@ -56,6 +56,9 @@ pub struct Stats {
     pub available_bytes: usize,
     /// Pools free or not carved yet, in live arenas.
     pub unused_pools: usize,
+    /// Of the unused pools, those whose pages were given back to the OS
+    /// (not part of CPython's table).
+    pub decommitted_pools: usize,
     /// `unused_pools * POOL_SIZE`.
     pub unused_pool_bytes: usize,
     /// Bytes of headers of pools in use.
@@ -89,6 +92,7 @@ impl Stats {
             allocated_bytes: 0,
             available_bytes: 0,
             unused_pools: 0,
+            decommitted_pools: 0,
             unused_pool_bytes: 0,
             pool_header_bytes: 0,
             quantization_bytes: 0,
@@ -109,6 +113,30 @@ impl Stats {
             self.pool_header_bytes += c.pools * POOL_OVERHEAD;
             self.quantization_bytes += c.pools * ((POOL_SIZE - POOL_OVERHEAD) % c.size);
         }
+    }
+
+    /// Adds `o` to `self`: the totals of two heaps. (The high-water marks
+    /// add up too, which may overstate the true combined high-water mark.)
+    pub fn add(&mut self, o: &Stats) {
+        for (a, b) in self.classes.iter_mut().zip(o.classes.iter()) {
+            a.pools += b.pools;
+            a.blocks_in_use += b.blocks_in_use;
+            a.avail_blocks += b.avail_blocks;
+        }
+        self.arenas_allocated_total += o.arenas_allocated_total;
+        self.arenas_reclaimed += o.arenas_reclaimed;
+        self.arenas_highwater += o.arenas_highwater;
+        self.arenas_current += o.arenas_current;
+        self.arena_bytes += o.arena_bytes;
+        self.allocated_bytes += o.allocated_bytes;
+        self.available_bytes += o.available_bytes;
+        self.unused_pools += o.unused_pools;
+        self.decommitted_pools += o.decommitted_pools;
+        self.unused_pool_bytes += o.unused_pool_bytes;
+        self.pool_header_bytes += o.pool_header_bytes;
+        self.quantization_bytes += o.quantization_bytes;
+        self.arena_alignment_bytes += o.arena_alignment_bytes;
+        self.raw_allocated_blocks += o.raw_allocated_blocks;
     }
 
     /// Blocks handed out from pools, all classes.
@@ -146,11 +174,7 @@ impl Stats {
             if c.pools == 0 {
                 continue;
             }
-            writeln!(
-                out,
-                "{:5} {:6} {:11} {:15} {:13}",
-                i, c.size, c.pools, c.blocks_in_use, c.avail_blocks
-            )?;
+            writeln!(out, "{:5} {:6} {:11} {:15} {:13}", i, c.size, c.pools, c.blocks_in_use, c.avail_blocks)?;
         }
         out.write_char('\n')?;
         printone(out, "# arenas allocated total", self.arenas_allocated_total)?;
@@ -158,29 +182,17 @@ impl Stats {
         printone(out, "# arenas highwater mark", self.arenas_highwater)?;
         printone(out, "# arenas allocated current", self.arenas_current)?;
         let mut label = Label::new();
-        write!(
-            label,
-            "{} arenas * {} bytes/arena",
-            self.arenas_current, ARENA_SIZE
-        )?;
+        write!(label, "{} arenas * {} bytes/arena", self.arenas_current, ARENA_SIZE)?;
         printone(out, label.as_str(), self.arena_bytes)?;
         out.write_char('\n')?;
         printone(out, "# bytes in allocated blocks", self.allocated_bytes)?;
         printone(out, "# bytes in available blocks", self.available_bytes)?;
         let mut label = Label::new();
-        write!(
-            label,
-            "{} unused pools * {} bytes",
-            self.unused_pools, POOL_SIZE
-        )?;
+        write!(label, "{} unused pools * {} bytes", self.unused_pools, POOL_SIZE)?;
         printone(out, label.as_str(), self.unused_pool_bytes)?;
         printone(out, "# bytes lost to pool headers", self.pool_header_bytes)?;
         printone(out, "# bytes lost to quantization", self.quantization_bytes)?;
-        printone(
-            out,
-            "# bytes lost to arena alignment",
-            self.arena_alignment_bytes,
-        )?;
+        printone(out, "# bytes lost to arena alignment", self.arena_alignment_bytes)?;
         printone(out, "Total", self.accounted_bytes())?;
         out.write_str("\narena map counts\n")?;
         printone(out, "# arena map mid nodes", self.map.mid_nodes)?;
@@ -259,11 +271,7 @@ pub fn allocator_stats_line(
     block_size: usize,
 ) -> fmt::Result {
     let mut inner = Label::new();
-    write!(
-        inner,
-        "{} {}s * {} bytes each",
-        num_blocks, block_name, block_size
-    )?;
+    write!(inner, "{} {}s * {} bytes each", num_blocks, block_name, block_size)?;
     let mut label = Label::new();
     write!(label, "{:>48} ", inner.as_str())?;
     printone(out, label.as_str(), num_blocks * block_size)
@@ -278,10 +286,7 @@ struct Label {
 
 impl Label {
     fn new() -> Label {
-        Label {
-            buf: [0; 128],
-            len: 0,
-        }
+        Label { buf: [0; 128], len: 0 }
     }
     fn as_str(&self) -> &str {
         // SAFETY: only whole `str`s are copied in, cut at char boundaries.
@@ -324,10 +329,7 @@ impl Write for StackText {
 
 /// Renders `stats` to file descriptor 2 without allocating memory.
 pub fn print_to_stderr(stats: &Stats) {
-    let mut t = StackText {
-        buf: [0; 16 * 1024],
-        len: 0,
-    };
+    let mut t = StackText { buf: [0; 16 * 1024], len: 0 };
     let _ = stats.render(&mut t);
     let mut done = 0;
     while done < t.len {

@@ -1,28 +1,40 @@
 //! Arenas come and go: fill several, free everything, and see them
-//! reclaimed in the statistics and gone from the process's memory mappings.
+//! reclaimed in the statistics and in the process's memory mappings: a
+//! reclaimed arena is unmapped, or (arenas of the reserved region) mapped
+//! without access and holding no resident page.
 //! (One test in this binary, so no other test maps memory meanwhile.)
 
 use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, ARENA_SIZE_MASK};
 use pymalloc::{owns, Heap};
 
-/// The address ranges of /proc/self/maps.
-fn mappings() -> Vec<(usize, usize)> {
+/// The address ranges of /proc/self/maps, with their permissions.
+fn mappings() -> Vec<(usize, usize, String)> {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
         .lines()
         .map(|l| {
-            let range = l.split_whitespace().next().unwrap();
-            let (a, b) = range.split_once('-').unwrap();
-            (
-                usize::from_str_radix(a, 16).unwrap(),
-                usize::from_str_radix(b, 16).unwrap(),
-            )
+            let mut w = l.split_whitespace();
+            let (a, b) = w.next().unwrap().split_once('-').unwrap();
+            let perms = w.next().unwrap().to_owned();
+            (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap(), perms)
         })
         .collect()
 }
 
-fn mapped(maps: &[(usize, usize)], addr: usize) -> bool {
-    maps.iter().any(|&(a, b)| a <= addr && addr < b)
+/// True if `addr` is mapped readable and writable.
+fn mapped(maps: &[(usize, usize, String)], addr: usize) -> bool {
+    maps.iter().any(|(a, b, perms)| *a <= addr && addr < *b && perms.starts_with("rw"))
+}
+
+/// Resident pages of `addr..addr+len` (mincore; an unmapped range has none).
+fn resident_pages(addr: usize, len: usize) -> usize {
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return 0; // ENOMEM: not mapped at all
+    }
+    vec.iter().filter(|&&b| b & 1 != 0).count()
 }
 
 #[test]
@@ -36,25 +48,17 @@ fn arenas_are_reclaimed_in_stats_and_mappings() {
             blocks.push(heap.malloc(256));
         }
     }
-    let mut arenas: Vec<usize> = blocks
-        .iter()
-        .map(|&p| p as usize & !ARENA_SIZE_MASK)
-        .collect();
+    let mut arenas: Vec<usize> = blocks.iter().map(|&p| p as usize & !ARENA_SIZE_MASK).collect();
     arenas.sort();
     arenas.dedup();
     assert_eq!(arenas.len(), 5);
     let maps = mappings();
     for &a in &arenas {
-        assert!(
-            mapped(&maps, a) && mapped(&maps, a + ARENA_SIZE - 1),
-            "live arena {a:#x} not mapped"
-        );
+        assert!(mapped(&maps, a) && mapped(&maps, a + ARENA_SIZE - 1), "live arena {a:#x} not mapped");
+        assert!(resident_pages(a, ARENA_SIZE) > 0, "a filled arena has pages");
     }
     let s = heap.stats();
-    assert_eq!(
-        (s.arenas_current, s.arenas_reclaimed, s.arenas_highwater),
-        (5, 0, 5)
-    );
+    assert_eq!((s.arenas_current, s.arenas_reclaimed, s.arenas_highwater), (5, 0, 5));
 
     for p in blocks.drain(..) {
         unsafe { heap.free(p) };
@@ -68,23 +72,18 @@ fn arenas_are_reclaimed_in_stats_and_mappings() {
     assert_eq!(s.blocks_in_use(), 0);
 
     let maps = mappings();
-    let kept: Vec<_> = arenas
-        .iter()
-        .copied()
-        .filter(|&a| owns(a as *const u8))
-        .collect();
+    let kept: Vec<_> = arenas.iter().copied().filter(|&a| owns(a as *const u8)).collect();
     assert_eq!(kept.len(), 1, "exactly one spare arena");
     assert!(mapped(&maps, kept[0]), "the spare is still mapped");
     for &a in arenas.iter().filter(|&&a| a != kept[0]) {
-        assert!(!mapped(&maps, a), "reclaimed arena {a:#x} is still mapped");
-        assert!(
-            !mapped(&maps, a + ARENA_SIZE - 1),
-            "reclaimed arena {a:#x} is still mapped"
-        );
+        assert!(!mapped(&maps, a), "reclaimed arena {a:#x} is still accessible");
+        assert!(!mapped(&maps, a + ARENA_SIZE - 1), "reclaimed arena {a:#x} is still accessible");
+        assert_eq!(resident_pages(a, ARENA_SIZE), 0, "reclaimed arena {a:#x} still holds pages");
     }
 
     // Dropping the heap releases the spare too.
     drop(heap);
     assert!(!mapped(&mappings(), kept[0]));
+    assert_eq!(resident_pages(kept[0], ARENA_SIZE), 0);
     assert!(!owns(kept[0] as *const u8));
 }

@@ -35,23 +35,12 @@ fn layout_and_fill_patterns() {
             assert_eq!(&head[..SST], &20usize.to_be_bytes());
             assert_eq!(head[SST], d.api_id());
             assert!(head[SST + 1..].iter().all(|&b| b == FORBIDDENBYTE));
-            assert!(
-                bytes(p, 20).iter().all(|&b| b == CLEANBYTE),
-                "fresh memory is 0xCD"
-            );
-            assert!(bytes(unsafe { p.add(20) }, SST)
-                .iter()
-                .all(|&b| b == FORBIDDENBYTE));
-            assert_eq!(
-                bytes(unsafe { p.add(20 + SST) }, SST),
-                &info.serial.to_be_bytes()
-            );
+            assert!(bytes(p, 20).iter().all(|&b| b == CLEANBYTE), "fresh memory is 0xCD");
+            assert!(bytes(unsafe { p.add(20) }, SST).iter().all(|&b| b == FORBIDDENBYTE));
+            assert_eq!(bytes(unsafe { p.add(20 + SST) }, SST), &info.serial.to_be_bytes());
 
             let z = d.calloc(5, 4);
-            assert!(
-                bytes(z, 20).iter().all(|&b| b == 0),
-                "calloc memory is zero"
-            );
+            assert!(bytes(z, 20).iter().all(|&b| b == 0), "calloc memory is zero");
             assert_eq!(unsafe { debug::block_info(z) }.size, 20);
 
             // Realloc keeps the contents and the decorations, fills growth with 0xCD.
@@ -60,12 +49,8 @@ fn layout_and_fill_patterns() {
             let info = unsafe { debug::block_info(q) };
             assert_eq!((info.size, info.api_id), (300, d.api_id()));
             assert!(bytes(q, 20).iter().all(|&b| b == 0x11));
-            assert!(bytes(unsafe { q.add(20) }, 280)
-                .iter()
-                .all(|&b| b == CLEANBYTE));
-            assert!(bytes(unsafe { q.add(300) }, SST)
-                .iter()
-                .all(|&b| b == FORBIDDENBYTE));
+            assert!(bytes(unsafe { q.add(20) }, 280).iter().all(|&b| b == CLEANBYTE));
+            assert!(bytes(unsafe { q.add(300) }, SST).iter().all(|&b| b == FORBIDDENBYTE));
             let r = unsafe { d.realloc(q, 10) };
             assert_eq!(unsafe { debug::block_info(r) }.size, 10);
             assert!(bytes(r, 10).iter().all(|&b| b == 0x11));
@@ -73,19 +58,14 @@ fn layout_and_fill_patterns() {
             assert!(unsafe { d.realloc(r, isize::MAX as usize - 8) }.is_null());
             assert_eq!(unsafe { debug::block_info(r) }.size, 10);
             assert!(bytes(r, 10).iter().all(|&b| b == 0x11));
-            assert!(bytes(unsafe { r.add(10) }, SST)
-                .iter()
-                .all(|&b| b == FORBIDDENBYTE));
+            assert!(bytes(unsafe { r.add(10) }, SST).iter().all(|&b| b == FORBIDDENBYTE));
             // Big blocks: only the ends are erased and restored around realloc.
             let big = unsafe { d.realloc(r, 5000) };
             for i in 0..5000 {
                 unsafe { *big.add(i) = (i % 251) as u8 };
             }
             let big2 = unsafe { d.realloc(big, 9000) };
-            assert!(
-                (0..5000).all(|i| unsafe { *big2.add(i) } == (i % 251) as u8),
-                "{cfg} {d:?}"
-            );
+            assert!((0..5000).all(|i| unsafe { *big2.add(i) } == (i % 251) as u8), "{cfg} {d:?}");
             let small = unsafe { d.realloc(big2, 100) };
             assert!((0..100).all(|i| unsafe { *small.add(i) } == (i % 251) as u8));
             unsafe {
@@ -129,19 +109,13 @@ fn freed_and_moved_memory_is_dead() {
     let p = Domain::Mem.malloc(40);
     unsafe { Domain::Mem.free(p) };
     let whole = bytes(unsafe { p.sub(2 * SST) }, 40 + EXTRA_BYTES);
-    assert!(
-        whole.iter().all(|&b| b == DEADBYTE),
-        "freed block, header and trailer are 0xDD"
-    );
+    assert!(whole.iter().all(|&b| b == DEADBYTE), "freed block, header and trailer are 0xDD");
 
     let moved = Domain::Mem.malloc(40);
     let q = unsafe { Domain::Mem.realloc(moved, 60) };
     assert_ne!(moved, q);
     let old = bytes(unsafe { moved.sub(2 * SST) }, 40 + EXTRA_BYTES);
-    assert!(
-        old.iter().all(|&b| b == DEADBYTE),
-        "the block realloc moved away from is 0xDD"
-    );
+    assert!(old.iter().all(|&b| b == DEADBYTE), "the block realloc moved away from is 0xDD");
     unsafe { Domain::Mem.free(q) };
     // The keeping allocator never freed anything: release the blocks now.
     for data in [p, moved, q] {
@@ -163,7 +137,7 @@ fn setup_is_idempotent_and_current_sees_through_it() {
     assert_eq!(config::current(), Some(AllocatorName::PymallocDebug));
     let under = debug::hooked_allocators().unwrap();
     assert!(under[0].is(&MemAllocatorEx::malloc()));
-    assert!(under[1].is(&MemAllocatorEx::pymalloc(pymalloc::global_heap())));
+    assert!(under[1].is(&MemAllocatorEx::pymalloc_threaded()), "the default pymalloc mode is per-thread heaps");
 }
 
 #[test]
@@ -285,10 +259,7 @@ fn scrub(s: &str) -> String {
     let mut rest = s;
     while let Some(i) = rest.find("0x") {
         out.push_str(&rest[..i]);
-        let hex = rest[i + 2..]
-            .bytes()
-            .take_while(u8::is_ascii_hexdigit)
-            .count();
+        let hex = rest[i + 2..].bytes().take_while(u8::is_ascii_hexdigit).count();
         // Keep byte values ("0x78", "0xfd"): two hex digits.
         if hex == 2 {
             out.push_str(&rest[i..i + 4]);
@@ -340,39 +311,17 @@ fn every_fault_in_every_domain() {
             let (err, st) = fault(&format!("overflow:{cfg}:serial:{d}"));
             assert!(aborted(&st), "{cfg} {d}: {st:?}\n{err}");
             let lines: Vec<&str> = err.lines().collect();
-            assert_eq!(
-                scrub(lines[0]),
-                format!("Debug memory block at address p=ADDR: API '{d}'")
-            );
+            assert_eq!(scrub(lines[0]), format!("Debug memory block at address p=ADDR: API '{d}'"));
             assert_eq!(lines[1], "    16 bytes originally requested");
-            assert_eq!(
-                lines[2],
-                "    The 7 pad bytes at p-7 are FORBIDDENBYTE, as expected."
-            );
-            assert_eq!(
-                scrub(lines[3]),
-                "    The 8 pad bytes at tail=ADDR are not all FORBIDDENBYTE (0xfd):"
-            );
+            assert_eq!(lines[2], "    The 7 pad bytes at p-7 are FORBIDDENBYTE, as expected.");
+            assert_eq!(scrub(lines[3]), "    The 8 pad bytes at tail=ADDR are not all FORBIDDENBYTE (0xfd):");
             assert_eq!(lines[4], "        at tail+0: 0x78 *** OUCH");
             assert_eq!(lines[11], "        at tail+7: 0xfd");
-            assert!(
-                lines[12].starts_with("    The block was made by call #"),
-                "{}",
-                lines[12]
-            );
+            assert!(lines[12].starts_with("    The block was made by call #"), "{}", lines[12]);
             assert!(lines[12].ends_with(" to debug malloc/realloc."));
-            assert_eq!(
-                lines[13],
-                "    Data at p: cd cd cd cd cd cd cd cd cd cd cd cd cd cd cd cd"
-            );
-            assert_eq!(
-                lines[15],
-                "Enable tracemalloc to get the memory block allocation traceback"
-            );
-            assert_eq!(
-                lines[17],
-                "Fatal Python error: _PyMem_DebugRawFree: bad trailing pad byte"
-            );
+            assert_eq!(lines[13], "    Data at p: cd cd cd cd cd cd cd cd cd cd cd cd cd cd cd cd");
+            assert_eq!(lines[15], "Enable tracemalloc to get the memory block allocation traceback");
+            assert_eq!(lines[17], "Fatal Python error: _PyMem_DebugRawFree: bad trailing pad byte");
 
             // Underflow: the leading pad bytes.
             let (err, st) = fault(&format!("underflow:{cfg}:noserial:{d}"));
@@ -393,16 +342,8 @@ fn every_fault_in_every_domain() {
             let (err, st) = fault(&format!("realloc_overflow:{cfg}:noserial:{d}"));
             assert!(aborted(&st));
             assert!(err.contains("        at tail+2: 0x78 *** OUCH\n"), "{err}");
-            assert!(
-                err.contains("    Data at p: cd cd cd cd cd cd cd cd cd cd\n"),
-                "{err}"
-            );
-            assert!(
-                err.ends_with(
-                    "Fatal Python error: _PyMem_DebugRawRealloc: bad trailing pad byte\n"
-                ),
-                "{err}"
-            );
+            assert!(err.contains("    Data at p: cd cd cd cd cd cd cd cd cd cd\n"), "{err}");
+            assert!(err.ends_with("Fatal Python error: _PyMem_DebugRawRealloc: bad trailing pad byte\n"), "{err}");
 
             // Freed with another domain's API.
             for other in ['r', 'm', 'o'].into_iter().filter(|&o| o != d) {
@@ -424,11 +365,11 @@ fn a_double_free_is_caught_without_crashing_the_report() {
     let (raw, st) = fault_bytes("double_free:pymalloc_debug:noserial:o");
     let err = String::from_utf8_lossy(&raw);
     assert!(aborted(&st), "{st:?}\n{err}");
+    assert!(raw.starts_with(b"Debug memory block at address p=0x"), "{err}");
     assert!(
-        raw.starts_with(b"Debug memory block at address p=0x"),
+        err.contains("    The 7 pad bytes at p-7 are not all FORBIDDENBYTE (0xfd):\n        at p-7: 0xdd *** OUCH\n"),
         "{err}"
     );
-    assert!(err.contains("    The 7 pad bytes at p-7 are not all FORBIDDENBYTE (0xfd):\n        at p-7: 0xdd *** OUCH\n"), "{err}");
     let want = b"Fatal Python error: _PyMem_DebugRawFree: bad ID: Allocated using API '\xdd', verified using API 'o'\n";
     assert!(raw.ends_with(want), "{err}");
 }
@@ -463,16 +404,7 @@ fn embedder_traceback_and_fatal_handlers_are_used() {
     let (err, st) = fault("hooks:malloc_debug:noserial:m");
     assert_eq!(st.code(), Some(3), "{err}");
     assert!(!err.contains("Enable tracemalloc"), "{err}");
-    let tb = err
-        .lines()
-        .find(|l| l.starts_with("TRACEBACK OF 0x"))
-        .expect(&err);
-    assert!(
-        err.starts_with(&format!("Debug memory block at address p={}:", &tb[13..])),
-        "{err}"
-    );
-    assert!(
-        err.ends_with("HANDLER _PyMem_DebugRawFree: bad trailing pad byte\n"),
-        "{err}"
-    );
+    let tb = err.lines().find(|l| l.starts_with("TRACEBACK OF 0x")).expect(&err);
+    assert!(err.starts_with(&format!("Debug memory block at address p={}:", &tb[13..])), "{err}");
+    assert!(err.ends_with("HANDLER _PyMem_DebugRawFree: bad trailing pad byte\n"), "{err}");
 }

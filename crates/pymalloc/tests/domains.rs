@@ -46,12 +46,7 @@ fn calloc_with_a_zero_is_calloc_one_one_and_overflow_fails() {
         assert!(d.calloc(2, usize::MAX).is_null(), "{cfg} {d:?}");
         assert!(d.calloc(1 << 32, 1 << 31).is_null(), "{cfg} {d:?}");
         let p = d.calloc(13, 7);
-        assert!(
-            unsafe { std::slice::from_raw_parts(p, 91) }
-                .iter()
-                .all(|&b| b == 0),
-            "{cfg} {d:?}"
-        );
+        assert!(unsafe { std::slice::from_raw_parts(p, 91) }.iter().all(|&b| b == 0), "{cfg} {d:?}");
         unsafe { d.free(p) };
     });
 }
@@ -71,38 +66,19 @@ fn realloc_rules() {
         // A failed realloc returns NULL and leaves the block as it was.
         r.write_bytes(0x17, 100);
         assert!(d.realloc(r, usize::MAX).is_null(), "{cfg} {d:?}");
-        assert!(
-            d.realloc(r, isize::MAX as usize + 1).is_null(),
-            "{cfg} {d:?}"
-        );
+        assert!(d.realloc(r, isize::MAX as usize + 1).is_null(), "{cfg} {d:?}");
         if !cfg!(miri) {
             // Reaches the C library, which says no; Miri cannot model that.
-            assert!(
-                d.realloc(r, isize::MAX as usize - 64).is_null(),
-                "{cfg} {d:?}"
-            );
+            assert!(d.realloc(r, isize::MAX as usize - 64).is_null(), "{cfg} {d:?}");
         }
-        assert!(
-            std::slice::from_raw_parts(r, 100)
-                .iter()
-                .all(|&b| b == 0x17),
-            "{cfg} {d:?}"
-        );
+        assert!(std::slice::from_raw_parts(r, 100).iter().all(|&b| b == 0x17), "{cfg} {d:?}");
         // Contents survive a chain of growing and shrinking.
         let mut p = r;
-        for (i, n) in [100usize, 512, 513, 4000, 300, 17, 1, 70_000, 64]
-            .windows(2)
-            .map(|w| (w[0], w[1]))
-        {
+        for (i, n) in [100usize, 512, 513, 4000, 300, 17, 1, 70_000, 64].windows(2).map(|w| (w[0], w[1])) {
             p = d.realloc(p, n);
             assert!(!p.is_null());
             let keep = i.min(n);
-            assert!(
-                std::slice::from_raw_parts(p, keep)
-                    .iter()
-                    .all(|&b| b == 0x17),
-                "{cfg} {d:?} {i} -> {n}"
-            );
+            assert!(std::slice::from_raw_parts(p, keep).iter().all(|&b| b == 0x17), "{cfg} {d:?} {i} -> {n}");
             p.write_bytes(0x17, n);
         }
         d.free(p);
@@ -134,11 +110,7 @@ fn every_block_is_16_byte_aligned() {
         let ptrs: Vec<_> = sizes.map(|n| (n, d.malloc(n))).collect();
         for &(n, p) in &ptrs {
             assert!(!p.is_null());
-            assert_eq!(
-                p as usize % pymalloc::geometry::ALIGNMENT,
-                0,
-                "{cfg} {d:?} size {n}"
-            );
+            assert_eq!(p as usize % pymalloc::geometry::ALIGNMENT, 0, "{cfg} {d:?} size {n}");
         }
         for (_, p) in ptrs {
             unsafe { d.free(p) };
@@ -156,27 +128,14 @@ fn typed_helpers_check_for_overflow() {
         }
         let p = d.resize_array(p, 1000);
         assert!(!p.is_null());
-        assert!(
-            (0..100).all(|i| p.add(i).read() == i as u64 * 3),
-            "{cfg} {d:?}"
-        );
+        assert!((0..100).all(|i| p.add(i).read() == i as u64 * 3), "{cfg} {d:?}");
         // n * size_of::<u64>() overflows: NULL, and the block is untouched.
         assert!(d.resize_array(p, usize::MAX / 4).is_null(), "{cfg} {d:?}");
-        assert!(
-            d.resize_array(p, isize::MAX as usize / 8 + 1).is_null(),
-            "{cfg} {d:?}"
-        );
+        assert!(d.resize_array(p, isize::MAX as usize / 8 + 1).is_null(), "{cfg} {d:?}");
         assert!((0..100).all(|i| p.add(i).read() == i as u64 * 3));
         d.del(p);
-        assert!(
-            d.new_array::<u64>(usize::MAX / 8 + 1).is_null(),
-            "{cfg} {d:?}"
-        );
-        assert!(
-            d.new_array::<[u8; 3]>(isize::MAX as usize / 3 + 1)
-                .is_null(),
-            "{cfg} {d:?}"
-        );
+        assert!(d.new_array::<u64>(usize::MAX / 8 + 1).is_null(), "{cfg} {d:?}");
+        assert!(d.new_array::<[u8; 3]>(isize::MAX as usize / 3 + 1).is_null(), "{cfg} {d:?}");
         // Zero-sized types and zero counts still give a pointer.
         let z: *mut () = d.new_array(usize::MAX);
         assert!(!z.is_null());
@@ -242,10 +201,7 @@ unsafe extern "C" fn c_free(ctx: *mut c_void, q: *mut c_void) {
 #[test]
 fn a_hook_over_the_previous_allocator_counts_and_forwards() {
     each(|cfg, d| unsafe {
-        let owned = Box::new(Counting {
-            prev: std::cell::UnsafeCell::new(d.allocator()),
-            calls: Default::default(),
-        });
+        let owned = Box::new(Counting { prev: std::cell::UnsafeCell::new(d.allocator()), calls: Default::default() });
         let hook: &Counting = &owned;
         // A block made before the hook is freed through it.
         let before = d.malloc(10);
@@ -257,11 +213,7 @@ fn a_hook_over_the_previous_allocator_counts_and_forwards() {
             free: c_free,
         });
         assert!(old.same_as(&*hook.prev.get()));
-        assert_eq!(
-            config::current(),
-            None,
-            "a hook is not a named configuration"
-        );
+        assert_eq!(config::current(), None, "a hook is not a named configuration");
         let p = d.malloc(100);
         let q = d.calloc(3, 3);
         let p = d.realloc(p, 1000);
@@ -271,11 +223,7 @@ fn a_hook_over_the_previous_allocator_counts_and_forwards() {
         // The domain's own checks run before the hook: it never sees these.
         assert!(d.malloc(usize::MAX).is_null());
         assert!(d.calloc(usize::MAX, 2).is_null());
-        let counts: Vec<_> = hook
-            .calls
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .collect();
+        let counts: Vec<_> = hook.calls.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         assert_eq!(counts, [1, 1, 1, 3], "{cfg} {d:?}");
         let removed = d.set_allocator(old);
         assert_eq!(removed.ctx, hook as *const Counting as *mut c_void);
@@ -289,19 +237,13 @@ fn configuration_names() {
     for name in AllocatorName::ALL {
         assert_eq!(name.as_str().parse::<AllocatorName>(), Ok(name));
     }
-    let err = "pymalloc-debug"
-        .parse::<AllocatorName>()
-        .unwrap_err()
-        .to_string();
+    let err = "pymalloc-debug".parse::<AllocatorName>().unwrap_err().to_string();
     for name in AllocatorName::ALL {
         assert!(err.contains(name.as_str()), "{err}");
     }
     assert!(err.contains("'pymalloc-debug'"), "{err}");
     assert_eq!("".parse::<AllocatorName>(), Ok(AllocatorName::Default));
-    assert!(
-        "PYMALLOC".parse::<AllocatorName>().is_err(),
-        "names are case-sensitive, as in CPython"
-    );
+    assert!("PYMALLOC".parse::<AllocatorName>().is_err(), "names are case-sensitive, as in CPython");
 }
 
 #[test]
@@ -323,22 +265,14 @@ fn setup_installs_what_current_reports() {
         }
         let p = Domain::Obj.malloc(10);
         // Debug blocks wrap blocks of the allocator underneath.
-        assert_eq!(
-            pymalloc::owns(p),
-            got.base() == AllocatorName::Pymalloc,
-            "{set}"
-        );
+        assert_eq!(pymalloc::owns(p), got.base() == AllocatorName::Pymalloc, "{set}");
         unsafe { Domain::Obj.free(p) };
     }
     let err = unsafe { config::setup_by_name("tcmalloc") }.unwrap_err();
-    assert!(err.to_string().contains(
-        "valid names are: default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"
-    ));
-    assert_eq!(
-        config::current(),
-        Some(AllocatorName::MallocDebug),
-        "a bad name changes nothing"
-    );
+    assert!(err
+        .to_string()
+        .contains("valid names are: default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"));
+    assert_eq!(config::current(), Some(AllocatorName::MallocDebug), "a bad name changes nothing");
 }
 
 #[test]

@@ -81,11 +81,7 @@ fn out_of_arenas_is_null_consistency_and_recovery() {
     };
     ARENA_LIMIT.store(2, Ordering::SeqCst);
     let mut heap = Heap::new();
-    let limited = ArenaAllocator {
-        ctx: std::ptr::null_mut(),
-        alloc: limited_alloc,
-        free: limited_free,
-    };
+    let limited = ArenaAllocator { ctx: std::ptr::null_mut(), alloc: limited_alloc, free: limited_free };
     unsafe { heap.set_arena_allocator(limited) };
     assert!(heap.arena_allocator().same_as(&limited));
 
@@ -115,22 +111,10 @@ fn out_of_arenas_is_null_consistency_and_recovery() {
     assert!(heap.calloc(0, 0).is_null());
     let victim = blocks[0];
     unsafe { victim.write_bytes(0x3C, 512) };
-    assert!(
-        unsafe { heap.realloc(victim, 16) }.is_null(),
-        "moving to another class needs a pool"
-    );
-    assert!(
-        unsafe { heap.realloc(victim, 4096) }.is_null(),
-        "moving to raw needs raw memory"
-    );
-    assert!(unsafe { std::slice::from_raw_parts(victim, 512) }
-        .iter()
-        .all(|&b| b == 0x3C));
-    assert_eq!(
-        unsafe { heap.realloc(victim, 500) },
-        victim,
-        "in place needs nothing"
-    );
+    assert!(unsafe { heap.realloc(victim, 16) }.is_null(), "moving to another class needs a pool");
+    assert!(unsafe { heap.realloc(victim, 4096) }.is_null(), "moving to raw needs raw memory");
+    assert!(unsafe { std::slice::from_raw_parts(victim, 512) }.iter().all(|&b| b == 0x3C));
+    assert_eq!(unsafe { heap.realloc(victim, 500) }, victim, "in place needs nothing");
     heap.validate().unwrap();
     let s = heap.stats();
     assert_eq!(s.blocks_in_use(), blocks.len(), "failures changed nothing");
@@ -176,10 +160,7 @@ fn out_of_arenas_is_null_consistency_and_recovery() {
     }
     heap.validate().unwrap();
     let s = heap.stats();
-    assert_eq!(
-        (s.blocks_in_use(), s.raw_allocated_blocks, s.arenas_current),
-        (0, 0, 1)
-    );
+    assert_eq!((s.blocks_in_use(), s.raw_allocated_blocks, s.arenas_current), (0, 0, 1));
     assert_eq!(RAW_LIVE.load(Ordering::SeqCst), 0, "raw blocks leaked");
     drop(heap);
     assert_eq!(ARENAS_LIVE.load(Ordering::SeqCst), 0, "arenas leaked");
@@ -194,11 +175,7 @@ fn arena_failure_through_the_domains_falls_back_then_fails() {
     let _g = common::exclusive();
     static HEAP: pymalloc::LockedHeap = pymalloc::LockedHeap::new();
     unsafe {
-        HEAP.lock().set_arena_allocator(ArenaAllocator {
-            ctx: std::ptr::null_mut(),
-            alloc: never,
-            free: limited_free,
-        });
+        HEAP.lock().set_arena_allocator(ArenaAllocator { ctx: std::ptr::null_mut(), alloc: never, free: limited_free });
         Domain::Obj.set_allocator(MemAllocatorEx::pymalloc(&HEAP));
     }
     unsafe extern "C" fn never(_: *mut c_void, _: usize) -> *mut c_void {

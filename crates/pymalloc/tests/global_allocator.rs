@@ -36,9 +36,7 @@ fn any_layout_is_honoured() {
                 assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
                 let q = ALLOC.realloc(p, l, size * 3);
                 assert_eq!(q as usize % align, 0);
-                assert!(std::slice::from_raw_parts(q, size)
-                    .iter()
-                    .all(|&b| b == 0xEE));
+                assert!(std::slice::from_raw_parts(q, size).iter().all(|&b| b == 0xEE));
                 ALLOC.dealloc(q, Layout::from_size_align(size * 3, align).unwrap());
                 ALLOC.dealloc(z, l);
             }
@@ -74,8 +72,7 @@ fn threads_share_the_heap_and_free_each_others_blocks() {
                     tree.insert(format!("{i:08}"), vec![i as u8; i % 700]);
                     if i % 100 == 99 {
                         // Hand a batch to the consumer, which frees it.
-                        tx.send((0..10).map(|k| "x".repeat(k * 50 + t)).collect())
-                            .unwrap();
+                        tx.send((0..10).map(|k| "x".repeat(k * 50 + t)).collect()).unwrap();
                     }
                 }
                 assert_eq!(map.len(), n);
@@ -84,8 +81,7 @@ fn threads_share_the_heap_and_free_each_others_blocks() {
         })
         .collect();
     drop(tx);
-    let consumer =
-        std::thread::spawn(move || rx.into_iter().map(|batch| batch.len()).sum::<usize>());
+    let consumer = std::thread::spawn(move || rx.into_iter().map(|batch| batch.len()).sum::<usize>());
     for p in producers {
         p.join().unwrap();
     }

@@ -18,19 +18,13 @@ fn pool_base(p: *mut u8) -> usize {
 fn geometry_tables() {
     #[cfg(not(feature = "legacy-geometry"))]
     {
-        assert_eq!(
-            (ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE),
-            (16, 32, 16384, 1 << 20)
-        );
+        assert_eq!((ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE), (16, 32, 16384, 1 << 20));
         assert_eq!(MAX_POOLS_IN_ARENA, 64);
         assert_eq!(num_blocks(0), (16384 - 48) / 16);
     }
     #[cfg(feature = "legacy-geometry")]
     {
-        assert_eq!(
-            (ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE),
-            (8, 64, 4096, 256 << 10)
-        );
+        assert_eq!((ALIGNMENT, NB_SMALL_SIZE_CLASSES, POOL_SIZE, ARENA_SIZE), (8, 64, 4096, 256 << 10));
         assert_eq!(MAX_POOLS_IN_ARENA, 64);
         assert_eq!(num_blocks(0), (4096 - 48) / 8);
         // The seed's table: 1-8 -> class 0, 505-512 -> class 63.
@@ -41,10 +35,7 @@ fn geometry_tables() {
     assert_eq!(POOL_OVERHEAD, 48);
     for n in 1..=SMALL_REQUEST_THRESHOLD {
         let c = size_class(n).unwrap();
-        assert!(
-            class_size(c) >= n && class_size(c) - n < ALIGNMENT,
-            "size {n}"
-        );
+        assert!(class_size(c) >= n && class_size(c) - n < ALIGNMENT, "size {n}");
     }
     assert_eq!(size_class(0), None);
     assert_eq!(size_class(SMALL_REQUEST_THRESHOLD + 1), None);
@@ -54,9 +45,7 @@ fn geometry_tables() {
 #[test]
 fn every_small_size_is_aligned_and_owned() {
     let mut heap = Heap::new();
-    let ptrs: Vec<_> = (1..=SMALL_REQUEST_THRESHOLD)
-        .map(|n| (n, heap.malloc(n)))
-        .collect();
+    let ptrs: Vec<_> = (1..=SMALL_REQUEST_THRESHOLD).map(|n| (n, heap.malloc(n))).collect();
     for &(n, p) in &ptrs {
         assert!(!p.is_null());
         assert_eq!(p as usize % ALIGNMENT, 0, "size {n}");
@@ -99,11 +88,7 @@ fn zero_and_large_requests_go_to_the_raw_allocator() {
     assert!(heap.malloc(usize::MAX).is_null());
     assert!(heap.malloc(isize::MAX as usize + 1).is_null());
     assert!(heap.calloc(usize::MAX / 2, 3).is_null());
-    assert_eq!(
-        heap.stats().raw_allocated_blocks,
-        0,
-        "failures are not counted"
-    );
+    assert_eq!(heap.stats().raw_allocated_blocks, 0, "failures are not counted");
 }
 
 #[test]
@@ -184,10 +169,7 @@ fn an_empty_pool_returns_to_its_arena_and_is_reused_by_any_class() {
     let s = heap.stats();
     assert_eq!(s.blocks_in_use(), 0);
     assert_eq!(s.classes.iter().map(|c| c.pools).sum::<usize>(), 0);
-    assert_eq!(
-        s.unused_pools,
-        MAX_POOLS_IN_ARENA - usize::from(s.arena_alignment_bytes != 0)
-    );
+    assert_eq!(s.unused_pools, MAX_POOLS_IN_ARENA - usize::from(s.arena_alignment_bytes != 0));
     heap.validate().unwrap();
     // The emptied pool is the arena's first free pool: another class gets it.
     let b = heap.malloc(300);
@@ -206,14 +188,7 @@ fn realloc_stays_in_place_exactly_as_cpython_does() {
     let mut heap = Heap::new();
     for c in 0..NB_SMALL_SIZE_CLASSES {
         let size = class_size(c);
-        for n in [
-            size / 2,
-            size * 3 / 4,
-            size * 3 / 4 + 1,
-            size - 1,
-            size,
-            size + 1,
-        ] {
+        for n in [size / 2, size * 3 / 4, size * 3 / 4 + 1, size - 1, size, size + 1] {
             if n == 0 {
                 continue;
             }
@@ -228,11 +203,7 @@ fn realloc_stays_in_place_exactly_as_cpython_does() {
             let stays = n <= size && 4 * n > 3 * size;
             assert_eq!(q == p, stays, "class {c} size {size} -> {n}");
             for i in 0..keep {
-                assert_eq!(
-                    unsafe { *q.add(i) },
-                    (i * 7 + c) as u8,
-                    "class {c} -> {n}: byte {i}"
-                );
+                assert_eq!(unsafe { *q.add(i) }, (i * 7 + c) as u8, "class {c} -> {n}: byte {i}");
             }
             unsafe { heap.free(q) };
         }
@@ -247,17 +218,13 @@ fn realloc_moves_between_pools_and_the_raw_allocator() {
     unsafe { p.write_bytes(0xAB, 100) };
     let big = unsafe { heap.realloc(p, 10_000) };
     assert!(!owns(big));
-    assert!(unsafe { std::slice::from_raw_parts(big, 100) }
-        .iter()
-        .all(|&b| b == 0xAB));
+    assert!(unsafe { std::slice::from_raw_parts(big, 100) }.iter().all(|&b| b == 0xAB));
     assert_eq!(heap.stats().raw_allocated_blocks, 1);
     assert_eq!(heap.stats().blocks_in_use(), 0);
     // A raw block stays with the raw allocator even when it shrinks.
     let shrunk = unsafe { heap.realloc(big, 10) };
     assert!(!owns(shrunk));
-    assert!(unsafe { std::slice::from_raw_parts(shrunk, 10) }
-        .iter()
-        .all(|&b| b == 0xAB));
+    assert!(unsafe { std::slice::from_raw_parts(shrunk, 10) }.iter().all(|&b| b == 0xAB));
     // realloc(p, 0) does not free and returns a usable pointer.
     let small = heap.malloc(64);
     let z = unsafe { heap.realloc(small, 0) };
@@ -270,9 +237,7 @@ fn realloc_moves_between_pools_and_the_raw_allocator() {
         // Reaches the C library, which says no; Miri cannot model that.
         assert!(unsafe { heap.realloc(keep, isize::MAX as usize) }.is_null());
     }
-    assert!(unsafe { std::slice::from_raw_parts(keep, 64) }
-        .iter()
-        .all(|&b| b == 0x5A));
+    assert!(unsafe { std::slice::from_raw_parts(keep, 64) }.iter().all(|&b| b == 0x5A));
     // realloc(null, n) is malloc(n).
     let fresh = unsafe { heap.realloc(std::ptr::null_mut(), 32) };
     assert!(owns(fresh));
@@ -297,9 +262,7 @@ fn calloc_zeroes_recycled_blocks() {
     }
     let q = heap.calloc(10, 20);
     assert_eq!(q, p, "same class reuses the block");
-    assert!(unsafe { std::slice::from_raw_parts(q, 200) }
-        .iter()
-        .all(|&b| b == 0));
+    assert!(unsafe { std::slice::from_raw_parts(q, 200) }.iter().all(|&b| b == 0));
     let z = heap.calloc(0, 5);
     let z2 = heap.calloc(5, 0);
     assert!(!z.is_null() && !z2.is_null() && z != z2);
@@ -343,10 +306,7 @@ fn one_spare_arena_is_kept_the_rest_go_back() {
     heap.validate().unwrap();
     let s = heap.stats();
     assert_eq!(s.arenas_allocated_total, 3);
-    assert_eq!(
-        s.arenas_current, 1,
-        "one wholly free arena is kept as a spare"
-    );
+    assert_eq!(s.arenas_current, 1, "one wholly free arena is kept as a spare");
     assert_eq!(s.arenas_reclaimed, 2);
     assert_eq!(s.arenas_highwater, 3);
     // The spare serves the next request without a new arena.
@@ -428,10 +388,7 @@ fn statistics_account_for_every_arena_byte() {
     assert_eq!(s.blocks_in_use(), small);
     assert_eq!(s.allocated_blocks(), live.len() as isize);
     for c in &s.classes {
-        assert_eq!(
-            c.pools * num_blocks(size_class(c.size).unwrap()),
-            c.blocks_in_use + c.avail_blocks
-        );
+        assert_eq!(c.pools * num_blocks(size_class(c.size).unwrap()), c.blocks_in_use + c.avail_blocks);
     }
     for p in live {
         unsafe { heap.free(p) };
@@ -469,13 +426,7 @@ fn arena_pictures_show_every_pool_state() {
     assert_eq!(a.ntotalpools, MAX_POOLS_IN_ARENA);
     assert_eq!(a.nfreepools, MAX_POOLS_IN_ARENA - 2);
     assert_eq!(a.pools[0], PoolState::Full { class: c as u8 });
-    assert_eq!(
-        a.pools[1],
-        PoolState::Used {
-            class: 0,
-            blocks: 1
-        }
-    );
+    assert_eq!(a.pools[1], PoolState::Used { class: 0, blocks: 1 });
     assert_eq!(a.pools[2], PoolState::Empty);
     assert!(a.pools[3..].iter().all(|&p| p == PoolState::Untouched));
     assert_eq!(heap.arena_count(), 1);

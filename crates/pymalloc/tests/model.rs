@@ -37,13 +37,8 @@ fn size() -> impl Strategy<Value = usize> {
         // these are refused before reaching it.
         prop_oneof![Just(usize::MAX), Just(isize::MAX as usize + 1)].boxed()
     } else {
-        prop_oneof![
-            Just(usize::MAX),
-            Just(isize::MAX as usize + 1),
-            Just(isize::MAX as usize),
-            Just(1usize << 45)
-        ]
-        .boxed()
+        prop_oneof![Just(usize::MAX), Just(isize::MAX as usize + 1), Just(isize::MAX as usize), Just(1usize << 45)]
+            .boxed()
     };
     prop_oneof![8 => 0usize..=600, 3 => 0usize..=4096, 1 => huge]
 }
@@ -98,32 +93,15 @@ impl Model {
         }
     }
 
-    fn add(
-        &mut self,
-        ptr: *mut u8,
-        domain: Domain,
-        size: usize,
-        class: Option<usize>,
-        zeroed: bool,
-    ) {
+    fn add(&mut self, ptr: *mut u8, domain: Domain, size: usize, class: Option<usize>, zeroed: bool) {
         assert_eq!(ptr as usize % ALIGNMENT, 0, "misaligned block");
-        assert_eq!(
-            pymalloc::owns(ptr),
-            class.is_some(),
-            "block in the wrong allocator: {class:?}"
-        );
+        assert_eq!(pymalloc::owns(ptr), class.is_some(), "block in the wrong allocator: {class:?}");
         let (start, end) = (ptr as usize, ptr as usize + size.max(1));
         if let Some((&s, &e)) = self.spans.range(..=start).next_back() {
-            assert!(
-                e <= start,
-                "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}"
-            );
+            assert!(e <= start, "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}");
         }
         if let Some((&s, &e)) = self.spans.range(start..).next() {
-            assert!(
-                s >= end,
-                "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}"
-            );
+            assert!(s >= end, "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}");
         }
         self.spans.insert(start, end);
         let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, size) };
@@ -132,22 +110,12 @@ impl Model {
         }
         self.next_fill = self.next_fill.wrapping_add(1);
         bytes.fill(self.next_fill);
-        self.live.push(Live {
-            ptr,
-            domain,
-            size,
-            class,
-            fill: self.next_fill,
-        });
+        self.live.push(Live { ptr, domain, size, class, fill: self.next_fill });
     }
 
     fn check_contents(b: &Live, upto: usize) {
         let bytes = unsafe { std::slice::from_raw_parts(b.ptr, upto.min(b.size)) };
-        assert!(
-            bytes.iter().all(|&x| x == b.fill),
-            "contents of {:p} changed",
-            b.ptr
-        );
+        assert!(bytes.iter().all(|&x| x == b.fill), "contents of {:p} changed", b.ptr);
     }
 
     fn remove(&mut self, i: usize) -> Live {
@@ -177,11 +145,7 @@ impl Model {
                     let bytes = if n == 0 || s == 0 { 0 } else { n * s };
                     // calloc(n, 0) behaves as calloc(1, 1) under the raw
                     // allocator, and as a 0-byte request under pymalloc.
-                    let c = if d == Domain::Raw {
-                        None
-                    } else {
-                        size_class(under(self.debug, n * s))
-                    };
+                    let c = if d == Domain::Raw { None } else { size_class(under(self.debug, n * s)) };
                     self.add(p, d, bytes, c, true);
                 }
             }
@@ -238,11 +202,7 @@ impl Model {
             }
         }
         let got: Vec<usize> = s.classes.iter().map(|c| c.blocks_in_use).collect();
-        assert_eq!(
-            got,
-            want.to_vec(),
-            "live blocks per class differ from the model"
-        );
+        assert_eq!(got, want.to_vec(), "live blocks per class differ from the model");
         assert_eq!(s.accounted_bytes(), s.arena_bytes);
         HEAP.lock().validate().unwrap();
     }
@@ -258,12 +218,7 @@ fn run(ops: Vec<Op>, debug_hooks: bool) {
             debug::setup_debug_hooks();
         }
     }
-    let mut m = Model {
-        live: Vec::new(),
-        spans: BTreeMap::new(),
-        debug: debug_hooks,
-        next_fill: 0,
-    };
+    let mut m = Model { live: Vec::new(), spans: BTreeMap::new(), debug: debug_hooks, next_fill: 0 };
     for op in &ops {
         m.step(op);
         m.check_stats();
@@ -279,16 +234,9 @@ fn run(ops: Vec<Op>, debug_hooks: bool) {
 
 fn config() -> ProptestConfig {
     if cfg!(miri) {
-        ProptestConfig {
-            cases: 3,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        ProptestConfig { cases: 3, failure_persistence: None, ..ProptestConfig::default() }
     } else {
-        ProptestConfig {
-            cases: 256,
-            ..ProptestConfig::default()
-        }
+        ProptestConfig { cases: 256, ..ProptestConfig::default() }
     }
 }
 
@@ -306,10 +254,7 @@ proptest! {
 
 /// A long single run: enough blocks to need several arenas.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "too slow under Miri; the proptest covers the same paths"
-)]
+#[cfg_attr(miri, ignore = "too slow under Miri; the proptest covers the same paths")]
 fn long_run_matches_the_model() {
     let mut ops = Vec::new();
     let mut x: u64 = 88172645463325252;

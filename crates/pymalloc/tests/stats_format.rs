@@ -12,17 +12,8 @@ const REFERENCE: &str = include_str!("data/cpython311-debugmallocstats.txt");
 
 /// The number at the end of the line starting with `label`.
 fn value(label: &str) -> usize {
-    let line = REFERENCE
-        .lines()
-        .find(|l| l.starts_with(label))
-        .unwrap_or_else(|| panic!("no line {label}"));
-    line.rsplit('=')
-        .next()
-        .unwrap()
-        .trim()
-        .replace(',', "")
-        .parse()
-        .unwrap()
+    let line = REFERENCE.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no line {label}"));
+    line.rsplit('=').next().unwrap().trim().replace(',', "").parse().unwrap()
 }
 
 #[test]
@@ -30,10 +21,7 @@ fn value(label: &str) -> usize {
 fn reference_numbers_render_to_the_reference_text() {
     let mut s = Stats::new();
     for line in REFERENCE.lines().skip(4) {
-        let f: Vec<usize> = line
-            .split_whitespace()
-            .map(|x| x.parse().unwrap())
-            .collect::<Vec<_>>();
+        let f: Vec<usize> = line.split_whitespace().map(|x| x.parse().unwrap()).collect::<Vec<_>>();
         if f.len() != 5 {
             break;
         }
@@ -48,15 +36,8 @@ fn reference_numbers_render_to_the_reference_text() {
     s.arena_bytes = s.arenas_current * pymalloc::geometry::ARENA_SIZE;
     s.allocated_bytes = value("# bytes in allocated blocks");
     s.available_bytes = value("# bytes in available blocks");
-    s.unused_pools = REFERENCE
-        .lines()
-        .find(|l| l.contains("unused pools"))
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    s.unused_pools =
+        REFERENCE.lines().find(|l| l.contains("unused pools")).unwrap().split(' ').next().unwrap().parse().unwrap();
     s.unused_pool_bytes = s.unused_pools * pymalloc::geometry::POOL_SIZE;
     s.pool_header_bytes = value("# bytes lost to pool headers");
     s.quantization_bytes = value("# bytes lost to quantization");
@@ -64,37 +45,26 @@ fn reference_numbers_render_to_the_reference_text() {
     s.map.mid_nodes = value("# arena map mid nodes");
     s.map.bot_nodes = value("# arena map bot nodes");
     let u = pymalloc::radix::ARENA_MAP.usage();
-    (s.map.root_bytes, s.map.mid_node_bytes, s.map.bot_node_bytes) =
-        (u.root_bytes, u.mid_node_bytes, u.bot_node_bytes);
+    (s.map.root_bytes, s.map.mid_node_bytes, s.map.bot_node_bytes) = (u.root_bytes, u.mid_node_bytes, u.bot_node_bytes);
 
     // Our derived totals agree with CPython's.
     let mut derived = s.clone();
-    (
-        derived.allocated_bytes,
-        derived.available_bytes,
-        derived.pool_header_bytes,
-        derived.quantization_bytes,
-    ) = (0, 0, 0, 0);
+    (derived.allocated_bytes, derived.available_bytes, derived.pool_header_bytes, derived.quantization_bytes) =
+        (0, 0, 0, 0);
     for c in &derived.classes.clone() {
         derived.allocated_bytes += c.blocks_in_use * c.size;
         derived.available_bytes += c.avail_blocks * c.size;
         derived.pool_header_bytes += c.pools * pymalloc::geometry::POOL_OVERHEAD;
-        derived.quantization_bytes += c.pools
-            * ((pymalloc::geometry::POOL_SIZE - pymalloc::geometry::POOL_OVERHEAD) % c.size);
+        derived.quantization_bytes +=
+            c.pools * ((pymalloc::geometry::POOL_SIZE - pymalloc::geometry::POOL_OVERHEAD) % c.size);
     }
-    assert_eq!(
-        derived, s,
-        "CPython's byte totals follow from its class table the same way ours do"
-    );
+    assert_eq!(derived, s, "CPython's byte totals follow from its class table the same way ours do");
     assert_eq!(s.accounted_bytes(), s.arena_bytes);
 
     // sys._debugmallocstats() prints the table, a blank line, then the free
     // lists; the blank line is the caller's, not the table's.
     let ours = format!("{s}\n");
-    let theirs: String = REFERENCE
-        .split_inclusive('\n')
-        .take_while(|l| !l.contains(" free "))
-        .collect();
+    let theirs: String = REFERENCE.split_inclusive('\n').take_while(|l| !l.contains(" free ")).collect();
     assert_eq!(ours, theirs);
 }
 
@@ -126,29 +96,17 @@ fn a_live_heap_renders_consistently() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        format!(
-            "Small block threshold = 512, in {} size classes.",
-            pymalloc::geometry::NB_SMALL_SIZE_CLASSES
-        )
+        format!("Small block threshold = 512, in {} size classes.", pymalloc::geometry::NB_SMALL_SIZE_CLASSES)
     );
-    assert_eq!(
-        lines[2],
-        "class   size   num pools   blocks in use  avail blocks"
-    );
+    assert_eq!(lines[2], "class   size   num pools   blocks in use  avail blocks");
     let rows = s.classes.iter().filter(|c| c.pools > 0).count();
     assert_eq!(lines[4 + rows], "");
     assert!(lines[5 + rows].starts_with("# arenas allocated total           ="));
     for l in &lines[5 + rows..] {
-        assert!(
-            l.is_empty() || l == &"arena map counts" || l.len() == 57,
-            "bad width: {l:?}"
-        );
+        assert!(l.is_empty() || l == &"arena map counts" || l.len() == 57, "bad width: {l:?}");
     }
-    let total: usize = lines.iter().find(|l| l.starts_with("Total")).unwrap()[36..]
-        .trim()
-        .replace(',', "")
-        .parse()
-        .unwrap();
+    let total: usize =
+        lines.iter().find(|l| l.starts_with("Total")).unwrap()[36..].trim().replace(',', "").parse().unwrap();
     assert_eq!(total, s.arena_bytes);
     for p in blocks {
         unsafe { heap.free(p) };

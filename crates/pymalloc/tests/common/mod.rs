@@ -27,9 +27,5 @@ impl Drop for Exclusive {
 }
 
 /// The configurations a semantic test runs under.
-pub const CONFIGS: [AllocatorName; 4] = [
-    AllocatorName::Pymalloc,
-    AllocatorName::Malloc,
-    AllocatorName::PymallocDebug,
-    AllocatorName::MallocDebug,
-];
+pub const CONFIGS: [AllocatorName; 4] =
+    [AllocatorName::Pymalloc, AllocatorName::Malloc, AllocatorName::PymallocDebug, AllocatorName::MallocDebug];

@@ -1,0 +1,229 @@
+//! The arena region: one reserved range of address space that the default
+//! arena allocator carves arenas from.
+//!
+//! Reserving [`REGION_SIZE`] bytes once (`PROT_NONE`, `MAP_NORESERVE`: no
+//! memory, only addresses) buys two things:
+//!
+//! * an ownership test of one subtraction and one comparison: an address in
+//!   the region can only be a pymalloc block, because the kernel never hands
+//!   out addresses inside a reservation to anyone else;
+//! * arenas that go back to the OS without leaving a hole: a released arena
+//!   is mapped `PROT_NONE` again in place, which frees its pages at once (the
+//!   process's resident size drops) and keeps the range reserved.
+//!
+//! If the reservation fails (a small `RLIMIT_AS`, strict overcommit) or the
+//! region is full, arenas come from single mappings outside it, and the radix
+//! map ([`crate::radix`]) answers for them as it does for arenas of custom
+//! allocators. Under Miri there is no region.
+
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::geometry::ARENA_SIZE;
+
+/// Bytes reserved for the region (64 GiB: 65,536 default-geometry arenas).
+pub const REGION_SIZE: usize = 1 << 36;
+const SLOTS: usize = REGION_SIZE / ARENA_SIZE;
+
+/// Base of the region, or an address in the kernel's half (where no user
+/// pointer lives) before it is reserved: `contains` is then always false.
+static BASE: AtomicUsize = AtomicUsize::new(0usize.wrapping_sub(REGION_SIZE));
+
+const UNTRIED: u8 = 0;
+const READY: u8 = 1;
+const FAILED: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
+
+/// Slot bookkeeping. Invariant: a slot below `next` is live (handed out)
+/// exactly when its bit in `free` is clear; slots at or above `next` were
+/// never used. Fixed-size, so that the allocator never allocates to manage
+/// its arenas (it may be the global allocator).
+struct Slots {
+    next: usize,
+    nfree: usize,
+    /// Lowest word of `free` that may have a set bit.
+    hint: usize,
+    free: [u64; SLOTS / 64],
+}
+
+impl Slots {
+    fn take(&mut self) -> Option<usize> {
+        if self.nfree > 0 {
+            for w in self.hint..self.free.len() {
+                if self.free[w] != 0 {
+                    let b = self.free[w].trailing_zeros() as usize;
+                    self.free[w] &= !(1 << b);
+                    self.nfree -= 1;
+                    self.hint = w;
+                    return Some(w * 64 + b);
+                }
+            }
+        }
+        if self.next < SLOTS {
+            self.next += 1;
+            return Some(self.next - 1);
+        }
+        None
+    }
+
+    fn give(&mut self, slot: usize) {
+        let (w, b) = (slot / 64, slot % 64);
+        debug_assert!(self.free[w] & (1 << b) == 0, "slot freed twice");
+        self.free[w] |= 1 << b;
+        self.nfree += 1;
+        self.hint = self.hint.min(w);
+    }
+}
+
+static SLOTS_LOCK: Mutex<Slots> = Mutex::new(Slots { next: 0, nfree: 0, hint: 0, free: [0; SLOTS / 64] });
+
+/// True if `p` lies in the region. For the address of a live block this is
+/// exactly "the block is in an arena of the region".
+#[inline(always)]
+pub fn contains(p: *const u8) -> bool {
+    p.addr().wrapping_sub(BASE.load(Ordering::Relaxed)) < REGION_SIZE
+}
+
+/// The region's base address, if it is reserved.
+pub fn base() -> Option<usize> {
+    (STATE.load(Ordering::Acquire) == READY).then(|| BASE.load(Ordering::Relaxed))
+}
+
+#[cfg(not(miri))]
+fn reserve() -> bool {
+    // Reserve one arena more than needed, to align the start.
+    let len = REGION_SIZE + ARENA_SIZE;
+    // SAFETY: a fresh anonymous reservation at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    // Arenas are later reached from plain addresses in the region.
+    let _ = p.expose_provenance();
+    let start = p.addr();
+    let base = (start + ARENA_SIZE - 1) & !(ARENA_SIZE - 1);
+    // SAFETY: trimming the unaligned head and the tail of our own reservation.
+    unsafe {
+        if base > start {
+            libc::munmap(p, base - start);
+        }
+        let tail = start + len - (base + REGION_SIZE);
+        if tail > 0 {
+            libc::munmap(p.cast::<u8>().add(base - start + REGION_SIZE).cast(), tail);
+        }
+    }
+    BASE.store(base, Ordering::Relaxed);
+    true
+}
+
+#[cfg(miri)]
+fn reserve() -> bool {
+    false
+}
+
+/// Reserves the region on first use. False if it cannot be had.
+fn ready() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        READY => true,
+        FAILED => false,
+        _ => {
+            let slots = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            // Re-check under the lock: another thread may have reserved it.
+            match STATE.load(Ordering::Acquire) {
+                READY => return true,
+                FAILED => return false,
+                _ => {}
+            }
+            let ok = reserve();
+            drop(slots);
+            STATE.store(if ok { READY } else { FAILED }, Ordering::Release);
+            ok
+        }
+    }
+}
+
+/// One arena from the region, readable and writable and zeroed; null if
+/// the region cannot be had or is full.
+pub fn alloc_arena() -> *mut u8 {
+    if !ready() {
+        return core::ptr::null_mut();
+    }
+    let Some(slot) = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return core::ptr::null_mut();
+    };
+    let base = BASE.load(Ordering::Relaxed);
+    let p = core::ptr::with_exposed_provenance_mut::<u8>(base + slot * ARENA_SIZE);
+    if commit(p) {
+        p
+    } else {
+        release_slot(slot);
+        core::ptr::null_mut()
+    }
+}
+
+/// Gives an arena of the region back: its pages go to the OS at once, its
+/// addresses stay reserved.
+///
+/// # Safety
+/// `p` came from [`alloc_arena`] and nothing uses it any more.
+pub unsafe fn free_arena(p: *mut u8) {
+    let base = BASE.load(Ordering::Relaxed);
+    debug_assert!(contains(p) && (p.addr() - base) % ARENA_SIZE == 0);
+    // SAFETY: the caller gives the arena up.
+    unsafe { decommit(p, ARENA_SIZE) };
+    release_slot((p.addr() - base) / ARENA_SIZE);
+}
+
+fn release_slot(slot: usize) {
+    SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner()).give(slot);
+}
+
+#[cfg(not(miri))]
+fn commit(p: *mut u8) -> bool {
+    // SAFETY: p..p+ARENA_SIZE is a slot of our reservation that nobody uses.
+    unsafe { libc::mprotect(p.cast(), ARENA_SIZE, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
+#[cfg(miri)]
+fn commit(_: *mut u8) -> bool {
+    false
+}
+
+/// Replaces `p..p+len` by a fresh inaccessible reservation: the pages are
+/// freed now, the addresses stay ours.
+///
+/// # Safety
+/// The range lies in the region and holds nothing anyone uses.
+#[cfg(not(miri))]
+unsafe fn decommit(p: *mut u8, len: usize) {
+    // SAFETY: MAP_FIXED over our own reservation.
+    let r = unsafe {
+        libc::mmap(
+            p.cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    debug_assert_ne!(r, libc::MAP_FAILED);
+}
+
+#[cfg(miri)]
+unsafe fn decommit(_: *mut u8, _: usize) {}
+
+/// Arenas of the region in use, and the high-water mark of slots ever used.
+pub fn usage() -> (usize, usize) {
+    let s = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    (s.next - s.nfree, s.next)
+}

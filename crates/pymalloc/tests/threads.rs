@@ -1,0 +1,295 @@
+//! Per-thread heaps: local and remote frees, thread exit, adoption of
+//! abandoned heaps, statistics read from other threads, and giving memory
+//! back to the OS.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+
+use pymalloc::geometry::{num_blocks, size_class, POOL_SIZE};
+use pymalloc::{thread, Heap, PurgePolicy};
+
+/// The threaded functions are process-wide: tests that count heaps or purge
+/// take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn n(full: usize, miri: usize) -> usize {
+    if cfg!(miri) {
+        miri
+    } else {
+        full
+    }
+}
+
+#[test]
+fn blocks_freed_by_another_thread_come_back_to_their_heap() {
+    let _g = serial();
+    let count = n(50_000, 300);
+    let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let consumer = std::thread::spawn(move || {
+        let mut freed = 0;
+        for batch in rx {
+            for a in batch {
+                unsafe { thread::free(a as *mut u8) };
+                freed += 1;
+            }
+        }
+        freed
+    });
+    // The producer allocates, hands blocks over, and keeps allocating: its
+    // heap drains the queue when it next needs a pool.
+    let producer = std::thread::spawn(move || {
+        let mut batch = Vec::new();
+        for i in 0..count {
+            let p = thread::malloc(16 + (i % 16) * 16);
+            assert!(!p.is_null());
+            unsafe { p.write_bytes(0xAB, 16) };
+            batch.push(p as usize);
+            if batch.len() == 100 {
+                tx.send(std::mem::take(&mut batch)).unwrap();
+            }
+        }
+        tx.send(batch).unwrap();
+        drop(tx);
+        // Wait until the consumer is done, then make the heap drain.
+        std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 50 }));
+        thread::validate_current().unwrap();
+        let before = thread::current_stats().blocks_in_use();
+        thread::purge();
+        let after = thread::current_stats();
+        thread::validate_current().unwrap();
+        (before, after.blocks_in_use(), after.arenas_current)
+    });
+    let (before, after, arenas) = producer.join().unwrap();
+    assert_eq!(consumer.join().unwrap(), count);
+    assert!(before <= count);
+    assert_eq!(after, 0, "after draining, no block of the producer is in use");
+    assert_eq!(arenas, 0, "and purge gave every arena back");
+}
+
+#[test]
+fn exited_threads_heaps_are_adopted_not_multiplied() {
+    let _g = serial();
+    // Warm up: make sure at least one heap exists and is abandoned.
+    std::thread::spawn(|| assert!(!thread::malloc(8).is_null())).join().unwrap(); // leaves a live block behind
+    let heaps = thread::heap_count();
+    for _ in 0..n(20, 3) {
+        std::thread::spawn(|| {
+            let p = thread::malloc(64);
+            unsafe { thread::free(p) };
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(thread::heap_count(), heaps, "each new thread adopted an abandoned heap");
+}
+
+#[test]
+fn blocks_outliving_their_thread_are_freed_and_drained() {
+    let _g = serial();
+    let count = n(20_000, 200);
+    // A thread allocates and exits; its heap is abandoned with live blocks.
+    let blocks: Vec<usize> =
+        std::thread::spawn(move || (0..count).map(|i| thread::malloc(32 + i % 200) as usize).collect()).join().unwrap();
+    let live = thread::stats().blocks_in_use();
+    assert!(live >= count, "{live}");
+    // Another thread frees them: they go to the abandoned heap's queue.
+    for &a in &blocks {
+        unsafe { thread::free(a as *mut u8) };
+    }
+    // Draining abandoned heaps frees them and gives their arenas back.
+    thread::purge();
+    let s = thread::stats();
+    assert!(s.blocks_in_use() + count <= live, "{} + {count} > {live}", s.blocks_in_use());
+}
+
+#[test]
+fn statistics_can_be_read_while_other_threads_allocate() {
+    let _g = serial();
+    let workers = 3;
+    let rounds = n(2_000, 30);
+    let barrier = Arc::new(Barrier::new(workers + 1));
+    let handles: Vec<_> = (0..workers)
+        .map(|t| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                let mut keep = Vec::new();
+                for i in 0..rounds {
+                    keep.push(thread::malloc(8 + (i * 7 + t * 13) % 500));
+                    if i % 3 == 0 {
+                        let p = keep.swap_remove(i % keep.len());
+                        unsafe { thread::free(p) };
+                    }
+                }
+                thread::validate_current().unwrap();
+                for p in keep {
+                    unsafe { thread::free(p) };
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    for _ in 0..n(50, 3) {
+        let s = thread::stats();
+        assert_eq!(s.accounted_bytes(), s.arena_bytes);
+        let _ = thread::arenas();
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn threaded_domain_matches_a_simple_model() {
+    let _g = serial();
+    // All on this thread's heap: its statistics are exact. The heap may be
+    // an adopted one with blocks of earlier threads: count from here.
+    unsafe { thread::free(thread::malloc(1)) };
+    let sizes: Vec<usize> = (0..n(3000, 100)).map(|i| (i * 37) % 700).collect();
+    let mut live = Vec::new();
+    let base = thread::current_stats();
+    for (i, &sz) in sizes.iter().enumerate() {
+        let p = thread::malloc(sz);
+        unsafe { p.write_bytes(i as u8, sz) };
+        live.push((p, sz, i as u8));
+        if i % 4 == 3 {
+            let (p, sz, fill) = live.swap_remove(i % live.len());
+            assert!(unsafe { std::slice::from_raw_parts(p, sz) }.iter().all(|&b| b == fill));
+            let q = unsafe { thread::realloc(p, sz / 2 + 1) };
+            assert!(unsafe { std::slice::from_raw_parts(q, sz / 2 + 1) }.iter().take(sz).all(|&b| b == fill));
+            unsafe { thread::free(q) };
+        }
+    }
+    let s = thread::current_stats();
+    let pooled = live.iter().filter(|(_, sz, _)| size_class(*sz).is_some()).count();
+    assert_eq!(s.blocks_in_use() - base.blocks_in_use(), pooled);
+    thread::validate_current().unwrap();
+    for (p, sz, fill) in live {
+        assert!(unsafe { std::slice::from_raw_parts(p, sz) }.iter().all(|&b| b == fill));
+        unsafe { thread::free(p) };
+    }
+    assert_eq!(thread::current_stats().blocks_in_use(), base.blocks_in_use());
+}
+
+/// Resident pages in `a..a+len`.
+#[cfg(not(miri))]
+fn resident(a: usize, len: usize) -> usize {
+    let mut v = vec![0u8; len / 4096];
+    assert_eq!(unsafe { libc::mincore(a as *mut libc::c_void, len, v.as_mut_ptr()) }, 0);
+    v.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// Allocates `k` pools' worth of 256-byte blocks and frees all but one block
+/// every `keep_every` pools. Returns the heap and the survivors.
+fn survivors(heap: &mut Heap, pools: usize, keep_every: usize) -> Vec<*mut u8> {
+    let per = num_blocks(size_class(256).unwrap());
+    let blocks: Vec<_> = (0..pools * per).map(|_| heap.malloc(256)).collect();
+    let mut keep = Vec::new();
+    for (i, p) in blocks.into_iter().enumerate() {
+        if i % (per * keep_every) == 0 {
+            keep.push(p);
+        } else {
+            unsafe { heap.free(p) };
+        }
+    }
+    keep
+}
+
+#[test]
+fn the_threshold_policy_gives_empty_pools_back() {
+    let mut heap = Heap::new();
+    assert_eq!(heap.purge_policy(), PurgePolicy::DEFAULT);
+    let pools = n(640, 128);
+    let keep = survivors(&mut heap, pools, 8);
+    heap.validate().unwrap();
+    let s = heap.stats();
+    // Roughly one pool in eight holds a block; of the empty ones, at most
+    // the policy's allowance keeps its pages.
+    assert!(s.decommitted_pools > 0, "{s:?}");
+    let committed_empty = s.unused_pools - s.decommitted_pools - untouched(&heap);
+    let in_use: usize = s.classes.iter().map(|c| c.pools).sum();
+    assert!(committed_empty <= (in_use / 4).max(64), "{committed_empty} empty pools kept pages");
+    #[cfg(not(miri))]
+    {
+        let arenas: Vec<_> = {
+            let mut v = Vec::new();
+            heap.visit_arenas(|a| v.push(a.address));
+            v
+        };
+        let pages: usize = arenas.iter().map(|&a| resident(a, pymalloc::geometry::ARENA_SIZE)).sum();
+        let full = pools * POOL_SIZE / 4096;
+        assert!(pages * 4 <= full, "resident pages {pages} of {full} at the peak");
+    }
+    // Decommitted pools are reused correctly.
+    let again: Vec<_> = (0..pools * 20).map(|i| heap.malloc(16 + i % 400)).collect();
+    heap.validate().unwrap();
+    for (i, &p) in again.iter().enumerate() {
+        unsafe { p.write_bytes(i as u8, 16) };
+    }
+    for p in again.into_iter().chain(keep) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
+
+fn untouched(heap: &Heap) -> usize {
+    let mut n = 0;
+    heap.visit_arenas(|a| {
+        n += a.pools[..a.ntotalpools].iter().filter(|p| **p == pymalloc::PoolState::Untouched).count();
+    });
+    n
+}
+
+#[test]
+fn never_keeps_pages_and_immediate_gives_each_back() {
+    let pools = n(200, 64);
+    let mut never = Heap::new();
+    never.set_purge_policy(PurgePolicy::Never);
+    let keep = survivors(&mut never, pools, 8);
+    assert_eq!(never.stats().decommitted_pools, 0, "CPython's behaviour: no pages given back");
+    for p in keep {
+        unsafe { never.free(p) };
+    }
+    let mut now = Heap::new();
+    now.set_purge_policy(PurgePolicy::Immediate);
+    let keep = survivors(&mut now, pools, 8);
+    let s = now.stats();
+    let in_use: usize = s.classes.iter().map(|c| c.pools).sum();
+    assert_eq!(s.unused_pools - s.decommitted_pools - untouched(&now), 0, "every empty pool gave its pages back");
+    assert!(in_use >= keep.len());
+    now.validate().unwrap();
+    for p in keep {
+        unsafe { now.free(p) };
+    }
+    now.validate().unwrap();
+}
+
+#[test]
+fn purge_gives_back_every_free_pool_and_the_spare() {
+    let mut heap = Heap::new();
+    heap.set_purge_policy(PurgePolicy::Never);
+    let blocks: Vec<_> = (0..n(20_000, 2_000)).map(|i| heap.malloc(1 + i % 512)).collect();
+    let keep: Vec<_> = blocks.iter().step_by(500).copied().collect();
+    for (i, p) in blocks.into_iter().enumerate() {
+        if i % 500 != 0 {
+            unsafe { heap.free(p) };
+        }
+    }
+    let before = heap.stats();
+    let given = heap.purge();
+    let after = heap.stats();
+    assert!(given >= (before.unused_pools - untouched(&heap)) * POOL_SIZE / 2, "{given}");
+    assert_eq!(after.unused_pools - after.decommitted_pools, untouched(&heap));
+    heap.validate().unwrap();
+    for p in keep {
+        unsafe { heap.free(p) };
+    }
+    assert!(heap.purge() > 0);
+    let s = heap.stats();
+    assert_eq!(s.arenas_current, 0, "the spare arena goes too");
+    heap.validate().unwrap();
+}
