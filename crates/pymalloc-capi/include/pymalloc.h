@@ -18,10 +18,10 @@
  * configurations by PYTHONMALLOC name).
  *
  * THIS LIBRARY IS FOR PROGRAMS THAT DO NOT LINK LIBPYTHON. It defines the
- * same symbols as libpython; a program linking both gets one or the other at
- * random. Do not include this header together with Python.h (it refuses to
- * be included after it; including Python.h after it fails on the duplicate
- * definitions).
+ * same symbols as libpython: in a program that links both, each call goes to
+ * whichever definition the linker or the dynamic loader finds first. Do not
+ * include this header together with Python.h (it refuses to be included
+ * after it; including Python.h after it fails on the duplicate definitions).
  *
  * Build and link:
  *

@@ -737,6 +737,26 @@ fn pymalloc_h_refuses_to_follow_python_h() {
 }
 
 #[test]
+fn python_h_cannot_follow_pymalloc_h() {
+    let e = env();
+    let mut cmd = Command::new(cc());
+    cmd.args(python_includes())
+        .arg("-I")
+        .arg(&e.include)
+        .arg("-fsyntax-only")
+        .arg(e.c_dir.join("guard_before_python.c"));
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("conflicting types for \u{2018}PyMemAllocatorEx\u{2019}")
+            || err.contains("conflicting types for 'PyMemAllocatorEx'")
+            || err.contains("typedef redefinition with different types"),
+        "{err}"
+    );
+}
+
+#[test]
 fn header_works_from_cpp() {
     let e = env();
     let exe = e.out.join("cxx_header");
@@ -765,6 +785,137 @@ fn header_works_from_cpp() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cxx_header: ok\n");
+}
+
+// ---------------------------------------------------------------------------
+// Memcheck: no invalid access, no use of uninitialised memory, in the
+// library or the programs. In the malloc configurations every block is a
+// C-library block valgrind tracks, so this also checks the debug hooks'
+// framing and the copies of realloc byte by byte.
+
+#[test]
+fn no_memory_errors_under_valgrind() {
+    for name in ["api_semantics", "hooks", "arenas", "stats"] {
+        let exe = build(name, Link::Shared, &["-pedantic"]);
+        let mut cmd = program(Path::new("valgrind"));
+        let out = cmd
+            .args(["-q", "--error-exitcode=99"])
+            .arg(&exe)
+            .output()
+            .expect("valgrind is needed");
+        assert_ne!(
+            out.status.code(),
+            Some(99),
+            "{name}: valgrind found errors:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        check_success(name, Link::Shared, &out);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Symbols: the libraries define exactly the functions the header declares.
+
+/// Functions declared in `pymalloc.h`: `name(` at the start of a
+/// declaration line (after the return type), outside macros and comments.
+fn declared_functions() -> Vec<String> {
+    let header = std::fs::read_to_string(env().include.join("pymalloc.h")).unwrap();
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let l = line.trim_start();
+        if !(l.starts_with("void") || l.starts_with("int ") || l.starts_with("const char")) {
+            continue;
+        }
+        let Some(paren) = l.find('(') else { continue };
+        let name = l[..paren].trim_start_matches(|c: char| !c.is_ascii_uppercase());
+        if name.starts_with("Py") && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names
+}
+
+fn defined_symbols(args: &[&str], file: &Path) -> Vec<String> {
+    let out = Command::new("nm")
+        .args(args)
+        .arg(file)
+        .output()
+        .expect("nm");
+    assert!(out.status.success());
+    let mut names: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[1] == "T").then(|| f[2].to_string())
+        })
+        .filter(|n| n.starts_with("Py"))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn libraries_export_exactly_the_headers_functions() {
+    let declared = declared_functions();
+    assert_eq!(declared.len(), 26, "{declared:?}");
+    let e = env();
+    // The shared library exports nothing else at all.
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(e.lib_dir.join("libpymalloc.so"))
+        .output()
+        .unwrap();
+    let mut dynamic: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    dynamic.sort();
+    assert_eq!(dynamic, declared);
+    assert_eq!(
+        defined_symbols(&["--defined-only"], &e.lib_dir.join("libpymalloc.a")),
+        declared
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The README's example, as printed there.
+
+#[test]
+fn readme_example_compiles_and_runs() {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let section = &readme[readme.find("## The C library").unwrap()..];
+    let start = section.find("```c\n").unwrap() + "```c\n".len();
+    let code = &section[start..start + section[start..].find("```").unwrap()];
+    assert!(code.contains("#include <pymalloc.h>"));
+    let e = env();
+    let src = e.out.join("readme_example.c");
+    std::fs::write(&src, code).unwrap();
+    let exe = e.out.join("readme_example");
+    let mut cmd = Command::new(cc());
+    cmd.args(CFLAGS)
+        .arg("-pedantic")
+        .arg("-I")
+        .arg(&e.include)
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("-L{}", e.lib_dir.display()))
+        .arg("-lpymalloc")
+        .arg(format!("-Wl,-rpath,{}", e.lib_dir.display()));
+    compile(cmd, "the README's example");
+    let out = run(&exe, &[]);
+    assert!(out.status.success(), "{:?}", out.status);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("Small block threshold = 512, in 32 size classes.\n"),
+        "{stdout}"
+    );
 }
 
 // ---------------------------------------------------------------------------
