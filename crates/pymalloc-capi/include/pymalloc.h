@@ -27,9 +27,12 @@
  *
  *   cargo build --release -p pymalloc-capi
  *   cc prog.c -I crates/pymalloc-capi/include -L target/release -lpymalloc
- *   (or: PKG_CONFIG_PATH=target/release pkg-config --cflags --libs pymalloc;
- *    static: -Wl,-Bstatic -lpymalloc -Wl,-Bdynamic -lpthread -ldl -lm, or
- *    pkg-config --static --libs pymalloc)
+ *   static: ... -Wl,-Bstatic -lpymalloc -Wl,-Bdynamic
+ *           -lgcc_s -lutil -lrt -lpthread -lm -ldl
+ *   pkg-config (files written next to the library by the build):
+ *     PKG_CONFIG_PATH=target/release pkg-config --cflags --libs pymalloc
+ *     PKG_CONFIG_PATH=target/release pkg-config --cflags --libs pymalloc-static
+ *   install: crates/pymalloc-capi/install.sh PREFIX target/release
  *
  * Semantics (every domain, every configuration, as in CPython):
  *   - malloc(0) returns a distinct non-NULL pointer, as if 1 byte had been

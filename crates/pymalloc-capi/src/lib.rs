@@ -35,8 +35,11 @@
 //! ```sh
 //! cargo build --release -p pymalloc-capi
 //! cc prog.c -Icrates/pymalloc-capi/include -Ltarget/release -lpymalloc
-//! # or, with the pkg-config file the build writes next to the library:
-//! PKG_CONFIG_PATH=target/release cc prog.c $(pkg-config --cflags --libs pymalloc)
+//! # or with the pkg-config files the build writes next to the library
+//! # (pymalloc.pc: shared, pymalloc-static.pc: static):
+//! cc prog.c $(PKG_CONFIG_PATH=target/release pkg-config --cflags --libs pymalloc-static)
+//! # installed under a prefix:
+//! crates/pymalloc-capi/install.sh /usr/local target/release
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
