@@ -229,8 +229,10 @@ void PyMem_SetAllocator(PyMemAllocatorDomain domain, PyMemAllocatorEx *allocator
    ('r', 'm', 'o') and 0xFD guard bytes. Free and realloc check the frame: on
    an overflow, underflow, or a block freed by another domain, they print
    CPython 3.11's report to stderr (fd 2), then the line
-   "Fatal Python error: <function>: <message>", and abort().
-   Not thread-safe, like PyMem_SetAllocator. */
+   "Fatal Python error: <function>: <message>", and abort(). (The report's
+   serial-number line is controlled by PyMalloc_SetDebugReportSerial.) The
+   hooked domains stay thread-safe; installing them is not, like
+   PyMem_SetAllocator. */
 void PyMem_SetupDebugHooks(void);
 
 /* ------------------------------------------------------------------------
