@@ -33,10 +33,12 @@
 //! assert_eq!(LIVE.load(Ordering::Relaxed), 0);
 //! ```
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr;
 
 use crate::geometry::ARENA_SIZE;
+use crate::sync::SpinLock;
 use crate::{os, region};
 
 /// CPython's `PyObjectArenaAllocator`: where arenas come from.
@@ -87,6 +89,37 @@ impl ArenaAllocator {
             && core::ptr::fn_addr_eq(self.alloc, other.alloc)
             && core::ptr::fn_addr_eq(self.free, other.free)
     }
+}
+
+/// The process-wide arena allocator: what every heap uses unless it was
+/// given one of its own (CPython's single `_PyObject_Arena`).
+struct ProcessDefault {
+    lock: SpinLock,
+    a: UnsafeCell<ArenaAllocator>,
+}
+// SAFETY: `a` is only read or written with `lock` held.
+unsafe impl Sync for ProcessDefault {}
+static PROCESS: ProcessDefault = ProcessDefault { lock: SpinLock::new(), a: UnsafeCell::new(ArenaAllocator::os()) };
+
+/// The process-wide arena allocator (CPython's `PyObject_GetArenaAllocator`).
+pub fn process_default() -> ArenaAllocator {
+    let _g = PROCESS.lock.lock();
+    // SAFETY: the lock is held.
+    unsafe { *PROCESS.a.get() }
+}
+
+/// Replaces the process-wide arena allocator (CPython's
+/// `PyObject_SetArenaAllocator`): new arenas of every heap without an
+/// allocator of its own come from `a`, from now on, on every thread. Arenas
+/// already allocated go back to the allocator that made them.
+///
+/// # Safety
+/// `a` must honour the [`ArenaAllocator`] contract, from any thread, for as
+/// long as an arena it returns is live.
+pub unsafe fn set_process_default(a: ArenaAllocator) {
+    let _g = PROCESS.lock.lock();
+    // SAFETY: the lock is held.
+    unsafe { *PROCESS.a.get() = a };
 }
 
 impl Default for ArenaAllocator {

@@ -169,7 +169,8 @@ pub struct Heap {
     pools_in_use: Cell<usize>,
     committed_empty: Cell<usize>,
     purge_policy: Cell<PurgePolicy>,
-    arena_allocator: Cell<ArenaAllocator>,
+    /// This heap's own arena allocator, or None for the process-wide one.
+    arena_allocator: Cell<Option<ArenaAllocator>>,
     stats_on_new_arena: Cell<bool>,
     /// Stamped on pools as their owner: this heap's address for thread
     /// heaps (at a stable address), null otherwise.
@@ -305,7 +306,7 @@ impl Heap {
             pools_in_use: Cell::new(0),
             committed_empty: Cell::new(0),
             purge_policy: Cell::new(PurgePolicy::DEFAULT),
-            arena_allocator: Cell::new(ArenaAllocator::os()),
+            arena_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
             owner_tag: Cell::new(ptr::null()),
             raw_allocated_blocks: AtomicIsize::new(0),
@@ -314,21 +315,22 @@ impl Heap {
         }
     }
 
-    /// The allocator new arenas come from.
+    /// The allocator new arenas come from: the heap's own, or the
+    /// process-wide one ([`crate::arena_alloc::process_default`]).
     pub fn arena_allocator(&self) -> ArenaAllocator {
-        self.arena_allocator.get()
+        self.arena_allocator.get().unwrap_or_else(crate::arena_alloc::process_default)
     }
 
-    /// Replaces the allocator new arenas come from (CPython's
-    /// `PyObject_SetArenaAllocator`). Arenas already allocated are released
-    /// to the allocator that made them.
+    /// Gives this heap an arena allocator of its own, instead of the
+    /// process-wide one. Arenas already allocated are released to the
+    /// allocator that made them.
     ///
     /// # Safety
     /// `a` must honour the [`ArenaAllocator`] contract for as long as any
     /// arena it returns is live, and be callable from every thread this heap
     /// is used on.
     pub unsafe fn set_arena_allocator(&mut self, a: ArenaAllocator) {
-        self.arena_allocator.set(a);
+        self.arena_allocator.set(Some(a));
     }
 
     /// Print the statistics to stderr each time a new arena is about to be
@@ -397,15 +399,17 @@ impl Heap {
     // ---------------------------------------------------------------------
     // Shared-access core (owner only, see the sharing invariant).
 
-    /// Makes this heap stamp its address on its pools, so that other threads
-    /// can send it the blocks they free.
+    /// Makes this heap stamp `tag` (its own address, as a pointer whose
+    /// provenance covers the thread heap around it) on its pools, so that
+    /// other threads can send it the blocks they free.
     ///
     /// # Safety
-    /// The heap stays at its address for as long as any of its pools live,
-    /// and has no pool yet.
-    pub(crate) unsafe fn set_owner_tag(&self) {
+    /// `tag` points to this heap, which stays at that address for as long as
+    /// any of its pools live, and has no pool yet.
+    pub(crate) unsafe fn set_owner_tag(&self, tag: *const Heap) {
         debug_assert_eq!(self.pools_in_use.get(), 0);
-        self.owner_tag.set(self);
+        debug_assert!(ptr::eq(tag, self));
+        self.owner_tag.set(tag);
     }
 
     /// Takes a block of size class `szidx` from a pool; null if no arena can
@@ -466,13 +470,18 @@ impl Heap {
             // not inherit the caller's narrowed tag.
             p.cast::<*mut u8>().write(last);
             (*pool).freeblock = launder(p);
+            if count == 1 {
+                // The pool becomes empty: its count drops to 0 together with
+                // the arena's bookkeeping, under the lock, so that statistics
+                // never see a pool neither in use nor free.
+                self.pool_emptied(pool);
+                return;
+            }
             (*pool).set_count(count - 1);
             if last.is_null() {
                 // The pool was full: back to the used list, at the end, as
                 // CPython's insert_to_usedpool does.
                 self.append_used(pool);
-            } else if count == 1 {
-                self.pool_emptied(pool);
             }
         }
     }
@@ -670,9 +679,11 @@ impl Heap {
     #[cold]
     unsafe fn pool_emptied(&self, pool: *mut PoolHeader) {
         let _meta = self.meta.lock();
-        // SAFETY: `pool` is live and on used[szidx]; its arena object is live;
+        // SAFETY: `pool` is live and on used[szidx] (a pool of two or more
+        // blocks holding one block is not full); its arena object is live;
         // list pointers follow the invariants; `meta` is held.
         unsafe {
+            (*pool).set_count(0);
             self.unlink_used(pool, (*pool).szidx as usize);
             self.pools_in_use.set(self.pools_in_use.get() - 1);
             let ao = self.arenas.get().add((*pool).arenaindex as usize);
@@ -889,7 +900,7 @@ impl Heap {
             }
             let ao = self.unused_arena_objects.get();
             debug_assert!((*ao).address.is_null());
-            let a = self.arena_allocator.get();
+            let a = self.arena_allocator();
             let mut address = (a.alloc)(a.ctx, ARENA_SIZE).cast::<u8>();
             if !address.is_null() && !ARENA_MAP.mark(address.addr(), true) {
                 (a.free)(a.ctx, address.cast(), ARENA_SIZE);

@@ -155,9 +155,10 @@ fn make() -> *mut ThreadHeap {
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
         });
-        let heap = &mut (*th).heap;
-        heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
-        heap.set_owner_tag();
+        // The owner tag keeps the provenance of the whole allocation: other
+        // threads reach `abandoned` and `remote` through it.
+        (*th).heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
+        (*th).heap.set_owner_tag(th.cast::<Heap>());
         let mut head = ALL.load(Ordering::Relaxed);
         loop {
             (*th).next_all = head;
