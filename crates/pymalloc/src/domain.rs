@@ -212,7 +212,7 @@ unsafe impl Sync for GilHeap {}
 impl GilHeap {
     /// An empty heap.
     pub const fn new() -> GilHeap {
-        GilHeap(Heap::new())
+        GilHeap(Heap::new_retaining())
     }
 
     /// The heap, for statistics and inspection (its shared-access methods).

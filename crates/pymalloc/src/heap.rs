@@ -65,6 +65,18 @@ use crate::{os, raw, region};
 /// Number of arena objects the table starts with (room for 16 arenas).
 const INITIAL_ARENA_OBJECTS: u32 = 16;
 
+/// The threshold policy gives an arena's free pools back only if one
+/// `madvise` returns this many pools on average (64 KiB by default): scattered
+/// single free pools, as random frees leave them, are not worth a system call
+/// each, and their arena is likely to become wholly free and go back whole.
+const MIN_POOLS_PER_CALL: usize = 4;
+
+/// After a purge that could not reach its target, the threshold policy waits
+/// this many emptied pools before walking the arenas again, doubling the wait
+/// after each walk that gave nothing back, up to `PURGE_RETRY_MAX`.
+const PURGE_RETRY_EVENTS: u64 = 32;
+const PURGE_RETRY_MAX: u64 = 8192;
+
 // The per-arena mask of decommitted pools is one u64.
 const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 
@@ -82,6 +94,7 @@ const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 ///   arena holds after alignment.
 /// * `nfreepools > 0` if and only if the arena is on `usable_arenas`
 ///   (doubly linked through `nextarena`/`prevarena`).
+/// * `free_bits` has bit `i` set exactly when pool `i` is on `freepools`.
 /// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
 ///   of its free pools may be given back with `madvise`.
 /// * All of it is written only under the heap's `meta` lock.
@@ -98,12 +111,18 @@ struct ArenaObject {
     nfree_committed: u32,
     purgeable: bool,
     decommitted: u64,
+    free_bits: u64,
 }
 
 impl ArenaObject {
     /// Address of the first pool (the arena base rounded up to a pool).
     fn first_pool(&self) -> *mut u8 {
         self.address.map_addr(|a| round_up(a, POOL_SIZE))
+    }
+
+    /// The bit of `pool` in the per-arena masks.
+    fn bit(&self, pool: *const PoolHeader) -> u64 {
+        1u64 << ((pool.addr() - self.first_pool().addr()) / POOL_SIZE)
     }
 }
 
@@ -116,7 +135,8 @@ pub enum PurgePolicy {
     Immediate,
     /// When the heap holds more than `max(min_pools, pools_in_use /
     /// divisor)` empty pools with pages, give back those of the emptiest
-    /// arenas until half that many remain.
+    /// arenas until half that many remain, skipping arenas whose free pools
+    /// are too scattered for a system call to return at least 64 KiB.
     Threshold {
         /// Empty pools always tolerated.
         min_pools: usize,
@@ -141,7 +161,9 @@ impl Default for PurgePolicy {
 ///
 /// Invariants (beyond those of [`PoolHeader`] and `ArenaObject`):
 /// * `used_first[c]..used_last[c]` lists exactly the pools of class `c` with
-///   `0 < count < num_blocks(c)`.
+///   `0 < count < num_blocks(c)`, and perhaps, at its head, one pool with
+///   `count == 0` that emptied there and was kept ("retained"; it counts as
+///   in use, and [`Heap::purge`] gives it back).
 /// * `arenas[..maxarenas]` is the arena table (from the C heap); pools refer
 ///   to it by index. It only grows when no arena object is unused and no
 ///   arena is usable, so no pointer into it is live when it moves.
@@ -168,10 +190,17 @@ pub struct Heap {
     narenas_highwater: Cell<usize>,
     pools_in_use: Cell<usize>,
     committed_empty: Cell<usize>,
+    /// Pools emptied so far, and the count at which the threshold policy may
+    /// look for pools to give back again.
+    empty_events: Cell<u64>,
+    next_purge_check: Cell<u64>,
+    purge_backoff: Cell<u64>,
     purge_policy: Cell<PurgePolicy>,
     /// This heap's own arena allocator, or None for the process-wide one.
     arena_allocator: Cell<Option<ArenaAllocator>>,
     stats_on_new_arena: Cell<bool>,
+    /// Keep a head pool that empties on its used list (see the invariant).
+    retain: Cell<bool>,
     /// Stamped on pools as their owner: this heap's address for thread
     /// heaps (at a stable address), null otherwise.
     owner_tag: Cell<*const Heap>,
@@ -290,8 +319,24 @@ const NULL_POOL: Cell<*mut PoolHeader> = Cell::new(ptr::null_mut());
 const NULL_ARENA: Cell<*mut ArenaObject> = Cell::new(ptr::null_mut());
 
 impl Heap {
-    /// An empty heap: no arenas until the first small request.
+    /// An empty heap with CPython 3.11's behaviour: no arenas until the
+    /// first small request; a pool that empties always goes back to its
+    /// arena.
     pub const fn new() -> Heap {
+        Heap::with_retention(false)
+    }
+
+    /// An empty heap that keeps the head pool of a size class on its list
+    /// when it empties (at most one such pool per class), so that a loop
+    /// allocating and freeing the same size does not give a pool back and
+    /// take it again each time. The heaps behind the domains and
+    /// [`PyMalloc`](crate::PyMalloc) are made this way; [`Heap::purge`] gives
+    /// retained pools back.
+    pub const fn new_retaining() -> Heap {
+        Heap::with_retention(true)
+    }
+
+    const fn with_retention(retain: bool) -> Heap {
         Heap {
             used_first: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
             used_last: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
@@ -305,9 +350,13 @@ impl Heap {
             narenas_highwater: Cell::new(0),
             pools_in_use: Cell::new(0),
             committed_empty: Cell::new(0),
+            empty_events: Cell::new(0),
+            next_purge_check: Cell::new(0),
+            purge_backoff: Cell::new(PURGE_RETRY_EVENTS),
             purge_policy: Cell::new(PurgePolicy::DEFAULT),
             arena_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
+            retain: Cell::new(retain),
             owner_tag: Cell::new(ptr::null()),
             raw_allocated_blocks: AtomicIsize::new(0),
             remote: AtomicPtr::new(ptr::null_mut()),
@@ -348,6 +397,12 @@ impl Heap {
     /// The current purge policy.
     pub fn purge_policy(&self) -> PurgePolicy {
         self.purge_policy.get()
+    }
+
+    /// True if this heap keeps head pools that empty (see
+    /// [`Heap::new_retaining`]).
+    pub fn retains_empty_pools(&self) -> bool {
+        self.retain.get()
     }
 
     /// Gives back to the OS everything that holds no block: the pages of
@@ -471,6 +526,14 @@ impl Heap {
             p.cast::<*mut u8>().write(last);
             (*pool).freeblock = launder(p);
             if count == 1 {
+                if self.retain.get() && self.used_first[(*pool).szidx as usize].get() == pool {
+                    // The head pool of its class empties: keep it there
+                    // ("retained"), so that a loop allocating and freeing one
+                    // block does not give a pool back and take it again each
+                    // time. It still counts as a pool in use.
+                    (*pool).set_count(0);
+                    return;
+                }
                 // The pool becomes empty: its count drops to 0 together with
                 // the arena's bookkeeping, under the lock, so that statistics
                 // never see a pool neither in use nor free.
@@ -627,6 +690,7 @@ impl Heap {
             if !(*ao).freepools.is_null() {
                 pool = (*ao).freepools;
                 (*ao).freepools = (*pool).nextpool;
+                (*ao).free_bits &= !(*ao).bit(pool);
                 (*ao).nfree_committed -= 1;
                 self.committed_empty.set(self.committed_empty.get() - 1);
             } else if (*ao).decommitted != 0 {
@@ -689,6 +753,7 @@ impl Heap {
             let ao = self.arenas.get().add((*pool).arenaindex as usize);
             (*pool).nextpool = (*ao).freepools;
             (*ao).freepools = pool;
+            (*ao).free_bits |= (*ao).bit(pool);
             (*ao).nfree_committed += 1;
             self.committed_empty.set(self.committed_empty.get() + 1);
             let mut nf = (*ao).nfreepools as usize;
@@ -749,26 +814,42 @@ impl Heap {
     /// Gives pages back if the policy says so (`meta` held).
     fn apply_purge_policy(&self) {
         let empty = self.committed_empty.get();
+        let events = self.empty_events.get() + 1;
+        self.empty_events.set(events);
         match self.purge_policy.get() {
             PurgePolicy::Never => {}
             PurgePolicy::Immediate => {
                 if empty > 0 {
-                    self.decommit_down_to(0);
+                    self.decommit_down_to(0, 1);
                 }
             }
             PurgePolicy::Threshold { min_pools, divisor } => {
                 let limit = min_pools.max(self.pools_in_use.get() / divisor.max(1));
-                if empty > limit {
-                    self.decommit_down_to(limit / 2);
+                if empty > limit && events >= self.next_purge_check.get() {
+                    let given = self.decommit_down_to(limit / 2, MIN_POOLS_PER_CALL);
+                    if self.committed_empty.get() > limit {
+                        // Not enough worth giving back yet: look again later,
+                        // later still if this walk found nothing.
+                        let wait = self.purge_backoff.get();
+                        self.next_purge_check.set(events + wait);
+                        if given == 0 {
+                            self.purge_backoff.set((wait * 2).min(PURGE_RETRY_MAX));
+                        } else {
+                            self.purge_backoff.set(PURGE_RETRY_EVENTS);
+                        }
+                    } else {
+                        self.purge_backoff.set(PURGE_RETRY_EVENTS);
+                    }
                 }
             }
         }
     }
 
     /// Gives back the pages of empty pools, emptiest arenas first, until at
-    /// most `target` empty pools keep theirs (`meta` held). Returns the pools
-    /// decommitted.
-    fn decommit_down_to(&self, target: usize) -> usize {
+    /// most `target` empty pools keep theirs, in arenas where one system call
+    /// returns `min_per_call` pools on average (`meta` held). Returns the
+    /// pools decommitted.
+    fn decommit_down_to(&self, target: usize, min_per_call: usize) -> usize {
         // The usable list is sorted most-used first: walk it from the end.
         let mut ao = self.usable_arenas.get();
         // SAFETY: usable-list entries are live arena objects; `meta` is held.
@@ -782,7 +863,7 @@ impl Heap {
             let mut n = 0;
             while !ao.is_null() && self.committed_empty.get() > target {
                 if (*ao).purgeable && (*ao).nfree_committed > 0 {
-                    n += self.decommit_arena_pools(ao);
+                    n += self.decommit_arena_pools(ao, min_per_call);
                 }
                 ao = (*ao).prevarena;
             }
@@ -791,21 +872,23 @@ impl Heap {
     }
 
     /// Gives back the pages of every pool on `ao`'s free list, in runs of
-    /// adjacent pools. Returns how many pools.
+    /// adjacent pools, if the runs average `min_per_call` pools. Returns how
+    /// many pools.
     ///
     /// # Safety
     /// `ao` is a live, purgeable arena object of this heap; `meta` is held.
-    unsafe fn decommit_arena_pools(&self, ao: *mut ArenaObject) -> usize {
+    unsafe fn decommit_arena_pools(&self, ao: *mut ArenaObject, min_per_call: usize) -> usize {
         // SAFETY: per the contract; free pools hold nothing anyone uses.
         unsafe {
             let first = (*ao).first_pool();
-            let mut mask = 0u64;
-            let mut p = (*ao).freepools;
-            while !p.is_null() {
-                mask |= 1u64 << ((p.addr() - first.addr()) / POOL_SIZE);
-                p = (*p).nextpool;
-            }
+            let mask = Self::free_mask(&*ao);
             let n = mask.count_ones() as usize;
+            // Runs of set bits: each starts where a bit is set and the one
+            // below it is not.
+            let runs = (mask & !(mask << 1)).count_ones() as usize;
+            if n < min_per_call * runs {
+                return 0;
+            }
             let mut rest = mask;
             while rest != 0 {
                 let start = rest.trailing_zeros() as usize;
@@ -814,6 +897,7 @@ impl Heap {
                 rest &= !((((1u128 << run) - 1) as u64) << start);
             }
             (*ao).freepools = ptr::null_mut();
+            (*ao).free_bits = 0;
             (*ao).nfree_committed = 0;
             (*ao).decommitted |= mask;
             self.committed_empty.set(self.committed_empty.get() - n);
@@ -826,8 +910,16 @@ impl Heap {
     /// lock held). Blocks other threads sent back are freed first.
     pub fn purge_shared(&self) -> usize {
         self.drain_remote();
+        for c in 0..NB_SMALL_SIZE_CLASSES {
+            let head = self.used_first[c].get();
+            // SAFETY: a used-list head is a live pool of this heap.
+            if !head.is_null() && unsafe { (*head).count() } == 0 {
+                // SAFETY: a retained pool is on its used list.
+                unsafe { self.pool_emptied(head) };
+            }
+        }
         let _meta = self.meta.lock();
-        let mut bytes = self.decommit_down_to(0) * POOL_SIZE;
+        let mut bytes = self.decommit_down_to(0, 1) * POOL_SIZE;
         // Wholly free arenas, the spare included.
         let mut ao = self.usable_arenas.get();
         // SAFETY: usable-list entries are live arena objects; `meta` is held.
@@ -917,6 +1009,7 @@ impl Heap {
             (*ao).allocator = a;
             (*ao).purgeable = a.is_os();
             (*ao).decommitted = 0;
+            (*ao).free_bits = 0;
             (*ao).nfree_committed = 0;
             self.narenas_currently_allocated.set(self.narenas_currently_allocated.get() + 1);
             self.ntimes_arena_allocated.set(self.ntimes_arena_allocated.get() + 1);
@@ -974,6 +1067,7 @@ impl Heap {
                     nfree_committed: 0,
                     purgeable: false,
                     decommitted: 0,
+                    free_bits: 0,
                 })
             };
         }
@@ -981,6 +1075,13 @@ impl Heap {
         self.unused_arena_objects.set(unsafe { table.add(max as usize) });
         self.maxarenas.set(n);
         true
+    }
+
+    /// The pools of `ao` on its free list, as a mask by pool index (`meta`
+    /// held): with the decommitted mask, what tells a retained empty pool
+    /// (in use) from a free one.
+    fn free_mask(ao: &ArenaObject) -> u64 {
+        ao.free_bits
     }
 
     /// Calls `f` for every live arena (`meta` held or exclusive access).
@@ -1024,20 +1125,24 @@ impl Heap {
                 pools: [PoolState::Untouched; MAX_POOLS_IN_ARENA],
             };
             let carved = (ao.pool_address.addr() - base) / POOL_SIZE;
+            let free = Self::free_mask(ao);
             for (i, state) in info.pools.iter_mut().enumerate().take(carved) {
                 if ao.decommitted & (1u64 << i) != 0 {
                     *state = PoolState::Decommitted;
                     continue;
                 }
+                if free & (1u64 << i) != 0 {
+                    *state = PoolState::Empty;
+                    continue;
+                }
                 // SAFETY: pools below pool_address are carved and initialised;
-                // the address lies inside this live arena.
+                // the address lies inside this live arena; only the two fields
+                // others may read are read.
                 let (count, sz) = unsafe {
                     let p = ao.address.with_addr(base + i * POOL_SIZE).cast::<PoolHeader>();
-                    ((*p).count() as usize, (*p).szidx as usize)
+                    (pool::shared_count(p) as usize, pool::shared_szidx(p) as usize)
                 };
-                *state = if count == 0 {
-                    PoolState::Empty
-                } else if count == num_blocks(sz) {
+                *state = if count == num_blocks(sz) {
                     PoolState::Full { class: sz as u8 }
                 } else {
                     PoolState::Used { class: sz as u8, blocks: count as u16 }
@@ -1073,15 +1178,21 @@ impl Heap {
                 s.arena_alignment_bytes += POOL_SIZE;
             }
         });
+        let mut free = (ptr::null::<u8>(), 0u64);
         self.for_each_pool(|ao, i, p| {
             if ao.decommitted & (1u64 << i) != 0 {
                 return;
             }
-            // SAFETY: carved pools are initialised.
-            let (count, sz) = unsafe { ((*p).count() as usize, (*p).szidx as usize) };
-            if count == 0 {
+            if free.0 != ao.address.cast_const() {
+                free = (ao.address.cast_const(), Self::free_mask(ao));
+            }
+            if free.1 & (1u64 << i) != 0 {
                 return;
             }
+            // A pool neither free nor decommitted is in use (a retained one
+            // holds no block). SAFETY: carved pools are initialised; only the
+            // two fields others may read are read.
+            let (count, sz) = unsafe { (pool::shared_count(p) as usize, pool::shared_szidx(p) as usize) };
             let c = &mut s.classes[sz];
             c.pools += 1;
             c.blocks_in_use += count;
@@ -1215,6 +1326,7 @@ impl Heap {
                 on_free |= f == p;
                 f = (*f).nextpool;
             }
+            check(on_free == (ao.free_bits & (1u64 << index) != 0), "free-pool mask disagrees with the list", at)?;
             if decommitted {
                 // Its header is not read: that would fault the page back in.
                 return check(!on_free, "decommitted pool on a free list", at);
@@ -1222,12 +1334,18 @@ impl Heap {
             check(ptr::eq(self.arenas.get().add((*p).arenaindex as usize), ao), "pool arena index", at)?;
             check((*p).owner == self.owner_tag.get(), "pool owner", at)?;
             let count = (*p).count() as usize;
-            if count == 0 {
-                return check(on_free, "empty pool not on its arena's free list", at);
+            if on_free {
+                return check(count == 0, "pool in use on a free list", at);
             }
-            check(!on_free, "pool in use on a free list", at)?;
             *in_use += 1;
             let sz = (*p).szidx as usize;
+            if count == 0 {
+                check(
+                    sz < NB_SMALL_SIZE_CLASSES && self.used_first[sz].get() == p,
+                    "empty pool neither free nor retained at the head of its list",
+                    at,
+                )?;
+            }
             check(sz < NB_SMALL_SIZE_CLASSES, "bad size class", at)?;
             let size = class_size(sz);
             let virgin_from = (*p).nextoffset as usize;

@@ -90,9 +90,10 @@ impl HeapAccess for LockedSystem<'_> {
 }
 
 impl LockedHeap {
-    /// An empty heap.
+    /// An empty heap (one that retains emptied head pools: see
+    /// [`Heap::new_retaining`]).
     pub const fn new() -> LockedHeap {
-        LockedHeap { heap: Mutex::new(Heap::new()), raw_blocks: AtomicIsize::new(0) }
+        LockedHeap { heap: Mutex::new(Heap::new_retaining()), raw_blocks: AtomicIsize::new(0) }
     }
 
     #[inline(always)]

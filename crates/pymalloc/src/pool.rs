@@ -81,6 +81,29 @@ impl PoolHeader {
     }
 }
 
+/// The blocks in use of `pool`, for readers on other threads (statistics):
+/// only the atomic `count` field is touched, never the whole header, which its
+/// owner may be writing.
+///
+/// # Safety
+/// `pool` is a carved pool of a live arena.
+#[inline]
+pub(crate) unsafe fn shared_count(pool: *const PoolHeader) -> u32 {
+    // SAFETY: a field pointer, then a reference to the atomic alone.
+    unsafe { (*core::ptr::addr_of!((*pool).count)).load(Ordering::Relaxed) }
+}
+
+/// The size class of `pool`, for readers holding its heap's bookkeeping lock
+/// (the class is only written under that lock).
+///
+/// # Safety
+/// As for [`shared_count`], with the lock held.
+#[inline]
+pub(crate) unsafe fn shared_szidx(pool: *const PoolHeader) -> u32 {
+    // SAFETY: reads this one field through a field pointer.
+    unsafe { core::ptr::addr_of!((*pool).szidx).read() }
+}
+
 /// The pool containing `p` (an address inside a pool-aligned pool).
 ///
 /// The header is reached through the arena's exposed provenance, not `p`'s:

@@ -21,13 +21,21 @@ use std::sync::Mutex;
 
 use crate::geometry::ARENA_SIZE;
 
-/// Bytes reserved for the region (64 GiB: 65,536 default-geometry arenas).
+/// Bytes the region tries to reserve (64 GiB: 65,536 default-geometry
+/// arenas). Where that much address space cannot be had (a small
+/// `RLIMIT_AS`, valgrind), it tries a quarter as much, down to 1 GiB.
 pub const REGION_SIZE: usize = 1 << 36;
+const MIN_REGION_SIZE: usize = 1 << 30;
 const SLOTS: usize = REGION_SIZE / ARENA_SIZE;
 
-/// Base of the region, or an address in the kernel's half (where no user
-/// pointer lives) before it is reserved: `contains` is then always false.
-static BASE: AtomicUsize = AtomicUsize::new(0usize.wrapping_sub(REGION_SIZE));
+/// Base and size of the region. Before it is reserved the size is 0, so
+/// `contains` is false for every address.
+#[repr(C, align(16))]
+struct Bounds {
+    base: AtomicUsize,
+    size: AtomicUsize,
+}
+static BOUNDS: Bounds = Bounds { base: AtomicUsize::new(0), size: AtomicUsize::new(0) };
 
 const UNTRIED: u8 = 0;
 const READY: u8 = 1;
@@ -59,7 +67,7 @@ impl Slots {
                 }
             }
         }
-        if self.next < SLOTS {
+        if self.next < BOUNDS.size.load(Ordering::Relaxed) / ARENA_SIZE {
             self.next += 1;
             return Some(self.next - 1);
         }
@@ -81,18 +89,35 @@ static SLOTS_LOCK: Mutex<Slots> = Mutex::new(Slots { next: 0, nfree: 0, hint: 0,
 /// exactly "the block is in an arena of the region".
 #[inline(always)]
 pub fn contains(p: *const u8) -> bool {
-    p.addr().wrapping_sub(BASE.load(Ordering::Relaxed)) < REGION_SIZE
+    p.addr().wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < BOUNDS.size.load(Ordering::Relaxed)
 }
 
 /// The region's base address, if it is reserved.
 pub fn base() -> Option<usize> {
-    (STATE.load(Ordering::Acquire) == READY).then(|| BASE.load(Ordering::Relaxed))
+    (STATE.load(Ordering::Acquire) == READY).then(|| BOUNDS.base.load(Ordering::Relaxed))
+}
+
+/// The region's size in bytes (0 if it is not reserved).
+pub fn size() -> usize {
+    BOUNDS.size.load(Ordering::Relaxed)
 }
 
 #[cfg(not(miri))]
 fn reserve() -> bool {
+    let mut size = REGION_SIZE;
+    while size >= MIN_REGION_SIZE {
+        if reserve_size(size) {
+            return true;
+        }
+        size /= 4;
+    }
+    false
+}
+
+#[cfg(not(miri))]
+fn reserve_size(region: usize) -> bool {
     // Reserve one arena more than needed, to align the start.
-    let len = REGION_SIZE + ARENA_SIZE;
+    let len = region + ARENA_SIZE;
     // SAFETY: a fresh anonymous reservation at a kernel-chosen address.
     let p = unsafe {
         libc::mmap(
@@ -116,12 +141,15 @@ fn reserve() -> bool {
         if base > start {
             libc::munmap(p, base - start);
         }
-        let tail = start + len - (base + REGION_SIZE);
+        let tail = start + len - (base + region);
         if tail > 0 {
-            libc::munmap(p.cast::<u8>().add(base - start + REGION_SIZE).cast(), tail);
+            libc::munmap(p.cast::<u8>().add(base - start + region).cast(), tail);
         }
     }
-    BASE.store(base, Ordering::Relaxed);
+    // Published with the Release store of STATE (readers of the bounds only
+    // ever compare addresses they were handed, which came after it).
+    BOUNDS.base.store(base, Ordering::Relaxed);
+    BOUNDS.size.store(region, Ordering::Relaxed);
     true
 }
 
@@ -160,7 +188,7 @@ pub fn alloc_arena() -> *mut u8 {
     let Some(slot) = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return core::ptr::null_mut();
     };
-    let base = BASE.load(Ordering::Relaxed);
+    let base = BOUNDS.base.load(Ordering::Relaxed);
     let p = core::ptr::with_exposed_provenance_mut::<u8>(base + slot * ARENA_SIZE);
     if commit(p) {
         p
@@ -176,7 +204,7 @@ pub fn alloc_arena() -> *mut u8 {
 /// # Safety
 /// `p` came from [`alloc_arena`] and nothing uses it any more.
 pub unsafe fn free_arena(p: *mut u8) {
-    let base = BASE.load(Ordering::Relaxed);
+    let base = BOUNDS.base.load(Ordering::Relaxed);
     debug_assert!(contains(p) && (p.addr() - base) % ARENA_SIZE == 0);
     // SAFETY: the caller gives the arena up.
     unsafe { decommit(p, ARENA_SIZE) };

@@ -150,7 +150,7 @@ fn make() -> *mut ThreadHeap {
     // enough); it is initialised before anyone else can see it.
     unsafe {
         th.write(ThreadHeap {
-            heap: Heap::new(),
+            heap: Heap::new_retaining(),
             abandoned: AtomicBool::new(false),
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),

@@ -434,3 +434,41 @@ fn arena_pictures_show_every_pool_state() {
         unsafe { heap.free(p) };
     }
 }
+
+#[test]
+fn a_retaining_heap_keeps_the_head_pool_that_empties() {
+    use pymalloc::PoolState;
+    let mut heap = Heap::new_retaining();
+    assert!(heap.retains_empty_pools() && !Heap::new().retains_empty_pools());
+    let c = size_class(64).unwrap();
+    let p = heap.malloc(64);
+    unsafe { heap.free(p) };
+    // The pool stays on its list, empty, counted as a pool in use.
+    let s = heap.stats();
+    assert_eq!((s.classes[c].pools, s.classes[c].blocks_in_use, s.classes[c].avail_blocks), (1, 0, num_blocks(c)));
+    assert_eq!(s.accounted_bytes(), s.arena_bytes);
+    heap.validate().unwrap();
+    let mut pictures = Vec::new();
+    heap.visit_arenas(|a| pictures.push(a.pools[0]));
+    assert_eq!(pictures, [PoolState::Used { class: c as u8, blocks: 0 }]);
+    // Allocating again takes the same block without a new pool.
+    for _ in 0..1000 {
+        let q = heap.malloc(64);
+        assert_eq!(q, p);
+        unsafe { heap.free(q) };
+    }
+    assert_eq!(heap.stats().arenas_allocated_total, 1);
+    // Only the head pool is kept: fill two pools, free everything.
+    let two: Vec<_> = (0..num_blocks(c) + 1).map(|_| heap.malloc(64)).collect();
+    for q in two {
+        unsafe { heap.free(q) };
+    }
+    let s = heap.stats();
+    assert_eq!(s.classes[c].pools, 1, "the second pool went back to its arena");
+    heap.validate().unwrap();
+    // purge gives the retained pool back, and with it the arena.
+    assert!(heap.purge() > 0);
+    let s = heap.stats();
+    assert_eq!((s.classes[c].pools, s.arenas_current), (0, 0));
+    heap.validate().unwrap();
+}

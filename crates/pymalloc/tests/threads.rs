@@ -29,6 +29,7 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
     let _g = serial();
     let count = n(50_000, 300);
     let (tx, rx) = mpsc::channel::<Vec<usize>>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
     let consumer = std::thread::spawn(move || {
         let mut freed = 0;
         for batch in rx {
@@ -37,6 +38,7 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
                 freed += 1;
             }
         }
+        done_tx.send(()).unwrap();
         freed
     });
     // The producer allocates, hands blocks over, and keeps allocating: its
@@ -54,8 +56,8 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
         }
         tx.send(batch).unwrap();
         drop(tx);
-        // Wait until the consumer is done, then make the heap drain.
-        std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 50 }));
+        // Wait until the consumer has freed everything, then make the heap drain.
+        done_rx.recv().unwrap();
         thread::validate_current().unwrap();
         let before = thread::current_stats().blocks_in_use();
         thread::purge();
