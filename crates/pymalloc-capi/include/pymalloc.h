@@ -307,6 +307,16 @@ int PyMalloc_InitFromEnv(void);
    allocator (a hook, a custom allocator). The string is static. */
 const char *PyMalloc_GetAllocatorName(void);
 
+/* Chooses how pymalloc serves MEM and OBJ in the "pymalloc" configurations,
+   from the next PyMalloc_SetupByName / PyMalloc_InitFromEnv on:
+     "threaded"  one heap per thread, no global lock (the default);
+     "locked"    one heap behind a mutex;
+     "single"    one heap with no lock at all, as in CPython (the GIL is its
+                 lock): only for programs that call MEM and OBJ from one
+                 thread at a time.
+   Returns PYMALLOC_OK, or PYMALLOC_ERR_UNKNOWN_NAME (nothing changed). */
+int PyMalloc_SetMode(const char *mode);
+
 /* Gives back to the OS, now, the memory pymalloc holds no block in: the pages
    of empty pools and every wholly free arena (the spare one too), in the
    calling thread's heap, the heaps of threads that have exited, and the

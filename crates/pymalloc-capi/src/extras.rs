@@ -291,6 +291,32 @@ pub unsafe extern "C" fn PyMalloc_GetAllocatorName() -> *const c_char {
     config::current().map_or(core::ptr::null(), |n| c_name(n).as_ptr())
 }
 
+/// `int PyMalloc_SetMode(const char *mode)`: how pymalloc serves MEM and OBJ
+/// from the next setup on: `"threaded"` (default), `"locked"`, or `"single"`
+/// (no lock: the caller serialises MEM and OBJ itself). Returns 0 or
+/// `PYMALLOC_ERR_UNKNOWN_NAME`.
+///
+/// # Safety
+/// `mode` is NULL or a NUL-terminated string; with `"single"`, every later
+/// call into MEM and OBJ is serialised by the caller.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_SetMode(mode: *const c_char) -> c_int {
+    use pymalloc_core::config::PymallocMode;
+    if mode.is_null() {
+        return PYMALLOC_ERR_UNKNOWN_NAME;
+    }
+    // SAFETY: a NUL-terminated string (caller's contract).
+    let m = match unsafe { CStr::from_ptr(mode) }.to_bytes() {
+        b"threaded" => PymallocMode::Threaded,
+        b"locked" => PymallocMode::Locked,
+        b"single" => PymallocMode::Gil,
+        _ => return PYMALLOC_ERR_UNKNOWN_NAME,
+    };
+    // SAFETY: for "single", the caller serialises MEM and OBJ (contract).
+    unsafe { config::set_pymalloc_mode(m) };
+    PYMALLOC_OK
+}
+
 /// `size_t PyMalloc_Purge(void)`: gives back to the OS what pymalloc holds
 /// no block in (the calling thread's heap, the heaps of exited threads and
 /// the shared heap, in the default threaded mode); returns the bytes.
@@ -299,7 +325,8 @@ pub unsafe extern "C" fn PyMalloc_GetAllocatorName() -> *const c_char {
 /// None beyond the domains' own rules.
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_Purge() -> usize {
-    // SAFETY: the C library never selects the Gil mode.
+    // SAFETY: in the "single" mode the caller serialises MEM and OBJ, and so
+    // this call too (PyMalloc_SetMode's contract).
     unsafe { config::pymalloc_purge() }
 }
 

@@ -521,6 +521,34 @@ int main(void)
     setup_debug_hooks();
     arena_allocator_arguments();
     tracemalloc();
+    /* PyMalloc_SetMode: each mode serves the domains; bad names change
+       nothing. */
+    const char *modes[] = {"single", "locked", "threaded"};
+    for (size_t m = 0; m < sizeof modes / sizeof *modes; m++) {
+        CHECK(PyMalloc_SetMode(modes[m]) == PYMALLOC_OK);
+        CHECK(PyMalloc_SetupByName("pymalloc") == PYMALLOC_OK);
+        CHECK(strcmp(PyMalloc_GetAllocatorName(), "pymalloc") == 0);
+        void *blocks[100];
+        for (int i = 0; i < 100; i++) {
+            blocks[i] = PyObject_Malloc((size_t)(i * 5 + 1));
+            CHECK(blocks[i] != NULL);
+            memset(blocks[i], i, (size_t)(i * 5 + 1));
+        }
+        PyMalloc_Stats st;
+        st.struct_size = sizeof st;
+        CHECK(PyMalloc_GetStats(&st) == PYMALLOC_OK);
+        CHECKF(st.blocks_in_use >= 100, "mode %s: %zu blocks in use", modes[m], (size_t)st.blocks_in_use);
+        for (int i = 0; i < 100; i++) {
+            CHECK(((unsigned char *)blocks[i])[i * 5] == (unsigned char)i);
+            PyObject_Free(blocks[i]);
+        }
+    }
+    CHECK(PyMalloc_SetMode("gil") == PYMALLOC_ERR_UNKNOWN_NAME);
+    CHECK(PyMalloc_SetMode(NULL) == PYMALLOC_ERR_UNKNOWN_NAME);
+    CHECK(PyMalloc_SetMode("") == PYMALLOC_ERR_UNKNOWN_NAME);
+    CHECK(PyMalloc_SetupByName("pymalloc") == PYMALLOC_OK);
+    CHECK(strcmp(PyMalloc_GetAllocatorName(), "pymalloc") == 0);
+
     report_done("api_semantics");
     return 0;
 }
