@@ -12,6 +12,15 @@
 //! CPython's own startup: the command line, `sys.executable` (this binary),
 //! the standard library of the Python it was built against, and
 //! `Py_RunMain`.
+//!
+//! The binary has no Rust `main`: Rust's runtime start-up would reopen closed
+//! standard descriptors on `/dev/null`, ignore `SIGPIPE` and install its own
+//! `SIGSEGV`/`SIGBUS` handlers, and python3 does none of these (its test suite
+//! checks). The C `main` below starts straight from the C runtime, as
+//! python3's does.
+
+// The unit-test harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
 mod embed;
 mod module;
@@ -25,8 +34,21 @@ use pymalloc::config::{self, AllocatorName};
 use pymalloc::{global_heap, Domain};
 use pyo3_ffi as ffi;
 
-fn main() {
-    let args: Vec<OsString> = std::env::args_os().collect();
+/// The process entry point, called by the C runtime.
+///
+/// # Safety
+/// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    // SAFETY: the C runtime's argument vector, valid for the whole process.
+    let args: Vec<OsString> = (0..argc.max(0) as usize)
+        .map(|i| unsafe { OsStr::from_bytes(std::ffi::CStr::from_ptr(*argv.add(i)).to_bytes()).to_owned() })
+        .collect();
+    run(args)
+}
+
+fn run(args: Vec<OsString>) -> c_int {
     let opts = options::parse(args.iter().skip(1).map(OsString::as_os_str));
     let use_env = !opts.ignore_environment;
     // CPython's _Py_GetEnv: unset and empty are the same.
@@ -70,14 +92,14 @@ fn main() {
     // SAFETY: CPython's documented embedding sequence; argv outlives it.
     let code = unsafe {
         preinitialize(use_env, argc, argv_ptrs.as_mut_ptr());
-        initialize(dev_mode, use_env, argc, argv_ptrs.as_mut_ptr());
+        initialize(dev_mode, argc, argv_ptrs.as_mut_ptr());
         module::install_sys_overrides();
         ffi::Py_RunMain()
     };
     if stats_at_exit {
         pymalloc::stats::print_to_stderr(&config::pymalloc_stats());
     }
-    exit(code);
+    code
 }
 
 /// Sets up configuration `name` in pymalloc-rs's domains, with the embedder
@@ -158,7 +180,7 @@ unsafe fn preinitialize(use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_
 ///
 /// # Safety
 /// After `preinitialize`; `argv` holds `argc` C strings.
-unsafe fn initialize(dev_mode: bool, use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
+unsafe fn initialize(dev_mode: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
     module::register();
     // SAFETY: CPython's PyConfig API, used as documented.
     unsafe {
@@ -174,30 +196,10 @@ unsafe fn initialize(dev_mode: bool, use_env: bool, argc: ffi::Py_ssize_t, argv:
             ffi::PyConfig_Clear(&mut cfg);
             ffi::Py_ExitStatusException(status);
         }
-        if !use_env || std::env::var_os("PYTHONHOME").is_none() {
-            set_home(&mut cfg);
-        }
         let status = ffi::Py_InitializeFromConfig(&cfg);
         ffi::PyConfig_Clear(&mut cfg);
         check(status);
     }
-}
-
-/// Points CPython at the standard library of the Python this launcher was
-/// built against, unless the executable sits in a Python installation of its
-/// own (a copy inside a prefix, or a venv, which CPython detects itself).
-unsafe fn set_home(cfg: &mut ffi::PyConfig) {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let in_a_prefix = exe
-        .parent()
-        .map(|bin| bin.join("pyvenv.cfg").exists() || bin.parent().is_some_and(|p| p.join("pyvenv.cfg").exists()))
-        .unwrap_or(false);
-    if in_a_prefix {
-        return;
-    }
-    let home = CString::new(OsStr::new(env!("PYMALLOC_PYTHON_PREFIX")).as_bytes()).expect("prefix");
-    // SAFETY: cfg is an initialised PyConfig; CPython copies the string.
-    unsafe { check(ffi::PyConfig_SetBytesString(cfg, &mut cfg.home, home.as_ptr())) };
 }
 
 /// Exits as CPython does on an error or exit status.

@@ -318,3 +318,33 @@ fn debug_hook_reports_match_cpython_byte_for_byte() {
     );
     assert!(err(&o).contains("    The block was made by call #"), "{}", err(&o));
 }
+
+/// The process state python3's own code starts from: signal dispositions and
+/// closed standard descriptors are left as the parent gave them (Rust's
+/// runtime start-up would install SIGSEGV/SIGBUS handlers and reopen closed
+/// descriptors on /dev/null).
+#[test]
+fn process_start_up_is_python3s() {
+    let probe = "import sys\n\
+        f = dict(l.split(':\\t') for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n\
+        print(f['SigCgt'].strip(), f['SigIgn'].strip(), f['SigBlk'].strip())\n";
+    let stock = run(PYTHON, &["-c", probe], &[], "");
+    let mine = ours(&["-c", probe]);
+    assert!(stock.status.success() && mine.status.success(), "{}{}", err(&stock), err(&mine));
+    assert_eq!(out(&mine), out(&stock), "caught/ignored/blocked signal masks differ from python3's");
+
+    // Closed stdin, stdout and stderr: python3 sets the sys streams to None.
+    let closed = "import sys, os; os.write(3, repr((sys.stdin, sys.stdout, sys.stderr)).encode())";
+    let run_closed = |exe: &str| {
+        let o = Command::new("sh")
+            .args(["-c", "exec 3>&1; exec \"$0\" -c \"$1\" 0<&- 1>&- 2>&-", exe, closed])
+            .env_remove("PYTHONMALLOC")
+            .output()
+            .expect("sh");
+        assert!(o.status.success(), "{exe}: {:?}", o);
+        out(&o)
+    };
+    let stock = run_closed(PYTHON);
+    assert_eq!(stock, "(None, None, None)", "the probe itself");
+    assert_eq!(run_closed(LAUNCHER), stock);
+}
