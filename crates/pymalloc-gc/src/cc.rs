@@ -90,7 +90,7 @@ impl<T: Finalize> Vt<T> {
 // The thread's collector
 
 thread_local! {
-    static LOCAL: Cell<*const Collector> = const { Cell::new(ptr::null()) };
+    static LOCAL: Cell<*mut Collector> = const { Cell::new(ptr::null_mut()) };
     static GUARD: LocalGuard = const { LocalGuard };
 }
 
@@ -105,13 +105,13 @@ impl Drop for LocalGuard {
         if p.is_null() {
             return;
         }
-        // SAFETY: p is the leaked Box of this thread's collector.
+        // SAFETY: p is this thread's collector (from new_raw_with_heap).
         let c = unsafe { &*p };
         c.clear_garbage();
         if c.live_blocks() == 0 && !c.is_collecting() {
-            LOCAL.with(|l| l.set(ptr::null()));
-            // SAFETY: no object, so no reference to the collector remains.
-            drop(unsafe { Box::from_raw(p.cast_mut()) });
+            LOCAL.with(|l| l.set(ptr::null_mut()));
+            // SAFETY: no object is left, so nothing refers to the collector.
+            unsafe { Collector::destroy(p) };
         }
     }
 }
@@ -119,10 +119,12 @@ impl Drop for LocalGuard {
 #[cold]
 #[inline(never)]
 fn init_local() -> &'static Collector {
-    let c: &'static Collector = Box::leak(Collector::new_with_heap());
-    LOCAL.with(|l| l.set(c));
+    let raw = Collector::new_raw_with_heap();
+    LOCAL.with(|l| l.set(raw));
     let _ = GUARD.try_with(|_| ());
-    c
+    // SAFETY: raw is a valid collector, freed only at thread exit when no
+    // object is left.
+    unsafe { &*raw }
 }
 
 /// The calling thread's collector (created on first use).

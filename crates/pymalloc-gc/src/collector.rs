@@ -164,6 +164,14 @@ pub struct Collector {
     live_blocks: Cell<usize>,
 }
 
+/// What `move_legacy_finalizers` found in the unreachable set.
+#[derive(Default)]
+struct Survey {
+    count: usize,
+    weakrefs: bool,
+    finalizers: bool,
+}
+
 /// Aborts the process if dropped during a panic: collector phases that must
 /// not unwind (their lists are inconsistent) hold one.
 struct AbortOnUnwind(&'static str);
@@ -307,8 +315,11 @@ unsafe extern "C" fn visit_collect(op: *mut PyObject, arg: *mut c_void) -> c_int
 }
 
 impl Collector {
-    fn boxed(backing: Backing) -> Box<Collector> {
-        let c = Box::new(Collector {
+    /// Allocates a collector and links its list heads to themselves. The
+    /// heads are initialised through a shared reference derived from the raw
+    /// pointer, which stays the collector's only owner (see `destroy`).
+    fn new_raw(backing: Backing) -> *mut Collector {
+        let raw = Box::into_raw(Box::new(Collector {
             gens: [
                 Generation::new(DEFAULT_THRESHOLDS[0]),
                 Generation::new(DEFAULT_THRESHOLDS[1]),
@@ -332,24 +343,46 @@ impl Collector {
             trash_depth: Cell::new(0),
             trash_head: Cell::new(ptr::null_mut()),
             live_blocks: Cell::new(0),
-        });
+        }));
+        // SAFETY: raw is a valid, initialised Collector.
+        let c = unsafe { &*raw };
         for g in c.gens.iter().chain(core::iter::once(&c.permanent)) {
             // SAFETY: the head is a live GcHead inside the boxed collector,
             // which never moves again.
             unsafe { list::init(g.head()) };
         }
-        c
+        raw
     }
 
     /// A collector whose objects come from the OBJ domain
     /// (`pymalloc::Domain::Obj`, CPython's `PyObject_Malloc`).
-    pub fn new_obj_domain() -> Box<Collector> {
-        Collector::boxed(Backing::ObjDomain)
+    /// It lives for the rest of the process.
+    pub fn leak_obj_domain() -> &'static Collector {
+        // SAFETY: new_raw returns a valid collector that is never freed.
+        unsafe { &*Collector::new_raw(Backing::ObjDomain) }
     }
 
     /// A collector with its own pymalloc heap (for one thread).
-    pub fn new_with_heap() -> Box<Collector> {
-        Collector::boxed(Backing::Heap(UnsafeCell::new(pymalloc::Heap::new())))
+    /// It lives for the rest of the process.
+    pub fn leak_with_heap() -> &'static Collector {
+        // SAFETY: new_raw returns a valid collector that is never freed.
+        unsafe { &*Collector::new_raw_with_heap() }
+    }
+
+    /// A collector with its own heap, owned through the returned pointer
+    /// (free it with [`destroy`](Self::destroy)).
+    pub(crate) fn new_raw_with_heap() -> *mut Collector {
+        Collector::new_raw(Backing::Heap(UnsafeCell::new(pymalloc::Heap::new())))
+    }
+
+    /// Frees a collector made by `new_raw_with_heap`.
+    ///
+    /// # Safety
+    /// `raw` is the pointer `new_raw_with_heap` returned; no reference to the
+    /// collector and none of its objects is used afterwards.
+    pub(crate) unsafe fn destroy(raw: *mut Collector) {
+        // SAFETY: caller's contract; raw is the Box's own pointer.
+        drop(unsafe { Box::from_raw(raw) })
     }
 
     // -----------------------------------------------------------------------
@@ -954,22 +987,33 @@ impl Collector {
         }
     }
 
-    /// `move_legacy_finalizers` (also clears the unreachable masks).
-    unsafe fn move_legacy_finalizers(unreachable: *mut GcHead, finalizers: *mut GcHead) {
+    /// `move_legacy_finalizers` (also clears the unreachable masks). Also
+    /// surveys what the later phases have to do: how many objects stay in
+    /// `unreachable`, whether any has weak references or is one, and whether
+    /// any has a finalizer still to run.
+    unsafe fn move_legacy_finalizers(unreachable: *mut GcHead, finalizers: *mut GcHead) -> Survey {
+        let mut survey = Survey::default();
         // SAFETY: unreachable is the list built by move_unreachable.
         unsafe {
-            let mut g = list::next(unreachable);
+            let mut g = list::next_unmasked(unreachable);
             while g != unreachable {
                 (*g).next = list::next_unmasked(g);
                 let next = list::next(g);
                 let op = from_gc(g);
-                if (*(*op).ob_type).tp_del.is_some() {
+                let tp = &*(*op).ob_type;
+                if tp.tp_del.is_some() {
                     list::clear_flags(g, PREV_MASK_COLLECTING);
                     list::move_to(g, finalizers);
+                } else {
+                    survey.count += 1;
+                    let f = list::flags(g);
+                    survey.weakrefs |= f & PREV_MASK_WEAKREFS != 0 || weakref::is_weakref(op);
+                    survey.finalizers |= f & PREV_MASK_FINALIZED == 0 && tp.tp_finalize.is_some();
                 }
                 g = next;
             }
         }
+        survey
     }
 
     /// `move_legacy_finalizer_reachable`.
@@ -1144,8 +1188,12 @@ impl Collector {
                 self.long_lived_total.set(list::size(young));
             }
             list::init(finalizers);
-            Self::move_legacy_finalizers(unreachable, finalizers);
-            self.move_legacy_finalizer_reachable(finalizers);
+            let mut survey = Self::move_legacy_finalizers(unreachable, finalizers);
+            if !list::is_empty(finalizers) {
+                self.move_legacy_finalizer_reachable(finalizers);
+                // Objects reachable from legacy finalizers left the list.
+                survey.count = list::size(unreachable);
+            }
             if debug & DEBUG_COLLECTABLE != 0 {
                 let mut g = list::next(unreachable);
                 while g != unreachable {
@@ -1153,10 +1201,26 @@ impl Collector {
                     g = list::next(g);
                 }
             }
-            let mut collected = weakref::handle_weakrefs(self, unreachable, old);
-            self.finalize_garbage(unreachable);
-            self.handle_resurrected_objects(unreachable, final_unreachable, old);
-            collected += list::size(final_unreachable);
+            let mut collected = 0;
+            if survey.weakrefs {
+                collected += weakref::handle_weakrefs(self, unreachable, old);
+            }
+            if survey.finalizers {
+                self.finalize_garbage(unreachable);
+                self.handle_resurrected_objects(unreachable, final_unreachable, old);
+                collected += list::size(final_unreachable);
+            } else {
+                // No finalizer ran, so nothing can have been resurrected
+                // (weak-reference callbacks only reach reachable objects):
+                // CPython's second deduce_unreachable would find the same set.
+                list::init(final_unreachable);
+                list::merge(unreachable, final_unreachable);
+                collected += if survey.weakrefs {
+                    list::size(final_unreachable)
+                } else {
+                    survey.count
+                };
+            }
             self.delete_garbage(final_unreachable, old);
             let mut uncollectable = 0;
             let mut g = list::next(finalizers);

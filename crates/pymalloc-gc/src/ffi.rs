@@ -38,7 +38,7 @@ static GLOBAL: OnceLock<GilCollector> = OnceLock::new();
 /// The process-wide collector behind the C ABI (objects in the OBJ domain).
 pub fn global_collector() -> &'static Collector {
     GLOBAL
-        .get_or_init(|| GilCollector(Box::leak(Collector::new_obj_domain())))
+        .get_or_init(|| GilCollector(Collector::leak_obj_domain()))
         .0
 }
 

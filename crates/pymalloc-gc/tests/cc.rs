@@ -103,7 +103,15 @@ fn reachable_cycle_is_kept() {
 #[test]
 fn cycle_kept_alive_from_outside_through_one_member() {
     let r = ring(5);
-    let third = r.next.borrow().clone().unwrap().next.borrow().clone().unwrap();
+    let third = r
+        .next
+        .borrow()
+        .clone()
+        .unwrap()
+        .next
+        .borrow()
+        .clone()
+        .unwrap();
     drop(r);
     assert_eq!(gc::collect(), 0, "one external reference keeps the ring");
     drop(third);
@@ -275,7 +283,11 @@ fn weak_reference_to_cycle_cleared_by_collection_and_callback_runs() {
     assert!(w.upgrade().is_some());
     assert_eq!(gc::collect(), 3);
     assert!(w.upgrade().is_none());
-    assert_eq!(hits.get(), 1, "the weak reference survived, so its callback ran");
+    assert_eq!(
+        hits.get(),
+        1,
+        "the weak reference survived, so its callback ran"
+    );
     assert_eq!(drops(), 3);
 }
 
@@ -372,9 +384,15 @@ fn generation_promotion() {
     let in_gen = |g: usize| gc::get_objects(Some(g)).unwrap().iter().any(|o| o.is(&a));
     assert!(in_gen(0));
     assert_eq!(gc::collect_generation(0).unwrap(), 0);
-    assert!(in_gen(1) && !in_gen(0), "survivors of generation 0 move to 1");
+    assert!(
+        in_gen(1) && !in_gen(0),
+        "survivors of generation 0 move to 1"
+    );
     assert_eq!(gc::collect_generation(1).unwrap(), 0);
-    assert!(in_gen(2) && !in_gen(1), "survivors of generation 1 move to 2");
+    assert!(
+        in_gen(2) && !in_gen(1),
+        "survivors of generation 1 move to 2"
+    );
     assert_eq!(gc::collect_generation(2).unwrap(), 0);
     assert!(in_gen(2), "the oldest generation keeps its survivors");
     assert!(gc::collect_generation(3).is_err());
@@ -424,7 +442,11 @@ fn thresholds_trigger_collections_by_allocation_count() {
     }
     let s = gc::get_stats();
     assert!(s[0].collections >= 1, "{s:?}");
-    assert!(drops() >= 9, "automatic collections freed rings: {}", drops());
+    assert!(
+        drops() >= 9,
+        "automatic collections freed rings: {}",
+        drops()
+    );
     // A threshold of 0 disables automatic collection.
     gc::set_threshold(0, 2, 2);
     let before = gc::get_stats()[0].collections;
@@ -468,7 +490,11 @@ fn long_lived_pending_rule_delays_full_collections() {
         survivors.push(node(i));
     }
     assert!(gc::get_count()[2] > 1 || gc::get_stats()[1].collections > 2);
-    assert_eq!(gc::get_stats()[2].collections, full, "full collection delayed");
+    assert_eq!(
+        gc::get_stats()[2].collections,
+        full,
+        "full collection delayed"
+    );
     // Many survivors: pending reaches a quarter of the long-lived total.
     for i in 0..3000 {
         survivors.push(node(i));
@@ -489,7 +515,10 @@ fn freeze_moves_everything_to_the_permanent_generation() {
     assert_eq!(gc::collect(), 0, "frozen objects are not collected");
     gc::unfreeze();
     assert_eq!(gc::get_freeze_count(), 0);
-    assert!(gc::get_objects(Some(2)).unwrap().iter().any(|o| o.is(&other)));
+    assert!(gc::get_objects(Some(2))
+        .unwrap()
+        .iter()
+        .any(|o| o.is(&other)));
     assert_eq!(gc::collect(), 5);
 }
 
@@ -527,8 +556,17 @@ fn debug_output() {
     assert_eq!(lines[0], "gc: collecting generation 2...");
     assert_eq!(lines[1], "gc: objects in each generation: 3 0 0");
     assert_eq!(lines[2], "gc: objects in permanent generation: 0");
-    assert_eq!(lines.iter().filter(|l| l.starts_with("gc: collectable <Node 0x")).count(), 2);
-    assert!(lines.last().unwrap().starts_with("gc: done, 2 unreachable, 0 uncollectable, "));
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("gc: collectable <Node 0x"))
+            .count(),
+        2
+    );
+    assert!(lines
+        .last()
+        .unwrap()
+        .starts_with("gc: done, 2 unreachable, 0 uncollectable, "));
     assert!(lines.last().unwrap().ends_with("s elapsed"));
     drop(keep);
 }
@@ -545,7 +583,10 @@ fn callbacks_at_start_and_stop() {
     assert_eq!(got[0].phase, Phase::Start);
     assert_eq!((got[0].generation, got[0].collected), (1, 0));
     assert_eq!(got[1].phase, Phase::Stop);
-    assert_eq!((got[1].generation, got[1].collected, got[1].uncollectable), (1, 4, 0));
+    assert_eq!(
+        (got[1].generation, got[1].collected, got[1].uncollectable),
+        (1, 4, 0)
+    );
     assert!(gc::remove_callback(id));
     assert!(!gc::remove_callback(id));
     gc::collect();
@@ -631,7 +672,11 @@ fn panics_in_drop_during_collection_are_reported_and_collection_goes_on() {
     *a.other.borrow_mut() = Some(b.clone());
     drop((a, b));
     assert_eq!(gc::collect(), 2);
-    assert_eq!(gc::collector().live_blocks(), 0, "both freed despite the panic");
+    assert_eq!(
+        gc::collector().live_blocks(),
+        0,
+        "both freed despite the panic"
+    );
     assert_eq!(gc::collect(), 0);
 }
 

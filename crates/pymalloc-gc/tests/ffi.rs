@@ -242,7 +242,11 @@ fn resize_keeps_items() {
             it.add(i).write(ptr::null_mut());
         }
         assert!(_PyObject_GC_Resize(l2.cast(), isize::MAX).is_null());
-        assert_eq!((*l2.cast::<PyVarObject>()).ob_size, 1000, "unchanged on failure");
+        assert_eq!(
+            (*l2.cast::<PyVarObject>()).ob_size,
+            1000,
+            "unchanged on failure"
+        );
         let l3 = _PyObject_GC_Resize(l2.cast(), 2).cast::<PyObject>();
         PyObject_GC_Track(l3.cast());
         assert_eq!(Py_REFCNT(a), 3);
@@ -286,7 +290,11 @@ fn pygc_enable_disable_collect() {
     let a = new_list(1);
     set(a, 0, incref(a));
     decref(a);
-    assert_eq!(PyGC_Collect(), 0, "PyGC_Collect does nothing while disabled");
+    assert_eq!(
+        PyGC_Collect(),
+        0,
+        "PyGC_Collect does nothing while disabled"
+    );
     assert_eq!(PyGC_Enable(), 0);
     assert_eq!(PyGC_Collect(), 1);
 }
@@ -419,7 +427,10 @@ static DATA_DROPS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn weak_cb(wr: *mut PyObject, data: *mut c_void) {
     // SAFETY: wr is alive during its callback.
-    assert!(unsafe { PyWeakref_GetObject(wr) }.is_null(), "cleared first");
+    assert!(
+        unsafe { PyWeakref_GetObject(wr) }.is_null(),
+        "cleared first"
+    );
     assert_eq!(data.addr(), 42);
     CALLBACKS.fetch_add(1, SeqCst);
 }
@@ -468,7 +479,11 @@ fn weakref_callbacks_during_collection() {
     set(b, 1, w2); // b owns its weak reference
     decref(b);
     assert_eq!(PyMemGc_Collect(2), 2);
-    assert_eq!(CALLBACKS.load(SeqCst), 1, "no callback for a trash weak reference");
+    assert_eq!(
+        CALLBACKS.load(SeqCst),
+        1,
+        "no callback for a trash weak reference"
+    );
     assert_eq!(DATA_DROPS.load(SeqCst), 2);
     // Reference-count death runs the callback too.
     let c = new_list(0);
@@ -595,7 +610,11 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
         let c0 = count()[0];
         decref(t);
         assert_eq!(PyMemGc_FreeLists_Len(fl, 3), 1);
-        assert_eq!(count()[0], c0, "a block kept in a free list is not uncounted");
+        assert_eq!(
+            count()[0],
+            c0,
+            "a block kept in a free list is not uncounted"
+        );
         let t2 = new_list_of(tuple, 3);
         assert_eq!(t2.addr(), addr, "the block is reused");
         assert_eq!(PyMemGc_FreeLists_Len(fl, 3), 0);
@@ -619,7 +638,8 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
         let mut buf = vec![0u8; 4096];
         let n = PyMemGc_FreeLists_Stats(fl, buf.as_mut_ptr().cast(), 4096) as usize;
         let text = std::str::from_utf8(&buf[..n]).unwrap();
-        let reference = include_str!("../../../../shared/reference/cpython311-debugmallocstats.txt");
+        let reference =
+            include_str!("../../../../shared/reference/cpython311-debugmallocstats.txt");
         let want: Vec<&str> = reference
             .lines()
             .filter(|l| l.contains("-sized PyTupleObjects"))
@@ -628,7 +648,10 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
         assert_eq!(text.lines().collect::<Vec<_>>(), want);
         // A short buffer gets a cut, NUL-terminated text and the full length.
         let mut small = [0xffu8; 10];
-        assert_eq!(PyMemGc_FreeLists_Stats(fl, small.as_mut_ptr().cast(), 10) as usize, n);
+        assert_eq!(
+            PyMemGc_FreeLists_Stats(fl, small.as_mut_ptr().cast(), 10) as usize,
+            n
+        );
         assert_eq!(small[9], 0);
 
         // A full collection empties the free lists (CPython's clear_freelists).
