@@ -83,8 +83,8 @@ fn expand(input: &mut DeriveInput) -> syn::Result<TokenStream2> {
             quote!(#(#arms,)*)
         }
         Data::Union(u) => {
-            return Err(syn::Error::new_spanned(
-                &u.union_token,
+            return Err(syn::Error::new(
+                u.union_token.span,
                 "Trace cannot be derived for unions",
             ))
         }

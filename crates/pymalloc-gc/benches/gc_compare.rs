@@ -7,8 +7,11 @@
 //! Groups (criterion reports time per iteration; divide by the parameter,
 //! the object count, for ns/object, which `bench_table.py` does):
 //!
+//! * `alloc_drop`: allocate one object and drop it, `n` times: allocation
+//!   plus drop without cycles, nothing alive at once.
 //! * `acyclic_tree`: build a binary tree (children only) and drop it:
-//!   allocation plus drop without cycles.
+//!   allocation plus drop without cycles, all `n` alive at once (so the
+//!   generational collector runs during the build, as CPython's does).
 //! * `ring`, `tree_parent`, `random`: the graph is built untimed; timed is
 //!   dropping the last outside handle plus one full collection.
 //!
@@ -240,7 +243,37 @@ macro_rules! acyclic {
     };
 }
 
+macro_rules! alloc_drop {
+    ($g:ident, $n:ident, $m:ident) => {
+        $g.bench_with_input(BenchmarkId::new($m::LABEL, $n), &$n, |b, &n| {
+            b.iter(|| {
+                for _ in 0..n {
+                    drop(std::hint::black_box($m::node()));
+                }
+            });
+            $m::collect();
+        });
+    };
+}
+
 fn benches(c: &mut Criterion) {
+    {
+        let mut g = c.benchmark_group("alloc_drop");
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        for n in sizes() {
+            g.throughput(Throughput::Elements(n as u64));
+            alloc_drop!(g, n, with_rc);
+            alloc_drop!(g, n, ours);
+            alloc_drop!(g, n, with_gcmodule);
+            alloc_drop!(g, n, with_rust_cc);
+            alloc_drop!(g, n, with_dumpster);
+            alloc_drop!(g, n, with_bacon);
+        }
+        g.finish();
+    }
     {
         let mut g = c.benchmark_group("acyclic_tree");
         g.sampling_mode(SamplingMode::Flat)

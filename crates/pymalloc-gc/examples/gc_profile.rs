@@ -2,6 +2,8 @@
 //! ring or an acyclic tree, then drop and collect it.
 //!
 //! `cargo run --release -p pymalloc-gc --example gc_profile -- ring 100000`
+//! (shapes: `ring`, `acyclic`, `acyclic-nogc`, and `acyclic-rc` with
+//! `std::rc::Rc` on the system allocator)
 
 use std::cell::RefCell;
 
@@ -52,6 +54,36 @@ fn acyclic_tree(n: usize) {
     drop(nodes);
 }
 
+mod rc {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    /// The same node as the Cc one (the unused edge keeps the size equal).
+    pub struct Node {
+        pub b: RefCell<Option<Rc<Node>>>,
+        pub c: RefCell<Option<Rc<Node>>>,
+        #[allow(dead_code)]
+        pub a: RefCell<Option<Rc<Node>>>,
+    }
+    #[inline(never)]
+    pub fn acyclic_tree(n: usize) {
+        let nodes: Vec<Rc<Node>> = (0..n)
+            .map(|_| {
+                Rc::new(Node {
+                    a: RefCell::new(None),
+                    b: RefCell::new(None),
+                    c: RefCell::new(None),
+                })
+            })
+            .collect();
+        for i in 1..n {
+            let p = &nodes[(i - 1) / 2];
+            let slot = if i % 2 == 1 { &p.b } else { &p.c };
+            *slot.borrow_mut() = Some(nodes[i].clone());
+        }
+        drop(nodes);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let shape = args.get(1).map(String::as_str).unwrap_or("ring");
@@ -63,6 +95,11 @@ fn main() {
             assert_eq!(found, n);
         }
         "acyclic" => acyclic_tree(n),
-        _ => panic!("shape: ring or acyclic"),
+        "acyclic-nogc" => {
+            gc::disable();
+            acyclic_tree(n)
+        }
+        "acyclic-rc" => rc::acyclic_tree(n),
+        _ => panic!("shape: ring, acyclic, acyclic-nogc or acyclic-rc"),
     }
 }

@@ -32,7 +32,7 @@ def main():
         for line in open(sys.argv[2]):
             d = json.loads(line)
             res[(d["group"], "CPython gc", d["n"])] = d["ns_per_object"]
-    groups = ["acyclic_tree", "ring", "tree_parent", "random"]
+    groups = ["alloc_drop", "acyclic_tree", "ring", "tree_parent", "random"]
     for g in groups:
         impls = []
         for (gg, f, _n) in res:
@@ -44,7 +44,7 @@ def main():
         if not ns:
             continue
         ratio_cols = ["ours / best crate", "ours / CPython"]
-        if g == "acyclic_tree":
+        if g in ("alloc_drop", "acyclic_tree"):
             ratio_cols.append("ours / Rc")
         print(f"\n**{g}** (ns per object)\n")
         print("| n | " + " | ".join(impls) + " | " + " | ".join(ratio_cols) + " |")
@@ -61,7 +61,7 @@ def main():
             rc = res.get((g, "Rc (system allocator)", n))
             row.append(f"{ours / best:.2f}" if ours and best else "—")
             row.append(f"{ours / cp:.2f}" if ours and cp else "—")
-            if g == "acyclic_tree":
+            if g in ("alloc_drop", "acyclic_tree"):
                 row.append(f"{ours / rc:.2f}" if ours and rc else "—")
             print("| " + " | ".join(row) + " |")
 

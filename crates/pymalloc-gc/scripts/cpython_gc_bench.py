@@ -2,6 +2,7 @@
 """CPython's own collector on the shapes of benches/gc_compare.rs.
 
 Same node (three slots), same shapes, same timed part:
+  alloc_drop     allocate one object and drop it, n times
   acyclic_tree   build a binary tree (children only) and drop it
   ring, tree_parent, random
                  built untimed; timed: drop the last outside reference
@@ -89,10 +90,19 @@ def time_acyclic(n):
     return (t1 - t0) / n
 
 
+def time_alloc_drop(n):
+    t0 = time.perf_counter_ns()
+    for _ in range(n):
+        Node()
+    t1 = time.perf_counter_ns()
+    return (t1 - t0) / n
+
+
 def main():
     sizes = [int(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "100000,1000000").split(",")]
     reps = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     shapes = [
+        ("alloc_drop", lambda n: time_alloc_drop(n)),
         ("acyclic_tree", lambda n: time_acyclic(n)),
         ("ring", lambda n: time_cyclic(ring, n)),
         ("tree_parent", lambda n: time_cyclic(lambda k: tree(k, True), n)),

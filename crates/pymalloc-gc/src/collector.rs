@@ -31,8 +31,8 @@ use std::rc::Rc;
 use crate::freelist::FreeLists;
 use crate::list;
 use crate::object::{
-    as_gc, from_gc, is_gc, var_size, GcHead, PyObject, PyVarObject, TypeObject, GC_HEAD_SIZE,
-    PREV_MASK_COLLECTING, PREV_MASK_FINALIZED, PREV_MASK_WEAKREFS,
+    as_gc, from_gc, is_gc, var_size, GcHead, PyObject, PyVarObject, TypeObject, VisitProc,
+    GC_HEAD_SIZE, PREV_MASK_COLLECTING, PREV_MASK_FINALIZED, PREV_MASK_WEAKREFS,
 };
 use crate::weakref::{self, WeakRefObject};
 
@@ -105,7 +105,9 @@ impl fmt::Display for InvalidGeneration {
 
 impl std::error::Error for InvalidGeneration {}
 
-/// Where a collector's objects come from.
+/// Where a collector's objects come from. (The heap is inline: a collector
+/// is made once per thread, and every allocation saves an indirection.)
+#[allow(clippy::large_enum_variant)]
 enum Backing {
     /// The OBJ domain (CPython's `PyObject_Malloc`); for the process-wide
     /// collector of the C ABI.
@@ -136,6 +138,9 @@ impl Generation {
 
 type Callback = Rc<dyn Fn(&CallbackInfo)>;
 
+/// Where the debug output (`DEBUG_STATS`, ...) goes instead of standard error.
+pub type DebugSink = Box<dyn FnMut(&str)>;
+
 /// A generational cycle collector with CPython 3.11's semantics, and the
 /// object allocator in front of it. See the module documentation for its
 /// invariants.
@@ -153,7 +158,7 @@ pub struct Collector {
     garbage: RefCell<Vec<*mut PyObject>>,
     callbacks: RefCell<Vec<(u64, Callback)>>,
     next_callback_id: Cell<u64>,
-    debug_sink: RefCell<Option<Box<dyn FnMut(&str)>>>,
+    debug_sink: RefCell<Option<DebugSink>>,
     /// Referent address -> first weak reference to it.
     pub(crate) weak_table: RefCell<HashMap<usize, *mut WeakRefObject>>,
     freelists: RefCell<Vec<*mut FreeLists>>,
@@ -233,34 +238,67 @@ unsafe fn traverse(op: *mut PyObject, visit: crate::object::VisitProc, arg: *mut
 // ---------------------------------------------------------------------------
 // Visitors used by the collection phases. `arg` is a list head or a context.
 
+/// The visitors the collection phases pass, read from statics on both
+/// sides (here and in `Tracer`), so that comparing them with the visitor a
+/// traversal received is reliable even if the compiler duplicates the
+/// functions.
+pub(crate) static VISIT_DECREF: VisitProc = visit_decref;
+/// See [`VISIT_DECREF`].
+pub(crate) static VISIT_REACHABLE: VisitProc = visit_reachable;
+
 /// `visit_decref` (subtract_refs).
 unsafe extern "C" fn visit_decref(op: *mut PyObject, _arg: *mut c_void) -> c_int {
     // SAFETY: traversals report live objects.
     unsafe {
         if is_gc(op) {
-            let g = as_gc(op);
-            if list::is_collecting(g) {
-                list::decref(g);
-            }
+            decref_gc(op);
         }
     }
     0
 }
 
+/// The body of `visit_decref` for an object known to be a GC object (the
+/// Rust front calls it inline).
+///
+/// # Safety
+/// `op` is a live GC object, visited by `subtract_refs`.
+#[inline(always)]
+pub(crate) unsafe fn decref_gc(op: *mut PyObject) {
+    let g = as_gc(op);
+    // SAFETY: caller's contract.
+    unsafe {
+        if list::is_collecting(g) {
+            list::decref(g);
+        }
+    }
+}
+
 /// `visit_reachable` (move_unreachable); `arg` is the young list.
 unsafe extern "C" fn visit_reachable(op: *mut PyObject, arg: *mut c_void) -> c_int {
-    let reachable = arg.cast::<GcHead>();
-    // SAFETY: traversals report live objects; the lists are in
-    // move_unreachable's state (see there).
+    // SAFETY: traversals report live objects.
     unsafe {
-        if !is_gc(op) {
-            return 0;
+        if is_gc(op) {
+            reachable_gc(op, arg);
         }
+    }
+    0
+}
+
+/// The body of `visit_reachable` for an object known to be a GC object.
+///
+/// # Safety
+/// `op` is a live GC object visited by `move_unreachable`, `arg` its young
+/// list.
+#[inline(always)]
+pub(crate) unsafe fn reachable_gc(op: *mut PyObject, arg: *mut c_void) {
+    let reachable = arg.cast::<GcHead>();
+    // SAFETY: caller's contract; the lists are in move_unreachable's state.
+    unsafe {
         let g = as_gc(op);
         // Objects of other generations, and the ones already scanned, have
         // no collecting flag.
         if !list::is_collecting(g) {
-            return 0;
+            return;
         }
         if list::is_unreachable_marked(g) {
             // Tentatively unreachable but reachable after all: unlink by hand
@@ -275,7 +313,6 @@ unsafe extern "C" fn visit_reachable(op: *mut PyObject, arg: *mut c_void) -> c_i
             list::set_refs(g, 1);
         }
     }
-    0
 }
 
 /// `visit_move` (move_legacy_finalizer_reachable); `arg` is the target list.
@@ -940,7 +977,7 @@ impl Collector {
         unsafe {
             let mut g = list::next(containers);
             while g != containers {
-                traverse(from_gc(g), visit_decref, containers.cast());
+                traverse(from_gc(g), VISIT_DECREF, containers.cast());
                 g = list::next(g);
             }
         }
@@ -955,7 +992,7 @@ impl Collector {
             let mut g = list::next(young);
             while g != young {
                 if list::get_refs(g) != 0 {
-                    traverse(from_gc(g), visit_reachable, young.cast());
+                    traverse(from_gc(g), VISIT_REACHABLE, young.cast());
                     list::set_prev(g, prev);
                     list::clear_flags(g, PREV_MASK_COLLECTING);
                     prev = g;
@@ -1376,7 +1413,7 @@ impl Collector {
     }
 
     /// Where debug output goes (default: standard error).
-    pub fn set_debug_sink(&self, sink: Option<Box<dyn FnMut(&str)>>) {
+    pub fn set_debug_sink(&self, sink: Option<DebugSink>) {
         *self.debug_sink.borrow_mut() = sink;
     }
 

@@ -11,8 +11,8 @@
 
 use crate::cc::{local_collector, AnyCc};
 pub use crate::collector::{
-    CallbackInfo, GenerationStats, InvalidGeneration, Phase, DEBUG_COLLECTABLE, DEBUG_LEAK,
-    DEBUG_SAVEALL, DEBUG_STATS, DEBUG_UNCOLLECTABLE, NUM_GENERATIONS,
+    CallbackInfo, DebugSink, GenerationStats, InvalidGeneration, Phase, DEBUG_COLLECTABLE,
+    DEBUG_LEAK, DEBUG_SAVEALL, DEBUG_STATS, DEBUG_UNCOLLECTABLE, NUM_GENERATIONS,
 };
 use crate::object::PyObject;
 use crate::Collector;
@@ -87,7 +87,7 @@ pub fn get_debug() -> u32 {
 
 /// Sends the debug output (`DEBUG_STATS`, `DEBUG_COLLECTABLE`, ...) to
 /// `sink` instead of standard error; `None` restores standard error.
-pub fn set_debug_sink(sink: Option<Box<dyn FnMut(&str)>>) {
+pub fn set_debug_sink(sink: Option<DebugSink>) {
     local_collector().set_debug_sink(sink)
 }
 

@@ -314,7 +314,7 @@ fn thresholds_trigger_collections() {
         set(a, 0, incref(a));
         decref(a);
     }
-    assert!(stats()[0].collections >= before + 1);
+    assert!(stats()[0].collections > before);
     assert!(LIST_DEALLOCS.load(SeqCst) - deallocs >= 5);
 }
 

@@ -28,7 +28,7 @@ fn header_functions() -> BTreeSet<String> {
         .filter(|l| !l.starts_with('#') && !l.starts_with("typedef") && l.contains('('))
         .filter_map(|l| {
             let before = l.split('(').next()?;
-            let name = before.rsplit(|c: char| c == ' ' || c == '*').next()?;
+            let name = before.rsplit([' ', '*']).next()?;
             (!name.is_empty() && !l.trim_start().starts_with('/')).then(|| name.to_string())
         })
         .collect()
