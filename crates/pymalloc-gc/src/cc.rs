@@ -98,17 +98,23 @@ struct LocalGuard;
 
 impl Drop for LocalGuard {
     fn drop(&mut self) {
-        // Thread exit: free the collector and its heap if no object is left;
-        // otherwise leak them (objects may still be dropped by later
-        // thread-local destructors, and they need their collector).
+        // Thread exit: collect the thread's cycles, then free the collector
+        // and its heap if no object is left; otherwise leak them (objects
+        // held by other thread-locals may still be dropped by their
+        // destructors, and those need the collector).
         let p = LOCAL.with(|l| l.get());
         if p.is_null() {
             return;
         }
         // SAFETY: p is this thread's collector (from new_raw_with_heap).
         let c = unsafe { &*p };
+        if c.is_collecting() {
+            return;
+        }
         c.clear_garbage();
-        if c.live_blocks() == 0 && !c.is_collecting() {
+        let _ = c.collect(crate::collector::NUM_GENERATIONS - 1);
+        c.clear_garbage();
+        if c.live_blocks() == 0 {
             LOCAL.with(|l| l.set(ptr::null_mut()));
             // SAFETY: no object is left, so nothing refers to the collector.
             unsafe { Collector::destroy(p) };

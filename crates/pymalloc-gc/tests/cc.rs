@@ -746,3 +746,37 @@ fn mutably_borrowed_cells_are_skipped_safely() {
     assert_eq!(b.id, 2);
     assert_eq!(b.next.borrow().as_ref().unwrap().id, 3);
 }
+
+#[derive(Trace)]
+struct Counted {
+    other: RefCell<Option<Cc<Counted>>>,
+    #[trace(skip)]
+    drops: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn thread_exit_collects_the_threads_cycles() {
+    let drops = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let d = drops.clone();
+    std::thread::spawn(move || {
+        let a = Cc::new(Counted {
+            other: RefCell::new(None),
+            drops: d.clone(),
+        });
+        let b = Cc::new(Counted {
+            other: RefCell::new(Some(a.clone())),
+            drops: d,
+        });
+        *a.other.borrow_mut() = Some(b);
+        // The thread ends with the cycle uncollected.
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
