@@ -2,7 +2,7 @@
 //! ring or an acyclic tree, then drop and collect it.
 //!
 //! `cargo run --release -p pymalloc-gc --example gc_profile -- ring 100000`
-//! (shapes: `ring`, `acyclic`, `acyclic-nogc`, and `acyclic-rc` with
+//! (shapes: `ring`, `acyclic`, `acyclic-nogc`, `alloc-drop`, and `acyclic-rc` with
 //! `std::rc::Rc` on the system allocator)
 
 use std::cell::RefCell;
@@ -100,6 +100,11 @@ fn main() {
             acyclic_tree(n)
         }
         "acyclic-rc" => rc::acyclic_tree(n),
-        _ => panic!("shape: ring, acyclic, acyclic-nogc or acyclic-rc"),
+        "alloc-drop" => {
+            for _ in 0..n {
+                drop(std::hint::black_box(node()));
+            }
+        }
+        _ => panic!("shape: ring, acyclic, acyclic-nogc, acyclic-rc or alloc-drop"),
     }
 }

@@ -209,14 +209,15 @@ unsafe extern "C" fn cc_dealloc_c<T: Trace + 'static>(op: *mut PyObject) {
 struct FreeOnExit<'a> {
     c: &'a Collector,
     op: *mut PyObject,
+    basicsize: usize,
 }
 
 impl Drop for FreeOnExit<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the object is an untracked zombie without weak references
-        // and count zero (cc_dealloc).
-        unsafe { self.c.gc_free_untracked(self.op) };
+        // and count zero (cc_dealloc), allocated with this size.
+        unsafe { self.c.gc_free_untracked(self.op, Some(self.basicsize)) };
         self.c.trash_end();
     }
 }
@@ -232,7 +233,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
     unsafe {
         let tp = (*op).ob_type;
         if ptr::eq(tp, &ZOMBIE_TYPE) {
-            c.gc_free_untracked(op);
+            c.gc_free_untracked(op, Some(mem::size_of::<CcBox<T>>()));
             return;
         }
         if let Some(fin) = (*tp).tp_finalize {
@@ -250,7 +251,11 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
         if !c.trash_begin(op) {
             return;
         }
-        let _free = FreeOnExit { c, op };
+        let _free = FreeOnExit {
+            c,
+            op,
+            basicsize: mem::size_of::<CcBox<T>>(),
+        };
         weakref::clear_weakrefs(c, op);
         (*op).ob_type = &ZOMBIE_TYPE;
         ptr::drop_in_place(ptr::addr_of_mut!((*op.cast::<CcBox<T>>()).value));
@@ -259,7 +264,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
 
 unsafe extern "C" fn zombie_dealloc(op: *mut PyObject) {
     // SAFETY: a zombie with count zero: untracked, no weak references.
-    unsafe { local_collector().gc_free_untracked(op) };
+    unsafe { local_collector().gc_free_untracked(op, None) };
 }
 
 #[cold]
