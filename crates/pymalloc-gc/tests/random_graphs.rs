@@ -6,9 +6,12 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use pymalloc_gc::{gc, Cc, Trace, Weak};
+use pymalloc_gc::{gc, Cc, Finalize, Trace, Weak};
 
-thread_local!(static ALIVE: RefCell<BTreeSet<usize>> = const { RefCell::new(BTreeSet::new()) });
+thread_local! {
+    static ALIVE: RefCell<BTreeSet<usize>> = const { RefCell::new(BTreeSet::new()) };
+    static FINALIZED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
 
 #[derive(Trace)]
 struct Obj {
@@ -24,6 +27,14 @@ impl Drop for Obj {
     }
 }
 
+impl Finalize for Obj {
+    fn finalize(this: &Cc<Self>) {
+        // Finalizers see an intact value, even inside a collected cycle.
+        assert!(ALIVE.with(|a| a.borrow().contains(&this.id)));
+        FINALIZED.with(|f| f.borrow_mut().push(this.id));
+    }
+}
+
 fn alive() -> BTreeSet<usize> {
     ALIVE.with(|a| a.borrow().clone())
 }
@@ -34,6 +45,7 @@ struct Graph {
     edges: Vec<(usize, usize)>,
     weak_edges: Vec<(usize, usize)>,
     roots: Vec<bool>,
+    finalizable: Vec<bool>,
     generation: usize,
 }
 
@@ -44,15 +56,19 @@ fn graph() -> impl Strategy<Value = Graph> {
             prop::collection::vec((0..n, 0..n), 0..n * 3),
             prop::collection::vec((0..n, 0..n), 0..n),
             prop::collection::vec(prop::bool::weighted(0.2), n),
+            prop::collection::vec(prop::bool::weighted(0.3), n),
             0usize..3,
         )
-            .prop_map(|(n, edges, weak_edges, roots, generation)| Graph {
-                n,
-                edges,
-                weak_edges,
-                roots,
-                generation,
-            })
+            .prop_map(
+                |(n, edges, weak_edges, roots, finalizable, generation)| Graph {
+                    n,
+                    edges,
+                    weak_edges,
+                    roots,
+                    finalizable,
+                    generation,
+                },
+            )
     })
 }
 
@@ -72,11 +88,16 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     let objs: Vec<Cc<Obj>> = (0..g.n)
         .map(|id| {
             ALIVE.with(|a| a.borrow_mut().insert(id));
-            Cc::new(Obj {
+            let value = Obj {
                 edges: RefCell::new(Vec::new()),
                 weak: RefCell::new(Vec::new()),
                 id,
-            })
+            };
+            if g.finalizable[id] {
+                Cc::new_finalizable(value)
+            } else {
+                Cc::new(value)
+            }
         })
         .collect();
     for &(a, b) in &g.edges {
@@ -100,6 +121,13 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     gc::collect();
     let expect = reachable(g);
     prop_assert_eq!(alive(), expect.clone());
+    // Each dead finalizable object was finalized exactly once, no live one.
+    let mut fin = FINALIZED.with(|f| f.borrow().clone());
+    fin.sort_unstable();
+    let want: Vec<usize> = (0..g.n)
+        .filter(|i| g.finalizable[*i] && !expect.contains(i))
+        .collect();
+    prop_assert_eq!(&fin, &want);
     for (i, w) in weak_all.iter().enumerate() {
         prop_assert_eq!(w.upgrade().is_some(), expect.contains(&i));
     }
@@ -112,6 +140,8 @@ fn check(g: &Graph) -> Result<(), TestCaseError> {
     drop(roots);
     gc::collect();
     prop_assert!(alive().is_empty());
+    let fin = FINALIZED.with(|f| f.take());
+    prop_assert_eq!(fin.len(), g.finalizable.iter().filter(|&&f| f).count());
     drop(weak_all);
     prop_assert_eq!(gc::collector().live_blocks(), 0);
     gc::enable();
