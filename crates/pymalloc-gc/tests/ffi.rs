@@ -381,9 +381,25 @@ fn legacy_finalizers_make_cycles_uncollectable() {
     decref(l);
     decref(a);
     let before = stats()[2];
-    // Both are unreachable, neither is collectable; only the object with the
-    // legacy finalizer goes to gc.garbage.
+    static OUT: Mutex<String> = Mutex::new(String::new());
+    OUT.lock().unwrap().clear();
+    global_collector().set_debug_sink(Some(Box::new(|s| OUT.lock().unwrap().push_str(s))));
+    PyMemGc_SetDebug(4); // DEBUG_UNCOLLECTABLE
+                         // Both are unreachable, neither is collectable; only the object with the
+                         // legacy finalizer goes to gc.garbage.
     assert_eq!(PyMemGc_Collect(2), 2);
+    PyMemGc_SetDebug(0);
+    global_collector().set_debug_sink(None);
+    let out = OUT.lock().unwrap().clone();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("gc: uncollectable <legacy {l:p}>")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("gc: uncollectable <list {a:p}>")),
+        "{out}"
+    );
     assert_eq!(stats()[2].uncollectable - before.uncollectable, 2);
     assert_eq!(PyMemGc_GarbageSize(), 1);
     assert_eq!(PyMemGc_GarbageGet(0), l);
