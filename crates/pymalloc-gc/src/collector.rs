@@ -26,6 +26,7 @@ use core::ffi::{c_int, c_void};
 use core::fmt;
 use core::ptr;
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use crate::freelist::FreeLists;
@@ -1239,7 +1240,12 @@ impl Collector {
         let s = args.to_string();
         let mut sink = self.debug_sink.borrow_mut();
         match sink.as_mut() {
-            Some(f) => f(&s),
+            Some(f) => {
+                // A panicking sink must not unwind through a collection.
+                if catch_unwind(AssertUnwindSafe(|| f(&s))).is_err() {
+                    eprintln!("pymalloc-gc: panic ignored in the debug sink");
+                }
+            }
             None => eprint!("{s}"),
         }
     }
@@ -1385,7 +1391,11 @@ impl Collector {
             .map(|(_, c)| c.clone())
             .collect();
         for c in cbs {
-            c(&info);
+            // As CPython reports exceptions in callbacks as unraisable, a
+            // panic is reported and the collection goes on.
+            if catch_unwind(AssertUnwindSafe(|| c(&info))).is_err() {
+                eprintln!("pymalloc-gc: panic ignored in a gc callback");
+            }
         }
     }
 

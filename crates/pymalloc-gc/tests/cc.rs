@@ -780,3 +780,17 @@ fn thread_exit_collects_the_threads_cycles() {
     .unwrap();
     assert_eq!(drops.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn panicking_gc_callbacks_are_reported_and_collection_goes_on() {
+    let id = gc::add_callback(|info| {
+        if info.phase == Phase::Start {
+            panic!("callback panics");
+        }
+    });
+    drop(ring(3));
+    assert_eq!(gc::collect(), 3);
+    assert!(gc::remove_callback(id));
+    drop(ring(2));
+    assert_eq!(gc::collect(), 2, "the collector is not left `collecting`");
+}
