@@ -794,3 +794,32 @@ fn panicking_gc_callbacks_are_reported_and_collection_goes_on() {
     drop(ring(2));
     assert_eq!(gc::collect(), 2, "the collector is not left `collecting`");
 }
+
+#[derive(Trace)]
+struct Generic<T: Trace + 'static> {
+    slot: RefCell<Option<Cc<Generic<T>>>>,
+    payload: T,
+}
+
+#[derive(Trace)]
+struct Tuple(RefCell<Vec<Cc<Tuple>>>, #[trace(skip)] u8);
+
+#[derive(Trace)]
+struct Unit;
+
+#[test]
+fn derive_on_generic_tuple_and_unit_structs() {
+    let g = Cc::new(Generic {
+        slot: RefCell::new(None),
+        payload: vec![Cc::new(Unit)],
+    });
+    *g.slot.borrow_mut() = Some(g.clone());
+    let t = Cc::new(Tuple(RefCell::new(Vec::new()), 7));
+    t.0.borrow_mut().push(t.clone());
+    assert_eq!(Cc::to_any(&t).type_name(), "Tuple");
+    assert_eq!(Cc::to_any(&g).type_name(), "Generic");
+    assert_eq!(t.1, 7);
+    drop((g, t));
+    // Generic + its Unit payload (reachable only from the cycle) + Tuple.
+    assert_eq!(gc::collect(), 3);
+}
