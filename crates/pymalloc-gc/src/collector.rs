@@ -15,6 +15,10 @@
 //! * `forbid_mutation` is set while traversals run with `gc_refs` in
 //!   `prev` (update/subtract/move). Tracking, untracking or allocating then
 //!   would corrupt the lists, so it aborts the process instead.
+//! * `block_cache[c]` (collectors with their own heap only) holds
+//!   `block_cache_len[c] <= CACHE_MAX` free blocks of `16 * (c + 1)` bytes
+//!   or less of that size class, linked through their first word, owned by
+//!   the cache and not counted in `live_blocks`.
 //! * The collector is not `Sync`: all access is from one thread, or under
 //!   the embedder's lock (CPython's GIL) for the process-wide collector of
 //!   the C ABI. Every method takes `&self` and all state is in `Cell`s, so

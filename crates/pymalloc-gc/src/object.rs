@@ -18,13 +18,13 @@
 //! * `next == null` exactly when the object is untracked; otherwise `next`,
 //!   with bit 0 masked off, is the next element of the circular doubly linked
 //!   list the object is in (a generation, or a list local to a collection).
-//!   Bit 0 ([`NEXT_MASK_UNREACHABLE`]) is set only during a collection, on
+//!   Bit 0 (`NEXT_MASK_UNREACHABLE`) is set only during a collection, on
 //!   objects that `move_unreachable` tentatively put in the unreachable list.
-//! * `prev`'s low three bits are flags ([`PREV_MASK_FINALIZED`],
-//!   [`PREV_MASK_COLLECTING`], [`PREV_MASK_WEAKREFS`]); the list operations
+//! * `prev`'s low three bits are flags (`PREV_MASK_FINALIZED`,
+//!   `PREV_MASK_COLLECTING`, `PREV_MASK_WEAKREFS`); the list operations
 //!   preserve them. Outside the first phases of a collection the other bits
 //!   are the previous element's address (heads are 16-aligned, so those bits
-//!   are free). While [`PREV_MASK_COLLECTING`] is set during `update_refs`,
+//!   are free). While `PREV_MASK_COLLECTING` is set during `update_refs`,
 //!   `subtract_refs` and `move_unreachable`, they hold `gc_refs << 3` instead
 //!   and the list is only singly linked; `move_unreachable` restores them.
 //! * An untracked object's `prev` holds only flags, except while it waits in

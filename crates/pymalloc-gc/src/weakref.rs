@@ -10,7 +10,7 @@
 //!
 //! # Invariants
 //!
-//! * A referent has [`PREV_MASK_WEAKREFS`] set exactly when the side table
+//! * A referent has `PREV_MASK_WEAKREFS` set exactly when the side table
 //!   has an entry for its address; the entry is the first of the weak
 //!   references whose `wr_object` is that referent, linked by
 //!   `wr_prev`/`wr_next`.
