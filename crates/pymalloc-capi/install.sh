@@ -6,7 +6,7 @@
 # BUILD_DIR is where cargo put the library (default: target/release, after
 # `cargo build --release -p pymalloc-capi`). Installs
 #   PREFIX/lib/libpymalloc.so, PREFIX/lib/libpymalloc.a,
-#   PREFIX/include/pymalloc.h,
+#   PREFIX/include/pymalloc.h and pymalloc_gc.h,
 #   PREFIX/lib/pkgconfig/pymalloc.pc and pymalloc-static.pc
 # (the build's pkg-config files with their directories set to PREFIX).
 set -eu
@@ -27,8 +27,8 @@ mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
 cp "$build/libpymalloc.so" "$build/libpymalloc.a" "$prefix/lib/"
 chmod 755 "$prefix/lib/libpymalloc.so"
 chmod 644 "$prefix/lib/libpymalloc.a"
-cp "$here/include/pymalloc.h" "$prefix/include/"
-chmod 644 "$prefix/include/pymalloc.h"
+cp "$here/include/pymalloc.h" "$here/include/pymalloc_gc.h" "$prefix/include/"
+chmod 644 "$prefix/include/pymalloc.h" "$prefix/include/pymalloc_gc.h"
 for pc in pymalloc.pc pymalloc-static.pc; do
     sed -e "s|^prefix=.*|prefix=$prefix|" \
         -e 's|^libdir=.*|libdir=${prefix}/lib|' \

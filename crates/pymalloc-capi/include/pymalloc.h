@@ -15,7 +15,9 @@
  *   macros (PyMem_MALLOC, ..., PyObject_Del),
  *
  * plus a few functions beyond CPython, prefixed PyMalloc_ (statistics,
- * configurations by PYTHONMALLOC name).
+ * configurations by PYTHONMALLOC name), and, through pymalloc_gc.h, the
+ * object layer and cycle collector (_PyObject_GC_New, PyObject_GC_Track,
+ * Py_IncRef/Py_DecRef, PyGC_Collect, the gc module as PyMemGc_*).
  *
  * THIS LIBRARY IS FOR PROGRAMS THAT DO NOT LINK LIBPYTHON. It defines the
  * same symbols as libpython: in a program that links both, each call goes to
@@ -49,8 +51,11 @@
  *
  * Threads: C programs have no GIL. Unless a configuration says otherwise
  * (none of the built-in ones does), every domain may be called from any
- * thread at any time: RAW is the C library, MEM and OBJ share one pymalloc
- * heap behind a lock, and the debug hooks are thread-safe. Replacing
+ * thread at any time: RAW is the C library, MEM and OBJ give each thread a
+ * pymalloc heap of its own (a block freed by another thread goes back to its
+ * owner's heap; see PyMalloc_SetMode for the other arrangements), and the
+ * debug hooks are thread-safe. The object layer (pymalloc_gc.h) is the
+ * exception: like CPython's, it needs one thread at a time. Replacing
  * allocators (PyMem_SetAllocator, PyMem_SetupDebugHooks,
  * PyMalloc_SetupByName, PyMalloc_InitFromEnv) follows CPython's rule: no
  * thread may use the affected domains while they are swapped; do it first
@@ -83,6 +88,7 @@ extern "C" {
 
 /* CPython's signed size type (ssize_t on POSIX). */
 typedef ssize_t Py_ssize_t;
+#define PYMALLOC_HAVE_PY_SSIZE_T /* for pymalloc_gc.h */
 
 /* The largest Py_ssize_t; no allocation may exceed it. */
 #define PY_SSIZE_T_MAX ((Py_ssize_t)(((size_t)-1) >> 1))
@@ -407,5 +413,12 @@ int PyMalloc_PrintStats(FILE *out);
 #ifdef __cplusplus
 }
 #endif
+
+/* ------------------------------------------------------------------------
+ * The object layer and the cycle collector (crate pymalloc-gc): objects with
+ * CPython's headers from the OBJ domain, reference counts, weak references,
+ * free lists, PyGC_Collect and the gc module as PyMemGc_*.
+ */
+#include "pymalloc_gc.h"
 
 #endif /* PYMALLOC_H */

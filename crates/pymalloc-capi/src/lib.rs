@@ -11,6 +11,7 @@
 //! | [`allocators`] | `PyMemAllocatorEx`, `PyMem_GetAllocator`, `PyMem_SetAllocator`, `PyMem_SetupDebugHooks`, `PyObjectArenaAllocator`, `PyObject_GetArenaAllocator`, `PyObject_SetArenaAllocator` | `Include/cpython/pymem.h`, `Include/cpython/objimpl.h` |
 //! | [`tracemalloc`] | `PyTraceMalloc_Track`, `PyTraceMalloc_Untrack` (tracing disabled: -2) | `Include/tracemalloc.h` |
 //! | [`extras`] | `PyMalloc_*`: statistics as a struct or as `sys._debugmallocstats()`'s table, configurations by `PYTHONMALLOC` name | — |
+//! | [`gc`] (crate `pymalloc-gc`, header `pymalloc_gc.h`) | objects (`_PyObject_New`, `_PyObject_GC_New`, `PyObject_GC_Track`, ...), reference counts, the trashcan, weak references, the collector (`PyGC_Collect`, ...), the `gc` module as `PyMemGc_*`, free lists | `Include/objimpl.h`, `Modules/gcmodule.c` |
 //!
 //! The macros of CPython's API (`PyMem_New`, `PyMem_Resize`, `PyMem_Del`,
 //! `PyMem_MALLOC`, ..., `PyObject_Del`) live in the header only.
@@ -25,7 +26,9 @@
 //!
 //! C programs have no GIL: every domain of this library is safe to call from
 //! any thread in every configuration (RAW is the C library; MEM and OBJ use
-//! the core's locked heap; the debug hooks keep no unsynchronised state).
+//! the core's per-thread heaps unless `PyMalloc_SetMode` chose otherwise; the
+//! debug hooks keep no unsynchronised state). The object layer ([`gc`]) is
+//! CPython's: one thread at a time.
 //! Replacing allocators (`PyMem_SetAllocator`, `PyMem_SetupDebugHooks`,
 //! `PyMalloc_SetupByName`) follows CPython's rule: no thread may use the
 //! domains while they are swapped.
@@ -51,6 +54,11 @@ pub mod allocators;
 pub mod domains;
 pub mod extras;
 pub mod tracemalloc;
+
+/// The object layer and the cycle collector: `pymalloc-gc`'s C ABI, built
+/// with its `c-symbols` feature so that this library exports it under the
+/// names `pymalloc_gc.h` declares.
+pub use pymalloc_gc::ffi as gc;
 
 #[cfg(test)]
 mod header_tests;

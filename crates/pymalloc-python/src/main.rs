@@ -38,8 +38,7 @@ use pyo3_ffi as ffi;
 ///
 /// # Safety
 /// `argv` holds `argc` NUL-terminated strings, as the C runtime passes them.
-#[cfg(not(test))]
-#[unsafe(no_mangle)]
+#[cfg_attr(not(test), unsafe(no_mangle))]
 pub unsafe extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: the C runtime's argument vector, valid for the whole process.
     let args: Vec<OsString> = (0..argc.max(0) as usize)

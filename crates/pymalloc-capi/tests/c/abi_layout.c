@@ -47,6 +47,11 @@
 #define PyObject_SetArenaAllocator pm_PyObject_SetArenaAllocator
 #define PyTraceMalloc_Track pm_PyTraceMalloc_Track
 #define PyTraceMalloc_Untrack pm_PyTraceMalloc_Untrack
+/* The object layer's header is left out: its PyObject and type descriptor
+ * are deliberately smaller than CPython's (the slots the collector uses),
+ * so they cannot be compared member by member. Its own test compares it
+ * with the Rust definitions (crates/pymalloc-gc/tests/header.rs). */
+#define PYMALLOC_GC_H
 #include <pymalloc.h>
 
 /* Values of pymalloc.h's constant macros, while they are defined. */
