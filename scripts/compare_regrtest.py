@@ -44,10 +44,13 @@ EXPECTED = {
 RESULT = re.compile(r"\[\s*\d+/\d+(?:/\d+)?\] (\S+) (passed|failed|skipped|resource denied|crashed|timed out|run no tests|interrupted|uncaught exception|env changed)")
 
 
-def run_suite(python, name, workdir, args):
+def run_suite(python, name, workdir, args, reuse=False):
     os.makedirs(workdir, exist_ok=True)
     xml = os.path.join(workdir, f"{name}.xml")
     log = os.path.join(workdir, f"{name}.log")
+    if reuse and os.path.exists(log) and os.path.exists(xml):
+        print(f"[{name}] reusing {log}", flush=True)
+        return parse_results(log, xml)
     cmd = [python, "-m", "test", "-j2", f"--timeout={args.timeout}", "-w", "--junit-xml", xml]
     if args.modules:
         cmd += args.modules
@@ -57,6 +60,10 @@ def run_suite(python, name, workdir, args):
     print(f"[{name}] {' '.join(cmd)}", flush=True)
     with open(log, "w") as f:
         subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=workdir)
+    return parse_results(log, xml)
+
+
+def parse_results(log, xml):
     modules = {}
     with open(log, errors="replace") as f:
         for line in f:
@@ -107,11 +114,16 @@ def main():
     ap.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "pymalloc-regrtest-compare"))
     ap.add_argument("--timeout", type=int, default=1200)
     ap.add_argument("--all", action="store_true", help="also run the modules that hang under stock")
+    ap.add_argument(
+        "--reuse-stock",
+        action="store_true",
+        help="reuse the stock run left in --workdir by an earlier invocation (stock python3 has not changed)",
+    )
     ap.add_argument("modules", nargs="*", help="modules to compare (default: the whole suite)")
     args = ap.parse_args()
 
     args.ours = place_like(os.path.realpath(args.ours), args.stock)
-    stock_mods, stock_cases = run_suite(args.stock, "stock", args.workdir, args)
+    stock_mods, stock_cases = run_suite(args.stock, "stock", args.workdir, args, reuse=args.reuse_stock)
     our_mods, our_cases = run_suite(args.ours, "pymalloc", args.workdir, args)
 
     names = sorted(set(stock_mods) | set(our_mods))

@@ -330,7 +330,7 @@ fn markdown(entries: &[Entry], m: &[Median], reps: usize) -> String {
         let _ = writeln!(s, "\n### Memory ({api}): peak / final resident MiB during the workload\n");
         let _ = writeln!(s, "| workload | {} |", cols.iter().map(|e| e.label).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(s, "|---|{}", "---|".repeat(cols.len()));
-        for w in &ws {
+        for w in ws.iter().filter(|w| cols.iter().any(|e| find(m, api, w, e.label).is_some())) {
             let mut row = format!("| {w} |");
             for e in &cols {
                 match find(m, api, w, e.label) {
@@ -347,16 +347,18 @@ fn markdown(entries: &[Entry], m: &[Median], reps: usize) -> String {
             }
             let _ = writeln!(s, "{row}");
         }
-        let mut row = "| survivors: kept / peak |".to_owned();
-        for e in &cols {
-            match find(m, api, "survivors", e.label) {
-                Some(x) => {
-                    let _ = write!(row, " {:.3} |", x.kept_fraction);
+        if cols.iter().any(|e| find(m, api, "survivors", e.label).is_some()) {
+            let mut row = "| survivors: kept / peak |".to_owned();
+            for e in &cols {
+                match find(m, api, "survivors", e.label) {
+                    Some(x) => {
+                        let _ = write!(row, " {:.3} |", x.kept_fraction);
+                    }
+                    None => row.push_str(" n/a |"),
                 }
-                None => row.push_str(" n/a |"),
             }
+            let _ = writeln!(s, "{row}");
         }
-        let _ = writeln!(s, "{row}");
     }
     s
 }

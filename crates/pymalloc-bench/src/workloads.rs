@@ -23,6 +23,12 @@ pub fn status_kib(key: &str) -> i64 {
         .unwrap_or(-1)
 }
 
+/// `BENCH_SCALE=k` divides the iteration counts (profiling and smoke runs).
+fn scaled(n: u64) -> u64 {
+    let k: u64 = std::env::var("BENCH_SCALE").ok().and_then(|v| v.parse().ok()).filter(|&k| k > 0).unwrap_or(1);
+    (n / k).max(1)
+}
+
 /// Resets the peak resident size to the current one.
 pub fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -76,7 +82,7 @@ fn f(p: *mut u8, size: usize) {
 }
 
 fn fastpath() -> (f64, u64) {
-    let n = 20_000_000u64;
+    let n = scaled(20_000_000);
     let t = Instant::now();
     for _ in 0..n {
         let p = a(64);
@@ -87,7 +93,7 @@ fn fastpath() -> (f64, u64) {
 
 fn ring(large_percent: u64) -> (f64, u64) {
     const R: usize = 10_000;
-    let n = 10_000_000u64;
+    let n = scaled(10_000_000);
     let s = sizes(1, 512, large_percent);
     let mut slot: Vec<(*mut u8, usize)> = (0..R).map(|i| (a(s[i]), s[i])).collect();
     let t = Instant::now();
@@ -106,7 +112,7 @@ fn ring(large_percent: u64) -> (f64, u64) {
 }
 
 fn random_order() -> (f64, u64) {
-    let n = 1_000_000usize;
+    let n = scaled(1_000_000) as usize;
     let s = sizes(1, 512, 0);
     let mut r = Rng(12345);
     let mut order: Vec<usize> = (0..n).collect();
@@ -125,7 +131,7 @@ fn random_order() -> (f64, u64) {
 }
 
 fn survivors() -> (f64, u64, i64, i64) {
-    let n = 2_000_000usize;
+    let n = scaled(2_000_000) as usize;
     let s = sizes(16, 256, 0);
     let mut blocks = Vec::with_capacity(n);
     let t = Instant::now();
@@ -148,7 +154,7 @@ fn survivors() -> (f64, u64, i64, i64) {
 
 fn prodcons() -> (f64, u64) {
     const Q: usize = 4096;
-    let n = 5_000_000usize;
+    let n = scaled(5_000_000) as usize;
     let s = std::sync::Arc::new(sizes(16, 256, 0));
     let queue: std::sync::Arc<Vec<AtomicPtr<u8>>> =
         std::sync::Arc::new((0..Q).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect());
@@ -183,9 +189,10 @@ fn prodcons() -> (f64, u64) {
 /// serde_json: build a large document, serialise it, parse it back, drop.
 fn json() -> (f64, u64) {
     let rounds = 5u64;
+    let items = scaled(100_000);
     let t = Instant::now();
     for round in 0..rounds {
-        let doc: Vec<serde_json::Value> = (0..100_000u64)
+        let doc: Vec<serde_json::Value> = (0..items)
             .map(|i| {
                 serde_json::json!({
                     "id": i + round,
@@ -198,15 +205,15 @@ fn json() -> (f64, u64) {
             .collect();
         let text = serde_json::to_string(&doc).unwrap();
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.as_array().unwrap().len(), 100_000);
+        assert_eq!(back.as_array().unwrap().len(), items as usize);
         black_box(back);
     }
-    (t.elapsed().as_secs_f64(), rounds * 100_000)
+    (t.elapsed().as_secs_f64(), rounds * items)
 }
 
 /// A BTreeMap of strings: insert, look up, remove half, drop.
 fn btree() -> (f64, u64) {
-    let n = 500_000u64;
+    let n = scaled(500_000);
     let t = Instant::now();
     let mut m: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..n {
