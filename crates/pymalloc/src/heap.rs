@@ -52,7 +52,7 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU32, Ordering};
 
 use crate::arena_alloc::ArenaAllocator;
 use crate::domain::Domain;
@@ -61,6 +61,9 @@ use crate::pool::{self, launder, pool_of, PoolHeader, DUMMY_SIZE_IDX};
 use crate::radix::ARENA_MAP;
 use crate::sync::SpinLock;
 use crate::{os, raw, region};
+
+/// Free blocks a caching heap keeps per size class (see [`Heap::new_retaining`]).
+pub const CACHE_SLOTS: usize = 32;
 
 /// Number of arena objects the table starts with (room for 16 arenas).
 const INITIAL_ARENA_OBJECTS: u32 = 16;
@@ -171,6 +174,10 @@ impl Default for PurgePolicy {
 ///   `nfp2lasta[n]` is its last arena with `nfreepools == n`, or null.
 /// * `pools_in_use` counts used and full pools; `committed_empty` counts
 ///   pools on the arenas' `freepools` lists.
+/// * The block cache: `cache[c][..cache_n[c]]` are distinct blocks of class
+///   `c` of this heap's pools that were freed and not handed out again. Their
+///   pools still count them (a cached block is in use as far as its pool is
+///   concerned, and on no free list); statistics count them as free.
 /// * Sharing: the state is in `Cell`s and methods take `&self`, so that a
 ///   heap owned by one thread can be read by others. Only the owner calls
 ///   the allocating and freeing methods. Everything others read (the arena
@@ -201,6 +208,17 @@ pub struct Heap {
     stats_on_new_arena: Cell<bool>,
     /// Keep a head pool that empties on its used list (see the invariant).
     retain: Cell<bool>,
+    /// Blocks the cache may hold per class: 0 (no cache) or `CACHE_SLOTS`.
+    cache_max: Cell<u32>,
+    /// The limit now, per class: `cache_max`, or 0 while the class drains
+    /// (a flush emptied a pool: frees go straight to pools until the class
+    /// allocates from a pool again).
+    cache_lim: [Cell<u32>; NB_SMALL_SIZE_CLASSES],
+    /// Blocks cached per class (read by statistics from other threads).
+    cache_n: [AtomicU32; NB_SMALL_SIZE_CLASSES],
+    /// The cache: `cache[c][..cache_n[c]]` are free blocks of class `c`,
+    /// oldest first.
+    cache: [[Cell<*mut u8>; CACHE_SLOTS]; NB_SMALL_SIZE_CLASSES],
     /// Stamped on pools as their owner: this heap's address for thread
     /// heaps (at a stable address), null otherwise.
     owner_tag: Cell<*const Heap>,
@@ -326,12 +344,16 @@ impl Heap {
         Heap::with_retention(false)
     }
 
-    /// An empty heap that keeps the head pool of a size class on its list
-    /// when it empties (at most one such pool per class), so that a loop
-    /// allocating and freeing the same size does not give a pool back and
-    /// take it again each time. The heaps behind the domains and
+    /// An empty heap tuned for speed: it keeps the head pool of a size class
+    /// on its list when it empties (at most one such pool per class), so that
+    /// a loop allocating and freeing the same size does not give a pool back
+    /// and take it again each time, and it keeps up to [`CACHE_SLOTS`]
+    /// recently freed blocks per class and hands them out again first (most
+    /// recent first, still in cache), flushing the older half to their pools
+    /// when the cache is full. The heaps behind the domains and
     /// [`PyMalloc`](crate::PyMalloc) are made this way; [`Heap::purge`] gives
-    /// retained pools back.
+    /// retained pools and cached blocks back. Statistics count cached blocks
+    /// as free.
     pub const fn new_retaining() -> Heap {
         Heap::with_retention(true)
     }
@@ -357,6 +379,11 @@ impl Heap {
             arena_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
             retain: Cell::new(retain),
+            cache_max: Cell::new(if retain { CACHE_SLOTS as u32 } else { 0 }),
+            // Set from `cache_max` by the first allocation of each class.
+            cache_lim: [const { Cell::new(0) }; NB_SMALL_SIZE_CLASSES],
+            cache_n: [const { AtomicU32::new(0) }; NB_SMALL_SIZE_CLASSES],
+            cache: [const { [const { Cell::new(ptr::null_mut()) }; CACHE_SLOTS] }; NB_SMALL_SIZE_CLASSES],
             owner_tag: Cell::new(ptr::null()),
             raw_allocated_blocks: AtomicIsize::new(0),
             remote: AtomicPtr::new(ptr::null_mut()),
@@ -467,11 +494,32 @@ impl Heap {
         self.owner_tag.set(tag);
     }
 
-    /// Takes a block of size class `szidx` from a pool; null if no arena can
-    /// be had. This is pymalloc's fast path.
+    /// Takes a block of size class `szidx`: the most recently cached one, or
+    /// one from a pool; null if no arena can be had. This is pymalloc's fast
+    /// path.
     #[inline(always)]
     pub(crate) fn alloc_small(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
+        let n = self.cache_n[szidx].load(Ordering::Relaxed) as usize;
+        if n > 0 {
+            // SAFETY: n <= CACHE_SLOTS, and cache[szidx][n - 1] is a cached
+            // free block (invariant); it leaves the cache.
+            unsafe {
+                let b = self.cache.get_unchecked(szidx).get_unchecked(n - 1).get();
+                self.cache_n[szidx].store(n as u32 - 1, Ordering::Relaxed);
+                return b;
+            }
+        }
+        // Allocating from pools again: the class caches again.
+        // SAFETY: szidx < NB_SMALL_SIZE_CLASSES.
+        unsafe { self.cache_lim.get_unchecked(szidx).set(self.cache_max.get()) };
+        self.alloc_from_pool(szidx)
+    }
+
+    /// Takes a block of size class `szidx` from a pool (CPython's
+    /// `pymalloc_alloc`).
+    #[inline(always)]
+    fn alloc_from_pool(&self, szidx: usize) -> *mut u8 {
         let pool = self.used_first[szidx].get();
         if !pool.is_null() {
             // SAFETY: pools on a used list are live and have a non-null free
@@ -507,12 +555,104 @@ impl Heap {
         }
     }
 
-    /// Returns a block of pymalloc memory to its pool.
+    /// Frees a block of this heap: into the block cache if there is room,
+    /// else to its pool.
     ///
     /// # Safety
     /// `p` is a live block handed out by this heap's `alloc_small`.
     #[inline(always)]
     pub(crate) unsafe fn free_small(&self, p: *mut u8) {
+        // SAFETY: p is a live block of this heap.
+        let c = unsafe { Self::block_class(p) };
+        let n = self.cache_n[c].load(Ordering::Relaxed);
+        // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
+        if n < unsafe { self.cache_lim.get_unchecked(c).get() } {
+            // SAFETY: n < CACHE_SLOTS; p is a free block of class c now.
+            unsafe { self.cache.get_unchecked(c).get_unchecked(n as usize).set(launder(p)) };
+            self.cache_n[c].store(n + 1, Ordering::Relaxed);
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_small_uncached(p, c) }
+    }
+
+    /// The cache of class `c` is full, or the class drains, or the heap
+    /// does not cache.
+    ///
+    /// A cached block keeps its pool, and so its arena, in use. So that a
+    /// program freeing a large structure gets its pools and arenas back as
+    /// CPython would, a flush that empties a pool sends the whole cache of
+    /// the class back and turns the cache of the class off until the class
+    /// next allocates from a pool.
+    #[inline(never)]
+    unsafe fn free_small_uncached(&self, p: *mut u8, c: usize) {
+        if self.cache_lim[c].get() > 0 {
+            let pools = self.pools_in_use.get();
+            self.flush_cache_class(c, CACHE_SLOTS / 2);
+            if self.pools_in_use.get() < pools {
+                self.flush_cache_class(c, CACHE_SLOTS);
+                self.cache_lim[c].set(0);
+            } else {
+                let n = self.cache_n[c].load(Ordering::Relaxed);
+                // SAFETY: the flush made room.
+                unsafe { self.cache.get_unchecked(c).get_unchecked(n as usize).set(launder(p)) };
+                self.cache_n[c].store(n + 1, Ordering::Relaxed);
+                return;
+            }
+        }
+        // SAFETY: forwarded.
+        unsafe { self.free_to_pool(p) }
+    }
+
+    /// Gives the `k` oldest cached blocks of class `c` back to their pools.
+    fn flush_cache_class(&self, c: usize, k: usize) {
+        let n = self.cache_n[c].load(Ordering::Relaxed) as usize;
+        let k = k.min(n);
+        let slots = &self.cache[c];
+        let mut out = [ptr::null_mut::<u8>(); CACHE_SLOTS];
+        for (o, s) in out.iter_mut().zip(&slots[..k]) {
+            *o = s.get();
+        }
+        for i in k..n {
+            slots[i - k].set(slots[i].get());
+        }
+        // The count drops before the blocks reach their pools, so that
+        // statistics never count one of them free twice.
+        self.cache_n[c].store((n - k) as u32, Ordering::Relaxed);
+        for &b in &out[..k] {
+            // SAFETY: a block that was cached: a live block of this heap
+            // that nobody uses.
+            unsafe { self.free_to_pool(b) };
+        }
+    }
+
+    /// Gives every cached block back to its pool (see
+    /// [`Heap::new_retaining`]); [`Heap::purge`] does this first.
+    pub fn flush_cache(&mut self) {
+        self.flush_cache_shared();
+    }
+
+    /// [`Heap::flush_cache`] through a shared reference (the owner of a
+    /// shared heap only).
+    pub(crate) fn flush_cache_shared(&self) {
+        for c in 0..NB_SMALL_SIZE_CLASSES {
+            self.flush_cache_class(c, CACHE_SLOTS);
+        }
+    }
+
+    /// Cached blocks of class `c`.
+    #[inline]
+    pub(crate) fn cached(&self, c: usize) -> usize {
+        self.cache_n[c].load(Ordering::Relaxed) as usize
+    }
+
+    /// Returns a block of pymalloc memory to its pool (CPython's
+    /// `pymalloc_free`).
+    ///
+    /// # Safety
+    /// `p` is a live block of this heap, not in the cache.
+    #[inline(always)]
+    pub(crate) unsafe fn free_to_pool(&self, p: *mut u8) {
         let pool = pool_of(p);
         // SAFETY: p is a live block, so its pool is live and was in use.
         unsafe {
@@ -602,7 +742,7 @@ impl Heap {
             // its user gave up; its first word links the queue.
             unsafe {
                 let next = p.cast::<*mut u8>().read();
-                self.free_small(launder(p));
+                self.free_to_pool(launder(p));
                 p = next;
             }
             n += 1;
@@ -656,7 +796,13 @@ impl Heap {
     #[inline(never)]
     fn alloc_from_new_pool(&self, szidx: usize) -> *mut u8 {
         if self.drain_remote() > 0 && !self.used_first[szidx].get().is_null() {
-            return self.alloc_small(szidx);
+            return self.alloc_from_pool(szidx);
+        }
+        if self.usable_arenas.get().is_null() && self.retain.get() {
+            // A new arena is next: first give back cached blocks and retained
+            // pools, which may leave empty pools that can serve instead. (Only
+            // the owner writes `usable_arenas`, so it reads it without `meta`.)
+            self.release_held_pools();
         }
         let _meta = self.meta.lock();
         // SAFETY: all pointers followed are to live arena objects and pools of
@@ -905,11 +1051,10 @@ impl Heap {
         }
     }
 
-    /// [`Heap::purge`] through a shared reference: for the owner of a
-    /// shared heap (a thread heap, a [`GilHeap`](crate::GilHeap) with its
-    /// lock held). Blocks other threads sent back are freed first.
-    pub fn purge_shared(&self) -> usize {
-        self.drain_remote();
+    /// Gives cached blocks back to their pools and retained empty pools back
+    /// to their arenas (the owner, without `meta`).
+    fn release_held_pools(&self) {
+        self.flush_cache_shared();
         for c in 0..NB_SMALL_SIZE_CLASSES {
             let head = self.used_first[c].get();
             // SAFETY: a used-list head is a live pool of this heap.
@@ -918,6 +1063,14 @@ impl Heap {
                 unsafe { self.pool_emptied(head) };
             }
         }
+    }
+
+    /// [`Heap::purge`] through a shared reference: for the owner of a
+    /// shared heap (a thread heap, a [`GilHeap`](crate::GilHeap) with its
+    /// lock held). Blocks other threads sent back are freed first.
+    pub fn purge_shared(&self) -> usize {
+        self.drain_remote();
+        self.release_held_pools();
         let _meta = self.meta.lock();
         let mut bytes = self.decommit_down_to(0, 1) * POOL_SIZE;
         // Wholly free arenas, the spare included.
@@ -1198,6 +1351,13 @@ impl Heap {
             c.blocks_in_use += count;
             c.avail_blocks += num_blocks(sz) - count;
         });
+        // Cached blocks are free to the user. (Read from another thread the
+        // two counts may be a moment apart: never below zero.)
+        for (i, c) in s.classes.iter_mut().enumerate().take(NB_SMALL_SIZE_CLASSES) {
+            let k = self.cached(i).min(c.blocks_in_use);
+            c.blocks_in_use -= k;
+            c.avail_blocks += k;
+        }
         s.arenas_reclaimed = s.arenas_allocated_total - s.arenas_current;
         s.finish(ARENA_MAP.usage());
         s
@@ -1272,6 +1432,39 @@ impl Heap {
         for (i, (&want, got)) in last_with.iter().zip(self.nfp2lasta.iter()).enumerate() {
             check(want == got.get(), "nfp2lasta finger wrong", i)?;
         }
+
+        // The block cache: blocks of the right class, in use in their pools,
+        // each once.
+        // (A fixed array: validation may run inside a global allocator.)
+        let mut seen = [0usize; NB_SMALL_SIZE_CLASSES * CACHE_SLOTS];
+        let mut nseen = 0;
+        for c in 0..NB_SMALL_SIZE_CLASSES {
+            let n = self.cached(c);
+            check(n <= self.cache_max.get() as usize, "cache over its limit", c)?;
+            for slot in &self.cache[c][..n] {
+                let b = slot.get();
+                check(owns(b), "cached block outside every arena", b.addr())?;
+                let pool = pool_of(b);
+                // SAFETY: b lies in a live arena; its pool is carved (it
+                // held b) and initialised.
+                unsafe {
+                    check((*pool).szidx as usize == c, "cached block of another class", b.addr())?;
+                    check((*pool).count() > 0, "cached block in an empty pool", b.addr())?;
+                    check((*pool).owner == self.owner_tag.get(), "cached block of another heap", b.addr())?;
+                    let off = b.addr() - pool.addr();
+                    check(
+                        off >= POOL_OVERHEAD && (off - POOL_OVERHEAD) % class_size(c) == 0,
+                        "cached block misaligned",
+                        b.addr(),
+                    )?;
+                }
+                seen[nseen] = b.addr();
+                nseen += 1;
+            }
+        }
+        let seen = &mut seen[..nseen];
+        seen.sort_unstable();
+        check(seen.windows(2).all(|w| w[0] != w[1]), "block cached twice", nseen)?;
 
         // Pools: counts, free lists, list membership.
         let mut on_used = [0usize; NB_SMALL_SIZE_CLASSES];

@@ -69,6 +69,6 @@ pub mod thread;
 pub use arena_alloc::ArenaAllocator;
 pub use domain::{gil_heap, global_heap, AllocError, Block, Domain, GilHeap, MemAllocatorEx};
 pub use global::PyMalloc;
-pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState, PurgePolicy};
+pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState, PurgePolicy, CACHE_SLOTS};
 pub use locked::LockedHeap;
 pub use stats::Stats;

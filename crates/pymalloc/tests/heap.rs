@@ -426,7 +426,9 @@ fn arena_pictures_show_every_pool_state() {
     assert_eq!(a.ntotalpools, MAX_POOLS_IN_ARENA);
     assert_eq!(a.nfreepools, MAX_POOLS_IN_ARENA - 2);
     assert_eq!(a.pools[0], PoolState::Full { class: c as u8 });
-    assert_eq!(a.pools[1], PoolState::Used { class: 0, blocks: 1 });
+    // 16 bytes is class 0, or class 1 with the seed's 8-byte step.
+    let c16 = size_class(16).unwrap() as u8;
+    assert_eq!(a.pools[1], PoolState::Used { class: c16, blocks: 1 });
     assert_eq!(a.pools[2], PoolState::Empty);
     assert!(a.pools[3..].iter().all(|&p| p == PoolState::Untouched));
     assert_eq!(heap.arena_count(), 1);
@@ -443,7 +445,16 @@ fn a_retaining_heap_keeps_the_head_pool_that_empties() {
     let c = size_class(64).unwrap();
     let p = heap.malloc(64);
     unsafe { heap.free(p) };
-    // The pool stays on its list, empty, counted as a pool in use.
+    // The block waits in the cache: free to statistics, still held by its
+    // pool in the arena's picture.
+    let s = heap.stats();
+    assert_eq!((s.classes[c].pools, s.classes[c].blocks_in_use, s.classes[c].avail_blocks), (1, 0, num_blocks(c)));
+    let mut pictures = Vec::new();
+    heap.visit_arenas(|a| pictures.push(a.pools[0]));
+    assert_eq!(pictures, [PoolState::Used { class: c as u8, blocks: 1 }]);
+    heap.validate().unwrap();
+    // Flushed, the pool stays on its list, empty, counted as a pool in use.
+    heap.flush_cache();
     let s = heap.stats();
     assert_eq!((s.classes[c].pools, s.classes[c].blocks_in_use, s.classes[c].avail_blocks), (1, 0, num_blocks(c)));
     assert_eq!(s.accounted_bytes(), s.arena_bytes);
@@ -463,6 +474,7 @@ fn a_retaining_heap_keeps_the_head_pool_that_empties() {
     for q in two {
         unsafe { heap.free(q) };
     }
+    heap.flush_cache();
     let s = heap.stats();
     assert_eq!(s.classes[c].pools, 1, "the second pool went back to its arena");
     heap.validate().unwrap();
@@ -470,5 +482,90 @@ fn a_retaining_heap_keeps_the_head_pool_that_empties() {
     assert!(heap.purge() > 0);
     let s = heap.stats();
     assert_eq!((s.classes[c].pools, s.arenas_current), (0, 0));
+    heap.validate().unwrap();
+}
+
+/// Blocks of class `c` the heap holds in its cache: in use as far as their
+/// pools are concerned, free as far as the statistics are.
+fn cached_blocks(heap: &Heap, c: usize) -> usize {
+    use pymalloc::PoolState;
+    let mut in_pools = 0;
+    heap.visit_arenas(|a| {
+        for p in a.pools {
+            match p {
+                PoolState::Full { class } if class as usize == c => in_pools += num_blocks(c),
+                PoolState::Used { class, blocks } if class as usize == c => in_pools += blocks as usize,
+                _ => {}
+            }
+        }
+    });
+    in_pools - heap.stats().classes[c].blocks_in_use
+}
+
+#[test]
+fn a_caching_heap_gives_a_freed_structure_back_as_cpython_does() {
+    let c = size_class(256).unwrap();
+    for reverse in [false, true] {
+        let mut heap = Heap::new_retaining();
+        let n = 5 * MAX_POOLS_IN_ARENA * num_blocks(c);
+        let mut blocks: Vec<_> = (0..n).map(|_| heap.malloc(256)).collect();
+        assert!(heap.arena_count() >= 5);
+        if reverse {
+            blocks.reverse();
+        }
+        for p in blocks {
+            unsafe { heap.free(p) };
+        }
+        heap.validate().unwrap();
+        // The first pool to empty turned the cache of the class off: nothing
+        // is left cached, every arena but CPython's spare (and the one that
+        // holds the retained head pool) went back.
+        assert_eq!(cached_blocks(&heap, c), 0, "reverse={reverse}");
+        assert!(heap.arena_count() <= 2, "{} arenas left (reverse={reverse})", heap.arena_count());
+        let s = heap.stats();
+        assert_eq!(s.classes[c].blocks_in_use, 0);
+        assert!(s.classes[c].pools <= 1);
+        // Allocating again turns the cache back on.
+        let p = heap.malloc(256);
+        unsafe { heap.free(p) };
+        assert_eq!(cached_blocks(&heap, c), 1);
+        assert_eq!(heap.malloc(256), p, "the cached block is handed out first");
+        unsafe { heap.free(p) };
+        heap.validate().unwrap();
+    }
+}
+
+#[test]
+fn a_caching_heap_empties_its_cache_before_taking_a_new_arena() {
+    let mut heap = Heap::new_retaining();
+    let a = size_class(512).unwrap();
+    let per_pool = num_blocks(a);
+    assert!(per_pool <= pymalloc::CACHE_SLOTS, "a pool's blocks fit in the cache");
+    // Fill every pool of one arena with class `a`.
+    let blocks: Vec<_> = (0..MAX_POOLS_IN_ARENA * per_pool).map(|_| heap.malloc(512)).collect();
+    assert_eq!(heap.arena_count(), 1);
+    let s = heap.stats();
+    assert_eq!(s.unused_pools, 0, "the arena is full");
+    // Free the blocks of the last pool: they all wait in the cache, which
+    // keeps the pool full.
+    let (keep, last) = blocks.split_at(blocks.len() - per_pool);
+    for &p in last.iter().rev() {
+        unsafe { heap.free(p) };
+    }
+    assert_eq!(cached_blocks(&heap, a), per_pool);
+    assert_eq!(heap.stats().unused_pools, 0);
+    // Another class needs a pool: the cache goes back first, the pool
+    // empties, and the other class gets it instead of a new arena.
+    let q = heap.malloc(16);
+    assert!(!q.is_null());
+    assert_eq!(heap.arena_count(), 1, "no new arena while cached blocks held a whole pool");
+    assert_eq!(heap.stats().arenas_allocated_total, 1);
+    assert_eq!(cached_blocks(&heap, a), 0);
+    assert_eq!(pool_base(q), pool_base(last[0]), "the emptied pool was reused");
+    heap.validate().unwrap();
+    unsafe { heap.free(q) };
+    for &p in keep {
+        unsafe { heap.free(p) };
+    }
     heap.validate().unwrap();
 }
