@@ -223,9 +223,35 @@ pub struct Heap {
     /// heaps (at a stable address), null otherwise.
     owner_tag: Cell<*const Heap>,
     raw_allocated_blocks: AtomicIsize,
-    /// Blocks freed by other threads, linked through their first word.
-    remote: AtomicPtr<u8>,
+    /// Blocks freed by other threads, linked through their first word; on
+    /// cache lines of its own, so that the threads pushing to it do not pull
+    /// the owner's hot fields away from it.
+    remote: Isolated<AtomicPtr<u8>>,
     meta: SpinLock,
+}
+
+/// A value alone on its cache lines whatever the alignment of what holds it:
+/// 120 bytes of padding on either side (two lines, for the adjacent-line
+/// prefetcher), without asking the holder for more than word alignment.
+#[repr(C)]
+pub(crate) struct Isolated<T> {
+    _before: [usize; 15],
+    value: T,
+    _after: [usize; 15],
+}
+
+impl<T> Isolated<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Isolated { _before: [0; 15], value, _after: [0; 15] }
+    }
+}
+
+impl<T> core::ops::Deref for Isolated<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.value
+    }
 }
 
 // SAFETY: a Heap exclusively owns its arenas and table; nothing in it is tied
@@ -386,7 +412,7 @@ impl Heap {
             cache: [const { [const { Cell::new(ptr::null_mut()) }; CACHE_SLOTS] }; NB_SMALL_SIZE_CLASSES],
             owner_tag: Cell::new(ptr::null()),
             raw_allocated_blocks: AtomicIsize::new(0),
-            remote: AtomicPtr::new(ptr::null_mut()),
+            remote: Isolated::new(AtomicPtr::new(ptr::null_mut())),
             meta: SpinLock::new(),
         }
     }
@@ -487,9 +513,9 @@ impl Heap {
     ///
     /// # Safety
     /// `tag` points to this heap, which stays at that address for as long as
-    /// any of its pools live, and has no pool yet.
+    /// any of its pools live, and has no arena yet.
     pub(crate) unsafe fn set_owner_tag(&self, tag: *const Heap) {
-        debug_assert_eq!(self.pools_in_use.get(), 0);
+        debug_assert_eq!(self.narenas_currently_allocated.get(), 0);
         debug_assert!(ptr::eq(tag, self));
         self.owner_tag.set(tag);
     }
@@ -707,6 +733,12 @@ impl Heap {
     /// `p` is a live block of some heap.
     #[inline(always)]
     pub(crate) unsafe fn block_owner(p: *mut u8) -> *const Heap {
+        // An arena of the region: its owner from the region's table, which
+        // other threads read without touching the pool header the owner
+        // writes on every allocation.
+        if let Some(o) = region::owner(p) {
+            return o.cast();
+        }
         // SAFETY: as above; the owner changes only while the pool is empty.
         unsafe { (*pool_of(p)).owner }
     }
@@ -1157,6 +1189,11 @@ impl Heap {
             // Blocks come back from callers with their own (possibly
             // narrowed) provenance; the heap reaches headers through this.
             let _ = address.expose_provenance();
+            if region::contains(address) {
+                // Every arena of the region names its heap, null included:
+                // the slot may have served another heap before.
+                region::set_owner(address, self.owner_tag.get().cast());
+            }
             self.unused_arena_objects.set((*ao).nextarena);
             (*ao).address = address;
             (*ao).allocator = a;

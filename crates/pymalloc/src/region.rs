@@ -16,7 +16,7 @@
 //! map ([`crate::radix`]) answers for them as it does for arenas of custom
 //! allocators. Under Miri there is no region.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::geometry::ARENA_SIZE;
@@ -84,6 +84,31 @@ impl Slots {
 }
 
 static SLOTS_LOCK: Mutex<Slots> = Mutex::new(Slots { next: 0, nfree: 0, hint: 0, free: [0; SLOTS / 64] });
+
+/// The heap that owns each arena of the region (its owner tag, see
+/// `Heap::block_owner`), written when the heap takes the arena, before any of
+/// its blocks is handed out; a block reaches another thread only through
+/// some synchronisation after that, so relaxed loads see the right owner.
+/// Zeroed statics: pages of the table that no arena uses are never touched.
+static OWNERS: [AtomicPtr<()>; SLOTS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; SLOTS];
+
+/// Records the owner of the region's arena at `arena`.
+pub fn set_owner(arena: *mut u8, owner: *const ()) {
+    let slot = (arena.addr() - BOUNDS.base.load(Ordering::Relaxed)) / ARENA_SIZE;
+    OWNERS[slot].store(owner.cast_mut(), Ordering::Relaxed);
+}
+
+/// The owner recorded for the arena holding `p`, if `p` lies in the region.
+#[inline(always)]
+pub fn owner(p: *const u8) -> Option<*const ()> {
+    let off = p.addr().wrapping_sub(BOUNDS.base.load(Ordering::Relaxed));
+    if off < BOUNDS.size.load(Ordering::Relaxed) {
+        // SAFETY: off < size <= REGION_SIZE, so the slot is in the table.
+        Some(unsafe { OWNERS.get_unchecked(off / ARENA_SIZE) }.load(Ordering::Relaxed).cast_const())
+    } else {
+        None
+    }
+}
 
 /// True if `p` lies in the region. For the address of a live block this is
 /// exactly "the block is in an arena of the region".

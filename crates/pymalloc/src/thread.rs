@@ -54,6 +54,9 @@ use crate::sync::SpinLock;
 #[repr(C)]
 struct ThreadHeap {
     heap: Heap,
+    /// Keeps `abandoned`, which every free from another thread reads, off
+    /// the cache lines of the heap's last fields.
+    _pad: [usize; 15],
     abandoned: AtomicBool,
     next_all: *mut ThreadHeap,
     next_abandoned: *mut ThreadHeap,
@@ -151,6 +154,7 @@ fn make() -> *mut ThreadHeap {
     unsafe {
         th.write(ThreadHeap {
             heap: Heap::new_retaining(),
+            _pad: [0; 15],
             abandoned: AtomicBool::new(false),
             next_all: ptr::null_mut(),
             next_abandoned: ptr::null_mut(),
