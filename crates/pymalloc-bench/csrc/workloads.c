@@ -31,6 +31,9 @@ void mi_free(void *ptr);
 #define FREE(p) free(p)
 #endif
 
+#if defined(ALLOC_PYMALLOC) || defined(ALLOC_OBMALLOC)
+void PyMem_SetupDebugHooks(void);
+#endif
 #ifdef ALLOC_PYMALLOC
 int PyMalloc_SetMode(const char *mode);
 int PyMalloc_SetupByName(const char *name);
@@ -239,6 +242,23 @@ int main(int argc, char **argv)
         if (PyMalloc_SetMode(mode) != 0 || PyMalloc_SetupByName("pymalloc") != 0) {
             fprintf(stderr, "bad PYMALLOC_MODE %s\n", mode);
             return 2;
+        }
+    }
+#endif
+#if defined(ALLOC_PYMALLOC) || defined(ALLOC_OBMALLOC)
+    /* BENCH_DEBUG_HOOKS=1: CPython's debug hooks over every domain, as
+       PYTHONMALLOC=pymalloc_debug installs them (the same call in both
+       libraries). */
+    const char *hooks = getenv("BENCH_DEBUG_HOOKS");
+    if (hooks && *hooks == '1') {
+        PyMem_SetupDebugHooks();
+        /* The hooks fill fresh blocks with PYMEM_CLEANBYTE. */
+        unsigned char *probe = ALLOC(8);
+        int on = probe[0] == 0xCD && probe[7] == 0xCD;
+        FREE(probe);
+        if (!on) {
+            fprintf(stderr, "BENCH_DEBUG_HOOKS: the debug hooks are not installed\n");
+            return 3;
         }
     }
 #endif

@@ -127,6 +127,7 @@ fn build_c(dir: &Path) -> Vec<Entry> {
     let libdir: Vec<String> =
         py.iter().filter(|a| a.starts_with("-L")).map(|a| format!("-Wl,-rpath,{}", &a[2..])).collect();
     py.extend(libdir);
+    let obmalloc = cc("c-obmalloc", &["-DALLOC_OBMALLOC"], &py);
     let pymalloc =
         cc("c-pymalloc", &["-DALLOC_PYMALLOC"], &[vec![lib.to_string_lossy().into_owned()], sys.clone()].concat());
     vec![
@@ -134,17 +135,33 @@ fn build_c(dir: &Path) -> Vec<Entry> {
         Entry {
             label: "pymalloc-rs single-heap",
             api: "C",
-            exe: pymalloc,
+            exe: pymalloc.clone(),
             env: vec![("PYMALLOC_MODE", "single")],
             skip: &[],
             // One heap shared by threads needs its lock.
             env_threads: Some(vec![("PYMALLOC_MODE", "locked")]),
         },
         Entry {
+            label: "pymalloc-rs debug hooks",
+            api: "C",
+            exe: pymalloc,
+            env: vec![("BENCH_DEBUG_HOOKS", "1")],
+            skip: &[],
+            env_threads: None,
+        },
+        Entry {
             label: "obmalloc",
             api: "C",
-            exe: cc("c-obmalloc", &["-DALLOC_OBMALLOC"], &py),
+            exe: obmalloc.clone(),
             env: vec![],
+            skip: &["prodcons"],
+            env_threads: None,
+        },
+        Entry {
+            label: "obmalloc debug hooks",
+            api: "C",
+            exe: obmalloc,
+            env: vec![("BENCH_DEBUG_HOOKS", "1")],
             skip: &["prodcons"],
             env_threads: None,
         },

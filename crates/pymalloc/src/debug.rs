@@ -441,7 +441,7 @@ unsafe fn check_address(func: &str, api: u8, p: *const u8) {
             fatal(func, b"bad leading pad byte");
         }
         let tail = p.wrapping_add(read_size(p.sub(2 * SST)));
-        if !readable(tail, SST) || (0..SST).any(|i| *tail.add(i) != FORBIDDENBYTE) {
+        if !trailer_readable(p, tail) || (0..SST).any(|i| *tail.add(i) != FORBIDDENBYTE) {
             dump_address(p);
             fatal(func, b"bad trailing pad byte");
         }
@@ -544,6 +544,33 @@ pub unsafe fn dump_address(p: *const u8) {
     } else {
         let _ = out.write_str("Enable tracemalloc to get the memory block allocation traceback\n\n");
     }
+}
+
+/// True if the `SST` bytes of the trailer at `tail` of the debug block whose
+/// data starts at `p` can be read. The recorded size may be garbage (a
+/// double free overwrites it), so the trailer is read only where that cannot
+/// fault: on the header's own page, or in the header's own pymalloc pool
+/// (pools are mapped whole), else where `mincore` says it is mapped. Only
+/// the last costs a system call, so checking a pool block on every free
+/// costs none.
+fn trailer_readable(p: *const u8, tail: *const u8) -> bool {
+    let page = crate::os::page_size();
+    let (p, t) = (p.addr(), tail.addr());
+    let Some(last) = t.checked_add(SST - 1) else {
+        return false;
+    };
+    if t < p {
+        return false;
+    }
+    if last / page == p / page {
+        return true;
+    }
+    let pool_mask = !(crate::geometry::POOL_SIZE - 1);
+    let block = p - 2 * SST;
+    if crate::heap::owns_live(ptr::without_provenance(block)) && last & pool_mask == block & pool_mask {
+        return true;
+    }
+    readable(tail, SST)
 }
 
 /// True if `len` bytes from `p` lie in mapped memory (so reading them will
