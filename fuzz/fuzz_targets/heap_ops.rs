@@ -2,12 +2,17 @@
 //! heap's invariants are checked (`Heap::validate`), every live block still
 //! holds what was written to it, blocks never overlap, and the statistics
 //! count exactly the live pool blocks.
+//!
+//! The first byte picks the heap: CPython's plain heap, or the caching heap
+//! of thread heaps and the domains (`Heap::new_retaining`: block cache and
+//! retained head pools), and its purge policy; operations include giving
+//! pages back (`Heap::purge`) and emptying the block cache.
 #![no_main]
 
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use pymalloc::{owns, Heap};
+use pymalloc::{owns, Heap, PurgePolicy};
 
 struct Live {
     ptr: *mut u8,
@@ -29,7 +34,13 @@ fn check(b: &Live) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut heap = Heap::new();
+    let Some((&mode, data)) = data.split_first() else { return };
+    let mut heap = if mode & 1 == 0 { Heap::new() } else { Heap::new_retaining() };
+    heap.set_purge_policy(match (mode >> 1) % 3 {
+        0 => PurgePolicy::DEFAULT,
+        1 => PurgePolicy::Immediate,
+        _ => PurgePolicy::Never,
+    });
     let mut live: Vec<Live> = Vec::new();
     let mut spans: BTreeMap<usize, usize> = BTreeMap::new();
     let mut fill = 0u8;
@@ -49,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for chunk in data.chunks_exact(3) {
         let a = u16::from_le_bytes([chunk[1], chunk[2]]);
-        match chunk[0] % 5 {
+        match chunk[0] % 6 {
             0 | 1 => {
                 let n = size_of(a);
                 let p = heap.malloc(n);
@@ -88,6 +99,14 @@ fuzz_target!(|data: &[u8]| {
                 spans.remove(&(b.ptr as usize));
                 check(&b);
                 unsafe { heap.free(b.ptr) };
+            }
+            5 => {
+                // Rare: give memory back, or empty the block cache.
+                if a % 8 == 0 {
+                    heap.purge();
+                } else if a % 8 == 1 {
+                    heap.flush_cache();
+                }
             }
             _ => {}
         }

@@ -553,17 +553,21 @@ fn trashcan_bounds_the_stack_for_long_chains() {
 
 // --- free lists ------------------------------------------------------------------
 
-/// A tuple type with CPython's free lists (lengths 1..=20, 2000 each).
-fn tuple_type() -> &'static TypeObject {
+/// A tuple type with CPython's free lists (lengths 1..=20, 2000 each), on
+/// the heap so that objects can point at it; the caller frees it (Miri's
+/// leak check) with `Box::from_raw` once no object of the type is left.
+fn tuple_type() -> *mut TypeObject {
     // SAFETY: a valid name.
     let fl = unsafe { PyMemGc_FreeLists_New(c"PyTupleObject".as_ptr(), 24, 8, 1, 20, 2000) };
-    Box::leak(Box::new(TypeObject { tp_name: c"tuple".as_ptr(), tp_freelist: fl, ..LIST_TYPE }))
+    Box::into_raw(Box::new(TypeObject { tp_name: c"tuple".as_ptr(), tp_freelist: fl, ..LIST_TYPE }))
 }
 
 #[test]
 fn free_lists_reuse_blocks_and_print_like_cpython() {
     let _g = gil();
-    let tuple = tuple_type();
+    let tuple_box = tuple_type();
+    // SAFETY: live until the end of the test, where it is freed.
+    let tuple: &'static TypeObject = unsafe { &*tuple_box };
     let fl: *mut FreeLists = tuple.tp_freelist;
     // SAFETY: fl is the tuple type's free list; objects are tuples.
     unsafe {
@@ -611,6 +615,8 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
         PyMemGc_Collect(2);
         assert!((1..=20).all(|i| PyMemGc_FreeLists_Len(fl, i) == 0));
         PyMemGc_FreeLists_Free(fl);
+        // SAFETY: made by tuple_type; every tuple is freed.
+        drop(Box::from_raw(tuple_box));
     }
 }
 

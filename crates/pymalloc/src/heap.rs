@@ -55,6 +55,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicIsize, AtomicPtr, AtomicU32, Ordering};
 
 use crate::arena_alloc::ArenaAllocator;
+use crate::cell_array::CellArray;
 use crate::domain::Domain;
 use crate::geometry::*;
 use crate::pool::{self, launder, pool_of, PoolHeader, DUMMY_SIZE_IDX};
@@ -185,13 +186,13 @@ impl Default for PurgePolicy {
 ///   under `meta`; pool counts are atomics; `remote` and
 ///   `raw_allocated_blocks` are atomics anyone may update.
 pub struct Heap {
-    used_first: [Cell<*mut PoolHeader>; NB_SMALL_SIZE_CLASSES],
-    used_last: [Cell<*mut PoolHeader>; NB_SMALL_SIZE_CLASSES],
+    used_first: CellArray<*mut PoolHeader, NB_SMALL_SIZE_CLASSES>,
+    used_last: CellArray<*mut PoolHeader, NB_SMALL_SIZE_CLASSES>,
     arenas: Cell<*mut ArenaObject>,
     maxarenas: Cell<u32>,
     unused_arena_objects: Cell<*mut ArenaObject>,
     usable_arenas: Cell<*mut ArenaObject>,
-    nfp2lasta: [Cell<*mut ArenaObject>; MAX_POOLS_IN_ARENA + 1],
+    nfp2lasta: CellArray<*mut ArenaObject, { MAX_POOLS_IN_ARENA + 1 }>,
     narenas_currently_allocated: Cell<usize>,
     ntimes_arena_allocated: Cell<usize>,
     narenas_highwater: Cell<usize>,
@@ -213,12 +214,12 @@ pub struct Heap {
     /// The limit now, per class: `cache_max`, or 0 while the class drains
     /// (a flush emptied a pool: frees go straight to pools until the class
     /// allocates from a pool again).
-    cache_lim: [Cell<u32>; NB_SMALL_SIZE_CLASSES],
+    cache_lim: CellArray<u32, NB_SMALL_SIZE_CLASSES>,
     /// Blocks cached per class (read by statistics from other threads).
     cache_n: [AtomicU32; NB_SMALL_SIZE_CLASSES],
-    /// The cache: `cache[c][..cache_n[c]]` are free blocks of class `c`,
-    /// oldest first.
-    cache: [[Cell<*mut u8>; CACHE_SLOTS]; NB_SMALL_SIZE_CLASSES],
+    /// The cache: `cache[c][..cache_n[c]]` (slots `c * CACHE_SLOTS..`, see
+    /// [`Heap::cache_slot`]) are free blocks of class `c`, oldest first.
+    cache: CellArray<*mut u8, { NB_SMALL_SIZE_CLASSES * CACHE_SLOTS }>,
     /// Stamped on pools as their owner: this heap's address for thread
     /// heaps (at a stable address), null otherwise.
     owner_tag: Cell<*const Heap>,
@@ -357,11 +358,6 @@ fn check(ok: bool, what: &'static str, at: usize) -> Result<(), InvariantError> 
     }
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const NULL_POOL: Cell<*mut PoolHeader> = Cell::new(ptr::null_mut());
-#[allow(clippy::declare_interior_mutable_const)]
-const NULL_ARENA: Cell<*mut ArenaObject> = Cell::new(ptr::null_mut());
-
 impl Heap {
     /// An empty heap with CPython 3.11's behaviour: no arenas until the
     /// first small request; a pool that empties always goes back to its
@@ -386,13 +382,13 @@ impl Heap {
 
     const fn with_retention(retain: bool) -> Heap {
         Heap {
-            used_first: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
-            used_last: [NULL_POOL; NB_SMALL_SIZE_CLASSES],
+            used_first: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES]),
+            used_last: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES]),
             arenas: Cell::new(ptr::null_mut()),
             maxarenas: Cell::new(0),
             unused_arena_objects: Cell::new(ptr::null_mut()),
             usable_arenas: Cell::new(ptr::null_mut()),
-            nfp2lasta: [NULL_ARENA; MAX_POOLS_IN_ARENA + 1],
+            nfp2lasta: CellArray::new([ptr::null_mut(); MAX_POOLS_IN_ARENA + 1]),
             narenas_currently_allocated: Cell::new(0),
             ntimes_arena_allocated: Cell::new(0),
             narenas_highwater: Cell::new(0),
@@ -407,9 +403,9 @@ impl Heap {
             retain: Cell::new(retain),
             cache_max: Cell::new(if retain { CACHE_SLOTS as u32 } else { 0 }),
             // Set from `cache_max` by the first allocation of each class.
-            cache_lim: [const { Cell::new(0) }; NB_SMALL_SIZE_CLASSES],
+            cache_lim: CellArray::new([0; NB_SMALL_SIZE_CLASSES]),
             cache_n: [const { AtomicU32::new(0) }; NB_SMALL_SIZE_CLASSES],
-            cache: [const { [const { Cell::new(ptr::null_mut()) }; CACHE_SLOTS] }; NB_SMALL_SIZE_CLASSES],
+            cache: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES * CACHE_SLOTS]),
             owner_tag: Cell::new(ptr::null()),
             raw_allocated_blocks: AtomicIsize::new(0),
             remote: Isolated::new(AtomicPtr::new(ptr::null_mut())),
@@ -531,7 +527,7 @@ impl Heap {
             // SAFETY: n <= CACHE_SLOTS, and cache[szidx][n - 1] is a cached
             // free block (invariant); it leaves the cache.
             unsafe {
-                let b = self.cache.get_unchecked(szidx).get_unchecked(n - 1).get();
+                let b = self.cache_slot(szidx, n - 1).get();
                 self.cache_n[szidx].store(n as u32 - 1, Ordering::Relaxed);
                 return b;
             }
@@ -594,7 +590,7 @@ impl Heap {
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
         if n < unsafe { self.cache_lim.get_unchecked(c).get() } {
             // SAFETY: n < CACHE_SLOTS; p is a free block of class c now.
-            unsafe { self.cache.get_unchecked(c).get_unchecked(n as usize).set(launder(p)) };
+            unsafe { self.cache_slot(c, n as usize).set(launder(p)) };
             self.cache_n[c].store(n + 1, Ordering::Relaxed);
             return;
         }
@@ -621,7 +617,7 @@ impl Heap {
             } else {
                 let n = self.cache_n[c].load(Ordering::Relaxed);
                 // SAFETY: the flush made room.
-                unsafe { self.cache.get_unchecked(c).get_unchecked(n as usize).set(launder(p)) };
+                unsafe { self.cache_slot(c, n as usize).set(launder(p)) };
                 self.cache_n[c].store(n + 1, Ordering::Relaxed);
                 return;
             }
@@ -634,13 +630,15 @@ impl Heap {
     fn flush_cache_class(&self, c: usize, k: usize) {
         let n = self.cache_n[c].load(Ordering::Relaxed) as usize;
         let k = k.min(n);
-        let slots = &self.cache[c];
         let mut out = [ptr::null_mut::<u8>(); CACHE_SLOTS];
-        for (o, s) in out.iter_mut().zip(&slots[..k]) {
-            *o = s.get();
-        }
-        for i in k..n {
-            slots[i - k].set(slots[i].get());
+        // SAFETY: c is a class and k <= n <= CACHE_SLOTS (invariant).
+        unsafe {
+            for (i, o) in out[..k].iter_mut().enumerate() {
+                *o = self.cache_slot(c, i).get();
+            }
+            for i in k..n {
+                self.cache_slot(c, i - k).set(self.cache_slot(c, i).get());
+            }
         }
         // The count drops before the blocks reach their pools, so that
         // statistics never count one of them free twice.
@@ -664,6 +662,17 @@ impl Heap {
         for c in 0..NB_SMALL_SIZE_CLASSES {
             self.flush_cache_class(c, CACHE_SLOTS);
         }
+    }
+
+    /// Slot `n` of the block cache of class `c`.
+    ///
+    /// # Safety
+    /// `c < NB_SMALL_SIZE_CLASSES` and `n < CACHE_SLOTS`.
+    #[inline(always)]
+    unsafe fn cache_slot(&self, c: usize, n: usize) -> &Cell<*mut u8> {
+        debug_assert!(c < NB_SMALL_SIZE_CLASSES && n < CACHE_SLOTS);
+        // SAFETY: c * CACHE_SLOTS + n < NB_SMALL_SIZE_CLASSES * CACHE_SLOTS.
+        unsafe { self.cache.get_unchecked(c * CACHE_SLOTS + n) }
     }
 
     /// Cached blocks of class `c`.
@@ -1478,8 +1487,10 @@ impl Heap {
         for c in 0..NB_SMALL_SIZE_CLASSES {
             let n = self.cached(c);
             check(n <= self.cache_max.get() as usize, "cache over its limit", c)?;
-            for slot in &self.cache[c][..n] {
-                let b = slot.get();
+            for i in 0..n {
+                // SAFETY: c is a class and n <= cache_max <= CACHE_SLOTS
+                // (checked just above).
+                let b = unsafe { self.cache_slot(c, i) }.get();
                 check(owns(b), "cached block outside every arena", b.addr())?;
                 let pool = pool_of(b);
                 // SAFETY: b lies in a live arena; its pool is carved (it

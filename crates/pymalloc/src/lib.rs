@@ -50,6 +50,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod arena_alloc;
+mod cell_array;
 pub mod config;
 pub mod debug;
 pub mod domain;

@@ -118,6 +118,9 @@ pub unsafe fn discard(p: *mut u8, size: usize) -> bool {
 // allocator above sees the same contract. Miri builds only support the one
 // alignment the arena allocator asks for. `System` is named explicitly: the
 // global allocator may be pymalloc itself, which would re-enter the heap.
+/// Fresh zeroed memory of `size` bytes aligned to `align` (Miri build: from
+/// the `System` allocator; `align` must be the arena size). Null when the
+/// allocator refuses.
 #[cfg(miri)]
 pub fn map_aligned(size: usize, align: usize) -> *mut u8 {
     debug_assert_eq!(align, crate::geometry::ARENA_SIZE);

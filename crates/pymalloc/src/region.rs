@@ -25,6 +25,7 @@ use crate::geometry::ARENA_SIZE;
 /// arenas). Where that much address space cannot be had (a small
 /// `RLIMIT_AS`, valgrind), it tries a quarter as much, down to 1 GiB.
 pub const REGION_SIZE: usize = 1 << 36;
+#[cfg(not(miri))]
 const MIN_REGION_SIZE: usize = 1 << 30;
 const SLOTS: usize = REGION_SIZE / ARENA_SIZE;
 
