@@ -2,23 +2,43 @@
 """Runs pyperformance benchmarks under stock python3 and under
 pymalloc-python and writes a table of time and peak-memory ratios.
 
-    python3 scripts/pyperformance_compare.py [--out docs/pyperformance.md]
+    python3 scripts/pyperformance_compare.py [--rounds 3] [--out docs/pyperformance.md]
 
 pyperf and pyperformance (from PyPI) are installed into a private directory
-(target/pyperf-site) and put on PYTHONPATH for both interpreters; the
-benchmarks are pyperformance's own scripts (pyperformance/data-files), run
-with pyperf: once for time, once with --track-memory for the peak of private
-memory (pyperf reads /proc/self/smaps from a thread). For each benchmark the
-two interpreters alternate, stock first. Ratios are pymalloc-python / stock:
-below 1.0 is better.
+(target/pyperf-site) and put on PYTHONPATH for both interpreters. A benchmark
+is named as pyperformance names it (its `[tool.pyperformance]` table), so
+variants such as `pickle_dict` or `unpickle_list` work; the script is the
+benchmark directory's `run_benchmark.py` with the variant's `extra_opts`.
+
+Time: for each benchmark, `--rounds` rounds, each running pyperf (`--fast`
+by default) under stock then under ours, so that both see the same state of
+the machine. The figure per interpreter is the median of all its values over
+the rounds; the ratio is ours / stock.
+
+Peak memory: pyperf's own `--track-memory` samples /proc/self/smaps from a
+thread of the measured process, which the GIL starves (one or two samples per
+second were seen here), so it is not used. Instead the benchmark runs once as
+a pyperf worker (`--worker -l 1 -n N -w 1`) per interpreter and round, and
+this script samples the child's /proc/PID/smaps_rollup every millisecond from
+outside: the figure is the peak of private memory (Private_Clean +
+Private_Dirty, what pyperf reports), median over the rounds. The peak
+resident set (ru_maxrss from wait4, shared pages included) is reported beside
+it.
+
+Ratios below 1.00 are better for pymalloc-python.
 """
 import argparse
 import datetime
+import glob
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+import threading
+import time
+import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -27,8 +47,9 @@ ROOT = os.path.dirname(HERE)
 DEFAULT = [
     "chaos", "comprehensions", "coroutines", "deepcopy", "deltablue", "fannkuch", "float",
     "gc_collect", "generators", "go", "hexiom", "json_dumps", "json_loads", "logging",
-    "nbody", "nqueens", "pathlib", "pickle", "pprint", "pyflate", "raytrace",
-    "regex_compile", "richards", "spectral_norm", "telco", "unpack_sequence", "xml_etree",
+    "nbody", "nqueens", "pathlib", "pickle", "unpickle", "pickle_list", "pprint", "pyflate",
+    "raytrace", "regex_compile", "richards", "spectral_norm", "telco", "unpack_sequence",
+    "xml_etree_parse", "xml_etree_generate",
 ]
 
 
@@ -38,24 +59,87 @@ def ensure_site(site, python):
     subprocess.check_call([python, "-m", "pip", "install", "-q", "--target", site, "pyperformance", "pyperf"])
 
 
-def bench_script(site, name):
-    return os.path.join(site, "pyperformance", "data-files", "benchmarks", f"bm_{name}", "run_benchmark.py")
+def discover(site):
+    """Maps each benchmark name to (run_benchmark.py, extra_opts)."""
+    root = os.path.join(site, "pyperformance", "data-files", "benchmarks")
+    found = {}
+    for d in sorted(glob.glob(os.path.join(root, "bm_*"))):
+        script = os.path.join(d, "run_benchmark.py")
+        if not os.path.exists(script):
+            continue
+        for meta in sorted(glob.glob(os.path.join(d, "*.toml"))):
+            with open(meta, "rb") as f:
+                t = tomllib.load(f).get("tool", {}).get("pyperformance", {})
+            name = t.get("name")
+            if name and name not in found:
+                found[name] = (script, list(t.get("extra_opts", [])))
+        # A directory without metadata naming it: its own name.
+        found.setdefault(os.path.basename(d)[3:], (script, []))
+    return found
 
 
-def run(python, script, out, site, extra, env_extra):
+def bench_env(site, env_extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = site
     env.update(env_extra)
-    cmd = [python, script, "--inherit-environ", ",".join(["PYTHONPATH", *env_extra]), "-o", out, *extra]
+    return env
+
+
+def run_time(python, script, opts, out, site, mode, env_extra):
+    """One pyperf run; returns its values (seconds)."""
+    cmd = [python, script, *opts, "--inherit-environ", ",".join(["PYTHONPATH", *env_extra]), "-o", out, *mode]
     if os.path.exists(out):
         os.remove(out)
-    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, env=bench_env(site, env_extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout[-2000:]}")
     with open(out) as f:
         data = json.load(f)
-    values = [v for b in data["benchmarks"] for run in b["runs"] for v in run.get("values", [])]
-    return sum(values) / len(values)
+    return [v for b in data["benchmarks"] for run in b["runs"] for v in run.get("values", [])]
+
+
+def private_and_anonymous(pid):
+    """Private_Clean + Private_Dirty, and Anonymous, of a process (bytes)."""
+    private = anonymous = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Private_"):
+                private += int(line.split()[1]) * 1024
+            elif line.startswith("Anonymous:"):
+                anonymous = int(line.split()[1]) * 1024
+    return private, anonymous
+
+
+def run_memory(python, script, opts, site, values, env_extra):
+    """One pyperf worker run sampled from outside; returns (peak private
+    bytes, peak anonymous bytes, peak RSS bytes)."""
+    cmd = [python, script, *opts, "--worker", "--worker-task", "0", "-l", "1", "-n", str(values), "-w", "1"]
+    p = subprocess.Popen(cmd, env=bench_env(site, env_extra), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    peak = [0, 0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            try:
+                pv, an = private_and_anonymous(p.pid)
+                peak[0], peak[1] = max(peak[0], pv), max(peak[1], an)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    _, status, usage = os.wait4(p.pid, 0)
+    done.set()
+    t.join()
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}):\n{err[-2000:]}")
+    return peak[0], peak[1], usage.ru_maxrss * 1024
 
 
 def geomean(xs):
@@ -68,60 +152,134 @@ def main():
     ap.add_argument("--ours", default=os.path.join(ROOT, "target", "release", "pymalloc-python"))
     ap.add_argument("--site", default=os.path.join(ROOT, "target", "pyperf-site"))
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "pyperformance.md"))
+    ap.add_argument("--json", help="also write the raw figures here")
     ap.add_argument("--benchmarks", default=",".join(DEFAULT))
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per benchmark (default: %(default)s)")
     ap.add_argument("--mode", default="--fast", help="pyperf run mode: --fast, --rigorous or '' (default: %(default)s)")
+    ap.add_argument("--memory-values", type=int, default=3, help="values per memory worker (default: %(default)s)")
+    ap.add_argument("--no-memory", action="store_true", help="time only")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for pymalloc-python only")
     ap.add_argument("--label", default="", help="a note for the report (e.g. the configuration)")
     args = ap.parse_args()
 
+    if not os.path.exists(args.ours):
+        sys.exit(f"{args.ours} not found: build it with `cargo build --release -p pymalloc-python`")
     ensure_site(args.site, args.stock)
-    work = os.path.join(args.site, "..", "pyperf-results")
+    known = discover(args.site)
+    names = [n for n in args.benchmarks.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    work = os.path.join(os.path.dirname(os.path.abspath(args.site)), "pyperf-results")
     os.makedirs(work, exist_ok=True)
     ours_env = dict(e.split("=", 1) for e in args.env)
     mode = [args.mode] if args.mode else []
-    rows = []
-    for name in args.benchmarks.split(","):
-        script = bench_script(args.site, name)
-        if not os.path.exists(script):
-            print(f"{name}: no such benchmark, skipped", flush=True)
-            continue
-        res = {}
+    interpreters = (("stock", args.stock, {}), ("ours", args.ours, ours_env))
+    rows, failed = [], []
+    for name in names:
+        script, opts = known[name]
+        vals = {"stock": [], "ours": []}
+        priv = {"stock": [], "ours": []}
+        anon = {"stock": [], "ours": []}
+        rss = {"stock": [], "ours": []}
+        rnd = []
         try:
-            for who, python, env in (("stock", args.stock, {}), ("ours", args.ours, ours_env)):
-                t = run(python, script, os.path.join(work, f"{name}-{who}-time.json"), args.site, mode, env)
-                m = run(python, script, os.path.join(work, f"{name}-{who}-mem.json"), args.site,
-                        mode + ["--track-memory"], env)
-                res[who] = (t, m)
+            for r in range(args.rounds):
+                med = {}
+                for who, python, env in interpreters:
+                    v = run_time(python, script, opts, os.path.join(work, f"{name}-{who}-{r}.json"), args.site,
+                                 mode, env)
+                    vals[who] += v
+                    med[who] = statistics.median(v)
+                    if not args.no_memory:
+                        pb, ab, rb = run_memory(python, script, opts, args.site, args.memory_values, env)
+                        priv[who].append(pb)
+                        anon[who].append(ab)
+                        rss[who].append(rb)
+                rnd.append(med["ours"] / med["stock"])
         except RuntimeError as e:
             print(f"{name}: failed: {e}", flush=True)
+            failed.append(name)
             continue
-        (ts, ms), (to, mo) = res["stock"], res["ours"]
-        rows.append((name, ts, to, to / ts, ms, mo, mo / ms))
-        print(f"{name:16} time {to / ts:.3f}x  peak memory {mo / ms:.3f}x", flush=True)
+        row = {
+            "name": name,
+            "time_stock": statistics.median(vals["stock"]),
+            "time_ours": statistics.median(vals["ours"]),
+            "round_ratios": rnd,
+        }
+        row["time_ratio"] = row["time_ours"] / row["time_stock"]
+        if not args.no_memory:
+            for who in ("stock", "ours"):
+                row[f"private_{who}"] = statistics.median(priv[who])
+                row[f"anon_{who}"] = statistics.median(anon[who])
+                row[f"rss_{who}"] = statistics.median(rss[who])
+            row["private_ratio"] = row["private_ours"] / row["private_stock"]
+            row["anon_ratio"] = row["anon_ours"] / row["anon_stock"]
+            row["rss_ratio"] = row["rss_ours"] / row["rss_stock"]
+        rows.append(row)
+        msg = f"{name:22} time {row['time_ratio']:.3f}x (rounds {', '.join(f'{x:.3f}' for x in rnd)})"
+        if not args.no_memory:
+            msg += (f"  peak private {row['private_ratio']:.3f}x  anonymous {row['anon_ratio']:.3f}x"
+                    f"  RSS {row['rss_ratio']:.3f}x")
+        print(msg, flush=True)
 
-    gt = geomean([r[3] for r in rows])
-    gm = geomean([r[6] for r in rows])
+    gt = geomean([r["time_ratio"] for r in rows])
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     out = [
         "# pyperformance: stock python3 vs pymalloc-python",
         "",
-        f"Generated by `scripts/pyperformance_compare.py` on {now}, pyperf `{args.mode or 'default'}` mode,"
-        f" {len(rows)} benchmarks. {args.label}".rstrip(),
+        f"Generated by `scripts/pyperformance_compare.py` on {now}: {len(rows)} benchmarks, pyperf"
+        f" `{args.mode or 'default'}` mode, {args.rounds} alternating rounds per benchmark."
+        f" {args.label}".rstrip(),
         "",
-        "Ratios are pymalloc-python / stock python3 (below 1.00 is better). Time is the mean of pyperf's"
-        " values; memory is the peak of private memory (`--track-memory`).",
+        "Ratios are pymalloc-python / stock python3 (below 1.000 is better). Time: median of every value"
+        " of the rounds; the round ratios show the spread. Peak private: the peak of Private_Clean +"
+        " Private_Dirty of a pyperf worker, sampled every millisecond from outside the process, median"
+        " of the rounds (pyperf's own measure); it includes the pages of the executable that only this"
+        " process maps (about 0.4 MiB for pymalloc-python, whose binary holds the allocator and the"
+        " launcher; stock python3's is a few KiB, libpython being shared with this script). Peak"
+        " anonymous: the peak of the Anonymous pages alone (the heap, the allocator's arenas, stacks,"
+        " relocated data): what the allocator decides. Peak RSS: ru_maxrss of the same worker"
+        " (shared pages of libpython included).",
         "",
-        "| benchmark | stock time | ours time | time ratio | stock peak | ours peak | memory ratio |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, ts, to, rt, ms, mo, rm in rows:
-        out.append(f"| {name} | {ts * 1e3:.2f} ms | {to * 1e3:.2f} ms | {rt:.3f} | "
-                   f"{ms / 2**20:.1f} MiB | {mo / 2**20:.1f} MiB | {rm:.3f} |")
-    out += ["", f"**Geometric mean: time {gt:.3f}x, peak memory {gm:.3f}x.**", ""]
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if args.no_memory:
+        out += ["| benchmark | stock | ours | time ratio | round ratios |", "|---|---|---|---|---|"]
+    else:
+        out += [
+            "| benchmark | stock | ours | time ratio | round ratios | stock peak private | ours |"
+            " private ratio | stock peak anonymous | ours | anonymous ratio | stock peak RSS | ours |"
+            " RSS ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+    for r in rows:
+        line = (f"| {r['name']} | {r['time_stock'] * 1e3:.2f} ms | {r['time_ours'] * 1e3:.2f} ms |"
+                f" {r['time_ratio']:.3f} | {' '.join(f'{x:.3f}' for x in r['round_ratios'])} |")
+        if not args.no_memory:
+            line += (f" {r['private_stock'] / 2**20:.1f} MiB | {r['private_ours'] / 2**20:.1f} MiB |"
+                     f" {r['private_ratio']:.3f} | {r['anon_stock'] / 2**20:.1f} MiB |"
+                     f" {r['anon_ours'] / 2**20:.1f} MiB | {r['anon_ratio']:.3f} |"
+                     f" {r['rss_stock'] / 2**20:.1f} MiB |"
+                     f" {r['rss_ours'] / 2**20:.1f} MiB | {r['rss_ratio']:.3f} |")
+        out.append(line)
+    summary = f"Geometric mean: time {gt:.3f}x"
+    if not args.no_memory:
+        gp = geomean([r["private_ratio"] for r in rows])
+        ga = geomean([r["anon_ratio"] for r in rows])
+        gr = geomean([r["rss_ratio"] for r in rows])
+        summary += f", peak private memory {gp:.3f}x, peak anonymous memory {ga:.3f}x, peak RSS {gr:.3f}x"
+    out += ["", f"**{summary}.**", ""]
+    if failed:
+        out += [f"Failed under one of the interpreters (not in the means): {', '.join(failed)}.", ""]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(out))
-    print(f"wrote {args.out}: geometric mean time {gt:.3f}x, memory {gm:.3f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "failed": failed, "mode": args.mode, "rounds": args.rounds}, f, indent=1)
+    print(f"wrote {args.out}: {summary}")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,10 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
             pymalloc::debug::set_report_serial(true);
         }
     }
+    let purge = purge_policy();
+    global_heap().lock().set_purge_policy(purge);
+    // SAFETY: single-threaded start-up (the caller's contract).
+    unsafe { pymalloc::gil_heap().set_purge_policy(purge) };
     if stats {
         global_heap().lock().set_print_stats_on_new_arena(true);
         pymalloc::thread::set_print_stats_on_new_arena(true);
@@ -148,6 +152,16 @@ fn pymalloc_mode() -> config::PymallocMode {
             exit(1);
         }
     }
+}
+
+/// When the shared heaps give empty pools' pages back: `PYMALLOC_PURGE`
+/// (see [`pymalloc::PurgePolicy::parse`]). Thread heaps keep the default.
+fn purge_policy() -> pymalloc::PurgePolicy {
+    let v = std::env::var("PYMALLOC_PURGE").unwrap_or_default();
+    pymalloc::PurgePolicy::parse(&v).unwrap_or_else(|e| {
+        eprintln!("pymalloc-python: PYMALLOC_PURGE: {e}");
+        exit(1);
+    })
 }
 
 /// Pre-initialises CPython without letting it install allocators: dev mode

@@ -210,14 +210,27 @@ pub struct GilHeap(Heap);
 unsafe impl Sync for GilHeap {}
 
 impl GilHeap {
-    /// An empty heap.
+    /// An empty heap: it retains head pools but has no block cache
+    /// ([`Heap::new_retaining_uncached`]), which the fast paths of
+    /// [`MemAllocatorEx::pymalloc_gil`] rely on. In CPython's workloads a
+    /// freed block is rarely the next one asked for, and the cache's flushes
+    /// cost more than they save (callgrind, pyperformance's float).
     pub const fn new() -> GilHeap {
-        GilHeap(Heap::new_retaining())
+        GilHeap(Heap::new_retaining_uncached())
     }
 
     /// The heap, for statistics and inspection (its shared-access methods).
     pub fn heap(&self) -> &Heap {
         &self.0
+    }
+
+    /// Sets the heap's purge policy.
+    ///
+    /// # Safety
+    /// Serialised with every other call on this heap (the GIL held, or
+    /// before any use).
+    pub unsafe fn set_purge_policy(&self, p: crate::PurgePolicy) {
+        self.0.set_purge_policy_shared(p);
     }
 }
 
@@ -242,6 +255,19 @@ impl crate::heap::HeapAccess for Gil<'_> {
 
 unsafe extern "C" fn gil_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     // SAFETY: ctx is the GilHeap given to pymalloc_gil; calls are serialised.
+    let heap = unsafe { &(*ctx.cast::<GilHeap>()).0 };
+    if let Some(c) = crate::geometry::size_class(n) {
+        let p = heap.alloc_fast_uncached(c);
+        if !p.is_null() {
+            return p.cast();
+        }
+    }
+    // SAFETY: forwarded.
+    unsafe { gil_malloc_full(ctx, n) }
+}
+#[inline(never)]
+unsafe extern "C" fn gil_malloc_full(ctx: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: as above.
     crate::heap::malloc(&mut Gil(unsafe { &(*ctx.cast::<GilHeap>()).0 }), n).cast()
 }
 unsafe extern "C" fn gil_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
@@ -253,6 +279,15 @@ unsafe extern "C" fn gil_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> 
     unsafe { crate::heap::realloc(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast(), n).cast() }
 }
 unsafe extern "C" fn gil_free(ctx: *mut c_void, p: *mut c_void) {
+    // SAFETY: as above; the GilHeap has no block cache (GilHeap::new).
+    if unsafe { (*ctx.cast::<GilHeap>()).0.free_fast_uncached(p.cast()) } {
+        return;
+    }
+    // SAFETY: forwarded.
+    unsafe { gil_free_full(ctx, p) }
+}
+#[inline(never)]
+unsafe extern "C" fn gil_free_full(ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: as above.
     unsafe { crate::heap::free(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast()) }
 }

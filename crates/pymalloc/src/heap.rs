@@ -155,6 +155,30 @@ impl PurgePolicy {
     pub const DEFAULT: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
 }
 
+impl PurgePolicy {
+    /// The names [`PurgePolicy::parse`] accepts.
+    pub const NAMES: &'static str = "default, never, immediate, threshold:MIN_POOLS:DIVISOR";
+
+    /// Reads a policy by name: `default` (or empty), `never`, `immediate`,
+    /// or `threshold:MIN_POOLS:DIVISOR` (both positive integers). An unknown
+    /// name is an error that lists the valid ones.
+    pub fn parse(name: &str) -> Result<PurgePolicy, String> {
+        match name {
+            "" | "default" => return Ok(PurgePolicy::DEFAULT),
+            "never" => return Ok(PurgePolicy::Never),
+            "immediate" => return Ok(PurgePolicy::Immediate),
+            _ => {}
+        }
+        let bad = || format!("unknown purge policy '{name}'; valid: {}", PurgePolicy::NAMES);
+        let rest = name.strip_prefix("threshold:").ok_or_else(bad)?;
+        let (a, b) = rest.split_once(':').ok_or_else(bad)?;
+        match (a.parse::<usize>(), b.parse::<usize>()) {
+            (Ok(min_pools), Ok(divisor)) if divisor > 0 => Ok(PurgePolicy::Threshold { min_pools, divisor }),
+            _ => Err(bad()),
+        }
+    }
+}
+
 impl Default for PurgePolicy {
     fn default() -> Self {
         Self::DEFAULT
@@ -363,7 +387,7 @@ impl Heap {
     /// first small request; a pool that empties always goes back to its
     /// arena.
     pub const fn new() -> Heap {
-        Heap::with_retention(false)
+        Heap::with_options(false, false)
     }
 
     /// An empty heap tuned for speed: it keeps the head pool of a size class
@@ -377,10 +401,18 @@ impl Heap {
     /// retained pools and cached blocks back. Statistics count cached blocks
     /// as free.
     pub const fn new_retaining() -> Heap {
-        Heap::with_retention(true)
+        Heap::with_options(true, true)
     }
 
-    const fn with_retention(retain: bool) -> Heap {
+    /// Like [`Heap::new_retaining`] but without the block cache: a freed
+    /// block goes straight back to its pool, as in CPython. For workloads
+    /// that free in long runs (an interpreter tearing down a structure), the
+    /// cache only adds a copy per block.
+    pub const fn new_retaining_uncached() -> Heap {
+        Heap::with_options(true, false)
+    }
+
+    const fn with_options(retain: bool, cache: bool) -> Heap {
         Heap {
             used_first: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES]),
             used_last: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES]),
@@ -401,7 +433,7 @@ impl Heap {
             arena_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
             retain: Cell::new(retain),
-            cache_max: Cell::new(if retain { CACHE_SLOTS as u32 } else { 0 }),
+            cache_max: Cell::new(if cache { CACHE_SLOTS as u32 } else { 0 }),
             // Set from `cache_max` by the first allocation of each class.
             cache_lim: CellArray::new([0; NB_SMALL_SIZE_CLASSES]),
             cache_n: [const { AtomicU32::new(0) }; NB_SMALL_SIZE_CLASSES],
@@ -440,6 +472,12 @@ impl Heap {
     /// When empty pools give their pages back (default
     /// [`PurgePolicy::DEFAULT`]).
     pub fn set_purge_policy(&mut self, p: PurgePolicy) {
+        self.purge_policy.set(p);
+    }
+
+    /// [`Heap::set_purge_policy`] through a shared reference (the owner of
+    /// a shared heap only).
+    pub(crate) fn set_purge_policy_shared(&self, p: PurgePolicy) {
         self.purge_policy.set(p);
     }
 
@@ -538,6 +576,74 @@ impl Heap {
         self.alloc_from_pool(szidx)
     }
 
+    /// The allocation fast path of a heap without a block cache: the next
+    /// block of the class's first used pool, carving the pool's next virgin
+    /// block when its free list runs out, unless that fills the pool. Null
+    /// means "take the full path" (nothing changed). Calls nothing, so that
+    /// a caller that tail-calls its full path needs no stack frame.
+    #[inline(always)]
+    pub(crate) fn alloc_fast_uncached(&self, szidx: usize) -> *mut u8 {
+        debug_assert_eq!(self.cache_max.get(), 0);
+        debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
+        // SAFETY: szidx < NB_SMALL_SIZE_CLASSES (caller's size_class).
+        let pool = unsafe { self.used_first.get_unchecked(szidx) }.get();
+        if pool.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: pools on a used list are live and have a non-null free
+        // list whose head is a free block of the pool (invariants).
+        unsafe {
+            let bp = (*pool).freeblock;
+            let next = bp.cast::<*mut u8>().read();
+            if next.is_null() {
+                // The free list runs out: carve the next virgin block (as
+                // pool_exhausted), or leave the full pool to the full path.
+                let off = (*pool).nextoffset;
+                if off > (POOL_SIZE - class_size(szidx)) as u32 {
+                    return ptr::null_mut();
+                }
+                let nb = pool.cast::<u8>().add(off as usize);
+                (*pool).nextoffset = off + class_size(szidx) as u32;
+                nb.cast::<*mut u8>().write(ptr::null_mut());
+                (*pool).freeblock = nb;
+            } else {
+                (*pool).freeblock = next;
+            }
+            (*pool).set_count((*pool).count() + 1);
+            bp
+        }
+    }
+
+    /// The free fast path of a heap without a block cache: `p` is a block
+    /// of the arena region whose pool neither empties nor leaves the full
+    /// state. False means "take the full path" (nothing changed).
+    ///
+    /// # Safety
+    /// `p` is null, a live block of this heap, or a live block of the raw
+    /// allocator; this heap has no block cache.
+    #[inline(always)]
+    pub(crate) unsafe fn free_fast_uncached(&self, p: *mut u8) -> bool {
+        debug_assert_eq!(self.cache_max.get(), 0);
+        // Null and raw blocks are outside the region.
+        if !region::contains(p) {
+            return false;
+        }
+        let pool = pool_of(p);
+        // SAFETY: an address of the region handed out by this heap is a
+        // live block (caller's contract): its pool is live and in use.
+        unsafe {
+            let count = (*pool).count();
+            let last = (*pool).freeblock;
+            if count <= 1 || last.is_null() {
+                return false;
+            }
+            p.cast::<*mut u8>().write(last);
+            (*pool).freeblock = launder(p);
+            (*pool).set_count(count - 1);
+        }
+        true
+    }
+
     /// Takes a block of size class `szidx` from a pool (CPython's
     /// `pymalloc_alloc`).
     #[inline(always)]
@@ -594,8 +700,15 @@ impl Heap {
             self.cache_n[c].store(n + 1, Ordering::Relaxed);
             return;
         }
+        if n > 0 || self.cache_lim[c].get() > 0 {
+            // SAFETY: forwarded.
+            unsafe { self.free_small_uncached(p, c) };
+            return;
+        }
+        // No cache in the way (an uncached heap, or a class draining): the
+        // block goes straight back to its pool.
         // SAFETY: forwarded.
-        unsafe { self.free_small_uncached(p, c) }
+        unsafe { self.free_to_pool(p) }
     }
 
     /// The cache of class `c` is full, or the class drains, or the heap
@@ -606,6 +719,7 @@ impl Heap {
     /// CPython would, a flush that empties a pool sends the whole cache of
     /// the class back and turns the cache of the class off until the class
     /// next allocates from a pool.
+    #[cold]
     #[inline(never)]
     unsafe fn free_small_uncached(&self, p: *mut u8, c: usize) {
         if self.cache_lim[c].get() > 0 {
@@ -700,6 +814,26 @@ impl Heap {
             // not inherit the caller's narrowed tag.
             p.cast::<*mut u8>().write(last);
             (*pool).freeblock = launder(p);
+            if count == 1 || last.is_null() {
+                self.pool_changes_list(pool, count, last);
+                return;
+            }
+            (*pool).set_count(count - 1);
+        }
+    }
+
+    /// The rare cases of [`Heap::free_to_pool`], after the block went on
+    /// the free list: the pool empties (`count == 1`), or it was full
+    /// (`last` null) and goes back on its used list.
+    ///
+    /// # Safety
+    /// `pool` is the live pool of the block just freed; `count` and `last`
+    /// are its count and free-list head from before.
+    #[cold]
+    #[inline(never)]
+    unsafe fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
+        // SAFETY: per the contract.
+        unsafe {
             if count == 1 {
                 if self.retain.get() && self.used_first[(*pool).szidx as usize].get() == pool {
                     // The head pool of its class empties: keep it there

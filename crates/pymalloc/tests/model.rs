@@ -1,8 +1,10 @@
 //! Model-based test: random sequences of malloc/calloc/realloc/free across
 //! the three domains, checked after every step against a shadow model.
 //!
-//! MEM and OBJ get a fresh pymalloc heap of their own, so its statistics can
-//! be compared exactly with the model: live blocks per size class, including
+//! MEM and OBJ get a fresh pymalloc heap of their own (a locked heap, or in
+//! a third of the cases the unlocked heap of the GIL mode, whose fast paths
+//! are separate code), so its statistics can be compared exactly with the
+//! model: live blocks per size class, including
 //! where realloc keeps a block in its class and where it moves it. Half the
 //! cases run with the debug hooks layered over every domain, which also
 //! checks the guard bytes of every block on every free.
@@ -14,9 +16,12 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use pymalloc::config::{self, AllocatorName};
 use pymalloc::geometry::{class_size, size_class, ALIGNMENT, NB_SMALL_SIZE_CLASSES};
-use pymalloc::{debug, Domain, LockedHeap, MemAllocatorEx};
+use pymalloc::{debug, Domain, GilHeap, LockedHeap, MemAllocatorEx};
 
 static HEAP: LockedHeap = LockedHeap::new();
+/// Used only while `common::exclusive()` is held, which serialises its calls
+/// as the GIL would.
+static GIL_HEAP: GilHeap = GilHeap::new();
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -68,6 +73,8 @@ struct Model {
     /// start -> end of every live block, to catch overlaps.
     spans: BTreeMap<usize, usize>,
     debug: bool,
+    /// MEM and OBJ run on GIL_HEAP, not HEAP.
+    gil: bool,
     next_fill: u8,
 }
 
@@ -193,8 +200,16 @@ impl Model {
         }
     }
 
+    fn stats(&self) -> pymalloc::stats::Stats {
+        if self.gil {
+            GIL_HEAP.heap().stats()
+        } else {
+            HEAP.stats()
+        }
+    }
+
     fn check_stats(&self) {
-        let s = HEAP.stats();
+        let s = self.stats();
         let mut want = [0usize; NB_SMALL_SIZE_CLASSES];
         for b in &self.live {
             if let Some(c) = b.class {
@@ -204,21 +219,27 @@ impl Model {
         let got: Vec<usize> = s.classes.iter().map(|c| c.blocks_in_use).collect();
         assert_eq!(got, want.to_vec(), "live blocks per class differ from the model");
         assert_eq!(s.accounted_bytes(), s.arena_bytes);
-        HEAP.lock().validate().unwrap();
+        if self.gil {
+            GIL_HEAP.heap().validate().unwrap();
+        } else {
+            HEAP.lock().validate().unwrap();
+        }
     }
 }
 
-fn run(ops: Vec<Op>, debug_hooks: bool) {
+fn run(ops: Vec<Op>, debug_hooks: bool, gil: bool) {
     let _g = common::exclusive();
     unsafe {
         config::setup(AllocatorName::Pymalloc).unwrap();
-        Domain::Mem.set_allocator(MemAllocatorEx::pymalloc(&HEAP));
-        Domain::Obj.set_allocator(MemAllocatorEx::pymalloc(&HEAP));
+        // SAFETY (GIL mode): `exclusive` serialises every call.
+        let a = if gil { MemAllocatorEx::pymalloc_gil(&GIL_HEAP) } else { MemAllocatorEx::pymalloc(&HEAP) };
+        Domain::Mem.set_allocator(a);
+        Domain::Obj.set_allocator(a);
         if debug_hooks {
             debug::setup_debug_hooks();
         }
     }
-    let mut m = Model { live: Vec::new(), spans: BTreeMap::new(), debug: debug_hooks, next_fill: 0 };
+    let mut m = Model { live: Vec::new(), spans: BTreeMap::new(), debug: debug_hooks, gil, next_fill: 0 };
     for op in &ops {
         m.step(op);
         m.check_stats();
@@ -229,7 +250,7 @@ fn run(ops: Vec<Op>, debug_hooks: bool) {
     }
     m.spans.clear();
     m.check_stats();
-    assert_eq!(HEAP.stats().blocks_in_use(), 0);
+    assert_eq!(m.stats().blocks_in_use(), 0);
 }
 
 fn config() -> ProptestConfig {
@@ -247,8 +268,9 @@ proptest! {
     fn domains_match_the_model(
         ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 200 }),
         debug_hooks in any::<bool>(),
+        gil in proptest::bool::weighted(0.33),
     ) {
-        run(ops, debug_hooks);
+        run(ops, debug_hooks, gil);
     }
 }
 
@@ -272,5 +294,6 @@ fn long_run_matches_the_model() {
             _ => Op::Free(next()),
         });
     }
-    run(ops, false);
+    run(ops.clone(), false, false);
+    run(ops, false, true);
 }
