@@ -25,9 +25,16 @@ Private_Dirty, what pyperf reports), median over the rounds. The peak
 resident set (ru_maxrss from wait4, shared pages included) is reported beside
 it.
 
+Instructions (`--callgrind`, alone or beside the rest): this machine's
+timings move by 10-20% between rounds, so each benchmark also runs once per
+interpreter as a pyperf worker (`-l 1 -n 1 -w 0`, PYTHONHASHSEED=0) under
+`valgrind --tool=callgrind`, whose instruction counts repeat from run to
+run; the ratio of the totals (start-up included) is reported.
+
 Ratios below 1.00 are better for pymalloc-python.
 """
 import argparse
+import concurrent.futures
 import datetime
 import glob
 import json
@@ -49,7 +56,7 @@ DEFAULT = [
     "gc_collect", "generators", "go", "hexiom", "json_dumps", "json_loads", "logging",
     "nbody", "nqueens", "pathlib", "pickle", "unpickle", "pickle_list", "pprint", "pyflate",
     "raytrace", "regex_compile", "richards", "spectral_norm", "telco", "unpack_sequence",
-    "xml_etree_parse", "xml_etree_generate",
+    "xml_etree", "regex_v8", "meteor_contest",
 ]
 
 
@@ -142,6 +149,22 @@ def run_memory(python, script, opts, site, values, env_extra):
     return peak[0], peak[1], usage.ru_maxrss * 1024
 
 
+def run_callgrind(python, script, opts, site, env_extra, out):
+    """Instructions of one pyperf worker run under callgrind."""
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, script, *opts,
+           "--worker", "--worker-task", "0", "-l", "1", "-n", "1", "-w", "0"]
+    r = subprocess.run(cmd, env=bench_env(site, {**env_extra, "PYTHONHASHSEED": "0"}),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+    with open(out) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                total = int(line.split()[1])
+    os.remove(out)
+    return total
+
+
 def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
@@ -158,6 +181,9 @@ def main():
     ap.add_argument("--mode", default="--fast", help="pyperf run mode: --fast, --rigorous or '' (default: %(default)s)")
     ap.add_argument("--memory-values", type=int, default=3, help="values per memory worker (default: %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="time only")
+    ap.add_argument("--callgrind", action="store_true", help="also count instructions under callgrind")
+    ap.add_argument("--callgrind-only", action="store_true", help="only count instructions")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel callgrind runs (default: %(default)s)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for pymalloc-python only")
     ap.add_argument("--label", default="", help="a note for the report (e.g. the configuration)")
     args = ap.parse_args()
@@ -176,6 +202,25 @@ def main():
     mode = [args.mode] if args.mode else []
     interpreters = (("stock", args.stock, {}), ("ours", args.ours, ours_env))
     rows, failed = [], []
+    instr = {}
+    if args.callgrind or args.callgrind_only:
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futs = {}
+            for name in names:
+                script, opts = known[name]
+                for who, python, env in interpreters:
+                    out = os.path.join(work, f"{name}-{who}.callgrind")
+                    futs[(name, who)] = pool.submit(run_callgrind, python, script, opts, args.site, env, out)
+            for name in names:
+                try:
+                    st, ou = futs[(name, "stock")].result(), futs[(name, "ours")].result()
+                except RuntimeError as e:
+                    print(f"{name}: callgrind failed: {e}", flush=True)
+                    continue
+                instr[name] = (st, ou)
+                print(f"{name:22} instructions {ou / st:.4f}x ({st:,} / {ou:,})", flush=True)
+    if args.callgrind_only:
+        names = []
     for name in names:
         script, opts = known[name]
         vals = {"stock": [], "ours": []}
@@ -225,6 +270,22 @@ def main():
 
     gt = geomean([r["time_ratio"] for r in rows])
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    gi = geomean([o / s for s, o in instr.values()])
+    iout = []
+    if instr:
+        iout = [
+            "## Instructions (callgrind)",
+            "",
+            "One pyperf worker run per interpreter (`-l 1 -n 1 -w 0`, PYTHONHASHSEED=0) under"
+            " `valgrind --tool=callgrind`; totals include start-up. These counts repeat from run to run,"
+            " unlike this machine's timings.",
+            "",
+            "| benchmark | stock instructions | ours | ratio |",
+            "|---|---|---|---|",
+        ]
+        for name, (st, ou) in instr.items():
+            iout.append(f"| {name} | {st:,} | {ou:,} | {ou / st:.4f} |")
+        iout += ["", f"**Geometric mean of the instruction ratios: {gi:.4f}x.**", ""]
     out = [
         "# pyperformance: stock python3 vs pymalloc-python",
         "",
@@ -243,7 +304,10 @@ def main():
         " (shared pages of libpython included).",
         "",
     ]
-    if args.no_memory:
+    if not rows:
+        out = out[:2] + [f"Generated by `scripts/pyperformance_compare.py --callgrind-only` on {now}:"
+                         f" {len(instr)} benchmarks. {args.label}".rstrip(), ""]
+    elif args.no_memory:
         out += ["| benchmark | stock | ours | time ratio | round ratios |", "|---|---|---|---|---|"]
     else:
         out += [
@@ -262,13 +326,17 @@ def main():
                      f" {r['rss_stock'] / 2**20:.1f} MiB |"
                      f" {r['rss_ours'] / 2**20:.1f} MiB | {r['rss_ratio']:.3f} |")
         out.append(line)
-    summary = f"Geometric mean: time {gt:.3f}x"
-    if not args.no_memory:
+    summary = f"Geometric mean: time {gt:.3f}x" if rows else ""
+    if rows and not args.no_memory:
         gp = geomean([r["private_ratio"] for r in rows])
         ga = geomean([r["anon_ratio"] for r in rows])
         gr = geomean([r["rss_ratio"] for r in rows])
         summary += f", peak private memory {gp:.3f}x, peak anonymous memory {ga:.3f}x, peak RSS {gr:.3f}x"
-    out += ["", f"**{summary}.**", ""]
+    if rows:
+        out += ["", f"**{summary}.**", ""]
+    if instr:
+        summary += (", " if summary else "") + f"instructions {gi:.4f}x"
+    out += iout
     if failed:
         out += [f"Failed under one of the interpreters (not in the means): {', '.join(failed)}.", ""]
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -276,7 +344,8 @@ def main():
         f.write("\n".join(out))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "failed": failed, "mode": args.mode, "rounds": args.rounds}, f, indent=1)
+            json.dump({"rows": rows, "instructions": instr, "failed": failed, "mode": args.mode,
+                       "rounds": args.rounds}, f, indent=1)
     print(f"wrote {args.out}: {summary}")
     if failed:
         sys.exit(1)
