@@ -102,10 +102,7 @@ fn purge_policy_names() {
     assert_eq!(PurgePolicy::parse("default"), Ok(PurgePolicy::DEFAULT));
     assert_eq!(PurgePolicy::parse("never"), Ok(PurgePolicy::Never));
     assert_eq!(PurgePolicy::parse("immediate"), Ok(PurgePolicy::Immediate));
-    assert_eq!(
-        PurgePolicy::parse("threshold:128:8"),
-        Ok(PurgePolicy::Threshold { min_pools: 128, divisor: 8 })
-    );
+    assert_eq!(PurgePolicy::parse("threshold:128:8"), Ok(PurgePolicy::Threshold { min_pools: 128, divisor: 8 }));
     for bad in ["Never", "threshold", "threshold:1", "threshold:1:0", "threshold:x:2", "sometimes"] {
         let e = PurgePolicy::parse(bad).unwrap_err();
         assert!(e.contains(bad) && e.contains(PurgePolicy::NAMES), "{e}");
