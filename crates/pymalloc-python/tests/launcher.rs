@@ -170,6 +170,31 @@ fn an_unknown_pythonmalloc_is_an_error_listing_the_names() {
 }
 
 #[test]
+fn pymalloc_mode_and_purge_select_ours_and_reject_unknown_values() {
+    // Each mode and purge policy runs a program that builds and frees a
+    // structure, and reports itself.
+    let code = "import _pymalloc\nx = [str(i) * 3 for i in range(200000)]\ndel x\n\
+                _pymalloc.validate()\nprint(_pymalloc.mode(), _pymalloc.purge() >= 0)";
+    for (mode, purge) in
+        [("gil", "never"), ("gil", "immediate"), ("gil", "threshold:16:2"), ("threaded", "default"), ("locked", "")]
+    {
+        let o = run(LAUNCHER, &["-c", code], &[("PYMALLOC_MODE", mode), ("PYMALLOC_PURGE", purge)], "");
+        assert!(o.status.success(), "{mode}/{purge}: {}", err(&o));
+        let line = out(&o);
+        assert!(line.starts_with(mode), "{mode}/{purge}: {line}");
+        assert!(line.trim_end().ends_with("True"), "{mode}/{purge}: {line}");
+    }
+    let o = run(LAUNCHER, &["-c", "print('ran')"], &[("PYMALLOC_PURGE", "sometimes")], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).is_empty());
+    assert!(err(&o).contains("unknown purge policy 'sometimes'; valid: default, never, immediate"), "{}", err(&o));
+    let o = run(LAUNCHER, &["-c", "print('ran')"], &[("PYMALLOC_MODE", "fast")], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(out(&o).is_empty());
+    assert!(err(&o).contains("unknown PYMALLOC_MODE 'fast'; valid: gil, threaded, locked"), "{}", err(&o));
+}
+
+#[test]
 fn pythonmallocstats_prints_our_table_on_new_arenas_and_at_exit() {
     let o = run(
         LAUNCHER,
