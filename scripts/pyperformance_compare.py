@@ -165,6 +165,14 @@ def run_callgrind(python, script, opts, site, env_extra, out):
     return total
 
 
+def fmt_time(t):
+    """Seconds, in a unit that keeps three significant digits."""
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if t >= scale:
+            return f"{t / scale:.3g} {unit}" if t / scale < 100 else f"{t / scale:.0f} {unit}"
+    return f"{t * 1e9:.3g} ns"
+
+
 def geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
@@ -184,10 +192,26 @@ def main():
     ap.add_argument("--callgrind", action="store_true", help="also count instructions under callgrind")
     ap.add_argument("--callgrind-only", action="store_true", help="only count instructions")
     ap.add_argument("--jobs", type=int, default=2, help="parallel callgrind runs (default: %(default)s)")
+    ap.add_argument("--from-json", action="append", default=[],
+                    help="render the report from figures a run saved with --json instead of running"
+                         " (repeat to merge a time/memory run with a --callgrind-only run)")
     ap.add_argument("--env", action="append", default=[], help="NAME=VALUE for pymalloc-python only")
     ap.add_argument("--label", default="", help="a note for the report (e.g. the configuration)")
     args = ap.parse_args()
 
+    if args.from_json:
+        rows, instr, failed = [], {}, []
+        for path in args.from_json:
+            with open(path) as f:
+                data = json.load(f)
+            rows += data.get("rows", [])
+            instr.update({k: tuple(v) for k, v in data.get("instructions", {}).items()})
+            failed += data.get("failed", [])
+            if data.get("rows"):
+                args.mode, args.rounds = data.get("mode", args.mode), data.get("rounds", args.rounds)
+                args.date = data.get("date")
+        report(args, rows, instr, failed)
+        return
     if not os.path.exists(args.ours):
         sys.exit(f"{args.ours} not found: build it with `cargo build --release -p pymalloc-python`")
     ensure_site(args.site, args.stock)
@@ -268,8 +292,13 @@ def main():
                     f"  RSS {row['rss_ratio']:.3f}x")
         print(msg, flush=True)
 
+    report(args, rows, instr, failed)
+
+
+def report(args, rows, instr, failed):
+    """Writes the markdown report (and the JSON, with --json)."""
     gt = geomean([r["time_ratio"] for r in rows])
-    now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    now = getattr(args, "date", None) or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     gi = geomean([o / s for s, o in instr.values()])
     iout = []
     if instr:
@@ -317,7 +346,7 @@ def main():
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for r in rows:
-        line = (f"| {r['name']} | {r['time_stock'] * 1e3:.2f} ms | {r['time_ours'] * 1e3:.2f} ms |"
+        line = (f"| {r['name']} | {fmt_time(r['time_stock'])} | {fmt_time(r['time_ours'])} |"
                 f" {r['time_ratio']:.3f} | {' '.join(f'{x:.3f}' for x in r['round_ratios'])} |")
         if not args.no_memory:
             line += (f" {r['private_stock'] / 2**20:.1f} MiB | {r['private_ours'] / 2**20:.1f} MiB |"
@@ -345,7 +374,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "instructions": instr, "failed": failed, "mode": args.mode,
-                       "rounds": args.rounds}, f, indent=1)
+                       "rounds": args.rounds, "date": now}, f, indent=1)
     print(f"wrote {args.out}: {summary}")
     if failed:
         sys.exit(1)

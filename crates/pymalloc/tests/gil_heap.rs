@@ -24,22 +24,23 @@ fn gil_allocator_through_full_and_empty_pools() {
     let a = unsafe { MemAllocatorEx::pymalloc_gil(&HEAP) };
     let malloc = |n: usize| unsafe { (a.malloc)(a.ctx, n).cast::<u8>() };
     let free = |p: *mut u8| unsafe { (a.free)(a.ctx, p.cast::<c_void>()) };
-    const SIZE: usize = 48;
-    let c = size_class(SIZE).unwrap();
+    // Under Miri the largest class (31 blocks a pool) and a few pools;
+    // natively 340 blocks a pool and three arenas' worth.
+    let size: usize = if cfg!(miri) { 512 } else { 48 };
+    let c = size_class(size).unwrap();
     let per_pool = num_blocks(c);
-    // Under Miri a few pools; natively three arenas' worth.
     let pools = if cfg!(miri) { 3 } else { 3 * MAX_POOLS_IN_ARENA };
     let n = pools * per_pool;
 
     // Fill: every block carved from virgin pools, pools filling up.
-    let mut blocks: Vec<*mut u8> = (0..n).map(|_| malloc(SIZE)).collect();
+    let mut blocks: Vec<*mut u8> = (0..n).map(|_| malloc(size)).collect();
     let mut seen = HashSet::new();
     for (i, &p) in blocks.iter().enumerate() {
         assert!(!p.is_null());
         assert_eq!(p as usize % 16, 0, "misaligned block");
         assert!(seen.insert(p as usize), "block handed out twice");
-        // SAFETY: a live block of SIZE bytes.
-        unsafe { p.write_bytes(i as u8, SIZE) };
+        // SAFETY: a live block of `size` bytes.
+        unsafe { p.write_bytes(i as u8, size) };
     }
     HEAP.heap().validate().unwrap();
     let s = HEAP.heap().stats();
@@ -58,15 +59,15 @@ fn gil_allocator_through_full_and_empty_pools() {
     HEAP.heap().validate().unwrap();
     assert_eq!(live_blocks(&HEAP), n - n.div_ceil(2));
     for (i, &p) in blocks.iter().enumerate().filter(|(_, p)| !p.is_null()) {
-        // SAFETY: a live block of SIZE bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(p, SIZE) };
+        // SAFETY: a live block of `size` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(p, size) };
         assert!(bytes.iter().all(|&b| b == i as u8), "a live block changed");
     }
 
     // Allocate the holes again: served from the free lists, no new arena.
     let arenas = HEAP.heap().stats().arenas_current;
     for p in blocks.iter_mut().step_by(2) {
-        *p = malloc(SIZE);
+        *p = malloc(size);
         assert!(!p.is_null());
     }
     HEAP.heap().validate().unwrap();
