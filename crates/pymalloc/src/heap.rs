@@ -153,9 +153,7 @@ impl PurgePolicy {
     /// The default: `Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 }`
     /// (an arena's worth, or a quarter of what is in use).
     pub const DEFAULT: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
-}
 
-impl PurgePolicy {
     /// The names [`PurgePolicy::parse`] accepts.
     pub const NAMES: &'static str = "default, never, immediate, threshold:MIN_POOLS:DIVISOR";
 
@@ -472,7 +470,7 @@ impl Heap {
     /// When empty pools give their pages back (default
     /// [`PurgePolicy::DEFAULT`]).
     pub fn set_purge_policy(&mut self, p: PurgePolicy) {
-        self.purge_policy.set(p);
+        self.set_purge_policy_shared(p);
     }
 
     /// [`Heap::set_purge_policy`] through a shared reference (the owner of
@@ -596,16 +594,11 @@ impl Heap {
             let bp = (*pool).freeblock;
             let next = bp.cast::<*mut u8>().read();
             if next.is_null() {
-                // The free list runs out: carve the next virgin block (as
-                // pool_exhausted), or leave the full pool to the full path.
-                let off = (*pool).nextoffset;
-                if off > (POOL_SIZE - class_size(szidx)) as u32 {
+                // The free list runs out: carve the next virgin block, or
+                // leave the full pool to the full path.
+                if !Self::carve_virgin(pool, szidx) {
                     return ptr::null_mut();
                 }
-                let nb = pool.cast::<u8>().add(off as usize);
-                (*pool).nextoffset = off + class_size(szidx) as u32;
-                nb.cast::<*mut u8>().write(ptr::null_mut());
-                (*pool).freeblock = nb;
             } else {
                 (*pool).freeblock = next;
             }
@@ -672,14 +665,30 @@ impl Heap {
     unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize) {
         // SAFETY: the caller passes the live head of used[szidx].
         unsafe {
-            if (*pool).nextoffset <= (*pool).maxnextoffset() {
-                let bp = pool.cast::<u8>().add((*pool).nextoffset as usize);
-                (*pool).nextoffset += class_size(szidx) as u32;
-                bp.cast::<*mut u8>().write(ptr::null_mut());
-                (*pool).freeblock = bp;
-            } else {
+            if !Self::carve_virgin(pool, szidx) {
                 self.unlink_used(pool, szidx);
             }
+        }
+    }
+
+    /// Puts the next never-used block of `pool` on its (empty) free list;
+    /// false if the pool has none left (it is full).
+    ///
+    /// # Safety
+    /// `pool` is a live pool of class `szidx` whose free list is empty.
+    #[inline(always)]
+    unsafe fn carve_virgin(pool: *mut PoolHeader, szidx: usize) -> bool {
+        // SAFETY: per the contract; a virgin block lies inside the pool.
+        unsafe {
+            let off = (*pool).nextoffset;
+            if off > pool::max_next_offset(szidx) {
+                return false;
+            }
+            let bp = pool.cast::<u8>().add(off as usize);
+            (*pool).nextoffset = off + class_size(szidx) as u32;
+            bp.cast::<*mut u8>().write(ptr::null_mut());
+            (*pool).freeblock = bp;
+            true
         }
     }
 
@@ -694,15 +703,16 @@ impl Heap {
         let c = unsafe { Self::block_class(p) };
         let n = self.cache_n[c].load(Ordering::Relaxed);
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
-        if n < unsafe { self.cache_lim.get_unchecked(c).get() } {
+        let lim = unsafe { self.cache_lim.get_unchecked(c).get() };
+        if n < lim {
             // SAFETY: n < CACHE_SLOTS; p is a free block of class c now.
             unsafe { self.cache_slot(c, n as usize).set(launder(p)) };
             self.cache_n[c].store(n + 1, Ordering::Relaxed);
             return;
         }
-        if n > 0 || self.cache_lim[c].get() > 0 {
+        if lim > 0 {
             // SAFETY: forwarded.
-            unsafe { self.free_small_uncached(p, c) };
+            unsafe { self.cache_full(p, c) };
             return;
         }
         // No cache in the way (an uncached heap, or a class draining): the
@@ -711,33 +721,33 @@ impl Heap {
         unsafe { self.free_to_pool(p) }
     }
 
-    /// The cache of class `c` is full, or the class drains, or the heap
-    /// does not cache.
+    /// The cache of class `c` is full (and on): its older half goes back to
+    /// the pools, and `p` takes a slot.
     ///
     /// A cached block keeps its pool, and so its arena, in use. So that a
     /// program freeing a large structure gets its pools and arenas back as
     /// CPython would, a flush that empties a pool sends the whole cache of
     /// the class back and turns the cache of the class off until the class
     /// next allocates from a pool.
+    ///
+    /// # Safety
+    /// `p` is a live block of class `c` of this heap, not in the cache.
     #[cold]
     #[inline(never)]
-    unsafe fn free_small_uncached(&self, p: *mut u8, c: usize) {
-        if self.cache_lim[c].get() > 0 {
-            let pools = self.pools_in_use.get();
-            self.flush_cache_class(c, CACHE_SLOTS / 2);
-            if self.pools_in_use.get() < pools {
-                self.flush_cache_class(c, CACHE_SLOTS);
-                self.cache_lim[c].set(0);
-            } else {
-                let n = self.cache_n[c].load(Ordering::Relaxed);
-                // SAFETY: the flush made room.
-                unsafe { self.cache_slot(c, n as usize).set(launder(p)) };
-                self.cache_n[c].store(n + 1, Ordering::Relaxed);
-                return;
-            }
+    unsafe fn cache_full(&self, p: *mut u8, c: usize) {
+        let pools = self.pools_in_use.get();
+        self.flush_cache_class(c, CACHE_SLOTS / 2);
+        if self.pools_in_use.get() < pools {
+            self.flush_cache_class(c, CACHE_SLOTS);
+            self.cache_lim[c].set(0);
+            // SAFETY: forwarded.
+            unsafe { self.free_to_pool(p) };
+            return;
         }
-        // SAFETY: forwarded.
-        unsafe { self.free_to_pool(p) }
+        let n = self.cache_n[c].load(Ordering::Relaxed);
+        // SAFETY: the flush made room.
+        unsafe { self.cache_slot(c, n as usize).set(launder(p)) };
+        self.cache_n[c].store(n + 1, Ordering::Relaxed);
     }
 
     /// Gives the `k` oldest cached blocks of class `c` back to their pools.

@@ -73,12 +73,13 @@ impl PoolHeader {
     pub fn set_count(&self, n: u32) {
         self.count.store(n, Ordering::Relaxed)
     }
-    /// The largest offset a block of this pool's class can start at
-    /// (CPython's `maxnextoffset`).
-    #[inline(always)]
-    pub fn maxnextoffset(&self) -> u32 {
-        (POOL_SIZE - class_size(self.szidx as usize)) as u32
-    }
+}
+
+/// The largest offset a block of class `szidx` can start at in its pool
+/// (CPython's `maxnextoffset`, computed rather than stored).
+#[inline(always)]
+pub(crate) const fn max_next_offset(szidx: usize) -> u32 {
+    (POOL_SIZE - class_size(szidx)) as u32
 }
 
 /// The blocks in use of `pool`, for readers on other threads (statistics):
