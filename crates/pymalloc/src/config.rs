@@ -25,8 +25,12 @@ use core::fmt;
 use core::str::FromStr;
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::domain::{gil_heap, global_heap, Domain, MemAllocatorEx};
+use crate::domain::{Domain, MemAllocatorEx};
+use crate::gil::gil_heap;
+use crate::heap::{ArenaInfo, InvariantError};
+use crate::locked::global_heap;
 use crate::stats::Stats;
+use crate::thread;
 
 /// How pymalloc serves MEM and OBJ in the `pymalloc` configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,15 +44,89 @@ pub enum PymallocMode {
     Gil,
 }
 
+/// What a mode offers: its domain allocator and the views of its heaps.
+/// `purge` and `validate` are owner operations: in the `Gil` mode the caller
+/// holds the lock that serialises MEM and OBJ.
+struct ModeOps {
+    name: &'static str,
+    allocator: fn() -> MemAllocatorEx,
+    stats: fn() -> Stats,
+    arenas: fn() -> Vec<ArenaInfo>,
+    purge: unsafe fn() -> usize,
+    validate: unsafe fn() -> Result<(), InvariantError>,
+}
+
+static THREADED: ModeOps = ModeOps {
+    name: "threaded",
+    allocator: MemAllocatorEx::pymalloc_threaded,
+    stats: thread::stats,
+    arenas: thread::arenas,
+    purge: thread::purge,
+    validate: thread::validate_current,
+};
+
+static LOCKED: ModeOps = ModeOps {
+    name: "locked",
+    allocator: || MemAllocatorEx::pymalloc(global_heap()),
+    stats: || global_heap().stats(),
+    arenas: || global_heap().arenas(),
+    purge: || global_heap().purge(),
+    validate: || global_heap().lock().validate(),
+};
+
+static GIL: ModeOps = ModeOps {
+    name: "gil",
+    // SAFETY: selecting this mode required the caller to serialise calls
+    // (set_pymalloc_mode's contract).
+    allocator: || unsafe { MemAllocatorEx::pymalloc_gil(gil_heap()) },
+    stats: || gil_heap().heap().stats(),
+    arenas: || gil_heap().heap().arenas(),
+    // The caller holds the lock that serialises MEM and OBJ (ModeOps'
+    // contract), so it is the heap's owner for these two.
+    purge: || gil_heap().heap().purge_shared(),
+    validate: || gil_heap().heap().validate(),
+};
+
+impl PymallocMode {
+    /// Every mode.
+    pub const ALL: [PymallocMode; 3] = [PymallocMode::Threaded, PymallocMode::Locked, PymallocMode::Gil];
+
+    /// The one dispatch on the mode: everything below goes through it.
+    fn ops(self) -> &'static ModeOps {
+        match self {
+            PymallocMode::Threaded => &THREADED,
+            PymallocMode::Locked => &LOCKED,
+            PymallocMode::Gil => &GIL,
+        }
+    }
+
+    /// The mode's name (`PYMALLOC_MODE`'s spelling): `threaded`, `locked`
+    /// or `gil`.
+    pub fn as_str(self) -> &'static str {
+        self.ops().name
+    }
+
+    /// The mode named `name`; an unknown name is an error listing the valid
+    /// ones.
+    ///
+    /// ```
+    /// use pymalloc::config::PymallocMode;
+    /// assert_eq!(PymallocMode::from_name("gil"), Ok(PymallocMode::Gil));
+    /// assert_eq!(PymallocMode::from_name("x").unwrap_err(), "unknown PYMALLOC_MODE 'x'; valid: threaded, locked, gil");
+    /// ```
+    pub fn from_name(name: &str) -> Result<PymallocMode, String> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name).ok_or_else(|| {
+            let valid: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
+            format!("unknown PYMALLOC_MODE '{name}'; valid: {}", valid.join(", "))
+        })
+    }
+}
+
 static MODE: AtomicU8 = AtomicU8::new(0);
 
 /// The mode [`setup`] installs (default [`PymallocMode::Threaded`]).
 pub fn pymalloc_mode() -> PymallocMode {
-    match MODE.load(Ordering::Relaxed) {
-        1 => PymallocMode::Locked,
-        2 => PymallocMode::Gil,
-        _ => PymallocMode::Threaded,
-    }
+    PymallocMode::ALL[MODE.load(Ordering::Relaxed) as usize]
 }
 
 /// Chooses the mode [`setup`] installs from now on.
@@ -57,63 +135,30 @@ pub fn pymalloc_mode() -> PymallocMode {
 /// With [`PymallocMode::Gil`], every later call into MEM and OBJ must be
 /// serialised by the caller (see [`MemAllocatorEx::pymalloc_gil`]).
 pub unsafe fn set_pymalloc_mode(m: PymallocMode) {
-    MODE.store(
-        match m {
-            PymallocMode::Threaded => 0,
-            PymallocMode::Locked => 1,
-            PymallocMode::Gil => 2,
-        },
-        Ordering::Relaxed,
-    );
+    MODE.store(PymallocMode::ALL.iter().position(|&x| x == m).unwrap_or(0) as u8, Ordering::Relaxed);
 }
 
 /// The MEM/OBJ allocator of a pymalloc mode.
 pub fn pymalloc_allocator(m: PymallocMode) -> MemAllocatorEx {
-    match m {
-        PymallocMode::Threaded => MemAllocatorEx::pymalloc_threaded(),
-        PymallocMode::Locked => MemAllocatorEx::pymalloc(global_heap()),
-        // SAFETY: selecting this mode required the caller to serialise calls
-        // (set_pymalloc_mode's contract).
-        PymallocMode::Gil => unsafe { MemAllocatorEx::pymalloc_gil(gil_heap()) },
-    }
+    (m.ops().allocator)()
 }
 
 /// The pymalloc mode MEM currently uses (under the debug hooks, if any),
 /// if it uses pymalloc.
 pub fn active_pymalloc_mode() -> Option<PymallocMode> {
     let mem = crate::debug::hooked_allocators().map_or_else(|| Domain::Mem.allocator(), |a| a[1]);
-    [PymallocMode::Threaded, PymallocMode::Locked, PymallocMode::Gil]
-        .into_iter()
-        .find(|&m| mem.is(&pymalloc_allocator(m)))
+    PymallocMode::ALL.into_iter().find(|&m| mem.is(&pymalloc_allocator(m)))
 }
 
 /// Statistics of the heaps pymalloc serves MEM and OBJ from (all thread
 /// heaps added up in the threaded mode; empty if pymalloc is not in use).
 pub fn pymalloc_stats() -> Stats {
-    match active_pymalloc_mode() {
-        Some(PymallocMode::Threaded) => crate::thread::stats(),
-        Some(PymallocMode::Locked) => global_heap().stats(),
-        Some(PymallocMode::Gil) => gil_heap().heap().stats(),
-        None => Stats::new(),
-    }
+    active_pymalloc_mode().map_or_else(Stats::new, |m| (m.ops().stats)())
 }
 
 /// Pictures of the arenas of the heaps pymalloc serves MEM and OBJ from.
-pub fn pymalloc_arenas() -> Vec<crate::heap::ArenaInfo> {
-    match active_pymalloc_mode() {
-        Some(PymallocMode::Threaded) => crate::thread::arenas(),
-        Some(PymallocMode::Locked) => global_heap().arenas(),
-        Some(PymallocMode::Gil) => {
-            let mut v = Vec::with_capacity(gil_heap().heap().arena_count() + 16);
-            gil_heap().heap().visit_arenas(|a| {
-                if v.len() < v.capacity() {
-                    v.push(*a)
-                }
-            });
-            v
-        }
-        None => Vec::new(),
-    }
+pub fn pymalloc_arenas() -> Vec<ArenaInfo> {
+    active_pymalloc_mode().map_or_else(Vec::new, |m| (m.ops().arenas)())
 }
 
 /// Gives back to the OS what the pymalloc heaps of MEM and OBJ hold no block
@@ -123,12 +168,20 @@ pub fn pymalloc_arenas() -> Vec<crate::heap::ArenaInfo> {
 /// In the `Gil` mode, the caller must hold the lock that serialises MEM and
 /// OBJ.
 pub unsafe fn pymalloc_purge() -> usize {
-    match active_pymalloc_mode() {
-        Some(PymallocMode::Threaded) => crate::thread::purge(),
-        Some(PymallocMode::Locked) => global_heap().purge(),
-        Some(PymallocMode::Gil) => gil_heap().heap().purge_shared(),
-        None => 0,
-    }
+    // SAFETY: the caller serialises in the Gil mode (our contract is the
+    // mode's).
+    active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() })
+}
+
+/// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the
+/// calling thread's, in the threaded mode).
+///
+/// # Safety
+/// In the `Gil` mode, the caller must hold the lock that serialises MEM and
+/// OBJ.
+pub unsafe fn pymalloc_validate() -> Result<(), InvariantError> {
+    // SAFETY: as for pymalloc_purge.
+    active_pymalloc_mode().map_or(Ok(()), |m| unsafe { (m.ops().validate)() })
 }
 
 /// A configuration, named as `PYTHONMALLOC` names it.
@@ -293,9 +346,7 @@ pub unsafe fn setup_by_name(name: &str) -> Result<AllocatorName, ConfigError> {
 /// custom allocator). Allocators are recognised by their context pointer.
 pub fn current() -> Option<AllocatorName> {
     let malloc = MemAllocatorEx::malloc();
-    let is_pymalloc = |a: &MemAllocatorEx| {
-        [PymallocMode::Threaded, PymallocMode::Locked, PymallocMode::Gil].iter().any(|&m| a.is(&pymalloc_allocator(m)))
-    };
+    let is_pymalloc = |a: &MemAllocatorEx| PymallocMode::ALL.iter().any(|&m| a.is(&pymalloc_allocator(m)));
     let classify = |d: [MemAllocatorEx; 3]| {
         if !d[0].is(&malloc) {
             None
@@ -329,7 +380,7 @@ pub unsafe fn init_from_env() -> Result<AllocatorName, ConfigError> {
     let n = unsafe { setup_by_name(&name)? };
     if std::env::var_os("PYTHONMALLOCSTATS").is_some_and(|v| !v.is_empty()) {
         global_heap().lock().set_print_stats_on_new_arena(true);
-        crate::thread::set_print_stats_on_new_arena(true);
+        thread::set_print_stats_on_new_arena(true);
         extern "C" fn at_exit() {
             crate::stats::print_to_stderr(&pymalloc_stats());
         }

@@ -567,7 +567,7 @@ fn trailer_readable(p: *const u8, tail: *const u8) -> bool {
     }
     let pool_mask = !(crate::geometry::POOL_SIZE - 1);
     let block = p - 2 * SST;
-    if crate::heap::owns_live(ptr::without_provenance(block)) && last & pool_mask == block & pool_mask {
+    if crate::ownership::owns_live(ptr::without_provenance(block)) && last & pool_mask == block & pool_mask {
         return true;
     }
     readable(tail, SST)

@@ -32,12 +32,14 @@
 //! ```
 
 use core::cell::UnsafeCell;
-use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 
-use crate::heap::Heap;
-use crate::locked::LockedHeap;
+pub use crate::allocator::MemAllocatorEx;
+use crate::fallback::{raw_allocator, set_raw_allocator};
+use crate::gil::{self, GilHeap};
+use crate::locked::{self, LockedHeap};
 use crate::raw::{self, MAX_SIZE};
+use crate::thread;
 
 /// The three allocator domains (CPython's `PyMemAllocatorDomain`).
 #[repr(C)]
@@ -65,83 +67,20 @@ impl Domain {
     }
 }
 
-/// A domain allocator (CPython's `PyMemAllocatorEx`). `ctx` is passed as the
-/// first argument of every function.
-///
-/// Contract for an allocator installed in a domain: `malloc(ctx, n)` returns
-/// null or a block of at least `n` bytes aligned like `malloc`'s (16 bytes on
-/// 64-bit), distinct from every live block even for `n == 0`; `calloc`
-/// returns zeroed memory; `realloc(ctx, null, n)` is `malloc`, `realloc(ctx,
-/// p, 0)` does not free, and a failed `realloc` leaves `p` valid; `free(ctx,
-/// null)` does nothing. Functions receive sizes already checked against
-/// `isize::MAX`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct MemAllocatorEx {
-    /// Opaque context, passed back to every function.
-    pub ctx: *mut c_void,
-    /// Allocates `size` bytes.
-    pub malloc: unsafe extern "C" fn(ctx: *mut c_void, size: usize) -> *mut c_void,
-    /// Allocates `nelem * elsize` zeroed bytes.
-    pub calloc: unsafe extern "C" fn(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void,
-    /// Resizes a block.
-    pub realloc: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void, new_size: usize) -> *mut c_void,
-    /// Frees a block.
-    pub free: unsafe extern "C" fn(ctx: *mut c_void, ptr: *mut c_void),
-}
-
-// SAFETY: the context is opaque; installing an allocator whose context is not
-// thread-safe in a domain used from several threads is ruled out by the
-// contract of `Domain::set_allocator`.
-unsafe impl Send for MemAllocatorEx {}
-// SAFETY: as above.
-unsafe impl Sync for MemAllocatorEx {}
-
+/// The allocators of the crate, as domain allocators. Each mode builds its
+/// own (`thread.rs`, `locked.rs`, `gil.rs`); these are their public names.
 impl MemAllocatorEx {
-    /// True if both have the same context and the same four functions.
-    ///
-    /// Function addresses are not reliable identities in Rust (the same
-    /// function may have several, two identical ones may share one), so the
-    /// crate itself recognises its allocators by context alone
-    /// ([`is`](MemAllocatorEx::is)); give every allocator a context of its
-    /// own.
-    pub fn same_as(&self, other: &MemAllocatorEx) -> bool {
-        self.ctx == other.ctx
-            && ptr::fn_addr_eq(self.malloc, other.malloc)
-            && ptr::fn_addr_eq(self.calloc, other.calloc)
-            && ptr::fn_addr_eq(self.realloc, other.realloc)
-            && ptr::fn_addr_eq(self.free, other.free)
-    }
-
-    /// True if both have the same context: how the crate tells allocators
-    /// apart.
-    pub fn is(&self, other: &MemAllocatorEx) -> bool {
-        ptr::eq(self.ctx, other.ctx)
-    }
-
     /// pymalloc with one heap per thread ([`crate::thread`]): the default
     /// of MEM and OBJ. Thread-safe without a global lock; small requests are
     /// served from the calling thread's heap, others go to the RAW domain.
     pub const fn pymalloc_threaded() -> MemAllocatorEx {
-        MemAllocatorEx {
-            ctx: &THREADED_CTX as *const u8 as *mut c_void,
-            malloc: threaded_malloc,
-            calloc: threaded_calloc,
-            realloc: threaded_realloc,
-            free: threaded_free,
-        }
+        thread::domain_allocator()
     }
 
     /// pymalloc on one `heap` shared by all threads behind its lock
     /// (CPython's `PYMALLOC_ALLOC` made thread-safe with a mutex).
     pub const fn pymalloc(heap: &'static LockedHeap) -> MemAllocatorEx {
-        MemAllocatorEx {
-            ctx: heap as *const LockedHeap as *mut c_void,
-            malloc: pymalloc_malloc,
-            calloc: pymalloc_calloc,
-            realloc: pymalloc_realloc,
-            free: pymalloc_free,
-        }
+        locked::domain_allocator(heap)
     }
 
     /// pymalloc on one `heap` with no lock at all: CPython's own
@@ -151,13 +90,8 @@ impl MemAllocatorEx {
     /// Every call through the returned allocator must be serialised by the
     /// caller (one thread at a time, with happens-before between calls).
     pub const unsafe fn pymalloc_gil(heap: &'static GilHeap) -> MemAllocatorEx {
-        MemAllocatorEx {
-            ctx: heap as *const GilHeap as *mut c_void,
-            malloc: gil_malloc,
-            calloc: gil_calloc,
-            realloc: gil_realloc,
-            free: gil_free,
-        }
+        // SAFETY: the caller serialises the calls (our contract is its).
+        unsafe { gil::domain_allocator(heap) }
     }
 
     /// The C library's allocator (CPython's `MALLOC_ALLOC`).
@@ -166,158 +100,17 @@ impl MemAllocatorEx {
     }
 }
 
-unsafe extern "C" fn pymalloc_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: ctx is the &'static LockedHeap given to MemAllocatorEx::pymalloc.
-    unsafe { &*ctx.cast::<LockedHeap>() }.malloc(n).cast()
-}
-unsafe extern "C" fn pymalloc_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    // SAFETY: as above.
-    unsafe { &*ctx.cast::<LockedHeap>() }.calloc(nelem, elsize).cast()
-}
-unsafe extern "C" fn pymalloc_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: as above; p's validity is the domain caller's contract.
-    unsafe { (*ctx.cast::<LockedHeap>()).realloc(p.cast(), n).cast() }
-}
-unsafe extern "C" fn pymalloc_free(ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: as above.
-    unsafe { (*ctx.cast::<LockedHeap>()).free(p.cast()) }
-}
-
-static THREADED_CTX: u8 = 0;
-
-unsafe extern "C" fn threaded_malloc(_: *mut c_void, n: usize) -> *mut c_void {
-    crate::thread::malloc(n).cast()
-}
-unsafe extern "C" fn threaded_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    crate::thread::calloc(nelem, elsize).cast()
-}
-unsafe extern "C" fn threaded_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: p's validity is the domain caller's contract.
-    unsafe { crate::thread::realloc(p.cast(), n).cast() }
-}
-unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
-    // SAFETY: as above.
-    unsafe { crate::thread::free(p.cast()) }
-}
-
-/// A [`Heap`] used with no lock by callers that serialise themselves (a
-/// GIL): see [`MemAllocatorEx::pymalloc_gil`].
-pub struct GilHeap(Heap);
-
-// SAFETY: the contract of MemAllocatorEx::pymalloc_gil (and of every
-// method below) is that calls are serialised; the heap's cross-thread
-// readers (statistics) go through its own bookkeeping lock.
-unsafe impl Sync for GilHeap {}
-
-impl GilHeap {
-    /// An empty heap: it retains head pools but has no block cache
-    /// ([`Heap::new_retaining_uncached`]), which the fast paths of
-    /// [`MemAllocatorEx::pymalloc_gil`] rely on. In CPython's workloads a
-    /// freed block is rarely the next one asked for, and the cache's flushes
-    /// cost more than they save (callgrind, pyperformance's float).
-    pub const fn new() -> GilHeap {
-        GilHeap(Heap::new_retaining_uncached())
-    }
-
-    /// The heap, for statistics and inspection (its shared-access methods).
-    pub fn heap(&self) -> &Heap {
-        &self.0
-    }
-
-    /// Sets the heap's purge policy.
-    ///
-    /// # Safety
-    /// Serialised with every other call on this heap (the GIL held, or
-    /// before any use).
-    pub unsafe fn set_purge_policy(&self, p: crate::PurgePolicy) {
-        self.0.set_purge_policy_shared(p);
-    }
-}
-
-impl Default for GilHeap {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-struct Gil<'a>(&'a Heap);
-
-impl crate::heap::HeapAccess for Gil<'_> {
-    #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
-        f(self.0)
-    }
-    #[inline(always)]
-    fn raw_counter(&self) -> &core::sync::atomic::AtomicIsize {
-        self.0.raw_counter()
-    }
-}
-
-unsafe extern "C" fn gil_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: ctx is the GilHeap given to pymalloc_gil; calls are serialised.
-    let heap = unsafe { &(*ctx.cast::<GilHeap>()).0 };
-    if let Some(c) = crate::geometry::size_class(n) {
-        let p = heap.alloc_fast_uncached(c);
-        if !p.is_null() {
-            return p.cast();
-        }
-    }
-    // SAFETY: forwarded.
-    unsafe { gil_malloc_full(ctx, n) }
-}
-#[inline(never)]
-unsafe extern "C" fn gil_malloc_full(ctx: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: as above.
-    crate::heap::malloc(&mut Gil(unsafe { &(*ctx.cast::<GilHeap>()).0 }), n).cast()
-}
-unsafe extern "C" fn gil_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    // SAFETY: as above.
-    crate::heap::calloc(&mut Gil(unsafe { &(*ctx.cast::<GilHeap>()).0 }), nelem, elsize).cast()
-}
-unsafe extern "C" fn gil_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: as above; p's validity is the domain caller's contract.
-    unsafe { crate::heap::realloc(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast(), n).cast() }
-}
-unsafe extern "C" fn gil_free(ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: as above; the GilHeap has no block cache (GilHeap::new).
-    if unsafe { (*ctx.cast::<GilHeap>()).0.free_fast_uncached(p.cast()) } {
-        return;
-    }
-    // SAFETY: forwarded.
-    unsafe { gil_free_full(ctx, p) }
-}
-#[inline(never)]
-unsafe extern "C" fn gil_free_full(ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: as above.
-    unsafe { crate::heap::free(&mut Gil(&(*ctx.cast::<GilHeap>()).0), p.cast()) }
-}
-
-static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
-static GIL_HEAP: GilHeap = GilHeap::new();
-
-/// The process's single locked pymalloc heap: MEM and OBJ use it in the
-/// `Locked` mode (see [`crate::config::PymallocMode`]), and threads that are
-/// exiting allocate from it.
-#[inline(always)]
-pub fn global_heap() -> &'static LockedHeap {
-    &GLOBAL_HEAP
-}
-
-/// The process's unlocked pymalloc heap, for the `Gil` mode.
-#[inline(always)]
-pub fn gil_heap() -> &'static GilHeap {
-    &GIL_HEAP
-}
-
-/// One domain's current allocator.
+/// The slot of MEM or OBJ. Invariant: written only by
+/// [`Domain::set_allocator`], whose contract rules out concurrent use of the
+/// domain. (RAW's slot is below the modes, in `fallback.rs`, because they
+/// fall back to it.)
 struct Slot(UnsafeCell<MemAllocatorEx>);
 
-// SAFETY: writes only happen in `Domain::set_allocator`, whose contract rules
-// out concurrent use of the domain.
+// SAFETY: by the invariant, no write is concurrent with a read.
 unsafe impl Sync for Slot {}
 
-static DOMAINS: [Slot; 3] = [
-    Slot(UnsafeCell::new(raw::ALLOCATOR)),
+/// MEM and OBJ, in that order.
+static SLOTS: [Slot; 2] = [
     Slot(UnsafeCell::new(MemAllocatorEx::pymalloc_threaded())),
     Slot(UnsafeCell::new(MemAllocatorEx::pymalloc_threaded())),
 ];
@@ -325,9 +118,12 @@ static DOMAINS: [Slot; 3] = [
 impl Domain {
     #[inline(always)]
     fn current(self) -> MemAllocatorEx {
-        // SAFETY: no write is concurrent with calls into the domain
-        // (set_allocator's contract).
-        unsafe { *DOMAINS[self as usize].0.get() }
+        match self {
+            Domain::Raw => raw_allocator(),
+            // SAFETY: no write is concurrent with calls into the domain (the
+            // slot's invariant).
+            _ => unsafe { *SLOTS[self as usize - 1].0.get() },
+        }
     }
 
     /// The current allocator (CPython's `PyMem_GetAllocator`).
@@ -347,8 +143,12 @@ impl Domain {
     ///   free every live block of the domain (a hook forwards them to the
     ///   allocator it replaced).
     pub unsafe fn set_allocator(self, a: MemAllocatorEx) -> MemAllocatorEx {
-        // SAFETY: exclusive access per the contract.
-        unsafe { ptr::replace(DOMAINS[self as usize].0.get(), a) }
+        match self {
+            // SAFETY: exclusive use of RAW, per the contract.
+            Domain::Raw => unsafe { set_raw_allocator(a) },
+            // SAFETY: exclusive use of the domain, per the contract.
+            _ => unsafe { ptr::replace(SLOTS[self as usize - 1].0.get(), a) },
+        }
     }
 
     /// Allocates `size` bytes (`PyMem_RawMalloc`, `PyMem_Malloc`,
@@ -356,24 +156,17 @@ impl Domain {
     /// if `size > isize::MAX` or memory is short.
     #[inline]
     pub fn malloc(self, size: usize) -> *mut u8 {
-        if size > MAX_SIZE {
-            return ptr::null_mut();
-        }
-        let a = self.current();
-        // SAFETY: the installed allocator honours the MemAllocatorEx contract.
-        unsafe { (a.malloc)(a.ctx, size).cast() }
+        // SAFETY: the installed allocator honours the MemAllocatorEx
+        // contract (set_allocator's contract).
+        unsafe { self.current().checked_malloc(size) }
     }
 
     /// Allocates `nelem * elsize` zeroed bytes; null if the product overflows
     /// `isize::MAX`. A zero in either argument behaves like `calloc(1, 1)`.
     #[inline]
     pub fn calloc(self, nelem: usize, elsize: usize) -> *mut u8 {
-        if elsize != 0 && nelem > MAX_SIZE / elsize {
-            return ptr::null_mut();
-        }
-        let a = self.current();
-        // SAFETY: as for malloc.
-        unsafe { (a.calloc)(a.ctx, nelem, elsize).cast() }
+        // SAFETY: the installed allocator honours its contract.
+        unsafe { self.current().checked_calloc(nelem, elsize) }
     }
 
     /// Resizes `p` to `size` bytes. `realloc(null, n)` is `malloc(n)`;
@@ -384,12 +177,9 @@ impl Domain {
     /// `p` is null or a live block of this domain.
     #[inline]
     pub unsafe fn realloc(self, p: *mut u8, size: usize) -> *mut u8 {
-        if size > MAX_SIZE {
-            return ptr::null_mut();
-        }
-        let a = self.current();
-        // SAFETY: p is null or live in this domain (caller's contract).
-        unsafe { (a.realloc)(a.ctx, p.cast(), size).cast() }
+        // SAFETY: the allocator honours its contract, and p is null or live
+        // in this domain (the caller's contract), so its allocator's.
+        unsafe { self.current().checked_realloc(p, size) }
     }
 
     /// Frees `p`; null does nothing.
@@ -398,11 +188,9 @@ impl Domain {
     /// `p` is null or a live block of this domain, and is not used again.
     #[inline]
     pub unsafe fn free(self, p: *mut u8) {
-        let a = self.current();
-        // SAFETY: as for realloc.
-        unsafe { (a.free)(a.ctx, p.cast()) }
+        // SAFETY: as for realloc, and p is not used again.
+        unsafe { self.current().call_free(p) }
     }
-
     /// Room for `n` values of `T` (CPython's `PyMem_New` family): null if
     /// `n * size_of::<T>()` exceeds `isize::MAX`. The memory is
     /// uninitialised.

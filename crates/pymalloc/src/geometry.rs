@@ -67,9 +67,11 @@ pub const POOL_SIZE_MASK: usize = POOL_SIZE - 1;
 /// Pools in an arena whose base is pool-aligned.
 pub const MAX_POOLS_IN_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 
-/// Bytes at the start of every pool taken by its header (48 on 64-bit: the
-/// header's size rounded up to [`ALIGNMENT`]).
-pub const POOL_OVERHEAD: usize = round_up(crate::pool::POOL_HEADER_SIZE, ALIGNMENT);
+/// Bytes at the start of every pool reserved for its header (CPython's
+/// `POOL_OVERHEAD`): four 32-bit fields and four pointers, rounded up to
+/// [`ALIGNMENT`]; 48 on 64-bit. The pool header is checked against this at
+/// compile time where it is declared.
+pub const POOL_OVERHEAD: usize = round_up(4 * 4 + 4 * core::mem::size_of::<usize>(), ALIGNMENT);
 
 const _: () = {
     assert!(ALIGNMENT <= SMALL_REQUEST_THRESHOLD && SMALL_REQUEST_THRESHOLD <= 512);

@@ -5,21 +5,24 @@
 //! own), the three allocator domains with swappable and hookable allocators,
 //! the debug hooks, and statistics laid out like `sys._debugmallocstats()`.
 //!
-//! The layers, bottom up, and where each lives:
+//! The layers, bottom up (each module imports only modules above it in this
+//! list; `tests/layers.rs` checks it):
 //!
-//! | layer | module | CPython |
+//! | layer | modules | CPython |
 //! |---|---|---|
-//! | OS pages | [`os`], [`arena_alloc`] | `PyObjectArenaAllocator`, `_PyObject_ArenaMmap` |
-//! | raw allocator | [`raw`] | `_PyMem_RawMalloc`, `MALLOC_ALLOC` |
-//! | geometry | [`geometry`] | `ALIGNMENT`, `POOL_SIZE`, `ARENA_SIZE`, ... |
-//! | arena map | [`radix`] | `arena_map_*`, `address_in_range` |
-//! | pools, heap | `pool`, [`heap`] | `pool_header`, `arena_object`, `usedpools`, `pymalloc_alloc` |
-//! | shared heap | [`locked`] | (the GIL) |
-//! | domains | [`domain`] | `PyMem_GetAllocator`, `PyMem_SetAllocator`, `PyMem_Malloc`, ... |
+//! | foundations | `geometry`, `sync`, `cell_array`, `allocator` | `ALIGNMENT`, `POOL_SIZE`, ..., `PyMemAllocatorEx` |
+//! | OS and raw memory | `os`, [`raw`] | `_PyObject_ArenaMmap`, `_PyMem_RawMalloc` |
+//! | address space | [`radix`], `region`, `ownership` | `arena_map_*`, `address_in_range` |
+//! | arena allocator | [`arena_alloc`] | `PyObjectArenaAllocator` |
+//! | fallback | `fallback` (the RAW slot) | `PyMem_RawMalloc` from `_PyObject_Malloc` |
+//! | pools | `pool` | `pool_header` |
+//! | statistics | [`stats`] | `_PyObject_DebugMallocStats` |
+//! | the front | `front` | `_PyObject_Malloc/Calloc/Realloc/Free` |
+//! | the heap | [`Heap`] (`heap/`) | `usedpools`, `arena_object`, `pymalloc_alloc/free` |
+//! | modes | [`LockedHeap`], [`GilHeap`], [`thread`], [`PyMalloc`] | (the GIL) |
+//! | domains | [`Domain`] | `PyMem_GetAllocator`, `PyMem_SetAllocator`, `PyMem_Malloc`, ... |
 //! | debug hooks | [`debug`] | `PyMem_SetupDebugHooks`, `_PyMem_DebugRawMalloc`, ... |
 //! | configuration | [`config`] | `PYTHONMALLOC`, `PYTHONMALLOCSTATS` |
-//! | statistics | [`stats`] | `_PyObject_DebugMallocStats` |
-//! | Rust allocator | [`global`] | — |
 //!
 //! ## Three ways in
 //!
@@ -48,28 +51,45 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod arena_alloc;
-mod cell_array;
-pub mod config;
-pub mod debug;
-pub mod domain;
+// Foundations: depend on nothing in the crate.
 pub mod geometry;
-pub mod global;
-pub mod heap;
-pub mod locked;
-pub mod os;
-mod pool;
-pub mod radix;
-pub mod raw;
-pub mod region;
-pub mod stats;
 mod sync;
+mod cell_array;
+mod allocator;
+// OS and raw memory.
+mod os;
+pub mod raw;
+// Address space: which addresses are pymalloc's.
+pub mod radix;
+mod region;
+mod ownership;
+pub mod arena_alloc;
+// Where requests pymalloc does not serve go.
+mod fallback;
+mod pool;
+pub mod stats;
+// The composite entry points, generic over pools and fallback.
+mod front;
+// The heap.
+mod heap;
+// The modes: thin fronts over heaps.
+mod locked;
+mod gil;
 pub mod thread;
+mod global;
+// CPython's API on top.
+mod domain;
+pub mod debug;
+pub mod config;
 
+pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;
-pub use domain::{gil_heap, global_heap, AllocError, Block, Domain, GilHeap, MemAllocatorEx};
+pub use domain::{AllocError, Block, Domain};
+pub use gil::{gil_heap, GilHeap};
 pub use global::PyMalloc;
-pub use heap::{owns, ArenaInfo, Heap, InvariantError, PoolState, PurgePolicy, CACHE_SLOTS};
-pub use locked::LockedHeap;
+pub use heap::{ArenaInfo, Heap, InvariantError, PoolState, PurgePolicy, CACHE_SLOTS};
+pub use locked::{global_heap, LockedHeap};
+pub use ownership::owns;
 pub use stats::Stats;

@@ -1,8 +1,10 @@
 //! A [`Heap`] shared between threads behind a lock.
 //!
-//! [`LockedHeap`] is what the MEM and OBJ domains use by default, and what
-//! [`PyMalloc`](crate::PyMalloc), the Rust global allocator, allocates from.
-//! Only pool work takes the lock: the ownership test (the radix map is
+//! [`LockedHeap`] is the `locked` mode of MEM and OBJ
+//! ([`crate::config::PymallocMode::Locked`], the process's
+//! [`global_heap`]), the heap exiting threads allocate from, and a
+//! thread-safe single-heap alternative to [`PyMalloc`](crate::PyMalloc) as a
+//! Rust allocator. Only pool work takes the lock: the ownership test (the radix map is
 //! lock-free), requests that go to the raw allocator, and the copying done by
 //! `realloc` and `calloc` all run outside it.
 //!
@@ -17,12 +19,16 @@
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::AtomicIsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::allocator::MemAllocatorEx;
+use crate::fallback::{Libc, RawDomain};
+use crate::front::{self, Pools};
 use crate::geometry::ALIGNMENT;
-use crate::heap::{self, Heap, HeapAccess};
+use crate::heap::{ArenaInfo, Heap};
 use crate::raw;
 use crate::stats::Stats;
 
@@ -41,52 +47,60 @@ impl Default for LockedHeap {
     }
 }
 
-/// Pool work under the lock; the raw fallback is the RAW domain.
-struct Locked<'a>(&'a LockedHeap);
-
-impl HeapAccess for Locked<'_> {
+/// Pool work under the lock, one operation per lock.
+impl Pools for LockedHeap {
     #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
-        f(&self.0.lock())
+    fn alloc(&self, c: usize) -> *mut u8 {
+        self.lock().alloc_small(c)
     }
     #[inline(always)]
-    fn raw_counter(&self) -> &AtomicIsize {
-        self.0.raw_counter()
+    unsafe fn free(&self, p: *mut u8) {
+        // SAFETY: p is a live pool block of this heap (the trait's contract).
+        unsafe { self.lock().free_small(p) }
+    }
+    #[inline(always)]
+    fn fallback_blocks(&self) -> &AtomicIsize {
+        &self.raw_blocks
     }
 }
 
-/// Pool work under the lock; the raw fallback is the C library itself, not
-/// the (hookable) RAW domain. Used by the Rust allocator traits, so that a
-/// hook installed on RAW can itself allocate Rust values.
-struct LockedSystem<'a>(&'a LockedHeap);
+static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
 
-impl HeapAccess for LockedSystem<'_> {
-    #[inline(always)]
-    fn with<R>(&mut self, f: impl FnOnce(&Heap) -> R) -> R {
-        f(&self.0.lock())
+/// The process's single locked pymalloc heap: MEM and OBJ use it in the
+/// `Locked` mode (see [`crate::config::PymallocMode`]), and threads that are
+/// exiting allocate from it.
+#[inline(always)]
+pub fn global_heap() -> &'static LockedHeap {
+    &GLOBAL_HEAP
+}
+
+/// The domain allocator over `heap` (see [`MemAllocatorEx::pymalloc`]).
+pub(crate) const fn domain_allocator(heap: &'static LockedHeap) -> MemAllocatorEx {
+    MemAllocatorEx {
+        ctx: heap as *const LockedHeap as *mut c_void,
+        malloc: locked_malloc,
+        calloc: locked_calloc,
+        realloc: locked_realloc,
+        free: locked_free,
     }
-    #[inline(always)]
-    fn raw_counter(&self) -> &AtomicIsize {
-        self.0.raw_counter()
-    }
-    #[inline]
-    fn raw_malloc(&self, n: usize) -> *mut u8 {
-        raw::malloc(n)
-    }
-    #[inline]
-    fn raw_calloc(&self, nelem: usize, elsize: usize) -> *mut u8 {
-        raw::calloc(nelem, elsize)
-    }
-    #[inline]
-    unsafe fn raw_realloc(&self, p: *mut u8, n: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { raw::realloc(p, n) }
-    }
-    #[inline]
-    unsafe fn raw_free(&self, p: *mut u8) {
-        // SAFETY: forwarded contract.
-        unsafe { raw::free(p) }
-    }
+}
+
+unsafe extern "C" fn locked_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: ctx is the &'static LockedHeap given to domain_allocator.
+    unsafe { &*ctx.cast::<LockedHeap>() }.malloc(n).cast()
+}
+unsafe extern "C" fn locked_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    // SAFETY: ctx is the &'static LockedHeap given to domain_allocator.
+    unsafe { &*ctx.cast::<LockedHeap>() }.calloc(nelem, elsize).cast()
+}
+unsafe extern "C" fn locked_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: ctx is the &'static LockedHeap given to domain_allocator; p is
+    // null or live in the domain (the domain caller's contract), so here.
+    unsafe { (*ctx.cast::<LockedHeap>()).realloc(p.cast(), n).cast() }
+}
+unsafe extern "C" fn locked_free(ctx: *mut c_void, p: *mut c_void) {
+    // SAFETY: as for locked_realloc, and p is not used again.
+    unsafe { (*ctx.cast::<LockedHeap>()).free(p.cast()) }
 }
 
 impl LockedHeap {
@@ -94,11 +108,6 @@ impl LockedHeap {
     /// [`Heap::new_retaining`]).
     pub const fn new() -> LockedHeap {
         LockedHeap { heap: Mutex::new(Heap::new_retaining()), raw_blocks: AtomicIsize::new(0) }
-    }
-
-    #[inline(always)]
-    fn raw_counter(&self) -> &AtomicIsize {
-        &self.raw_blocks
     }
 
     /// Exclusive access to the heap, for inspection or configuration
@@ -116,13 +125,13 @@ impl LockedHeap {
     /// See [`Heap::malloc`]; large requests go to the RAW domain.
     #[inline]
     pub fn malloc(&self, nbytes: usize) -> *mut u8 {
-        heap::malloc(&mut Locked(self), nbytes)
+        front::object_malloc::<RawDomain>(self, nbytes)
     }
 
     /// See [`Heap::calloc`].
     #[inline]
     pub fn calloc(&self, nelem: usize, elsize: usize) -> *mut u8 {
-        heap::calloc(&mut Locked(self), nelem, elsize)
+        front::object_calloc::<RawDomain>(self, nelem, elsize)
     }
 
     /// See [`Heap::realloc`].
@@ -132,8 +141,9 @@ impl LockedHeap {
     /// `realloc`.
     #[inline]
     pub unsafe fn realloc(&self, p: *mut u8, nbytes: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { heap::realloc(&mut Locked(self), p, nbytes) }
+        // SAFETY: p is null or live from this heap's entry points (the
+        // contract above): a pool block of this heap or a RAW block.
+        unsafe { front::object_realloc::<RawDomain>(self, p, nbytes) }
     }
 
     /// See [`Heap::free`].
@@ -143,14 +153,15 @@ impl LockedHeap {
     /// `realloc`, and is not used again.
     #[inline]
     pub unsafe fn free(&self, p: *mut u8) {
-        // SAFETY: forwarded contract.
-        unsafe { heap::free(&mut Locked(self), p) }
+        // SAFETY: as for realloc, and p is not used again.
+        unsafe { front::object_free::<RawDomain>(self, p) }
     }
 
     /// Pictures of every live arena (see [`Heap::visit_arenas`]). The vector
     /// is allocated outside the lock, so this may be called even when this
     /// heap is the global allocator.
-    pub fn arenas(&self) -> Vec<crate::heap::ArenaInfo> {
+    pub fn arenas(&self) -> Vec<ArenaInfo> {
+        // Not under the mutex: the vector may come from this very heap.
         loop {
             let n = self.lock().arena_count();
             let mut out = Vec::with_capacity(n);
@@ -187,8 +198,11 @@ impl LockedHeap {
     #[inline]
     fn alloc_layout(&self, layout: Layout, zeroed: bool) -> *mut u8 {
         if layout.align() <= ALIGNMENT {
-            let h = &mut LockedSystem(self);
-            return if zeroed { heap::calloc(h, 1, layout.size()) } else { heap::malloc(h, layout.size()) };
+            return if zeroed {
+                front::object_calloc::<Libc>(self, 1, layout.size())
+            } else {
+                front::object_malloc::<Libc>(self, layout.size())
+            };
         }
         let p = raw::aligned_alloc(layout.align(), layout.size());
         if zeroed && !p.is_null() {
@@ -201,8 +215,9 @@ impl LockedHeap {
     #[inline]
     unsafe fn dealloc_layout(&self, p: *mut u8, layout: Layout) {
         if layout.align() <= ALIGNMENT {
-            // SAFETY: p came from alloc_layout with this small alignment.
-            unsafe { heap::free(&mut LockedSystem(self), p) }
+            // SAFETY: p came from alloc_layout with this small alignment: a
+            // pool block of this heap or a C-library block.
+            unsafe { front::object_free::<Libc>(self, p) }
         } else {
             // SAFETY: p came from raw::aligned_alloc.
             unsafe { raw::free(p) }
@@ -212,8 +227,9 @@ impl LockedHeap {
     #[inline]
     unsafe fn realloc_layout(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if layout.align() <= ALIGNMENT {
-            // SAFETY: p came from alloc_layout with this small alignment.
-            return unsafe { heap::realloc(&mut LockedSystem(self), p, new_size) };
+            // SAFETY: p came from alloc_layout with this small alignment: a
+            // pool block of this heap or a C-library block.
+            return unsafe { front::object_realloc::<Libc>(self, p, new_size) };
         }
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return ptr::null_mut();

@@ -9,7 +9,11 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
-use crate::heap::Heap;
+
+/// Who owns a pool, as its heap stamps it: the owning thread heap's address
+/// (where other threads send the blocks they free), or null. Opaque at this
+/// layer: only the heap that made it turns it back into a heap.
+pub(crate) type OwnerTag = *const ();
 
 /// Size class recorded in a pool just carved from its arena and never
 /// initialised for any class.
@@ -55,12 +59,12 @@ pub(crate) struct PoolHeader {
     pub arenaindex: u32,
     /// Size class index, or [`DUMMY_SIZE_IDX`].
     pub szidx: u32,
-    /// The thread heap owning the pool, or null.
-    pub owner: *const Heap,
+    /// The heap owning the pool, if it is a thread heap; else null.
+    pub owner: OwnerTag,
 }
 
-/// `size_of::<PoolHeader>()`, for the geometry module.
-pub(crate) const POOL_HEADER_SIZE: usize = core::mem::size_of::<PoolHeader>();
+// The header fits the room the geometry reserves for it.
+const _: () = assert!(core::mem::size_of::<PoolHeader>() <= POOL_OVERHEAD);
 
 impl PoolHeader {
     /// Blocks in use (owner or statistics).
@@ -114,6 +118,17 @@ pub(crate) unsafe fn shared_szidx(pool: *const PoolHeader) -> u32 {
 #[inline(always)]
 pub(crate) fn pool_of(p: *mut u8) -> *mut PoolHeader {
     core::ptr::with_exposed_provenance_mut(p.addr() & !POOL_SIZE_MASK)
+}
+
+/// Size class of a live pymalloc block (read without touching lists).
+///
+/// # Safety
+/// `p` is a live block of some heap.
+#[inline(always)]
+pub(crate) unsafe fn class_of(p: *mut u8) -> usize {
+    // SAFETY: the pool of a live block is live and its class cannot change
+    // while the block is handed out.
+    unsafe { (*pool_of(p)).szidx as usize }
 }
 
 /// `p` re-derived from the arena's exposed provenance: used for every block

@@ -24,10 +24,10 @@
 
 use core::ffi::c_void;
 
-use crate::domain::MemAllocatorEx;
+use crate::allocator::MemAllocatorEx;
 
 /// Largest size any allocator in this crate accepts (`PY_SSIZE_T_MAX`).
-pub const MAX_SIZE: usize = isize::MAX as usize;
+pub const MAX_SIZE: usize = crate::allocator::MAX_SIZE;
 
 /// Requests are at least this big. C only promises alignment suitable for
 /// objects that fit in the size asked for (a 1-byte block may be 1-aligned);

@@ -24,7 +24,7 @@ use crate::geometry::ARENA_SIZE;
 /// Bytes the region tries to reserve (64 GiB: 65,536 default-geometry
 /// arenas). Where that much address space cannot be had (a small
 /// `RLIMIT_AS`, valgrind), it tries a quarter as much, down to 1 GiB.
-pub const REGION_SIZE: usize = 1 << 36;
+pub(crate) const REGION_SIZE: usize = 1 << 36;
 #[cfg(not(miri))]
 const MIN_REGION_SIZE: usize = 1 << 30;
 const SLOTS: usize = REGION_SIZE / ARENA_SIZE;
@@ -93,15 +93,24 @@ static SLOTS_LOCK: Mutex<Slots> = Mutex::new(Slots { next: 0, nfree: 0, hint: 0,
 /// Zeroed statics: pages of the table that no arena uses are never touched.
 static OWNERS: [AtomicPtr<()>; SLOTS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; SLOTS];
 
-/// Records the owner of the region's arena at `arena`.
-pub fn set_owner(arena: *mut u8, owner: *const ()) {
-    let slot = (arena.addr() - BOUNDS.base.load(Ordering::Relaxed)) / ARENA_SIZE;
-    OWNERS[slot].store(owner.cast_mut(), Ordering::Relaxed);
+/// Records the owner of the region's arena at `arena`: where frees of its
+/// blocks from other threads are sent.
+///
+/// # Safety
+/// `arena` is the base of an arena [`alloc_arena`] returned that the caller
+/// owns and has not freed, and `owner` is the tag its heap stamps on its
+/// pools: every later free of a block of the arena is routed by it.
+pub(crate) unsafe fn set_owner(arena: *mut u8, owner: *const ()) {
+    let off = arena.addr().wrapping_sub(BOUNDS.base.load(Ordering::Relaxed));
+    debug_assert!(off < BOUNDS.size.load(Ordering::Relaxed) && off % ARENA_SIZE == 0);
+    // SAFETY: an arena of the region lies at off < size <= REGION_SIZE (the
+    // contract), so the slot is in the table.
+    unsafe { OWNERS.get_unchecked(off / ARENA_SIZE) }.store(owner.cast_mut(), Ordering::Relaxed);
 }
 
 /// The owner recorded for the arena holding `p`, if `p` lies in the region.
 #[inline(always)]
-pub fn owner(p: *const u8) -> Option<*const ()> {
+pub(crate) fn owner(p: *const u8) -> Option<*const ()> {
     let off = p.addr().wrapping_sub(BOUNDS.base.load(Ordering::Relaxed));
     if off < BOUNDS.size.load(Ordering::Relaxed) {
         // SAFETY: off < size <= REGION_SIZE, so the slot is in the table.
@@ -114,18 +123,8 @@ pub fn owner(p: *const u8) -> Option<*const ()> {
 /// True if `p` lies in the region. For the address of a live block this is
 /// exactly "the block is in an arena of the region".
 #[inline(always)]
-pub fn contains(p: *const u8) -> bool {
+pub(crate) fn contains(p: *const u8) -> bool {
     p.addr().wrapping_sub(BOUNDS.base.load(Ordering::Relaxed)) < BOUNDS.size.load(Ordering::Relaxed)
-}
-
-/// The region's base address, if it is reserved.
-pub fn base() -> Option<usize> {
-    (STATE.load(Ordering::Acquire) == READY).then(|| BOUNDS.base.load(Ordering::Relaxed))
-}
-
-/// The region's size in bytes (0 if it is not reserved).
-pub fn size() -> usize {
-    BOUNDS.size.load(Ordering::Relaxed)
 }
 
 #[cfg(not(miri))]
@@ -207,7 +206,7 @@ fn ready() -> bool {
 
 /// One arena from the region, readable and writable and zeroed; null if
 /// the region cannot be had or is full.
-pub fn alloc_arena() -> *mut u8 {
+pub(crate) fn alloc_arena() -> *mut u8 {
     if !ready() {
         return core::ptr::null_mut();
     }
@@ -229,7 +228,7 @@ pub fn alloc_arena() -> *mut u8 {
 ///
 /// # Safety
 /// `p` came from [`alloc_arena`] and nothing uses it any more.
-pub unsafe fn free_arena(p: *mut u8) {
+pub(crate) unsafe fn free_arena(p: *mut u8) {
     let base = BOUNDS.base.load(Ordering::Relaxed);
     debug_assert!(contains(p) && (p.addr() - base) % ARENA_SIZE == 0);
     // SAFETY: the caller gives the arena up.
@@ -276,8 +275,3 @@ unsafe fn decommit(p: *mut u8, len: usize) {
 #[cfg(miri)]
 unsafe fn decommit(_: *mut u8, _: usize) {}
 
-/// Arenas of the region in use, and the high-water mark of slots ever used.
-pub fn usage() -> (usize, usize) {
-    let s = SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    (s.next - s.nfree, s.next)
-}

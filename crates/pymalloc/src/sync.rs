@@ -52,3 +52,27 @@ impl Drop for SpinGuard<'_> {
         self.0 .0.store(false, Ordering::Release);
     }
 }
+
+/// A value alone on its cache lines whatever the alignment of what holds it:
+/// 120 bytes of padding on either side (two lines, for the adjacent-line
+/// prefetcher), without asking the holder for more than word alignment.
+#[repr(C)]
+pub(crate) struct Isolated<T> {
+    _before: [usize; 15],
+    value: T,
+    _after: [usize; 15],
+}
+
+impl<T> Isolated<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Isolated { _before: [0; 15], value, _after: [0; 15] }
+    }
+}
+
+impl<T> core::ops::Deref for Isolated<T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}

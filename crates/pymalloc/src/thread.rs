@@ -33,12 +33,15 @@
 //! ```
 
 use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize, Ordering};
 
-use crate::domain::{global_heap, Domain};
-use crate::geometry::{class_size, size_class};
-use crate::heap::{owns_live, Heap};
+use crate::allocator::MemAllocatorEx;
+use crate::fallback::RawDomain;
+use crate::front::{self, Pools};
+use crate::heap::{ArenaInfo, Heap, InvariantError};
+use crate::locked::global_heap;
 use crate::pool::launder;
 use crate::raw;
 use crate::stats::Stats;
@@ -233,48 +236,6 @@ fn purge_abandoned() -> usize {
     bytes
 }
 
-/// Where requests pymalloc does not serve go.
-pub(crate) trait Raw {
-    /// `malloc`.
-    fn malloc(n: usize) -> *mut u8;
-    /// `calloc`.
-    fn calloc(nelem: usize, elsize: usize) -> *mut u8;
-    /// `realloc`.
-    ///
-    /// # Safety
-    /// `p` is null or live from this allocator.
-    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8;
-    /// `free`.
-    ///
-    /// # Safety
-    /// `p` is null or live from this allocator.
-    unsafe fn free(p: *mut u8);
-}
-
-/// The RAW domain (CPython's `PyMem_RawMalloc`), for the domain allocators.
-pub(crate) struct RawDomain;
-
-impl Raw for RawDomain {
-    #[inline]
-    fn malloc(n: usize) -> *mut u8 {
-        Domain::Raw.malloc(n)
-    }
-    #[inline]
-    fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
-        Domain::Raw.calloc(nelem, elsize)
-    }
-    #[inline]
-    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-        // SAFETY: forwarded contract.
-        unsafe { Domain::Raw.realloc(p, n) }
-    }
-    #[inline]
-    unsafe fn free(p: *mut u8) {
-        // SAFETY: forwarded contract.
-        unsafe { Domain::Raw.free(p) }
-    }
-}
-
 /// A block of size class `c` from the calling thread's heap; null if no
 /// arena can be had (no raw fallback).
 #[inline(always)]
@@ -343,130 +304,51 @@ unsafe fn free_foreign(p: *mut u8, owner: *const Heap) {
     }
 }
 
-/// `malloc` on the calling thread's heap (CPython's `_PyObject_Malloc`, made
-/// thread-safe); requests pymalloc does not serve go to `R`.
-#[inline(always)]
-pub(crate) fn malloc_with<R: Raw>(n: usize) -> *mut u8 {
-    if let Some(c) = size_class(n) {
-        let p = alloc_small(c);
-        if !p.is_null() {
-            return p;
-        }
-    }
-    raw_malloc::<R>(n)
-}
+/// The calling thread's heap, as the front's source of pool blocks; the
+/// live raw blocks of every thread are counted together.
+pub(crate) struct ThreadHeaps;
 
-#[inline(never)]
-fn raw_malloc<R: Raw>(n: usize) -> *mut u8 {
-    let p = R::malloc(n);
-    if !p.is_null() {
-        RAW_BLOCKS.fetch_add(1, Ordering::Relaxed);
+impl Pools for ThreadHeaps {
+    #[inline(always)]
+    fn alloc(&self, c: usize) -> *mut u8 {
+        alloc_small(c)
     }
-    p
-}
-
-/// `calloc` on the calling thread's heap.
-#[inline]
-pub(crate) fn calloc_with<R: Raw>(nelem: usize, elsize: usize) -> *mut u8 {
-    if elsize != 0 && nelem > raw::MAX_SIZE / elsize {
-        return ptr::null_mut();
+    #[inline(always)]
+    unsafe fn free(&self, p: *mut u8) {
+        // SAFETY: p is a live pool block from these entry points (the
+        // trait's contract).
+        unsafe { free_small(p) }
     }
-    let n = nelem * elsize;
-    if let Some(c) = size_class(n) {
-        let p = alloc_small(c);
-        if !p.is_null() {
-            // SAFETY: a fresh block of at least n bytes.
-            unsafe { ptr::write_bytes(p, 0, n) };
-            return p;
-        }
+    #[inline(always)]
+    fn fallback_blocks(&self) -> &AtomicIsize {
+        &RAW_BLOCKS
     }
-    let p = R::calloc(nelem, elsize);
-    if !p.is_null() {
-        RAW_BLOCKS.fetch_add(1, Ordering::Relaxed);
-    }
-    p
-}
-
-/// `realloc` with CPython's rule (stay in place while the new size fits and
-/// is over three quarters of the class); raw blocks stay raw.
-///
-/// # Safety
-/// `p` is null or live from these entry points.
-#[inline]
-pub(crate) unsafe fn realloc_with<R: Raw>(p: *mut u8, n: usize) -> *mut u8 {
-    if p.is_null() {
-        return malloc_with::<R>(n);
-    }
-    if !owns_live(p) {
-        // SAFETY: p is a live raw block.
-        return unsafe { R::realloc(p, n) };
-    }
-    let p = launder(p);
-    // SAFETY: p is a live pool block.
-    let mut size = class_size(unsafe { Heap::block_class(p) });
-    if n <= size {
-        if 4 * n > 3 * size {
-            return p;
-        }
-        size = n;
-    }
-    let q = malloc_with::<R>(n);
-    if !q.is_null() {
-        // SAFETY: distinct blocks of at least `size` bytes; p is live.
-        unsafe {
-            ptr::copy_nonoverlapping(p, q, size);
-            free_small(p);
-        }
-    }
-    q
-}
-
-/// `free`: pool blocks to their heap (or its queue), the rest to `R`.
-///
-/// # Safety
-/// `p` is null or live from these entry points, and not used again.
-#[inline(always)]
-pub(crate) unsafe fn free_with<R: Raw>(p: *mut u8) {
-    if p.is_null() {
-        return;
-    }
-    if owns_live(p) {
-        // SAFETY: a live pool block.
-        unsafe { free_small(p) };
-    } else {
-        // SAFETY: a live raw block.
-        unsafe { raw_free::<R>(p) };
-    }
-}
-
-#[inline(never)]
-unsafe fn raw_free<R: Raw>(p: *mut u8) {
-    // SAFETY: forwarded.
-    unsafe { R::free(p) };
-    RAW_BLOCKS.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Allocates `n` bytes, thread-safe, without a global lock; large requests
 /// go to the RAW domain. See the module documentation.
 #[inline]
 pub fn malloc(n: usize) -> *mut u8 {
-    malloc_with::<RawDomain>(n)
+    front::object_malloc::<RawDomain>(&ThreadHeaps, n)
 }
 
 /// Allocates `nelem * elsize` zeroed bytes; null on overflow.
 #[inline]
 pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
-    calloc_with::<RawDomain>(nelem, elsize)
+    front::object_calloc::<RawDomain>(&ThreadHeaps, nelem, elsize)
 }
 
-/// Resizes a block from [`malloc`]/[`calloc`]/[`realloc`].
+/// Resizes a block from [`malloc`]/[`calloc`]/[`realloc`], with CPython's
+/// rule (a pool block stays in place while the new size fits and is over
+/// three quarters of its class); raw blocks stay raw.
 ///
 /// # Safety
 /// `p` is null or a live block from these functions.
 #[inline]
 pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-    // SAFETY: forwarded.
-    unsafe { realloc_with::<RawDomain>(p, n) }
+    // SAFETY: p is null or live from these functions (the contract): a pool
+    // block of a thread heap or a RAW block.
+    unsafe { front::object_realloc::<RawDomain>(&ThreadHeaps, p, n) }
 }
 
 /// Frees a block from [`malloc`]/[`calloc`]/[`realloc`], from any thread.
@@ -475,8 +357,38 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 /// `p` is null or a live block from these functions, not used again.
 #[inline]
 pub unsafe fn free(p: *mut u8) {
-    // SAFETY: forwarded.
-    unsafe { free_with::<RawDomain>(p) }
+    // SAFETY: as for realloc, and p is not used again.
+    unsafe { front::object_free::<RawDomain>(&ThreadHeaps, p) }
+}
+
+static THREADED_CTX: u8 = 0;
+
+/// The domain allocator of the thread heaps (see
+/// [`MemAllocatorEx::pymalloc_threaded`]).
+pub(crate) const fn domain_allocator() -> MemAllocatorEx {
+    MemAllocatorEx {
+        ctx: &THREADED_CTX as *const u8 as *mut c_void,
+        malloc: threaded_malloc,
+        calloc: threaded_calloc,
+        realloc: threaded_realloc,
+        free: threaded_free,
+    }
+}
+
+unsafe extern "C" fn threaded_malloc(_: *mut c_void, n: usize) -> *mut c_void {
+    malloc(n).cast()
+}
+unsafe extern "C" fn threaded_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    calloc(nelem, elsize).cast()
+}
+unsafe extern "C" fn threaded_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: p is null or live in the domain (the domain caller's
+    // contract), so from these entry points.
+    unsafe { realloc(p.cast(), n).cast() }
+}
+unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
+    // SAFETY: as for threaded_realloc, and p is not used again.
+    unsafe { free(p.cast()) }
 }
 
 /// Calls `f` on every thread heap ever made (live or abandoned).
@@ -503,7 +415,7 @@ pub fn stats() -> Stats {
 }
 
 /// Pictures of the arenas of every thread heap and of the shared heap.
-pub fn arenas() -> Vec<crate::heap::ArenaInfo> {
+pub fn arenas() -> Vec<ArenaInfo> {
     let mut out = global_heap().arenas();
     let mut n = 0;
     for_each_heap(|h| n += h.arena_count());
@@ -535,21 +447,21 @@ pub fn heap_count() -> usize {
 /// Statistics of the calling thread's heap alone (empty if it has none).
 pub fn current_stats() -> Stats {
     let h = current();
-    // SAFETY: h is this thread's heap.
     if h.is_null() {
         Stats::new()
     } else {
+        // SAFETY: h is this thread's live heap (thread heaps are never freed).
         unsafe { (*h).stats() }
     }
 }
 
 /// Checks the invariants of the calling thread's heap.
-pub fn validate_current() -> Result<(), crate::InvariantError> {
+pub fn validate_current() -> Result<(), InvariantError> {
     let h = current();
-    // SAFETY: h is this thread's heap.
     if h.is_null() {
         Ok(())
     } else {
+        // SAFETY: h is this thread's live heap, and this thread its owner.
         unsafe { (*h).validate() }
     }
 }

@@ -1,0 +1,150 @@
+//! The front: CPython's composite entry points (`_PyObject_Malloc`,
+//! `_PyObject_Calloc`, `_PyObject_Realloc`, `_PyObject_Free`), written
+//! once for every way of reaching pool blocks.
+//!
+//! A mode supplies two things as types: where pool blocks come from
+//! ([`Pools`]: one heap used directly, a heap behind a lock, the calling
+//! thread's heap) and where the rest goes ([`Fallback`]). The rules are
+//! CPython's:
+//!
+//! * requests of 1 to 512 bytes come from a pool; 0 bytes, larger requests,
+//!   and small ones no arena can serve go to the fallback;
+//! * `calloc` fails without a call when the product overflows `isize::MAX`;
+//! * `realloc` keeps a pool block in place while the new size fits its class
+//!   and is over three quarters of it, and moves it otherwise; a fallback
+//!   block stays with the fallback;
+//! * `free` and `realloc` tell pool blocks from fallback blocks by address
+//!   ([`owns_live`]), outside any lock.
+//!
+//! The front knows pools and fallbacks, not heaps, so it sits below the heap
+//! in the import order; the modes (`locked.rs`, `gil.rs`, `thread.rs`, and
+//! `Heap`'s own methods) instantiate it.
+
+use core::ptr;
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+use crate::fallback::Fallback;
+use crate::geometry::{class_size, size_class};
+use crate::ownership::owns_live;
+use crate::pool::{class_of, launder};
+use crate::raw::MAX_SIZE;
+
+/// Where a front's pool blocks come from.
+pub(crate) trait Pools {
+    /// A block of size class `c`, or null if no arena can be had.
+    fn alloc(&self, c: usize) -> *mut u8;
+    /// Frees a pool block.
+    ///
+    /// # Safety
+    /// `p` is a live pool block handed out by this source's `alloc`, not
+    /// used again.
+    unsafe fn free(&self, p: *mut u8);
+    /// The count of live blocks this source's front handed to its fallback
+    /// (`raw_allocated_blocks` in the statistics).
+    fn fallback_blocks(&self) -> &AtomicIsize;
+}
+
+/// `_PyObject_Malloc`.
+#[inline(always)]
+pub(crate) fn object_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
+    if let Some(c) = size_class(nbytes) {
+        let p = pools.alloc(c);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    fallback_malloc::<F>(pools, nbytes)
+}
+
+#[inline(never)]
+fn fallback_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
+    let p = F::malloc(nbytes);
+    if !p.is_null() {
+        pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+/// `_PyObject_Calloc`: null if the product overflows `isize::MAX`.
+#[inline]
+pub(crate) fn object_calloc<F: Fallback>(pools: &impl Pools, nelem: usize, elsize: usize) -> *mut u8 {
+    if elsize != 0 && nelem > MAX_SIZE / elsize {
+        return ptr::null_mut();
+    }
+    let nbytes = nelem * elsize;
+    if let Some(c) = size_class(nbytes) {
+        let p = pools.alloc(c);
+        if !p.is_null() {
+            // SAFETY: p is a fresh block of at least nbytes.
+            unsafe { ptr::write_bytes(p, 0, nbytes) };
+            return p;
+        }
+    }
+    let p = F::calloc(nelem, elsize);
+    if !p.is_null() {
+        pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+/// `_PyObject_Realloc`. On failure returns null and `p` is untouched.
+///
+/// # Safety
+/// `p` is null, a live pool block of `pools`, or a live block of `F`.
+#[inline]
+pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8, nbytes: usize) -> *mut u8 {
+    if p.is_null() {
+        return object_malloc::<F>(pools, nbytes);
+    }
+    if !owns_live(p) {
+        // Not ours: the fallback keeps managing it.
+        // SAFETY: p is a live fallback block (caller's contract).
+        return unsafe { F::realloc(p, nbytes) };
+    }
+    let p = launder(p);
+    // SAFETY: p is a live pool block (caller's contract).
+    let mut size = class_size(unsafe { class_of(p) });
+    if nbytes <= size {
+        // Shrinking (or same): stay unless at least a quarter would be saved.
+        if 4 * nbytes > 3 * size {
+            return p;
+        }
+        size = nbytes;
+    }
+    let bp = object_malloc::<F>(pools, nbytes);
+    if !bp.is_null() {
+        // SAFETY: the new block is distinct from p, and both hold at least
+        // `size` bytes; p is a live pool block of `pools` until freed here.
+        unsafe {
+            ptr::copy_nonoverlapping(p, bp, size);
+            pools.free(p);
+        }
+    }
+    bp
+}
+
+/// `_PyObject_Free`; null does nothing.
+///
+/// # Safety
+/// `p` is null, a live pool block of `pools`, or a live block of `F`; it is
+/// not used again.
+#[inline(always)]
+pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    if owns_live(p) {
+        // SAFETY: a live pool block of `pools` (caller's contract).
+        unsafe { pools.free(p) };
+    } else {
+        // SAFETY: a live fallback block (caller's contract).
+        unsafe { fallback_free::<F>(pools, p) };
+    }
+}
+
+#[inline(never)]
+unsafe fn fallback_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
+    // SAFETY: a live fallback block, not used again (caller's contract).
+    unsafe { F::free(p) };
+    pools.fallback_blocks().fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,520 @@
+//! Arenas (CPython's `arena_object`, `usable_arenas`, `nfp2lasta`,
+//! `new_arena`): the table of arena objects, the list of arenas with free
+//! pools kept in order, and where a new pool comes from and an empty one
+//! goes back to.
+
+use core::cell::Cell;
+use core::ptr;
+
+use super::Heap;
+use crate::arena_alloc::ArenaAllocator;
+use crate::cell_array::CellArray;
+use crate::geometry::{round_up, ARENA_SIZE, MAX_POOLS_IN_ARENA, POOL_SIZE, POOL_SIZE_MASK};
+use crate::pool::{PoolHeader, DUMMY_SIZE_IDX};
+use crate::radix::ARENA_MAP;
+use crate::{raw, region};
+
+/// Number of arena objects the table starts with (room for 16 arenas).
+const INITIAL_ARENA_OBJECTS: u32 = 16;
+
+// The per-arena masks of free and decommitted pools are one u64 each.
+const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
+
+/// Bookkeeping for one arena (CPython's `struct arena_object`).
+///
+/// Invariants:
+/// * `address` is null if and only if the object is on the heap's
+///   `unused` list (linked through `nextarena`).
+/// * Otherwise the arena spans `address..address+ARENA_SIZE`, came from
+///   `allocator`, and is marked in the arena map. Pools are carved from
+///   `pool_address` upwards. `nfreepools` counts the free pools: those on
+///   `freepools` (`nfree_committed` of them), those whose pages were given
+///   back (bits of `decommitted`, by pool index from the first pool), and
+///   those not carved yet. `ntotalpools` is the number of whole pools the
+///   arena holds after alignment.
+/// * `nfreepools > 0` if and only if the arena is on the usable list
+///   (doubly linked through `nextarena`/`prevarena`).
+/// * `free_bits` has bit `i` set exactly when pool `i` is on `freepools`.
+/// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
+///   of its free pools may be given back with `madvise`.
+/// * All of it is written only under the heap's `meta` lock.
+#[repr(C)]
+pub(super) struct ArenaObject {
+    pub(super) address: *mut u8,
+    pub(super) pool_address: *mut u8,
+    pub(super) nfreepools: u32,
+    pub(super) ntotalpools: u32,
+    pub(super) freepools: *mut PoolHeader,
+    pub(super) nextarena: *mut ArenaObject,
+    pub(super) prevarena: *mut ArenaObject,
+    allocator: ArenaAllocator,
+    pub(super) nfree_committed: u32,
+    pub(super) purgeable: bool,
+    pub(super) decommitted: u64,
+    pub(super) free_bits: u64,
+}
+
+impl ArenaObject {
+    /// Address of the first pool (the arena base rounded up to a pool).
+    pub(super) fn first_pool(&self) -> *mut u8 {
+        self.address.map_addr(|a| round_up(a, POOL_SIZE))
+    }
+
+    /// The bit of `pool` in the per-arena masks.
+    pub(super) fn bit(&self, pool: *const PoolHeader) -> u64 {
+        1u64 << ((pool.addr() - self.first_pool().addr()) / POOL_SIZE)
+    }
+}
+
+/// The heap's arenas and its pool counts.
+///
+/// Invariants:
+/// * `table[..max]` is the arena table (from the C heap); pools refer to it
+///   by index. It only grows when no arena object is unused and no arena is
+///   usable, so no pointer into it is live when it moves.
+/// * `usable` is sorted by ascending `nfreepools`, and `nfp2lasta[n]` is its
+///   last arena with `nfreepools == n`, or null.
+/// * `ncurrent` counts live arenas, `highwater` the most ever live at once,
+///   `ntimes_allocated` every arena ever taken.
+/// * `pools_in_use` counts used and full pools (retained ones too);
+///   `committed_empty` counts pools on the arenas' `freepools` lists.
+/// * Written only under the heap's `meta` lock (or by the owner where only
+///   the owner reads).
+pub(super) struct Arenas {
+    pub(super) table: Cell<*mut ArenaObject>,
+    pub(super) max: Cell<u32>,
+    pub(super) unused: Cell<*mut ArenaObject>,
+    pub(super) usable: Cell<*mut ArenaObject>,
+    pub(super) nfp2lasta: CellArray<*mut ArenaObject, { MAX_POOLS_IN_ARENA + 1 }>,
+    pub(super) ncurrent: Cell<usize>,
+    pub(super) ntimes_allocated: Cell<usize>,
+    pub(super) highwater: Cell<usize>,
+    pub(super) pools_in_use: Cell<usize>,
+    pub(super) committed_empty: Cell<usize>,
+    /// This heap's own arena allocator, or None for the process-wide one.
+    pub(super) own_allocator: Cell<Option<ArenaAllocator>>,
+    pub(super) stats_on_new_arena: Cell<bool>,
+}
+
+impl Arenas {
+    pub(super) const fn new() -> Arenas {
+        Arenas {
+            table: Cell::new(ptr::null_mut()),
+            max: Cell::new(0),
+            unused: Cell::new(ptr::null_mut()),
+            usable: Cell::new(ptr::null_mut()),
+            nfp2lasta: CellArray::new([ptr::null_mut(); MAX_POOLS_IN_ARENA + 1]),
+            ncurrent: Cell::new(0),
+            ntimes_allocated: Cell::new(0),
+            highwater: Cell::new(0),
+            pools_in_use: Cell::new(0),
+            committed_empty: Cell::new(0),
+            own_allocator: Cell::new(None),
+            stats_on_new_arena: Cell::new(false),
+        }
+    }
+
+    /// The allocator new arenas come from.
+    pub(super) fn allocator(&self) -> ArenaAllocator {
+        self.own_allocator.get().unwrap_or_else(crate::arena_alloc::process_default)
+    }
+
+    #[inline(always)]
+    fn index_of(&self, ao: *mut ArenaObject) -> u32 {
+        // SAFETY: `ao` points into the arena table (callers pass table
+        // entries), so both pointers are in one allocation.
+        unsafe { ao.offset_from(self.table.get()) as u32 }
+    }
+
+    /// The arena object a pool of this heap belongs to.
+    ///
+    /// # Safety
+    /// `pool` is a carved, initialised pool of a live arena of this heap.
+    pub(super) unsafe fn of_pool(&self, pool: *const PoolHeader) -> *mut ArenaObject {
+        // SAFETY: arenaindex indexes the table (PoolHeader invariant).
+        unsafe { self.table.get().add((*pool).arenaindex as usize) }
+    }
+
+    /// Calls `f` for every live arena (`meta` held or exclusive access).
+    pub(super) fn for_each(&self, mut f: impl FnMut(&ArenaObject)) {
+        let table = self.table.get();
+        for i in 0..self.max.get() as usize {
+            // SAFETY: i < max; every table slot is initialised.
+            let ao = unsafe { &*table.add(i) };
+            if !ao.address.is_null() {
+                f(ao);
+            }
+        }
+    }
+
+    /// Calls `f` for every pool carved from a live arena, with its index in
+    /// the arena (`meta` held or exclusive access).
+    pub(super) fn for_each_pool(&self, mut f: impl FnMut(&ArenaObject, usize, *mut PoolHeader)) {
+        self.for_each(|ao| {
+            let mut base = ao.first_pool();
+            let mut i = 0;
+            while base < ao.pool_address {
+                f(ao, i, base.cast());
+                // SAFETY: base < pool_address, which is inside the arena.
+                base = unsafe { base.add(POOL_SIZE) };
+                i += 1;
+            }
+        })
+    }
+
+    /// `ao` is leaving the count of arenas with `nfreepools` free pools:
+    /// if it was the last of them, the finger moves to its predecessor when
+    /// that one has as many, else to nobody.
+    ///
+    /// # Safety
+    /// `ao` is on the usable list (`meta` held).
+    pub(super) unsafe fn leave_finger(&self, ao: *mut ArenaObject) {
+        // SAFETY: `ao` and its predecessor are live usable arenas.
+        unsafe {
+            let nf = (*ao).nfreepools as usize;
+            if self.nfp2lasta[nf].get() == ao {
+                let p = (*ao).prevarena;
+                self.nfp2lasta[nf].set(if !p.is_null() && (*p).nfreepools as usize == nf {
+                    p
+                } else {
+                    ptr::null_mut()
+                });
+            }
+        }
+    }
+
+    /// Takes `ao` off the usable list.
+    ///
+    /// # Safety
+    /// `ao` is on the usable list; its neighbours are live (`meta` held).
+    pub(super) unsafe fn unlink_usable(&self, ao: *mut ArenaObject) {
+        // SAFETY: `ao` and its neighbours are live usable arenas.
+        unsafe {
+            let (prev, next) = ((*ao).prevarena, (*ao).nextarena);
+            if prev.is_null() {
+                self.usable.set(next);
+            } else {
+                (*prev).nextarena = next;
+            }
+            if !next.is_null() {
+                (*next).prevarena = prev;
+            }
+        }
+    }
+
+    /// Takes a free pool from the first usable arena (fewest free pools),
+    /// keeping the usable order. The pool's arena index is set; an empty
+    /// pool keeps the class it last held, a never-used or decommitted one
+    /// has [`DUMMY_SIZE_IDX`].
+    ///
+    /// # Safety
+    /// The usable list is not empty (`meta` held).
+    pub(super) unsafe fn take_pool(&self) -> *mut PoolHeader {
+        // SAFETY: usable-list entries are live arena objects (invariants);
+        // their pools lie inside their arenas.
+        unsafe {
+            let ao = self.usable.get();
+            let nf = (*ao).nfreepools as usize;
+            debug_assert!(nf > 0);
+            // `ao` heads the list, so it has the fewest free pools; taking one
+            // keeps it first. Only the fingers need fixing.
+            if self.nfp2lasta[nf].get() == ao {
+                self.nfp2lasta[nf].set(ptr::null_mut());
+            }
+            if nf > 1 {
+                debug_assert!(self.nfp2lasta[nf - 1].get().is_null());
+                self.nfp2lasta[nf - 1].set(ao);
+            }
+            let pool;
+            if !(*ao).freepools.is_null() {
+                pool = (*ao).freepools;
+                (*ao).freepools = (*pool).nextpool;
+                (*ao).free_bits &= !(*ao).bit(pool);
+                (*ao).nfree_committed -= 1;
+                self.committed_empty.set(self.committed_empty.get() - 1);
+            } else if (*ao).decommitted != 0 {
+                // A pool whose pages went back: it reads as zeroes, like a
+                // virgin pool, and is set up as one.
+                let i = (*ao).decommitted.trailing_zeros() as usize;
+                (*ao).decommitted &= !(1u64 << i);
+                pool = (*ao).first_pool().add(i * POOL_SIZE).cast::<PoolHeader>();
+                (*pool).arenaindex = self.index_of(ao);
+                (*pool).szidx = DUMMY_SIZE_IDX;
+            } else {
+                pool = (*ao).pool_address.cast::<PoolHeader>();
+                (*pool).arenaindex = self.index_of(ao);
+                (*pool).szidx = DUMMY_SIZE_IDX;
+                (*ao).pool_address = (*ao).pool_address.add(POOL_SIZE);
+            }
+            (*ao).nfreepools -= 1;
+            if (*ao).nfreepools == 0 {
+                // Wholly allocated: leaves the usable list.
+                let next = (*ao).nextarena;
+                self.usable.set(next);
+                if !next.is_null() {
+                    (*next).prevarena = ptr::null_mut();
+                }
+            }
+            self.pools_in_use.set(self.pools_in_use.get() + 1);
+            pool
+        }
+    }
+
+    /// Puts an empty pool back on its arena's free pools and restores the
+    /// usable order; returns the arena when all its pools are now free and
+    /// another usable arena follows it (to be released: the last one is
+    /// kept as a spare), already off the list.
+    ///
+    /// # Safety
+    /// `pool` is a live pool of this heap holding no block, on no list
+    /// (`meta` held).
+    pub(super) unsafe fn return_pool(&self, pool: *mut PoolHeader) -> Option<*mut ArenaObject> {
+        // SAFETY: the pool's arena object is live; list pointers follow the
+        // invariants.
+        unsafe {
+            self.pools_in_use.set(self.pools_in_use.get() - 1);
+            let ao = self.of_pool(pool);
+            (*pool).nextpool = (*ao).freepools;
+            (*ao).freepools = pool;
+            (*ao).free_bits |= (*ao).bit(pool);
+            (*ao).nfree_committed += 1;
+            self.committed_empty.set(self.committed_empty.get() + 1);
+            let lastnf = self.nfp2lasta[(*ao).nfreepools as usize].get();
+            if (*ao).nfreepools > 0 {
+                self.leave_finger(ao);
+            }
+            let nf = (*ao).nfreepools as usize + 1;
+            (*ao).nfreepools = nf as u32;
+
+            if nf == (*ao).ntotalpools as usize && !(*ao).nextarena.is_null() {
+                // Case 1: every pool is free and another usable arena follows:
+                // the arena goes back (the last one is kept as a spare).
+                self.unlink_usable(ao);
+                return Some(ao);
+            }
+            if nf == 1 {
+                // Case 2: the arena had no free pool, so it was on no list; it
+                // now has the fewest free pools and goes first.
+                let head = self.usable.get();
+                (*ao).nextarena = head;
+                (*ao).prevarena = ptr::null_mut();
+                if !head.is_null() {
+                    (*head).prevarena = ao;
+                }
+                self.usable.set(ao);
+                if self.nfp2lasta[1].get().is_null() {
+                    self.nfp2lasta[1].set(ao);
+                }
+                return None;
+            }
+            if self.nfp2lasta[nf].get().is_null() {
+                self.nfp2lasta[nf].set(ao);
+            }
+            // Case 4: it was the last arena with its old count, so it is
+            // still in order. Case 3: move it to just after the last arena
+            // with the old count.
+            if ao != lastnf {
+                debug_assert!(!(*ao).nextarena.is_null());
+                self.unlink_usable(ao);
+                (*ao).prevarena = lastnf;
+                (*ao).nextarena = (*lastnf).nextarena;
+                if !(*ao).nextarena.is_null() {
+                    (*(*ao).nextarena).prevarena = ao;
+                }
+                (*lastnf).nextarena = ao;
+            }
+            None
+        }
+    }
+}
+
+impl Heap {
+    /// Makes an arena the whole usable list, which is empty; false if no
+    /// arena can be had (`meta` held).
+    pub(super) fn add_first_arena(&self) -> bool {
+        debug_assert!(self.arenas.usable.get().is_null());
+        // SAFETY: `meta` is held (the caller's duty, documented above).
+        let ao = unsafe { self.new_arena() };
+        if ao.is_null() {
+            return false;
+        }
+        // SAFETY: a fresh live arena object on no list.
+        unsafe {
+            (*ao).nextarena = ptr::null_mut();
+            (*ao).prevarena = ptr::null_mut();
+            self.arenas.usable.set(ao);
+            let nf = (*ao).nfreepools as usize;
+            debug_assert!(self.arenas.nfp2lasta[nf].get().is_null());
+            self.arenas.nfp2lasta[nf].set(ao);
+        }
+        true
+    }
+
+    /// Allocates a new arena and returns its object, or null (`meta` held).
+    #[cold]
+    unsafe fn new_arena(&self) -> *mut ArenaObject {
+        let a = &self.arenas;
+        if a.stats_on_new_arena.get() {
+            crate::stats::print_to_stderr(&self.stats_locked());
+        }
+        // SAFETY: table manipulation follows the invariants: the table only
+        // moves when no pointer into it is live.
+        unsafe {
+            if a.unused.get().is_null() && !self.grow_arena_table() {
+                return ptr::null_mut();
+            }
+            let ao = a.unused.get();
+            debug_assert!((*ao).address.is_null());
+            let alloc = a.allocator();
+            let mut address = (alloc.alloc)(alloc.ctx, ARENA_SIZE).cast::<u8>();
+            if !address.is_null() && !ARENA_MAP.mark(address.addr(), true) {
+                (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
+                address = ptr::null_mut();
+            }
+            if address.is_null() {
+                return ptr::null_mut(); // `ao` stays at the head of the unused list
+            }
+            // Blocks come back from callers with their own (possibly
+            // narrowed) provenance; the heap reaches headers through this.
+            let _ = address.expose_provenance();
+            if region::contains(address) {
+                // Every arena of the region names its heap, null included:
+                // the slot may have served another heap before. The address
+                // is the base of a region arena this heap now owns, and the
+                // tag is the one it stamps on its pools.
+                region::set_owner(address, self.remote.tag.get());
+            }
+            a.unused.set((*ao).nextarena);
+            (*ao).address = address;
+            (*ao).allocator = alloc;
+            (*ao).purgeable = alloc.is_os();
+            (*ao).decommitted = 0;
+            (*ao).free_bits = 0;
+            (*ao).nfree_committed = 0;
+            a.ncurrent.set(a.ncurrent.get() + 1);
+            a.ntimes_allocated.set(a.ntimes_allocated.get() + 1);
+            a.highwater.set(a.highwater.get().max(a.ncurrent.get()));
+            (*ao).freepools = ptr::null_mut();
+            let excess = address.addr() & POOL_SIZE_MASK;
+            let (pool_address, npools) = if excess == 0 {
+                (address, MAX_POOLS_IN_ARENA)
+            } else {
+                (address.add(POOL_SIZE - excess), MAX_POOLS_IN_ARENA - 1)
+            };
+            (*ao).pool_address = pool_address;
+            (*ao).nfreepools = npools as u32;
+            (*ao).ntotalpools = npools as u32;
+            ao
+        }
+    }
+
+    /// Doubles the arena table and puts the new objects on the unused list.
+    unsafe fn grow_arena_table(&self) -> bool {
+        let a = &self.arenas;
+        debug_assert!(a.usable.get().is_null() && a.unused.get().is_null());
+        let max = a.max.get();
+        let n = if max == 0 { INITIAL_ARENA_OBJECTS } else { max << 1 };
+        if n <= max {
+            return false; // overflow
+        }
+        let Some(bytes) = (n as usize).checked_mul(core::mem::size_of::<ArenaObject>()) else {
+            return false;
+        };
+        // SAFETY: the table is null or from raw::realloc, and no pointer into
+        // it is live (see the invariant).
+        let table = unsafe { raw::realloc(a.table.get().cast(), bytes) }.cast::<ArenaObject>();
+        if table.is_null() {
+            return false;
+        }
+        a.table.set(table);
+        for i in max..n {
+            let next = if i + 1 < n {
+                // SAFETY: i + 1 < n, inside the new table.
+                unsafe { table.add(i as usize + 1) }
+            } else {
+                ptr::null_mut()
+            };
+            // SAFETY: i < n, inside the new table; the slot is uninitialised.
+            unsafe {
+                table.add(i as usize).write(ArenaObject {
+                    address: ptr::null_mut(),
+                    pool_address: ptr::null_mut(),
+                    nfreepools: 0,
+                    ntotalpools: 0,
+                    freepools: ptr::null_mut(),
+                    nextarena: next,
+                    prevarena: ptr::null_mut(),
+                    allocator: ArenaAllocator::os(),
+                    nfree_committed: 0,
+                    purgeable: false,
+                    decommitted: 0,
+                    free_bits: 0,
+                })
+            };
+        }
+        // SAFETY: max < n, inside the new table.
+        a.unused.set(unsafe { table.add(max as usize) });
+        a.max.set(n);
+        true
+    }
+
+    /// Gives an arena (on no list) back to the allocator that made it and
+    /// puts its object on the unused list.
+    ///
+    /// # Safety
+    /// `ao` is a live arena object of this heap, on no list, whose pools
+    /// hold nothing anyone uses; `meta` is held.
+    pub(super) unsafe fn release_arena(&self, ao: *mut ArenaObject) {
+        let a = &self.arenas;
+        // SAFETY: per the contract.
+        unsafe {
+            let address = (*ao).address;
+            ARENA_MAP.mark(address.addr(), false);
+            let alloc = (*ao).allocator;
+            (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
+            a.committed_empty.set(a.committed_empty.get() - (*ao).nfree_committed as usize);
+            (*ao).address = ptr::null_mut();
+            (*ao).nextarena = a.unused.get();
+            a.unused.set(ao);
+            a.ncurrent.set(a.ncurrent.get() - 1);
+        }
+    }
+
+    /// Gives back every wholly free arena on the usable list, the spare
+    /// included (`meta` held). Returns the bytes.
+    pub(super) fn release_free_arenas(&self) -> usize {
+        let mut bytes = 0;
+        let mut ao = self.arenas.usable.get();
+        // SAFETY: usable-list entries are live arena objects; `meta` is held.
+        unsafe {
+            while !ao.is_null() {
+                let next = (*ao).nextarena;
+                if (*ao).nfreepools == (*ao).ntotalpools {
+                    self.arenas.leave_finger(ao);
+                    self.arenas.unlink_usable(ao);
+                    self.release_arena(ao);
+                    bytes += ARENA_SIZE;
+                }
+                ao = next;
+            }
+        }
+        bytes
+    }
+
+    /// For `Drop`: every arena back to its allocator, and the table freed.
+    pub(super) fn release_all_arenas(&mut self) {
+        let table = self.arenas.table.get();
+        for i in 0..self.arenas.max.get() as usize {
+            // SAFETY: i < max; the heap is going away, so nothing can use
+            // its arenas any more (exclusive access).
+            unsafe {
+                let ao = table.add(i);
+                if !(*ao).address.is_null() {
+                    self.release_arena(ao);
+                }
+            }
+        }
+        // SAFETY: the table came from raw::realloc (or is null).
+        unsafe { raw::free(table.cast()) };
+    }
+}

@@ -1,0 +1,194 @@
+//! The hot paths (CPython's `pymalloc_alloc` and `pymalloc_free`): a block
+//! from the block cache or the first used pool of its class, and a block
+//! back to the cache or its pool. Everything rarer (a pool filling, a full
+//! pool coming back, a pool emptying, a new pool) is out of line in
+//! `transitions.rs`; a full cache is out of line in `cache.rs`.
+
+use core::ptr;
+
+use super::Heap;
+use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES};
+use crate::pool::{self, class_of, launder, pool_of, PoolHeader};
+use crate::region;
+
+impl Heap {
+    /// Takes a block of size class `szidx`: the most recently cached one, or
+    /// one from a pool; null if no arena can be had. This is pymalloc's fast
+    /// path.
+    #[inline(always)]
+    pub(crate) fn alloc_small(&self, szidx: usize) -> *mut u8 {
+        debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
+        let b = self.cache.pop(szidx);
+        if !b.is_null() {
+            return b;
+        }
+        // Allocating from pools again: the class caches again.
+        self.cache.reopen(szidx);
+        self.alloc_from_pool(szidx)
+    }
+
+    /// The allocation fast path of a heap without a block cache: the next
+    /// block of the class's first used pool, carving the pool's next virgin
+    /// block when its free list runs out, unless that fills the pool. Null
+    /// means "take the full path" (nothing changed). Calls nothing, so that
+    /// a caller that tail-calls its full path needs no stack frame.
+    #[inline(always)]
+    pub(crate) fn alloc_fast_uncached(&self, szidx: usize) -> *mut u8 {
+        debug_assert!(!self.cache.enabled());
+        debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
+        // SAFETY: szidx < NB_SMALL_SIZE_CLASSES (caller's size_class).
+        let pool = unsafe { self.used.first.get_unchecked(szidx) }.get();
+        if pool.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: pools on a used list are live and have a non-null free
+        // list whose head is a free block of the pool (UsedPools and
+        // PoolHeader invariants).
+        unsafe {
+            let bp = (*pool).freeblock;
+            let next = bp.cast::<*mut u8>().read();
+            if next.is_null() {
+                // The free list runs out: carve the next virgin block, or
+                // leave the full pool to the full path.
+                if !Self::carve_virgin(pool, szidx) {
+                    return ptr::null_mut();
+                }
+            } else {
+                (*pool).freeblock = next;
+            }
+            (*pool).set_count((*pool).count() + 1);
+            bp
+        }
+    }
+
+    /// The free fast path of a heap without a block cache: `p` is a block
+    /// of the arena region whose pool neither empties nor leaves the full
+    /// state. False means "take the full path" (nothing changed).
+    ///
+    /// # Safety
+    /// `p` is null, a live block of this heap, or a live block of the raw
+    /// allocator; this heap has no block cache.
+    #[inline(always)]
+    pub(crate) unsafe fn free_fast_uncached(&self, p: *mut u8) -> bool {
+        debug_assert!(!self.cache.enabled());
+        // Null and raw blocks are outside the region.
+        if !region::contains(p) {
+            return false;
+        }
+        let pool = pool_of(p);
+        // SAFETY: an address of the region handed out by this heap is a
+        // live block (caller's contract): its pool is live and in use.
+        unsafe {
+            let count = (*pool).count();
+            let last = (*pool).freeblock;
+            if count <= 1 || last.is_null() {
+                return false;
+            }
+            p.cast::<*mut u8>().write(last);
+            (*pool).freeblock = launder(p);
+            (*pool).set_count(count - 1);
+        }
+        true
+    }
+
+    /// Takes a block of size class `szidx` from a pool (CPython's
+    /// `pymalloc_alloc`).
+    #[inline(always)]
+    pub(super) fn alloc_from_pool(&self, szidx: usize) -> *mut u8 {
+        let pool = self.used.head(szidx);
+        if !pool.is_null() {
+            // SAFETY: pools on a used list are live and have a non-null free
+            // list whose head is a free block of the pool (UsedPools and
+            // PoolHeader invariants).
+            unsafe {
+                let bp = (*pool).freeblock;
+                let next = bp.cast::<*mut u8>().read();
+                (*pool).freeblock = next;
+                (*pool).set_count((*pool).count() + 1);
+                if next.is_null() {
+                    self.pool_exhausted(pool, szidx);
+                }
+                return bp;
+            }
+        }
+        self.alloc_from_new_pool(szidx)
+    }
+
+    /// Puts the next never-used block of `pool` on its (empty) free list;
+    /// false if the pool has none left (it is full).
+    ///
+    /// # Safety
+    /// `pool` is a live pool of class `szidx` whose free list is empty.
+    #[inline(always)]
+    pub(super) unsafe fn carve_virgin(pool: *mut PoolHeader, szidx: usize) -> bool {
+        // SAFETY: `pool` is live and of class szidx (the contract), so a
+        // virgin block at nextoffset <= max_next_offset lies inside it.
+        unsafe {
+            let off = (*pool).nextoffset;
+            if off > pool::max_next_offset(szidx) {
+                return false;
+            }
+            let bp = pool.cast::<u8>().add(off as usize);
+            (*pool).nextoffset = off + class_size(szidx) as u32;
+            bp.cast::<*mut u8>().write(ptr::null_mut());
+            (*pool).freeblock = bp;
+            true
+        }
+    }
+
+    /// Frees a block of this heap: into the block cache if there is room,
+    /// else to its pool.
+    ///
+    /// # Safety
+    /// `p` is a live block handed out by this heap's `alloc_small`.
+    #[inline(always)]
+    pub(crate) unsafe fn free_small(&self, p: *mut u8) {
+        // SAFETY: p is a live block of this heap.
+        let c = unsafe { class_of(p) };
+        // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
+        let (n, lim) = unsafe { self.cache.count_and_limit(c) };
+        if n < lim {
+            // SAFETY: n < lim <= CACHE_SLOTS, c is a class, and p is a free
+            // block of class c now.
+            unsafe { self.cache.push(c, n, launder(p)) };
+            return;
+        }
+        if lim > 0 {
+            // SAFETY: p is a live block of class c, not cached; the cache
+            // of c is on and full.
+            unsafe { self.cache_full(p, c) };
+            return;
+        }
+        // No cache in the way (an uncached heap, or a class draining): the
+        // block goes straight back to its pool.
+        // SAFETY: p is a live block of this heap, not cached.
+        unsafe { self.free_to_pool(p) }
+    }
+
+    /// Returns a block of pymalloc memory to its pool (CPython's
+    /// `pymalloc_free`).
+    ///
+    /// # Safety
+    /// `p` is a live block of this heap, not in the cache.
+    #[inline(always)]
+    pub(crate) unsafe fn free_to_pool(&self, p: *mut u8) {
+        let pool = pool_of(p);
+        // SAFETY: p is a live block, so its pool is live and was in use.
+        unsafe {
+            let count = (*pool).count();
+            debug_assert!(count > 0);
+            let last = (*pool).freeblock;
+            // The link is written through the caller's pointer (its tag may
+            // be protected while it hands the block back); the free list keeps
+            // the block under the arena's provenance, so the next owner does
+            // not inherit the caller's narrowed tag.
+            p.cast::<*mut u8>().write(last);
+            (*pool).freeblock = launder(p);
+            if count == 1 || last.is_null() {
+                self.pool_changes_list(pool, count, last);
+                return;
+            }
+            (*pool).set_count(count - 1);
+        }
+    }
+}

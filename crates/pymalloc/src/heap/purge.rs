@@ -1,0 +1,209 @@
+//! Giving memory back while arenas stay in use: the pages of empty pools
+//! are `madvise(MADV_DONTNEED)`-ed, runs of neighbouring pools in one call,
+//! as the heap's [`PurgePolicy`] says. A decommitted pool reads as zeroes
+//! and is set up again as a virgin pool when it is next taken.
+
+use core::cell::Cell;
+
+use super::arenas::ArenaObject;
+use super::Heap;
+use crate::geometry::{MAX_POOLS_IN_ARENA, POOL_SIZE};
+use crate::os;
+
+/// The threshold policy gives an arena's free pools back only if one
+/// `madvise` returns this many pools on average (64 KiB by default): scattered
+/// single free pools, as random frees leave them, are not worth a system call
+/// each, and their arena is likely to become wholly free and go back whole.
+const MIN_POOLS_PER_CALL: usize = 4;
+
+/// After a purge that could not reach its target, the threshold policy waits
+/// this many emptied pools before walking the arenas again, doubling the wait
+/// after each walk that gave nothing back, up to `PURGE_RETRY_MAX`.
+const PURGE_RETRY_EVENTS: u64 = 32;
+const PURGE_RETRY_MAX: u64 = 8192;
+
+/// When empty pools inside live arenas give their pages back to the OS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurgePolicy {
+    /// Never (CPython's behaviour): only whole arenas go back.
+    Never,
+    /// As soon as a pool becomes empty.
+    Immediate,
+    /// When the heap holds more than `max(min_pools, pools_in_use /
+    /// divisor)` empty pools with pages, give back those of the emptiest
+    /// arenas until half that many remain, skipping arenas whose free pools
+    /// are too scattered for a system call to return at least 64 KiB.
+    Threshold {
+        /// Empty pools always tolerated.
+        min_pools: usize,
+        /// Empty pools tolerated per pool in use is `1 / divisor`.
+        divisor: usize,
+    },
+}
+
+impl PurgePolicy {
+    /// The default: `Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 }`
+    /// (an arena's worth, or a quarter of what is in use).
+    pub const DEFAULT: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
+
+    /// The names [`PurgePolicy::parse`] accepts.
+    pub const NAMES: &'static str = "default, never, immediate, threshold:MIN_POOLS:DIVISOR";
+
+    /// Reads a policy by name: `default` (or empty), `never`, `immediate`,
+    /// or `threshold:MIN_POOLS:DIVISOR` (both positive integers). An unknown
+    /// name is an error that lists the valid ones.
+    pub fn parse(name: &str) -> Result<PurgePolicy, String> {
+        match name {
+            "" | "default" => return Ok(PurgePolicy::DEFAULT),
+            "never" => return Ok(PurgePolicy::Never),
+            "immediate" => return Ok(PurgePolicy::Immediate),
+            _ => {}
+        }
+        let bad = || format!("unknown purge policy '{name}'; valid: {}", PurgePolicy::NAMES);
+        let rest = name.strip_prefix("threshold:").ok_or_else(bad)?;
+        let (a, b) = rest.split_once(':').ok_or_else(bad)?;
+        match (a.parse::<usize>(), b.parse::<usize>()) {
+            (Ok(min_pools), Ok(divisor)) if divisor > 0 => Ok(PurgePolicy::Threshold { min_pools, divisor }),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Default for PurgePolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The policy and the threshold policy's back-off. Invariant: `events`
+/// counts pools emptied so far; the threshold policy walks the arenas only
+/// once `events >= next_check`; `backoff` is the wait after a walk that fell
+/// short, between `PURGE_RETRY_EVENTS` and `PURGE_RETRY_MAX`. Written under
+/// `meta`.
+pub(super) struct PurgeState {
+    pub(super) policy: Cell<PurgePolicy>,
+    events: Cell<u64>,
+    next_check: Cell<u64>,
+    backoff: Cell<u64>,
+}
+
+impl PurgeState {
+    pub(super) const fn new() -> PurgeState {
+        PurgeState {
+            policy: Cell::new(PurgePolicy::DEFAULT),
+            events: Cell::new(0),
+            next_check: Cell::new(0),
+            backoff: Cell::new(PURGE_RETRY_EVENTS),
+        }
+    }
+}
+
+impl Heap {
+    /// A pool just emptied: gives pages back if the policy says so (`meta`
+    /// held).
+    pub(super) fn apply_purge_policy(&self) {
+        let p = &self.purge;
+        let empty = self.arenas.committed_empty.get();
+        let events = p.events.get() + 1;
+        p.events.set(events);
+        match p.policy.get() {
+            PurgePolicy::Never => {}
+            PurgePolicy::Immediate => {
+                if empty > 0 {
+                    self.decommit_down_to(0, 1);
+                }
+            }
+            PurgePolicy::Threshold { min_pools, divisor } => {
+                let limit = min_pools.max(self.arenas.pools_in_use.get() / divisor.max(1));
+                if empty > limit && events >= p.next_check.get() {
+                    let given = self.decommit_down_to(limit / 2, MIN_POOLS_PER_CALL);
+                    if self.arenas.committed_empty.get() > limit {
+                        // Not enough worth giving back yet: look again later,
+                        // later still if this walk found nothing.
+                        let wait = p.backoff.get();
+                        p.next_check.set(events + wait);
+                        if given == 0 {
+                            p.backoff.set((wait * 2).min(PURGE_RETRY_MAX));
+                        } else {
+                            p.backoff.set(PURGE_RETRY_EVENTS);
+                        }
+                    } else {
+                        p.backoff.set(PURGE_RETRY_EVENTS);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives back the pages of empty pools, emptiest arenas first, until at
+    /// most `target` empty pools keep theirs, in arenas where one system call
+    /// returns `min_per_call` pools on average (`meta` held). Returns the
+    /// pools decommitted.
+    fn decommit_down_to(&self, target: usize, min_per_call: usize) -> usize {
+        // The usable list is sorted most-used first: walk it from the end.
+        let mut ao = self.arenas.usable.get();
+        // SAFETY: usable-list entries are live arena objects; `meta` is held.
+        unsafe {
+            if ao.is_null() {
+                return 0;
+            }
+            while !(*ao).nextarena.is_null() {
+                ao = (*ao).nextarena;
+            }
+            let mut n = 0;
+            while !ao.is_null() && self.arenas.committed_empty.get() > target {
+                if (*ao).purgeable && (*ao).nfree_committed > 0 {
+                    n += self.decommit_arena_pools(ao, min_per_call);
+                }
+                ao = (*ao).prevarena;
+            }
+            n
+        }
+    }
+
+    /// Gives back the pages of every pool on `ao`'s free list, in runs of
+    /// adjacent pools, if the runs average `min_per_call` pools. Returns how
+    /// many pools.
+    ///
+    /// # Safety
+    /// `ao` is a live, purgeable arena object of this heap; `meta` is held.
+    unsafe fn decommit_arena_pools(&self, ao: *mut ArenaObject, min_per_call: usize) -> usize {
+        // SAFETY: per the contract; free pools hold nothing anyone uses, and
+        // every run lies inside the arena.
+        unsafe {
+            let first = (*ao).first_pool();
+            let mask = (*ao).free_bits;
+            let n = mask.count_ones() as usize;
+            // Runs of set bits: each starts where a bit is set and the one
+            // below it is not.
+            let runs = (mask & !(mask << 1)).count_ones() as usize;
+            if n < min_per_call * runs {
+                return 0;
+            }
+            let mut rest = mask;
+            while rest != 0 {
+                let start = rest.trailing_zeros() as usize;
+                let run = (rest >> start).trailing_ones() as usize;
+                os::discard(first.add(start * POOL_SIZE), run * POOL_SIZE);
+                rest &= !((((1u128 << run) - 1) as u64) << start);
+            }
+            (*ao).freepools = core::ptr::null_mut();
+            (*ao).free_bits = 0;
+            (*ao).nfree_committed = 0;
+            (*ao).decommitted |= mask;
+            let a = &self.arenas;
+            a.committed_empty.set(a.committed_empty.get() - n);
+            n
+        }
+    }
+
+    /// [`Heap::purge`] through a shared reference: for the owner of a
+    /// shared heap (a thread heap, a [`GilHeap`](crate::GilHeap) with its
+    /// lock held). Blocks other threads sent back are freed first.
+    pub fn purge_shared(&self) -> usize {
+        self.drain_remote();
+        self.release_held_pools();
+        let _meta = self.meta.lock();
+        self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
+    }
+}

@@ -1,0 +1,142 @@
+//! Pool state transitions, out of line from the hot paths: a used pool
+//! runs out of free blocks (it fills), a full pool gets a block back, a
+//! pool empties, and a class with no used pool takes a new one.
+//!
+//! A pool is *used* (on its class's used list), *full* (on no list) or
+//! *empty* (on its arena's free pools, or decommitted); see
+//! [`PoolHeader`](crate::pool::PoolHeader) for the invariants each state
+//! keeps.
+
+use core::ptr;
+
+use super::Heap;
+use crate::geometry::NB_SMALL_SIZE_CLASSES;
+use crate::pool::{self, PoolHeader};
+
+impl Heap {
+    /// The free list of `pool` ran out: carve its next virgin block, or if
+    /// none is left the pool is full and leaves the used list.
+    ///
+    /// # Safety
+    /// `pool` is the live head of the used list of `szidx`, with an empty
+    /// free list.
+    #[inline(never)]
+    pub(super) unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize) {
+        // SAFETY: per the contract.
+        unsafe {
+            if !Self::carve_virgin(pool, szidx) {
+                self.used.unlink(pool, szidx);
+            }
+        }
+    }
+
+    /// No used pool of class `szidx`: take a free pool from the first usable
+    /// arena (making an arena if there is none) and start it for that class.
+    /// Blocks other threads sent back are freed first; they may refill it.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn alloc_from_new_pool(&self, szidx: usize) -> *mut u8 {
+        if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
+            return self.alloc_from_pool(szidx);
+        }
+        if self.arenas.usable.get().is_null() && self.retain.get() {
+            // A new arena is next: first give back cached blocks and retained
+            // pools, which may leave empty pools that can serve instead. (Only
+            // the owner writes the usable list, so it reads it without `meta`.)
+            self.release_held_pools();
+        }
+        let _meta = self.meta.lock();
+        if self.arenas.usable.get().is_null() && !self.add_first_arena() {
+            return ptr::null_mut();
+        }
+        // SAFETY: the usable list is not empty and `meta` is held; the pool
+        // taken is live, ours, and on no list.
+        unsafe {
+            let pool = self.arenas.take_pool();
+            (*pool).owner = self.remote.tag.get();
+            // The used list of this class was empty; the pool is all of it.
+            self.used.set_only(szidx, pool);
+            if (*pool).szidx == szidx as u32 {
+                // Last held this class: header and free list are ready, and
+                // an emptied pool has at least two blocks on its list.
+                (*pool).set_count(1);
+                let bp = (*pool).freeblock;
+                (*pool).freeblock = bp.cast::<*mut u8>().read();
+                debug_assert!(!(*pool).freeblock.is_null());
+                return bp;
+            }
+            pool::init_for_class(pool, szidx)
+        }
+    }
+
+    /// The rare cases of [`Heap::free_to_pool`], after the block went on
+    /// the free list: the pool empties (`count == 1`), or it was full
+    /// (`last` null) and goes back on its used list.
+    ///
+    /// # Safety
+    /// `pool` is the live pool of the block just freed; `count` and `last`
+    /// are its count and free-list head from before.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
+        // SAFETY: per the contract, `pool` is live and ours.
+        unsafe {
+            if count == 1 {
+                if self.retain.get() && self.used.head((*pool).szidx as usize) == pool {
+                    // The head pool of its class empties: keep it there
+                    // ("retained"), so that a loop allocating and freeing one
+                    // block does not give a pool back and take it again each
+                    // time. It still counts as a pool in use.
+                    (*pool).set_count(0);
+                    return;
+                }
+                // The pool becomes empty: its count drops to 0 together with
+                // the arena's bookkeeping, under the lock, so that statistics
+                // never see a pool neither in use nor free.
+                self.pool_emptied(pool);
+                return;
+            }
+            (*pool).set_count(count - 1);
+            if last.is_null() {
+                // The pool was full: back to the used list, at the end, as
+                // CPython's insert_to_usedpool does.
+                self.used.append(pool);
+            }
+        }
+    }
+
+    /// A pool just became empty: move it from its used list to its arena's
+    /// free pools, then restore the usable-arena order, or release the arena,
+    /// and give pages back as the purge policy says.
+    ///
+    /// # Safety
+    /// `pool` is a live pool of this heap on its used list (a pool of two or
+    /// more blocks holding one block is not full), with no block in use.
+    #[cold]
+    pub(super) unsafe fn pool_emptied(&self, pool: *mut PoolHeader) {
+        let _meta = self.meta.lock();
+        // SAFETY: per the contract; `meta` is held.
+        unsafe {
+            (*pool).set_count(0);
+            self.used.unlink(pool, (*pool).szidx as usize);
+            if let Some(ao) = self.arenas.return_pool(pool) {
+                self.release_arena(ao);
+            }
+        }
+        self.apply_purge_policy();
+    }
+
+    /// Gives cached blocks back to their pools and retained empty pools back
+    /// to their arenas (the owner, without `meta`).
+    pub(super) fn release_held_pools(&self) {
+        self.flush_cache_shared();
+        for c in 0..NB_SMALL_SIZE_CLASSES {
+            let head = self.used.head(c);
+            // SAFETY: a used-list head is a live pool of this heap.
+            if !head.is_null() && unsafe { (*head).count() } == 0 {
+                // SAFETY: a retained pool: on its used list, empty.
+                unsafe { self.pool_emptied(head) };
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Is this address pymalloc's? The two ownership tests every free and
+//! realloc starts with (CPython's `address_in_range`).
+//!
+//! * [`owns`]: exact for any address, through the radix map of live arenas.
+//! * [`owns_live`]: exact for the address of a live block (pymalloc's or the
+//!   raw allocator's), and faster: the arena region first (one subtraction
+//!   and one comparison), the radix map only for arenas outside it.
+
+use crate::radix::ARENA_MAP;
+use crate::region;
+
+/// True if `p` lies in an arena of any pymalloc heap in this process.
+///
+/// This is the exact ownership test, for any address (the radix map); the
+/// entry points use a faster test that is exact for the addresses of live
+/// blocks.
+///
+/// ```
+/// let mut heap = pymalloc::Heap::new();
+/// let small = heap.malloc(100);
+/// let large = heap.malloc(100_000);
+/// assert!(pymalloc::owns(small));
+/// assert!(!pymalloc::owns(large));
+/// assert!(!pymalloc::owns(core::ptr::null()));
+/// unsafe { heap.free(small); heap.free(large) };
+/// ```
+#[inline]
+pub fn owns(p: *const u8) -> bool {
+    ARENA_MAP.contains(p)
+}
+
+/// Ownership test for the address of a live block: in the arena region, or
+/// (arenas from elsewhere) in the arena map. A live raw block is never in the
+/// region, so this is exact for live blocks.
+#[inline(always)]
+pub(crate) fn owns_live(p: *const u8) -> bool {
+    region::contains(p) || ARENA_MAP.contains(p)
+}
