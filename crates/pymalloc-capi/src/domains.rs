@@ -61,7 +61,8 @@ pub unsafe extern "C" fn PyMem_RawRealloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live block of the RAW domain, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn PyMem_RawFree(ptr: *mut c_void) {
-    // SAFETY: as above.
+    // SAFETY: ptr is NULL or a live block of the RAW domain, not used
+    // afterwards (our contract), which is Domain::free's.
     unsafe { Domain::Raw.free(ptr.cast()) }
 }
 
@@ -103,7 +104,8 @@ pub unsafe extern "C" fn PyMem_Realloc(ptr: *mut c_void, new_size: usize) -> *mu
 /// `ptr` is NULL or a live block of the MEM domain, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn PyMem_Free(ptr: *mut c_void) {
-    // SAFETY: as above.
+    // SAFETY: ptr is NULL or a live block of the MEM domain, not used
+    // afterwards (our contract), which is Domain::free's.
     unsafe { Domain::Mem.free(ptr.cast()) }
 }
 
@@ -145,6 +147,7 @@ pub unsafe extern "C" fn PyObject_Realloc(ptr: *mut c_void, new_size: usize) -> 
 /// `ptr` is NULL or a live block of the OBJ domain, not used afterwards.
 #[no_mangle]
 pub unsafe extern "C" fn PyObject_Free(ptr: *mut c_void) {
-    // SAFETY: as above.
+    // SAFETY: ptr is NULL or a live block of the OBJ domain, not used
+    // afterwards (our contract), which is Domain::free's.
     unsafe { Domain::Obj.free(ptr.cast()) }
 }

@@ -260,7 +260,8 @@ pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
 /// environment.
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_InitFromEnv() -> c_int {
-    // SAFETY: forwarded contract.
+    // SAFETY: called once, first thing, with nobody changing the
+    // environment (our contract), which is init_from_env's.
     match unsafe { config::init_from_env() } {
         Ok(_) => PYMALLOC_OK,
         Err(config::ConfigError::Unknown(_)) => PYMALLOC_ERR_UNKNOWN_NAME,

@@ -63,7 +63,9 @@ pub struct ArenaAllocator {
 // context is not thread-safe must only be installed in a heap used from one
 // thread (the contract of `Heap::set_arena_allocator`).
 unsafe impl Send for ArenaAllocator {}
-// SAFETY: as above.
+// SAFETY: sharing the struct shares only its context and function pointers;
+// whether the context may be used from several threads is ruled by
+// `Heap::set_arena_allocator`'s contract, as for Send.
 unsafe impl Sync for ArenaAllocator {}
 
 /// The context of [`ArenaAllocator::os`]: unused, but its address identifies

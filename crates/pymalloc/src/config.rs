@@ -180,7 +180,8 @@ pub unsafe fn pymalloc_purge() -> usize {
 /// In the `Gil` mode, the caller must hold the lock that serialises MEM and
 /// OBJ.
 pub unsafe fn pymalloc_validate() -> Result<(), InvariantError> {
-    // SAFETY: as for pymalloc_purge.
+    // SAFETY: the caller serialises in the Gil mode (our contract is the
+    // mode's).
     active_pymalloc_mode().map_or(Ok(()), |m| unsafe { (m.ops().validate)() })
 }
 
@@ -335,7 +336,7 @@ pub unsafe fn setup(name: AllocatorName) -> Result<(), ConfigError> {
 /// As for [`setup`].
 pub unsafe fn setup_by_name(name: &str) -> Result<AllocatorName, ConfigError> {
     let n: AllocatorName = name.parse()?;
-    // SAFETY: forwarded contract.
+    // SAFETY: nothing uses the domains during the call (our contract).
     unsafe { setup(n)? };
     Ok(n)
 }
@@ -376,7 +377,8 @@ pub fn current() -> Option<AllocatorName> {
 /// As for [`setup`]: call it first thing, before other threads allocate.
 pub unsafe fn init_from_env() -> Result<AllocatorName, ConfigError> {
     let name = std::env::var("PYTHONMALLOC").unwrap_or_default();
-    // SAFETY: forwarded contract.
+    // SAFETY: called first thing, nothing else uses the domains (our
+    // contract).
     let n = unsafe { setup_by_name(&name)? };
     if std::env::var_os("PYTHONMALLOCSTATS").is_some_and(|v| !v.is_empty()) {
         global_heap().lock().set_print_stats_on_new_arena(true);

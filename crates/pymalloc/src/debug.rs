@@ -131,7 +131,8 @@ pub fn serial_number() -> usize {
 /// As for [`Domain::set_allocator`] on all three domains.
 pub unsafe fn setup_debug_hooks() {
     for d in Domain::ALL {
-        // SAFETY: forwarded contract.
+        // SAFETY: nothing uses the three domains during the call (our
+        // contract).
         unsafe { setup_domain(d) };
     }
 }
@@ -300,7 +301,7 @@ unsafe fn debug_free(ctx: *mut c_void, p: *mut c_void) {
 
 unsafe fn debug_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut c_void {
     if p.is_null() {
-        // SAFETY: forwarded.
+        // SAFETY: ctx is our hook state (debug_realloc's contract).
         return unsafe { debug_alloc(false, ctx, nbytes) };
     }
     // SAFETY: ctx is our hook state; p is checked before its header is used.
@@ -371,15 +372,18 @@ unsafe extern "C" fn raw_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -
     if elsize != 0 && nelem > MAX_SIZE / elsize {
         return ptr::null_mut();
     }
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; p (if any) is null or
+    // live in the hooked domain (the domain caller's contract).
     unsafe { debug_alloc(true, ctx, nelem * elsize) }
 }
 unsafe extern "C" fn raw_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; p (if any) is null or
+    // live in the hooked domain (the domain caller's contract).
     unsafe { debug_realloc(ctx, p, n) }
 }
 unsafe extern "C" fn raw_free(ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; p (if any) is null or
+    // live in the hooked domain (the domain caller's contract).
     unsafe { debug_free(ctx, p) }
 }
 
@@ -397,22 +401,26 @@ fn check_lock(func: &str) {
 
 unsafe extern "C" fn gil_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     check_lock("_PyMem_DebugMalloc");
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; arguments from the
+    // domain caller, as the raw hook expects them.
     unsafe { raw_malloc(ctx, n) }
 }
 unsafe extern "C" fn gil_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     check_lock("_PyMem_DebugCalloc");
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; arguments from the
+    // domain caller, as the raw hook expects them.
     unsafe { raw_calloc(ctx, nelem, elsize) }
 }
 unsafe extern "C" fn gil_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     check_lock("_PyMem_DebugRealloc");
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; arguments from the
+    // domain caller, as the raw hook expects them.
     unsafe { raw_realloc(ctx, p, n) }
 }
 unsafe extern "C" fn gil_free(ctx: *mut c_void, p: *mut c_void) {
     check_lock("_PyMem_DebugFree");
-    // SAFETY: as above.
+    // SAFETY: installed with ctx = our hook state; arguments from the
+    // domain caller, as the raw hook expects them.
     unsafe { raw_free(ctx, p) }
 }
 

@@ -212,7 +212,7 @@ impl Domain {
     pub unsafe fn resize_array<T>(self, p: *mut T, n: usize) -> *mut T {
         const { assert!(core::mem::align_of::<T>() <= crate::geometry::ALIGNMENT) };
         match array_bytes::<T>(n) {
-            // SAFETY: forwarded contract.
+            // SAFETY: p is null or live in this domain (our contract).
             Some(bytes) => unsafe { self.realloc(p.cast(), bytes).cast() },
             None => ptr::null_mut(),
         }
@@ -225,7 +225,8 @@ impl Domain {
     /// As for [`free`](Domain::free).
     #[inline]
     pub unsafe fn del<T>(self, p: *mut T) {
-        // SAFETY: forwarded contract.
+        // SAFETY: p is null or live in this domain, not used again (our
+        // contract).
         unsafe { self.free(p.cast()) }
     }
 }
@@ -327,7 +328,8 @@ impl core::ops::Deref for Block {
 
 impl core::ops::DerefMut for Block {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and uniquely owned.
+        // SAFETY: len initialised bytes (zeroed or copied) of a live block,
+        // and &mut self makes the access unique.
         unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -91,7 +91,7 @@ unsafe impl GlobalAlloc for PyMalloc {
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         if l.align() > ALIGNMENT {
-            // SAFETY: forwarded GlobalAlloc contract.
+            // SAFETY: p was allocated here with l (GlobalAlloc's contract).
             return unsafe { realloc_by_copy(self, p, l, new_size) };
         }
         match (size_class(l.size()), size_class(new_size)) {
@@ -101,7 +101,7 @@ unsafe impl GlobalAlloc for PyMalloc {
                 unsafe { raw::realloc(p, new_size) }
             }
             _ => {
-                // SAFETY: forwarded GlobalAlloc contract.
+                // SAFETY: p was allocated here with l (GlobalAlloc's contract).
                 unsafe { realloc_by_copy(self, p, l, new_size) }
             }
         }
@@ -144,7 +144,7 @@ unsafe impl allocator_api2::alloc::Allocator for PyMalloc {
     }
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
-        // SAFETY: as above.
+        // SAFETY: allocate_with calls the closure for non-zero sizes only.
         crate::locked::allocate_with(layout, true, |l, _| unsafe { GlobalAlloc::alloc_zeroed(self, l) })
     }
     #[inline]

@@ -54,18 +54,18 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Foundations: depend on nothing in the crate.
+mod allocator;
+mod cell_array;
 pub mod geometry;
 mod sync;
-mod cell_array;
-mod allocator;
 // OS and raw memory.
 mod os;
 pub mod raw;
 // Address space: which addresses are pymalloc's.
+pub mod arena_alloc;
+mod ownership;
 pub mod radix;
 mod region;
-mod ownership;
-pub mod arena_alloc;
 // Where requests pymalloc does not serve go.
 mod fallback;
 mod pool;
@@ -75,14 +75,14 @@ mod front;
 // The heap.
 mod heap;
 // The modes: thin fronts over heaps.
-mod locked;
 mod gil;
-pub mod thread;
 mod global;
+mod locked;
+pub mod thread;
 // CPython's API on top.
-mod domain;
-pub mod debug;
 pub mod config;
+pub mod debug;
+mod domain;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

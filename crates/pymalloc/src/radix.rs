@@ -209,7 +209,8 @@ impl ArenaMap {
             hi.tail_hi.store(0, Ordering::Release);
             return false;
         }
-        // SAFETY: as above.
+        // SAFETY: lo_node is a published bottom node, and published node
+        // pointers stay valid forever (invariant).
         let lo = unsafe { &(*lo_node).arenas[bot_index(next)] };
         lo.tail_lo.store(if used { tail } else { 0 }, Ordering::Release);
         true
@@ -228,7 +229,7 @@ impl ArenaMap {
         if bot.is_null() {
             return false;
         }
-        // SAFETY: as above.
+        // SAFETY: bot is a published node pointer, valid forever (invariant).
         let c = unsafe { &(*bot).arenas[bot_index(a)] };
         let hi = c.tail_hi.load(Ordering::Acquire);
         let lo = c.tail_lo.load(Ordering::Acquire);

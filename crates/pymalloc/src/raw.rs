@@ -107,11 +107,13 @@ unsafe extern "C" fn raw_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) 
     calloc(nelem, elsize).cast()
 }
 unsafe extern "C" fn raw_realloc(_ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
-    // SAFETY: forwarded contract of the domain's realloc.
+    // SAFETY: p is null or live from this allocator (the domain caller's
+    // contract for realloc).
     unsafe { realloc(p.cast(), size).cast() }
 }
 unsafe extern "C" fn raw_free(_ctx: *mut c_void, p: *mut c_void) {
-    // SAFETY: forwarded contract of the domain's free.
+    // SAFETY: p is null or live from this allocator, not used again (the
+    // domain caller's contract for free).
     unsafe { free(p.cast()) }
 }
 

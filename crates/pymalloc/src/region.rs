@@ -274,4 +274,3 @@ unsafe fn decommit(p: *mut u8, len: usize) {
 
 #[cfg(miri)]
 unsafe fn decommit(_: *mut u8, _: usize) {}
-

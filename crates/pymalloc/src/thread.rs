@@ -141,7 +141,8 @@ fn current_or_create() -> *const Heap {
     let h = unsafe { ptr::addr_of!((*th).heap) };
     CURRENT.with(|c| c.set(h));
     STATE.with(|s| s.set(ACTIVE));
-    // SAFETY: as above.
+    // SAFETY: h is the heap of the live thread heap th, which this thread
+    // now owns: it may drain its queue.
     unsafe { (*h).drain_remote() };
     h
 }
@@ -277,7 +278,8 @@ pub(crate) unsafe fn free_small(p: *mut u8) {
         // SAFETY: the block belongs to this thread's heap.
         unsafe { (*h).free_small(p) };
     } else {
-        // SAFETY: forwarded.
+        // SAFETY: p is a live pool block (our contract) and owner the owner
+        // stamped on it.
         unsafe { free_foreign(p, owner) };
     }
 }
@@ -288,9 +290,10 @@ pub(crate) unsafe fn free_small(p: *mut u8) {
 #[inline(never)]
 unsafe fn free_foreign(p: *mut u8, owner: *const Heap) {
     if owner.is_null() {
-        // SAFETY: p is a live block of the shared locked heap.
         let heap = global_heap().lock();
-        // SAFETY: as above.
+        // SAFETY: a block without an owner tag is a live block of the
+        // shared locked heap (the only heap these entry points use that is
+        // not a thread heap), whose lock is held.
         unsafe { heap.free_small(launder(p)) };
         return;
     }

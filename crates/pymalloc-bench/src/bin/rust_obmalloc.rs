@@ -17,7 +17,8 @@ unsafe impl GlobalAlloc for Obmalloc {
             // this process is single-threaded when it allocates through it.
             unsafe { pyo3_ffi::PyObject_Malloc(l.size()).cast() }
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: GlobalAlloc's contract, passed on: System made the
+            // blocks of this alignment.
             unsafe { System.alloc(l) }
         }
     }
@@ -26,7 +27,8 @@ unsafe impl GlobalAlloc for Obmalloc {
             // SAFETY: p came from PyObject_Malloc.
             unsafe { pyo3_ffi::PyObject_Free(p.cast()) }
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: GlobalAlloc's contract, passed on: System made the
+            // blocks of this alignment.
             unsafe { System.dealloc(p, l) }
         }
     }
@@ -35,7 +37,8 @@ unsafe impl GlobalAlloc for Obmalloc {
             // SAFETY: p came from PyObject_Malloc.
             unsafe { pyo3_ffi::PyObject_Realloc(p.cast(), new).cast() }
         } else {
-            // SAFETY: forwarded.
+            // SAFETY: GlobalAlloc's contract, passed on: System made the
+            // blocks of this alignment.
             unsafe { System.realloc(p, l, new) }
         }
     }

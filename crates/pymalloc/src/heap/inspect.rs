@@ -168,4 +168,5 @@ impl Heap {
         s.arenas_reclaimed = s.arenas_allocated_total - s.arenas_current;
         s.finish(ARENA_MAP.usage());
         s
-    }}
+    }
+}

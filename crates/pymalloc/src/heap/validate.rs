@@ -8,7 +8,9 @@ use core::ptr;
 use super::arenas::ArenaObject;
 use super::cache::CACHE_SLOTS;
 use super::Heap;
-use crate::geometry::{class_size, num_blocks, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE};
+use crate::geometry::{
+    class_size, num_blocks, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
+};
 use crate::ownership::owns;
 use crate::pool::{pool_of, PoolHeader};
 
