@@ -5,8 +5,8 @@
 //! own), the three allocator domains with swappable and hookable allocators,
 //! the debug hooks, and statistics laid out like `sys._debugmallocstats()`.
 //!
-//! The layers, bottom up (each module imports only modules above it in this
-//! list; `tests/layers.rs` checks it):
+//! The layers, bottom up (each module imports only modules of the rows above
+//! it, in the order `tests/layers.rs` declares and checks):
 //!
 //! | layer | modules | CPython |
 //! |---|---|---|
@@ -19,7 +19,7 @@
 //! | statistics | [`stats`] | `_PyObject_DebugMallocStats` |
 //! | the front | `front` | `_PyObject_Malloc/Calloc/Realloc/Free` |
 //! | the heap | [`Heap`] (`heap/`) | `usedpools`, `arena_object`, `pymalloc_alloc/free` |
-//! | modes | [`LockedHeap`], [`GilHeap`], [`thread`], [`PyMalloc`] | (the GIL) |
+//! | modes | [`LockedHeap`], [`GilHeap`], `thread_heaps` + [`thread`], [`PyMalloc`] | (the GIL) |
 //! | domains | [`Domain`] | `PyMem_GetAllocator`, `PyMem_SetAllocator`, `PyMem_Malloc`, ... |
 //! | debug hooks | [`debug`] | `PyMem_SetupDebugHooks`, `_PyMem_DebugRawMalloc`, ... |
 //! | configuration | [`config`] | `PYTHONMALLOC`, `PYTHONMALLOCSTATS` |
@@ -53,36 +53,31 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-// Foundations: depend on nothing in the crate.
+// The import order of these modules is the table above, declared once in
+// tests/layers.rs.
 mod allocator;
-mod cell_array;
-pub mod geometry;
-mod sync;
-// OS and raw memory.
-mod os;
-pub mod raw;
-// Address space: which addresses are pymalloc's.
 pub mod arena_alloc;
-mod ownership;
-pub mod radix;
-mod region;
-// Where requests pymalloc does not serve go.
-mod fallback;
-mod pool;
-pub mod stats;
-// The composite entry points, generic over pools and fallback.
-mod front;
-// The heap.
-mod heap;
-// The modes: thin fronts over heaps.
-mod gil;
-mod global;
-mod locked;
-pub mod thread;
-// CPython's API on top.
+mod cell_array;
 pub mod config;
 pub mod debug;
 mod domain;
+mod fallback;
+mod front;
+pub mod geometry;
+mod gil;
+mod global;
+mod heap;
+mod locked;
+mod os;
+mod ownership;
+mod pool;
+pub mod radix;
+pub mod raw;
+mod region;
+pub mod stats;
+mod sync;
+pub mod thread;
+mod thread_heaps;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

@@ -32,10 +32,10 @@
 //!     .unwrap();
 //! ```
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 use crate::allocator::MemAllocatorEx;
 use crate::fallback::RawDomain;
@@ -43,49 +43,13 @@ use crate::front::{self, Pools};
 use crate::heap::{ArenaInfo, Heap, InvariantError};
 use crate::locked::global_heap;
 use crate::pool::launder;
-use crate::raw;
 use crate::stats::Stats;
-use crate::sync::SpinLock;
+use crate::thread_heaps;
 
-/// A thread's heap and its links in the registries.
-///
-/// Invariants: allocated once (C heap) and never freed; `heap` is at offset 0
-/// (a pool's owner pointer is also a pointer to its `ThreadHeap`) and its
-/// owner tag is its own address; `next_all` is set before the heap is
-/// published on `ALL` and never changes; `next_abandoned` is used only under
-/// `ABANDONED`'s lock; `abandoned` is true while the heap is on that list.
-#[repr(C)]
-struct ThreadHeap {
-    heap: Heap,
-    /// Keeps `abandoned`, which every free from another thread reads, off
-    /// the cache lines of the heap's last fields.
-    _pad: [usize; 15],
-    abandoned: AtomicBool,
-    next_all: *mut ThreadHeap,
-    next_abandoned: *mut ThreadHeap,
-}
-
-/// Every thread heap ever made (push-only).
-static ALL: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
-static HEAPS: AtomicUsize = AtomicUsize::new(0);
-
-/// Heaps of exited threads, waiting to be adopted.
-struct Abandoned {
-    lock: SpinLock,
-    head: UnsafeCell<*mut ThreadHeap>,
-}
-// SAFETY: `head` is only touched with `lock` held.
-unsafe impl Sync for Abandoned {}
-static ABANDONED: Abandoned = Abandoned { lock: SpinLock::new(), head: UnsafeCell::new(ptr::null_mut()) };
+pub use crate::thread_heaps::{heap_count, set_print_stats_on_new_arena};
 
 /// Live blocks handed to the raw allocator by the thread-safe entry points.
 static RAW_BLOCKS: AtomicIsize = AtomicIsize::new(0);
-/// Remote frees into abandoned heaps since they were last drained.
-static ORPHAN_FREES: AtomicUsize = AtomicUsize::new(0);
-/// Drain abandoned heaps after this many remote frees into them.
-const ORPHAN_DRAIN_EVERY: usize = 1 << 14;
-static STATS_ON_NEW_ARENA: AtomicBool = AtomicBool::new(false);
-
 const NONE: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITING: u8 = 2;
@@ -105,9 +69,9 @@ impl Drop for Guard {
         let h = CURRENT.with(|c| c.replace(ptr::null()));
         STATE.with(|s| s.set(EXITING));
         if !h.is_null() {
-            // SAFETY: h is this thread's heap, which no other thread uses as
-            // owner; it is handed over to the abandoned list.
-            unsafe { abandon(h.cast_mut().cast::<ThreadHeap>()) };
+            // SAFETY: h is this thread's heap, which it stops using; it is
+            // handed over to the abandoned list.
+            unsafe { thread_heaps::abandon(h) };
         }
     }
 }
@@ -133,108 +97,16 @@ fn current_or_create() -> *const Heap {
         STATE.with(|s| s.set(EXITING));
         return ptr::null();
     }
-    let th = adopt().unwrap_or_else(make);
-    if th.is_null() {
+    let h = thread_heaps::adopt_or_make();
+    if h.is_null() {
         return ptr::null();
     }
-    // SAFETY: th is a live thread heap that this thread now owns.
-    let h = unsafe { ptr::addr_of!((*th).heap) };
     CURRENT.with(|c| c.set(h));
     STATE.with(|s| s.set(ACTIVE));
-    // SAFETY: h is the heap of the live thread heap th, which this thread
-    // now owns: it may drain its queue.
+    // SAFETY: h is a live thread heap this thread now owns: it may drain
+    // its queue.
     unsafe { (*h).drain_remote() };
     h
-}
-
-/// A new thread heap, registered; null if memory is short.
-fn make() -> *mut ThreadHeap {
-    let th = raw::malloc(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
-    if th.is_null() {
-        return th;
-    }
-    // SAFETY: th is fresh memory for one ThreadHeap (malloc's alignment is
-    // enough); it is initialised before anyone else can see it.
-    unsafe {
-        th.write(ThreadHeap {
-            heap: Heap::new_retaining(),
-            _pad: [0; 15],
-            abandoned: AtomicBool::new(false),
-            next_all: ptr::null_mut(),
-            next_abandoned: ptr::null_mut(),
-        });
-        // The owner tag keeps the provenance of the whole allocation: other
-        // threads reach `abandoned` and `remote` through it.
-        (*th).heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
-        (*th).heap.set_owner_tag(th.cast::<Heap>());
-        let mut head = ALL.load(Ordering::Relaxed);
-        loop {
-            (*th).next_all = head;
-            match ALL.compare_exchange_weak(head, th, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
-    }
-    HEAPS.fetch_add(1, Ordering::Relaxed);
-    th
-}
-
-/// Takes an abandoned heap, if any.
-fn adopt() -> Option<*mut ThreadHeap> {
-    let _g = ABANDONED.lock.lock();
-    // SAFETY: the lock is held; list entries are live thread heaps.
-    unsafe {
-        let head = *ABANDONED.head.get();
-        if head.is_null() {
-            return None;
-        }
-        *ABANDONED.head.get() = (*head).next_abandoned;
-        (*head).abandoned.store(false, Ordering::Relaxed);
-        Some(head)
-    }
-}
-
-/// Hands a heap whose thread is exiting to the abandoned list, after
-/// draining its queue and giving back what it can.
-///
-/// # Safety
-/// `th` is the calling thread's heap, which it stops using.
-unsafe fn abandon(th: *mut ThreadHeap) {
-    // SAFETY: the caller owns the heap until it is on the list.
-    unsafe {
-        (*th).heap.purge_shared();
-        let _g = ABANDONED.lock.lock();
-        (*th).next_abandoned = *ABANDONED.head.get();
-        (*th).abandoned.store(true, Ordering::Relaxed);
-        *ABANDONED.head.get() = th;
-    }
-}
-
-/// Drains every abandoned heap's queue and gives back what they hold no
-/// block in. Returns the bytes given back.
-fn purge_abandoned() -> usize {
-    // Take the whole list, so that the heaps are ours while we work.
-    let mut list = {
-        let _g = ABANDONED.lock.lock();
-        // SAFETY: the lock is held.
-        unsafe { core::mem::replace(&mut *ABANDONED.head.get(), ptr::null_mut()) }
-    };
-    ORPHAN_FREES.store(0, Ordering::Relaxed);
-    let mut bytes = 0;
-    while !list.is_null() {
-        // SAFETY: the heaps taken off the list are owned by no thread but us;
-        // they go back on the list afterwards.
-        unsafe {
-            let next = (*list).next_abandoned;
-            bytes += (*list).heap.purge_shared();
-            let _g = ABANDONED.lock.lock();
-            (*list).next_abandoned = *ABANDONED.head.get();
-            *ABANDONED.head.get() = list;
-            list = next;
-        }
-    }
-    bytes
 }
 
 /// A block of size class `c` from the calling thread's heap; null if no
@@ -297,14 +169,11 @@ unsafe fn free_foreign(p: *mut u8, owner: *const Heap) {
         unsafe { heap.free_small(launder(p)) };
         return;
     }
-    // SAFETY: owner is the live thread heap stamped on p's pool.
+    // SAFETY: owner is the live thread heap stamped on p's pool, and p is
+    // live and not used again (our contract).
     unsafe { Heap::push_remote(owner, p) };
-    // SAFETY: a pool's owner is the heap at offset 0 of a live ThreadHeap.
-    let orphan = unsafe { (*owner.cast::<ThreadHeap>()).abandoned.load(Ordering::Relaxed) };
-    if orphan && ORPHAN_FREES.fetch_add(1, Ordering::Relaxed) + 1 >= ORPHAN_DRAIN_EVERY {
-        // Nobody drains an abandoned heap's queue: do it now and then.
-        purge_abandoned();
-    }
+    // SAFETY: a non-null owner of a pool is a thread heap.
+    unsafe { thread_heaps::note_remote_free(owner) };
 }
 
 /// The calling thread's heap, as the front's source of pool blocks; the
@@ -394,25 +263,12 @@ unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
     unsafe { free(p.cast()) }
 }
 
-/// Calls `f` on every thread heap ever made (live or abandoned).
-fn for_each_heap(mut f: impl FnMut(&Heap)) {
-    let mut t = ALL.load(Ordering::Acquire);
-    while !t.is_null() {
-        // SAFETY: heaps on ALL are never freed; their shared parts may be
-        // read by anyone (see Heap's sharing invariant).
-        unsafe {
-            f(&(*t).heap);
-            t = (*t).next_all;
-        }
-    }
-}
-
 /// Statistics of all thread heaps added up (each read under its own lock;
 /// counts of pools in use on other threads may be a moment old), plus the
 /// shared heap that exiting threads use.
 pub fn stats() -> Stats {
     let mut total = global_heap().stats();
-    for_each_heap(|h| total.add(&h.stats()));
+    thread_heaps::for_each_heap(|h| total.add(&h.stats()));
     total.raw_allocated_blocks += RAW_BLOCKS.load(Ordering::Relaxed);
     total
 }
@@ -421,9 +277,9 @@ pub fn stats() -> Stats {
 pub fn arenas() -> Vec<ArenaInfo> {
     let mut out = global_heap().arenas();
     let mut n = 0;
-    for_each_heap(|h| n += h.arena_count());
+    thread_heaps::for_each_heap(|h| n += h.arena_count());
     out.reserve(n + 16);
-    for_each_heap(|h| {
+    thread_heaps::for_each_heap(|h| {
         h.visit_arenas(|a| {
             if out.len() < out.capacity() {
                 out.push(*a);
@@ -439,12 +295,7 @@ pub fn purge() -> usize {
     let h = current();
     // SAFETY: h is this thread's heap.
     let mine = if h.is_null() { 0 } else { unsafe { (*h).purge_shared() } };
-    mine + purge_abandoned() + global_heap().purge()
-}
-
-/// Thread heaps made so far (live and abandoned).
-pub fn heap_count() -> usize {
-    HEAPS.load(Ordering::Relaxed)
+    mine + thread_heaps::purge_abandoned() + global_heap().purge()
 }
 
 /// Statistics of the calling thread's heap alone (empty if it has none).
@@ -467,10 +318,4 @@ pub fn validate_current() -> Result<(), InvariantError> {
         // SAFETY: h is this thread's live heap, and this thread its owner.
         unsafe { (*h).validate() }
     }
-}
-
-/// Print statistics when any thread heap (made from now on) allocates an
-/// arena (`PYTHONMALLOCSTATS`).
-pub fn set_print_stats_on_new_arena(on: bool) {
-    STATS_ON_NEW_ARENA.store(on, Ordering::Relaxed);
 }

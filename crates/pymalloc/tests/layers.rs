@@ -32,6 +32,7 @@ const LAYERS: &[&str] = &[
     // The modes.
     "locked",
     "gil",
+    "thread_heaps",
     "thread",
     "global",
     // CPython's API.

@@ -1,0 +1,194 @@
+//! The registry of thread heaps: every heap ever made, and the heaps of
+//! exited threads waiting to be adopted. Heaps are never freed, only
+//! reused, so a pool's owner tag stays valid for as long as the process
+//! runs. `thread.rs` gives each thread one of them.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::heap::Heap;
+use crate::raw;
+use crate::sync::SpinLock;
+
+/// A thread's heap and its links in the registries.
+///
+/// Invariants: allocated once (C heap) and never freed; `heap` is at offset 0
+/// (a pool's owner pointer is also a pointer to its `ThreadHeap`) and its
+/// owner tag is its own address; `next_all` is set before the heap is
+/// published on `ALL` and never changes; `next_abandoned` is used only under
+/// `ABANDONED`'s lock; `abandoned` is true while the heap is on that list.
+#[repr(C)]
+struct ThreadHeap {
+    heap: Heap,
+    /// Keeps `abandoned`, which every free from another thread reads, off
+    /// the cache lines of the heap's last fields.
+    _pad: [usize; 15],
+    abandoned: AtomicBool,
+    next_all: *mut ThreadHeap,
+    next_abandoned: *mut ThreadHeap,
+}
+
+/// Every thread heap ever made (push-only).
+static ALL: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
+static HEAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Heaps of exited threads, waiting to be adopted.
+struct Abandoned {
+    lock: SpinLock,
+    head: UnsafeCell<*mut ThreadHeap>,
+}
+// SAFETY: `head` is only touched with `lock` held.
+unsafe impl Sync for Abandoned {}
+static ABANDONED: Abandoned = Abandoned { lock: SpinLock::new(), head: UnsafeCell::new(ptr::null_mut()) };
+
+/// Remote frees into abandoned heaps since they were last drained.
+static ORPHAN_FREES: AtomicUsize = AtomicUsize::new(0);
+/// Drain abandoned heaps after this many remote frees into them.
+const ORPHAN_DRAIN_EVERY: usize = 1 << 14;
+/// Heaps made from now on print statistics when they allocate an arena.
+static STATS_ON_NEW_ARENA: AtomicBool = AtomicBool::new(false);
+
+/// A heap for the calling thread: an abandoned one adopted whole (its pools
+/// keep their owner, so nothing is relinked), or a new one; null if memory
+/// is short. The caller owns it from now on.
+pub(crate) fn adopt_or_make() -> *const Heap {
+    let th = adopt().unwrap_or_else(make);
+    if th.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: th is a live thread heap; `heap` is its first field.
+    unsafe { ptr::addr_of!((*th).heap) }
+}
+
+/// A new thread heap, registered; null if memory is short.
+fn make() -> *mut ThreadHeap {
+    let th = raw::malloc(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
+    if th.is_null() {
+        return th;
+    }
+    // SAFETY: th is fresh memory for one ThreadHeap (malloc's alignment is
+    // enough); it is initialised before anyone else can see it.
+    unsafe {
+        th.write(ThreadHeap {
+            heap: Heap::new_retaining(),
+            _pad: [0; 15],
+            abandoned: AtomicBool::new(false),
+            next_all: ptr::null_mut(),
+            next_abandoned: ptr::null_mut(),
+        });
+        // The owner tag keeps the provenance of the whole allocation: other
+        // threads reach `abandoned` and `remote` through it.
+        (*th).heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
+        (*th).heap.set_owner_tag(th.cast::<Heap>());
+        let mut head = ALL.load(Ordering::Relaxed);
+        loop {
+            (*th).next_all = head;
+            match ALL.compare_exchange_weak(head, th, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(h) => head = h,
+            }
+        }
+    }
+    HEAPS.fetch_add(1, Ordering::Relaxed);
+    th
+}
+
+/// Takes an abandoned heap, if any.
+fn adopt() -> Option<*mut ThreadHeap> {
+    let _g = ABANDONED.lock.lock();
+    // SAFETY: the lock is held; list entries are live thread heaps.
+    unsafe {
+        let head = *ABANDONED.head.get();
+        if head.is_null() {
+            return None;
+        }
+        *ABANDONED.head.get() = (*head).next_abandoned;
+        (*head).abandoned.store(false, Ordering::Relaxed);
+        Some(head)
+    }
+}
+
+/// Hands a heap whose thread is exiting to the abandoned list, after
+/// draining its queue and giving back what it can.
+///
+/// # Safety
+/// `h` is the calling thread's heap (from [`adopt_or_make`]), which it
+/// stops using.
+pub(crate) unsafe fn abandon(h: *const Heap) {
+    // A heap from adopt_or_make is at offset 0 of its ThreadHeap.
+    let th = h.cast_mut().cast::<ThreadHeap>();
+    // SAFETY: the caller owns the heap until it is on the list.
+    unsafe {
+        (*th).heap.purge_shared();
+        let _g = ABANDONED.lock.lock();
+        (*th).next_abandoned = *ABANDONED.head.get();
+        (*th).abandoned.store(true, Ordering::Relaxed);
+        *ABANDONED.head.get() = th;
+    }
+}
+
+/// Drains every abandoned heap's queue and gives back what they hold no
+/// block in. Returns the bytes given back.
+pub(crate) fn purge_abandoned() -> usize {
+    // Take the whole list, so that the heaps are ours while we work.
+    let mut list = {
+        let _g = ABANDONED.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { core::mem::replace(&mut *ABANDONED.head.get(), ptr::null_mut()) }
+    };
+    ORPHAN_FREES.store(0, Ordering::Relaxed);
+    let mut bytes = 0;
+    while !list.is_null() {
+        // SAFETY: the heaps taken off the list are owned by no thread but us;
+        // they go back on the list afterwards.
+        unsafe {
+            let next = (*list).next_abandoned;
+            bytes += (*list).heap.purge_shared();
+            let _g = ABANDONED.lock.lock();
+            (*list).next_abandoned = *ABANDONED.head.get();
+            *ABANDONED.head.get() = list;
+            list = next;
+        }
+    }
+    bytes
+}
+
+/// Counts a block another thread sent to `owner`'s queue; when the owner's
+/// thread has exited, nobody drains it, so now and then the abandoned heaps
+/// are drained here.
+///
+/// # Safety
+/// `owner` is a thread heap (a non-null pool owner tag).
+pub(crate) unsafe fn note_remote_free(owner: *const Heap) {
+    // SAFETY: a thread heap is the heap at offset 0 of a live ThreadHeap,
+    // never freed (the contract and ThreadHeap's invariant).
+    let orphan = unsafe { (*owner.cast::<ThreadHeap>()).abandoned.load(Ordering::Relaxed) };
+    if orphan && ORPHAN_FREES.fetch_add(1, Ordering::Relaxed) + 1 >= ORPHAN_DRAIN_EVERY {
+        purge_abandoned();
+    }
+}
+
+/// Calls `f` on every thread heap ever made (live or abandoned).
+pub(crate) fn for_each_heap(mut f: impl FnMut(&Heap)) {
+    let mut t = ALL.load(Ordering::Acquire);
+    while !t.is_null() {
+        // SAFETY: heaps on ALL are never freed; their shared parts may be
+        // read by anyone (see Heap's sharing invariant).
+        unsafe {
+            f(&(*t).heap);
+            t = (*t).next_all;
+        }
+    }
+}
+
+/// Thread heaps made so far (live and abandoned).
+pub fn heap_count() -> usize {
+    HEAPS.load(Ordering::Relaxed)
+}
+
+/// Print statistics when any thread heap (made from now on) allocates an
+/// arena (`PYTHONMALLOCSTATS`).
+pub fn set_print_stats_on_new_arena(on: bool) {
+    STATS_ON_NEW_ARENA.store(on, Ordering::Relaxed);
+}
