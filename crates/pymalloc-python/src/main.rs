@@ -144,13 +144,11 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
 /// heap per thread) or `locked` (one heap behind a mutex).
 fn pymalloc_mode() -> config::PymallocMode {
     match std::env::var("PYMALLOC_MODE").as_deref() {
-        Ok("threaded") => config::PymallocMode::Threaded,
-        Ok("locked") => config::PymallocMode::Locked,
-        Ok("gil") | Ok("") | Err(_) => config::PymallocMode::Gil,
-        Ok(other) => {
-            eprintln!("pymalloc-python: unknown PYMALLOC_MODE '{other}'; valid: gil, threaded, locked");
+        Ok("") | Err(_) => config::PymallocMode::Gil,
+        Ok(name) => config::PymallocMode::from_name(name).unwrap_or_else(|e| {
+            eprintln!("pymalloc-python: {e}");
             exit(1);
-        }
+        }),
     }
 }
 

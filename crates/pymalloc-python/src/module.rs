@@ -270,14 +270,9 @@ pub mod _pymalloc {
     /// the threaded mode); raises AssertionError on a broken one.
     #[pyfunction]
     fn validate() -> PyResult<()> {
-        use pymalloc::config::PymallocMode;
-        let r = match pymalloc::config::active_pymalloc_mode() {
-            Some(PymallocMode::Threaded) => pymalloc::thread::validate_current(),
-            Some(PymallocMode::Locked) => pymalloc::global_heap().lock().validate(),
-            // The GIL is held: the GIL heap is ours to walk.
-            Some(PymallocMode::Gil) => pymalloc::gil_heap().heap().validate(),
-            None => Ok(()),
-        };
+        // SAFETY: the GIL is held, which serialises MEM and OBJ in the GIL
+        // mode: the GIL heap is ours to walk.
+        let r = unsafe { pymalloc::config::pymalloc_validate() };
         r.map_err(|e| pyo3::exceptions::PyAssertionError::new_err(e.to_string()))
     }
 
@@ -295,12 +290,7 @@ pub mod _pymalloc {
     /// mutex); None when pymalloc is not in use.
     #[pyfunction]
     fn mode() -> Option<&'static str> {
-        use pymalloc::config::PymallocMode;
-        pymalloc::config::active_pymalloc_mode().map(|m| match m {
-            PymallocMode::Threaded => "threaded",
-            PymallocMode::Locked => "locked",
-            PymallocMode::Gil => "gil",
-        })
+        pymalloc::config::active_pymalloc_mode().map(pymalloc::config::PymallocMode::as_str)
     }
 
     /// Live blocks of the heap: pool blocks plus blocks it handed to the raw

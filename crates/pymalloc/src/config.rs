@@ -107,16 +107,16 @@ impl PymallocMode {
     }
 
     /// The mode named `name`; an unknown name is an error listing the valid
-    /// ones.
+    /// ones (the GIL mode first: the launcher's default).
     ///
     /// ```
     /// use pymalloc::config::PymallocMode;
     /// assert_eq!(PymallocMode::from_name("gil"), Ok(PymallocMode::Gil));
-    /// assert_eq!(PymallocMode::from_name("x").unwrap_err(), "unknown PYMALLOC_MODE 'x'; valid: threaded, locked, gil");
+    /// assert_eq!(PymallocMode::from_name("x").unwrap_err(), "unknown PYMALLOC_MODE 'x'; valid: gil, threaded, locked");
     /// ```
     pub fn from_name(name: &str) -> Result<PymallocMode, String> {
         Self::ALL.into_iter().find(|m| m.as_str() == name).ok_or_else(|| {
-            let valid: Vec<&str> = Self::ALL.iter().map(|m| m.as_str()).collect();
+            let valid = [PymallocMode::Gil, PymallocMode::Threaded, PymallocMode::Locked].map(PymallocMode::as_str);
             format!("unknown PYMALLOC_MODE '{name}'; valid: {}", valid.join(", "))
         })
     }

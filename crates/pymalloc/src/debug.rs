@@ -158,10 +158,16 @@ pub unsafe fn setup_domain(d: Domain) {
 fn hook_allocator(d: Domain) -> MemAllocatorEx {
     let ctx = HOOKS[d as usize].0.get().cast::<c_void>();
     match d {
-        Domain::Raw => {
-            MemAllocatorEx { ctx, malloc: raw_malloc, calloc: raw_calloc, realloc: raw_realloc, free: raw_free }
+        Domain::Raw => MemAllocatorEx {
+            ctx,
+            malloc: debug_raw_malloc,
+            calloc: debug_raw_calloc,
+            realloc: debug_raw_realloc,
+            free: debug_raw_free,
+        },
+        _ => {
+            MemAllocatorEx { ctx, malloc: debug_malloc, calloc: debug_calloc, realloc: debug_realloc, free: debug_free }
         }
-        _ => MemAllocatorEx { ctx, malloc: gil_malloc, calloc: gil_calloc, realloc: gil_realloc, free: gil_free },
     }
 }
 
@@ -249,7 +255,7 @@ fn decorate(data: *mut u8, nbytes: usize, api_id: u8, serial: usize) {
     }
 }
 
-unsafe fn debug_alloc(use_calloc: bool, ctx: *mut c_void, nbytes: usize) -> *mut c_void {
+unsafe fn hooked_alloc(use_calloc: bool, ctx: *mut c_void, nbytes: usize) -> *mut c_void {
     // SAFETY: ctx is our hook state.
     let (api_id, under) = *unsafe { state(ctx) };
     if nbytes > MAX_SIZE - EXTRA_BYTES {
@@ -282,7 +288,7 @@ unsafe fn debug_alloc(use_calloc: bool, ctx: *mut c_void, nbytes: usize) -> *mut
     data.cast()
 }
 
-unsafe fn debug_free(ctx: *mut c_void, p: *mut c_void) {
+unsafe fn hooked_free(ctx: *mut c_void, p: *mut c_void) {
     if p.is_null() {
         return;
     }
@@ -299,10 +305,10 @@ unsafe fn debug_free(ctx: *mut c_void, p: *mut c_void) {
     }
 }
 
-unsafe fn debug_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut c_void {
+unsafe fn hooked_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut c_void {
     if p.is_null() {
-        // SAFETY: ctx is our hook state (debug_realloc's contract).
-        return unsafe { debug_alloc(false, ctx, nbytes) };
+        // SAFETY: ctx is our hook state (hooked_realloc's contract).
+        return unsafe { hooked_alloc(false, ctx, nbytes) };
     }
     // SAFETY: ctx is our hook state; p is checked before its header is used.
     let (api_id, under) = *unsafe { state(ctx) };
@@ -364,27 +370,27 @@ unsafe fn debug_realloc(ctx: *mut c_void, p: *mut c_void, nbytes: usize) -> *mut
     }
 }
 
-unsafe extern "C" fn raw_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
+unsafe extern "C" fn debug_raw_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     // SAFETY: installed with ctx = our hook state.
-    unsafe { debug_alloc(false, ctx, n) }
+    unsafe { hooked_alloc(false, ctx, n) }
 }
-unsafe extern "C" fn raw_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+unsafe extern "C" fn debug_raw_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     if elsize != 0 && nelem > MAX_SIZE / elsize {
         return ptr::null_mut();
     }
     // SAFETY: installed with ctx = our hook state; p (if any) is null or
     // live in the hooked domain (the domain caller's contract).
-    unsafe { debug_alloc(true, ctx, nelem * elsize) }
+    unsafe { hooked_alloc(true, ctx, nelem * elsize) }
 }
-unsafe extern "C" fn raw_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+unsafe extern "C" fn debug_raw_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     // SAFETY: installed with ctx = our hook state; p (if any) is null or
     // live in the hooked domain (the domain caller's contract).
-    unsafe { debug_realloc(ctx, p, n) }
+    unsafe { hooked_realloc(ctx, p, n) }
 }
-unsafe extern "C" fn raw_free(ctx: *mut c_void, p: *mut c_void) {
+unsafe extern "C" fn debug_raw_free(ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: installed with ctx = our hook state; p (if any) is null or
     // live in the hooked domain (the domain caller's contract).
-    unsafe { debug_free(ctx, p) }
+    unsafe { hooked_free(ctx, p) }
 }
 
 #[inline]
@@ -399,29 +405,29 @@ fn check_lock(func: &str) {
     }
 }
 
-unsafe extern "C" fn gil_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
+unsafe extern "C" fn debug_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     check_lock("_PyMem_DebugMalloc");
     // SAFETY: installed with ctx = our hook state; arguments from the
     // domain caller, as the raw hook expects them.
-    unsafe { raw_malloc(ctx, n) }
+    unsafe { debug_raw_malloc(ctx, n) }
 }
-unsafe extern "C" fn gil_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+unsafe extern "C" fn debug_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     check_lock("_PyMem_DebugCalloc");
     // SAFETY: installed with ctx = our hook state; arguments from the
     // domain caller, as the raw hook expects them.
-    unsafe { raw_calloc(ctx, nelem, elsize) }
+    unsafe { debug_raw_calloc(ctx, nelem, elsize) }
 }
-unsafe extern "C" fn gil_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+unsafe extern "C" fn debug_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     check_lock("_PyMem_DebugRealloc");
     // SAFETY: installed with ctx = our hook state; arguments from the
     // domain caller, as the raw hook expects them.
-    unsafe { raw_realloc(ctx, p, n) }
+    unsafe { debug_raw_realloc(ctx, p, n) }
 }
-unsafe extern "C" fn gil_free(ctx: *mut c_void, p: *mut c_void) {
+unsafe extern "C" fn debug_free(ctx: *mut c_void, p: *mut c_void) {
     check_lock("_PyMem_DebugFree");
     // SAFETY: installed with ctx = our hook state; arguments from the
     // domain caller, as the raw hook expects them.
-    unsafe { raw_free(ctx, p) }
+    unsafe { debug_raw_free(ctx, p) }
 }
 
 /// Checks the API id and the guard bytes of `p`; on a fault, reports and

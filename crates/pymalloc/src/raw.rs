@@ -100,18 +100,18 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
     }
 }
 
-unsafe extern "C" fn raw_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn libc_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     malloc(size).cast()
 }
-unsafe extern "C" fn raw_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+unsafe extern "C" fn libc_calloc(_ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     calloc(nelem, elsize).cast()
 }
-unsafe extern "C" fn raw_realloc(_ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
+unsafe extern "C" fn libc_realloc(_ctx: *mut c_void, p: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: p is null or live from this allocator (the domain caller's
     // contract for realloc).
     unsafe { realloc(p.cast(), size).cast() }
 }
-unsafe extern "C" fn raw_free(_ctx: *mut c_void, p: *mut c_void) {
+unsafe extern "C" fn libc_free(_ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: p is null or live from this allocator, not used again (the
     // domain caller's contract for free).
     unsafe { free(p.cast()) }
@@ -124,8 +124,8 @@ static RAW_CTX: u8 = 0;
 /// The raw allocator as a domain allocator (CPython's `MALLOC_ALLOC`).
 pub const ALLOCATOR: MemAllocatorEx = MemAllocatorEx {
     ctx: &RAW_CTX as *const u8 as *mut c_void,
-    malloc: raw_malloc,
-    calloc: raw_calloc,
-    realloc: raw_realloc,
-    free: raw_free,
+    malloc: libc_malloc,
+    calloc: libc_calloc,
+    realloc: libc_realloc,
+    free: libc_free,
 };
