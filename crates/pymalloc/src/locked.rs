@@ -28,7 +28,7 @@ use crate::allocator::MemAllocatorEx;
 use crate::fallback::{Libc, RawDomain};
 use crate::front::{self, Pools};
 use crate::geometry::ALIGNMENT;
-use crate::heap::{ArenaInfo, Heap};
+use crate::heap::{collect_arenas, ArenaInfo, Heap};
 use crate::raw;
 use crate::stats::Stats;
 
@@ -162,21 +162,7 @@ impl LockedHeap {
     /// heap is the global allocator.
     pub fn arenas(&self) -> Vec<ArenaInfo> {
         // Not under the mutex: the vector may come from this very heap.
-        loop {
-            let n = self.lock().arena_count();
-            let mut out = Vec::with_capacity(n);
-            let mut fits = true;
-            self.lock().visit_arenas(|a| {
-                if out.len() < out.capacity() {
-                    out.push(*a);
-                } else {
-                    fits = false;
-                }
-            });
-            if fits {
-                return out;
-            }
-        }
+        collect_arenas(|| self.lock().arena_count(), |f| self.lock().visit_arenas(f))
     }
 
     /// A statistics snapshot.

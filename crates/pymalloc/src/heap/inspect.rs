@@ -96,20 +96,7 @@ impl Heap {
     /// Pictures of every live arena (see [`Heap::visit_arenas`]), the
     /// vector allocated outside the bookkeeping lock.
     pub fn arenas(&self) -> Vec<ArenaInfo> {
-        loop {
-            let mut out = Vec::with_capacity(self.arena_count());
-            let mut fits = true;
-            self.visit_arenas(|a| {
-                if out.len() < out.capacity() {
-                    out.push(*a);
-                } else {
-                    fits = false;
-                }
-            });
-            if fits {
-                return out;
-            }
-        }
+        collect_arenas(|| self.arena_count(), |f| self.visit_arenas(f))
     }
 
     /// Number of live arenas.
@@ -168,5 +155,26 @@ impl Heap {
         s.arenas_reclaimed = s.arenas_allocated_total - s.arenas_current;
         s.finish(ARENA_MAP.usage());
         s
+    }
+}
+
+/// Pictures of a heap's arenas in a vector allocated while no lock is held
+/// (it may come from the very heap): `count` and `visit` each take what
+/// reaching the heap needs, and the visit is retried if arenas were added
+/// in between.
+pub(crate) fn collect_arenas(count: impl Fn() -> usize, visit: impl Fn(&mut dyn FnMut(&ArenaInfo))) -> Vec<ArenaInfo> {
+    loop {
+        let mut out = Vec::with_capacity(count());
+        let mut fits = true;
+        visit(&mut |a| {
+            if out.len() < out.capacity() {
+                out.push(*a);
+            } else {
+                fits = false;
+            }
+        });
+        if fits {
+            return out;
+        }
     }
 }

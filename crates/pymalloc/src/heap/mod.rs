@@ -84,6 +84,7 @@ use crate::front::{self, Pools};
 use crate::sync::SpinLock;
 
 pub use cache::CACHE_SLOTS;
+pub(crate) use inspect::collect_arenas;
 pub use inspect::{ArenaInfo, PoolState};
 pub use purge::PurgePolicy;
 pub use validate::InvariantError;
