@@ -17,6 +17,8 @@
 //! through libpython's, `mi_malloc`, glibc's and jemalloc's `malloc`).
 //! Rust: `src/workloads.rs` in one binary per `#[global_allocator]`.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -46,6 +46,7 @@
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 // The exported names are CPython's.
 #![allow(non_snake_case)]

@@ -21,6 +21,7 @@
 
 // The unit-test harness brings its own `main`.
 #![cfg_attr(not(test), no_main)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod embed;
 mod module;

@@ -3,6 +3,8 @@
 //! single-threaded workloads (obmalloc needs the GIL; no thread here takes
 //! it, so the producer/consumer workload is not run on it). Alignments above
 //! 16 go to the system allocator.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 
 struct Obmalloc;
