@@ -17,7 +17,7 @@ pub(crate) type OwnerTag = *const ();
 
 /// Size class recorded in a pool just carved from its arena and never
 /// initialised for any class.
-pub(crate) const DUMMY_SIZE_IDX: u32 = 0xffff;
+pub(crate) const DUMMY_SIZE_IDX: u16 = 0xffff;
 
 /// The header at the start of every pool (CPython's `struct pool_header`,
 /// 48 bytes on 64-bit; CPython's `maxnextoffset` is computed from the size
@@ -58,7 +58,11 @@ pub(crate) struct PoolHeader {
     /// Index of the arena object in the heap's table.
     pub arenaindex: u32,
     /// Size class index, or [`DUMMY_SIZE_IDX`].
-    pub szidx: u32,
+    pub szidx: u16,
+    /// Pages of the pool given back to the OS while it is in use: bit `p`
+    /// for page `p` (see `heap/pages.rs` for the invariant). Zero in a pool
+    /// just carved or set up for a class.
+    pub pages_out: u16,
     /// The heap owning the pool, if it is a thread heap; else null.
     pub owner: OwnerTag,
 }
@@ -104,7 +108,7 @@ pub(crate) unsafe fn shared_count(pool: *const PoolHeader) -> u32 {
 /// # Safety
 /// As for [`shared_count`], with the lock held.
 #[inline]
-pub(crate) unsafe fn shared_szidx(pool: *const PoolHeader) -> u32 {
+pub(crate) unsafe fn shared_szidx(pool: *const PoolHeader) -> u16 {
     // SAFETY: reads this one field through a field pointer.
     unsafe { core::ptr::addr_of!((*pool).szidx).read() }
 }
@@ -152,7 +156,8 @@ pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut
     // SAFETY: per the contract `pool` is a writable pool we own; offsets stay
     // inside it because every pool holds at least two blocks.
     unsafe {
-        (*pool).szidx = szidx as u32;
+        (*pool).szidx = szidx as u16;
+        (*pool).pages_out = 0;
         (*pool).set_count(1);
         let first = pool.cast::<u8>().add(POOL_OVERHEAD);
         let second = first.add(size);

@@ -59,6 +59,9 @@ pub struct Stats {
     /// Of the unused pools, those whose pages were given back to the OS
     /// (not part of CPython's table).
     pub decommitted_pools: usize,
+    /// Pages of pools in use given back to the OS: pages whose blocks are
+    /// all free (not part of CPython's table).
+    pub pages_out: usize,
     /// `unused_pools * POOL_SIZE`.
     pub unused_pool_bytes: usize,
     /// Bytes of headers of pools in use.
@@ -93,6 +96,7 @@ impl Stats {
             available_bytes: 0,
             unused_pools: 0,
             decommitted_pools: 0,
+            pages_out: 0,
             unused_pool_bytes: 0,
             pool_header_bytes: 0,
             quantization_bytes: 0,
@@ -132,6 +136,7 @@ impl Stats {
         self.available_bytes += o.available_bytes;
         self.unused_pools += o.unused_pools;
         self.decommitted_pools += o.decommitted_pools;
+        self.pages_out += o.pages_out;
         self.unused_pool_bytes += o.unused_pool_bytes;
         self.pool_header_bytes += o.pool_header_bytes;
         self.quantization_bytes += o.quantization_bytes;

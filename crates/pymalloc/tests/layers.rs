@@ -43,7 +43,8 @@ const LAYERS: &[&str] = &[
 
 /// The files of `src/heap/`, bottom first. `mod.rs` (the `Heap` itself,
 /// which every file extends through `super::Heap`) is above them all.
-const HEAP: &[&str] = &["used", "cache", "remote", "arenas", "fast", "transitions", "purge", "inspect", "validate"];
+const HEAP: &[&str] =
+    &["used", "cache", "remote", "arenas", "fast", "pages", "transitions", "purge", "inspect", "validate"];
 
 /// The code of a file without its comments (line comments and doc comments;
 /// the crate has no block comments).

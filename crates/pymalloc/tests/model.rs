@@ -29,6 +29,9 @@ enum Op {
     Calloc(Domain, usize, usize),
     Realloc(usize, usize),
     Free(usize),
+    /// Give back everything that holds no block (free pages of pools in
+    /// use included); live blocks must not change.
+    Purge,
 }
 
 fn domain() -> impl Strategy<Value = Domain> {
@@ -55,6 +58,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => domain().prop_map(|d| Op::Calloc(d, usize::MAX / 3, 5)),
         3 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Realloc(i, n)),
         3 => any::<usize>().prop_map(Op::Free),
+        1 => Just(Op::Purge),
     ]
 }
 
@@ -196,6 +200,17 @@ impl Model {
                 let b = self.remove(i);
                 Self::check_contents(&b, usize::MAX);
                 unsafe { b.domain.free(b.ptr) };
+            }
+            Op::Purge => {
+                if self.gil {
+                    // `exclusive` is held: this thread owns the GIL heap.
+                    GIL_HEAP.heap().purge_shared();
+                } else {
+                    HEAP.purge();
+                }
+                for b in &self.live {
+                    Self::check_contents(b, usize::MAX);
+                }
             }
         }
     }

@@ -77,7 +77,8 @@ impl ArenaObject {
 /// * `ncurrent` counts live arenas, `highwater` the most ever live at once,
 ///   `ntimes_allocated` every arena ever taken.
 /// * `pools_in_use` counts used and full pools (retained ones too);
-///   `committed_empty` counts pools on the arenas' `freepools` lists.
+///   `committed_empty` counts pools on the arenas' `freepools` lists;
+///   `pages_out` counts the pages pools in use gave back (`pages.rs`).
 /// * Written only under the heap's `meta` lock (or by the owner where only
 ///   the owner reads).
 pub(super) struct Arenas {
@@ -91,6 +92,8 @@ pub(super) struct Arenas {
     pub(super) highwater: Cell<usize>,
     pub(super) pools_in_use: Cell<usize>,
     pub(super) committed_empty: Cell<usize>,
+    /// Pages given back by pools in use (`pages.rs`).
+    pub(super) pages_out: Cell<usize>,
     /// This heap's own arena allocator, or None for the process-wide one.
     pub(super) own_allocator: Cell<Option<ArenaAllocator>>,
     pub(super) stats_on_new_arena: Cell<bool>,
@@ -109,6 +112,7 @@ impl Arenas {
             highwater: Cell::new(0),
             pools_in_use: Cell::new(0),
             committed_empty: Cell::new(0),
+            pages_out: Cell::new(0),
             own_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
         }

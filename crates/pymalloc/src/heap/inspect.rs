@@ -117,6 +117,7 @@ impl Heap {
         s.arenas_allocated_total = self.arenas.ntimes_allocated.get();
         s.arenas_highwater = self.arenas.highwater.get();
         s.raw_allocated_blocks = self.raw_allocated_blocks.load(Ordering::Relaxed);
+        s.pages_out = self.arenas.pages_out.get();
         self.arenas.for_each(|ao| {
             s.arenas_current += 1;
             s.unused_pools += ao.nfreepools as usize;

@@ -44,6 +44,7 @@
 //! | `transitions.rs` | a pool fills, comes back from full, empties; a new pool is taken |
 //! | `arenas.rs` | arena objects, the arena table, the usable-arena order, new and released arenas |
 //! | `purge.rs` | the purge policy: pages of empty pools back to the OS |
+//! | `pages.rs` | free pages of pools in use back to the OS, and back in |
 //! | `cache.rs` | the block cache of caching heaps |
 //! | `remote.rs` | blocks freed by other threads, and the owner tag |
 //! | `inspect.rs` | statistics and pictures of the arenas |
@@ -69,6 +70,7 @@ mod arenas;
 mod cache;
 mod fast;
 mod inspect;
+mod pages;
 mod purge;
 mod remote;
 mod transitions;
@@ -230,9 +232,9 @@ impl Heap {
         self.retain.get()
     }
 
-    /// Gives back to the OS everything that holds no block: the pages of
-    /// every empty pool, and every wholly free arena (the spare too).
-    /// Returns the number of bytes given back.
+    /// Gives back to the OS everything that holds no block: the free pages
+    /// of pools in use, the pages of every empty pool, and every wholly free
+    /// arena (the spare too). Returns the number of bytes given back.
     pub fn purge(&mut self) -> usize {
         self.purge_shared()
     }

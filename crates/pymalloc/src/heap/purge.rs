@@ -199,11 +199,13 @@ impl Heap {
 
     /// [`Heap::purge`] through a shared reference: for the owner of a
     /// shared heap (a thread heap, a [`GilHeap`](crate::GilHeap) with its
-    /// lock held). Blocks other threads sent back are freed first.
+    /// lock held). Blocks other threads sent back are freed first; then the
+    /// free pages of pools in use, empty pools and wholly free arenas go
+    /// back.
     pub fn purge_shared(&self) -> usize {
         self.drain_remote();
         self.release_held_pools();
         let _meta = self.meta.lock();
-        self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
+        self.discard_free_pages() + self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
     }
 }

@@ -14,8 +14,9 @@ use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::pool::{self, PoolHeader};
 
 impl Heap {
-    /// The free list of `pool` ran out: carve its next virgin block, or if
-    /// none is left the pool is full and leaves the used list.
+    /// The free list of `pool` ran out: carve its next virgin block, or
+    /// bring back the pages it gave back (`pages.rs`), or if there is
+    /// neither the pool is full and leaves the used list.
     ///
     /// # Safety
     /// `pool` is the live head of the used list of `szidx`, with an empty
@@ -24,7 +25,7 @@ impl Heap {
     pub(super) unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize) {
         // SAFETY: per the contract.
         unsafe {
-            if !Self::carve_virgin(pool, szidx) {
+            if !Self::carve_virgin(pool, szidx) && ((*pool).pages_out == 0 || !self.restore_pages(pool, szidx)) {
                 self.used.unlink(pool, szidx);
             }
         }
@@ -56,7 +57,7 @@ impl Heap {
             (*pool).owner = self.remote.tag.get();
             // The used list of this class was empty; the pool is all of it.
             self.used.set_only(szidx, pool);
-            if (*pool).szidx == szidx as u32 {
+            if (*pool).szidx as usize == szidx {
                 // Last held this class: header and free list are ready, and
                 // an emptied pool has at least two blocks on its list.
                 (*pool).set_count(1);
@@ -119,6 +120,15 @@ impl Heap {
         unsafe {
             (*pool).set_count(0);
             self.used.unlink(pool, (*pool).szidx as usize);
+            if (*pool).pages_out != 0 {
+                // Its free list lacks the blocks of its pages out: it is set
+                // up afresh when next taken, as a pool never used (those
+                // pages read as zeroes, like virgin ones).
+                let a = &self.arenas;
+                a.pages_out.set(a.pages_out.get() - (*pool).pages_out.count_ones() as usize);
+                (*pool).pages_out = 0;
+                (*pool).szidx = crate::pool::DUMMY_SIZE_IDX;
+            }
             if let Some(ao) = self.arenas.return_pool(pool) {
                 self.release_arena(ao);
             }

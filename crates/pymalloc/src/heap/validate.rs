@@ -7,7 +7,7 @@ use core::ptr;
 
 use super::arenas::ArenaObject;
 use super::cache::CACHE_SLOTS;
-use super::Heap;
+use super::{pages, Heap};
 use crate::geometry::{
     class_size, num_blocks, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
 };
@@ -145,6 +145,7 @@ impl Heap {
         // Pools: counts, free lists, list membership.
         let mut on_used = [0usize; NB_SMALL_SIZE_CLASSES];
         let mut in_use = 0usize;
+        let mut pages_out = 0usize;
         let mut r = Ok(());
         self.arenas.for_each_pool(|ao, i, p| {
             if r.is_err() {
@@ -152,10 +153,11 @@ impl Heap {
             }
             // SAFETY: carved pools are initialised; free-list entries are
             // checked to be inside the pool before they are followed.
-            r = unsafe { self.check_pool(ao, i, p, &mut on_used, &mut in_use) };
+            r = unsafe { self.check_pool(ao, i, p, &mut on_used, &mut in_use, &mut pages_out) };
         });
         r?;
         check(in_use == self.arenas.pools_in_use.get(), "pools in use count", in_use)?;
+        check(pages_out == self.arenas.pages_out.get(), "pages out count", pages_out)?;
         for (c, &expected) in on_used.iter().enumerate() {
             let mut n = 0usize;
             let mut prev = ptr::null_mut();
@@ -184,6 +186,7 @@ impl Heap {
         p: *mut PoolHeader,
         on_used: &mut [usize; NB_SMALL_SIZE_CLASSES],
         in_use: &mut usize,
+        pages_out: &mut usize,
     ) -> Result<(), InvariantError> {
         let at = p.addr();
         let decommitted = ao.decommitted & (1u64 << index) != 0;
@@ -204,6 +207,7 @@ impl Heap {
             check((*p).owner == self.remote.tag.get(), "pool owner", at)?;
             let count = (*p).count() as usize;
             if on_free {
+                check((*p).pages_out == 0, "free pool with pages out", at)?;
                 return check(count == 0, "pool in use on a free list", at);
             }
             *in_use += 1;
@@ -220,17 +224,26 @@ impl Heap {
             let virgin_from = (*p).nextoffset as usize;
             check(virgin_from >= POOL_OVERHEAD + size, "nextoffset too small", at)?;
             let carved = (virgin_from.min(POOL_SIZE) - POOL_OVERHEAD) / size;
+            let out = (*p).pages_out;
+            if out != 0 {
+                check(ao.purgeable, "pages out in a foreign arena", at)?;
+                check(pages::mask_is_valid(out, size, virgin_from), "pages out not wholly carved", at)?;
+                check(!(*p).freeblock.is_null(), "pages out with an empty free list", at)?;
+                *pages_out += out.count_ones() as usize;
+            }
             let mut free = 0usize;
             let mut b = (*p).freeblock;
             while !b.is_null() {
                 let off = b.addr().wrapping_sub(at);
                 check(off >= POOL_OVERHEAD && off < virgin_from, "free block outside carved area", at)?;
                 check((off - POOL_OVERHEAD) % size == 0, "free block misaligned", b.addr())?;
+                check(!pages::overlaps_out(out, off, size), "free block on a page out", b.addr())?;
                 free += 1;
                 check(free <= carved, "free list cycles", at)?;
                 b = b.cast::<*mut u8>().read();
             }
-            check(count + free == carved, "count + free != carved blocks", at)?;
+            let gone = if out == 0 { 0 } else { pages::blocks_out(out, size) };
+            check(count + free + gone == carved, "count + free + blocks of pages out != carved blocks", at)?;
             let full = count == num_blocks(sz);
             check(full == (*p).freeblock.is_null(), "free list empty iff full", at)?;
             if !full {

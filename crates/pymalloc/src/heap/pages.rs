@@ -1,0 +1,283 @@
+//! Giving back the free pages of pools that still hold live blocks.
+//!
+//! A pool is several OS pages (16 KiB pools are four 4 KiB pages). A page
+//! whose every block is free can go back to the OS while the pool stays in
+//! use: its blocks leave the pool's free list, the page is
+//! `madvise(MADV_DONTNEED)`-ed, and its bit is set in the pool's
+//! `pages_out`. When the pool next runs out of free and virgin blocks, all
+//! its pages come back at once: their blocks (which read as zeroes now) go
+//! back on the free list. Nothing CPython's algorithm or statistics observe
+//! changes: the blocks stay free and the pool's count does not move.
+//!
+//! Invariants, for a pool of a live arena with `pages_out != 0`:
+//! * the arena is purgeable (pymalloc's own OS memory);
+//! * every page `p` in `pages_out` is not the first page (the header's),
+//!   and every block that overlaps it (the "blocks of the page") lies below
+//!   `nextoffset`: they were all carved before it went out;
+//! * the blocks of pages out are free and on no free list; every other free
+//!   carved block is on the free list, which is not empty;
+//! * `Arenas::pages_out` counts the set bits of all pools (under `meta`).
+//!
+//! With the older geometry (4 KiB pools of one page) there is nothing to
+//! split: a pool's only page holds its header.
+
+use core::ptr;
+
+use super::Heap;
+use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE};
+use crate::os;
+use crate::pool::PoolHeader;
+
+/// The most blocks a pool holds (the smallest class), for bitmaps.
+const MAX_BLOCKS: usize = (POOL_SIZE - POOL_OVERHEAD) / class_size(0);
+const BITMAP_WORDS: usize = MAX_BLOCKS.div_ceil(64);
+
+/// The pages of a pool: their size, and how many (at most 16: `pages_out`
+/// is a u16).
+fn pool_pages() -> (usize, usize) {
+    let page = os::page_size();
+    (page, (POOL_SIZE / page).min(16))
+}
+
+/// The blocks of class size `size` that overlap page `p` of a pool: indices
+/// `first..=last` (the block holding the page's first byte to the one
+/// holding its last, or the pool's last block). Page `p >= 1`, and it starts
+/// below the end of the pool's last block.
+fn blocks_of_page(p: usize, page: usize, size: usize) -> (usize, usize) {
+    let first = (p * page - POOL_OVERHEAD) / size;
+    let last = ((p + 1) * page - 1 - POOL_OVERHEAD) / size;
+    (first, last.min((POOL_SIZE - POOL_OVERHEAD) / size - 1))
+}
+
+/// The end of the last block a pool of class size `size` holds.
+fn blocks_end(size: usize) -> usize {
+    POOL_OVERHEAD + (POOL_SIZE - POOL_OVERHEAD) / size * size
+}
+
+/// True if every block overlapping page `p` was carved before `next_off`.
+fn wholly_carved(p: usize, page: usize, size: usize, next_off: usize) -> bool {
+    ((p + 1) * page).min(blocks_end(size)) <= next_off
+}
+
+impl Heap {
+    /// Gives back the free pages of every pool in use of this heap (owner
+    /// only, `meta` held). Returns the bytes.
+    pub(super) fn discard_free_pages(&self) -> usize {
+        let (page, npages) = pool_pages();
+        if npages < 2 {
+            return 0;
+        }
+        let mut bytes = 0;
+        for c in 0..NB_SMALL_SIZE_CLASSES {
+            let mut pool = self.used.head(c);
+            while !pool.is_null() {
+                // SAFETY: pools on a used list are live pools of this heap,
+                // and `meta` is held (our contract).
+                unsafe {
+                    let next = (*pool).nextpool;
+                    if (*self.arenas.of_pool(pool)).purgeable {
+                        bytes += self.discard_pool_pages(pool, c, page, npages);
+                    }
+                    pool = next;
+                }
+            }
+        }
+        bytes
+    }
+
+    /// Gives back the pages of `pool` whose blocks are all free; returns the
+    /// bytes. Virgin pages (wholly at or past `nextoffset`) go back too,
+    /// without bookkeeping: carving a block there later faults a zeroed page
+    /// in, as for a pool never touched.
+    ///
+    /// # Safety
+    /// `pool` is a used pool of class `c` of this heap in a purgeable arena;
+    /// `meta` is held.
+    unsafe fn discard_pool_pages(&self, pool: *mut PoolHeader, c: usize, page: usize, npages: usize) -> usize {
+        let size = class_size(c);
+        let base = pool.cast::<u8>();
+        // SAFETY: the pool is live and ours (the contract); free-list
+        // entries are blocks of the pool (PoolHeader invariant).
+        unsafe {
+            let next_off = (*pool).nextoffset as usize;
+            // Free carved blocks, by index.
+            let mut free = [0u64; BITMAP_WORDS];
+            let mut b = (*pool).freeblock;
+            while !b.is_null() {
+                let i = (b.addr() - base.addr() - POOL_OVERHEAD) / size;
+                free[i / 64] |= 1 << (i % 64);
+                b = b.cast::<*mut u8>().read();
+            }
+            let is_free = |i: usize| free[i / 64] & (1 << (i % 64)) != 0;
+            let mut out = 0u16; // pages to give back now, with bookkeeping
+            let mut virgin = 0u16; // wholly virgin pages
+            for p in 1..npages {
+                let bit = 1u16 << p;
+                if (*pool).pages_out & bit != 0 {
+                    continue;
+                }
+                if p * page >= next_off.min(blocks_end(size)) {
+                    // No carved block overlaps it (or no block at all).
+                    virgin |= bit;
+                } else if wholly_carved(p, page, size, next_off) {
+                    // Wholly carved: its blocks all start below next_off.
+                    let (first, last) = blocks_of_page(p, page, size);
+                    if (first..=last).all(is_free) {
+                        out |= bit;
+                    }
+                }
+            }
+            if out == 0 && virgin == 0 {
+                return 0;
+            }
+            // The free list must keep a block: while every free block lies
+            // in the pages chosen, keep the highest of them.
+            while out != 0 && !self.unlink_page_blocks(pool, out, page, size) {
+                out &= !(1u16 << (15 - out.leading_zeros()));
+            }
+            let all = out | virgin;
+            let mut rest = all;
+            while rest != 0 {
+                let start = rest.trailing_zeros() as usize;
+                let run = (rest >> start).trailing_ones() as usize;
+                os::discard(base.add(start * page), run * page);
+                rest &= !((((1u32 << run) - 1) as u16) << start);
+            }
+            (*pool).pages_out |= out;
+            self.arenas.pages_out.set(self.arenas.pages_out.get() + out.count_ones() as usize);
+            all.count_ones() as usize * page
+        }
+    }
+
+    /// Takes the free blocks overlapping the pages of `mask` off `pool`'s
+    /// free list, unless that would leave it empty (then nothing changes
+    /// and the answer is false).
+    ///
+    /// # Safety
+    /// As for `discard_pool_pages`; the pages of `mask` are wholly carved
+    /// and all their blocks are free.
+    unsafe fn unlink_page_blocks(&self, pool: *mut PoolHeader, mask: u16, page: usize, size: usize) -> bool {
+        let base = pool.addr();
+        let in_mask = |b: *mut u8| {
+            let off = b.addr() - base;
+            // The pages the block overlaps.
+            let (p0, p1) = (off / page, (off + size - 1) / page);
+            (p0..=p1).any(|p| p < 16 && mask & (1 << p) != 0)
+        };
+        // SAFETY: free-list entries are free blocks of the pool.
+        unsafe {
+            let mut b = (*pool).freeblock;
+            let mut kept = false;
+            while !b.is_null() {
+                kept |= !in_mask(b);
+                b = b.cast::<*mut u8>().read();
+            }
+            if !kept {
+                return false;
+            }
+            // Rebuild the list in its order, without those blocks.
+            let mut head: *mut u8 = ptr::null_mut();
+            let mut tail: *mut u8 = ptr::null_mut();
+            let mut b = (*pool).freeblock;
+            while !b.is_null() {
+                let next = b.cast::<*mut u8>().read();
+                if !in_mask(b) {
+                    if tail.is_null() {
+                        head = b;
+                    } else {
+                        tail.cast::<*mut u8>().write(b);
+                    }
+                    tail = b;
+                }
+                b = next;
+            }
+            tail.cast::<*mut u8>().write(ptr::null_mut());
+            (*pool).freeblock = head;
+            true
+        }
+    }
+
+    /// `pool` ran out of free and virgin blocks but has pages out: they all
+    /// come back, their blocks onto the free list. True if any did.
+    ///
+    /// # Safety
+    /// `pool` is a live pool of class `c` of this heap whose free list is
+    /// empty.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn restore_pages(&self, pool: *mut PoolHeader, c: usize) -> bool {
+        // SAFETY: the pool is live and ours (the contract); the pages out
+        // are carved (invariant), so every block written lies in the pool.
+        unsafe {
+            let out = (*pool).pages_out;
+            if out == 0 {
+                return false;
+            }
+            let (page, _) = pool_pages();
+            let size = class_size(c);
+            let base = pool.cast::<u8>();
+            // The blocks of the pages out, each once (a block may overlap
+            // two of them), linked in address order.
+            let mut head: *mut u8 = ptr::null_mut();
+            let mut prev_last = usize::MAX;
+            let mut tail: *mut u8 = ptr::null_mut();
+            let mut rest = out;
+            while rest != 0 {
+                let p = rest.trailing_zeros() as usize;
+                rest &= rest - 1;
+                let (first, last) = blocks_of_page(p, page, size);
+                let from = if prev_last != usize::MAX && first <= prev_last { prev_last + 1 } else { first };
+                for i in from..=last {
+                    let b = base.add(POOL_OVERHEAD + i * size);
+                    if tail.is_null() {
+                        head = b;
+                    } else {
+                        tail.cast::<*mut u8>().write(b);
+                    }
+                    tail = b;
+                }
+                prev_last = last;
+            }
+            tail.cast::<*mut u8>().write(ptr::null_mut());
+            (*pool).freeblock = head;
+            (*pool).pages_out = 0;
+            let _meta = self.meta.lock();
+            self.arenas.pages_out.set(self.arenas.pages_out.get() - out.count_ones() as usize);
+            true
+        }
+    }
+}
+
+/// For `validate`: the number of blocks of class size `size` overlapping the
+/// pages of `mask`, each counted once.
+pub(super) fn blocks_out(mask: u16, size: usize) -> usize {
+    let (page, _) = pool_pages();
+    let mut n = 0;
+    let mut prev_last = usize::MAX;
+    let mut rest = mask;
+    while rest != 0 {
+        let p = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let (first, last) = blocks_of_page(p, page, size);
+        let from = if prev_last != usize::MAX && first <= prev_last { prev_last + 1 } else { first };
+        n += last + 1 - from;
+        prev_last = last;
+    }
+    n
+}
+
+/// For `validate`: true if a block at offset `off` of class size `size`
+/// overlaps a page of `mask`.
+pub(super) fn overlaps_out(mask: u16, off: usize, size: usize) -> bool {
+    let (page, _) = pool_pages();
+    (off / page..=(off + size - 1) / page).any(|p| p < 16 && mask & (1 << p) != 0)
+}
+
+/// For `validate`: the pages of `mask` are all past the first, and their
+/// blocks (of class size `size`) all lie below `next_off`.
+pub(super) fn mask_is_valid(mask: u16, size: usize, next_off: usize) -> bool {
+    let (page, npages) = pool_pages();
+    (0..16)
+        .filter(|p| mask & (1 << p) != 0)
+        .all(|p| p >= 1 && p < npages && p * page < blocks_end(size) && wholly_carved(p, page, size, next_off))
+}

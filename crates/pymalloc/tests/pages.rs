@@ -1,0 +1,192 @@
+//! Free pages of pools in use go back to the OS on purge and come back when
+//! the pool needs them (src/heap/pages.rs), with validate() and the
+//! statistics checked at each step.
+
+use pymalloc::geometry::{num_blocks, size_class, POOL_OVERHEAD, POOL_SIZE};
+use pymalloc::Heap;
+
+const SIZE: usize = 64;
+
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    #[cfg(not(miri))]
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    #[cfg(miri)]
+    let p = 4096;
+    p
+}
+
+/// Pages of `pool` that no kept block overlaps, page 0 (the header's)
+/// aside.
+fn free_pages(kept: &[*mut u8], pool: usize) -> Vec<usize> {
+    let page = page();
+    let npages = POOL_SIZE / page;
+    (1..npages)
+        .filter(|&p| {
+            let (lo, hi) = (pool + p * page, pool + (p + 1) * page);
+            !kept.iter().any(|&b| (b as usize) < hi && b as usize + SIZE > lo)
+        })
+        .collect()
+}
+
+#[cfg(not(miri))]
+fn resident(addr: usize, len: usize) -> bool {
+    let page = page();
+    let mut v = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a page-aligned range of our own mapping; v has a byte a page.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, len, v.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    v.iter().any(|b| b & 1 != 0)
+}
+
+fn pattern(b: *mut u8) -> u8 {
+    (b as usize / SIZE) as u8
+}
+
+fn run(mut heap: Heap) {
+    let npools = 8;
+    let per_pool = num_blocks(size_class(SIZE).unwrap());
+    let all: Vec<*mut u8> = (0..per_pool * npools).map(|_| heap.malloc(SIZE)).collect();
+    for &b in &all {
+        // SAFETY: a live block of SIZE bytes.
+        unsafe { b.write_bytes(pattern(b), SIZE) };
+    }
+    // Keep the blocks that lie wholly in the first page of their pool, and
+    // the last block of every other pool: the pages between go free.
+    let page = page();
+    let pool_of = |b: *mut u8| b as usize & !(POOL_SIZE - 1);
+    let mut kept = Vec::new();
+    let mut freed = Vec::new();
+    for (i, &b) in all.iter().enumerate() {
+        let off = b as usize - pool_of(b);
+        let last_of_pool = (i + 1) % per_pool == 0 && (i / per_pool) % 2 == 0;
+        if off + SIZE <= page || last_of_pool {
+            kept.push(b);
+        } else {
+            freed.push(b);
+        }
+    }
+    for &b in &freed {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.validate().unwrap();
+    let mut pools: Vec<usize> = kept.iter().map(|&b| pool_of(b)).collect();
+    pools.dedup();
+    // A pool keeps one block on its free list: where every freed block lies
+    // on the free pages, the highest of them stays.
+    let expected: usize = pools
+        .iter()
+        .map(|&p| {
+            let pages = free_pages(&kept, p);
+            let on_free_pages = |b: usize| pages.iter().any(|&q| b < p + (q + 1) * page && b + SIZE > p + q * page);
+            let outside = freed.iter().any(|&b| pool_of(b) == p && !on_free_pages(b as usize));
+            pages.len() - usize::from(!outside && !pages.is_empty())
+        })
+        .sum();
+    let in_use = heap.stats().blocks_in_use();
+    assert_eq!(in_use, kept.len());
+
+    let given = heap.purge();
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!(s.blocks_in_use(), kept.len(), "purge frees nothing");
+    if POOL_SIZE / page < 2 {
+        assert_eq!(s.pages_out, 0, "one-page pools have nothing to split");
+        assert_eq!(given, 0);
+    } else {
+        assert!(expected >= npools, "the scenario leaves pages free ({expected})");
+        assert_eq!(s.pages_out, expected, "{s:?}");
+        assert!(given >= expected * page, "{given} bytes for {expected} pages");
+        #[cfg(not(miri))]
+        {
+            let out = pools.iter().flat_map(|&p| free_pages(&kept, p).into_iter().map(move |q| p + q * page));
+            let gone = out.filter(|&a| !resident(a, page)).count();
+            assert_eq!(gone, expected, "the pages out are not resident");
+        }
+    }
+    for &b in &kept {
+        // SAFETY: live blocks of SIZE bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(b, SIZE) };
+        assert!(bytes.iter().all(|&x| x == pattern(b)), "a kept block changed");
+    }
+    // A second purge finds nothing new in those pools.
+    let again = heap.purge();
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().pages_out, s.pages_out);
+    assert!(again < page * expected.max(1), "{again}");
+
+    // Allocate as many as were freed: the pools take their pages back.
+    let mut back = Vec::new();
+    for i in 0..freed.len() {
+        let b = heap.malloc(SIZE);
+        assert!(!b.is_null());
+        // SAFETY: a fresh block.
+        unsafe { b.write_bytes(0xA5, SIZE) };
+        back.push(b);
+        if i % 97 == 0 {
+            heap.validate().unwrap();
+        }
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().pages_out, 0, "every pool needed its pages again");
+    assert_eq!(heap.stats().blocks_in_use(), all.len());
+    let mut everything: Vec<usize> = kept.iter().chain(&back).map(|&b| b as usize).collect();
+    everything.sort_unstable();
+    everything.dedup();
+    assert_eq!(everything.len(), all.len(), "no block handed out twice");
+    for &b in &kept {
+        // SAFETY: live blocks of SIZE bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(b, SIZE) };
+        assert!(bytes.iter().all(|&x| x == pattern(b)), "a kept block changed");
+    }
+    for &b in kept.iter().chain(&back) {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+    let _ = POOL_OVERHEAD;
+}
+
+#[test]
+fn free_pages_of_pools_in_use_go_back_and_come_back() {
+    run(Heap::new());
+}
+
+#[test]
+fn the_same_in_a_caching_retaining_heap() {
+    run(Heap::new_retaining());
+}
+
+/// A pool with pages out that empties is set up afresh when next taken.
+#[test]
+fn a_pool_with_pages_out_that_empties_starts_afresh() {
+    let mut heap = Heap::new();
+    let per_pool = num_blocks(size_class(SIZE).unwrap());
+    // Two pools: the first keeps one block, so that it stays in use.
+    let all: Vec<*mut u8> = (0..per_pool * 2).map(|_| heap.malloc(SIZE)).collect();
+    for &b in &all[1..] {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.purge();
+    heap.validate().unwrap();
+    let out = heap.stats().pages_out;
+    if POOL_SIZE / page() >= 2 {
+        // The first pool: all but the header's page, whose free blocks keep
+        // the free list. (The second pool emptied and went back whole.)
+        assert_eq!(out, POOL_SIZE / page() - 1);
+    }
+    // SAFETY: the last live block.
+    unsafe { heap.free(all[0]) };
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().pages_out, 0);
+    let again: Vec<*mut u8> = (0..per_pool).map(|_| heap.malloc(SIZE)).collect();
+    heap.validate().unwrap();
+    for &b in &again {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.validate().unwrap();
+}
