@@ -11,6 +11,7 @@
 //! * `owns(address)`: is this address inside a pymalloc arena?
 //! * `validate()`: check every invariant of the heap;
 //! * `purge()`: give back to the OS what holds no block;
+//! * `floor()`: the bytes that hold live blocks (pool pages, C heap);
 //! * `mode()`: `gil`, `threaded` or `locked` (see `PYMALLOC_MODE`);
 //! * `getallocatedblocks()`: live blocks, as `sys.getallocatedblocks()`.
 //!
@@ -276,13 +277,29 @@ pub mod _pymalloc {
         r.map_err(|e| pyo3::exceptions::PyAssertionError::new_err(e.to_string()))
     }
 
-    /// Gives back to the OS the memory pymalloc holds no block in: the pages
-    /// of empty pools and wholly free arenas. Returns the bytes given back.
+    /// Gives back to the OS the memory pymalloc holds no block in: the free
+    /// pages of pools in use, the pages of empty pools and wholly free
+    /// arenas; then trims the C library's heap. Returns the bytes pymalloc
+    /// gave back.
     #[pyfunction]
     fn purge() -> usize {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode.
         unsafe { pymalloc::config::pymalloc_purge() }
+    }
+
+    /// What no allocator that never moves a block could give back now, as a
+    /// dict: `pool_pages` (bytes of pymalloc's pool pages holding a live
+    /// block) and `malloc_in_use` (bytes the C library has handed out and not
+    /// had back, None where it cannot tell).
+    #[pyfunction]
+    fn floor(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+        let d = PyDict::new(py);
+        // SAFETY: called with the GIL held, which serialises MEM and OBJ in
+        // the GIL mode: the heap is ours to walk.
+        d.set_item("pool_pages", unsafe { pymalloc::config::pymalloc_live_page_bytes() })?;
+        d.set_item("malloc_in_use", pymalloc::raw::in_use())?;
+        Ok(d)
     }
 
     /// How pymalloc serves MEM and OBJ: "gil" (one heap, the GIL as its

@@ -54,6 +54,7 @@ struct ModeOps {
     arenas: fn() -> Vec<ArenaInfo>,
     purge: unsafe fn() -> usize,
     validate: unsafe fn() -> Result<(), InvariantError>,
+    live_page_bytes: unsafe fn() -> usize,
 }
 
 static THREADED: ModeOps = ModeOps {
@@ -63,6 +64,7 @@ static THREADED: ModeOps = ModeOps {
     arenas: thread::arenas,
     purge: thread::purge,
     validate: thread::validate_current,
+    live_page_bytes: thread::current_live_page_bytes,
 };
 
 static LOCKED: ModeOps = ModeOps {
@@ -72,6 +74,7 @@ static LOCKED: ModeOps = ModeOps {
     arenas: || global_heap().arenas(),
     purge: || global_heap().purge(),
     validate: || global_heap().lock().validate(),
+    live_page_bytes: || global_heap().lock().live_page_bytes(),
 };
 
 static GIL: ModeOps = ModeOps {
@@ -85,6 +88,7 @@ static GIL: ModeOps = ModeOps {
     // contract), so it is the heap's owner for these two.
     purge: || gil_heap().heap().purge_shared(),
     validate: || gil_heap().heap().validate(),
+    live_page_bytes: || gil_heap().heap().live_page_bytes(),
 };
 
 impl PymallocMode {
@@ -162,7 +166,9 @@ pub fn pymalloc_arenas() -> Vec<ArenaInfo> {
 }
 
 /// Gives back to the OS what the pymalloc heaps of MEM and OBJ hold no block
-/// in. Returns the bytes.
+/// in (free pages of pools in use, empty pools, free arenas), then trims the
+/// C library's heap, where requests above 512 bytes live
+/// ([`crate::raw::trim`]). Returns the bytes pymalloc gave back.
 ///
 /// # Safety
 /// In the `Gil` mode, the caller must hold the lock that serialises MEM and
@@ -170,7 +176,21 @@ pub fn pymalloc_arenas() -> Vec<ArenaInfo> {
 pub unsafe fn pymalloc_purge() -> usize {
     // SAFETY: the caller serialises in the Gil mode (our contract is the
     // mode's).
-    active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() })
+    let bytes = active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() });
+    crate::raw::trim();
+    bytes
+}
+
+/// Bytes of the pages of pymalloc's pools (for MEM and OBJ) that hold a
+/// live block: the part of the floor below which no allocator that never
+/// moves blocks can go ([`crate::Heap::live_page_bytes`]). In the threaded
+/// mode, the calling thread's heap only.
+///
+/// # Safety
+/// As for [`pymalloc_purge`].
+pub unsafe fn pymalloc_live_page_bytes() -> usize {
+    // SAFETY: as for pymalloc_purge.
+    active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().live_page_bytes)() })
 }
 
 /// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the

@@ -100,6 +100,36 @@ pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
     }
 }
 
+/// Gives the C library's free memory back to the OS where it can
+/// (glibc's `malloc_trim(0)`: the top of the heap and whole free pages inside
+/// it). True if memory was released. Elsewhere (another C library, Miri) it
+/// does nothing.
+pub fn trim() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    {
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) != 0 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+    {
+        false
+    }
+}
+
+/// Bytes the C library's allocator has handed out and not had back
+/// (glibc's `mallinfo2().uordblks`), if it can tell.
+pub fn in_use() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    {
+        // SAFETY: mallinfo2 has no preconditions.
+        Some(unsafe { libc::mallinfo2() }.uordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+    {
+        None
+    }
+}
+
 unsafe extern "C" fn libc_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     malloc(size).cast()
 }

@@ -190,3 +190,34 @@ fn a_pool_with_pages_out_that_empties_starts_afresh() {
     }
     heap.validate().unwrap();
 }
+
+/// `live_page_bytes` counts the pages that hold a block in use: the header
+/// page of every pool in use, and each other page one of whose blocks is
+/// live; pages out and free pages are not counted.
+#[test]
+fn live_page_bytes_counts_pages_holding_live_blocks() {
+    let mut heap = Heap::new();
+    let page = page();
+    let npages = (POOL_SIZE / page).max(1);
+    let per_pool = num_blocks(size_class(SIZE).unwrap());
+    assert_eq!(heap.live_page_bytes(), 0);
+    let all: Vec<*mut u8> = (0..per_pool * 3).map(|_| heap.malloc(SIZE)).collect();
+    assert_eq!(heap.live_page_bytes(), 3 * npages * page, "three full pools");
+    // In each pool keep the first block only.
+    for (i, &b) in all.iter().enumerate() {
+        if i % per_pool != 0 {
+            // SAFETY: live, freed once.
+            unsafe { heap.free(b) };
+        }
+    }
+    let header_pages = 3 * page.min(POOL_SIZE) * usize::from(npages > 1) + 3 * POOL_SIZE * usize::from(npages <= 1);
+    assert_eq!(heap.live_page_bytes(), header_pages, "only the first page of each pool");
+    heap.purge();
+    assert_eq!(heap.live_page_bytes(), header_pages, "purging frees no live page");
+    heap.validate().unwrap();
+    for &b in all.iter().step_by(per_pool) {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    assert_eq!(heap.live_page_bytes(), 0);
+}

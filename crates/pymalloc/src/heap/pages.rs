@@ -281,3 +281,72 @@ pub(super) fn mask_is_valid(mask: u16, size: usize, next_off: usize) -> bool {
         .filter(|p| mask & (1 << p) != 0)
         .all(|p| p >= 1 && p < npages && p * page < blocks_end(size) && wholly_carved(p, page, size, next_off))
 }
+
+impl Heap {
+    /// Bytes of the pages of this heap's pools that hold at least one block
+    /// in use (cached blocks count as in use): what no allocator that never
+    /// moves a block could give back of the pools. Owner only (it reads the
+    /// free lists).
+    pub fn live_page_bytes(&self) -> usize {
+        let (page, npages) = pool_pages();
+        let _meta = self.meta.lock();
+        let mut bytes = 0;
+        self.arenas.for_each_pool(|ao, i, pool| {
+            if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
+                return; // empty: no live block
+            }
+            // SAFETY: a carved pool of a live arena that is in use (neither
+            // free nor decommitted): its header is initialised; the owner
+            // (our caller) is not changing its free list.
+            unsafe {
+                if (*pool).count() == 0 {
+                    return;
+                }
+                bytes += page * live_pages(pool, page, npages.max(1));
+            }
+        });
+        bytes
+    }
+}
+
+/// The pages of `pool` (of `npages` pages of `page` bytes; one page when
+/// pools are smaller than pages) that hold at least one block in use.
+///
+/// # Safety
+/// `pool` is a carved pool in use whose free list nobody changes meanwhile.
+unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> usize {
+    // SAFETY: the header is initialised; free-list entries are blocks of the
+    // pool (PoolHeader invariant).
+    unsafe {
+        if npages <= 1 {
+            return 1;
+        }
+        let size = class_size((*pool).szidx as usize);
+        let base = pool.addr();
+        let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
+        let mut free = [0u64; BITMAP_WORDS];
+        let mut b = (*pool).freeblock;
+        while !b.is_null() {
+            let i = (b.addr() - base - POOL_OVERHEAD) / size;
+            free[i / 64] |= 1 << (i % 64);
+            b = b.cast::<*mut u8>().read();
+        }
+        let out = (*pool).pages_out;
+        let mut live = [false; 16];
+        for i in 0..carved {
+            if free[i / 64] & (1 << (i % 64)) != 0 {
+                continue;
+            }
+            let off = POOL_OVERHEAD + i * size;
+            if overlaps_out(out, off, size) {
+                continue; // a block of a page out: free
+            }
+            for l in &mut live[off / page..=((off + size - 1) / page).min(15)] {
+                *l = true;
+            }
+        }
+        // The header's page is always held.
+        live[0] = true;
+        live[..npages].iter().filter(|&&l| l).count()
+    }
+}
