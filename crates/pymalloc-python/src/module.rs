@@ -12,6 +12,8 @@
 //! * `validate()`: check every invariant of the heap;
 //! * `purge()`: give back to the OS what holds no block;
 //! * `floor()`: the bytes that hold live blocks (pool pages, C heap);
+//! * `pinning()`, `pinning_report()`: per size class, the pages live blocks
+//!   hold and how much the sparsely used pools pin;
 //! * `mode()`: `gil`, `threaded` or `locked` (see `PYMALLOC_MODE`);
 //! * `getallocatedblocks()`: live blocks, as `sys.getallocatedblocks()`.
 //!
@@ -70,6 +72,55 @@ fn pool_fill(p: PoolState) -> Option<f64> {
         PoolState::Full { .. } => Some(1.0),
         PoolState::Used { class, blocks } => Some(blocks as f64 / num_blocks(class as usize) as f64),
     }
+}
+
+/// The page size pymalloc splits pools by.
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+/// Who pins the pool pages, as text: one line per size class in use, then
+/// the totals.
+fn pinning_text(p: &[pymalloc::ClassPinning]) -> String {
+    let page = page_size().min(POOL_SIZE);
+    let mib = |pages: usize| (pages * page) as f64 / (1024.0 * 1024.0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Who pins pymalloc's pool pages (pages of {page} bytes; sparse: at most 1/8 of a pool's blocks in use)"
+    );
+    let _ =
+        writeln!(out, "class  size   pools     blocks  live pages  sparse pools  sparse blocks  freed if they went");
+    let (mut live, mut sparse, mut sblocks) = (0, 0, 0);
+    for (c, x) in p.iter().enumerate().filter(|(_, x)| x.pools > 0) {
+        let _ = writeln!(
+            out,
+            "{c:>5} {:>5} {:>7} {:>10} {:>11} {:>13} {:>14} {:>14.2} MiB",
+            class_size(c),
+            x.pools,
+            x.blocks,
+            x.live_pages,
+            x.sparse_pools,
+            x.sparse_blocks,
+            mib(x.sparse_pages)
+        );
+        live += x.live_pages;
+        sparse += x.sparse_pages;
+        sblocks += x.sparse_blocks;
+    }
+    let _ = writeln!(
+        out,
+        "total: {:.2} MiB of live pages; sparse pools hold {:.2} MiB with {sblocks} blocks",
+        mib(live),
+        mib(sparse)
+    );
+    out
 }
 
 fn text_map(arenas: &[ArenaInfo]) -> String {
@@ -161,6 +212,8 @@ pub mod _pymalloc {
             ("allocated_bytes", s.allocated_bytes),
             ("available_bytes", s.available_bytes),
             ("unused_pools", s.unused_pools),
+            ("decommitted_pools", s.decommitted_pools),
+            ("pages_out", s.pages_out),
             ("unused_pool_bytes", s.unused_pool_bytes),
             ("pool_header_bytes", s.pool_header_bytes),
             ("quantization_bytes", s.quantization_bytes),
@@ -286,6 +339,38 @@ pub mod _pymalloc {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode.
         unsafe { pymalloc::config::pymalloc_purge() }
+    }
+
+    /// Who pins the pool pages, per size class in use: a list of dicts with
+    /// `size`, `pools`, `blocks`, `live_pages`, `sparse_pools` (at most 1/8
+    /// of their blocks in use), `sparse_blocks`, `sparse_bytes` (what would
+    /// come back if the sparse pools' blocks were gone).
+    #[pyfunction]
+    fn pinning(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+        // SAFETY: called with the GIL held, which serialises MEM and OBJ in
+        // the GIL mode: the heap is ours to walk.
+        let p = unsafe { pymalloc::config::pymalloc_pinning() };
+        let page = page_size().min(POOL_SIZE);
+        let out = PyList::empty(py);
+        for (c, x) in p.iter().enumerate().filter(|(_, x)| x.pools > 0) {
+            let d = PyDict::new(py);
+            d.set_item("size", class_size(c))?;
+            d.set_item("pools", x.pools)?;
+            d.set_item("blocks", x.blocks)?;
+            d.set_item("live_pages", x.live_pages)?;
+            d.set_item("sparse_pools", x.sparse_pools)?;
+            d.set_item("sparse_blocks", x.sparse_blocks)?;
+            d.set_item("sparse_bytes", x.sparse_pages * page)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// [`pinning`] as text for people.
+    #[pyfunction]
+    fn pinning_report() -> String {
+        // SAFETY: as in pinning.
+        pinning_text(&unsafe { pymalloc::config::pymalloc_pinning() })
     }
 
     /// What no allocator that never moves a block could give back now, as a

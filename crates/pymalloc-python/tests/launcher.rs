@@ -279,6 +279,40 @@ print("ok", _pymalloc.allocator())
     assert_eq!(out(&o), "ok pymalloc\n", "{}", err(&o));
 }
 
+/// After a peak, scattered survivors: purge gives back free pages of pools
+/// in use (not the pages live blocks hold), `floor()` reports those, and
+/// `pinning()` names the sparse pools that pin the rest.
+#[test]
+fn purge_floor_and_pinning_after_a_peak() {
+    let code = r#"
+import _pymalloc, gc
+records = [{"id": i, "name": str(i) * 3, "t": (i, i + 1)} for i in range(200000)]
+keep = records[::100]
+del records
+gc.collect()
+before = _pymalloc.floor()
+given = _pymalloc.purge()
+after = _pymalloc.floor()
+_pymalloc.validate()
+assert given > 0, given
+assert set(after) == {"pool_pages", "malloc_in_use"}, after
+assert after["pool_pages"] <= 1.01 * before["pool_pages"], (before, after)
+assert after["pool_pages"] >= 0.9 * before["pool_pages"], ("purge frees no live page", before, after)
+assert _pymalloc.stats()["pages_out"] > 0
+p = _pymalloc.pinning()
+assert p and all(set(c) == {"size", "pools", "blocks", "live_pages", "sparse_pools", "sparse_blocks", "sparse_bytes"} for c in p)
+pinned = sum(c["sparse_bytes"] for c in p)
+assert pinned > 0 and sum(c["sparse_blocks"] for c in p) < sum(c["blocks"] for c in p)
+assert sum(c["live_pages"] for c in p) * 4096 >= after["pool_pages"] * 0.9
+text = _pymalloc.pinning_report()
+assert text.startswith("Who pins pymalloc's pool pages") and "total:" in text, text
+assert len(keep) == 2000
+print("ok")
+"#;
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "ok\n", "{}", err(&o));
+}
+
 #[test]
 fn tracemalloc_works_on_top_of_our_allocators() {
     let code = r#"

@@ -26,8 +26,9 @@ use core::str::FromStr;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::domain::{Domain, MemAllocatorEx};
+use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::gil::gil_heap;
-use crate::heap::{ArenaInfo, InvariantError};
+use crate::heap::{ArenaInfo, ClassPinning, InvariantError};
 use crate::locked::global_heap;
 use crate::stats::Stats;
 use crate::thread;
@@ -55,6 +56,7 @@ struct ModeOps {
     purge: unsafe fn() -> usize,
     validate: unsafe fn() -> Result<(), InvariantError>,
     live_page_bytes: unsafe fn() -> usize,
+    pinning: unsafe fn() -> [ClassPinning; NB_SMALL_SIZE_CLASSES],
 }
 
 static THREADED: ModeOps = ModeOps {
@@ -65,6 +67,7 @@ static THREADED: ModeOps = ModeOps {
     purge: thread::purge,
     validate: thread::validate_current,
     live_page_bytes: thread::current_live_page_bytes,
+    pinning: thread::current_pinning,
 };
 
 static LOCKED: ModeOps = ModeOps {
@@ -75,6 +78,7 @@ static LOCKED: ModeOps = ModeOps {
     purge: || global_heap().purge(),
     validate: || global_heap().lock().validate(),
     live_page_bytes: || global_heap().lock().live_page_bytes(),
+    pinning: || global_heap().lock().pinning(),
 };
 
 static GIL: ModeOps = ModeOps {
@@ -89,6 +93,7 @@ static GIL: ModeOps = ModeOps {
     purge: || gil_heap().heap().purge_shared(),
     validate: || gil_heap().heap().validate(),
     live_page_bytes: || gil_heap().heap().live_page_bytes(),
+    pinning: || gil_heap().heap().pinning(),
 };
 
 impl PymallocMode {
@@ -179,6 +184,17 @@ pub unsafe fn pymalloc_purge() -> usize {
     let bytes = active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() });
     crate::raw::trim();
     bytes
+}
+
+/// Per size class, what pins the pages of pymalloc's pools for MEM and OBJ
+/// ([`crate::Heap::pinning`]); in the threaded mode, the calling thread's
+/// heap only. All zero when pymalloc is not in use.
+///
+/// # Safety
+/// As for [`pymalloc_purge`].
+pub unsafe fn pymalloc_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
+    // SAFETY: as for pymalloc_purge.
+    active_pymalloc_mode().map_or([ClassPinning::default(); NB_SMALL_SIZE_CLASSES], |m| unsafe { (m.ops().pinning)() })
 }
 
 /// Bytes of the pages of pymalloc's pools (for MEM and OBJ) that hold a

@@ -40,7 +40,8 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 use crate::allocator::MemAllocatorEx;
 use crate::fallback::RawDomain;
 use crate::front::{self, Pools};
-use crate::heap::{ArenaInfo, Heap, InvariantError};
+use crate::geometry::NB_SMALL_SIZE_CLASSES;
+use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError};
 use crate::locked::global_heap;
 use crate::pool::launder;
 use crate::stats::Stats;
@@ -318,6 +319,18 @@ pub fn current_live_page_bytes() -> usize {
     } else {
         // SAFETY: h is this thread's live heap, and this thread its owner.
         unsafe { (*h).live_page_bytes() }
+    }
+}
+
+/// What pins the pages of the calling thread's pools (see
+/// [`Heap::pinning`]).
+pub fn current_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
+    let h = current();
+    if h.is_null() {
+        [ClassPinning::default(); NB_SMALL_SIZE_CLASSES]
+    } else {
+        // SAFETY: h is this thread's live heap, and this thread its owner.
+        unsafe { (*h).pinning() }
     }
 }
 

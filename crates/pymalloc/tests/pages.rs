@@ -221,3 +221,37 @@ fn live_page_bytes_counts_pages_holding_live_blocks() {
     }
     assert_eq!(heap.live_page_bytes(), 0);
 }
+
+/// `pinning` per class: pools in use, their blocks and live pages, and the
+/// sparse pools (at most an eighth in use) with what they hold.
+#[test]
+fn pinning_names_the_sparse_pools_and_what_they_hold() {
+    let mut heap = Heap::new();
+    let page = page();
+    let npages = (POOL_SIZE / page).max(1);
+    let c = size_class(SIZE).unwrap();
+    let per_pool = num_blocks(c);
+    let all: Vec<*mut u8> = (0..per_pool * 4).map(|_| heap.malloc(SIZE)).collect();
+    // Pools 0 and 1 keep one block each (sparse); pools 2 and 3 stay full.
+    for (i, &b) in all.iter().enumerate() {
+        if i < 2 * per_pool && i % per_pool != 0 {
+            // SAFETY: live, freed once.
+            unsafe { heap.free(b) };
+        }
+    }
+    let p = heap.pinning()[c];
+    assert_eq!(p.pools, 4);
+    assert_eq!(p.blocks, 2 + 2 * per_pool);
+    assert_eq!(p.sparse_pools, 2);
+    assert_eq!(p.sparse_blocks, 2);
+    assert_eq!(p.sparse_pages, 2, "one page each: the first, holding the block");
+    assert_eq!(p.live_pages, 2 + 2 * npages);
+    assert!(heap.pinning().iter().enumerate().all(|(k, q)| k == c || q.pools == 0));
+    for (i, &b) in all.iter().enumerate() {
+        if i >= 2 * per_pool || i % per_pool == 0 {
+            // SAFETY: live, freed once.
+            unsafe { heap.free(b) };
+        }
+    }
+    assert_eq!(heap.pinning()[c], pymalloc::ClassPinning::default());
+}

@@ -282,7 +282,62 @@ pub(super) fn mask_is_valid(mask: u16, size: usize, next_off: usize) -> bool {
         .all(|p| p >= 1 && p < npages && p * page < blocks_end(size) && wholly_carved(p, page, size, next_off))
 }
 
+/// Who pins memory in one size class: the pools in use, the pages their
+/// live blocks hold, and how much of that the sparsely used pools hold
+/// (those with at most an eighth of their blocks in use), which is what would
+/// come back if their few blocks were gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassPinning {
+    /// Pools holding at least one block in use.
+    pub pools: usize,
+    /// Blocks in use in them.
+    pub blocks: usize,
+    /// Pages of those pools holding a block in use (the header's page
+    /// counts).
+    pub live_pages: usize,
+    /// Pools with at most an eighth of their blocks in use.
+    pub sparse_pools: usize,
+    /// Blocks in use in the sparse pools.
+    pub sparse_blocks: usize,
+    /// Pages the sparse pools' blocks hold: the bytes that would come back
+    /// (`sparse_pages * page size`) if those blocks were gone.
+    pub sparse_pages: usize,
+}
+
 impl Heap {
+    /// Per size class, what pins this heap's pages (see [`ClassPinning`]).
+    /// Owner only (it reads the free lists).
+    pub fn pinning(&self) -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
+        let (page, npages) = pool_pages();
+        let mut out = [ClassPinning::default(); NB_SMALL_SIZE_CLASSES];
+        let _meta = self.meta.lock();
+        self.arenas.for_each_pool(|ao, i, pool| {
+            if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
+                return;
+            }
+            // SAFETY: a carved pool in use of a live arena; the owner (our
+            // caller) is not changing its free list.
+            unsafe {
+                let count = (*pool).count() as usize;
+                if count == 0 {
+                    return;
+                }
+                let c = (*pool).szidx as usize;
+                let live = live_pages(pool, page, npages.max(1));
+                let p = &mut out[c];
+                p.pools += 1;
+                p.blocks += count;
+                p.live_pages += live;
+                if count * 8 <= crate::geometry::num_blocks(c) {
+                    p.sparse_pools += 1;
+                    p.sparse_blocks += count;
+                    p.sparse_pages += live;
+                }
+            }
+        });
+        out
+    }
+
     /// Bytes of the pages of this heap's pools that hold at least one block
     /// in use (cached blocks count as in use): what no allocator that never
     /// moves a block could give back of the pools. Owner only (it reads the
