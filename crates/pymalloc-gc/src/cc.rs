@@ -199,15 +199,14 @@ unsafe extern "C" fn cc_dealloc_c<T: Trace + 'static>(op: *mut PyObject) {
 struct FreeOnExit<'a> {
     c: &'a Collector,
     op: *mut PyObject,
-    basicsize: usize,
 }
 
 impl Drop for FreeOnExit<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the object is an untracked zombie without weak references
-        // and count zero (cc_dealloc), allocated with this size.
-        unsafe { self.c.gc_free_untracked(self.op, Some(self.basicsize)) };
+        // and count zero (cc_dealloc).
+        unsafe { self.c.gc_free_untracked(self.op) };
         self.c.trash_end();
     }
 }
@@ -223,7 +222,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
     unsafe {
         let tp = (*op).ob_type;
         if ptr::eq(tp, &ZOMBIE_TYPE) {
-            c.gc_free_untracked(op, Some(mem::size_of::<CcBox<T>>()));
+            c.gc_free_untracked(op);
             return;
         }
         if let Some(fin) = (*tp).tp_finalize {
@@ -241,7 +240,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
         if !c.trash_begin(op) {
             return;
         }
-        let _free = FreeOnExit { c, op, basicsize: mem::size_of::<CcBox<T>>() };
+        let _free = FreeOnExit { c, op };
         weakref::clear_weakrefs(c, op);
         (*op).ob_type = &ZOMBIE_TYPE;
         ptr::drop_in_place(ptr::addr_of_mut!((*op.cast::<CcBox<T>>()).value));
@@ -250,7 +249,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
 
 unsafe extern "C" fn zombie_dealloc(op: *mut PyObject) {
     // SAFETY: a zombie with count zero: untracked, no weak references.
-    unsafe { local_collector().gc_free_untracked(op, None) };
+    unsafe { local_collector().gc_free_untracked(op) };
 }
 
 #[cold]

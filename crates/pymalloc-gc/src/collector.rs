@@ -15,10 +15,9 @@
 //! * `forbid_mutation` is set while traversals run with `gc_refs` in
 //!   `prev` (update/subtract/move). Tracking, untracking or allocating then
 //!   would corrupt the lists, so it aborts the process instead.
-//! * `block_cache[c]` (collectors with their own heap only) holds
-//!   `block_cache_len[c] <= CACHE_MAX` free blocks of `16 * (c + 1)` bytes
-//!   or less of that size class, linked through their first word, owned by
-//!   the cache and not counted in `live_blocks`.
+//! * `live_blocks` counts the blocks handed out by the backing and not yet
+//!   freed; blocks in the heap's own block cache
+//!   ([`pymalloc::Heap::new_retaining`]) are free as far as it is concerned.
 //! * The collector is not `Sync`: all access is from one thread, or under
 //!   the embedder's lock (CPython's GIL) for the process-wide collector of
 //!   the C ABI. Every method takes `&self` and all state is in `Cell`s, so
@@ -113,7 +112,10 @@ enum Backing {
     /// The OBJ domain (CPython's `PyObject_Malloc`); for the process-wide
     /// collector of the C ABI.
     ObjDomain,
-    /// A pymalloc heap owned by the collector (thread-local collectors).
+    /// A pymalloc heap owned by the collector (thread-local collectors),
+    /// made by [`pymalloc::Heap::new_retaining`]: its per-class block cache
+    /// serves the Rust front's allocate-and-drop loops, and full collections
+    /// flush it ([`pymalloc::Heap::flush_cache`]).
     Heap(UnsafeCell<pymalloc::Heap>),
 }
 
@@ -164,23 +166,6 @@ pub struct Collector {
     trash_head: Cell<*mut PyObject>,
     /// Blocks handed out and not yet freed (objects, plus free-list blocks).
     live_blocks: Cell<usize>,
-    /// Free lists of object blocks by size class, for the Rust front (whose
-    /// object sizes are known at both ends): bounded, emptied by full
-    /// collections, like CPython's per-type free lists.
-    block_cache: [Cell<*mut u8>; CACHE_CLASSES],
-    block_cache_len: [Cell<u32>; CACHE_CLASSES],
-}
-
-/// Size classes of the block cache: 16-byte steps up to 512 bytes (pymalloc's).
-const CACHE_CLASSES: usize = 32;
-/// Blocks kept per class.
-const CACHE_MAX: u32 = 256;
-
-/// The cache class of a block of `total` bytes, if it is cached.
-#[inline(always)]
-fn cache_class(total: usize) -> Option<usize> {
-    let c = total.wrapping_sub(1) >> 4;
-    (c < CACHE_CLASSES).then_some(c)
 }
 
 /// What `move_legacy_finalizers` found in the unreachable set.
@@ -390,8 +375,6 @@ impl Collector {
             trash_depth: Cell::new(0),
             trash_head: Cell::new(ptr::null_mut()),
             live_blocks: Cell::new(0),
-            block_cache: Default::default(),
-            block_cache_len: Default::default(),
         }));
         // SAFETY: raw is a valid, initialised Collector.
         let c = unsafe { &*raw };
@@ -421,7 +404,7 @@ impl Collector {
     /// A collector with its own heap, owned through the returned pointer
     /// (free it with [`destroy`](Self::destroy)).
     pub(crate) fn new_raw_with_heap() -> *mut Collector {
-        Collector::new_raw(Backing::Heap(UnsafeCell::new(pymalloc::Heap::new())))
+        Collector::new_raw(Backing::Heap(UnsafeCell::new(pymalloc::Heap::new_retaining())))
     }
 
     /// Frees a collector made by `new_raw_with_heap`.
@@ -464,60 +447,13 @@ impl Collector {
         }
     }
 
-    /// A block of `total` bytes: from the block cache when this collector
-    /// has its own heap and keeps blocks of that size, else `mem_alloc`.
-    #[inline(always)]
-    fn cached_alloc(&self, total: usize) -> *mut u8 {
-        if let (Backing::Heap(_), Some(c)) = (&self.backing, cache_class(total)) {
-            let b = self.block_cache[c].get();
-            if !b.is_null() {
-                // SAFETY: cached blocks start with the link to the next one
-                // (cached_free) and belong to the cache alone.
-                self.block_cache[c].set(unsafe { b.cast::<*mut u8>().read() });
-                self.block_cache_len[c].set(self.block_cache_len[c].get() - 1);
-                self.live_blocks.set(self.live_blocks.get() + 1);
-                return b;
-            }
-        }
-        self.mem_alloc(total)
-    }
-
-    /// Frees a block of `total` bytes into the block cache, or to the heap
-    /// when its class is full or not cached.
-    ///
-    /// # Safety
-    /// `p` came from `cached_alloc(total)` of this collector, not used again.
-    #[inline(always)]
-    unsafe fn cached_free(&self, p: *mut u8, total: usize) {
-        if let (Backing::Heap(_), Some(c)) = (&self.backing, cache_class(total)) {
-            let n = self.block_cache_len[c].get();
-            if n < CACHE_MAX {
-                // SAFETY: the block is ours now, at least 16 bytes, aligned.
-                unsafe { p.cast::<*mut u8>().write(self.block_cache[c].get()) };
-                self.block_cache[c].set(p);
-                self.block_cache_len[c].set(n + 1);
-                self.live_blocks.set(self.live_blocks.get() - 1);
-                return;
-            }
-        }
-        // SAFETY: caller's contract.
-        unsafe { self.mem_free(p) }
-    }
-
-    /// Returns every cached block to the heap.
-    fn clear_block_cache(&self) {
-        for c in 0..CACHE_CLASSES {
-            let mut b = self.block_cache[c].replace(ptr::null_mut());
-            self.block_cache_len[c].set(0);
-            while !b.is_null() {
-                // SAFETY: cached blocks are linked through their first word.
-                let next = unsafe { b.cast::<*mut u8>().read() };
-                // Cached blocks are not counted as live; mem_free uncounts.
-                self.live_blocks.set(self.live_blocks.get() + 1);
-                // SAFETY: a block of this collector's heap, owned by the cache.
-                unsafe { self.mem_free(b) };
-                b = next;
-            }
+    /// Gives the blocks cached by the collector's own heap back to their
+    /// pools (full collections do this, as CPython's empty its free lists).
+    fn flush_block_cache(&self) {
+        if let Backing::Heap(h) = &self.backing {
+            // SAFETY: as in mem_alloc: flush_cache does not call back into
+            // the collector, so this is the only live &mut.
+            unsafe { (*h.get()).flush_cache() };
         }
     }
 
@@ -560,7 +496,7 @@ impl Collector {
         if basicsize > isize::MAX as usize - GC_HEAD_SIZE {
             return ptr::null_mut();
         }
-        let mem = self.cached_alloc(GC_HEAD_SIZE + basicsize);
+        let mem = self.mem_alloc(GC_HEAD_SIZE + basicsize);
         if mem.is_null() {
             return ptr::null_mut();
         }
@@ -721,26 +657,18 @@ impl Collector {
     }
 
     /// Frees a GC block: `gc_del` for the Rust front, whose objects have no
-    /// type free list but go through the block cache when `basicsize` (the
-    /// size given to `gc_alloc`) is known.
+    /// type free list and no weak references left when they are freed.
     ///
     /// # Safety
     /// `op` is an untracked GC object of this collector without weak
-    /// references, allocated by `gc_alloc(basicsize)` when `basicsize` is
-    /// given; it is not used again.
+    /// references; it is not used again.
     #[inline(always)]
-    pub(crate) unsafe fn gc_free_untracked(&self, op: *mut PyObject, basicsize: Option<usize>) {
+    pub(crate) unsafe fn gc_free_untracked(&self, op: *mut PyObject) {
         let c0 = &self.gens[0].count;
         let c = c0.get();
         c0.set(c.saturating_sub(1));
-        let g = as_gc(op).cast::<u8>();
         // SAFETY: caller's contract.
-        unsafe {
-            match basicsize {
-                Some(b) => self.cached_free(g, GC_HEAD_SIZE + b),
-                None => self.mem_free(g),
-            }
-        }
+        unsafe { self.mem_free(as_gc(op).cast()) }
     }
 
     /// `_PyObject_New`: a plain (non-GC) object, reference count 1.
@@ -1309,7 +1237,7 @@ impl Collector {
         }
         if generation == NUM_GENERATIONS - 1 {
             self.clear_freelists();
-            self.clear_block_cache();
+            self.flush_block_cache();
         }
         if debug & DEBUG_STATS != 0 {
             self.debug_line(format_args!(
@@ -1596,6 +1524,5 @@ impl Collector {
 impl Drop for Collector {
     fn drop(&mut self) {
         self.clear_garbage();
-        self.clear_block_cache();
     }
 }
