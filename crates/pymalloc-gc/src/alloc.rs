@@ -85,16 +85,8 @@ impl Collector {
     /// `tp` points to a live type descriptor of a GC type, with
     /// `tp_basicsize >= size_of::<PyObject>()`.
     pub unsafe fn gc_new(&self, tp: *const TypeObject) -> *mut PyObject {
-        // SAFETY: caller's contract.
-        let Some(size) = var_size(unsafe { &*tp }, 0) else {
-            return ptr::null_mut();
-        };
-        let op = self.alloc_for(tp, 0, size);
-        if !op.is_null() {
-            // SAFETY: op is a fresh block of `size` bytes.
-            unsafe { op.write(PyObject { ob_refcnt: 1, ob_type: tp }) };
-        }
-        op
+        // SAFETY: caller's contract (a GC type whose basicsize holds a PyObject).
+        unsafe { new_with(tp, None, |index, size| self.alloc_for(tp, index, size)) }
     }
 
     /// `_PyObject_GC_NewVar`: a variable-size container object with `nitems`
@@ -105,19 +97,8 @@ impl Collector {
     /// As [`gc_new`](Self::gc_new), with
     /// `tp_basicsize >= size_of::<PyVarObject>()`.
     pub unsafe fn gc_new_var(&self, tp: *const TypeObject, nitems: isize) -> *mut PyVarObject {
-        let Ok(n) = usize::try_from(nitems) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: caller's contract.
-        let Some(size) = var_size(unsafe { &*tp }, n) else {
-            return ptr::null_mut();
-        };
-        let op = self.alloc_for(tp, n, size).cast::<PyVarObject>();
-        if !op.is_null() {
-            // SAFETY: op is a fresh block of `size` bytes.
-            unsafe { op.write(PyVarObject { ob_base: PyObject { ob_refcnt: 1, ob_type: tp }, ob_size: nitems }) };
-        }
-        op
+        // SAFETY: caller's contract (a GC type whose basicsize holds a PyVarObject).
+        unsafe { new_with(tp, Some(nitems), |index, size| self.alloc_for(tp, index, size)) }.cast()
     }
 
     /// `_PyObject_GC_Resize`: resizes an untracked variable-size object to
@@ -203,16 +184,8 @@ impl Collector {
     /// # Safety
     /// `tp` is a live descriptor with `tp_basicsize >= size_of::<PyObject>()`.
     pub unsafe fn new_object(&self, tp: *const TypeObject) -> *mut PyObject {
-        // SAFETY: caller's contract.
-        let Some(size) = var_size(unsafe { &*tp }, 0) else {
-            return ptr::null_mut();
-        };
-        let op = self.memory.alloc(size).cast::<PyObject>();
-        if !op.is_null() {
-            // SAFETY: fresh block of `size` bytes, 16-aligned.
-            unsafe { op.write(PyObject { ob_refcnt: 1, ob_type: tp }) };
-        }
-        op
+        // SAFETY: caller's contract (basicsize holds a PyObject).
+        unsafe { new_with(tp, None, |_, size| self.memory.alloc(size).cast()) }
     }
 
     /// `_PyObject_NewVar`: a plain variable-size object.
@@ -220,19 +193,8 @@ impl Collector {
     /// # Safety
     /// As [`new_object`](Self::new_object), `tp_basicsize >= size_of::<PyVarObject>()`.
     pub unsafe fn new_var_object(&self, tp: *const TypeObject, nitems: isize) -> *mut PyVarObject {
-        let Ok(n) = usize::try_from(nitems) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: caller's contract.
-        let Some(size) = var_size(unsafe { &*tp }, n) else {
-            return ptr::null_mut();
-        };
-        let op = self.memory.alloc(size).cast::<PyVarObject>();
-        if !op.is_null() {
-            // SAFETY: fresh block of `size` bytes.
-            unsafe { op.write(PyVarObject { ob_base: PyObject { ob_refcnt: 1, ob_type: tp }, ob_size: nitems }) };
-        }
-        op
+        // SAFETY: caller's contract (basicsize holds a PyVarObject).
+        unsafe { new_with(tp, Some(nitems), |_, size| self.memory.alloc(size).cast()) }.cast()
     }
 
     /// `PyObject_Del` (`PyObject_Free` of a plain object).
@@ -407,4 +369,43 @@ impl Collector {
         // count zero whose deallocation was deferred (trash_begin).
         self.trash.end(|op| unsafe { self.dealloc(op) });
     }
+}
+
+/// The path the four constructors share: the size of `tp`'s objects with
+/// `nitems` items (`_PyObject_VAR_SIZE`; `None`: a fixed-size object), a
+/// block of that size from `alloc(index, size)`, and its header with
+/// reference count 1 (`PyObject_Init`, plus `ob_size` for a variable-size
+/// object). Null for a negative count, a size that overflows, or no memory.
+///
+/// # Safety
+/// `tp` is a live descriptor whose `tp_basicsize` holds the header written
+/// (a `PyVarObject` when `nitems` is given); `alloc` returns null or a
+/// fresh, 16-aligned block of `size` bytes.
+#[inline(always)]
+unsafe fn new_with(
+    tp: *const TypeObject,
+    nitems: Option<isize>,
+    alloc: impl FnOnce(usize, usize) -> *mut PyObject,
+) -> *mut PyObject {
+    let index = match nitems.map(usize::try_from) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return ptr::null_mut(),
+    };
+    // SAFETY: tp is live (caller's contract).
+    let Some(size) = var_size(unsafe { &*tp }, index) else {
+        return ptr::null_mut();
+    };
+    let op = alloc(index, size);
+    if !op.is_null() {
+        // SAFETY: op is a fresh block of `size` bytes, which hold the header
+        // (caller's contract).
+        unsafe {
+            op.write(PyObject { ob_refcnt: 1, ob_type: tp });
+            if let Some(n) = nitems {
+                (*op.cast::<PyVarObject>()).ob_size = n;
+            }
+        }
+    }
+    op
 }

@@ -156,4 +156,3 @@ unsafe impl dumpster::Trace for with_dumpster::Node {
         self.c.accept(v)
     }
 }
-
