@@ -5,9 +5,11 @@
 //! alternating the peers, and takes medians; under callgrind it gives the
 //! instructions of the timed part alone (`--toggle-collect='gc_peer::timed*'`).
 //!
-//! `gc_peer PEER SHAPE N [REPS]` prints one JSON line with the median
-//! nanoseconds per object over REPS repetitions (default 5) of the timed
-//! part, after one untimed warm-up repetition (none when REPS is 1):
+//! `gc_peer PEER SHAPE N [REPS] [WARMUP]` prints one JSON line with the
+//! median nanoseconds per object over REPS repetitions (default 5) of the
+//! timed part, after WARMUP repetitions (default 1) that are neither timed
+//! nor counted by callgrind (so that, as in criterion's iterations, the
+//! collectors run in the state their own previous repetition left):
 //!
 //! * peers: `pymalloc-gc`, `pymalloc-gc-nogc` (automatic collection off;
 //!   `acyclic_tree` only), `gcmodule`, `rust-cc`, `dumpster`,
@@ -37,18 +39,17 @@ fn timed(work: &mut dyn FnMut()) -> u128 {
     t0.elapsed().as_nanos()
 }
 
-/// Runs `reps` repetitions (plus a warm-up when `reps > 1`) of `setup`
-/// untimed (building the graph, or a collection left over from the last
-/// repetition) then `work` timed; returns the time of each repetition.
-fn measure<S>(reps: usize, mut setup: impl FnMut() -> S, mut work: impl FnMut(S)) -> Vec<u128> {
-    let warmup = usize::from(reps > 1);
+/// Runs `warmup` then `reps` repetitions of `setup` (building the graph)
+/// then `work`; returns the time of `work` in each of the `reps` (the only
+/// ones that go through `timed`).
+fn measure<S>((reps, warmup): (usize, usize), mut setup: impl FnMut() -> S, mut work: impl FnMut(S)) -> Vec<u128> {
+    for _ in 0..warmup {
+        work(setup());
+    }
     let mut times = Vec::new();
-    for i in 0..warmup + reps {
+    for _ in 0..reps {
         let mut state = Some(setup());
-        let t = timed(&mut || work(state.take().expect("one run per setup")));
-        if i >= warmup {
-            times.push(t);
-        }
+        times.push(timed(&mut || work(state.take().expect("one run per setup"))));
     }
     times
 }
@@ -57,12 +58,16 @@ macro_rules! run {
     ($m:ident, $shape:expr, $n:expr, $reps:expr, $cyclic:expr) => {{
         let n: usize = $n;
         match $shape {
-            "alloc_drop" => measure($reps, $m::collect, |()| {
-                for _ in 0..n {
-                    drop(black_box($m::node()));
-                }
-            }),
-            "acyclic_tree" => measure($reps, $m::collect, |()| drop($m::tree(n, false))),
+            "alloc_drop" => measure(
+                $reps,
+                || (),
+                |()| {
+                    for _ in 0..n {
+                        drop(black_box($m::node()));
+                    }
+                },
+            ),
+            "acyclic_tree" => measure($reps, || (), |()| drop($m::tree(n, false))),
             "ring" if $cyclic => measure($reps, || $m::ring(n), |root| cyclic_drop(root, $m::collect)),
             "tree_parent" if $cyclic => measure($reps, || $m::tree(n, true), |root| cyclic_drop(root, $m::collect)),
             "random" if $cyclic => measure($reps, || $m::random(n), |root| cyclic_drop(root, $m::collect)),
@@ -81,12 +86,14 @@ fn cyclic_drop<R>(root: R, collect: fn()) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: gc_peer PEER SHAPE N [REPS]");
+        eprintln!("usage: gc_peer PEER SHAPE N [REPS] [WARMUP]");
         std::process::exit(2);
     }
     let (peer, shape) = (args[1].clone(), args[2].clone());
     let n: usize = args[3].parse().expect("N");
     let reps: usize = args.get(4).map_or(5, |r| r.parse().expect("REPS"));
+    let warmup: usize = args.get(5).map_or(1, |r| r.parse().expect("WARMUP"));
+    let reps = (reps, warmup);
     let h = std::thread::Builder::new()
         .stack_size(1 << 30)
         .spawn(move || {

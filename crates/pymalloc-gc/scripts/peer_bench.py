@@ -6,9 +6,10 @@ distorts the later ones: each runs on the allocator and heap state the
 earlier ones left. This runs examples/gc_peer.rs once per peer, shape, size
 and round, in a process of its own, alternating the order of the peers from
 round to round, and reports the median over the rounds (each process
-reports the median of its own repetitions). With --callgrind it also counts,
-under valgrind's callgrind, the instructions of the timed part alone
-(`gc_peer::timed`) in one process per peer, shape and size: those do not
+reports the median of its own repetitions, after one warm-up repetition).
+With --callgrind it also counts, under valgrind's callgrind, the
+instructions of the timed part alone (`gc_peer::timed`: one repetition
+after one warm-up) in one process per peer, shape and size: those do not
 drift with the load of the machine, which timings on a shared 2-core machine
 do.
 
@@ -74,6 +75,7 @@ def run_callgrind(b, peer, shape, n):
         peer,
         shape,
         str(n),
+        "1",
         "1",
     ]
     err = subprocess.run(cmd, check=True, capture_output=True, text=True).stderr
