@@ -1,8 +1,12 @@
 //! pymalloc-gc against gcmodule, rust-cc, dumpster, bacon_rajan_cc (and
 //! `std::rc::Rc` on the system allocator for acyclic work) on the same graph
-//! shapes. CPython's own collector on the same shapes is measured by
-//! `scripts/cpython_gc_bench.py`; `scripts/bench_table.py` puts both into
-//! the table of the README.
+//! shapes (`benches/peers`), all in one process: a quick look. A peer that
+//! runs after others here works in the heap they left, which distorts it;
+//! the README's tables come from `scripts/peer_bench.py`, which runs
+//! `examples/gc_peer.rs` once per peer. CPython's own collector on the same
+//! shapes is measured by `scripts/cpython_gc_bench.py`;
+//! `scripts/bench_table.py` puts criterion's figures and CPython's into
+//! one table.
 //!
 //! Groups (criterion reports time per iteration; divide by the parameter,
 //! the object count, for ns/object, which `bench_table.py` does):

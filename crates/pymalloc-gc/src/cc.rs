@@ -16,7 +16,7 @@
 //! * A handle (`Cc`, `AnyCc`) owns one reference; `ob_refcnt` counts them
 //!   (plus temporary references the collector holds).
 //! * `ob_type` is the descriptor of `T` while the value is alive, and
-//!   [`ZOMBIE_TYPE`] from the moment its drop starts; a zombie is untracked
+//!   `ZOMBIE_TYPE` from the moment its drop starts; a zombie is untracked
 //!   and has no weak references.
 //! * Objects never leave their thread (`Cc` is neither `Send` nor `Sync`),
 //!   so the thread's collector is the one that allocated them.

@@ -32,7 +32,7 @@
 //! * `forbid_mutation` is set while traversals run with `gc_refs` in
 //!   `prev` (update/subtract/move). Tracking, untracking or allocating then
 //!   would corrupt the lists, so it aborts the process instead.
-//! * The invariants of the parts: [`Generations`] here, `Memory`, `Trashcan`
+//! * The invariants of the parts: `Generations` here, `Memory`, `Trashcan`
 //!   and `WeakTable` in their modules.
 //! * The collector is not `Sync`: all access is from one thread, or under
 //!   the embedder's lock (CPython's GIL) for the process-wide collector of
