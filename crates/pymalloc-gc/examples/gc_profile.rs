@@ -1,77 +1,19 @@
 //! A fixed workload for profiling (`valgrind --tool=callgrind`): build a
-//! ring or an acyclic tree, then drop and collect it.
+//! ring or an acyclic tree, then drop and collect it, with the node and the
+//! shapes of the GC comparison (`benches/peers`).
 //!
 //! `cargo run --release -p pymalloc-gc --example gc_profile -- ring 100000`
 //! (shapes: `ring`, `acyclic`, `acyclic-nogc`, `alloc-drop`, and `acyclic-rc` with
 //! `std::rc::Rc` on the system allocator)
 
-use std::cell::RefCell;
-
-use pymalloc_gc::{gc, Cc, Trace};
-
-#[derive(Trace)]
-struct Node {
-    a: RefCell<Option<Cc<Node>>>,
-    b: RefCell<Option<Cc<Node>>>,
-    c: RefCell<Option<Cc<Node>>>,
-}
-
-fn node() -> Cc<Node> {
-    Cc::new(Node { a: RefCell::new(None), b: RefCell::new(None), c: RefCell::new(None) })
-}
+#[path = "../benches/peers/mod.rs"]
+mod peers;
+use peers::{ours, with_rc};
 
 #[inline(never)]
-fn build_ring(n: usize) -> Cc<Node> {
-    let first = node();
-    let mut last = first.clone();
-    for _ in 1..n {
-        let x = node();
-        *last.a.borrow_mut() = Some(x.clone());
-        last = x;
-    }
-    *last.a.borrow_mut() = Some(first.clone());
-    first
-}
-
-#[inline(never)]
-fn drop_and_collect(root: Cc<Node>) -> usize {
+fn drop_and_collect(root: pymalloc_gc::Cc<ours::Node>) -> usize {
     drop(root);
-    gc::collect()
-}
-
-#[inline(never)]
-fn acyclic_tree(n: usize) {
-    let nodes: Vec<Cc<Node>> = (0..n).map(|_| node()).collect();
-    for i in 1..n {
-        let p = &nodes[(i - 1) / 2];
-        let slot = if i % 2 == 1 { &p.b } else { &p.c };
-        *slot.borrow_mut() = Some(nodes[i].clone());
-    }
-    drop(nodes);
-}
-
-mod rc {
-    use std::cell::RefCell;
-    use std::rc::Rc;
-    /// The same node as the Cc one (the unused edge keeps the size equal).
-    pub struct Node {
-        pub b: RefCell<Option<Rc<Node>>>,
-        pub c: RefCell<Option<Rc<Node>>>,
-        #[allow(dead_code)]
-        pub a: RefCell<Option<Rc<Node>>>,
-    }
-    #[inline(never)]
-    pub fn acyclic_tree(n: usize) {
-        let nodes: Vec<Rc<Node>> = (0..n)
-            .map(|_| Rc::new(Node { a: RefCell::new(None), b: RefCell::new(None), c: RefCell::new(None) }))
-            .collect();
-        for i in 1..n {
-            let p = &nodes[(i - 1) / 2];
-            let slot = if i % 2 == 1 { &p.b } else { &p.c };
-            *slot.borrow_mut() = Some(nodes[i].clone());
-        }
-        drop(nodes);
-    }
+    pymalloc_gc::gc::collect()
 }
 
 fn main() {
@@ -80,19 +22,19 @@ fn main() {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     match shape {
         "ring" => {
-            let r = build_ring(n);
+            let r = ours::ring(n);
             let found = drop_and_collect(r);
             assert_eq!(found, n);
         }
-        "acyclic" => acyclic_tree(n),
+        "acyclic" => drop(ours::tree(n, false)),
         "acyclic-nogc" => {
-            gc::disable();
-            acyclic_tree(n)
+            pymalloc_gc::gc::disable();
+            drop(ours::tree(n, false))
         }
-        "acyclic-rc" => rc::acyclic_tree(n),
+        "acyclic-rc" => drop(with_rc::tree(n, false)),
         "alloc-drop" => {
             for _ in 0..n {
-                drop(std::hint::black_box(node()));
+                drop(std::hint::black_box(ours::node()));
             }
         }
         _ => panic!("shape: ring, acyclic, acyclic-nogc, acyclic-rc or alloc-drop"),

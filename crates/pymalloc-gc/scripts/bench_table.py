@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""The README's benchmark table: criterion's estimates of benches/gc_compare.rs
-plus CPython's figures (from cpython_gc_bench.py), in ns per object, with
-the ratios the issue's targets are about.
+"""A table from criterion's estimates of benches/gc_compare.rs plus CPython's
+figures (from cpython_gc_bench.py), in ns per object, with the ratios the
+issue's targets are about. gc_compare runs every peer in one process, which
+distorts the later ones: this is for a quick look; the README's tables come
+from peer_bench.py (one peer per process).
 
     cargo bench -p pymalloc-gc --bench gc_compare
     python3 crates/pymalloc-gc/scripts/cpython_gc_bench.py > /tmp/cpython.jsonl

@@ -16,7 +16,7 @@
 //! * A handle (`Cc`, `AnyCc`) owns one reference; `ob_refcnt` counts them
 //!   (plus temporary references the collector holds).
 //! * `ob_type` is the descriptor of `T` while the value is alive, and
-//!   [`ZOMBIE_TYPE`] from the moment its drop starts; a zombie is untracked
+//!   `ZOMBIE_TYPE` from the moment its drop starts; a zombie is untracked
 //!   and has no weak references.
 //! * Objects never leave their thread (`Cc` is neither `Send` nor `Sync`),
 //!   so the thread's collector is the one that allocated them.
@@ -30,7 +30,8 @@ use core::ops::Deref;
 use core::ptr::{self, NonNull};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::collector::Collector;
+use crate::collect::{decref_gc, reachable_gc, VISIT_DECREF, VISIT_REACHABLE};
+use crate::collector::{Collector, NUM_GENERATIONS};
 use crate::object::{PyObject, TypeObject, VisitProc, TPFLAGS_HAVE_GC};
 use crate::trace::{Trace, Tracer};
 use crate::weakref;
@@ -54,7 +55,7 @@ struct CcBox<T> {
 }
 
 /// The descriptor of an object whose value has been dropped.
-pub static ZOMBIE_TYPE: TypeObject = TypeObject {
+pub(crate) static ZOMBIE_TYPE: TypeObject = TypeObject {
     tp_name: c"zombie".as_ptr(),
     tp_flags: TPFLAGS_HAVE_GC,
     tp_dealloc: Some(zombie_dealloc),
@@ -106,7 +107,7 @@ impl Drop for LocalGuard {
             return;
         }
         c.clear_garbage();
-        let _ = c.collect(crate::collector::NUM_GENERATIONS - 1);
+        let _ = c.collect(NUM_GENERATIONS - 1);
         c.clear_garbage();
         if c.live_blocks() == 0 {
             LOCAL.with(|l| l.set(ptr::null_mut()));
@@ -129,7 +130,7 @@ fn init_local() -> &'static Collector {
 
 /// The calling thread's collector (created on first use).
 #[inline(always)]
-pub fn local_collector() -> &'static Collector {
+pub(crate) fn local_collector() -> &'static Collector {
     let p = LOCAL.with(|l| l.get());
     if p.is_null() {
         init_local()
@@ -199,15 +200,14 @@ unsafe extern "C" fn cc_dealloc_c<T: Trace + 'static>(op: *mut PyObject) {
 struct FreeOnExit<'a> {
     c: &'a Collector,
     op: *mut PyObject,
-    basicsize: usize,
 }
 
 impl Drop for FreeOnExit<'_> {
     #[inline(always)]
     fn drop(&mut self) {
         // SAFETY: the object is an untracked zombie without weak references
-        // and count zero (cc_dealloc), allocated with this size.
-        unsafe { self.c.gc_free_untracked(self.op, Some(self.basicsize)) };
+        // and count zero (cc_dealloc).
+        unsafe { self.c.gc_free_untracked(self.op) };
         self.c.trash_end();
     }
 }
@@ -223,7 +223,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
     unsafe {
         let tp = (*op).ob_type;
         if ptr::eq(tp, &ZOMBIE_TYPE) {
-            c.gc_free_untracked(op, Some(mem::size_of::<CcBox<T>>()));
+            c.gc_free_untracked(op);
             return;
         }
         if let Some(fin) = (*tp).tp_finalize {
@@ -241,7 +241,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
         if !c.trash_begin(op) {
             return;
         }
-        let _free = FreeOnExit { c, op, basicsize: mem::size_of::<CcBox<T>>() };
+        let _free = FreeOnExit { c, op };
         weakref::clear_weakrefs(c, op);
         (*op).ob_type = &ZOMBIE_TYPE;
         ptr::drop_in_place(ptr::addr_of_mut!((*op.cast::<CcBox<T>>()).value));
@@ -250,7 +250,7 @@ unsafe fn cc_dealloc<T: Trace + 'static>(op: *mut PyObject) {
 
 unsafe extern "C" fn zombie_dealloc(op: *mut PyObject) {
     // SAFETY: a zombie with count zero: untracked, no weak references.
-    unsafe { local_collector().gc_free_untracked(op, None) };
+    unsafe { local_collector().gc_free_untracked(op) };
 }
 
 #[cold]
@@ -376,7 +376,7 @@ impl<T: Trace + 'static> Cc<T> {
 
     /// `gc.is_finalized`: whether the finalizer has run.
     pub fn is_finalized(this: &Cc<T>) -> bool {
-        // SAFETY: as is_tracked.
+        // SAFETY: the handle keeps the object alive.
         unsafe { local_collector().is_finalized(this.header()) }
     }
 
@@ -401,7 +401,7 @@ impl<T: Trace + 'static> Cc<T> {
     pub fn downgrade(this: &Cc<T>) -> Weak<T> {
         let c = local_collector();
         let op = this.header();
-        if let Some(&head) = c.weak_table.borrow().get(&op.addr()) {
+        if let Some(head) = c.weak_table.first(op) {
             // SAFETY: table entries are live weak references.
             unsafe {
                 if (*head).wr_callback.is_none() {
@@ -531,6 +531,49 @@ unsafe impl<T: Trace + 'static> Trace for Cc<T> {
     #[inline(always)]
     fn trace(&self, t: &mut Tracer<'_>) {
         t.visit(self)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The handles' visits
+
+impl Tracer<'_> {
+    /// Visits a GC object, with the collector's two hot visitors inlined
+    /// (an address comparison; if it fails, the call is made as usual).
+    #[inline(always)]
+    fn visit_gc_object(&mut self, op: *mut PyObject) {
+        let (visit, arg) = self.parts();
+        // SAFETY: op is a live GC object (a Cc handle owns it); the inlined
+        // bodies are those of the visitor the collector passed, with its
+        // argument.
+        unsafe {
+            if ptr::fn_addr_eq(visit, VISIT_DECREF) {
+                decref_gc(op)
+            } else if ptr::fn_addr_eq(visit, VISIT_REACHABLE) {
+                reachable_gc(op, arg)
+            } else {
+                visit(op, arg);
+            }
+        }
+    }
+
+    /// Reports a strong reference.
+    #[inline(always)]
+    pub fn visit<T: Trace + 'static>(&mut self, cc: &Cc<T>) {
+        self.visit_gc_object(cc.as_object_ptr());
+    }
+
+    /// Reports a weak reference handle (the weak reference object, not its
+    /// referent).
+    #[inline]
+    pub fn visit_weak<T: Trace + 'static>(&mut self, w: &Weak<T>) {
+        self.visit_object(w.as_object_ptr());
+    }
+
+    /// Reports a type-erased strong reference.
+    #[inline]
+    pub fn visit_any(&mut self, a: &AnyCc) {
+        self.visit_object(a.as_ptr());
     }
 }
 

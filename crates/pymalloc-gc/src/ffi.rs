@@ -26,13 +26,16 @@ use std::sync::OnceLock;
 use crate::collector::{Collector, Phase, NUM_GENERATIONS};
 use crate::freelist::FreeLists;
 use crate::object::{PyObject, PyVarObject, TypeObject};
-use crate::weakref::{self, WeakCallback, WeakDataDrop};
+use crate::weakref;
+pub use crate::weakref::{WeakCallback, WeakDataDrop};
 
 struct GilCollector(&'static Collector);
 // SAFETY: the C ABI's contract: callers serialise all calls (the GIL), so
 // the collector is never used by two threads at once.
 unsafe impl Sync for GilCollector {}
-// SAFETY: as above.
+// SAFETY: the collector may be used from any thread as long as calls are
+// serialised (the GIL, the C ABI's contract): it holds no thread-local
+// state, its memory comes from the process-wide OBJ domain.
 unsafe impl Send for GilCollector {}
 
 static GLOBAL: OnceLock<GilCollector> = OnceLock::new();

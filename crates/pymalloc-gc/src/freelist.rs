@@ -120,7 +120,8 @@ impl FreeLists {
         for i in 0..self.heads.len() {
             while !self.heads[i].is_null() {
                 let b = self.heads[i];
-                // SAFETY: module invariants, as in pop.
+                // SAFETY: blocks in the list are owned by it and start with
+                // the link word (module invariants).
                 self.heads[i] = unsafe { b.cast::<*mut u8>().read() };
                 self.counts[i] -= 1;
                 release(b);

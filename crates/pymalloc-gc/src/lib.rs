@@ -4,13 +4,23 @@
 //!
 //! | part | module | CPython |
 //! |---|---|---|
-//! | object and GC headers, type descriptor | [`object`] | `PyObject`, `PyVarObject`, `PyGC_Head`, `PyTypeObject` |
-//! | object allocation, tracking, trashcan, the collector | [`collector`] | `PyObject_GC_New`, `PyObject_GC_Track`, `Py_TRASHCAN_*`, `gcmodule.c` |
-//! | weak references | [`weakref`] | `PyWeakref_NewRef`, `PyObject_ClearWeakRefs`, `handle_weakrefs` |
 //! | free lists | [`freelist`] | tuple/dict/list free lists, `_PyDebugAllocatorStats` |
-//! | the `gc` module | [`gc`] | `gc.collect`, `gc.get_threshold`, ... |
-//! | the safe front | [`Cc`], [`Weak`], [`Trace`], [`Finalize`] | — |
+//! | object and GC headers, type descriptor | [`object`] | `PyObject`, `PyVarObject`, `PyGC_Head`, `PyTypeObject` |
+//! | lists of GC headers | `list` | `gc_list_*`, `gc_get_refs`, ... |
+//! | the `Trace` trait | [`Trace`], [`Tracer`] | `tp_traverse`, `visitproc` |
+//! | the memory backing | `memory` | `PyObject_Malloc`, `PyObject_Free` |
+//! | the trashcan | `trashcan` | `Py_TRASHCAN_BEGIN`, `Py_TRASHCAN_END` |
+//! | weak references | `weakref` | `PyWeakref_NewRef`, `PyObject_ClearWeakRefs`, `handle_weakrefs` |
+//! | the collector's state | [`collector`] | `struct _gc_runtime_state`, `_PyGC_Init` |
+//! | the object allocator | `alloc` | `_PyObject_GC_New`, `PyObject_GC_Track`, `PyObject_GC_Del`, `_Py_Dealloc` |
+//! | the collection phases | `collect` | `gc_collect_main`, `update_refs`, `move_unreachable`, ... |
+//! | the `gc` module on a collector | `gcmodule` | `gc.collect`, `gc.get_threshold`, ... ([`Collector`]'s methods) |
+//! | the safe front | [`Cc`], [`Weak`], [`AnyCc`], [`Finalize`] ([`cc`]) | — |
+//! | the `gc` module for the thread | [`gc`] | `gc.collect`, `gc.get_threshold`, ... |
 //! | the C ABI | [`ffi`] | `_PyObject_GC_New`, `PyGC_Collect`, ... |
+//!
+//! The modules are layered in that order: each uses only modules above it
+//! in the table (`tests/layers.rs` checks it).
 //!
 //! ## The safe front
 //!
@@ -43,16 +53,38 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+// In layer order, bottom up (the table above; `tests/layers.rs` checks that
+// each module uses only those declared before it). Blank lines keep rustfmt
+// from sorting them.
+pub mod freelist;
+
+pub mod object;
+
+mod list;
+
+mod trace;
+
+mod memory;
+
+mod trashcan;
+
+mod weakref;
+
+pub mod collector;
+
+mod alloc;
+
+mod collect;
+
+mod gcmodule;
 
 pub mod cc;
-pub mod collector;
-pub mod ffi;
-pub mod freelist;
+
 pub mod gc;
-mod list;
-pub mod object;
-mod trace;
-pub mod weakref;
+
+pub mod ffi;
 
 pub use cc::{AnyCc, Cc, Finalize, Weak};
 pub use collector::Collector;

@@ -202,6 +202,16 @@ pub(crate) fn from_gc(g: *mut GcHead) -> *mut PyObject {
     g.cast::<u8>().wrapping_add(GC_HEAD_SIZE).cast()
 }
 
+/// `Py_INCREF`.
+///
+/// # Safety
+/// `op` is a live object.
+#[inline(always)]
+pub(crate) unsafe fn incref(op: *mut PyObject) {
+    // SAFETY: caller's contract.
+    unsafe { (*op).ob_refcnt += 1 }
+}
+
 /// `PyObject_IS_GC(op)`.
 ///
 /// # Safety

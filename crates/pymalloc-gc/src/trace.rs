@@ -1,5 +1,8 @@
 //! The [`Trace`] trait: how the collector finds the references a value holds
-//! (CPython's `tp_traverse`), and its implementations for standard types.
+//! (CPython's `tp_traverse`), the [`Tracer`] it is given (a `visitproc` and
+//! its argument), and its implementations for standard types. The visits of
+//! the handle types (`Tracer::visit`, `visit_weak`, `visit_any`) are in
+//! [`cc`](crate::cc), with the handles.
 
 use core::cell::{Cell, RefCell};
 use core::ffi::{c_void, CStr};
@@ -69,41 +72,11 @@ impl Tracer<'_> {
         unsafe { (self.visit)(op, self.arg) };
     }
 
-    /// Visits a GC object, with the collector's two hot visitors inlined
-    /// (an address comparison; if it fails, the call is made as usual).
+    /// The visitor and its argument (for the handle types' visits, in
+    /// [`cc`](crate::cc)).
     #[inline(always)]
-    fn visit_gc_object(&mut self, op: *mut PyObject) {
-        use crate::collector as c;
-        // SAFETY: op is a live GC object (a Cc handle owns it); the inlined
-        // bodies are those of the visitor the collector passed.
-        unsafe {
-            if core::ptr::fn_addr_eq(self.visit, c::VISIT_DECREF) {
-                c::decref_gc(op)
-            } else if core::ptr::fn_addr_eq(self.visit, c::VISIT_REACHABLE) {
-                c::reachable_gc(op, self.arg)
-            } else {
-                (self.visit)(op, self.arg);
-            }
-        }
-    }
-
-    /// Reports a strong reference.
-    #[inline(always)]
-    pub fn visit<T: Trace + 'static>(&mut self, cc: &crate::Cc<T>) {
-        self.visit_gc_object(cc.as_object_ptr());
-    }
-
-    /// Reports a weak reference handle (the weak reference object, not its
-    /// referent).
-    #[inline]
-    pub fn visit_weak<T: Trace + 'static>(&mut self, w: &crate::Weak<T>) {
-        self.visit_object(w.as_object_ptr());
-    }
-
-    /// Reports a type-erased strong reference.
-    #[inline]
-    pub fn visit_any(&mut self, a: &crate::AnyCc) {
-        self.visit_object(a.as_ptr());
+    pub(crate) fn parts(&self) -> (VisitProc, *mut c_void) {
+        (self.visit, self.arg)
     }
 }
 

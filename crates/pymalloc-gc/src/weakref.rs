@@ -1,30 +1,156 @@
 //! Weak references (CPython's `Objects/weakrefobject.c`, the part the
-//! collector relies on) and the collector's `handle_weakrefs`.
+//! collector relies on: `PyWeakref_NewRef`, `PyWeakref_GetObject`,
+//! `_PyWeakref_ClearRef`, `PyObject_ClearWeakRefs`) and the collector's
+//! `handle_weakrefs` (`Modules/gcmodule.c`).
 //!
 //! A weak reference is itself a GC object of type [`WEAKREF_TYPE`]. The
 //! weak references to one object form a doubly linked list whose first
-//! element is found in the collector's side table, keyed by the referent's
-//! address (CPython keeps the list head inside the object, at
-//! `tp_weaklistoffset`; a side table lets every GC object be weakly
-//! referenced without a field of its own).
+//! element is found in a side table, the [`WeakTable`] each collector owns,
+//! keyed by the referent's address (CPython keeps the list head inside the
+//! object, at `tp_weaklistoffset`; a side table lets every GC object be
+//! weakly referenced without a field of its own).
+//!
+//! This module sits below the collector: what it needs of the collector
+//! (allocating, tracking, freeing objects) it asks through the
+//! [`WeakRefOwner`] trait, which the collector implements.
 //!
 //! # Invariants
 //!
-//! * A referent has `PREV_MASK_WEAKREFS` set exactly when the side table
-//!   has an entry for its address; the entry is the first of the weak
-//!   references whose `wr_object` is that referent, linked by
-//!   `wr_prev`/`wr_next`.
+//! * A referent has `PREV_MASK_WEAKREFS` set exactly when its table has an
+//!   entry for its address; the entry is the first of the weak references
+//!   whose `wr_object` is that referent, linked by `wr_prev`/`wr_next`.
+//! * A live weak reference's `wr_table` is the table of the collector that
+//!   allocated it, and that table's owner is that collector.
 //! * A cleared weak reference has `wr_object`, `wr_prev` and `wr_next` null
 //!   and is in no list; it never becomes live again.
 //! * `wr_callback` runs at most once; after it runs (or when the weak
 //!   reference dies) `wr_data_drop(wr_data)` releases the data.
 
+use core::cell::{Cell, RefCell};
 use core::ffi::{c_int, c_void};
 use core::ptr;
+use std::collections::HashMap;
 
-use crate::collector::Collector;
 use crate::list;
-use crate::object::{as_gc, is_gc, GcHead, PyObject, TypeObject, PREV_MASK_WEAKREFS, TPFLAGS_HAVE_GC};
+use crate::object::{as_gc, from_gc, incref, is_gc, GcHead, PyObject, TypeObject, PREV_MASK_WEAKREFS, TPFLAGS_HAVE_GC};
+
+/// What weak references need of the collector that owns them and their
+/// referents ([`Collector`](crate::Collector) implements it).
+pub(crate) trait WeakRefOwner {
+    /// The owner's table of weak references.
+    fn weak_table(&self) -> &WeakTable;
+    /// `_PyObject_GC_New(&WEAKREF_TYPE)`: a new, untracked weak reference
+    /// object with reference count 1 and uninitialised fields, or null.
+    fn gc_new_weakref(&self) -> *mut PyObject;
+    /// `PyObject_GC_Track`.
+    ///
+    /// # Safety
+    /// `op` is a live, untracked GC object of the owner, ready to traverse.
+    unsafe fn track(&self, op: *mut PyObject);
+    /// `PyObject_GC_UnTrack`.
+    ///
+    /// # Safety
+    /// `op` is a live GC object of the owner.
+    unsafe fn untrack(&self, op: *mut PyObject);
+    /// `Py_DECREF`.
+    ///
+    /// # Safety
+    /// `op` is a live object of the owner; the caller owns one reference.
+    unsafe fn decref(&self, op: *mut PyObject);
+    /// `PyObject_GC_Del`.
+    ///
+    /// # Safety
+    /// `op` is a GC object of the owner, not used again.
+    unsafe fn gc_del(&self, op: *mut PyObject);
+}
+
+/// A collector's side table of weak references: referent address -> the
+/// first weak reference to it (see the module invariants), and the
+/// collector that owns the table.
+pub(crate) struct WeakTable {
+    first: RefCell<HashMap<usize, *mut WeakRefObject>>,
+    owner: Cell<Option<*const dyn WeakRefOwner>>,
+}
+
+impl WeakTable {
+    /// An empty table without owner.
+    pub(crate) fn new() -> WeakTable {
+        WeakTable { first: RefCell::new(HashMap::new()), owner: Cell::new(None) }
+    }
+
+    /// Records the collector that holds this table.
+    ///
+    /// # Safety
+    /// `owner` holds this table, never moves and outlives every weak
+    /// reference made with the table.
+    pub(crate) unsafe fn set_owner(&self, owner: *const dyn WeakRefOwner) {
+        self.owner.set(Some(owner));
+    }
+
+    /// The collector that holds this table.
+    ///
+    /// # Safety
+    /// `set_owner` was called (true of every collector's table).
+    unsafe fn owner(&self) -> &dyn WeakRefOwner {
+        match self.owner.get() {
+            // SAFETY: the contract of set_owner.
+            Some(o) => unsafe { &*o },
+            None => unreachable!("a weak table without owner"),
+        }
+    }
+
+    /// The first weak reference to `referent`, if any.
+    #[inline]
+    pub(crate) fn first(&self, referent: *mut PyObject) -> Option<*mut WeakRefObject> {
+        self.first.borrow().get(&referent.addr()).copied()
+    }
+
+    /// `_PyWeakref_ClearRef`: unlinks the weak reference from its referent's
+    /// list and clears it, leaving the callback in place.
+    ///
+    /// # Safety
+    /// `wr` is a live weak reference of this table.
+    pub(crate) unsafe fn clear_ref(&self, wr: *mut PyObject) {
+        let wr = wr.cast::<WeakRefObject>();
+        // SAFETY: module invariants: the list links are live weak references.
+        unsafe {
+            let o = (*wr).wr_object;
+            if o.is_null() {
+                return;
+            }
+            let prev = (*wr).wr_prev;
+            let next = (*wr).wr_next;
+            if prev.is_null() {
+                let mut t = self.first.borrow_mut();
+                if next.is_null() {
+                    t.remove(&o.addr());
+                    list::clear_flags(as_gc(o), PREV_MASK_WEAKREFS);
+                } else {
+                    t.insert(o.addr(), next);
+                }
+            } else {
+                (*prev).wr_next = next;
+            }
+            if !next.is_null() {
+                (*next).wr_prev = prev;
+            }
+            (*wr).wr_object = ptr::null_mut();
+            (*wr).wr_prev = ptr::null_mut();
+            (*wr).wr_next = ptr::null_mut();
+        }
+    }
+
+    /// Clears every weak reference to `op` without running callbacks.
+    ///
+    /// # Safety
+    /// `op` is a GC object of this table's collector.
+    pub(crate) unsafe fn forget_all(&self, op: *mut PyObject) {
+        while let Some(wr) = self.first(op) {
+            // SAFETY: the table's entries are live weak references to op.
+            unsafe { self.clear_ref(wr.cast()) };
+        }
+    }
+}
 
 /// A weak reference callback: receives the (already cleared) weak reference
 /// and the data given at creation.
@@ -36,20 +162,21 @@ pub type WeakDataDrop = unsafe extern "C" fn(data: *mut c_void);
 /// as a C function and its data instead of a Python callable).
 #[repr(C)]
 #[derive(Debug)]
-pub struct WeakRefObject {
+pub(crate) struct WeakRefObject {
     /// The object header.
-    pub ob_base: PyObject,
+    pub(crate) ob_base: PyObject,
     pub(crate) wr_object: *mut PyObject,
     pub(crate) wr_callback: Option<WeakCallback>,
     pub(crate) wr_data: *mut c_void,
     pub(crate) wr_data_drop: Option<WeakDataDrop>,
     pub(crate) wr_prev: *mut WeakRefObject,
     pub(crate) wr_next: *mut WeakRefObject,
-    pub(crate) wr_collector: *const Collector,
+    /// The table of the collector that allocated this weak reference.
+    pub(crate) wr_table: *const WeakTable,
 }
 
 /// The type of weak references (`_PyWeakref_RefType`).
-pub static WEAKREF_TYPE: TypeObject = TypeObject {
+pub(crate) static WEAKREF_TYPE: TypeObject = TypeObject {
     tp_name: c"weakref".as_ptr(),
     tp_basicsize: core::mem::size_of::<WeakRefObject>() as isize,
     tp_flags: TPFLAGS_HAVE_GC,
@@ -63,7 +190,7 @@ pub static WEAKREF_TYPE: TypeObject = TypeObject {
 /// # Safety
 /// `op` is a live object.
 #[inline]
-pub unsafe fn is_weakref(op: *mut PyObject) -> bool {
+pub(crate) unsafe fn is_weakref(op: *mut PyObject) -> bool {
     // SAFETY: caller's contract.
     unsafe { ptr::eq((*op).ob_type, &WEAKREF_TYPE) }
 }
@@ -75,8 +202,8 @@ pub unsafe fn is_weakref(op: *mut PyObject) -> bool {
 /// # Safety
 /// `referent` is a live object of `c`; `data` is what `callback` and
 /// `data_drop` expect.
-pub unsafe fn new_ref(
-    c: &Collector,
+pub(crate) unsafe fn new_ref(
+    c: &impl WeakRefOwner,
     referent: *mut PyObject,
     callback: Option<WeakCallback>,
     data: *mut c_void,
@@ -86,14 +213,13 @@ pub unsafe fn new_ref(
     if !unsafe { is_gc(referent) } {
         return ptr::null_mut();
     }
-    // SAFETY: WEAKREF_TYPE is a GC type with a WeakRefObject-sized basicsize.
-    let op = unsafe { c.gc_new(&WEAKREF_TYPE) };
+    let op = c.gc_new_weakref();
     if op.is_null() {
         return op;
     }
     let wr = op.cast::<WeakRefObject>();
-    let key = referent.addr();
-    let head = c.weak_table.borrow().get(&key).copied().unwrap_or(ptr::null_mut());
+    let table = c.weak_table();
+    let head = table.first(referent).unwrap_or(ptr::null_mut());
     // SAFETY: op is a fresh WeakRefObject; head (if any) is the live first
     // weak reference to referent (module invariants).
     unsafe {
@@ -103,14 +229,14 @@ pub unsafe fn new_ref(
         ptr::addr_of_mut!((*wr).wr_data_drop).write(data_drop);
         ptr::addr_of_mut!((*wr).wr_prev).write(ptr::null_mut());
         ptr::addr_of_mut!((*wr).wr_next).write(head);
-        ptr::addr_of_mut!((*wr).wr_collector).write(c);
+        ptr::addr_of_mut!((*wr).wr_table).write(table);
         if !head.is_null() {
             (*head).wr_prev = wr;
         }
         list::set_flags(as_gc(referent), PREV_MASK_WEAKREFS);
         c.track(op);
     }
-    c.weak_table.borrow_mut().insert(key, wr);
+    table.first.borrow_mut().insert(referent.addr(), wr);
     op
 }
 
@@ -118,44 +244,9 @@ pub unsafe fn new_ref(
 ///
 /// # Safety
 /// `wr` is a live weak reference.
-pub unsafe fn get_object(wr: *mut PyObject) -> *mut PyObject {
+pub(crate) unsafe fn get_object(wr: *mut PyObject) -> *mut PyObject {
     // SAFETY: caller's contract.
     unsafe { (*wr.cast::<WeakRefObject>()).wr_object }
-}
-
-/// `_PyWeakref_ClearRef`: unlinks the weak reference from its referent's
-/// list and clears it, leaving the callback in place.
-///
-/// # Safety
-/// `wr` is a live weak reference of `c`.
-pub(crate) unsafe fn clear_ref(c: &Collector, wr: *mut PyObject) {
-    let wr = wr.cast::<WeakRefObject>();
-    // SAFETY: module invariants: the list links are live weak references.
-    unsafe {
-        let o = (*wr).wr_object;
-        if o.is_null() {
-            return;
-        }
-        let prev = (*wr).wr_prev;
-        let next = (*wr).wr_next;
-        if prev.is_null() {
-            let mut t = c.weak_table.borrow_mut();
-            if next.is_null() {
-                t.remove(&o.addr());
-                list::clear_flags(as_gc(o), PREV_MASK_WEAKREFS);
-            } else {
-                t.insert(o.addr(), next);
-            }
-        } else {
-            (*prev).wr_next = next;
-        }
-        if !next.is_null() {
-            (*next).wr_prev = prev;
-        }
-        (*wr).wr_object = ptr::null_mut();
-        (*wr).wr_prev = ptr::null_mut();
-        (*wr).wr_next = ptr::null_mut();
-    }
 }
 
 /// Takes the callback out of a weak reference and runs it, then releases
@@ -180,6 +271,9 @@ unsafe fn call_callback(wr: *mut PyObject) {
 }
 
 /// Drops the callback of a weak reference without running it.
+///
+/// # Safety
+/// `w` is a live weak reference.
 unsafe fn drop_callback(w: *mut WeakRefObject) {
     // SAFETY: caller's contract (live weak reference).
     unsafe {
@@ -197,26 +291,29 @@ unsafe fn drop_callback(w: *mut WeakRefObject) {
 /// # Safety
 /// `op` is a GC object of `c` being deallocated.
 #[inline]
-pub unsafe fn clear_weakrefs(c: &Collector, op: *mut PyObject) {
-    // SAFETY: caller's contract.
+pub(crate) unsafe fn clear_weakrefs(c: &impl WeakRefOwner, op: *mut PyObject) {
+    // SAFETY: op is a live GC object (caller's contract).
     if unsafe { list::flags(as_gc(op)) } & PREV_MASK_WEAKREFS == 0 {
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: the caller's contract, passed on.
     unsafe { clear_weakrefs_slow(c, op) }
 }
 
+/// The part of [`clear_weakrefs`] for an object that has weak references.
+///
+/// # Safety
+/// As [`clear_weakrefs`].
 #[cold]
-unsafe fn clear_weakrefs_slow(c: &Collector, op: *mut PyObject) {
+unsafe fn clear_weakrefs_slow(c: &impl WeakRefOwner, op: *mut PyObject) {
+    let table = c.weak_table();
     let mut with_callback = Vec::new();
-    loop {
-        let head = c.weak_table.borrow().get(&op.addr()).copied();
-        let Some(wr) = head else { break };
+    while let Some(wr) = table.first(op) {
         // SAFETY: the table's entries are live weak references to op.
         unsafe {
-            clear_ref(c, wr.cast());
+            table.clear_ref(wr.cast());
             if (*wr).wr_callback.is_some() {
-                Collector::incref(wr.cast());
+                incref(wr.cast());
                 with_callback.push(wr.cast::<PyObject>());
             }
         }
@@ -230,26 +327,15 @@ unsafe fn clear_weakrefs_slow(c: &Collector, op: *mut PyObject) {
     }
 }
 
-/// Clears every weak reference to `op` without running callbacks.
-///
-/// # Safety
-/// `op` is a GC object of `c`.
-pub(crate) unsafe fn forget_all(c: &Collector, op: *mut PyObject) {
-    loop {
-        let head = c.weak_table.borrow().get(&op.addr()).copied();
-        let Some(wr) = head else { break };
-        // SAFETY: the table's entries are live weak references to op.
-        unsafe { clear_ref(c, wr.cast()) };
-    }
-}
-
 unsafe extern "C" fn weakref_dealloc(op: *mut PyObject) {
     let w = op.cast::<WeakRefObject>();
-    // SAFETY: op is a weak reference with count zero; its collector outlives it.
+    // SAFETY: op is a weak reference with count zero; its table and the
+    // table's owner outlive it (module invariants).
     unsafe {
-        let c = &*(*w).wr_collector;
+        let table = &*(*w).wr_table;
+        let c = table.owner();
         c.untrack(op);
-        clear_ref(c, op);
+        table.clear_ref(op);
         drop_callback(w);
         c.gc_del(op);
     }
@@ -257,10 +343,9 @@ unsafe extern "C" fn weakref_dealloc(op: *mut PyObject) {
 
 unsafe extern "C" fn weakref_tp_clear(op: *mut PyObject) -> c_int {
     let w = op.cast::<WeakRefObject>();
-    // SAFETY: op is a live weak reference.
+    // SAFETY: op is a live weak reference; its table outlives it.
     unsafe {
-        let c = &*(*w).wr_collector;
-        clear_ref(c, op);
+        (*(*w).wr_table).clear_ref(op);
         drop_callback(w);
     }
     0
@@ -273,8 +358,9 @@ unsafe extern "C" fn weakref_tp_clear(op: *mut PyObject) -> c_int {
 ///
 /// # Safety
 /// `unreachable` is the collection's unreachable list (masks cleared), `old`
-/// a generation head.
-pub(crate) unsafe fn handle_weakrefs(c: &Collector, unreachable: *mut GcHead, old: *mut GcHead) -> usize {
+/// a generation head, both of `c`.
+pub(crate) unsafe fn handle_weakrefs(c: &impl WeakRefOwner, unreachable: *mut GcHead, old: *mut GcHead) -> usize {
+    let table = c.weak_table();
     let mut wrcb = GcHead::new();
     let wrcb: *mut GcHead = &mut wrcb;
     let mut freed = 0;
@@ -283,17 +369,15 @@ pub(crate) unsafe fn handle_weakrefs(c: &Collector, unreachable: *mut GcHead, ol
         list::init(wrcb);
         let mut g = list::next(unreachable);
         while g != unreachable {
-            let op = crate::object::from_gc(g);
+            let op = from_gc(g);
             let next = list::next(g);
             if is_weakref(op) {
                 // An unreachable weak reference must not call back later.
-                clear_ref(c, op);
+                table.clear_ref(op);
             }
             if list::flags(g) & PREV_MASK_WEAKREFS != 0 {
-                loop {
-                    let head = c.weak_table.borrow().get(&op.addr()).copied();
-                    let Some(wr) = head else { break };
-                    clear_ref(c, wr.cast());
+                while let Some(wr) = table.first(op) {
+                    table.clear_ref(wr.cast());
                     if (*wr).wr_callback.is_none() {
                         continue;
                     }
@@ -302,7 +386,7 @@ pub(crate) unsafe fn handle_weakrefs(c: &Collector, unreachable: *mut GcHead, ol
                         // The weak reference is trash too: no callback.
                         continue;
                     }
-                    Collector::incref(wr.cast());
+                    incref(wr.cast());
                     if list::is_tracked(wg) {
                         list::move_to(wg, wrcb);
                     } else {
@@ -314,7 +398,7 @@ pub(crate) unsafe fn handle_weakrefs(c: &Collector, unreachable: *mut GcHead, ol
         }
         while !list::is_empty(wrcb) {
             let g = list::next(wrcb);
-            let op = crate::object::from_gc(g);
+            let op = from_gc(g);
             call_callback(op);
             c.decref(op);
             if list::next(wrcb) == g {

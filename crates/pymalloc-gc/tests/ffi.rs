@@ -600,7 +600,7 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
         let mut buf = vec![0u8; 4096];
         let n = PyMemGc_FreeLists_Stats(fl, buf.as_mut_ptr().cast(), 4096) as usize;
         let text = std::str::from_utf8(&buf[..n]).unwrap();
-        let reference = include_str!("../../../../shared/reference/cpython311-debugmallocstats.txt");
+        let reference = include_str!("data/cpython311-debugmallocstats.txt");
         let want: Vec<&str> = reference.lines().filter(|l| l.contains("-sized PyTupleObjects")).collect();
         assert_eq!(want.len(), 20);
         assert_eq!(text.lines().collect::<Vec<_>>(), want);
@@ -623,7 +623,7 @@ fn free_lists_reuse_blocks_and_print_like_cpython() {
 #[test]
 fn fixed_size_free_list_lines() {
     // The other free-list lines of the reference, for fixed-size types.
-    let reference = include_str!("../../../../shared/reference/cpython311-debugmallocstats.txt");
+    let reference = include_str!("data/cpython311-debugmallocstats.txt");
     for (name, n, size) in [("PyDictObject", 8, 48), ("PyFloatObject", 4, 24), ("PyListObject", 40, 40)] {
         let mut fl = FreeLists::new(name, size, 0, 0, 1, 100);
         let blocks: Vec<*mut u8> = (0..n).map(|_| pymalloc::Domain::Obj.malloc(size)).collect();
