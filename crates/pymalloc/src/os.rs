@@ -158,3 +158,19 @@ pub unsafe fn discard(p: *mut u8, size: usize) -> bool {
     unsafe { ptr::write_bytes(p, 0, size) };
     true
 }
+
+/// Gives back the units of `base + i * unit` for every bit `i` set in
+/// `mask`, one [`discard`] per run of adjacent set bits.
+///
+/// # Safety
+/// As for [`discard`], for every unit named.
+pub unsafe fn discard_runs(base: *mut u8, mask: u64, unit: usize) {
+    let mut rest = mask;
+    while rest != 0 {
+        let start = rest.trailing_zeros() as usize;
+        let run = (rest >> start).trailing_ones() as usize;
+        // SAFETY: the run's units are named by the mask (our contract).
+        unsafe { discard(base.add(start * unit), run * unit) };
+        rest &= !((((1u128 << run) - 1) as u64) << start);
+    }
+}

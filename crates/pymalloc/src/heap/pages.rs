@@ -136,13 +136,7 @@ impl Heap {
                 out &= !(1u16 << (15 - out.leading_zeros()));
             }
             let all = out | virgin;
-            let mut rest = all;
-            while rest != 0 {
-                let start = rest.trailing_zeros() as usize;
-                let run = (rest >> start).trailing_ones() as usize;
-                os::discard(base.add(start * page), run * page);
-                rest &= !((((1u32 << run) - 1) as u16) << start);
-            }
+            os::discard_runs(base, u64::from(all), page);
             (*pool).pages_out |= out;
             self.arenas.pages_out.set(self.arenas.pages_out.get() + out.count_ones() as usize);
             all.count_ones() as usize * page
@@ -213,30 +207,19 @@ impl Heap {
             if out == 0 {
                 return false;
             }
-            let (page, _) = pool_pages();
             let size = class_size(c);
             let base = pool.cast::<u8>();
-            // The blocks of the pages out, each once (a block may overlap
-            // two of them), linked in address order.
+            // The blocks of the pages out, linked in address order.
             let mut head: *mut u8 = ptr::null_mut();
-            let mut prev_last = usize::MAX;
             let mut tail: *mut u8 = ptr::null_mut();
-            let mut rest = out;
-            while rest != 0 {
-                let p = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                let (first, last) = blocks_of_page(p, page, size);
-                let from = if prev_last != usize::MAX && first <= prev_last { prev_last + 1 } else { first };
-                for i in from..=last {
-                    let b = base.add(POOL_OVERHEAD + i * size);
-                    if tail.is_null() {
-                        head = b;
-                    } else {
-                        tail.cast::<*mut u8>().write(b);
-                    }
-                    tail = b;
+            for i in blocks_of_pages(out, size) {
+                let b = base.add(POOL_OVERHEAD + i * size);
+                if tail.is_null() {
+                    head = b;
+                } else {
+                    tail.cast::<*mut u8>().write(b);
                 }
-                prev_last = last;
+                tail = b;
             }
             tail.cast::<*mut u8>().write(ptr::null_mut());
             (*pool).freeblock = head;
@@ -251,19 +234,21 @@ impl Heap {
 /// For `validate`: the number of blocks of class size `size` overlapping the
 /// pages of `mask`, each counted once.
 pub(super) fn blocks_out(mask: u16, size: usize) -> usize {
+    blocks_of_pages(mask, size).count()
+}
+
+/// The indices of the blocks of class size `size` that overlap the pages of
+/// `mask` (pages past the first), each once (a block may overlap two of
+/// them), in ascending order.
+fn blocks_of_pages(mask: u16, size: usize) -> impl Iterator<Item = usize> {
     let (page, _) = pool_pages();
-    let mut n = 0;
-    let mut prev_last = usize::MAX;
-    let mut rest = mask;
-    while rest != 0 {
-        let p = rest.trailing_zeros() as usize;
-        rest &= rest - 1;
+    let mut next = 0; // the lowest index not yet given
+    (1..16usize).filter(move |p| mask & (1 << p) != 0).flat_map(move |p| {
         let (first, last) = blocks_of_page(p, page, size);
-        let from = if prev_last != usize::MAX && first <= prev_last { prev_last + 1 } else { first };
-        n += last + 1 - from;
-        prev_last = last;
-    }
-    n
+        let from = first.max(next);
+        next = next.max(last + 1);
+        from..=last
+    })
 }
 
 /// For `validate`: true if a block at offset `off` of class size `size`

@@ -180,13 +180,7 @@ impl Heap {
             if n < min_per_call * runs {
                 return 0;
             }
-            let mut rest = mask;
-            while rest != 0 {
-                let start = rest.trailing_zeros() as usize;
-                let run = (rest >> start).trailing_ones() as usize;
-                os::discard(first.add(start * POOL_SIZE), run * POOL_SIZE);
-                rest &= !((((1u128 << run) - 1) as u64) << start);
-            }
+            os::discard_runs(first, mask, POOL_SIZE);
             (*ao).freepools = core::ptr::null_mut();
             (*ao).free_bits = 0;
             (*ao).nfree_committed = 0;
