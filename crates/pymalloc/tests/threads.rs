@@ -44,6 +44,11 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
     // The producer allocates, hands blocks over, and keeps allocating: its
     // heap drains the queue when it next needs a pool.
     let producer = std::thread::spawn(move || {
+        // The thread's heap may be adopted from an exited thread, with that
+        // thread's blocks still live in it (other tests leave some): count
+        // them, so that what follows is about this test's blocks only.
+        unsafe { thread::free(thread::malloc(16)) };
+        let inherited = thread::current_stats().blocks_in_use();
         let mut batch = Vec::new();
         for i in 0..count {
             let p = thread::malloc(16 + (i % 16) * 16);
@@ -63,13 +68,15 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
         thread::purge();
         let after = thread::current_stats();
         thread::validate_current().unwrap();
-        (before, after.blocks_in_use(), after.arenas_current)
+        (inherited, before, after.blocks_in_use(), after.arenas_current)
     });
-    let (before, after, arenas) = producer.join().unwrap();
+    let (inherited, before, after, arenas) = producer.join().unwrap();
     assert_eq!(consumer.join().unwrap(), count);
-    assert!(before <= count);
-    assert_eq!(after, 0, "after draining, no block of the producer is in use");
-    assert_eq!(arenas, 0, "and purge gave every arena back");
+    assert!(before <= count + inherited);
+    assert_eq!(after, inherited, "after draining, no block of the producer is in use");
+    if inherited == 0 {
+        assert_eq!(arenas, 0, "and purge gave every arena back");
+    }
 }
 
 #[test]
