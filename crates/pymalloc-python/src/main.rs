@@ -93,7 +93,7 @@ fn run(args: Vec<OsString>) -> c_int {
     let code = unsafe {
         preinitialize(use_env, argc, argv_ptrs.as_mut_ptr());
         initialize(dev_mode, argc, argv_ptrs.as_mut_ptr());
-        module::install_sys_overrides();
+        module::install_sys_overrides(purge_policy() != pymalloc::PurgePolicy::Never);
         ffi::Py_RunMain()
     };
     if stats_at_exit {

@@ -36,13 +36,19 @@ pub fn register() {
 }
 
 /// Replaces `sys._debugmallocstats` and `sys.getallocatedblocks` (after
-/// initialisation, with the GIL held by this thread).
-pub fn install_sys_overrides() {
+/// initialisation, with the GIL held by this thread), and with
+/// `release_after_collection` appends `_pymalloc._after_collection` to
+/// `gc.callbacks`, so that full collections give memory back.
+pub fn install_sys_overrides(release_after_collection: bool) {
     Python::attach(|py| -> PyResult<()> {
         let sys = py.import("sys")?;
         let m = py.import("_pymalloc")?;
         sys.setattr("_debugmallocstats", m.getattr("_sys_debugmallocstats")?)?;
         sys.setattr("getallocatedblocks", m.getattr("getallocatedblocks")?)?;
+        if release_after_collection {
+            let callbacks = py.import("gc")?.getattr("callbacks")?;
+            callbacks.call_method1("append", (m.getattr("_after_collection")?,))?;
+        }
         Ok(())
     })
     .expect("installing the _pymalloc overrides in sys");
@@ -339,6 +345,24 @@ pub mod _pymalloc {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode.
         unsafe { pymalloc::config::pymalloc_purge() }
+    }
+
+    /// A `gc.callbacks` entry (installed at start-up unless
+    /// `PYMALLOC_PURGE=never`): at the end of a full collection, gives
+    /// memory back if enough lies free
+    /// (`pymalloc::config::pymalloc_release_after_collection`).
+    #[pyfunction]
+    fn _after_collection(phase: &Bound<'_, PyAny>, info: &Bound<'_, PyDict>) -> PyResult<()> {
+        if phase.extract::<&str>()? != "stop" {
+            return Ok(());
+        }
+        let Some(generation) = info.get_item("generation")? else { return Ok(()) };
+        if generation.extract::<usize>()? == 2 {
+            // SAFETY: gc callbacks run with the GIL held, which serialises
+            // MEM and OBJ in the GIL mode.
+            unsafe { pymalloc::config::pymalloc_release_after_collection() };
+        }
+        Ok(())
     }
 
     /// Who pins the pool pages, per size class in use: a list of dicts with

@@ -309,8 +309,39 @@ assert text.startswith("Who pins pymalloc's pool pages") and "total:" in text, t
 assert len(keep) == 2000
 print("ok")
 "#;
-    let o = ours(&["-c", code]);
+    // With `never`, gc.collect() gives nothing back by itself: the explicit
+    // purge is what this test measures.
+    let o = run(LAUNCHER, &["-c", code], &[("PYMALLOC_PURGE", "never")], "");
     assert_eq!(out(&o), "ok\n", "{}", err(&o));
+}
+
+/// A full collection gives memory back when enough lies free (a
+/// `gc.callbacks` entry), unless `PYMALLOC_PURGE=never`; a small heap that
+/// collects in a loop is left alone.
+#[test]
+fn full_collections_give_memory_back_unless_purge_is_never() {
+    let code = r#"
+import _pymalloc, gc, sys
+small = _pymalloc.stats()["pages_out"]
+for i in range(50):
+    junk = [[j] for j in range(1000)]
+    del junk
+    gc.collect()
+assert _pymalloc.stats()["pages_out"] == small, "a small heap is left alone"
+records = [{"id": i, "name": str(i) * 3, "t": (i, i + 1)} for i in range(200000)]
+keep = records[::100]
+del records
+gc.collect(1)
+before = _pymalloc.stats()["pages_out"]
+gc.collect()
+after = _pymalloc.stats()["pages_out"]
+_pymalloc.validate()
+print(len(gc.callbacks), before == small, after > before)
+"#;
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "1 True True\n", "{}", err(&o));
+    let o = run(LAUNCHER, &["-c", code], &[("PYMALLOC_PURGE", "never")], "");
+    assert_eq!(out(&o), "0 True False\n", "{}", err(&o));
 }
 
 #[test]

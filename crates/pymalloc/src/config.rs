@@ -186,6 +186,38 @@ pub unsafe fn pymalloc_purge() -> usize {
     bytes
 }
 
+/// Free memory worth a purge after a full collection: at least this many
+/// bytes, and at least `1 / RELEASE_FRACTION` of what the heap holds.
+const RELEASE_MIN_BYTES: usize = 4 << 20;
+const RELEASE_FRACTION: usize = 4;
+
+/// After a full collection (CPython's generation 2): gives memory back as
+/// [`pymalloc_purge`] does if enough lies free to be worth it: free blocks and
+/// empty pools in pymalloc's arenas, or free bytes in the C library's heap,
+/// at least 4 MiB and a quarter of the heap they lie in. A program that
+/// frees and allocates the same memory in a loop with collections in between
+/// (small heaps) is left alone. Returns the bytes pymalloc gave back.
+///
+/// # Safety
+/// As for [`pymalloc_purge`].
+pub unsafe fn pymalloc_release_after_collection() -> usize {
+    let worth = |free: usize, held: usize| free >= RELEASE_MIN_BYTES && free * RELEASE_FRACTION >= held;
+    let s = pymalloc_stats();
+    let empty = (s.unused_pools - s.decommitted_pools) * crate::geometry::POOL_SIZE;
+    let pools = worth(s.available_bytes + empty, s.arena_bytes);
+    let c_heap = match (crate::raw::free_in_heap(), crate::raw::in_use()) {
+        (Some(free), Some(used)) => worth(free, free + used),
+        _ => false,
+    };
+    if pools || c_heap {
+        // SAFETY: the caller serialises in the Gil mode (our contract is
+        // pymalloc_purge's).
+        unsafe { pymalloc_purge() }
+    } else {
+        0
+    }
+}
+
 /// Per size class, what pins the pages of pymalloc's pools for MEM and OBJ
 /// ([`crate::Heap::pinning`]); in the threaded mode, the calling thread's
 /// heap only. All zero when pymalloc is not in use.

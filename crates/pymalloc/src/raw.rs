@@ -130,6 +130,20 @@ pub fn in_use() -> Option<usize> {
     }
 }
 
+/// Bytes free inside the C library's heap that trimming might give back
+/// (glibc's `mallinfo2().fordblks`), if it can tell.
+pub fn free_in_heap() -> Option<usize> {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    {
+        // SAFETY: mallinfo2 has no preconditions.
+        Some(unsafe { libc::mallinfo2() }.fordblks)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+    {
+        None
+    }
+}
+
 unsafe extern "C" fn libc_malloc(_ctx: *mut c_void, size: usize) -> *mut c_void {
     malloc(size).cast()
 }
