@@ -80,21 +80,10 @@ fn pool_fill(p: PoolState) -> Option<f64> {
     }
 }
 
-/// The page size pymalloc splits pools by.
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
-}
-
 /// Who pins the pool pages, as text: one line per size class in use, then
 /// the totals.
 fn pinning_text(p: &[pymalloc::ClassPinning]) -> String {
-    let page = page_size().min(POOL_SIZE);
+    let page = pymalloc::page_bytes();
     let mib = |pages: usize| (pages * page) as f64 / (1024.0 * 1024.0);
     let mut out = String::new();
     let _ = writeln!(
@@ -374,7 +363,7 @@ pub mod _pymalloc {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode: the heap is ours to walk.
         let p = unsafe { pymalloc::config::pymalloc_pinning() };
-        let page = page_size().min(POOL_SIZE);
+        let page = pymalloc::page_bytes();
         let out = PyList::empty(py);
         for (c, x) in p.iter().enumerate().filter(|(_, x)| x.pools > 0) {
             let d = PyDict::new(py);

@@ -55,7 +55,6 @@ struct ModeOps {
     arenas: fn() -> Vec<ArenaInfo>,
     purge: unsafe fn() -> usize,
     validate: unsafe fn() -> Result<(), InvariantError>,
-    live_page_bytes: unsafe fn() -> usize,
     pinning: unsafe fn() -> [ClassPinning; NB_SMALL_SIZE_CLASSES],
 }
 
@@ -66,7 +65,6 @@ static THREADED: ModeOps = ModeOps {
     arenas: thread::arenas,
     purge: thread::purge,
     validate: thread::validate_current,
-    live_page_bytes: thread::current_live_page_bytes,
     pinning: thread::current_pinning,
 };
 
@@ -77,7 +75,6 @@ static LOCKED: ModeOps = ModeOps {
     arenas: || global_heap().arenas(),
     purge: || global_heap().purge(),
     validate: || global_heap().lock().validate(),
-    live_page_bytes: || global_heap().lock().live_page_bytes(),
     pinning: || global_heap().lock().pinning(),
 };
 
@@ -92,7 +89,6 @@ static GIL: ModeOps = ModeOps {
     // contract), so it is the heap's owner for these two.
     purge: || gil_heap().heap().purge_shared(),
     validate: || gil_heap().heap().validate(),
-    live_page_bytes: || gil_heap().heap().live_page_bytes(),
     pinning: || gil_heap().heap().pinning(),
 };
 
@@ -237,8 +233,9 @@ pub unsafe fn pymalloc_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
 /// # Safety
 /// As for [`pymalloc_purge`].
 pub unsafe fn pymalloc_live_page_bytes() -> usize {
-    // SAFETY: as for pymalloc_purge.
-    active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().live_page_bytes)() })
+    // SAFETY: as for pymalloc_purge (our contract is pymalloc_pinning's).
+    let pinning = unsafe { pymalloc_pinning() };
+    pinning.iter().map(|p| p.live_pages).sum::<usize>() * crate::heap::page_bytes()
 }
 
 /// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the

@@ -310,18 +310,6 @@ pub fn current_stats() -> Stats {
     }
 }
 
-/// Bytes of the pages of the calling thread's pools that hold a live block
-/// (see [`Heap::live_page_bytes`]).
-pub fn current_live_page_bytes() -> usize {
-    let h = current();
-    if h.is_null() {
-        0
-    } else {
-        // SAFETY: h is this thread's live heap, and this thread its owner.
-        unsafe { (*h).live_page_bytes() }
-    }
-}
-
 /// What pins the pages of the calling thread's pools (see
 /// [`Heap::pinning`]).
 pub fn current_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {

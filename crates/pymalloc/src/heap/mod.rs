@@ -88,7 +88,7 @@ use crate::sync::SpinLock;
 pub use cache::CACHE_SLOTS;
 pub(crate) use inspect::collect_arenas;
 pub use inspect::{ArenaInfo, PoolState};
-pub use pages::ClassPinning;
+pub use pages::{page_bytes, ClassPinning};
 pub use purge::PurgePolicy;
 pub use validate::InvariantError;
 

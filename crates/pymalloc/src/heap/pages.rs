@@ -100,15 +100,8 @@ impl Heap {
         // entries are blocks of the pool (PoolHeader invariant).
         unsafe {
             let next_off = (*pool).nextoffset as usize;
-            // Free carved blocks, by index.
-            let mut free = [0u64; BITMAP_WORDS];
-            let mut b = (*pool).freeblock;
-            while !b.is_null() {
-                let i = (b.addr() - base.addr() - POOL_OVERHEAD) / size;
-                free[i / 64] |= 1 << (i % 64);
-                b = b.cast::<*mut u8>().read();
-            }
-            let is_free = |i: usize| free[i / 64] & (1 << (i % 64)) != 0;
+            let free = FreeBlocks::of(pool, size);
+            let is_free = |i: usize| free.contains(i);
             let mut out = 0u16; // pages to give back now, with bookkeeping
             let mut virgin = 0u16; // wholly virgin pages
             for p in 1..npages {
@@ -328,24 +321,40 @@ impl Heap {
     /// moves a block could give back of the pools. Owner only (it reads the
     /// free lists).
     pub fn live_page_bytes(&self) -> usize {
-        let (page, npages) = pool_pages();
-        let _meta = self.meta.lock();
-        let mut bytes = 0;
-        self.arenas.for_each_pool(|ao, i, pool| {
-            if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
-                return; // empty: no live block
+        self.pinning().iter().map(|p| p.live_pages).sum::<usize>() * page_bytes()
+    }
+}
+
+/// The bytes of one page as `ClassPinning` counts them: an OS page, or a
+/// whole pool where pools are no bigger than a page.
+pub fn page_bytes() -> usize {
+    os::page_size().min(POOL_SIZE)
+}
+
+/// The free carved blocks of a pool, by index: a bitmap of its free list.
+struct FreeBlocks([u64; BITMAP_WORDS]);
+
+impl FreeBlocks {
+    /// # Safety
+    /// `pool` is a carved pool of class size `size` whose free list nobody
+    /// changes meanwhile.
+    unsafe fn of(pool: *mut PoolHeader, size: usize) -> FreeBlocks {
+        let mut free = [0u64; BITMAP_WORDS];
+        // SAFETY: the header is initialised; free-list entries are blocks of
+        // the pool (PoolHeader invariant).
+        unsafe {
+            let mut b = (*pool).freeblock;
+            while !b.is_null() {
+                let i = (b.addr() - pool.addr() - POOL_OVERHEAD) / size;
+                free[i / 64] |= 1 << (i % 64);
+                b = b.cast::<*mut u8>().read();
             }
-            // SAFETY: a carved pool of a live arena that is in use (neither
-            // free nor decommitted): its header is initialised; the owner
-            // (our caller) is not changing its free list.
-            unsafe {
-                if (*pool).count() == 0 {
-                    return;
-                }
-                bytes += page * live_pages(pool, page, npages.max(1));
-            }
-        });
-        bytes
+        }
+        FreeBlocks(free)
+    }
+
+    fn contains(&self, i: usize) -> bool {
+        self.0[i / 64] & (1 << (i % 64)) != 0
     }
 }
 
@@ -362,19 +371,12 @@ unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> usize
             return 1;
         }
         let size = class_size((*pool).szidx as usize);
-        let base = pool.addr();
         let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
-        let mut free = [0u64; BITMAP_WORDS];
-        let mut b = (*pool).freeblock;
-        while !b.is_null() {
-            let i = (b.addr() - base - POOL_OVERHEAD) / size;
-            free[i / 64] |= 1 << (i % 64);
-            b = b.cast::<*mut u8>().read();
-        }
+        let free = FreeBlocks::of(pool, size);
         let out = (*pool).pages_out;
         let mut live = [false; 16];
         for i in 0..carved {
-            if free[i / 64] & (1 << (i % 64)) != 0 {
+            if free.contains(i) {
                 continue;
             }
             let off = POOL_OVERHEAD + i * size;
