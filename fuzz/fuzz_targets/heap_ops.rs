@@ -6,7 +6,8 @@
 //! The first byte picks the heap: CPython's plain heap, or the caching heap
 //! of thread heaps and the domains (`Heap::new_retaining`: block cache and
 //! retained head pools), and its purge policy; operations include giving
-//! pages back (`Heap::purge`) and emptying the block cache.
+//! pages back (`Heap::purge`), decay sweeps (`Heap::decay_at`) and emptying
+//! the block cache.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -36,11 +37,15 @@ fn check(b: &Live) {
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, data)) = data.split_first() else { return };
     let mut heap = if mode & 1 == 0 { Heap::new() } else { Heap::new_retaining() };
-    heap.set_purge_policy(match (mode >> 1) % 3 {
+    heap.set_purge_policy(match (mode >> 1) % 4 {
         0 => PurgePolicy::DEFAULT,
         1 => PurgePolicy::Immediate,
+        2 => PurgePolicy::THRESHOLD,
         _ => PurgePolicy::Never,
     });
+    // The decay policy's sweeps run on a clock of our own, far ahead of the
+    // real one, so only the operations below sweep.
+    let mut clock = 1u64 << 40;
     let mut live: Vec<Live> = Vec::new();
     let mut spans: BTreeMap<usize, usize> = BTreeMap::new();
     let mut fill = 0u8;
@@ -106,6 +111,10 @@ fuzz_target!(|data: &[u8]| {
                     heap.purge();
                 } else if a % 8 == 1 {
                     heap.flush_cache();
+                } else if a % 8 == 2 {
+                    // A decay period passes: what stayed free goes back.
+                    clock += 1000;
+                    heap.decay_at(clock);
                 }
             }
             _ => {}

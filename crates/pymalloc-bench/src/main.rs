@@ -132,8 +132,17 @@ fn build_c(dir: &Path) -> Vec<Entry> {
     let obmalloc = cc("c-obmalloc", &["-DALLOC_OBMALLOC"], &py);
     let pymalloc =
         cc("c-pymalloc", &["-DALLOC_PYMALLOC"], &[vec![lib.to_string_lossy().into_owned()], sys.clone()].concat());
+    // The same driver linked to the shared library, as a C program using
+    // `-lpymalloc` gets it.
+    let libdir = root.join("target/release").to_string_lossy().into_owned();
+    let shared = cc(
+        "c-pymalloc-shared",
+        &["-DALLOC_PYMALLOC"],
+        &[vec![format!("-L{libdir}"), "-lpymalloc".to_owned(), format!("-Wl,-rpath,{libdir}")], sys.clone()].concat(),
+    );
     vec![
         Entry { label: "pymalloc-rs", api: "C", exe: pymalloc.clone(), env: vec![], skip: &[], env_threads: None },
+        Entry { label: "pymalloc-rs shared", api: "C", exe: shared, env: vec![], skip: &[], env_threads: None },
         Entry {
             label: "pymalloc-rs single-heap",
             api: "C",

@@ -331,6 +331,26 @@ int PyMalloc_SetMode(const char *mode);
    allocator installed with PyObject_SetArenaAllocator stops working. */
 size_t PyMalloc_Purge(void);
 
+/* When every pymalloc heap gives memory back: "default" or "decay" (keep
+   what was freed while it is reused; give back what stays unused for about a
+   second), "decay:MS", "never" (CPython's rule), "immediate", "threshold" or
+   "threshold:MIN_POOLS:DIVISOR". A decay policy also starts the background
+   decay thread. PyMalloc_InitFromEnv reads the name from PYMALLOC_PURGE.
+   Returns 0, or PYMALLOC_ERR_UNKNOWN_NAME (policy unchanged). */
+int PyMalloc_SetPurgePolicy(const char *name);
+
+/* The names PyMalloc_SetPurgePolicy accepts, as one static string. */
+const char *PyMalloc_PurgePolicyNames(void);
+
+/* Sweeps every heap as the decay policy does, if a sweep is due; returns
+   the bytes given back (for programs with an idle loop of their own). */
+size_t PyMalloc_Decay(void);
+
+/* Starts the thread that gives back what an idle program freed under a
+   decay policy; call it again in the child after fork(). Returns 0, or -1
+   if no thread could be made. */
+int PyMalloc_StartBackgroundDecay(void);
+
 /* The names PyMalloc_SetupByName accepts, as one static string:
    "default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug". */
 const char *PyMalloc_AllocatorNames(void);

@@ -244,7 +244,7 @@ pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
     // SAFETY: exclusive use of the domains is the caller's contract.
     match unsafe { config::setup_by_name(name) } {
         Ok(_) => PYMALLOC_OK,
-        Err(config::ConfigError::Unknown(_)) => PYMALLOC_ERR_UNKNOWN_NAME,
+        Err(_) => PYMALLOC_ERR_UNKNOWN_NAME,
     }
 }
 
@@ -252,8 +252,12 @@ pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
 /// at start-up: the configuration named by `PYTHONMALLOC` (unset or empty:
 /// `default`), and, if `PYTHONMALLOCSTATS` is set and non-empty, the
 /// statistics table on stderr each time a new arena is allocated and at
-/// exit. Returns 0, or `PYMALLOC_ERR_UNKNOWN_NAME` (configuration unchanged,
-/// nothing else done). Call it once, first thing.
+/// exit; then the purge policy `PYMALLOC_PURGE` names (see
+/// [`PyMalloc_SetPurgePolicy`]; unset or empty: the default decay, with its
+/// background thread). Returns 0, or `PYMALLOC_ERR_UNKNOWN_NAME` for an
+/// unknown name in either variable (configuration unchanged, nothing else
+/// done; an unknown `PYMALLOC_PURGE` is also reported on stderr with the
+/// valid names). Call it once, first thing.
 ///
 /// # Safety
 /// As for [`PyMalloc_SetupByName`]; no thread may be changing the
@@ -264,7 +268,18 @@ pub unsafe extern "C" fn PyMalloc_InitFromEnv() -> c_int {
     // environment (our contract), which is init_from_env's.
     match unsafe { config::init_from_env() } {
         Ok(_) => PYMALLOC_OK,
-        Err(config::ConfigError::Unknown(_)) => PYMALLOC_ERR_UNKNOWN_NAME,
+        Err(e) => {
+            report_unknown(&e);
+            PYMALLOC_ERR_UNKNOWN_NAME
+        }
+    }
+}
+
+/// An unknown `PYMALLOC_PURGE` has no return code of its own: say which
+/// names are valid on stderr, as the launcher does.
+fn report_unknown(e: &config::ConfigError) {
+    if let config::ConfigError::UnknownPurge(_) = e {
+        eprintln!("pymalloc: {e}");
     }
 }
 
@@ -329,6 +344,73 @@ pub unsafe extern "C" fn PyMalloc_Purge() -> usize {
     // SAFETY: in the "single" mode the caller serialises MEM and OBJ, and so
     // this call too (PyMalloc_SetMode's contract).
     unsafe { config::pymalloc_purge() }
+}
+
+/// `int PyMalloc_SetPurgePolicy(const char *name)`: when every pymalloc
+/// heap gives memory back: `"default"` or `"decay"` (keep what was freed for
+/// about a second while it is reused, then give it back), `"decay:MS"`,
+/// `"never"` (CPython's rule), `"immediate"`, `"threshold"` or
+/// `"threshold:MIN_POOLS:DIVISOR"`. A decay policy also starts the
+/// background decay thread, which gives back what an idle process freed.
+/// Returns 0, or `PYMALLOC_ERR_UNKNOWN_NAME` (policy unchanged) for NULL or
+/// an unknown name.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_SetPurgePolicy(name: *const c_char) -> c_int {
+    if name.is_null() {
+        return PYMALLOC_ERR_UNKNOWN_NAME;
+    }
+    // SAFETY: a NUL-terminated string (caller's contract).
+    let Ok(name) = unsafe { CStr::from_ptr(name) }.to_str() else {
+        return PYMALLOC_ERR_UNKNOWN_NAME;
+    };
+    match config::set_purge_policy_by_name(name) {
+        Ok(_) => PYMALLOC_OK,
+        Err(_) => PYMALLOC_ERR_UNKNOWN_NAME,
+    }
+}
+
+/// `const char *PyMalloc_PurgePolicyNames(void)`: the names
+/// `PyMalloc_SetPurgePolicy` accepts, as one static string for error
+/// messages.
+///
+/// # Safety
+/// None.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_PurgePolicyNames() -> *const c_char {
+    PURGE_NAMES.as_ptr()
+}
+
+static PURGE_NAMES: &CStr = c"default, decay, decay:MS, never, immediate, threshold, threshold:MIN_POOLS:DIVISOR";
+
+/// `size_t PyMalloc_Decay(void)`: sweeps every heap as the decay policy
+/// does, if a sweep is due: what has gone unused for a period goes back.
+/// Returns the bytes. For programs that keep their own idle loop instead of
+/// the background thread.
+///
+/// # Safety
+/// None: a sweep takes only the heaps' bookkeeping locks.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_Decay() -> usize {
+    config::pymalloc_decay()
+}
+
+/// `int PyMalloc_StartBackgroundDecay(void)`: starts the thread that gives
+/// back what the decay policy has let go cold while the program makes no
+/// calls (call it again in the child after `fork`). Returns 0, or -1 if no
+/// thread could be made.
+///
+/// # Safety
+/// None.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_StartBackgroundDecay() -> c_int {
+    if config::start_background_decay() {
+        PYMALLOC_OK
+    } else {
+        -1
+    }
 }
 
 /// The valid names, comma separated, in CPython's order.

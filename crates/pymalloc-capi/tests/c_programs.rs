@@ -304,6 +304,35 @@ fn init_from_env_static() {
 }
 
 // ---------------------------------------------------------------------------
+// Purge policies by name, and the background decay thread.
+
+fn purge_policy(link: Link) {
+    let exe = build("purge_policy", link, &["-pedantic"]);
+    let out = output(program(&exe).arg("run").env_remove("PYMALLOC_PURGE"));
+    let stdout = check_success("purge_policy", link, &out);
+    assert!(stdout.contains("decay: "), "{stdout}");
+    // An unknown PYMALLOC_PURGE: an error code, the configuration left
+    // alone, and the valid names on stderr.
+    let out = output(program(&exe).arg("env-error").env("PYMALLOC_PURGE", "soon").env_remove("PYTHONMALLOC"));
+    check_success("purge_policy", link, &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("PYMALLOC_PURGE: unknown purge policy 'soon'; valid: default, decay, decay:MS, never"),
+        "{err}"
+    );
+}
+
+#[test]
+fn purge_policy_shared() {
+    purge_policy(Link::Shared);
+}
+
+#[test]
+fn purge_policy_static() {
+    purge_policy(Link::Static);
+}
+
+// ---------------------------------------------------------------------------
 // Statistics: the table printed through a FILE * has CPython 3.11's layout.
 
 /// The allocator part of the reference `sys._debugmallocstats()` output.
@@ -741,8 +770,8 @@ fn defined_symbols(args: &[&str], file: &Path) -> Vec<String> {
 #[test]
 fn libraries_export_exactly_the_headers_functions() {
     let declared = declared_functions();
-    // 28 of the memory API and its extras, 48 of the object layer.
-    assert_eq!(declared.len(), 28 + 48, "{declared:?}");
+    // 32 of the memory API and its extras, 48 of the object layer.
+    assert_eq!(declared.len(), 32 + 48, "{declared:?}");
     let e = env();
     // The shared library exports nothing else at all.
     let out = Command::new("nm").args(["-D", "--defined-only"]).arg(e.lib_dir.join("libpymalloc.so")).output().unwrap();

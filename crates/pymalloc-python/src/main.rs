@@ -93,7 +93,7 @@ fn run(args: Vec<OsString>) -> c_int {
     let code = unsafe {
         preinitialize(use_env, argc, argv_ptrs.as_mut_ptr());
         initialize(dev_mode, argc, argv_ptrs.as_mut_ptr());
-        module::install_sys_overrides(purge_policy() != pymalloc::PurgePolicy::Never);
+        module::install_sys_overrides(purge_policy());
         ffi::Py_RunMain()
     };
     if stats_at_exit {
@@ -122,10 +122,7 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
             pymalloc::debug::set_report_serial(true);
         }
     }
-    let purge = purge_policy();
-    global_heap().lock().set_purge_policy(purge);
-    // SAFETY: single-threaded start-up (the caller's contract).
-    unsafe { pymalloc::gil_heap().set_purge_policy(purge) };
+    config::set_purge_policy(purge_policy());
     if stats {
         global_heap().lock().set_print_stats_on_new_arena(true);
         pymalloc::thread::set_print_stats_on_new_arena(true);
@@ -153,8 +150,8 @@ fn pymalloc_mode() -> config::PymallocMode {
     }
 }
 
-/// When the shared heaps give empty pools' pages back: `PYMALLOC_PURGE`
-/// (see [`pymalloc::PurgePolicy::parse`]). Thread heaps keep the default.
+/// When the heaps give memory back: `PYMALLOC_PURGE` (see
+/// [`pymalloc::PurgePolicy::parse`]), for every heap of every mode.
 fn purge_policy() -> pymalloc::PurgePolicy {
     let v = std::env::var("PYMALLOC_PURGE").unwrap_or_default();
     pymalloc::PurgePolicy::parse(&v).unwrap_or_else(|e| {

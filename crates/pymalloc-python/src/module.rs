@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 use pymalloc::geometry::{
     class_size, num_blocks, ARENA_SIZE, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE, SMALL_REQUEST_THRESHOLD,
 };
-use pymalloc::{ArenaInfo, PoolState};
+use pymalloc::{ArenaInfo, PoolState, PurgePolicy};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -36,18 +36,25 @@ pub fn register() {
 }
 
 /// Replaces `sys._debugmallocstats` and `sys.getallocatedblocks` (after
-/// initialisation, with the GIL held by this thread), and with
-/// `release_after_collection` appends `_pymalloc._after_collection` to
-/// `gc.callbacks`, so that full collections give memory back.
-pub fn install_sys_overrides(release_after_collection: bool) {
+/// initialisation, with the GIL held by this thread). Unless `purge` is
+/// `never`, appends `_pymalloc._after_collection` to `gc.callbacks`, so that
+/// full collections give memory back. Under a decay policy, starts the
+/// background decay thread, and again in the child after `os.fork()`.
+pub fn install_sys_overrides(purge: PurgePolicy) {
     Python::attach(|py| -> PyResult<()> {
         let sys = py.import("sys")?;
         let m = py.import("_pymalloc")?;
         sys.setattr("_debugmallocstats", m.getattr("_sys_debugmallocstats")?)?;
         sys.setattr("getallocatedblocks", m.getattr("getallocatedblocks")?)?;
-        if release_after_collection {
+        if purge != PurgePolicy::Never {
             let callbacks = py.import("gc")?.getattr("callbacks")?;
             callbacks.call_method1("append", (m.getattr("_after_collection")?,))?;
+        }
+        if matches!(purge, PurgePolicy::Decay { .. }) {
+            pymalloc::config::start_background_decay();
+            let kw = PyDict::new(py);
+            kw.set_item("after_in_child", m.getattr("_start_decay")?)?;
+            py.import("os")?.call_method("register_at_fork", (), Some(&kw))?;
         }
         Ok(())
     })
@@ -334,6 +341,20 @@ pub mod _pymalloc {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode.
         unsafe { pymalloc::config::pymalloc_purge() }
+    }
+
+    /// Starts the background decay thread in this process (registered with
+    /// `os.register_at_fork` for the child: threads do not survive `fork`).
+    #[pyfunction]
+    fn _start_decay() -> bool {
+        pymalloc::config::start_background_decay()
+    }
+
+    /// The purge policy's name (`PYMALLOC_PURGE`'s spelling) and whether
+    /// the background decay thread runs in this process.
+    #[pyfunction]
+    fn purge_policy() -> (String, bool) {
+        (pymalloc::gil_heap().heap().purge_policy().name(), pymalloc::background::is_running())
     }
 
     /// A `gc.callbacks` entry (installed at start-up unless

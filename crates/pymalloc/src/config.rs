@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::domain::{Domain, MemAllocatorEx};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::gil::gil_heap;
-use crate::heap::{ArenaInfo, ClassPinning, InvariantError};
+use crate::heap::{ArenaInfo, ClassPinning, InvariantError, PurgePolicy};
 use crate::locked::global_heap;
 use crate::stats::Stats;
 use crate::thread;
@@ -180,6 +180,47 @@ pub unsafe fn pymalloc_purge() -> usize {
     let bytes = active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() });
     crate::raw::trim();
     bytes
+}
+
+/// Sets the purge policy of every pymalloc heap of the process: the GIL
+/// heap, the locked heap, and every thread heap, those made later included.
+///
+/// ```
+/// use pymalloc::{config, PurgePolicy};
+/// config::set_purge_policy(PurgePolicy::Decay { ms: 250 });
+/// assert_eq!(pymalloc::gil_heap().heap().purge_policy(), PurgePolicy::Decay { ms: 250 });
+/// assert_eq!(pymalloc::global_heap().lock().purge_policy(), PurgePolicy::Decay { ms: 250 });
+/// ```
+pub fn set_purge_policy(p: PurgePolicy) {
+    gil_heap().set_purge_policy(p);
+    global_heap().lock().set_purge_policy(p);
+    thread::set_purge_policy(p);
+}
+
+/// Sets the purge policy named `name` (see [`PurgePolicy::parse`]) in every
+/// heap, and starts the background decay thread if it is a decay policy.
+/// An unknown name changes nothing and is an error listing the valid ones.
+pub fn set_purge_policy_by_name(name: &str) -> Result<PurgePolicy, String> {
+    let p = PurgePolicy::parse(name)?;
+    set_purge_policy(p);
+    if matches!(p, PurgePolicy::Decay { .. }) {
+        start_background_decay();
+    }
+    Ok(p)
+}
+
+/// Sweeps every heap of the process as the decay policy does, if a sweep is
+/// due (see [`crate::Heap::decay`]); returns the bytes given back.
+pub fn pymalloc_decay() -> usize {
+    crate::background::decay_now()
+}
+
+/// Starts the thread that gives back memory the decay policy has let go
+/// cold while the process makes no calls (see [`crate::background`]).
+/// Returns false if no thread could be made. Call it again in the child
+/// after `fork`.
+pub fn start_background_decay() -> bool {
+    crate::background::start()
 }
 
 /// Free memory worth a purge after a full collection: at least this many
@@ -351,12 +392,16 @@ impl FromStr for AllocatorName {
 pub enum ConfigError {
     /// The name is not a configuration.
     Unknown(UnknownAllocator),
+    /// `PYMALLOC_PURGE` names no purge policy (the message lists the valid
+    /// ones).
+    UnknownPurge(String),
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Unknown(u) => u.fmt(f),
+            ConfigError::UnknownPurge(e) => write!(f, "PYMALLOC_PURGE: {e}"),
         }
     }
 }
@@ -433,14 +478,20 @@ pub fn current() -> Option<AllocatorName> {
     }
 }
 
-/// Reads `PYTHONMALLOC` and `PYTHONMALLOCSTATS` and applies them: installs
-/// the named configuration, and with a non-empty `PYTHONMALLOCSTATS` prints
-/// the global heap's statistics to stderr whenever it allocates an arena and
-/// when the process exits. Returns the configuration installed.
+/// Reads `PYTHONMALLOC`, `PYTHONMALLOCSTATS` and `PYMALLOC_PURGE` and
+/// applies them: installs the named configuration; with a non-empty
+/// `PYTHONMALLOCSTATS` prints the global heap's statistics to stderr whenever
+/// it allocates an arena and when the process exits; sets the purge policy
+/// `PYMALLOC_PURGE` names (unset or empty: the default decay) in every heap,
+/// starting the background decay thread under a decay policy. Returns the
+/// configuration installed. An unknown name in either variable changes
+/// nothing.
 ///
 /// # Safety
 /// As for [`setup`]: call it first thing, before other threads allocate.
 pub unsafe fn init_from_env() -> Result<AllocatorName, ConfigError> {
+    let purge = std::env::var("PYMALLOC_PURGE").unwrap_or_default();
+    PurgePolicy::parse(&purge).map_err(ConfigError::UnknownPurge)?;
     let name = std::env::var("PYTHONMALLOC").unwrap_or_default();
     // SAFETY: called first thing, nothing else uses the domains (our
     // contract).
@@ -454,5 +505,6 @@ pub unsafe fn init_from_env() -> Result<AllocatorName, ConfigError> {
         // SAFETY: registering a plain function with no captured state.
         unsafe { libc::atexit(at_exit) };
     }
+    set_purge_policy_by_name(&purge).map_err(ConfigError::UnknownPurge)?;
     Ok(n)
 }

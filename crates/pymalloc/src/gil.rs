@@ -40,12 +40,9 @@ impl GilHeap {
         &self.0
     }
 
-    /// Sets the heap's purge policy.
-    ///
-    /// # Safety
-    /// Serialised with every other call on this heap (the GIL held, or
-    /// before any use).
-    pub unsafe fn set_purge_policy(&self, p: PurgePolicy) {
+    /// Sets the heap's purge policy (from any thread: the policy lives under
+    /// the heap's bookkeeping lock).
+    pub fn set_purge_policy(&self, p: PurgePolicy) {
         self.0.set_purge_policy_shared(p);
     }
 }

@@ -57,6 +57,7 @@
 // tests/layers.rs.
 mod allocator;
 pub mod arena_alloc;
+pub mod background;
 mod cell_array;
 pub mod config;
 pub mod debug;

@@ -30,6 +30,23 @@ pub fn page_size() -> usize {
     }
 }
 
+/// Milliseconds on a monotonic clock that does not stop (the coarse clock:
+/// a few nanoseconds through the vDSO, ticking every few milliseconds),
+/// for the purge policy's decay.
+pub fn now_ms() -> u64 {
+    #[cfg(not(miri))]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
+    #[cfg(miri)]
+    const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write; the clock id is one Linux
+    // knows.
+    if unsafe { libc::clock_gettime(CLOCK, &mut t) } != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
 /// Maps `size` bytes of fresh zeroed memory aligned to `align` (a power of two,
 /// at least the page size, and `size` a multiple of the page size).
 /// Returns null when the OS refuses.

@@ -47,7 +47,7 @@ use crate::pool::launder;
 use crate::stats::Stats;
 use crate::thread_heaps;
 
-pub use crate::thread_heaps::{heap_count, set_print_stats_on_new_arena};
+pub use crate::thread_heaps::{heap_count, set_print_stats_on_new_arena, set_purge_policy};
 
 /// Live blocks handed to the raw allocator by the thread-safe entry points.
 static RAW_BLOCKS: AtomicIsize = AtomicIsize::new(0);

@@ -7,7 +7,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use crate::heap::Heap;
+use crate::heap::{Heap, PurgePolicy};
 use crate::raw;
 use crate::sync::SpinLock;
 
@@ -49,6 +49,34 @@ const ORPHAN_DRAIN_EVERY: usize = 1 << 14;
 /// Heaps made from now on print statistics when they allocate an arena.
 static STATS_ON_NEW_ARENA: AtomicBool = AtomicBool::new(false);
 
+/// The purge policy of heaps made from now on.
+struct NewHeapPolicy {
+    lock: SpinLock,
+    policy: UnsafeCell<PurgePolicy>,
+}
+// SAFETY: `policy` is only touched with `lock` held.
+unsafe impl Sync for NewHeapPolicy {}
+static NEW_HEAP_POLICY: NewHeapPolicy =
+    NewHeapPolicy { lock: SpinLock::new(), policy: UnsafeCell::new(PurgePolicy::DEFAULT) };
+
+impl NewHeapPolicy {
+    fn get(&self) -> PurgePolicy {
+        let _g = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.policy.get() }
+    }
+}
+
+/// Sets the purge policy of every thread heap, those made later included.
+pub fn set_purge_policy(p: PurgePolicy) {
+    {
+        let _g = NEW_HEAP_POLICY.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *NEW_HEAP_POLICY.policy.get() = p };
+    }
+    for_each_heap(|h| h.set_purge_policy_shared(p));
+}
+
 /// A heap for the calling thread: an abandoned one adopted whole (its pools
 /// keep their owner, so nothing is relinked), or a new one; null if memory
 /// is short. The caller owns it from now on.
@@ -80,6 +108,7 @@ fn make() -> *mut ThreadHeap {
         // The owner tag keeps the provenance of the whole allocation: other
         // threads reach `abandoned` and `remote` through it.
         (*th).heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
+        (*th).heap.set_purge_policy_shared(NEW_HEAP_POLICY.get());
         (*th).heap.set_owner_tag(th.cast::<Heap>());
         let mut head = ALL.load(Ordering::Relaxed);
         loop {

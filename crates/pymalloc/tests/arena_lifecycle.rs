@@ -5,7 +5,7 @@
 //! (One test in this binary, so no other test maps memory meanwhile.)
 
 use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, ARENA_SIZE_MASK};
-use pymalloc::{owns, Heap};
+use pymalloc::{owns, Heap, PurgePolicy};
 
 /// The address ranges of /proc/self/maps, with their permissions.
 fn mappings() -> Vec<(usize, usize, String)> {
@@ -40,7 +40,12 @@ fn resident_pages(addr: usize, len: usize) -> usize {
 #[test]
 #[cfg_attr(miri, ignore = "reads /proc/self/maps; Miri arenas are not mappings")]
 fn arenas_are_reclaimed_in_stats_and_mappings() {
-    let mut heap = Heap::new();
+    decay_keeps_free_arenas_then_gives_them_back();
+    cpython_gives_free_arenas_back_at_once();
+}
+
+/// Fills five arenas of `heap`; returns the blocks and the arena bases.
+fn fill_five_arenas(heap: &mut Heap) -> (Vec<*mut u8>, Vec<usize>) {
     let per_pool = num_blocks(size_class(256).unwrap());
     let mut blocks = Vec::new();
     while heap.stats().arenas_current < 5 {
@@ -59,7 +64,55 @@ fn arenas_are_reclaimed_in_stats_and_mappings() {
     }
     let s = heap.stats();
     assert_eq!((s.arenas_current, s.arenas_reclaimed, s.arenas_highwater), (5, 0, 5));
+    (blocks, arenas)
+}
 
+/// The decay policy keeps wholly free arenas, resident, for reuse; the
+/// first sweep marks them, the next one a period later gives them all back.
+fn decay_keeps_free_arenas_then_gives_them_back() {
+    let mut heap = Heap::new();
+    heap.set_purge_policy(PurgePolicy::Decay { ms: 1000 });
+    let (blocks, arenas) = fill_five_arenas(&mut heap);
+    // A sweep far in the future: the frees below (which read the real
+    // clock) find none due.
+    let t = 1u64 << 40;
+    assert_eq!(heap.decay_at(t), 0, "nothing free to mark yet");
+    for p in blocks {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().arenas_current, 5, "free arenas are kept");
+    assert!(heap.holds_free_memory());
+    assert!(arenas.iter().all(|&a| resident_pages(a, ARENA_SIZE) > 0), "kept arenas stay resident");
+
+    // Reuse before the period ends takes a kept arena and makes no new one.
+    let p = heap.malloc(256);
+    assert!(arenas.contains(&(p as usize & !ARENA_SIZE_MASK)));
+    assert_eq!(heap.stats().arenas_allocated_total, 5);
+    unsafe { heap.free(p) };
+
+    assert_eq!(heap.decay_at(t + 999), 0, "no sweep before the period ends");
+    assert_eq!(heap.decay_at(t + 1000), 0, "the first sweep after the frees only marks");
+    heap.validate().unwrap();
+    assert_eq!(heap.decay_at(t + 1999), 0, "no sweep before the period ends");
+    assert_eq!(heap.decay_at(t + 2000), 5 * ARENA_SIZE, "every arena unused for a period goes back");
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!((s.arenas_current, s.arenas_reclaimed), (0, 5));
+    assert!(!heap.holds_free_memory());
+    let maps = mappings();
+    for &a in &arenas {
+        assert!(!mapped(&maps, a), "decayed arena {a:#x} is still accessible");
+        assert_eq!(resident_pages(a, ARENA_SIZE), 0, "decayed arena {a:#x} still holds pages");
+    }
+}
+
+/// CPython's rule: an arena goes back as soon as all its pools are free,
+/// except the last usable one, kept as a spare.
+fn cpython_gives_free_arenas_back_at_once() {
+    let mut heap = Heap::new();
+    heap.set_purge_policy(PurgePolicy::Never);
+    let (mut blocks, arenas) = fill_five_arenas(&mut heap);
     for p in blocks.drain(..) {
         unsafe { heap.free(p) };
     }

@@ -22,6 +22,8 @@ fn live_blocks(h: &GilHeap) -> usize {
 fn gil_allocator_through_full_and_empty_pools() {
     // SAFETY: only this test uses HEAP, from one thread.
     let a = unsafe { MemAllocatorEx::pymalloc_gil(&HEAP) };
+    // CPython's rule: free arenas go back at once (but a spare).
+    HEAP.set_purge_policy(PurgePolicy::Never);
     let malloc = |n: usize| unsafe { (a.malloc)(a.ctx, n).cast::<u8>() };
     let free = |p: *mut u8| unsafe { (a.free)(a.ctx, p.cast::<c_void>()) };
     // Under Miri the largest class (31 blocks a pool) and a few pools;
@@ -101,10 +103,18 @@ fn gil_allocator_through_full_and_empty_pools() {
 fn purge_policy_names() {
     assert_eq!(PurgePolicy::parse(""), Ok(PurgePolicy::DEFAULT));
     assert_eq!(PurgePolicy::parse("default"), Ok(PurgePolicy::DEFAULT));
+    assert_eq!(PurgePolicy::parse("decay"), Ok(PurgePolicy::DEFAULT));
+    assert_eq!(PurgePolicy::DEFAULT, PurgePolicy::Decay { ms: 1000 });
+    assert_eq!(PurgePolicy::parse("decay:0"), Ok(PurgePolicy::Decay { ms: 0 }));
+    assert_eq!(PurgePolicy::parse("threshold"), Ok(PurgePolicy::THRESHOLD));
     assert_eq!(PurgePolicy::parse("never"), Ok(PurgePolicy::Never));
     assert_eq!(PurgePolicy::parse("immediate"), Ok(PurgePolicy::Immediate));
     assert_eq!(PurgePolicy::parse("threshold:128:8"), Ok(PurgePolicy::Threshold { min_pools: 128, divisor: 8 }));
-    for bad in ["Never", "threshold", "threshold:1", "threshold:1:0", "threshold:x:2", "sometimes"] {
+    for p in [PurgePolicy::DEFAULT, PurgePolicy::Never, PurgePolicy::Immediate, PurgePolicy::THRESHOLD] {
+        assert_eq!(PurgePolicy::parse(&p.name()), Ok(p));
+    }
+    for bad in ["Never", "decay:", "decay:-1", "decay:1s", "threshold:1", "threshold:1:0", "threshold:x:2", "sometimes"]
+    {
         let e = PurgePolicy::parse(bad).unwrap_err();
         assert!(e.contains(bad) && e.contains(PurgePolicy::NAMES), "{e}");
     }

@@ -3,7 +3,7 @@
 //! allocator. Nothing here changes process-wide state.
 
 use pymalloc::geometry::*;
-use pymalloc::{owns, Heap};
+use pymalloc::{owns, Heap, PurgePolicy};
 
 /// Offset of a block inside its pool.
 fn pool_offset(p: *mut u8) -> usize {
@@ -293,6 +293,7 @@ fn fill_arenas(heap: &mut Heap, n: usize, size: usize) -> Vec<Vec<*mut u8>> {
 #[test]
 fn one_spare_arena_is_kept_the_rest_go_back() {
     let mut heap = Heap::new();
+    heap.set_purge_policy(PurgePolicy::Never);
     let pools = fill_arenas(&mut heap, 3, 512);
     let s = heap.stats();
     assert_eq!(s.arenas_current, 3);
@@ -507,6 +508,7 @@ fn a_caching_heap_gives_a_freed_structure_back_as_cpython_does() {
     let c = size_class(256).unwrap();
     for reverse in [false, true] {
         let mut heap = Heap::new_retaining();
+        heap.set_purge_policy(PurgePolicy::Never);
         // (Fewer arenas under Miri, which runs this slowly.)
         let arenas = if cfg!(miri) { 3 } else { 5 };
         let n = arenas * MAX_POOLS_IN_ARENA * num_blocks(c);

@@ -34,6 +34,7 @@ const LAYERS: &[&str] = &[
     "gil",
     "thread_heaps",
     "thread",
+    "background",
     "global",
     // CPython's API.
     "domain",
@@ -44,7 +45,7 @@ const LAYERS: &[&str] = &[
 /// The files of `src/heap/`, bottom first. `mod.rs` (the `Heap` itself,
 /// which every file extends through `super::Heap`) is above them all.
 const HEAP: &[&str] =
-    &["used", "cache", "remote", "arenas", "fast", "pages", "transitions", "purge", "inspect", "validate"];
+    &["used", "cache", "remote", "arenas", "fast", "pages", "transitions", "purge", "decay", "inspect", "validate"];
 
 /// The code of a file without its comments (line comments and doc comments;
 /// the crate has no block comments).

@@ -12,11 +12,12 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
 use pymalloc::config::{self, AllocatorName};
 use pymalloc::geometry::{class_size, size_class, ALIGNMENT, NB_SMALL_SIZE_CLASSES};
-use pymalloc::{debug, Domain, GilHeap, LockedHeap, MemAllocatorEx};
+use pymalloc::{debug, Domain, GilHeap, LockedHeap, MemAllocatorEx, PurgePolicy};
 
 static HEAP: LockedHeap = LockedHeap::new();
 /// Used only while `common::exclusive()` is held, which serialises its calls
@@ -32,6 +33,9 @@ enum Op {
     /// Give back everything that holds no block (free pages of pools in
     /// use included); live blocks must not change.
     Purge,
+    /// A decay period passes (on the test's own clock): empty pools and
+    /// free arenas unused since the previous sweep go back.
+    Decay,
 }
 
 fn domain() -> impl Strategy<Value = Domain> {
@@ -59,6 +63,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Realloc(i, n)),
         3 => any::<usize>().prop_map(Op::Free),
         1 => Just(Op::Purge),
+        1 => Just(Op::Decay),
     ]
 }
 
@@ -81,6 +86,11 @@ struct Model {
     gil: bool,
     next_fill: u8,
 }
+
+/// The decay policy's clock in these tests (milliseconds), far ahead of the
+/// real one, so that only `Op::Decay` sweeps; it only moves forward, across
+/// runs too, as the heaps are shared.
+static CLOCK: AtomicU64 = AtomicU64::new(1 << 40);
 
 /// Bytes the allocator under the hooks sees for a request of `n`.
 fn under(debug: bool, n: usize) -> usize {
@@ -201,6 +211,17 @@ impl Model {
                 Self::check_contents(&b, usize::MAX);
                 unsafe { b.domain.free(b.ptr) };
             }
+            Op::Decay => {
+                let now = CLOCK.fetch_add(1000, Ordering::Relaxed) + 1000;
+                if self.gil {
+                    GIL_HEAP.heap().decay_at(now);
+                } else {
+                    HEAP.lock().decay_at(now);
+                }
+                for b in &self.live {
+                    Self::check_contents(b, usize::MAX);
+                }
+            }
             Op::Purge => {
                 if self.gil {
                     // `exclusive` is held: this thread owns the GIL heap.
@@ -254,6 +275,13 @@ fn run(ops: Vec<Op>, debug_hooks: bool, gil: bool) {
             debug::setup_debug_hooks();
         }
     }
+    // The decay policy, on the test's clock (see CLOCK).
+    let policy = PurgePolicy::Decay { ms: 1000 };
+    HEAP.lock().set_purge_policy(policy);
+    GIL_HEAP.set_purge_policy(policy);
+    let now = CLOCK.load(Ordering::Relaxed);
+    HEAP.lock().decay_at(now);
+    GIL_HEAP.heap().decay_at(now);
     let mut m = Model { live: Vec::new(), spans: BTreeMap::new(), debug: debug_hooks, gil, next_fill: 0 };
     for op in &ops {
         m.step(op);

@@ -212,6 +212,7 @@ fn survivors(heap: &mut Heap, pools: usize, keep_every: usize) -> Vec<*mut u8> {
 fn the_threshold_policy_gives_empty_pools_back() {
     let mut heap = Heap::new();
     assert_eq!(heap.purge_policy(), PurgePolicy::DEFAULT);
+    heap.set_purge_policy(PurgePolicy::THRESHOLD);
     let pools = n(640, 128);
     let keep = survivors(&mut heap, pools, 8);
     heap.validate().unwrap();

@@ -82,6 +82,9 @@ int main(void)
 {
     report_linkage((void *)(uintptr_t)PyObject_SetArenaAllocator);
     CHECK(PyMalloc_SetupByName("pymalloc") == PYMALLOC_OK);
+    /* CPython's rule: an arena goes back as soon as it is free (the decay
+       policy, checked in purge_policy.c, keeps it a while). */
+    CHECK(PyMalloc_SetPurgePolicy("never") == PYMALLOC_OK);
     PyObjectArenaAllocator original;
     PyObject_GetArenaAllocator(&original);
 

@@ -35,6 +35,10 @@ const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 /// * `nfreepools > 0` if and only if the arena is on the usable list
 ///   (doubly linked through `nextarena`/`prevarena`).
 /// * `free_bits` has bit `i` set exactly when pool `i` is on `freepools`.
+/// * The decay policy's marks (`decay.rs`): `stale_bits` is a subset of
+///   `free_bits`, the free pools untouched since the last sweep; `stale_free`
+///   means the arena was wholly free at the last sweep and no pool was taken
+///   from it since (so all its pools are free).
 /// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
 ///   of its free pools may be given back with `madvise`.
 /// * All of it is written only under the heap's `meta` lock.
@@ -52,6 +56,8 @@ pub(super) struct ArenaObject {
     pub(super) purgeable: bool,
     pub(super) decommitted: u64,
     pub(super) free_bits: u64,
+    pub(super) stale_bits: u64,
+    pub(super) stale_free: bool,
 }
 
 impl ArenaObject {
@@ -234,6 +240,7 @@ impl Arenas {
                 pool = (*ao).freepools;
                 (*ao).freepools = (*pool).nextpool;
                 (*ao).free_bits &= !(*ao).bit(pool);
+                (*ao).stale_bits &= !(*ao).bit(pool);
                 (*ao).nfree_committed -= 1;
                 self.committed_empty.set(self.committed_empty.get() - 1);
             } else if (*ao).decommitted != 0 {
@@ -250,6 +257,7 @@ impl Arenas {
                 (*pool).szidx = DUMMY_SIZE_IDX;
                 (*ao).pool_address = (*ao).pool_address.add(POOL_SIZE);
             }
+            (*ao).stale_free = false;
             (*ao).nfreepools -= 1;
             if (*ao).nfreepools == 0 {
                 // Wholly allocated: leaves the usable list.
@@ -265,14 +273,16 @@ impl Arenas {
     }
 
     /// Puts an empty pool back on its arena's free pools and restores the
-    /// usable order; returns the arena when all its pools are now free and
-    /// another usable arena follows it (to be released: the last one is
-    /// kept as a spare), already off the list.
+    /// usable order; returns the arena when all its pools are now free,
+    /// another usable arena follows it (the last one is kept as a spare) and
+    /// `keep_free` is false, already off the list, to be released. With
+    /// `keep_free` a wholly free arena stays usable, at the end of the list,
+    /// until the decay policy gives it back.
     ///
     /// # Safety
     /// `pool` is a live pool of this heap holding no block, on no list
     /// (`meta` held).
-    pub(super) unsafe fn return_pool(&self, pool: *mut PoolHeader) -> Option<*mut ArenaObject> {
+    pub(super) unsafe fn return_pool(&self, pool: *mut PoolHeader, keep_free: bool) -> Option<*mut ArenaObject> {
         // SAFETY: the pool's arena object is live; list pointers follow the
         // invariants.
         unsafe {
@@ -290,7 +300,7 @@ impl Arenas {
             let nf = (*ao).nfreepools as usize + 1;
             (*ao).nfreepools = nf as u32;
 
-            if nf == (*ao).ntotalpools as usize && !(*ao).nextarena.is_null() {
+            if nf == (*ao).ntotalpools as usize && !(*ao).nextarena.is_null() && !keep_free {
                 // Case 1: every pool is free and another usable arena follows:
                 // the arena goes back (the last one is kept as a spare).
                 self.unlink_usable(ao);
@@ -394,6 +404,8 @@ impl Heap {
             (*ao).purgeable = alloc.is_os();
             (*ao).decommitted = 0;
             (*ao).free_bits = 0;
+            (*ao).stale_bits = 0;
+            (*ao).stale_free = false;
             (*ao).nfree_committed = 0;
             a.ncurrent.set(a.ncurrent.get() + 1);
             a.ntimes_allocated.set(a.ntimes_allocated.get() + 1);
@@ -453,6 +465,8 @@ impl Heap {
                     purgeable: false,
                     decommitted: 0,
                     free_bits: 0,
+                    stale_bits: 0,
+                    stale_free: false,
                 })
             };
         }

@@ -26,10 +26,10 @@
 //!
 //! Beyond CPython:
 //! * Empty pools inside arenas still in use give their pages back to the OS
-//!   (`madvise`) under a [`PurgePolicy`]: by default when the heap holds more
-//!   empty pools than a quarter of the pools in use (and at least an arena's
-//!   worth), emptiest arenas first. [`Heap::purge`] gives back everything it
-//!   can at once.
+//!   (`madvise`) under a [`PurgePolicy`]: by default once they have gone
+//!   unused for a second or two ([`PurgePolicy::Decay`]); wholly free arenas
+//!   then stay until the same decay gives them back, instead of going back
+//!   at once. [`Heap::purge`] gives back everything it can at once.
 //! * A heap can be owned by one thread while others free its blocks: those
 //!   go onto a lock-free queue (`remote`) that the owner drains
 //!   ([`crate::thread`]).
@@ -43,7 +43,8 @@
 //! | `used.rs` | the used-pool lists per size class |
 //! | `transitions.rs` | a pool fills, comes back from full, empties; a new pool is taken |
 //! | `arenas.rs` | arena objects, the arena table, the usable-arena order, new and released arenas |
-//! | `purge.rs` | the purge policy: pages of empty pools back to the OS |
+//! | `purge.rs` | the purge policies: pages of empty pools back to the OS |
+//! | `decay.rs` | the decay policy's sweeps: what stays unused for a period goes back |
 //! | `pages.rs` | free pages of pools in use back to the OS, and back in |
 //! | `cache.rs` | the block cache of caching heaps |
 //! | `remote.rs` | blocks freed by other threads, and the owner tag |
@@ -68,6 +69,7 @@
 
 mod arenas;
 mod cache;
+mod decay;
 mod fast;
 mod inspect;
 mod pages;
@@ -94,6 +96,7 @@ pub use validate::InvariantError;
 
 use arenas::Arenas;
 use cache::BlockCache;
+pub(crate) use decay::WAKER as DECAY_WAKER;
 use purge::PurgeState;
 use remote::RemoteFrees;
 use used::UsedPools;
@@ -219,11 +222,13 @@ impl Heap {
     /// [`Heap::set_purge_policy`] through a shared reference (the owner of
     /// a shared heap only).
     pub(crate) fn set_purge_policy_shared(&self, p: PurgePolicy) {
+        let _meta = self.meta.lock();
         self.purge.policy.set(p);
     }
 
     /// The current purge policy.
     pub fn purge_policy(&self) -> PurgePolicy {
+        let _meta = self.meta.lock();
         self.purge.policy.get()
     }
 

@@ -1,7 +1,8 @@
 //! Giving memory back while arenas stay in use: the pages of empty pools
 //! are `madvise(MADV_DONTNEED)`-ed, runs of neighbouring pools in one call,
 //! as the heap's [`PurgePolicy`] says. A decommitted pool reads as zeroes
-//! and is set up again as a virgin pool when it is next taken.
+//! and is set up again as a virgin pool when it is next taken. The decay
+//! policy's sweeps are in `decay.rs`.
 
 use core::cell::Cell;
 
@@ -9,6 +10,7 @@ use super::arenas::ArenaObject;
 use super::Heap;
 use crate::geometry::{MAX_POOLS_IN_ARENA, POOL_SIZE};
 use crate::os;
+use crate::pool::PoolHeader;
 
 /// The threshold policy gives an arena's free pools back only if one
 /// `madvise` returns this many pools on average (64 KiB by default): scattered
@@ -22,10 +24,22 @@ const MIN_POOLS_PER_CALL: usize = 4;
 const PURGE_RETRY_EVENTS: u64 = 32;
 const PURGE_RETRY_MAX: u64 = 8192;
 
-/// When empty pools inside live arenas give their pages back to the OS.
+/// When empty pools inside live arenas give their pages back to the OS,
+/// and when wholly free arenas do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PurgePolicy {
-    /// Never (CPython's behaviour): only whole arenas go back.
+    /// Keep what was freed for a while, give back what stays unused (as
+    /// jemalloc's `dirty_decay_ms` and mimalloc's purge delay do): empty pools
+    /// and wholly free arenas are kept while they are reused, and go back to
+    /// the OS once they have gone unused for between `ms` and `2 * ms`
+    /// milliseconds. Time is read when a pool empties, and by the background
+    /// thread ([`crate::config::start_background_decay`]) when the process
+    /// makes no calls.
+    Decay {
+        /// The decay period in milliseconds.
+        ms: u32,
+    },
+    /// Never (CPython's behaviour): only whole arenas go back, at once.
     Never,
     /// As soon as a pool becomes empty.
     Immediate,
@@ -42,29 +56,57 @@ pub enum PurgePolicy {
 }
 
 impl PurgePolicy {
-    /// The default: `Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 }`
-    /// (an arena's worth, or a quarter of what is in use).
-    pub const DEFAULT: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
+    /// The default: [`PurgePolicy::Decay`] with a one-second period.
+    pub const DEFAULT: PurgePolicy = PurgePolicy::Decay { ms: 1000 };
+
+    /// The policy `threshold` names: `Threshold { min_pools:
+    /// MAX_POOLS_IN_ARENA, divisor: 4 }` (an arena's worth, or a quarter of
+    /// what is in use).
+    pub const THRESHOLD: PurgePolicy = PurgePolicy::Threshold { min_pools: MAX_POOLS_IN_ARENA, divisor: 4 };
 
     /// The names [`PurgePolicy::parse`] accepts.
-    pub const NAMES: &'static str = "default, never, immediate, threshold:MIN_POOLS:DIVISOR";
+    pub const NAMES: &'static str =
+        "default, decay, decay:MS, never, immediate, threshold, threshold:MIN_POOLS:DIVISOR";
 
-    /// Reads a policy by name: `default` (or empty), `never`, `immediate`,
-    /// or `threshold:MIN_POOLS:DIVISOR` (both positive integers). An unknown
-    /// name is an error that lists the valid ones.
+    /// Reads a policy by name: `default` (or empty) and `decay` are
+    /// [`PurgePolicy::DEFAULT`]; `decay:MS` sets the period; `never`,
+    /// `immediate`; `threshold` is [`PurgePolicy::THRESHOLD`], and
+    /// `threshold:MIN_POOLS:DIVISOR` (a positive divisor) sets its figures.
+    /// An unknown name is an error that lists the valid ones.
+    ///
+    /// ```
+    /// use pymalloc::PurgePolicy;
+    /// assert_eq!(PurgePolicy::parse("decay:250"), Ok(PurgePolicy::Decay { ms: 250 }));
+    /// assert_eq!(PurgePolicy::parse(&PurgePolicy::THRESHOLD.name()), Ok(PurgePolicy::THRESHOLD));
+    /// assert!(PurgePolicy::parse("soon").unwrap_err().contains("valid: default, decay"));
+    /// ```
     pub fn parse(name: &str) -> Result<PurgePolicy, String> {
         match name {
-            "" | "default" => return Ok(PurgePolicy::DEFAULT),
+            "" | "default" | "decay" => return Ok(PurgePolicy::DEFAULT),
             "never" => return Ok(PurgePolicy::Never),
             "immediate" => return Ok(PurgePolicy::Immediate),
+            "threshold" => return Ok(PurgePolicy::THRESHOLD),
             _ => {}
         }
         let bad = || format!("unknown purge policy '{name}'; valid: {}", PurgePolicy::NAMES);
+        if let Some(ms) = name.strip_prefix("decay:") {
+            return ms.parse::<u32>().map(|ms| PurgePolicy::Decay { ms }).map_err(|_| bad());
+        }
         let rest = name.strip_prefix("threshold:").ok_or_else(bad)?;
         let (a, b) = rest.split_once(':').ok_or_else(bad)?;
         match (a.parse::<usize>(), b.parse::<usize>()) {
             (Ok(min_pools), Ok(divisor)) if divisor > 0 => Ok(PurgePolicy::Threshold { min_pools, divisor }),
             _ => Err(bad()),
+        }
+    }
+
+    /// The policy's name, as [`PurgePolicy::parse`] reads it back.
+    pub fn name(&self) -> String {
+        match *self {
+            PurgePolicy::Decay { ms } => format!("decay:{ms}"),
+            PurgePolicy::Never => "never".into(),
+            PurgePolicy::Immediate => "immediate".into(),
+            PurgePolicy::Threshold { min_pools, divisor } => format!("threshold:{min_pools}:{divisor}"),
         }
     }
 }
@@ -75,16 +117,20 @@ impl Default for PurgePolicy {
     }
 }
 
-/// The policy and the threshold policy's back-off. Invariant: `events`
-/// counts pools emptied so far; the threshold policy walks the arenas only
-/// once `events >= next_check`; `backoff` is the wait after a walk that fell
-/// short, between `PURGE_RETRY_EVENTS` and `PURGE_RETRY_MAX`. Written under
-/// `meta`.
+/// The policy, the threshold policy's back-off and the decay policy's
+/// clock. Invariants: `events` counts pools emptied so far; the threshold
+/// policy walks the arenas only once `events >= next_check`; `backoff` is
+/// the wait after a walk that fell short, between `PURGE_RETRY_EVENTS` and
+/// `PURGE_RETRY_MAX`; the decay policy sweeps at the first event at or
+/// after `next_sweep` (milliseconds of [`os::now_ms`]). All of it is read
+/// and written under `meta` only, so that the background thread may sweep
+/// a heap another thread owns.
 pub(super) struct PurgeState {
     pub(super) policy: Cell<PurgePolicy>,
     events: Cell<u64>,
     next_check: Cell<u64>,
     backoff: Cell<u64>,
+    pub(super) next_sweep: Cell<u64>,
 }
 
 impl PurgeState {
@@ -94,7 +140,14 @@ impl PurgeState {
             events: Cell::new(0),
             next_check: Cell::new(0),
             backoff: Cell::new(PURGE_RETRY_EVENTS),
+            next_sweep: Cell::new(0),
         }
+    }
+
+    /// Whether wholly free arenas stay until the decay gives them back
+    /// (`meta` held).
+    pub(super) fn keeps_free_arenas(&self) -> bool {
+        matches!(self.policy.get(), PurgePolicy::Decay { .. })
     }
 }
 
@@ -107,6 +160,7 @@ impl Heap {
         let events = p.events.get() + 1;
         p.events.set(events);
         match p.policy.get() {
+            PurgePolicy::Decay { ms } => self.decay_if_due(os::now_ms(), ms),
             PurgePolicy::Never => {}
             PurgePolicy::Immediate => {
                 if empty > 0 {
@@ -139,7 +193,7 @@ impl Heap {
     /// most `target` empty pools keep theirs, in arenas where one system call
     /// returns `min_per_call` pools on average (`meta` held). Returns the
     /// pools decommitted.
-    fn decommit_down_to(&self, target: usize, min_per_call: usize) -> usize {
+    pub(super) fn decommit_down_to(&self, target: usize, min_per_call: usize) -> usize {
         // The usable list is sorted most-used first: walk it from the end.
         let mut ao = self.arenas.usable.get();
         // SAFETY: usable-list entries are live arena objects; `meta` is held.
@@ -171,7 +225,6 @@ impl Heap {
         // SAFETY: per the contract; free pools hold nothing anyone uses, and
         // every run lies inside the arena.
         unsafe {
-            let first = (*ao).first_pool();
             let mask = (*ao).free_bits;
             let n = mask.count_ones() as usize;
             // Runs of set bits: each starts where a bit is set and the one
@@ -180,10 +233,43 @@ impl Heap {
             if n < min_per_call * runs {
                 return 0;
             }
-            os::discard_runs(first, mask, POOL_SIZE);
-            (*ao).freepools = core::ptr::null_mut();
-            (*ao).free_bits = 0;
-            (*ao).nfree_committed = 0;
+            self.decommit_pools(ao, mask)
+        }
+    }
+
+    /// Gives back the pages of the free pools of `ao` in `mask` (a subset
+    /// of its `free_bits`), in runs of adjacent pools, and takes them off its
+    /// free list. Returns how many pools.
+    ///
+    /// # Safety
+    /// `ao` is a live, purgeable arena object of this heap; `meta` is held.
+    pub(super) unsafe fn decommit_pools(&self, ao: *mut ArenaObject, mask: u64) -> usize {
+        // SAFETY: per the contract; free pools hold nothing anyone uses, and
+        // every run lies inside the arena. The free list links only pools of
+        // this arena.
+        unsafe {
+            debug_assert_eq!(mask & !(*ao).free_bits, 0);
+            if mask == 0 {
+                return 0;
+            }
+            os::discard_runs((*ao).first_pool(), mask, POOL_SIZE);
+            if mask == (*ao).free_bits {
+                (*ao).freepools = core::ptr::null_mut();
+            } else {
+                // Unlink the pools of `mask`, keeping the others in order.
+                let mut link: *mut *mut PoolHeader = &raw mut (*ao).freepools;
+                while !(*link).is_null() {
+                    if mask & (*ao).bit(*link) != 0 {
+                        *link = (**link).nextpool;
+                    } else {
+                        link = &raw mut (**link).nextpool;
+                    }
+                }
+            }
+            let n = mask.count_ones() as usize;
+            (*ao).free_bits &= !mask;
+            (*ao).stale_bits &= !mask;
+            (*ao).nfree_committed -= n as u32;
             (*ao).decommitted |= mask;
             let a = &self.arenas;
             a.committed_empty.set(a.committed_empty.get() - n);

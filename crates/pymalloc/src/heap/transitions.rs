@@ -40,10 +40,9 @@ impl Heap {
         if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
             return self.alloc_from_pool(szidx);
         }
-        if self.arenas.usable.get().is_null() && self.retain.get() {
+        if self.retain.get() && self.no_usable_arena() {
             // A new arena is next: first give back cached blocks and retained
-            // pools, which may leave empty pools that can serve instead. (Only
-            // the owner writes the usable list, so it reads it without `meta`.)
+            // pools, which may leave empty pools that can serve instead.
             self.release_held_pools();
         }
         let _meta = self.meta.lock();
@@ -129,11 +128,18 @@ impl Heap {
                 (*pool).pages_out = 0;
                 (*pool).szidx = crate::pool::DUMMY_SIZE_IDX;
             }
-            if let Some(ao) = self.arenas.return_pool(pool) {
+            if let Some(ao) = self.arenas.return_pool(pool, self.purge.keeps_free_arenas()) {
                 self.release_arena(ao);
             }
         }
         self.apply_purge_policy();
+    }
+
+    /// True if no arena has a free pool (read under `meta`: the decay
+    /// sweep of another thread may release arenas).
+    fn no_usable_arena(&self) -> bool {
+        let _meta = self.meta.lock();
+        self.arenas.usable.get().is_null()
     }
 
     /// Gives cached blocks back to their pools and retained empty pools back

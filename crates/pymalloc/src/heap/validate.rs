@@ -61,7 +61,9 @@ impl Heap {
                 .and(check(owns(ao.address.wrapping_add(ARENA_SIZE - 1)), "arena end not marked", a))
                 .and(check(ao.nfreepools <= ao.ntotalpools, "more free pools than pools", a))
                 .and(check((a..=a + ARENA_SIZE).contains(&ao.pool_address.addr()), "pool_address outside arena", a))
-                .and(check(ao.decommitted == 0 || ao.purgeable, "decommitted pools in a foreign arena", a));
+                .and(check(ao.decommitted == 0 || ao.purgeable, "decommitted pools in a foreign arena", a))
+                .and(check(ao.stale_bits & !ao.free_bits == 0, "stale pool not on the free list", a))
+                .and(check(!ao.stale_free || ao.nfreepools == ao.ntotalpools, "stale arena with pools in use", a));
             if err.is_ok() {
                 err = r;
             }

@@ -1,0 +1,182 @@
+//! The background decay thread: gives back memory that has gone unused for
+//! its decay period ([`PurgePolicy::Decay`](crate::PurgePolicy::Decay)) when
+//! the process makes no calls that would do it.
+//!
+//! Without it, a heap sweeps only when one of its pools empties, so a
+//! process that goes idle right after freeing keeps what it freed in the
+//! last period or two for as long as it stays idle. The thread sweeps every
+//! heap of every mode (the GIL heap, the locked heap, the thread heaps)
+//! about twice per period while one of them holds free memory, and parks,
+//! costing nothing, while none does; the heap that next frees a pool wakes
+//! it. A sweep takes only a heap's bookkeeping lock, never the GIL, and
+//! touches no pool in use.
+//!
+//! It is started on request ([`start`]): by `pymalloc-python` at start-up
+//! and after `fork` in the child, by C programs through
+//! `PyMalloc_StartBackgroundDecay` or `PYMALLOC_PURGE`, by Rust programs
+//! through this function.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::Mutex;
+use std::thread::Thread;
+use std::time::Duration;
+
+use crate::gil::gil_heap;
+use crate::heap::{Heap, DECAY_WAKER};
+use crate::locked::global_heap;
+use crate::thread_heaps;
+
+/// The shortest sleep between sweeps, whatever the period.
+const MIN_SLEEP_MS: u64 = 5;
+
+/// The pid of the process the thread was started in (after `fork` the
+/// child has no such thread, so [`start`] starts one again).
+static STARTED_IN: Mutex<Option<u32>> = Mutex::new(None);
+
+/// The running thread's handle, leaked (one per process that started a
+/// thread), for [`wake`]. Null until the first start.
+static HANDLE: AtomicPtr<Thread> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Starts the background decay thread in this process, if it is not running
+/// yet. Returns false if no thread could be made.
+pub fn start() -> bool {
+    let mut started = STARTED_IN.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if *started == Some(pid) {
+        return true;
+    }
+    register_fork_handlers();
+    // The thread takes no signal: a process-directed signal must reach the
+    // program's own threads (sigwait in the main thread, Python's handlers).
+    // It inherits a mask with every signal blocked.
+    let spawned = with_signals_blocked(|| std::thread::Builder::new().name("pymalloc-decay".into()).spawn(run));
+    let Ok(join) = spawned else {
+        return false;
+    };
+    let handle = Box::into_raw(Box::new(join.thread().clone()));
+    HANDLE.store(handle, Ordering::Release);
+    DECAY_WAKER.wake.store(wake as fn() as *mut (), Ordering::Release);
+    *started = Some(pid);
+    true
+}
+
+/// Runs `f` with every signal blocked in the calling thread, then restores
+/// its mask.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data, filled by sigfillset before use; the
+    // old mask is restored from what pthread_sigmask saved.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        r
+    }
+}
+
+/// True if the thread runs in this process.
+pub fn is_running() -> bool {
+    *STARTED_IN.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::process::id())
+}
+
+/// Wakes the parked thread (called by a heap whose pool just emptied; takes
+/// no lock and allocates nothing).
+fn wake() {
+    let t = HANDLE.load(Ordering::Acquire);
+    if !t.is_null() {
+        // SAFETY: HANDLE holds null or a leaked, never-freed Thread.
+        unsafe { (*t).unpark() };
+    }
+}
+
+/// Calls `f` on every heap of every mode.
+fn each_heap(mut f: impl FnMut(&Heap)) {
+    f(gil_heap().heap());
+    f(&global_heap().lock());
+    thread_heaps::for_each_heap(f);
+}
+
+/// Held by the thread while it sweeps, and by `fork` (through
+/// `pthread_atfork`) while the process forks, so that no heap's bookkeeping
+/// lock is held by this thread when the child is made: the child would
+/// inherit it locked, with no thread to release it.
+static SWEEPING: AtomicBool = AtomicBool::new(false);
+
+fn lock_sweeping() {
+    while SWEEPING.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+}
+
+fn unlock_sweeping() {
+    SWEEPING.store(false, Ordering::Release);
+}
+
+extern "C" fn before_fork() {
+    lock_sweeping();
+}
+
+extern "C" fn after_fork() {
+    unlock_sweeping();
+}
+
+/// Registers the fork handlers, once per process image.
+fn register_fork_handlers() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::Relaxed) {
+        // SAFETY: the handlers are plain functions that take and release
+        // an atomic flag; registering them has no other precondition.
+        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
+    }
+}
+
+/// One round: sweeps every heap that is due; returns the shortest decay
+/// period among heaps that still hold free memory.
+fn sweep_all() -> Option<u64> {
+    lock_sweeping();
+    let next = sweep_heaps();
+    unlock_sweeping();
+    next
+}
+
+/// Sweeps every heap that is due now, from the calling thread; returns the
+/// bytes given back.
+pub fn decay_now() -> usize {
+    let mut bytes = 0;
+    each_heap(|h| bytes += h.decay());
+    bytes
+}
+
+fn sweep_heaps() -> Option<u64> {
+    let mut next: Option<u64> = None;
+    each_heap(|h| {
+        if let Some(ms) = h.decay_period_ms() {
+            h.decay();
+            if h.holds_free_memory() {
+                let ms = u64::from(ms);
+                next = Some(next.map_or(ms, |n| n.min(ms)));
+            }
+        }
+    });
+    next
+}
+
+fn run() {
+    loop {
+        if let Some(ms) = sweep_all() {
+            std::thread::sleep(Duration::from_millis((ms / 2).max(MIN_SLEEP_MS)));
+            continue;
+        }
+        // Nothing to give back: park until a heap frees a pool. The flag is
+        // raised before the last look, so a pool freed after that look
+        // finds it raised and wakes us.
+        DECAY_WAKER.parked.store(true, Ordering::SeqCst);
+        if sweep_all().is_some() {
+            DECAY_WAKER.parked.store(false, Ordering::SeqCst);
+            continue;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,182 @@
+//! The decay policy: memory freed stays while it is reused, and what stays
+//! unused for a period goes back to the OS. Sweeps run on the tests' own
+//! clock (`Heap::decay_at`), far ahead of the real one, so that the frees
+//! (which read the real clock) never find a sweep due.
+
+use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, POOL_SIZE};
+use pymalloc::{Heap, PoolState, PurgePolicy};
+
+const T: u64 = 1 << 40;
+const PERIOD: u32 = 1000;
+
+fn decaying_heap(retaining: bool) -> Heap {
+    let mut heap = if retaining { Heap::new_retaining() } else { Heap::new() };
+    heap.set_purge_policy(PurgePolicy::Decay { ms: PERIOD });
+    assert_eq!(heap.decay_at(T), 0);
+    heap
+}
+
+/// Pools by state: (empty with pages, decommitted).
+fn empty_pools(heap: &Heap) -> (usize, usize) {
+    let (mut empty, mut out) = (0, 0);
+    heap.visit_arenas(|a| {
+        for p in &a.pools[..a.ntotalpools] {
+            match p {
+                PoolState::Empty => empty += 1,
+                PoolState::Decommitted => out += 1,
+                _ => {}
+            }
+        }
+    });
+    (empty, out)
+}
+
+/// Minor page faults of this thread so far.
+#[cfg(not(miri))]
+fn minor_faults() -> i64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
+    u.ru_minflt
+}
+
+#[test]
+fn pools_unused_for_a_period_go_back_and_reused_ones_stay() {
+    let mut heap = decaying_heap(false);
+    let per = num_blocks(size_class(256).unwrap());
+    let pools = if cfg!(miri) { 24 } else { 200 };
+    let blocks: Vec<_> = (0..pools * per).map(|_| heap.malloc(256)).collect();
+    // Keep one block in every fourth pool.
+    let mut keep = Vec::new();
+    for (i, p) in blocks.into_iter().enumerate() {
+        if i % (per * 4) == 0 {
+            unsafe { p.write_bytes(0xAB, 256) };
+            keep.push(p);
+        } else {
+            unsafe { heap.free(p) };
+        }
+    }
+    heap.validate().unwrap();
+    let (empty, out) = empty_pools(&heap);
+    assert_eq!(out, 0, "nothing goes back before a sweep");
+    assert!(empty >= pools / 2, "{empty} empty pools");
+
+    // The first sweep marks; reuse some pools before the next (the blocks
+    // fill the survivors' pools first, then take empty ones).
+    assert_eq!(heap.decay_at(T + u64::from(PERIOD)), 0);
+    let again: Vec<_> = (0..(keep.len() + 10) * per).map(|_| heap.malloc(256)).collect();
+    heap.validate().unwrap();
+    let (unused, _) = empty_pools(&heap);
+    assert!(unused + 10 <= empty, "{unused} of {empty} empty pools left");
+    assert_eq!(heap.decay_at(T + u64::from(PERIOD) * 2 - 1), 0, "no sweep before the period ends");
+    let given = heap.decay_at(T + u64::from(PERIOD) * 2);
+    heap.validate().unwrap();
+    assert_eq!(given, unused * POOL_SIZE, "exactly the pools left unused go back");
+    assert_eq!(empty_pools(&heap), (0, unused));
+    assert_eq!(heap.stats().decommitted_pools, unused);
+    assert!(!heap.holds_free_memory());
+    for &p in &keep {
+        assert!(unsafe { std::slice::from_raw_parts(p, 256) }.iter().all(|&b| b == 0xAB));
+    }
+
+    // Decommitted pools serve again, zeroed and set up afresh.
+    let more: Vec<_> = (0..unused * per).map(|_| heap.malloc(256)).collect();
+    heap.validate().unwrap();
+    for p in keep.into_iter().chain(again).chain(more) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), 0);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "counts page faults")]
+fn freeing_and_allocating_again_within_the_period_faults_nothing_in() {
+    // Rounds of building 4 MiB of blocks and freeing them all in a shuffled
+    // order, with a sweep (within the period) between rounds.
+    let per_round = 4 * ARENA_SIZE / 256;
+    // Returns the faults of the first round, of the later ones, of the last,
+    // and the arenas made.
+    let run = |policy: PurgePolicy| -> (i64, i64, i64, usize) {
+        let mut heap = decaying_heap(true);
+        heap.set_purge_policy(policy);
+        let mut faults = Vec::new();
+        // One vector for every round, faulted in first: only the heap's
+        // pages are counted.
+        let mut blocks: Vec<*mut u8> = vec![std::ptr::null_mut(); per_round];
+        blocks.clear();
+        for round in 0..4u64 {
+            let before = minor_faults();
+            blocks.extend((0..per_round).map(|_| heap.malloc(200)));
+            for &p in &blocks {
+                unsafe { p.write_bytes(1, 200) };
+            }
+            // A fixed shuffle.
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            for i in (1..blocks.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                blocks.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            for p in blocks.drain(..) {
+                unsafe { heap.free(p) };
+            }
+            heap.decay_at(T + 1 + round);
+            faults.push(minor_faults() - before);
+        }
+        heap.validate().unwrap();
+        (faults[0], faults[1..].iter().sum::<i64>(), faults[3], heap.stats().arenas_allocated_total)
+    };
+    let (first, later, last, arenas) = run(PurgePolicy::Decay { ms: PERIOD });
+    assert!(first > 500, "the first round faults its pages in ({first})");
+    // The second round may carve pools the first left untouched (the
+    // arenas come back in another order); after that nothing is new.
+    assert!(later * 4 < first, "later rounds fault {later} pages, the first {first}");
+    assert!(last * 100 < first, "the last round faults {last} pages, the first {first}");
+    assert!(arenas <= 5, "{arenas} arenas made: the rounds reuse them");
+
+    // CPython's rule gives the arenas back after each round and faults
+    // them in again.
+    let (first, later, _, _) = run(PurgePolicy::Never);
+    assert!(later > first, "CPython's rule: later rounds fault {later}, the first {first}");
+}
+
+#[test]
+fn a_free_arena_kept_is_the_last_used_and_reused_before_a_new_one() {
+    let mut heap = decaying_heap(false);
+    let per = num_blocks(size_class(512).unwrap());
+    let n = 3 * ARENA_SIZE / POOL_SIZE * per;
+    let blocks: Vec<_> = (0..n).map(|_| heap.malloc(512)).collect();
+    let made = heap.stats().arenas_allocated_total;
+    for p in blocks {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().arenas_current, made, "free arenas are kept for the period");
+    let blocks: Vec<_> = (0..n).map(|_| heap.malloc(512)).collect();
+    assert_eq!(heap.stats().arenas_allocated_total, made, "kept arenas serve before new ones");
+    heap.validate().unwrap();
+    for p in blocks {
+        unsafe { heap.free(p) };
+    }
+    // Two sweeps a period apart give them all back.
+    heap.decay_at(T + u64::from(PERIOD));
+    assert_eq!(heap.decay_at(T + 2 * u64::from(PERIOD)), made * ARENA_SIZE);
+    assert_eq!(heap.stats().arenas_current, 0);
+    heap.validate().unwrap();
+}
+
+#[test]
+fn other_policies_never_sweep() {
+    for p in [PurgePolicy::Never, PurgePolicy::Immediate, PurgePolicy::THRESHOLD] {
+        let mut heap = Heap::new();
+        heap.set_purge_policy(p);
+        let blocks: Vec<_> = (0..1000).map(|_| heap.malloc(64)).collect();
+        for b in blocks.into_iter().skip(1) {
+            unsafe { heap.free(b) };
+        }
+        assert_eq!(heap.decay_period_ms(), None);
+        assert_eq!(heap.decay_at(T), 0);
+        assert_eq!(heap.decay_at(T * 2), 0);
+    }
+}
