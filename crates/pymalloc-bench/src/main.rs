@@ -376,7 +376,7 @@ fn markdown(entries: &[Entry], m: &[Median], reps: usize) -> String {
             let _ = writeln!(s, "{row}");
         }
         if cols.iter().any(|e| find(m, api, "survivors", e.label).is_some()) {
-            let mut row = "| survivors: kept / peak |".to_owned();
+            let mut row = "| survivors: kept after 2.5 s idle / peak |".to_owned();
             for e in &cols {
                 match find(m, api, "survivors", e.label) {
                     Some(x) => {

@@ -151,6 +151,11 @@ fn survivors() -> (f64, u64, i64, i64) {
         }
     }
     let dt = t.elapsed().as_secs_f64();
+    // Resident memory once the allocator's own delay has passed (2.5 s
+    // idle): allocators that keep freed memory for a while (pymalloc-rs's
+    // decay, mimalloc's purge delay, jemalloc's decay) have had their chance
+    // to give it back.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let kept = status_kib("VmRSS");
     for i in (0..n).step_by(1000) {
         f(blocks[i], s[i & (NSIZES - 1)]);

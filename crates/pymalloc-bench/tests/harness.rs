@@ -70,7 +70,7 @@ fn every_driver_runs_every_workload_and_the_outputs_agree() {
     for w in RUST_WORKLOADS {
         assert!(report.contains(&format!("| {w} |")), "row {w} missing");
     }
-    assert_eq!(report.matches("| survivors: kept / peak |").count(), 2);
+    assert_eq!(report.matches("| survivors: kept after 2.5 s idle / peak |").count(), 2);
 
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));

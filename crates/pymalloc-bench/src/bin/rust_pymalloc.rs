@@ -4,5 +4,8 @@ static A: pymalloc::PyMalloc = pymalloc::PyMalloc;
 #[path = "../workloads.rs"]
 mod workloads;
 fn main() {
+    // As a program using the crate would: the thread that gives back what
+    // the decay policy let go cold while the program makes no calls.
+    pymalloc::config::start_background_decay();
     workloads::main()
 }
