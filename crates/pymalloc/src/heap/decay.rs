@@ -21,6 +21,11 @@ use super::Heap;
 use crate::geometry::{ARENA_SIZE, POOL_SIZE};
 use crate::os;
 
+/// A heap reads the clock once per this many pools emptied: a program that
+/// empties and refills a pool in a loop pays for one clock read in 16 (the
+/// background thread sweeps on time anyway).
+const CLOCK_EVERY: u64 = 16;
+
 /// The background thread's rendezvous. Invariant: `parked` is set by the
 /// thread (before it looks at the heaps a last time and parks) and cleared
 /// by whoever wakes it; `wake` is null or a function that wakes it, set
@@ -48,12 +53,15 @@ impl DecayWaker {
 }
 
 impl Heap {
-    /// A pool emptied under the decay policy (`meta` held): sweep if the
-    /// period is over, and make sure someone will come back for what is now
-    /// free.
-    pub(super) fn decay_if_due(&self, now: u64, ms: u32) {
-        if now >= self.purge.next_sweep.get() {
-            self.sweep(now, ms);
+    /// The `events`-th pool emptied, under the decay policy (`meta` held):
+    /// every `CLOCK_EVERY` events, sweep if the period is over; always make
+    /// sure someone will come back for what is now free.
+    pub(super) fn decay_if_due(&self, events: u64, ms: u32) {
+        if events % CLOCK_EVERY == 0 {
+            let now = os::now_ms();
+            if now >= self.purge.next_sweep.get() {
+                self.sweep(now, ms);
+            }
         }
         WAKER.wake_if_parked();
     }

@@ -32,7 +32,7 @@ pub enum PurgePolicy {
     /// jemalloc's `dirty_decay_ms` and mimalloc's purge delay do): empty pools
     /// and wholly free arenas are kept while they are reused, and go back to
     /// the OS once they have gone unused for between `ms` and `2 * ms`
-    /// milliseconds. Time is read when a pool empties, and by the background
+    /// milliseconds. Time is read every 16th time a pool empties, and by the background
     /// thread ([`crate::config::start_background_decay`]) when the process
     /// makes no calls.
     Decay {
@@ -160,7 +160,7 @@ impl Heap {
         let events = p.events.get() + 1;
         p.events.set(events);
         match p.policy.get() {
-            PurgePolicy::Decay { ms } => self.decay_if_due(os::now_ms(), ms),
+            PurgePolicy::Decay { ms } => self.decay_if_due(events, ms),
             PurgePolicy::Never => {}
             PurgePolicy::Immediate => {
                 if empty > 0 {
