@@ -6,6 +6,7 @@ use std::process::Command;
 
 const C_ALLOCATORS: &[&str] = &[
     "pymalloc-rs",
+    "pymalloc-rs shared",
     "pymalloc-rs single-heap",
     "pymalloc-rs debug hooks",
     "obmalloc",
