@@ -16,15 +16,14 @@
 //! `PyMalloc_StartBackgroundDecay` or `PYMALLOC_PURGE`, by Rust programs
 //! through this function.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::thread::Thread;
 use std::time::Duration;
 
 use crate::gil::gil_heap;
 use crate::heap::{Heap, DECAY_WAKER};
 use crate::locked::global_heap;
-use crate::thread_heaps;
+use crate::{os, thread_heaps};
 
 /// The shortest sleep between sweeps, whatever the period.
 const MIN_SLEEP_MS: u64 = 5;
@@ -32,10 +31,6 @@ const MIN_SLEEP_MS: u64 = 5;
 /// The pid of the process the thread was started in (after `fork` the
 /// child has no such thread, so [`start`] starts one again).
 static STARTED_IN: Mutex<Option<u32>> = Mutex::new(None);
-
-/// The running thread's handle, leaked (one per process that started a
-/// thread), for [`wake`]. Null until the first start.
-static HANDLE: AtomicPtr<Thread> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Starts the background decay thread in this process, if it is not running
 /// yet. Returns false if no thread could be made.
@@ -53,9 +48,9 @@ pub fn start() -> bool {
     let Ok(join) = spawned else {
         return false;
     };
+    // Leaked: heaps wake the thread through it without a lock.
     let handle = Box::into_raw(Box::new(join.thread().clone()));
-    HANDLE.store(handle, Ordering::Release);
-    DECAY_WAKER.wake.store(wake as fn() as *mut (), Ordering::Release);
+    DECAY_WAKER.thread.store(handle, Ordering::Release);
     *started = Some(pid);
     true
 }
@@ -79,16 +74,6 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 /// True if the thread runs in this process.
 pub fn is_running() -> bool {
     *STARTED_IN.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::process::id())
-}
-
-/// Wakes the parked thread (called by a heap whose pool just emptied; takes
-/// no lock and allocates nothing).
-fn wake() {
-    let t = HANDLE.load(Ordering::Acquire);
-    if !t.is_null() {
-        // SAFETY: HANDLE holds null or a leaked, never-freed Thread.
-        unsafe { (*t).unpark() };
-    }
 }
 
 /// Calls `f` on every heap of every mode.
@@ -150,14 +135,12 @@ pub fn decay_now() -> usize {
 }
 
 fn sweep_heaps() -> Option<u64> {
+    let now = os::now_ms();
     let mut next: Option<u64> = None;
     each_heap(|h| {
-        if let Some(ms) = h.decay_period_ms() {
-            h.decay();
-            if h.holds_free_memory() {
-                let ms = u64::from(ms);
-                next = Some(next.map_or(ms, |n| n.min(ms)));
-            }
+        if let Some(ms) = h.decay_round(now) {
+            let ms = u64::from(ms);
+            next = Some(next.map_or(ms, |n| n.min(ms)));
         }
     });
     next

@@ -14,6 +14,7 @@
 //! sweep a heap another thread owns.
 
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::thread::Thread;
 
 use super::arenas::ArenaObject;
 use super::purge::PurgePolicy;
@@ -28,25 +29,26 @@ const CLOCK_EVERY: u64 = 16;
 
 /// The background thread's rendezvous. Invariant: `parked` is set by the
 /// thread (before it looks at the heaps a last time and parks) and cleared
-/// by whoever wakes it; `wake` is null or a function that wakes it, set
-/// before the thread first parks.
+/// by whoever wakes it; `thread` is null or the handle of the thread last
+/// started, leaked (never freed), stored before it first parks.
 pub(crate) struct DecayWaker {
     pub(crate) parked: AtomicBool,
-    pub(crate) wake: AtomicPtr<()>,
+    pub(crate) thread: AtomicPtr<Thread>,
 }
 
 pub(crate) static WAKER: DecayWaker =
-    DecayWaker { parked: AtomicBool::new(false), wake: AtomicPtr::new(core::ptr::null_mut()) };
+    DecayWaker { parked: AtomicBool::new(false), thread: AtomicPtr::new(core::ptr::null_mut()) };
 
 impl DecayWaker {
-    /// Wakes the background thread if it parked for want of work.
+    /// Wakes the background thread if it parked for want of work (takes no
+    /// lock and allocates nothing).
     fn wake_if_parked(&self) {
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            let f = self.wake.load(Ordering::Acquire);
-            if !f.is_null() {
-                // SAFETY: `wake` only ever holds a `fn()` (the invariant).
-                let f: fn() = unsafe { core::mem::transmute::<*mut (), fn()>(f) };
-                f();
+            let t = self.thread.load(Ordering::Acquire);
+            if !t.is_null() {
+                // SAFETY: `thread` holds null or a leaked, never-freed
+                // handle (the invariant).
+                unsafe { (*t).unpark() };
             }
         }
     }
@@ -134,6 +136,23 @@ impl Heap {
     /// call it.
     pub fn holds_free_memory(&self) -> bool {
         let _meta = self.meta.lock();
+        self.holds_free_locked()
+    }
+
+    /// One round of the background thread, under one lock: sweeps if the
+    /// heap decays and a sweep is due at `now_ms`; returns the period if
+    /// the heap still holds free memory for a later sweep.
+    pub(crate) fn decay_round(&self, now_ms: u64) -> Option<u32> {
+        let _meta = self.meta.lock();
+        let PurgePolicy::Decay { ms } = self.purge.policy.get() else { return None };
+        if now_ms >= self.purge.next_sweep.get() {
+            self.sweep(now_ms, ms);
+        }
+        self.holds_free_locked().then_some(ms)
+    }
+
+    /// [`Heap::holds_free_memory`] with `meta` held.
+    fn holds_free_locked(&self) -> bool {
         if self.arenas.committed_empty.get() > 0 {
             return true;
         }
