@@ -16,6 +16,26 @@ extern "C" {
     fn _PyTraceMalloc_GetTraceback(domain: c_uint, ptr: usize) -> *mut ffi::PyObject;
 }
 
+/// Where tracemalloc saw the block at `ptr` allocated: the most recent
+/// frame's file and line, or None if it is not traced. The debug hooks hand
+/// out `ptr + HEADER_BYTES`, so that address is tried too.
+pub fn allocation_site(py: pyo3::Python<'_>, ptr: usize) -> Option<(String, i64)> {
+    use pyo3::prelude::*;
+    use pyo3::types::PyTuple;
+    [ptr, ptr + debug::HEADER_BYTES].into_iter().find_map(|p| {
+        // SAFETY: the GIL is held (`py`); the result is a new reference to
+        // a tuple of (str, int) tuples, None, or NULL with an error set.
+        let tb = unsafe { Bound::from_owned_ptr_or_opt(py, _PyTraceMalloc_GetTraceback(0, p)) };
+        let Some(tb) = tb else {
+            // SAFETY: the GIL is held.
+            unsafe { ffi::PyErr_Clear() };
+            return None;
+        };
+        let frame = tb.cast::<PyTuple>().ok()?.get_item(0).ok()?;
+        frame.extract::<(String, i64)>().ok()
+    })
+}
+
 /// Installs the embedder callbacks of the debug hooks.
 pub fn install_debug_callbacks() {
     debug::set_lock_check(Some(gil_held));

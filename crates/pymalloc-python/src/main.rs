@@ -26,6 +26,7 @@
 mod embed;
 mod module;
 mod options;
+mod pins;
 
 use std::ffi::{c_char, c_int, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

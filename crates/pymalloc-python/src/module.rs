@@ -14,6 +14,9 @@
 //! * `floor()`: the bytes that hold live blocks (pool pages, C heap);
 //! * `pinning()`, `pinning_report()`: per size class, the pages live blocks
 //!   hold and how much the sparsely used pools pin;
+//! * `pinning_by_line(limit)`: the source lines (tracemalloc's) whose blocks
+//!   pin the most pages of sparse pools;
+//! * `purge_policy()`: the purge policy and whether the decay thread runs;
 //! * `mode()`: `gil`, `threaded` or `locked` (see `PYMALLOC_MODE`);
 //! * `getallocatedblocks()`: live blocks, as `sys.getallocatedblocks()`.
 //!
@@ -141,7 +144,9 @@ fn text_map(arenas: &[ArenaInfo]) -> String {
     s
 }
 
-fn svg_map(arenas: &[ArenaInfo]) -> String {
+/// The arenas as SVG; pools in `labels` (by address: the sparse pools and
+/// the lines that pin them) get a red outline and the label as a tooltip.
+fn svg_map(arenas: &[ArenaInfo], labels: &std::collections::HashMap<usize, String>) -> String {
     const CELL: usize = 10;
     let cols = arenas.iter().map(|a| a.ntotalpools).max().unwrap_or(0);
     let (w, h) = (cols * CELL + 160, arenas.len() * CELL + 30);
@@ -152,11 +157,12 @@ fn svg_map(arenas: &[ArenaInfo]) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<text x="2" y="12">pymalloc-rs arenas: one cell per pool; white untouched, grey empty, blue by fill, black full</text>"#
+        r#"<text x="2" y="12">pymalloc-rs arenas: one cell per pool; white untouched, grey empty, blue by fill, black full; red outline: sparse pool (hover: who pins it)</text>"#
     );
     for (row, a) in arenas.iter().enumerate() {
         let y = 20 + row * CELL;
         let _ = writeln!(s, r#"<text x="2" y="{}">{:#014x}</text>"#, y + CELL - 2, a.address);
+        let first_pool = a.address.next_multiple_of(POOL_SIZE);
         for (col, &p) in a.pools[..a.ntotalpools].iter().enumerate() {
             let fill = match pool_fill(p) {
                 None => "#ffffff".to_owned(),
@@ -167,17 +173,35 @@ fn svg_map(arenas: &[ArenaInfo]) -> String {
                     format!("#{v:02x}{v:02x}ff")
                 }
             };
-            let _ = writeln!(
-                s,
-                r##"<rect x="{}" y="{y}" width="{}" height="{}" fill="{fill}" stroke="#999" stroke-width="0.5"/>"##,
-                150 + col * CELL,
-                CELL - 1,
-                CELL - 1
-            );
+            let (x, side) = (150 + col * CELL, CELL - 1);
+            match labels.get(&(first_pool + col * POOL_SIZE)) {
+                Some(label) => {
+                    let _ = writeln!(
+                        s,
+                        r##"<rect x="{x}" y="{y}" width="{side}" height="{side}" fill="{fill}" stroke="#d00" stroke-width="1.5"><title>{}</title></rect>"##,
+                        xml_escape(label)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        r##"<rect x="{x}" y="{y}" width="{side}" height="{side}" fill="{fill}" stroke="#999" stroke-width="0.5"/>"##
+                    );
+                }
+            }
         }
     }
     s.push_str("</svg>\n");
     s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Whether tracemalloc is tracing.
+fn tracing(py: Python<'_>) -> PyResult<bool> {
+    py.import("tracemalloc")?.call_method0("is_tracing")?.extract()
 }
 
 #[pymodule]
@@ -301,8 +325,11 @@ pub mod _pymalloc {
     /// The arenas as an SVG picture; written to `path` if given.
     #[pyfunction]
     #[pyo3(signature = (path=None))]
-    fn arena_map_svg(path: Option<std::path::PathBuf>) -> PyResult<String> {
-        let svg = svg_map(&pymalloc::config::pymalloc_arenas());
+    fn arena_map_svg(py: Python<'_>, path: Option<std::path::PathBuf>) -> PyResult<String> {
+        let blocks = crate::pins::blocks(py);
+        let sites = crate::pins::sites(py, &blocks);
+        let labels = crate::pins::pool_labels(&blocks, &sites);
+        let svg = svg_map(&pymalloc::config::pymalloc_arenas(), &labels);
         if let Some(p) = path {
             std::fs::write(p, &svg)?;
         }
@@ -400,11 +427,38 @@ pub mod _pymalloc {
         Ok(out)
     }
 
-    /// [`pinning`] as text for people.
+    /// The source lines whose blocks pin the most pages of sparse pools, as
+    /// tracemalloc saw them allocated: a list of dicts with `filename` and
+    /// `lineno` (None for blocks tracemalloc did not trace), `blocks` and
+    /// `pinned_bytes` (their share of the pools' live pages), most first.
     #[pyfunction]
-    fn pinning_report() -> String {
+    #[pyo3(signature = (limit=10))]
+    fn pinning_by_line(py: Python<'_>, limit: usize) -> PyResult<Bound<'_, PyList>> {
+        let blocks = crate::pins::blocks(py);
+        let sites = crate::pins::sites(py, &blocks);
+        let out = PyList::empty(py);
+        for l in crate::pins::by_line(&blocks, &sites, limit) {
+            let d = PyDict::new(py);
+            let (file, line) = l.site.map_or((None, None), |(f, n)| (Some(f), Some(n)));
+            d.set_item("filename", file)?;
+            d.set_item("lineno", line)?;
+            d.set_item("blocks", l.blocks)?;
+            d.set_item("pinned_bytes", l.pinned_bytes)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// [`pinning`] as text for people, then the source lines that pin the
+    /// most (when tracemalloc is tracing).
+    #[pyfunction]
+    fn pinning_report(py: Python<'_>) -> PyResult<String> {
         // SAFETY: as in pinning.
-        pinning_text(&unsafe { pymalloc::config::pymalloc_pinning() })
+        let mut text = pinning_text(&unsafe { pymalloc::config::pymalloc_pinning() });
+        let blocks = crate::pins::blocks(py);
+        let sites = crate::pins::sites(py, &blocks);
+        text.push_str(&crate::pins::text(&crate::pins::by_line(&blocks, &sites, 10), tracing(py)?));
+        Ok(text)
     }
 
     /// What no allocator that never moves a block could give back now, as a

@@ -348,6 +348,40 @@ print(len(gc.callbacks), before == small, after > before)
     assert_eq!(out(&o), "0 True False\n", "{}", err(&o));
 }
 
+/// With tracemalloc on, the pinning report names the line whose scattered
+/// survivors pin the sparse pools, as text, as dicts, and in the arena
+/// picture; without it, the line is unknown and the report says how to
+/// learn it.
+#[test]
+fn pinning_names_the_source_lines_that_pin_pages() {
+    let code = r#"
+import tracemalloc, gc, _pymalloc
+traced = len(__import__("sys").argv) > 1
+if traced:
+    tracemalloc.start(1)
+junk = [[i] for i in range(300000)]
+keep = junk[::200]
+del junk
+gc.collect()
+lines = _pymalloc.pinning_by_line(100)
+top = lines[0]
+total = sum(d["pinned_bytes"] for d in lines)
+report = _pymalloc.pinning_report()
+svg = _pymalloc.arena_map_svg()
+if traced:
+    # Each survivor is a list, its item array and an int: 1500 of each.
+    print(top["filename"].endswith("-c") or top["filename"] == "<string>", top["lineno"],
+          4000 <= top["blocks"] <= 4500, top["pinned_bytes"] * 10 > total * 9, top["pinned_bytes"] > 4 << 20,
+          "<string>:6" in report, "most by &lt;string&gt;:6" in svg)
+else:
+    print(top["filename"], top["lineno"], top["blocks"] >= 4000, "start tracemalloc" in report, "&lt;not traced&gt;" in svg)
+"#;
+    let o = ours(&["-c", code, "traced"]);
+    assert_eq!(out(&o), "True 6 True True True True True\n", "{}", err(&o));
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "None None True True True\n", "{}", err(&o));
+}
+
 /// The default decay policy keeps what was freed for reuse, and the
 /// background thread gives it back while the process sleeps; the child of
 /// `os.fork()` gets a thread of its own.

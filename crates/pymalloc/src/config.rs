@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::domain::{Domain, MemAllocatorEx};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::gil::gil_heap;
-use crate::heap::{ArenaInfo, ClassPinning, InvariantError, PurgePolicy};
+use crate::heap::{ArenaInfo, ClassPinning, InvariantError, PinningBlock, PurgePolicy};
 use crate::locked::global_heap;
 use crate::stats::Stats;
 use crate::thread;
@@ -56,6 +56,7 @@ struct ModeOps {
     purge: unsafe fn() -> usize,
     validate: unsafe fn() -> Result<(), InvariantError>,
     pinning: unsafe fn() -> [ClassPinning; NB_SMALL_SIZE_CLASSES],
+    pinning_blocks: unsafe fn() -> Vec<PinningBlock>,
 }
 
 static THREADED: ModeOps = ModeOps {
@@ -66,6 +67,7 @@ static THREADED: ModeOps = ModeOps {
     purge: thread::purge,
     validate: thread::validate_current,
     pinning: thread::current_pinning,
+    pinning_blocks: thread::current_pinning_blocks,
 };
 
 static LOCKED: ModeOps = ModeOps {
@@ -76,6 +78,7 @@ static LOCKED: ModeOps = ModeOps {
     purge: || global_heap().purge(),
     validate: || global_heap().lock().validate(),
     pinning: || global_heap().lock().pinning(),
+    pinning_blocks: || global_heap().pinning_blocks(),
 };
 
 static GIL: ModeOps = ModeOps {
@@ -90,6 +93,7 @@ static GIL: ModeOps = ModeOps {
     purge: || gil_heap().heap().purge_shared(),
     validate: || gil_heap().heap().validate(),
     pinning: || gil_heap().heap().pinning(),
+    pinning_blocks: || gil_heap().heap().pinning_blocks(),
 };
 
 impl PymallocMode {
@@ -267,6 +271,18 @@ pub unsafe fn pymalloc_release_after_collection() -> usize {
 pub unsafe fn pymalloc_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
     // SAFETY: as for pymalloc_purge.
     active_pymalloc_mode().map_or([ClassPinning::default(); NB_SMALL_SIZE_CLASSES], |m| unsafe { (m.ops().pinning)() })
+}
+
+/// The blocks in use in pymalloc's sparse pools for MEM and OBJ, each with
+/// the bytes of live pages it holds ([`crate::Heap::visit_pinning_blocks`]);
+/// in the threaded mode, the calling thread's heap only. Empty when
+/// pymalloc is not in use.
+///
+/// # Safety
+/// As for [`pymalloc_purge`].
+pub unsafe fn pymalloc_pinning_blocks() -> Vec<PinningBlock> {
+    // SAFETY: as for pymalloc_purge.
+    active_pymalloc_mode().map_or_else(Vec::new, |m| unsafe { (m.ops().pinning_blocks)() })
 }
 
 /// Bytes of the pages of pymalloc's pools (for MEM and OBJ) that hold a

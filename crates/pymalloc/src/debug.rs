@@ -58,6 +58,10 @@ const SST: usize = core::mem::size_of::<usize>();
 /// Bytes the hooks add to each block: size and id word before, guard and
 /// serial words after.
 pub const EXTRA_BYTES: usize = 4 * SST;
+/// Bytes of those before the pointer the hooks hand out (the size and the
+/// API id with its pad): the hooks' pointer is the block's address plus
+/// this.
+pub const HEADER_BYTES: usize = 2 * SST;
 /// Bytes erased at each end of a block before realloc moves it.
 const ERASED_SIZE: usize = 64;
 

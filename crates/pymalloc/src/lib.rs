@@ -85,7 +85,9 @@ pub use arena_alloc::ArenaAllocator;
 pub use domain::{AllocError, Block, Domain};
 pub use gil::{gil_heap, GilHeap};
 pub use global::PyMalloc;
-pub use heap::{page_bytes, ArenaInfo, ClassPinning, Heap, InvariantError, PoolState, PurgePolicy, CACHE_SLOTS};
+pub use heap::{
+    page_bytes, ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock, PoolState, PurgePolicy, CACHE_SLOTS,
+};
 pub use locked::{global_heap, LockedHeap};
 pub use ownership::owns;
 pub use stats::Stats;

@@ -28,7 +28,7 @@ use crate::allocator::MemAllocatorEx;
 use crate::fallback::{Libc, RawDomain};
 use crate::front::{self, Pools};
 use crate::geometry::ALIGNMENT;
-use crate::heap::{collect_arenas, ArenaInfo, Heap};
+use crate::heap::{collect_bounded, ArenaInfo, Heap, PinningBlock};
 use crate::raw;
 use crate::stats::Stats;
 
@@ -162,7 +162,14 @@ impl LockedHeap {
     /// heap is the global allocator.
     pub fn arenas(&self) -> Vec<ArenaInfo> {
         // Not under the mutex: the vector may come from this very heap.
-        collect_arenas(|| self.lock().arena_count(), |f| self.lock().visit_arenas(f))
+        collect_bounded(|| self.lock().arena_count(), |f| self.lock().visit_arenas(f))
+    }
+
+    /// The heap's pinning blocks (see [`Heap::visit_pinning_blocks`]), in a
+    /// vector allocated with the lock released (it may come from this heap).
+    pub fn pinning_blocks(&self) -> Vec<PinningBlock> {
+        let count = || self.lock().pinning().iter().map(|p| p.sparse_blocks).sum();
+        collect_bounded(count, |f| self.lock().visit_pinning_blocks(f))
     }
 
     /// A statistics snapshot.

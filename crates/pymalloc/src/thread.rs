@@ -41,7 +41,7 @@ use crate::allocator::MemAllocatorEx;
 use crate::fallback::RawDomain;
 use crate::front::{self, Pools};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
-use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError};
+use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock};
 use crate::locked::global_heap;
 use crate::pool::launder;
 use crate::stats::Stats;
@@ -319,6 +319,17 @@ pub fn current_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
     } else {
         // SAFETY: h is this thread's live heap, and this thread its owner.
         unsafe { (*h).pinning() }
+    }
+}
+
+/// The calling thread's pinning blocks (see [`Heap::pinning_blocks`]).
+pub fn current_pinning_blocks() -> Vec<PinningBlock> {
+    let h = current();
+    if h.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: h is this thread's live heap, and this thread its owner.
+        unsafe { (*h).pinning_blocks() }
     }
 }
 

@@ -249,6 +249,13 @@ fn pinning_names_the_sparse_pools_and_what_they_hold() {
     assert_eq!(p.sparse_pages, 2, "one page each: the first, holding the block");
     assert_eq!(p.live_pages, 2 + 2 * npages);
     assert!(heap.pinning().iter().enumerate().all(|(k, q)| k == c || q.pools == 0));
+    // The blocks that pin them: the two survivors, a page each.
+    let pins = heap.pinning_blocks();
+    let want: Vec<_> = [all[0], all[per_pool]]
+        .iter()
+        .map(|&b| pymalloc::PinningBlock { addr: b as usize, class: c, pinned_bytes: page })
+        .collect();
+    assert_eq!(pins, want);
     for (i, &b) in all.iter().enumerate() {
         if i >= 2 * per_pool || i % per_pool == 0 {
             // SAFETY: live, freed once.
@@ -256,4 +263,50 @@ fn pinning_names_the_sparse_pools_and_what_they_hold() {
         }
     }
     assert_eq!(heap.pinning()[c], pymalloc::ClassPinning::default());
+}
+
+/// A survivor away from the header's page pins its own page and the
+/// header's; survivors sharing a page share it; the shares add up to the
+/// sparse pools' live pages.
+#[test]
+fn pinning_blocks_share_the_live_pages() {
+    let page = page();
+    let npages = POOL_SIZE / page;
+    if npages < 3 {
+        return; // a pool of one or two pages: covered above
+    }
+    let mut heap = Heap::new();
+    let c = size_class(SIZE).unwrap();
+    let per_pool = num_blocks(c);
+    let all: Vec<*mut u8> = (0..per_pool).map(|_| heap.malloc(SIZE)).collect();
+    let pool = all[0] as usize & !(POOL_SIZE - 1);
+    let page_of = |b: *mut u8| (b as usize - pool) / page;
+    // Keep two neighbours on the last page (wholly inside it), free the rest.
+    let last = npages - 1;
+    let keep: Vec<usize> = (0..per_pool)
+        .filter(|&i| page_of(all[i]) == last && page_of(all[i].wrapping_add(SIZE - 1)) == last)
+        .take(2)
+        .collect();
+    assert_eq!(keep.len(), 2);
+    for (i, &b) in all.iter().enumerate() {
+        if !keep.contains(&i) {
+            // SAFETY: live, freed once.
+            unsafe { heap.free(b) };
+        }
+    }
+    let p = heap.pinning()[c];
+    assert_eq!((p.sparse_pools, p.sparse_blocks, p.sparse_pages), (1, 2, 2), "the header's page and the last");
+    let pins = heap.pinning_blocks();
+    assert_eq!(pins.len(), 2);
+    for (pin, &i) in pins.iter().zip(&keep) {
+        assert_eq!(pin.addr, all[i] as usize);
+        // Half the header's page and half the shared last page.
+        assert_eq!(pin.pinned_bytes, page / 2 + page / 2);
+    }
+    assert_eq!(pins.iter().map(|b| b.pinned_bytes).sum::<usize>(), p.sparse_pages * page);
+    for &i in &keep {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(all[i]) };
+    }
+    assert!(heap.pinning_blocks().is_empty());
 }

@@ -96,7 +96,7 @@ impl Heap {
     /// Pictures of every live arena (see [`Heap::visit_arenas`]), the
     /// vector allocated outside the bookkeeping lock.
     pub fn arenas(&self) -> Vec<ArenaInfo> {
-        collect_arenas(|| self.arena_count(), |f| self.visit_arenas(f))
+        collect_bounded(|| self.arena_count(), |f| self.visit_arenas(f))
     }
 
     /// Number of live arenas.
@@ -159,11 +159,11 @@ impl Heap {
     }
 }
 
-/// Pictures of a heap's arenas in a vector allocated while no lock is held
-/// (it may come from the very heap): `count` and `visit` each take what
-/// reaching the heap needs, and the visit is retried if arenas were added
-/// in between.
-pub(crate) fn collect_arenas(count: impl Fn() -> usize, visit: impl Fn(&mut dyn FnMut(&ArenaInfo))) -> Vec<ArenaInfo> {
+/// What a heap's visit yields (pictures of its arenas, pinning blocks), in a
+/// vector allocated while no lock is held (it may come from the very heap):
+/// `count` and `visit` each take what reaching the heap needs, and the visit
+/// is retried if more items appeared in between.
+pub(crate) fn collect_bounded<T: Copy>(count: impl Fn() -> usize, visit: impl Fn(&mut dyn FnMut(&T))) -> Vec<T> {
     loop {
         let mut out = Vec::with_capacity(count());
         let mut fits = true;

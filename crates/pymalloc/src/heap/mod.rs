@@ -88,9 +88,9 @@ use crate::front::{self, Pools};
 use crate::sync::SpinLock;
 
 pub use cache::CACHE_SLOTS;
-pub(crate) use inspect::collect_arenas;
+pub(crate) use inspect::collect_bounded;
 pub use inspect::{ArenaInfo, PoolState};
-pub use pages::{page_bytes, ClassPinning};
+pub use pages::{page_bytes, ClassPinning, PinningBlock};
 pub use purge::PurgePolicy;
 pub use validate::InvariantError;
 

@@ -316,12 +316,91 @@ impl Heap {
         out
     }
 
+    /// Calls `f` for every block in use in a sparse pool (at most an eighth
+    /// of its blocks in use, as [`ClassPinning`] counts them), with the bytes
+    /// of the pool's live pages it holds: each live page is shared among the
+    /// blocks on it, and a header page holding no block among all the pool's
+    /// blocks. Over all blocks this adds up to the sparse pools' live pages,
+    /// up to rounding. Owner only; `f` runs under the heap's bookkeeping lock
+    /// and must not allocate from this heap.
+    pub fn visit_pinning_blocks(&self, f: &mut dyn FnMut(&PinningBlock)) {
+        let (page, npages) = pool_pages();
+        let _meta = self.meta.lock();
+        self.arenas.for_each_pool(|ao, i, pool| {
+            if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
+                return;
+            }
+            // SAFETY: a carved pool in use of a live arena; the owner (our
+            // caller) is not changing its free list.
+            unsafe {
+                let count = (*pool).count() as usize;
+                let c = (*pool).szidx as usize;
+                if count > 0 && count * 8 <= crate::geometry::num_blocks(c) {
+                    visit_pool_blocks(pool, page.min(POOL_SIZE), npages.max(1), f);
+                }
+            }
+        });
+    }
+
+    /// The blocks of [`Heap::visit_pinning_blocks`], collected. Owner only.
+    pub fn pinning_blocks(&self) -> Vec<PinningBlock> {
+        let count = || self.pinning().iter().map(|p| p.sparse_blocks).sum();
+        super::collect_bounded(count, |f| self.visit_pinning_blocks(f))
+    }
+
     /// Bytes of the pages of this heap's pools that hold at least one block
     /// in use (cached blocks count as in use): what no allocator that never
     /// moves a block could give back of the pools. Owner only (it reads the
     /// free lists).
     pub fn live_page_bytes(&self) -> usize {
         self.pinning().iter().map(|p| p.live_pages).sum::<usize>() * page_bytes()
+    }
+}
+
+/// A block in use in a sparse pool, and what it pins
+/// ([`Heap::visit_pinning_blocks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinningBlock {
+    /// The block's address.
+    pub addr: usize,
+    /// Its size class.
+    pub class: usize,
+    /// Its share of the bytes of its pool's live pages.
+    pub pinned_bytes: usize,
+}
+
+/// The live blocks of one pool, each with its share of the live pages.
+///
+/// # Safety
+/// `pool` is a carved pool in use whose free list nobody changes meanwhile.
+unsafe fn visit_pool_blocks(pool: *mut PoolHeader, page: usize, npages: usize, f: &mut dyn FnMut(&PinningBlock)) {
+    // SAFETY: per the contract; free-list entries are blocks of the pool.
+    unsafe {
+        let c = (*pool).szidx as usize;
+        let size = class_size(c);
+        let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
+        let free = FreeBlocks::of(pool, size);
+        let out = (*pool).pages_out;
+        let page_span = |off: usize| off / page..=((off + size - 1) / page).min(npages - 1);
+        let live = |i: usize| !free.contains(i) && !overlaps_out(out, POOL_OVERHEAD + i * size, size);
+        let mut on_page = [0usize; 16];
+        let mut blocks = 0;
+        for i in (0..carved).filter(|&i| live(i)) {
+            blocks += 1;
+            for pg in page_span(POOL_OVERHEAD + i * size) {
+                on_page[pg] += 1;
+            }
+        }
+        if blocks == 0 {
+            return;
+        }
+        // The header's page is held even when no block lies on it.
+        let header_share = if on_page[0] == 0 { page / blocks } else { 0 };
+        for i in (0..carved).filter(|&i| live(i)) {
+            let off = POOL_OVERHEAD + i * size;
+            let pinned = header_share + page_span(off).map(|pg| page / on_page[pg]).sum::<usize>();
+            f(&PinningBlock { addr: pool.addr() + off, class: c, pinned_bytes: pinned });
+        }
     }
 }
 
