@@ -244,10 +244,7 @@ const RELEASE_FRACTION: usize = 4;
 pub unsafe fn pymalloc_release_after_collection() -> usize {
     let worth = |free: usize, held: usize| free >= RELEASE_MIN_BYTES && free * RELEASE_FRACTION >= held;
     let s = pymalloc_stats();
-    // Under a decay policy, empty pools and free arenas go back on their
-    // own within two periods: only free blocks in pools in use count.
-    let decaying = matches!(gil_heap().heap().purge_policy(), PurgePolicy::Decay { .. });
-    let empty = if decaying { 0 } else { (s.unused_pools - s.decommitted_pools) * crate::geometry::POOL_SIZE };
+    let empty = (s.unused_pools - s.decommitted_pools) * crate::geometry::POOL_SIZE;
     let pools = worth(s.available_bytes + empty, s.arena_bytes);
     let c_heap = match (crate::raw::free_in_heap(), crate::raw::in_use()) {
         (Some(free), Some(used)) => worth(free, free + used),
