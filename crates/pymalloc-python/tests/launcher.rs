@@ -382,6 +382,27 @@ else:
     assert_eq!(out(&o), "None None True True True\n", "{}", err(&o));
 }
 
+/// The default decay policy keeps freed arenas for reuse, but the end of a
+/// full collection gives them back at once, even for a heap too small for
+/// the whole purge.
+#[test]
+fn a_full_collection_gives_back_free_arenas_without_waiting_for_the_decay() {
+    let code = r#"
+import _pymalloc, gc
+arenas = lambda: _pymalloc.stats()["arenas_current"]
+gc.collect()
+before = arenas()
+x = [(i,) for i in range(60000)]
+grown = arenas()
+del x
+kept = arenas()
+gc.collect()
+print(grown - before >= 3, kept == grown, arenas() <= before + 1)
+"#;
+    let o = ours(&["-c", code]);
+    assert_eq!(out(&o), "True True True\n", "{}", err(&o));
+}
+
 /// The default decay policy keeps what was freed for reuse, and the
 /// background thread gives it back while the process sleeps; the child of
 /// `os.fork()` gets a thread of its own.

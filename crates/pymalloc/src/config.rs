@@ -57,6 +57,8 @@ struct ModeOps {
     validate: unsafe fn() -> Result<(), InvariantError>,
     pinning: unsafe fn() -> [ClassPinning; NB_SMALL_SIZE_CLASSES],
     pinning_blocks: unsafe fn() -> Vec<PinningBlock>,
+    /// Empty pools and free arenas back to the OS (any thread).
+    release_empty: fn() -> usize,
 }
 
 static THREADED: ModeOps = ModeOps {
@@ -68,6 +70,7 @@ static THREADED: ModeOps = ModeOps {
     validate: thread::validate_current,
     pinning: thread::current_pinning,
     pinning_blocks: thread::current_pinning_blocks,
+    release_empty: thread::release_empty,
 };
 
 static LOCKED: ModeOps = ModeOps {
@@ -79,6 +82,7 @@ static LOCKED: ModeOps = ModeOps {
     validate: || global_heap().lock().validate(),
     pinning: || global_heap().lock().pinning(),
     pinning_blocks: || global_heap().pinning_blocks(),
+    release_empty: || global_heap().lock().release_empty(),
 };
 
 static GIL: ModeOps = ModeOps {
@@ -94,6 +98,7 @@ static GIL: ModeOps = ModeOps {
     validate: || gil_heap().heap().validate(),
     pinning: || gil_heap().heap().pinning(),
     pinning_blocks: || gil_heap().heap().pinning_blocks(),
+    release_empty: || gil_heap().heap().release_empty(),
 };
 
 impl PymallocMode {
@@ -235,9 +240,14 @@ const RELEASE_FRACTION: usize = 4;
 /// After a full collection (CPython's generation 2): gives memory back as
 /// [`pymalloc_purge`] does if enough lies free to be worth it: free blocks and
 /// empty pools in pymalloc's arenas, or free bytes in the C library's heap,
-/// at least 4 MiB and a quarter of the heap they lie in. A program that
-/// frees and allocates the same memory in a loop with collections in between
-/// (small heaps) is left alone. Returns the bytes pymalloc gave back.
+/// at least 4 MiB and a quarter of the heap they lie in. Otherwise only
+/// empty pools and wholly free arenas go back ([`crate::Heap::release_empty`]),
+/// without waiting for the decay: a full collection is where a program has
+/// just dropped what it no longer needs, and those cost nothing to give
+/// back, while the free pages of pools in use are left alone, so that a
+/// program that frees and allocates the same memory in a loop with
+/// collections in between (small heaps) keeps them. Returns the bytes
+/// pymalloc gave back.
 ///
 /// # Safety
 /// As for [`pymalloc_purge`].
@@ -255,7 +265,7 @@ pub unsafe fn pymalloc_release_after_collection() -> usize {
         // pymalloc_purge's).
         unsafe { pymalloc_purge() }
     } else {
-        0
+        active_pymalloc_mode().map_or(0, |m| (m.ops().release_empty)())
     }
 }
 

@@ -322,6 +322,14 @@ pub fn current_pinning() -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
     }
 }
 
+/// Gives back the empty pools and free arenas of every thread heap (see
+/// [`Heap::release_empty`]; any thread may do it). Returns the bytes.
+pub fn release_empty() -> usize {
+    let mut bytes = 0;
+    thread_heaps::for_each_heap(|h| bytes += h.release_empty());
+    bytes
+}
+
 /// The calling thread's pinning blocks (see [`Heap::pinning_blocks`]).
 pub fn current_pinning_blocks() -> Vec<PinningBlock> {
     let h = current();

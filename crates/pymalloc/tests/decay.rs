@@ -32,7 +32,6 @@ fn empty_pools(heap: &Heap) -> (usize, usize) {
 }
 
 /// Minor page faults of this thread so far.
-#[cfg(not(miri))]
 fn minor_faults() -> i64 {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);

@@ -286,6 +286,20 @@ impl Heap {
         self.drain_remote();
         self.release_held_pools();
         let _meta = self.meta.lock();
-        self.discard_free_pages() + self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
+        self.discard_free_pages() + self.release_empty_locked()
+    }
+
+    /// Gives back the pages of every empty pool and every wholly free arena
+    /// (the spare too), whatever the policy; leaves pools in use alone. Any
+    /// thread may call it: it touches only what the heap's bookkeeping lock
+    /// guards. Returns the bytes.
+    pub fn release_empty(&self) -> usize {
+        let _meta = self.meta.lock();
+        self.release_empty_locked()
+    }
+
+    /// [`Heap::release_empty`] with `meta` held.
+    fn release_empty_locked(&self) -> usize {
+        self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
     }
 }
