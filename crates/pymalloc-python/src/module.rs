@@ -174,21 +174,14 @@ fn svg_map(arenas: &[ArenaInfo], labels: &std::collections::HashMap<usize, Strin
                 }
             };
             let (x, side) = (150 + col * CELL, CELL - 1);
-            match labels.get(&(first_pool + col * POOL_SIZE)) {
-                Some(label) => {
-                    let _ = writeln!(
-                        s,
-                        r##"<rect x="{x}" y="{y}" width="{side}" height="{side}" fill="{fill}" stroke="#d00" stroke-width="1.5"><title>{}</title></rect>"##,
-                        xml_escape(label)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        s,
-                        r##"<rect x="{x}" y="{y}" width="{side}" height="{side}" fill="{fill}" stroke="#999" stroke-width="0.5"/>"##
-                    );
-                }
-            }
+            let (stroke, width, title) = match labels.get(&(first_pool + col * POOL_SIZE)) {
+                Some(label) => ("#d00", "1.5", format!("<title>{}</title>", xml_escape(label))),
+                None => ("#999", "0.5", String::new()),
+            };
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{y}" width="{side}" height="{side}" fill="{fill}" stroke="{stroke}" stroke-width="{width}">{title}</rect>"#
+            );
         }
     }
     s.push_str("</svg>\n");
@@ -326,9 +319,7 @@ pub mod _pymalloc {
     #[pyfunction]
     #[pyo3(signature = (path=None))]
     fn arena_map_svg(py: Python<'_>, path: Option<std::path::PathBuf>) -> PyResult<String> {
-        let blocks = crate::pins::blocks(py);
-        let sites = crate::pins::sites(py, &blocks);
-        let labels = crate::pins::pool_labels(&blocks, &sites);
+        let labels = crate::pins::Pins::take(py).pool_labels();
         let svg = svg_map(&pymalloc::config::pymalloc_arenas(), &labels);
         if let Some(p) = path {
             std::fs::write(p, &svg)?;
@@ -434,10 +425,8 @@ pub mod _pymalloc {
     #[pyfunction]
     #[pyo3(signature = (limit=10))]
     fn pinning_by_line(py: Python<'_>, limit: usize) -> PyResult<Bound<'_, PyList>> {
-        let blocks = crate::pins::blocks(py);
-        let sites = crate::pins::sites(py, &blocks);
         let out = PyList::empty(py);
-        for l in crate::pins::by_line(&blocks, &sites, limit) {
+        for l in crate::pins::Pins::take(py).by_line(limit) {
             let d = PyDict::new(py);
             let (file, line) = l.site.map_or((None, None), |(f, n)| (Some(f), Some(n)));
             d.set_item("filename", file)?;
@@ -455,9 +444,7 @@ pub mod _pymalloc {
     fn pinning_report(py: Python<'_>) -> PyResult<String> {
         // SAFETY: as in pinning.
         let mut text = pinning_text(&unsafe { pymalloc::config::pymalloc_pinning() });
-        let blocks = crate::pins::blocks(py);
-        let sites = crate::pins::sites(py, &blocks);
-        text.push_str(&crate::pins::text(&crate::pins::by_line(&blocks, &sites, 10), tracing(py)?));
+        text.push_str(&crate::pins::text(&crate::pins::Pins::take(py).by_line(10), tracing(py)?));
         Ok(text)
     }
 

@@ -24,32 +24,62 @@ pub struct LinePins {
     pub pinned_bytes: usize,
 }
 
-/// The pinning blocks of the heap in use, with the GIL held.
-pub fn blocks(_py: Python<'_>) -> Vec<PinningBlock> {
-    // SAFETY: the GIL is held, which serialises MEM and OBJ in the GIL mode:
-    // the heap is ours to walk.
-    unsafe { pymalloc::config::pymalloc_pinning_blocks() }
+/// The pinning blocks of the heap in use, and where each was allocated.
+pub struct Pins {
+    blocks: Vec<PinningBlock>,
+    sites: Vec<Site>,
 }
 
-/// The allocation site of each block (None for untraced ones).
-pub fn sites(py: Python<'_>, blocks: &[PinningBlock]) -> Vec<Site> {
-    blocks.iter().map(|b| allocation_site(py, b.addr)).collect()
-}
-
-/// The lines that pin the most bytes, most first (ties: more blocks first,
-/// then by file and line), at most `limit`.
-pub fn by_line(blocks: &[PinningBlock], sites: &[Site], limit: usize) -> Vec<LinePins> {
-    let mut m: HashMap<&Site, (usize, usize)> = HashMap::new();
-    for (b, s) in blocks.iter().zip(sites) {
-        let e = m.entry(s).or_default();
-        e.0 += 1;
-        e.1 += b.pinned_bytes;
+impl Pins {
+    /// Walks the heap in use and asks tracemalloc about each block (the GIL
+    /// is held).
+    pub fn take(py: Python<'_>) -> Pins {
+        // SAFETY: the GIL is held, which serialises MEM and OBJ in the GIL
+        // mode: the heap is ours to walk.
+        let blocks = unsafe { pymalloc::config::pymalloc_pinning_blocks() };
+        let sites = blocks.iter().map(|b| allocation_site(py, b.addr)).collect();
+        Pins { blocks, sites }
     }
-    let mut v: Vec<LinePins> =
-        m.into_iter().map(|(s, (blocks, pinned_bytes))| LinePins { site: s.clone(), blocks, pinned_bytes }).collect();
-    v.sort_by(|a, b| b.pinned_bytes.cmp(&a.pinned_bytes).then(b.blocks.cmp(&a.blocks)).then(a.site.cmp(&b.site)));
-    v.truncate(limit);
-    v
+
+    fn each(&self) -> impl Iterator<Item = (&PinningBlock, &Site)> {
+        self.blocks.iter().zip(&self.sites)
+    }
+
+    /// The lines that pin the most bytes, most first (ties: more blocks
+    /// first, then by file and line), at most `limit`.
+    pub fn by_line(&self, limit: usize) -> Vec<LinePins> {
+        let mut m: HashMap<&Site, (usize, usize)> = HashMap::new();
+        for (b, s) in self.each() {
+            let e = m.entry(s).or_default();
+            e.0 += 1;
+            e.1 += b.pinned_bytes;
+        }
+        let mut v: Vec<LinePins> = m
+            .into_iter()
+            .map(|(s, (blocks, pinned_bytes))| LinePins { site: s.clone(), blocks, pinned_bytes })
+            .collect();
+        v.sort_by(|a, b| b.pinned_bytes.cmp(&a.pinned_bytes).then(b.blocks.cmp(&a.blocks)).then(a.site.cmp(&b.site)));
+        v.truncate(limit);
+        v
+    }
+
+    /// Per sparse pool (by address), the line pinning most of it, for the
+    /// arena picture.
+    pub fn pool_labels(&self) -> HashMap<usize, String> {
+        let mut per_pool: HashMap<usize, HashMap<&Site, usize>> = HashMap::new();
+        for (b, s) in self.each() {
+            *per_pool.entry(b.addr & !(POOL_SIZE - 1)).or_default().entry(s).or_default() += b.pinned_bytes;
+        }
+        per_pool
+            .into_iter()
+            .map(|(pool, lines)| {
+                let total: usize = lines.values().sum();
+                let (site, bytes) =
+                    lines.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).unwrap_or((&None, 0));
+                (pool, format!("sparse pool pinning {total} bytes; most by {} ({bytes} bytes)", site_text(site)))
+            })
+            .collect()
+    }
 }
 
 /// "file:line", or "<not traced>".
@@ -75,21 +105,4 @@ pub fn text(lines: &[LinePins], tracing: bool) -> String {
         );
     }
     out
-}
-
-/// Per sparse pool (by address), the line pinning most of it, for the
-/// arena picture.
-pub fn pool_labels(blocks: &[PinningBlock], sites: &[Site]) -> HashMap<usize, String> {
-    let mut per_pool: HashMap<usize, HashMap<&Site, usize>> = HashMap::new();
-    for (b, s) in blocks.iter().zip(sites) {
-        *per_pool.entry(b.addr & !(POOL_SIZE - 1)).or_default().entry(s).or_default() += b.pinned_bytes;
-    }
-    per_pool
-        .into_iter()
-        .map(|(pool, lines)| {
-            let total: usize = lines.values().sum();
-            let (site, bytes) = lines.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).unwrap_or((&None, 0));
-            (pool, format!("sparse pool pinning {total} bytes; most by {} ({bytes} bytes)", site_text(site)))
-        })
-        .collect()
 }
