@@ -76,9 +76,12 @@ fn names_after(code: &str, prefix: &str) -> BTreeSet<String> {
 /// each with the module it comes from: `crate::Heap` is a use of `heap`.
 fn root_reexports(src: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for line in code(&src.join("lib.rs")).lines() {
-        let Some(rest) = line.trim().strip_prefix("pub use ") else { continue };
-        let (module, names) = rest.trim_end_matches(';').split_once("::").unwrap_or((rest, ""));
+    // One statement per `;`, so that a list rustfmt spread over lines counts.
+    let text = code(&src.join("lib.rs"));
+    for stmt in text.split(';') {
+        let stmt = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
+        let Some(rest) = stmt.split("pub use ").nth(1) else { continue };
+        let (module, names) = rest.split_once("::").unwrap_or((rest, ""));
         for n in names.trim_matches(|c| c == '{' || c == '}').split(',') {
             let n = n.trim();
             if !n.is_empty() {

@@ -5,6 +5,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use super::pages::PinningBlock;
 use super::Heap;
 use crate::geometry::{num_blocks, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_SIZE, POOL_SIZE_MASK};
 use crate::pool::{self, PoolHeader};
@@ -97,6 +98,12 @@ impl Heap {
     /// vector allocated outside the bookkeeping lock.
     pub fn arenas(&self) -> Vec<ArenaInfo> {
         collect_bounded(|| self.arena_count(), |f| self.visit_arenas(f))
+    }
+
+    /// The blocks of [`Heap::visit_pinning_blocks`], collected. Owner only.
+    pub fn pinning_blocks(&self) -> Vec<PinningBlock> {
+        let count = || self.pinning().iter().map(|p| p.sparse_blocks).sum();
+        collect_bounded(count, |f| self.visit_pinning_blocks(f))
     }
 
     /// Number of live arenas.

@@ -342,12 +342,6 @@ impl Heap {
         });
     }
 
-    /// The blocks of [`Heap::visit_pinning_blocks`], collected. Owner only.
-    pub fn pinning_blocks(&self) -> Vec<PinningBlock> {
-        let count = || self.pinning().iter().map(|p| p.sparse_blocks).sum();
-        super::collect_bounded(count, |f| self.visit_pinning_blocks(f))
-    }
-
     /// Bytes of the pages of this heap's pools that hold at least one block
     /// in use (cached blocks count as in use): what no allocator that never
     /// moves a block could give back of the pools. Owner only (it reads the
