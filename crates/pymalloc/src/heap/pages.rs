@@ -283,34 +283,40 @@ pub struct ClassPinning {
 }
 
 impl Heap {
-    /// Per size class, what pins this heap's pages (see [`ClassPinning`]).
-    /// Owner only (it reads the free lists).
-    pub fn pinning(&self) -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
-        let (page, npages) = pool_pages();
-        let mut out = [ClassPinning::default(); NB_SMALL_SIZE_CLASSES];
+    /// Calls `f` for every pool holding a block in use, with its block
+    /// count and class, `meta` held. Owner only (`f` may read free lists).
+    fn for_each_pool_in_use(&self, mut f: impl FnMut(*mut PoolHeader, usize, usize)) {
         let _meta = self.meta.lock();
         self.arenas.for_each_pool(|ao, i, pool| {
             if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
                 return;
             }
-            // SAFETY: a carved pool in use of a live arena; the owner (our
-            // caller) is not changing its free list.
-            unsafe {
-                let count = (*pool).count() as usize;
-                if count == 0 {
-                    return;
-                }
-                let c = (*pool).szidx as usize;
-                let live = live_pages(pool, page, npages.max(1));
-                let p = &mut out[c];
-                p.pools += 1;
-                p.blocks += count;
-                p.live_pages += live;
-                if count * 8 <= crate::geometry::num_blocks(c) {
-                    p.sparse_pools += 1;
-                    p.sparse_blocks += count;
-                    p.sparse_pages += live;
-                }
+            // SAFETY: a carved pool of a live arena, not free: its header is
+            // initialised.
+            let (count, c) = unsafe { ((*pool).count() as usize, (*pool).szidx as usize) };
+            if count > 0 {
+                f(pool, count, c);
+            }
+        });
+    }
+
+    /// Per size class, what pins this heap's pages (see [`ClassPinning`]).
+    /// Owner only (it reads the free lists).
+    pub fn pinning(&self) -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
+        let (page, npages) = pool_pages();
+        let mut out = [ClassPinning::default(); NB_SMALL_SIZE_CLASSES];
+        self.for_each_pool_in_use(|pool, count, c| {
+            // SAFETY: a pool in use; the owner (our caller) is not changing
+            // its free list.
+            let live = unsafe { live_pages(pool, page, npages.max(1)) };
+            let p = &mut out[c];
+            p.pools += 1;
+            p.blocks += count;
+            p.live_pages += live;
+            if is_sparse(count, c) {
+                p.sparse_pools += 1;
+                p.sparse_blocks += count;
+                p.sparse_pages += live;
             }
         });
         out
@@ -325,19 +331,11 @@ impl Heap {
     /// and must not allocate from this heap.
     pub fn visit_pinning_blocks(&self, f: &mut dyn FnMut(&PinningBlock)) {
         let (page, npages) = pool_pages();
-        let _meta = self.meta.lock();
-        self.arenas.for_each_pool(|ao, i, pool| {
-            if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
-                return;
-            }
-            // SAFETY: a carved pool in use of a live arena; the owner (our
-            // caller) is not changing its free list.
-            unsafe {
-                let count = (*pool).count() as usize;
-                let c = (*pool).szidx as usize;
-                if count > 0 && count * 8 <= crate::geometry::num_blocks(c) {
-                    visit_pool_blocks(pool, page.min(POOL_SIZE), npages.max(1), f);
-                }
+        self.for_each_pool_in_use(|pool, count, c| {
+            if is_sparse(count, c) {
+                // SAFETY: a pool in use; the owner (our caller) is not
+                // changing its free list.
+                unsafe { visit_pool_blocks(pool, page.min(POOL_SIZE), npages.max(1), f) };
             }
         });
     }
@@ -349,6 +347,12 @@ impl Heap {
     pub fn live_page_bytes(&self) -> usize {
         self.pinning().iter().map(|p| p.live_pages).sum::<usize>() * page_bytes()
     }
+}
+
+/// A pool with `count` of its blocks of class `c` in use is sparse when at
+/// most an eighth of them are.
+fn is_sparse(count: usize, c: usize) -> bool {
+    count * 8 <= crate::geometry::num_blocks(c)
 }
 
 /// A block in use in a sparse pool, and what it pins
