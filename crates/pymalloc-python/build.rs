@@ -1,5 +1,8 @@
-//! Links the embedded libpython with an rpath, and records which python3 the
-//! launcher was built against (its tests compare the two).
+//! Links the embedded libpython with an rpath, records which python3 the
+//! launcher was built against (its tests compare the two), refuses the
+//! builds it cannot serve, and tells `src/version.rs` whether that CPython
+//! was built with mimalloc (cfg `cpython_mimalloc`: `PYTHONMALLOC` then
+//! accepts `mimalloc` and `mimalloc_debug`).
 //!
 //! The launcher does not record or set a home: like python3 itself, it lets
 //! CPython's path calculation find the standard library, which falls back to
@@ -8,6 +11,9 @@
 //! embedders' own settings, which python3's test suite checks.
 
 use std::process::Command;
+
+#[path = "src/supported.rs"]
+mod supported;
 
 fn main() {
     pyo3_build_config::use_pyo3_cfgs();
@@ -18,6 +24,26 @@ fn main() {
     let ok = Command::new(&python).args(["-c", "pass"]).status().is_ok_and(|s| s.success());
     assert!(ok, "the python3 the launcher is built against ({python}) does not run");
     println!("cargo:rustc-env=PYMALLOC_PYTHON_EXECUTABLE={python}");
+
+    println!("cargo:rustc-check-cfg=cfg(cpython_mimalloc)");
+    let vars = sysconfig(&python, &["Py_GIL_DISABLED", "WITH_MIMALLOC"]);
+    if let Some(why) = supported::refusal(cfg.version().major, cfg.version().minor, vars[0]) {
+        panic!("pymalloc-python cannot be built against {python}: {why}");
+    }
+    if vars[1] {
+        println!("cargo:rustc-cfg=cpython_mimalloc");
+    }
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/supported.rs");
+}
+
+/// Whether each of `names` is set to a true value in `python`'s sysconfig.
+fn sysconfig(python: &str, names: &[&str]) -> Vec<bool> {
+    let code = format!(
+        "import sysconfig; print(' '.join(str(bool(sysconfig.get_config_var(n))) for n in {names:?}))"
+    );
+    let out = Command::new(python).args(["-c", &code]).output().expect("running the target python3");
+    assert!(out.status.success(), "{python} could not report its sysconfig");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(|w| w == "True").collect()
 }

@@ -337,7 +337,7 @@ fn purge_policy_static() {
 
 /// The allocator part of the reference `sys._debugmallocstats()` output.
 fn reference_table() -> Vec<String> {
-    let text = include_str!("../../pymalloc/tests/data/cpython311-debugmallocstats.txt");
+    let text = include_str!("../../pymalloc/tests/data/cpython-3.11/debugmallocstats.txt");
     let lines: Vec<&str> = text.lines().collect();
     // Up to the second "Total" line (the arena map's); free lists follow.
     let end = lines.iter().enumerate().filter(|(_, l)| l.starts_with("Total ")).nth(1).unwrap().0;
@@ -418,7 +418,7 @@ fn stats_static() {
 /// The reference report of `case`, up to and including the fatal-error line
 /// (what follows it is the interpreter's).
 fn reference_report(case: &str) -> String {
-    let text = include_str!("../../pymalloc/tests/data/cpython311-debug-hooks-reports.txt");
+    let text = include_str!("../../pymalloc/tests/data/cpython-3.11/debug-hooks-reports.txt");
     let start = text.find(&format!("=== {case}\n")).unwrap() + case.len() + 5;
     let body = &text[start..];
     let end = body.find("Python runtime state").unwrap();

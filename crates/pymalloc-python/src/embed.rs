@@ -11,7 +11,6 @@ extern "C" {
     /// layout is CPython's `PyMemAllocatorEx`.
     pub fn PyMem_SetAllocator(domain: c_int, allocator: *mut MemAllocatorEx);
     fn PyGILState_Check() -> c_int;
-    #[cfg(Py_3_9)]
     fn _Py_FatalErrorFunc(func: *const c_char, msg: *const c_char) -> !;
     fn _PyTraceMalloc_GetTraceback(domain: c_uint, ptr: usize) -> *mut ffi::PyObject;
 }
@@ -62,21 +61,9 @@ fn c_buf(s: &[u8]) -> [u8; 256] {
 /// modules, then aborts.
 fn fatal(func: &str, msg: &[u8]) -> ! {
     let (f, m) = (c_buf(func.as_bytes()), c_buf(msg));
-    #[cfg(Py_3_9)]
-    // SAFETY: both buffers are NUL-terminated; _Py_FatalErrorFunc never returns.
-    unsafe {
-        _Py_FatalErrorFunc(f.as_ptr().cast(), m.as_ptr().cast())
-    }
-    #[cfg(not(Py_3_9))]
-    {
-        let mut full = [0u8; 256];
-        let text = [func.as_bytes(), b": ", msg].concat();
-        let n = text.len().min(255);
-        full[..n].copy_from_slice(&text[..n]);
-        let _ = (f, m);
-        // SAFETY: NUL-terminated; Py_FatalError never returns.
-        unsafe { ffi::Py_FatalError(full.as_ptr().cast()) }
-    }
+    // SAFETY: both buffers are NUL-terminated; _Py_FatalErrorFunc (3.9 and
+    // later) never returns.
+    unsafe { _Py_FatalErrorFunc(f.as_ptr().cast(), m.as_ptr().cast()) }
 }
 
 fn write_fd(fd: i32, b: &[u8]) {
@@ -91,26 +78,10 @@ fn write_fd(fd: i32, b: &[u8]) {
     }
 }
 
-/// Is tracemalloc tracing? CPython 3.12+ has `_PyTraceMalloc_IsTracing()`;
-/// before that the flag is the second int of `_Py_tracemalloc_config`.
-fn tracing() -> bool {
-    // SAFETY: dlsym with RTLD_DEFAULT and NUL-terminated names; the symbols,
-    // when present, have the types CPython gives them.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, c"_PyTraceMalloc_IsTracing".as_ptr());
-        if !f.is_null() {
-            let f: extern "C" fn() -> c_int = std::mem::transmute(f);
-            return f() != 0;
-        }
-        let cfg = libc::dlsym(libc::RTLD_DEFAULT, c"_Py_tracemalloc_config".as_ptr());
-        !cfg.is_null() && *cfg.cast::<c_int>().add(1) != 0
-    }
-}
-
 /// CPython's `_PyMem_DumpTraceback`: where the block at `p` was allocated,
 /// if tracemalloc traced it.
 fn dump_traceback(fd: i32, p: *const u8) {
-    if !tracing() {
+    if !crate::version::tracemalloc_is_tracing(gil_held()) {
         write_fd(fd, b"Enable tracemalloc to get the memory block allocation traceback\n\n");
         return;
     }

@@ -27,6 +27,9 @@ mod embed;
 mod module;
 mod options;
 mod pins;
+#[cfg(test)]
+mod supported;
+mod version;
 
 use std::ffi::{c_char, c_int, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -62,10 +65,10 @@ fn run(args: Vec<OsString>) -> c_int {
     };
 
     let dev_mode = opts.dev_mode || env("PYTHONDEVMODE").is_some();
-    let name = match env("PYTHONMALLOC") {
+    let chosen = match env("PYTHONMALLOC") {
         Some(v) => {
-            match v.to_str().unwrap_or("\u{fffd}").parse::<AllocatorName>() {
-                Ok(n) => n,
+            match version::parse_pythonmalloc(v.to_str().unwrap_or("\u{fffd}")) {
+                Ok(a) => a,
                 Err(e) => {
                     // python3 prints the first two lines and exits with 1.
                     eprintln!("Fatal Python error: preconfig_init_allocator: PYTHONMALLOC: unknown allocator");
@@ -77,14 +80,14 @@ fn run(args: Vec<OsString>) -> c_int {
             }
         }
         // PYTHONMALLOC takes priority over dev mode, as in CPython.
-        None if dev_mode => AllocatorName::Debug,
-        None => AllocatorName::Default,
+        None if dev_mode => version::Allocator { config: AllocatorName::Debug, mode: None },
+        None => version::Allocator { config: AllocatorName::Default, mode: None },
     };
     let stats_at_exit = env("PYTHONMALLOCSTATS").is_some();
 
     // SAFETY: single-threaded start-up, before any allocation through the
     // domains and before libpython is initialised.
-    unsafe { install_allocators(name, stats_at_exit) };
+    unsafe { install_allocators(chosen, stats_at_exit) };
 
     let argv: Vec<CString> = args.iter().map(|a| CString::new(a.clone().into_vec()).unwrap_or_default()).collect();
     let mut argv_ptrs: Vec<*mut c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
@@ -103,17 +106,19 @@ fn run(args: Vec<OsString>) -> c_int {
     code
 }
 
-/// Sets up configuration `name` in pymalloc-rs's domains, with the embedder
-/// callbacks of the debug hooks, and hands the three domain allocators to
-/// libpython.
+/// Sets up `chosen`'s configuration in pymalloc-rs's domains, with the
+/// embedder callbacks of the debug hooks and this CPython's statistics
+/// layout, and hands the three domain allocators to libpython.
 ///
 /// # Safety
 /// Single-threaded, before libpython allocates anything.
-unsafe fn install_allocators(name: AllocatorName, stats: bool) {
+unsafe fn install_allocators(chosen: version::Allocator, stats: bool) {
+    let name = chosen.config;
+    pymalloc::stats::set_table_layout(version::STATS_LAYOUT);
     // SAFETY: the caller's contract; the Gil mode is sound because CPython
     // holds the GIL for every MEM and OBJ call (the debug hooks check it).
     unsafe {
-        config::set_pymalloc_mode(pymalloc_mode());
+        config::set_pymalloc_mode(pymalloc_mode(chosen.mode));
         config::setup(name).expect("a parsed configuration name");
     }
     if name.is_debug() {
@@ -138,12 +143,14 @@ unsafe fn install_allocators(name: AllocatorName, stats: bool) {
     }
 }
 
-/// How pymalloc serves MEM and OBJ: `PYMALLOC_MODE` = `gil` (default: one
-/// heap with the GIL as its lock, CPython's own arrangement), `threaded` (one
-/// heap per thread) or `locked` (one heap behind a mutex).
-fn pymalloc_mode() -> config::PymallocMode {
+/// How pymalloc serves MEM and OBJ: `PYMALLOC_MODE` = `gil` (one heap with
+/// the GIL as its lock, CPython's own arrangement), `threaded` (one heap per
+/// thread) or `locked` (one heap behind a mutex). Unset, the mode
+/// `PYTHONMALLOC` asked for (`threaded` for 3.13's `mimalloc` names), else
+/// `gil`.
+fn pymalloc_mode(asked: Option<config::PymallocMode>) -> config::PymallocMode {
     match std::env::var("PYMALLOC_MODE").as_deref() {
-        Ok("") | Err(_) => config::PymallocMode::Gil,
+        Ok("") | Err(_) => asked.unwrap_or(config::PymallocMode::Gil),
         Ok(name) => config::PymallocMode::from_name(name).unwrap_or_else(|e| {
             eprintln!("pymalloc-python: {e}");
             exit(1);

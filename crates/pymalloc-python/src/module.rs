@@ -38,6 +38,11 @@ pub fn register() {
     pyo3::append_to_inittab!(_pymalloc);
 }
 
+/// Where `_pymalloc` keeps CPython's own `sys._debugmallocstats`. With our
+/// allocators installed, it prints only the free-list lines (its pymalloc
+/// table needs CPython's pymalloc in use), in every version's own layout.
+const CPYTHON_DEBUGMALLOCSTATS: &str = "_cpython_debugmallocstats";
+
 /// Replaces `sys._debugmallocstats` and `sys.getallocatedblocks` (after
 /// initialisation, with the GIL held by this thread). Unless `purge` is
 /// `never`, appends `_pymalloc._after_collection` to `gc.callbacks`, so that
@@ -47,6 +52,7 @@ pub fn install_sys_overrides(purge: PurgePolicy) {
     Python::attach(|py| -> PyResult<()> {
         let sys = py.import("sys")?;
         let m = py.import("_pymalloc")?;
+        m.setattr(CPYTHON_DEBUGMALLOCSTATS, sys.getattr("_debugmallocstats")?)?;
         sys.setattr("_debugmallocstats", m.getattr("_sys_debugmallocstats")?)?;
         sys.setattr("getallocatedblocks", m.getattr("getallocatedblocks")?)?;
         if purge != PurgePolicy::Never {
@@ -258,10 +264,11 @@ pub mod _pymalloc {
         pymalloc::stats::print_to_stderr(&pymalloc::config::pymalloc_stats());
     }
 
-    /// `sys._debugmallocstats()`: our table, a blank line, then CPython's
-    /// free-list statistics.
+    /// `sys._debugmallocstats()`: our table and a blank line, then what
+    /// CPython's own function prints when its allocators are not in use:
+    /// the free-list statistics, whichever this version has.
     #[pyfunction]
-    fn _sys_debugmallocstats() {
+    fn _sys_debugmallocstats(py: Python<'_>) -> PyResult<()> {
         let s = pymalloc::config::pymalloc_stats();
         // Only when pymalloc serves the domains, as CPython prints its table
         // only when its pymalloc is in use.
@@ -270,7 +277,8 @@ pub mod _pymalloc {
             // SAFETY: writing one byte to fd 2.
             unsafe { libc::write(2, b"\n".as_ptr().cast(), 1) };
         }
-        type_stats();
+        py.import("_pymalloc")?.getattr(CPYTHON_DEBUGMALLOCSTATS)?.call0()?;
+        Ok(())
     }
 
     /// The configuration in force: `pymalloc`, `malloc`, `pymalloc_debug`,
@@ -475,22 +483,5 @@ pub mod _pymalloc {
     #[pyfunction]
     fn getallocatedblocks() -> isize {
         pymalloc::config::pymalloc_stats().allocated_blocks()
-    }
-}
-
-/// CPython's `_PyObject_DebugTypeStats(stderr)`: the free-list lines.
-fn type_stats() {
-    extern "C" {
-        static mut stderr: *mut libc::FILE;
-    }
-    // SAFETY: dlsym with a NUL-terminated name; the function, when present,
-    // is `void _PyObject_DebugTypeStats(FILE *)`; glibc's stderr is a FILE*.
-    unsafe {
-        let f = libc::dlsym(libc::RTLD_DEFAULT, c"_PyObject_DebugTypeStats".as_ptr());
-        if !f.is_null() {
-            let f: extern "C" fn(*mut libc::FILE) = std::mem::transmute(f);
-            f(stderr);
-            libc::fflush(stderr);
-        }
     }
 }

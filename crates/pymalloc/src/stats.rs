@@ -1,5 +1,6 @@
 //! Statistics: a structured snapshot of a heap, and its rendering in the
-//! layout of CPython 3.11's `sys._debugmallocstats()`.
+//! layout of CPython's `sys._debugmallocstats()` (3.10 and later by default;
+//! 3.9's, which has no arena map, on request: [`set_table_layout`]).
 //!
 //! ```
 //! let mut heap = pymalloc::Heap::new();
@@ -14,6 +15,7 @@
 //! ```
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::geometry::*;
 use crate::radix::MapUsage;
@@ -164,10 +166,16 @@ impl Stats {
             + self.arena_alignment_bytes
     }
 
-    /// Writes the table of `sys._debugmallocstats()` (CPython 3.11's
-    /// `_PyObject_DebugMallocStats`): the same lines, column widths and
-    /// thousands separators.
+    /// Writes the table of `sys._debugmallocstats()` in the process's
+    /// [`table_layout`].
     pub fn render(&self, out: &mut impl Write) -> fmt::Result {
+        self.render_as(out, table_layout())
+    }
+
+    /// Writes the table of `sys._debugmallocstats()` as `layout`'s CPython
+    /// writes it (`_PyObject_DebugMallocStats`): the same lines, column
+    /// widths and thousands separators.
+    pub fn render_as(&self, out: &mut impl Write, layout: TableLayout) -> fmt::Result {
         writeln!(
             out,
             "Small block threshold = {}, in {} size classes.",
@@ -199,6 +207,9 @@ impl Stats {
         printone(out, "# bytes lost to quantization", self.quantization_bytes)?;
         printone(out, "# bytes lost to arena alignment", self.arena_alignment_bytes)?;
         printone(out, "Total", self.accounted_bytes())?;
+        if layout == TableLayout::Cpython39 {
+            return Ok(());
+        }
         out.write_str("\narena map counts\n")?;
         printone(out, "# arena map mid nodes", self.map.mid_nodes)?;
         printone(out, "# arena map bot nodes", self.map.bot_nodes)?;
@@ -329,6 +340,38 @@ impl Write for StackText {
         } else {
             Ok(())
         }
+    }
+}
+
+/// Which CPython's `_PyObject_DebugMallocStats` the table follows. The lines
+/// that differ between versions are the arena-map block, which 3.9 (no radix
+/// tree) lacks; column widths follow from the numbers in every version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TableLayout {
+    /// CPython 3.9: the table ends with the arena byte total.
+    Cpython39,
+    /// CPython 3.10 and later: the arena-map counts follow.
+    #[default]
+    Cpython310,
+}
+
+/// The process's table layout (all renderings that take none, including
+/// the statistics printed at new arenas and at exit).
+static LAYOUT: AtomicU8 = AtomicU8::new(TableLayout::Cpython310 as u8);
+
+/// Sets the layout of every table rendered without one (an embedder sets
+/// its CPython's once, at start-up).
+pub fn set_table_layout(layout: TableLayout) {
+    LAYOUT.store(layout as u8, Ordering::Relaxed);
+}
+
+/// The layout set by [`set_table_layout`] (3.10's unless set).
+pub fn table_layout() -> TableLayout {
+    if LAYOUT.load(Ordering::Relaxed) == TableLayout::Cpython39 as u8 {
+        TableLayout::Cpython39
+    } else {
+        TableLayout::Cpython310
     }
 }
 

@@ -279,7 +279,7 @@ fn aborted(status: &std::process::ExitStatus) -> bool {
 /// The reference report for `pymem_buffer_overflow`, up to and including the
 /// fatal-error line (what follows is the interpreter's).
 fn reference(case: &str) -> String {
-    let text = include_str!("data/cpython311-debug-hooks-reports.txt");
+    let text = include_str!("data/cpython-3.11/debug-hooks-reports.txt");
     let start = text.find(&format!("=== {case}\n")).unwrap() + case.len() + 5;
     let body = &text[start..];
     let end = body.find("Python runtime state").unwrap();

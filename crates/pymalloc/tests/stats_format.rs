@@ -8,7 +8,7 @@
 
 use pymalloc::stats::{allocator_stats_line, Stats};
 
-const REFERENCE: &str = include_str!("data/cpython311-debugmallocstats.txt");
+const REFERENCE: &str = include_str!("data/cpython-3.11/debugmallocstats.txt");
 
 /// The number at the end of the line starting with `label`.
 fn value(label: &str) -> usize {
@@ -63,7 +63,9 @@ fn reference_numbers_render_to_the_reference_text() {
 
     // sys._debugmallocstats() prints the table, a blank line, then the free
     // lists; the blank line is the caller's, not the table's.
-    let ours = format!("{s}\n");
+    let mut ours = String::new();
+    s.render_as(&mut ours, pymalloc::stats::TableLayout::Cpython310).unwrap();
+    ours.push('\n');
     let theirs: String = REFERENCE.split_inclusive('\n').take_while(|l| !l.contains(" free ")).collect();
     assert_eq!(ours, theirs);
 }
@@ -92,7 +94,8 @@ fn a_live_heap_renders_consistently() {
     let mut heap = pymalloc::Heap::new();
     let blocks: Vec<_> = (1..=2000).map(|i| heap.malloc(i % 600)).collect();
     let s = heap.stats();
-    let text = s.to_string();
+    let mut text = String::new();
+    s.render_as(&mut text, pymalloc::stats::TableLayout::Cpython310).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
@@ -111,4 +114,26 @@ fn a_live_heap_renders_consistently() {
     for p in blocks {
         unsafe { heap.free(p) };
     }
+}
+
+#[test]
+fn the_cpython_3_9_layout_ends_before_the_arena_map() {
+    use pymalloc::stats::{set_table_layout, table_layout, TableLayout};
+    let mut heap = pymalloc::Heap::new();
+    let p = heap.malloc(100);
+    let s = heap.stats();
+    let (mut new, mut old) = (String::new(), String::new());
+    s.render_as(&mut new, TableLayout::Cpython310).unwrap();
+    s.render_as(&mut old, TableLayout::Cpython39).unwrap();
+    let cut = new.find("\n\narena map counts\n").expect("3.10's table has the arena map");
+    assert_eq!(old, new[..cut + 1], "3.9's table is 3.10's without the arena-map block");
+    assert!(old.lines().last().unwrap().starts_with("Total"), "{old}");
+
+    // The process-wide layout is what render() and Display use.
+    assert_eq!(table_layout(), TableLayout::Cpython310);
+    set_table_layout(TableLayout::Cpython39);
+    assert_eq!(s.to_string(), old);
+    set_table_layout(TableLayout::Cpython310);
+    assert_eq!(s.to_string(), new);
+    unsafe { heap.free(p) };
 }

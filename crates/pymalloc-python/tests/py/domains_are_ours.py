@@ -36,9 +36,14 @@ for domain, name in enumerate(("RAW", "MEM", "OBJ")):
         bad += not ours
         print(f"{name} {field:7} {addr:#x} {'ours' if ours else 'NOT OURS'} {home}")
 
+# CPython's name for its own allocators; 3.13 moved it to _testinternalcapi.
 try:
     import _testcapi
-    print("pymem_getallocatorsname:", _testcapi.pymem_getallocatorsname())
+    getname = getattr(_testcapi, "pymem_getallocatorsname", None)
+    if getname is None:
+        import _testinternalcapi
+        getname = _testinternalcapi.pymem_getallocatorsname
+    print("pymem_getallocatorsname:", getname())
     bad += 1
 except RuntimeError as e:
     print("pymem_getallocatorsname: RuntimeError:", e)
