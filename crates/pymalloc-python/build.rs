@@ -40,9 +40,7 @@ fn main() {
 
 /// Whether each of `names` is set to a true value in `python`'s sysconfig.
 fn sysconfig(python: &str, names: &[&str]) -> Vec<bool> {
-    let code = format!(
-        "import sysconfig; print(' '.join(str(bool(sysconfig.get_config_var(n))) for n in {names:?}))"
-    );
+    let code = format!("import sysconfig; print(' '.join(str(bool(sysconfig.get_config_var(n))) for n in {names:?}))");
     let out = Command::new(python).args(["-c", &code]).output().expect("running the target python3");
     assert!(out.status.success(), "{python} could not report its sysconfig");
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(|w| w == "True").collect()
