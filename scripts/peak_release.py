@@ -304,9 +304,9 @@ emit("done")
 '''
 
 
-def row_specs(ours):
-    """The interpreters (rows), in order."""
-    stock = "python3"
+def row_specs(ours, stock="python3"):
+    """The interpreters (rows), in order: `stock` is the stock interpreter
+    the launcher `ours` was built against."""
     return [
         dict(key="stock", label="stock", exe=stock, release="none", env={}, group="stock"),
         dict(key="stock+trim", label="stock + malloc_trim", exe=stock, release="malloc_trim",
@@ -860,6 +860,8 @@ def reading(summary, rows, scenarios):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stock", default="python3",
+                    help="the stock interpreter the launcher was built for (default: python3)")
     ap.add_argument("--ours", default=os.path.join(REPO, "target", "release", "pymalloc-python"),
                     help="the pymalloc-python launcher (default: target/release/pymalloc-python)")
     ap.add_argument("--scale", type=float, default=1.0, help="heap size factor (1: ~200-400 MB peaks)")
@@ -892,7 +894,7 @@ def main():
         sys.exit("peak_release: unknown scenario(s) %s; known: %s" % (bad, ", ".join(SCENARIOS)))
 
     rows, skipped = [], []
-    for row in row_specs(args.ours):
+    for row in row_specs(args.ours, args.stock):
         if row["group"] == "peer" and args.only_ours_and_stock:
             continue
         if row.get("lib") and not os.path.exists(row["lib"]):
@@ -905,7 +907,7 @@ def main():
     cmdline = "python3 " + " ".join(shlex.quote(a) for a in
                                     [os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:])
     vers = interp_versions(rows, skipped)
-    vers["python3"] = vers.get("python3", "?")
+    vers["python3"] = vers.get(args.stock, "?")
     mach = machine()
 
     with tempfile.TemporaryDirectory(prefix="peak-release-") as tmp:
