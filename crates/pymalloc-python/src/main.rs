@@ -24,6 +24,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod embed;
+mod fork;
 mod module;
 mod options;
 mod pins;

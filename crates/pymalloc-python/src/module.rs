@@ -61,8 +61,14 @@ pub fn install_sys_overrides(purge: PurgePolicy) {
         }
         if matches!(purge, PurgePolicy::Decay { .. }) {
             pymalloc::config::start_background_decay();
+            // The child starts its own thread; 3.12+ also keep it out of
+            // the parent's thread count at fork (fork.rs).
             let kw = PyDict::new(py);
-            kw.set_item("after_in_child", m.getattr("_start_decay")?)?;
+            kw.set_item("after_in_child", m.getattr("_fork_after_in_child")?)?;
+            if crate::version::FORK_COUNTS_THREADS {
+                kw.set_item("before", m.getattr("_fork_before")?)?;
+                kw.set_item("after_in_parent", m.getattr("_fork_after_in_parent")?)?;
+            }
             py.import("os")?.call_method("register_at_fork", (), Some(&kw))?;
         }
         Ok(())
@@ -369,11 +375,21 @@ pub mod _pymalloc {
         unsafe { pymalloc::config::pymalloc_purge() }
     }
 
-    /// Starts the background decay thread in this process (registered with
-    /// `os.register_at_fork` for the child: threads do not survive `fork`).
+    /// `os.register_at_fork` hooks for the background decay thread (see
+    /// `fork.rs`).
     #[pyfunction]
-    fn _start_decay() -> bool {
-        pymalloc::config::start_background_decay()
+    fn _fork_before() {
+        crate::fork::before_fork();
+    }
+
+    #[pyfunction]
+    fn _fork_after_in_parent() {
+        crate::fork::after_fork_in_parent();
+    }
+
+    #[pyfunction]
+    fn _fork_after_in_child() {
+        crate::fork::after_fork_in_child();
     }
 
     /// The purge policy's name (`PYMALLOC_PURGE`'s spelling) and whether

@@ -12,6 +12,7 @@
 //! | `PYTHONMALLOC` names | CPython's six | the same | plus `mimalloc`, `mimalloc_debug` (mimalloc builds) |
 //! | `sys._debugmallocstats()` table | no arena-map block | arena-map block | arena-map block |
 //! | free-list lines after it | CPython's own function | the same | the same |
+//! | `os.fork()` warns if other OS threads run | no | 3.12: yes | yes |
 //! | "is tracemalloc tracing?" | `_Py_tracemalloc_config` | the same; 3.12: `_PyTraceMalloc_IsTracing()` | `_tracemalloc.is_tracing()`, under the GIL |
 
 use std::ffi::c_int;
@@ -35,6 +36,10 @@ pub const MINOR: u8 = if cfg!(Py_3_13) {
 /// The layout of `_PyObject_DebugMallocStats` in this version: 3.9 has no
 /// arena map (the radix tree came with 3.10).
 pub const STATS_LAYOUT: TableLayout = if MINOR >= 10 { TableLayout::Cpython310 } else { TableLayout::Cpython39 };
+
+/// `os.fork()` counts the parent's OS threads and warns when there is more
+/// than one (3.12 and later): the decay thread must not be among them.
+pub const FORK_COUNTS_THREADS: bool = MINOR >= 12;
 
 /// Every `PYTHONMALLOC` name this CPython accepts, in its parser's order.
 pub fn allocator_names() -> &'static [&'static str] {

@@ -621,3 +621,48 @@ fn process_start_up_is_python3s() {
     assert_eq!(stock, "(None, None, None)", "the probe itself");
     assert_eq!(run_closed(LAUNCHER), stock);
 }
+
+/// CPython 3.12+ warn at `os.fork()` when the process has more than one OS
+/// thread. The decay thread is stopped around the fork and started again in
+/// the parent once the warning's count is done, and in the child: a
+/// single-threaded program forks without the warning, as under python3.
+#[test]
+fn fork_in_a_single_threaded_program_is_as_quiet_as_python3s() {
+    let code = r#"
+import os, time, _pymalloc
+def fork_and_wait():
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(w, b"1" if _pymalloc.purge_policy()[1] else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return os.read(r, 1).decode()
+child = fork_and_wait()
+for i in range(5):
+    time.sleep(0.01)
+print("child", child, "parent", int(_pymalloc.purge_policy()[1]))
+def nested():
+    c = fork_and_wait()
+    t = time.monotonic()
+    while time.monotonic() - t < 0.1:
+        pass
+    return c, int(_pymalloc.purge_policy()[1])
+print("nested", *nested())
+"#;
+    let o = run(LAUNCHER, &["-W", "always", "-c", code], &[], "");
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!err(&o).contains("multi-threaded"), "{}", err(&o));
+    assert_eq!(out(&o), "child 1 parent 1\nnested 1 1\n", "the thread runs again in both");
+    // The warning the test looks for exists: with a Python thread alive,
+    // 3.12+ print it under both interpreters.
+    let threaded = "import os, threading, time\n\
+                    t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()\n\
+                    pid = os.fork()\n\
+                    if pid == 0: os._exit(0)\n\
+                    os.waitpid(pid, 0); t.join()";
+    let stock = run(PYTHON, &["-W", "always", "-c", threaded], &[], "");
+    let ours = run(LAUNCHER, &["-W", "always", "-c", threaded], &[], "");
+    assert_eq!(err(&stock).contains("multi-threaded"), minor() >= 12, "{}", err(&stock));
+    assert_eq!(err(&ours).contains("multi-threaded"), minor() >= 12, "{}", err(&ours));
+}

@@ -14,11 +14,15 @@
 //! It is started on request ([`start`]): by `pymalloc-python` at start-up
 //! and after `fork` in the child, by C programs through
 //! `PyMalloc_StartBackgroundDecay` or `PYMALLOC_PURGE`, by Rust programs
-//! through this function.
+//! through this function. [`stop`] ends it and waits for it: CPython 3.12
+//! and later warn at `os.fork()` in a process with more than one OS thread,
+//! so `pymalloc-python` stops it before a fork and starts it again after.
+//! It sleeps on a futex (`DecayWaker::bell`), so waking it, for work or to
+//! stop, needs no handle of it.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::thread::JoinHandle;
 
 use crate::gil::gil_heap;
 use crate::heap::{Heap, DECAY_WAKER};
@@ -28,19 +32,28 @@ use crate::{os, thread_heaps};
 /// The shortest sleep between sweeps, whatever the period.
 const MIN_SLEEP_MS: u64 = 5;
 
-/// The pid of the process the thread was started in (after `fork` the
-/// child has no such thread, so [`start`] starts one again).
-static STARTED_IN: Mutex<Option<u32>> = Mutex::new(None);
+/// The running thread: the pid of the process it was started in (after
+/// `fork` the child has no such thread, so [`start`] starts one again) and
+/// its handle.
+static STARTED_IN: Mutex<Option<(u32, JoinHandle<()>)>> = Mutex::new(None);
+
+/// Raised by [`stop`] for the thread to end.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Starts the background decay thread in this process, if it is not running
 /// yet. Returns false if no thread could be made.
 pub fn start() -> bool {
     let mut started = STARTED_IN.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    if *started == Some(pid) {
+    if started.as_ref().is_some_and(|(p, _)| *p == pid) {
         return true;
     }
+    // A handle inherited through fork names a thread of the parent.
+    if let Some((_, inherited)) = started.take() {
+        std::mem::forget(inherited);
+    }
     register_fork_handlers();
+    STOP.store(false, Ordering::SeqCst);
     // The thread takes no signal: a process-directed signal must reach the
     // program's own threads (sigwait in the main thread, Python's handlers).
     // It inherits a mask with every signal blocked.
@@ -48,11 +61,29 @@ pub fn start() -> bool {
     let Ok(join) = spawned else {
         return false;
     };
-    // Leaked: heaps wake the thread through it without a lock.
-    let handle = Box::into_raw(Box::new(join.thread().clone()));
-    DECAY_WAKER.thread.store(handle, Ordering::Release);
-    *started = Some(pid);
+    *started = Some((pid, join));
     true
+}
+
+/// Ends the background thread of this process and waits for it; returns
+/// whether one was running. What it would have given back stays with the
+/// heaps until the next sweep (theirs, or the thread's once started again).
+pub fn stop() -> bool {
+    let mut started = STARTED_IN.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    match started.take() {
+        Some((p, join)) if p == pid => {
+            STOP.store(true, Ordering::SeqCst);
+            DECAY_WAKER.ring();
+            let _ = join.join();
+            DECAY_WAKER.parked.store(false, Ordering::SeqCst);
+            true
+        }
+        other => {
+            *started = other;
+            false
+        }
+    }
 }
 
 /// Runs `f` with every signal blocked in the calling thread, then restores
@@ -73,7 +104,7 @@ fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
 
 /// True if the thread runs in this process.
 pub fn is_running() -> bool {
-    *STARTED_IN.lock().unwrap_or_else(|e| e.into_inner()) == Some(std::process::id())
+    STARTED_IN.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|(p, _)| *p == std::process::id())
 }
 
 /// Calls `f` on every heap of every mode.
@@ -147,19 +178,24 @@ fn sweep_heaps() -> Option<u64> {
 }
 
 fn run() {
-    loop {
+    while !STOP.load(Ordering::SeqCst) {
+        // The bell is lowered before each look, so a ring after the look
+        // (a pool freed, or stop) cuts the sleep short.
+        DECAY_WAKER.bell.store(0, Ordering::SeqCst);
         if let Some(ms) = sweep_all() {
-            std::thread::sleep(Duration::from_millis((ms / 2).max(MIN_SLEEP_MS)));
+            if !STOP.load(Ordering::SeqCst) {
+                os::futex_wait(&DECAY_WAKER.bell, 0, Some((ms / 2).max(MIN_SLEEP_MS)));
+            }
             continue;
         }
-        // Nothing to give back: park until a heap frees a pool. The flag is
-        // raised before the last look, so a pool freed after that look
-        // finds it raised and wakes us.
+        // Nothing to give back: sleep until a heap frees a pool. The flag
+        // is raised before the last look, so a pool freed after that look
+        // finds it raised and rings.
         DECAY_WAKER.parked.store(true, Ordering::SeqCst);
-        if sweep_all().is_some() {
+        if sweep_all().is_some() || STOP.load(Ordering::SeqCst) {
             DECAY_WAKER.parked.store(false, Ordering::SeqCst);
             continue;
         }
-        std::thread::park();
+        os::futex_wait(&DECAY_WAKER.bell, 0, None);
     }
 }

@@ -30,6 +30,27 @@ pub fn page_size() -> usize {
     }
 }
 
+/// Sleeps while `word` holds `expected`, for at most `timeout_ms` (None:
+/// without limit), or until [`futex_wake`] on it. It may also return early
+/// for no reason: callers look at `word` again.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: Option<u64>) {
+    let ts = timeout_ms.map(|ms| libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ });
+    let tsp = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT reads the aligned u32 behind `word`, which lives as
+    // long as the call; `tsp` is null or points to a relative timeout.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, tsp);
+    }
+}
+
+/// Wakes every thread sleeping in [`futex_wait`] on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+    }
+}
+
 /// Milliseconds on a monotonic clock that does not stop (the coarse clock:
 /// a few nanoseconds through the vDSO, ticking every few milliseconds),
 /// for the purge policy's decay.

@@ -55,4 +55,38 @@ fn an_idle_process_gives_back_what_it_freed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(thread::stats().arenas_current <= 1, "the parked thread was not woken ({peak} arenas)");
+
+    // stop() ends the thread and waits for it, even while it sleeps between
+    // sweeps (so a process can fork with one thread); start() makes a new
+    // one, which gives back as before.
+    let threads = os_threads();
+    let t = Instant::now();
+    assert!(pymalloc::background::stop());
+    assert!(t.elapsed() < Duration::from_millis(500), "stop waited {:?}", t.elapsed());
+    assert!(!pymalloc::background::is_running());
+    assert!(!pymalloc::background::stop(), "nothing left to stop");
+    assert_eq!(os_threads(), threads - 1, "the thread is gone");
+    let blocks: Vec<_> = (0..n).map(|_| thread::malloc(128)).collect();
+    for p in blocks {
+        unsafe { thread::free(p) };
+    }
+    // Stopped while it sleeps between sweeps, with work in hand.
+    assert!(config::start_background_decay());
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(pymalloc::background::stop());
+    assert_eq!(os_threads(), threads - 1);
+    assert!(config::start_background_decay());
+    assert_eq!(os_threads(), threads);
+    let start = Instant::now();
+    while thread::stats().arenas_current > 1 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(thread::stats().arenas_current <= 1, "the restarted thread gave nothing back");
+}
+
+/// The OS threads of this process.
+fn os_threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line[8..].trim().parse().unwrap()
 }

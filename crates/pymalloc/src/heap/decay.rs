@@ -13,8 +13,7 @@
 //! the usable list and the counters), never pools in use, so any thread may
 //! sweep a heap another thread owns.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
-use std::thread::Thread;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::arenas::ArenaObject;
 use super::purge::PurgePolicy;
@@ -28,29 +27,29 @@ use crate::os;
 const CLOCK_EVERY: u64 = 16;
 
 /// The background thread's rendezvous. Invariant: `parked` is set by the
-/// thread (before it looks at the heaps a last time and parks) and cleared
-/// by whoever wakes it; `thread` is null or the handle of the thread last
-/// started, leaked (never freed), stored before it first parks.
+/// thread (before it looks at the heaps a last time and sleeps on `bell`)
+/// and cleared by whoever wakes it; the thread sleeps only while `bell` is
+/// 0, and whoever wakes it sets `bell` to 1 first.
 pub(crate) struct DecayWaker {
     pub(crate) parked: AtomicBool,
-    pub(crate) thread: AtomicPtr<Thread>,
+    pub(crate) bell: AtomicU32,
 }
 
-pub(crate) static WAKER: DecayWaker =
-    DecayWaker { parked: AtomicBool::new(false), thread: AtomicPtr::new(core::ptr::null_mut()) };
+pub(crate) static WAKER: DecayWaker = DecayWaker { parked: AtomicBool::new(false), bell: AtomicU32::new(0) };
 
 impl DecayWaker {
     /// Wakes the background thread if it parked for want of work (takes no
     /// lock and allocates nothing).
     fn wake_if_parked(&self) {
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
-            let t = self.thread.load(Ordering::Acquire);
-            if !t.is_null() {
-                // SAFETY: `thread` holds null or a leaked, never-freed
-                // handle (the invariant).
-                unsafe { (*t).unpark() };
-            }
+            self.ring();
         }
+    }
+
+    /// Wakes the thread wherever it sleeps.
+    pub(crate) fn ring(&self) {
+        self.bell.store(1, Ordering::SeqCst);
+        os::futex_wake(&self.bell);
     }
 }
 
