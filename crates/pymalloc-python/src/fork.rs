@@ -62,17 +62,10 @@ pub fn after_fork_in_parent() {
     }
 }
 
-/// `after_in_child` hook: the child never inherits a pending restart; it
-/// starts its own thread.
+/// `after_in_child` hook: the child starts its own thread at once (it has
+/// no thread count to stay out of), dropping the restart it inherited.
 pub fn after_fork_in_child() {
-    // SAFETY: the GIL is held. The caller's reference is the child's copy
-    // of the parent's; dropping it is safe.
-    unsafe {
-        if let Some(p) = (*PENDING.0.get()).take() {
-            ffi::Py_DecRef(p.caller.cast());
-        }
-    }
-    pymalloc::config::start_background_decay();
+    finish();
 }
 
 fn schedule() {
@@ -128,8 +121,10 @@ unsafe fn below(caller: *mut ffi::PyFrameObject) -> bool {
     }
 }
 
+/// Drops the pending restart, if any, and starts the thread.
 fn finish() {
-    // SAFETY: the GIL is held (pending call or hook).
+    // SAFETY: the GIL is held (pending call or hook). In a child the
+    // caller's reference is its own copy of the parent's object.
     unsafe {
         if let Some(p) = (*PENDING.0.get()).take() {
             ffi::Py_DecRef(p.caller.cast());

@@ -81,8 +81,8 @@ fn run(args: Vec<OsString>) -> c_int {
             }
         }
         // PYTHONMALLOC takes priority over dev mode, as in CPython.
-        None if dev_mode => version::Allocator { config: AllocatorName::Debug, mode: None },
-        None => version::Allocator { config: AllocatorName::Default, mode: None },
+        None if dev_mode => AllocatorName::Debug.into(),
+        None => AllocatorName::Default.into(),
     };
     let stats_at_exit = env("PYTHONMALLOCSTATS").is_some();
 

@@ -63,6 +63,13 @@ pub struct Allocator {
     pub mode: Option<PymallocMode>,
 }
 
+impl From<AllocatorName> for Allocator {
+    /// `config`, in whichever mode `PYMALLOC_MODE` picks.
+    fn from(config: AllocatorName) -> Self {
+        Allocator { config, mode: None }
+    }
+}
+
 /// Parses a `PYTHONMALLOC` value as this CPython would, into our nearest
 /// equivalent. CPython 3.13's `mimalloc` is a heap per thread, the choice
 /// of ours closest to it (thread-safe without the GIL's help), and
@@ -77,10 +84,7 @@ pub fn parse_pythonmalloc(value: &str) -> Result<Allocator, String> {
         )),
         "mimalloc" => Ok(threaded(AllocatorName::Pymalloc)),
         "mimalloc_debug" => Ok(threaded(AllocatorName::PymallocDebug)),
-        _ => {
-            let config = value.parse::<AllocatorName>().map_err(|e| e.to_string())?;
-            Ok(Allocator { config, mode: None })
-        }
+        _ => value.parse::<AllocatorName>().map(Allocator::from).map_err(|e| e.to_string()),
     }
 }
 
@@ -141,6 +145,7 @@ mod tests {
             assert_eq!(m, Allocator { config: AllocatorName::PymallocDebug, mode: Some(PymallocMode::Threaded) });
         }
         assert_eq!(parse_pythonmalloc("malloc").unwrap(), Allocator { config: AllocatorName::Malloc, mode: None });
+        assert_eq!(Allocator::from(AllocatorName::Debug), Allocator { config: AllocatorName::Debug, mode: None });
     }
 
     #[test]
