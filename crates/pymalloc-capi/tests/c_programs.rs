@@ -912,3 +912,39 @@ fn gc_shared() {
 fn gc_static() {
     run_program("gc", Link::Static);
 }
+
+// ---------------------------------------------------------------------------
+// Thread-local storage in the shared library.
+
+/// The disassembled body of the function named `name` (demangled) in `lib`.
+fn function_body(disassembly: &str, name: &str) -> String {
+    let header = format!("<{name}>:");
+    let start = disassembly.lines().position(|l| l.ends_with(&header)).unwrap_or_else(|| panic!("no function {name}"));
+    disassembly.lines().skip(start + 1).take_while(|l| !l.trim().is_empty()).collect::<Vec<_>>().join("\n")
+}
+
+/// The thread-safe default reaches the calling thread's heap with one
+/// `%fs`-relative load in `libpymalloc.so` too, not through
+/// `__tls_get_addr` (general-dynamic TLS, which Rust's `thread_local!` gets
+/// in a shared object and which cost about 5 ns a call). Read in the
+/// optimised library, where the fast paths are inlined into the domain
+/// functions every `PyObject_Malloc`/`PyObject_Free` jumps to.
+#[test]
+fn shared_library_reaches_the_thread_heap_without_tls_get_addr() {
+    let lib_dir = env().lib_dir.parent().unwrap().join("release");
+    build_library(&lib_dir);
+    let so = lib_dir.join("libpymalloc.so");
+    let out = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&so).output().unwrap();
+    assert!(out.status.success(), "objdump: {}", String::from_utf8_lossy(&out.stderr));
+    let asm = String::from_utf8(out.stdout).unwrap();
+    for f in ["pymalloc::thread::threaded_malloc", "pymalloc::thread::threaded_free"] {
+        let body = function_body(&asm, f);
+        assert!(!body.contains("__tls_get_addr"), "{f} calls __tls_get_addr:\n{body}");
+        assert!(body.contains("%fs:"), "{f} does not read thread-local storage inline:\n{body}");
+    }
+    // Initial-exec TLS marks the library: it takes its slot from the static
+    // TLS block, which glibc sizes for dlopen'ed libraries too.
+    let out = Command::new("readelf").arg("-d").arg(&so).output().unwrap();
+    let dynamic = String::from_utf8(out.stdout).unwrap();
+    assert!(dynamic.lines().any(|l| l.contains("(FLAGS)") && l.contains("STATIC_TLS")), "{dynamic}");
+}

@@ -79,6 +79,7 @@ pub mod stats;
 mod sync;
 pub mod thread;
 mod thread_heaps;
+mod tls_slot;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

@@ -46,6 +46,7 @@ use crate::locked::global_heap;
 use crate::pool::launder;
 use crate::stats::Stats;
 use crate::thread_heaps;
+use crate::tls_slot;
 
 pub use crate::thread_heaps::{heap_count, set_print_stats_on_new_arena, set_purge_policy};
 
@@ -55,9 +56,10 @@ const NONE: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITING: u8 = 2;
 
+// The calling thread's heap, or null, lives in `tls_slot` (one instruction
+// to read, even in libpymalloc.so); the rest of the thread's state is only
+// read on the slow paths.
 thread_local! {
-    /// The calling thread's heap, or null.
-    static CURRENT: Cell<*const Heap> = const { Cell::new(ptr::null()) };
     static STATE: Cell<u8> = const { Cell::new(NONE) };
     /// Dropped at thread exit: abandons the heap.
     static GUARD: Guard = const { Guard };
@@ -67,7 +69,8 @@ struct Guard;
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let h = CURRENT.with(|c| c.replace(ptr::null()));
+        let h = current();
+        tls_slot::set(ptr::null());
         STATE.with(|s| s.set(EXITING));
         if !h.is_null() {
             // SAFETY: h is this thread's heap, which it stops using; it is
@@ -80,7 +83,7 @@ impl Drop for Guard {
 /// The calling thread's heap (fast: one thread-local load).
 #[inline(always)]
 fn current() -> *const Heap {
-    CURRENT.with(Cell::get)
+    tls_slot::get().cast()
 }
 
 /// The calling thread's heap, made or adopted if it has none; null when the
@@ -102,7 +105,7 @@ fn current_or_create() -> *const Heap {
     if h.is_null() {
         return ptr::null();
     }
-    CURRENT.with(|c| c.set(h));
+    tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
     // SAFETY: h is a live thread heap this thread now owns: it may drain
     // its queue.

@@ -12,6 +12,7 @@
 static size_t arenas_now(void)
 {
     PyMalloc_Stats s;
+    s.struct_size = sizeof s;
     CHECK(PyMalloc_GetStats(&s) == 0);
     return s.arenas_current;
 }
