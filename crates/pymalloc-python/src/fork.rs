@@ -14,6 +14,7 @@
 //! test is what keeps the new thread out of it.
 
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pyo3_ffi as ffi;
@@ -64,8 +65,41 @@ pub fn after_fork_in_parent() {
 
 /// `after_in_child` hook: the child starts its own thread at once (it has
 /// no thread count to stay out of), dropping the restart it inherited.
+///
+/// Unless the fork was made by a thread other than the main one: then the
+/// child's only thread is not the process's main thread, and the child ends
+/// when that thread exits (`pthread_exit`), which another thread, ours,
+/// would prevent: the child would outlive its last Python thread as a
+/// zombie (test_threading's `test_main_thread_after_fork_from_nonmain_thread`
+/// waits for it). Such a child decays on its allocation path and at full
+/// collections only.
 pub fn after_fork_in_child() {
-    finish();
+    if FORKED_BY_MAIN_THREAD.load(Ordering::Relaxed) {
+        finish();
+    } else {
+        drop_pending();
+    }
+}
+
+/// Whether the last `fork` was made by the parent's main thread. In the
+/// child the forking thread always has the process's id as thread id, so
+/// it is recorded before the fork, by a `pthread_atfork` handler (which
+/// runs for every `fork`, on every CPython version).
+static FORKED_BY_MAIN_THREAD: AtomicBool = AtomicBool::new(true);
+
+extern "C" fn record_forking_thread() {
+    // SAFETY: gettid and getpid have no preconditions.
+    let main = unsafe { libc::gettid() == libc::getpid() };
+    FORKED_BY_MAIN_THREAD.store(main, Ordering::Relaxed);
+}
+
+/// Registers the handler that records which thread forks (once).
+pub fn record_forking_threads() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a plain function that lives as long as the program.
+        unsafe { libc::pthread_atfork(Some(record_forking_thread), None, None) };
+    });
 }
 
 fn schedule() {
@@ -123,6 +157,12 @@ unsafe fn below(caller: *mut ffi::PyFrameObject) -> bool {
 
 /// Drops the pending restart, if any, and starts the thread.
 fn finish() {
+    drop_pending();
+    pymalloc::config::start_background_decay();
+}
+
+/// Drops the pending restart, if any.
+fn drop_pending() {
     // SAFETY: the GIL is held (pending call or hook). In a child the
     // caller's reference is its own copy of the parent's object.
     unsafe {
@@ -130,5 +170,4 @@ fn finish() {
             ffi::Py_DecRef(p.caller.cast());
         }
     }
-    pymalloc::config::start_background_decay();
 }

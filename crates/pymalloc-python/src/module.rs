@@ -63,6 +63,7 @@ pub fn install_sys_overrides(purge: PurgePolicy) {
             pymalloc::config::start_background_decay();
             // The child starts its own thread; 3.12+ also keep it out of
             // the parent's thread count at fork (fork.rs).
+            crate::fork::record_forking_threads();
             let kw = PyDict::new(py);
             kw.set_item("after_in_child", m.getattr("_fork_after_in_child")?)?;
             if crate::version::FORK_COUNTS_THREADS {

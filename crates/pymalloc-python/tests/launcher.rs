@@ -666,3 +666,35 @@ print("nested", *nested())
     assert_eq!(err(&stock).contains("multi-threaded"), minor() >= 12, "{}", err(&stock));
     assert_eq!(err(&ours).contains("multi-threaded"), minor() >= 12, "{}", err(&ours));
 }
+
+/// A child forked by a thread other than the main one ends when that
+/// thread (its only one) exits: the decay thread must not be started there
+/// and keep it alive (test_threading's
+/// `test_main_thread_after_fork_from_nonmain_thread`).
+#[test]
+fn a_child_forked_by_another_thread_ends_with_its_thread() {
+    let code = r#"
+import os, threading, time, warnings, _pymalloc
+warnings.simplefilter("ignore")
+def func():
+    pid = os.fork()
+    if pid == 0:
+        print("child decay thread", int(_pymalloc.purge_policy()[1]), flush=True)
+        return  # the child's only thread ends: so must the child
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print("child exited", os.waitstatus_to_exitcode(status), flush=True)
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    print("child still running", flush=True)
+t = threading.Thread(target=func); t.start(); t.join()
+print("parent decay thread", int(_pymalloc.purge_policy()[1]))
+"#;
+    let o = run(LAUNCHER, &["-c", code], &[], "");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "child decay thread 0\nchild exited 0\nparent decay thread 1\n", "{}", err(&o));
+    // The main thread's children keep theirs (the test above).
+}
