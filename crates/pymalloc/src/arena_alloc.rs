@@ -103,6 +103,20 @@ struct ProcessDefault {
 unsafe impl Sync for ProcessDefault {}
 static PROCESS: ProcessDefault = ProcessDefault { lock: SpinLock::new(), a: UnsafeCell::new(ArenaAllocator::os()) };
 
+/// Takes the process default's lock before `fork` (see `crate::fork`).
+pub(crate) fn fork_acquire() {
+    PROCESS.lock.acquire();
+}
+
+/// Releases what [`fork_acquire`] took.
+///
+/// # Safety
+/// Called by the fork parent or child handler after `fork_acquire`.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { PROCESS.lock.release() };
+}
+
 /// The process-wide arena allocator (CPython's `PyObject_GetArenaAllocator`).
 pub fn process_default() -> ArenaAllocator {
     let _g = PROCESS.lock.lock();

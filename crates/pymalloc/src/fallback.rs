@@ -20,7 +20,13 @@ use crate::raw;
 
 /// An allocator pymalloc hands the requests it does not serve to. Each
 /// applies CPython's size checks (null above `isize::MAX`).
-pub(crate) trait Fallback {
+///
+/// Public so that a program that *is* the C library's allocator (the
+/// preload library, whose `malloc` is pymalloc) can send those requests to
+/// the allocator underneath (glibc's `__libc_malloc`) rather than to
+/// `malloc`, which would be itself. An implementation must never allocate
+/// from pymalloc.
+pub trait Fallback {
     /// `malloc(n)`.
     fn malloc(n: usize) -> *mut u8;
     /// `calloc(nelem, elsize)`.

@@ -123,6 +123,20 @@ pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8,
     bp
 }
 
+/// The usable size of a pool block (its size class), or `None` for null
+/// and for any address pymalloc does not own (a fallback block, or a block
+/// of another allocator altogether).
+///
+/// # Safety
+/// `p` is null, not owned by pymalloc, or a live pool block.
+pub unsafe fn usable_size(p: *const u8) -> Option<usize> {
+    if p.is_null() || !owns_live(p) {
+        return None;
+    }
+    // SAFETY: an owned address is a live pool block (the contract).
+    Some(class_size(unsafe { class_of(launder(p.cast_mut())) }))
+}
+
 /// `_PyObject_Free`; null does nothing.
 ///
 /// # Safety

@@ -63,6 +63,7 @@ pub mod config;
 pub mod debug;
 mod domain;
 mod fallback;
+pub mod fork;
 mod front;
 pub mod geometry;
 mod gil;
@@ -84,6 +85,8 @@ mod tls_slot;
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;
 pub use domain::{AllocError, Block, Domain};
+pub use fallback::Fallback;
+pub use front::usable_size;
 pub use gil::{gil_heap, GilHeap};
 pub use global::PyMalloc;
 pub use heap::{

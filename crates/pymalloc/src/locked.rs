@@ -31,6 +31,7 @@ use crate::geometry::ALIGNMENT;
 use crate::heap::{collect_bounded, ArenaInfo, Heap, PinningBlock};
 use crate::raw;
 use crate::stats::Stats;
+use crate::sync::HeldAcrossFork;
 
 /// A [`Heap`] behind a mutex; `Sync`, usable in a `static`.
 ///
@@ -65,6 +66,25 @@ impl Pools for LockedHeap {
 }
 
 static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
+static GLOBAL_HELD: HeldAcrossFork<MutexGuard<'static, Heap>> = HeldAcrossFork::new();
+
+/// Takes the shared heap's lock before `fork` (see `crate::fork`).
+///
+/// # Safety
+/// Called by the fork prepare handler, then [`fork_release`] once.
+pub(crate) unsafe fn fork_acquire() {
+    // SAFETY: the prepare handler (our contract).
+    unsafe { GLOBAL_HELD.keep(GLOBAL_HEAP.lock()) };
+}
+
+/// Releases what [`fork_acquire`] took.
+///
+/// # Safety
+/// Called by the fork parent or child handler after `fork_acquire`.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: as for fork_acquire.
+    unsafe { GLOBAL_HELD.drop_guard() };
+}
 
 /// The process's single locked pymalloc heap: MEM and OBJ use it in the
 /// `Locked` mode (see [`crate::config::PymallocMode`]), and threads that are

@@ -138,6 +138,13 @@ pub struct MapUsage {
     pub bot_node_bytes: usize,
 }
 
+// The nodes come from the C library's `calloc`. When pymalloc *is* the C
+// library's allocator (the preload library), a request above the small
+// threshold goes straight to the allocator underneath and never re-enters a
+// heap whose lock may be held here.
+const _: () = assert!(core::mem::size_of::<MidNode>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
+const _: () = assert!(core::mem::size_of::<BotNode>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
+
 /// Allocates a zeroed node of `T` (all-zero is a valid empty node).
 fn new_node<T>() -> *mut T {
     // SAFETY: calloc has no preconditions; the result is checked by callers.

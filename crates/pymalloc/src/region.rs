@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::geometry::ARENA_SIZE;
+use crate::sync::HeldAcrossFork;
 
 /// Bytes the region tries to reserve (64 GiB: 65,536 default-geometry
 /// arenas). Where that much address space cannot be had (a small
@@ -85,6 +86,25 @@ impl Slots {
 }
 
 static SLOTS_LOCK: Mutex<Slots> = Mutex::new(Slots { next: 0, nfree: 0, hint: 0, free: [0; SLOTS / 64] });
+static SLOTS_HELD: HeldAcrossFork<std::sync::MutexGuard<'static, Slots>> = HeldAcrossFork::new();
+
+/// Takes the slot table's lock before `fork` (see `crate::fork`).
+///
+/// # Safety
+/// Called by the fork prepare handler, then [`fork_release`] once.
+pub(crate) unsafe fn fork_acquire() {
+    // SAFETY: the prepare handler (our contract).
+    unsafe { SLOTS_HELD.keep(SLOTS_LOCK.lock().unwrap_or_else(|e| e.into_inner())) };
+}
+
+/// Releases what [`fork_acquire`] took.
+///
+/// # Safety
+/// Called by the fork parent or child handler after `fork_acquire`.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: as for fork_acquire.
+    unsafe { SLOTS_HELD.drop_guard() };
+}
 
 /// The heap that owns each arena of the region (its owner tag, see
 /// `Heap::block_owner`), written when the heap takes the arena, before any of

@@ -377,12 +377,18 @@ pub fn table_layout() -> TableLayout {
 
 /// Renders `stats` to file descriptor 2 without allocating memory.
 pub fn print_to_stderr(stats: &Stats) {
+    write_to_fd(stats, 2);
+}
+
+/// Writes the statistics table to the open file descriptor `fd`, without
+/// allocating (as [`print_to_stderr`]).
+pub fn write_to_fd(stats: &Stats, fd: i32) {
     let mut t = StackText { buf: [0; 16 * 1024], len: 0 };
     let _ = stats.render(&mut t);
     let mut done = 0;
     while done < t.len {
-        // SAFETY: writing initialised bytes of our own buffer to fd 2.
-        let n = unsafe { libc::write(2, t.buf[done..t.len].as_ptr().cast(), t.len - done) };
+        // SAFETY: writing initialised bytes of our own buffer to fd.
+        let n = unsafe { libc::write(fd, t.buf[done..t.len].as_ptr().cast(), t.len - done) };
         if n <= 0 {
             break;
         }

@@ -46,6 +46,58 @@ impl SpinLock {
     }
 }
 
+impl SpinLock {
+    /// Takes the lock with no guard, for a `fork` handler that releases it
+    /// in another call ([`SpinLock::release`]).
+    pub(crate) fn acquire(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken by [`SpinLock::acquire`].
+    ///
+    /// # Safety
+    /// The calling thread took the lock with `acquire` and has not released
+    /// it since.
+    pub(crate) unsafe fn release(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Guards of `std` locks held from a `fork` prepare handler to the parent's
+/// or child's handler.
+///
+/// Invariant: only the thread that forks touches the cell, and only between
+/// the prepare handler and the parent's or child's handler (which run on
+/// that same thread, with the allocator's locks held, one fork at a time).
+pub(crate) struct HeldAcrossFork<T>(core::cell::UnsafeCell<Option<T>>);
+
+// SAFETY: see the invariant: one thread at a time, in sequence.
+unsafe impl<T> Sync for HeldAcrossFork<T> {}
+
+impl<T> HeldAcrossFork<T> {
+    pub(crate) const fn new() -> Self {
+        HeldAcrossFork(core::cell::UnsafeCell::new(None))
+    }
+
+    /// Keeps `guard` until [`HeldAcrossFork::drop_guard`].
+    ///
+    /// # Safety
+    /// Called by a fork prepare handler (the invariant).
+    pub(crate) unsafe fn keep(&self, guard: T) {
+        // SAFETY: the invariant: no other access is concurrent.
+        unsafe { *self.0.get() = Some(guard) };
+    }
+
+    /// Drops the guard kept by the prepare handler, releasing its lock.
+    ///
+    /// # Safety
+    /// Called by a fork parent or child handler (the invariant).
+    pub(crate) unsafe fn drop_guard(&self) {
+        // SAFETY: the invariant: no other access is concurrent.
+        drop(unsafe { (*self.0.get()).take() });
+    }
+}
+
 impl Drop for SpinGuard<'_> {
     #[inline]
     fn drop(&mut self) {

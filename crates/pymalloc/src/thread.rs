@@ -38,7 +38,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use crate::allocator::MemAllocatorEx;
-use crate::fallback::RawDomain;
+use crate::fallback::{Fallback, RawDomain};
 use crate::front::{self, Pools};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock};
@@ -55,6 +55,11 @@ static RAW_BLOCKS: AtomicIsize = AtomicIsize::new(0);
 const NONE: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITING: u8 = 2;
+/// Getting a heap: registering the thread-exit guard may itself allocate
+/// (glibc's `__cxa_thread_atexit_impl` calls `calloc`, which is ours when
+/// pymalloc is the process's malloc); such nested requests go to the shared
+/// heap instead of recursing.
+const CREATING: u8 = 3;
 
 // The calling thread's heap, or null, lives in `tls_slot` (one instruction
 // to read, even in libpymalloc.so); the rest of the thread's state is only
@@ -92,9 +97,10 @@ fn current() -> *const Heap {
 fn current_or_create() -> *const Heap {
     match STATE.with(Cell::get) {
         ACTIVE => return current(),
-        EXITING => return ptr::null(),
+        EXITING | CREATING => return ptr::null(),
         _ => {}
     }
+    STATE.with(|s| s.set(CREATING));
     // Registering the guard's destructor; fails once thread-local
     // destruction has begun.
     if GUARD.try_with(|_| ()).is_err() {
@@ -103,6 +109,7 @@ fn current_or_create() -> *const Heap {
     }
     let h = thread_heaps::adopt_or_make();
     if h.is_null() {
+        STATE.with(|s| s.set(NONE));
         return ptr::null();
     }
     tls_slot::set(h.cast());
@@ -205,13 +212,47 @@ impl Pools for ThreadHeaps {
 /// go to the RAW domain. See the module documentation.
 #[inline]
 pub fn malloc(n: usize) -> *mut u8 {
-    front::object_malloc::<RawDomain>(&ThreadHeaps, n)
+    malloc_with::<RawDomain>(n)
 }
 
 /// Allocates `nelem * elsize` zeroed bytes; null on overflow.
 #[inline]
 pub fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
-    front::object_calloc::<RawDomain>(&ThreadHeaps, nelem, elsize)
+    calloc_with::<RawDomain>(nelem, elsize)
+}
+
+/// [`malloc`], with the requests pymalloc does not serve sent to `F`
+/// rather than to the RAW domain (see [`Fallback`]).
+#[inline(always)]
+pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
+    front::object_malloc::<F>(&ThreadHeaps, n)
+}
+
+/// [`calloc`], with the rest sent to `F`.
+#[inline]
+pub fn calloc_with<F: Fallback>(nelem: usize, elsize: usize) -> *mut u8 {
+    front::object_calloc::<F>(&ThreadHeaps, nelem, elsize)
+}
+
+/// [`realloc`], with the rest sent to `F`.
+///
+/// # Safety
+/// `p` is null, a live block from these functions, or a live block of `F`.
+#[inline]
+pub unsafe fn realloc_with<F: Fallback>(p: *mut u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller's contract is the front's.
+    unsafe { front::object_realloc::<F>(&ThreadHeaps, p, n) }
+}
+
+/// [`free`], with blocks pymalloc does not own handed to `F`.
+///
+/// # Safety
+/// `p` is null, a live block from these functions, or a live block of `F`;
+/// it is not used again.
+#[inline(always)]
+pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
+    // SAFETY: the caller's contract is the front's.
+    unsafe { front::object_free::<F>(&ThreadHeaps, p) }
 }
 
 /// Resizes a block from [`malloc`]/[`calloc`]/[`realloc`], with CPython's

@@ -29,6 +29,10 @@ struct ThreadHeap {
     next_abandoned: *mut ThreadHeap,
 }
 
+// Thread heaps come from the C library's `malloc`; above the small threshold
+// that never re-enters a heap when pymalloc is the C library's allocator.
+const _: () = assert!(core::mem::size_of::<ThreadHeap>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
+
 /// Every thread heap ever made (push-only).
 static ALL: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
 static HEAPS: AtomicUsize = AtomicUsize::new(0);
@@ -199,8 +203,26 @@ pub(crate) unsafe fn note_remote_free(owner: *const Heap) {
 }
 
 /// Calls `f` on every thread heap ever made (live or abandoned).
-pub(crate) fn for_each_heap(mut f: impl FnMut(&Heap)) {
-    let mut t = ALL.load(Ordering::Acquire);
+pub(crate) fn for_each_heap(f: impl FnMut(&Heap)) {
+    for_each_heap_from(ALL.load(Ordering::Acquire), f);
+}
+
+/// Takes the registry's locks and every thread heap's bookkeeping lock
+/// before `fork` (see `crate::fork`), in the order the allocator nests them:
+/// the new-heap policy and the abandoned list (never held with another),
+/// then the heaps.
+pub(crate) fn fork_acquire_registry() {
+    NEW_HEAP_POLICY.lock.acquire();
+    ABANDONED.lock.acquire();
+}
+
+/// The head of [`ALL`] when the prepare handler took the heaps' locks:
+/// heaps pushed later (by threads still running during the prepare
+/// handler) were not locked and must not be unlocked.
+static FORK_HEAD: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
+
+/// Calls `f` on every heap from `head` down the registry.
+fn for_each_heap_from(mut t: *mut ThreadHeap, mut f: impl FnMut(&Heap)) {
     while !t.is_null() {
         // SAFETY: heaps on ALL are never freed; their shared parts may be
         // read by anyone (see Heap's sharing invariant).
@@ -208,6 +230,30 @@ pub(crate) fn for_each_heap(mut f: impl FnMut(&Heap)) {
             f(&(*t).heap);
             t = (*t).next_all;
         }
+    }
+}
+
+/// Takes the bookkeeping lock of every thread heap made so far (after the
+/// shared heap's lock).
+pub(crate) fn fork_acquire_heaps() {
+    let head = ALL.load(Ordering::Acquire);
+    FORK_HEAD.store(head, Ordering::Relaxed);
+    for_each_heap_from(head, Heap::fork_acquire_meta);
+}
+
+/// Releases what [`fork_acquire_registry`] and [`fork_acquire_heaps`]
+/// took.
+///
+/// # Safety
+/// Called by the fork parent or child handler after both.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: each lock was taken by this thread in the prepare handler
+    // (our contract): the heaps from FORK_HEAD down, and the two registry
+    // locks.
+    unsafe {
+        for_each_heap_from(FORK_HEAD.load(Ordering::Relaxed), |h| h.fork_release_meta());
+        ABANDONED.lock.release();
+        NEW_HEAP_POLICY.lock.release();
     }
 }
 

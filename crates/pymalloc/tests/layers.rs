@@ -37,6 +37,7 @@ const LAYERS: &[&str] = &[
     "thread",
     "background",
     "global",
+    "fork",
     // CPython's API.
     "domain",
     "debug",

@@ -16,6 +16,13 @@ use crate::{raw, region};
 
 /// Number of arena objects the table starts with (room for 16 arenas).
 const INITIAL_ARENA_OBJECTS: u32 = 16;
+// The table comes from the C library's `realloc`, with the heap's lock held.
+// When pymalloc is the C library's allocator (the preload library), a
+// request above the small threshold goes to the allocator underneath and
+// never re-enters this heap.
+const _: () = assert!(
+    INITIAL_ARENA_OBJECTS as usize * core::mem::size_of::<ArenaObject>() > crate::geometry::SMALL_REQUEST_THRESHOLD
+);
 
 // The per-arena masks of free and decommitted pools are one u64 each.
 const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);

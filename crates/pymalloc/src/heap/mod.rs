@@ -226,6 +226,20 @@ impl Heap {
         self.purge.policy.set(p);
     }
 
+    /// Takes the bookkeeping lock before `fork` (see `crate::fork`).
+    pub(crate) fn fork_acquire_meta(&self) {
+        self.meta.acquire();
+    }
+
+    /// Releases what [`Heap::fork_acquire_meta`] took.
+    ///
+    /// # Safety
+    /// Called by the fork parent or child handler after `fork_acquire_meta`.
+    pub(crate) unsafe fn fork_release_meta(&self) {
+        // SAFETY: taken by fork_acquire_meta on this thread (our contract).
+        unsafe { self.meta.release() };
+    }
+
     /// The current purge policy.
     pub fn purge_policy(&self) -> PurgePolicy {
         let _meta = self.meta.lock();

@@ -1,0 +1,74 @@
+//! Load and exit.
+//!
+//! At load (an ELF constructor, before the program's `main`; `malloc` works
+//! before it runs, with the default policy):
+//!
+//! * `PYMALLOC_PURGE` names the purge policy of the thread heaps
+//!   (`pymalloc::PurgePolicy::parse`; unset: decay of one second, driven by
+//!   the program's own frees: no thread is started in a program that did
+//!   not ask for one). A name that is not a policy is reported with the
+//!   valid ones, and the program exits with status 2 before it starts.
+//! * The `fork` handlers are registered (`pymalloc::fork`).
+//!
+//! At exit, `PYMALLOC_PRELOAD_STATS=1` prints the statistics table of the
+//! thread heaps to stderr, as `PYTHONMALLOCSTATS` does for CPython;
+//! `PYMALLOC_PRELOAD_STATS=/a/path` appends it to that file instead (many
+//! programs, `ls` and `git` among them, close stderr before the handlers
+//! registered at load run).
+
+use std::ffi::CStr;
+
+use pymalloc::PurgePolicy;
+
+fn env(name: &CStr) -> Option<String> {
+    // SAFETY: getenv with a NUL-terminated name; the result is null or a
+    // NUL-terminated string we copy at once (no one changes the
+    // environment while constructors run).
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: v is non-null and NUL-terminated.
+    (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_string_lossy().into_owned())
+}
+
+extern "C" fn on_load() {
+    if let Some(name) = env(c"PYMALLOC_PURGE") {
+        match PurgePolicy::parse(&name) {
+            Ok(p) => pymalloc::thread::set_purge_policy(p),
+            Err(e) => {
+                eprintln!("libpymalloc_preload: PYMALLOC_PURGE: {e}");
+                // SAFETY: _exit has no precondition.
+                unsafe { libc::_exit(2) };
+            }
+        }
+    }
+    if !pymalloc::fork::install() {
+        eprintln!("libpymalloc_preload: pthread_atfork failed; fork() in a program with threads may hang");
+    }
+    if env(c"PYMALLOC_PRELOAD_STATS").is_some_and(|v| !v.is_empty() && v != "0") {
+        // SAFETY: print_stats is a plain function that lives as long as the
+        // program.
+        unsafe { libc::atexit(print_stats) };
+    }
+}
+
+extern "C" fn print_stats() {
+    let stats = pymalloc::thread::stats();
+    let to = env(c"PYMALLOC_PRELOAD_STATS").unwrap_or_default();
+    if !to.starts_with('/') {
+        pymalloc::stats::print_to_stderr(&stats);
+        return;
+    }
+    let Ok(path) = std::ffi::CString::new(to) else { return };
+    // SAFETY: open with a NUL-terminated path; the descriptor is ours.
+    let fd =
+        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644) };
+    if fd >= 0 {
+        pymalloc::stats::write_to_fd(&stats, fd);
+        // SAFETY: fd is open and ours.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Runs [`on_load`] when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

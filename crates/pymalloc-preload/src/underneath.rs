@@ -1,0 +1,150 @@
+//! glibc's allocator, underneath pymalloc.
+//!
+//! The preloaded `malloc` is pymalloc, so `malloc` called from here would be
+//! pymalloc again. glibc exports its allocator under second names
+//! (`__libc_malloc`, ...), which reach it whatever else is loaded.
+//! `malloc_usable_size` has no such name and is looked up with
+//! `dlsym(RTLD_NEXT)` the first time a foreign block asks for it.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use pymalloc::Fallback;
+
+extern "C" {
+    fn __libc_malloc(n: usize) -> *mut c_void;
+    fn __libc_calloc(nelem: usize, elsize: usize) -> *mut c_void;
+    fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
+    fn __libc_free(p: *mut c_void);
+    fn __libc_memalign(align: usize, n: usize) -> *mut c_void;
+    fn __libc_valloc(n: usize) -> *mut c_void;
+    fn __libc_pvalloc(n: usize) -> *mut c_void;
+}
+
+/// glibc's `malloc` family as pymalloc's fallback: glibc's own rules (it
+/// sets `errno`; `malloc(0)` is a unique pointer).
+pub(crate) struct Glibc;
+
+impl Fallback for Glibc {
+    #[inline]
+    fn malloc(n: usize) -> *mut u8 {
+        // SAFETY: __libc_malloc has no precondition.
+        unsafe { __libc_malloc(n).cast() }
+    }
+    #[inline]
+    fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+        // SAFETY: __libc_calloc has no precondition (it checks overflow).
+        unsafe { __libc_calloc(nelem, elsize).cast() }
+    }
+    #[inline]
+    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: p is null or a live glibc block (the trait's contract).
+        unsafe { __libc_realloc(p.cast(), n).cast() }
+    }
+    #[inline]
+    unsafe fn free(p: *mut u8) {
+        // SAFETY: p is null or a live glibc block, not used again.
+        unsafe { __libc_free(p.cast()) }
+    }
+}
+
+/// `memalign(align, n)` of glibc.
+pub(crate) fn memalign(align: usize, n: usize) -> *mut u8 {
+    // SAFETY: glibc checks its arguments (EINVAL, ENOMEM).
+    unsafe { __libc_memalign(align, n).cast() }
+}
+
+/// `valloc(n)` of glibc.
+pub(crate) fn valloc(n: usize) -> *mut u8 {
+    // SAFETY: no precondition.
+    unsafe { __libc_valloc(n).cast() }
+}
+
+/// `pvalloc(n)` of glibc.
+pub(crate) fn pvalloc(n: usize) -> *mut u8 {
+    // SAFETY: no precondition.
+    unsafe { __libc_pvalloc(n).cast() }
+}
+
+/// glibc's `malloc_usable_size`, found once (0: not looked up yet).
+static USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// `malloc_usable_size(p)` of glibc, for a block glibc handed out.
+///
+/// # Safety
+/// `p` is a live glibc block.
+pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
+    let mut f = USABLE_SIZE.load(Ordering::Acquire);
+    if f == 0 {
+        // SAFETY: dlsym with a static NUL-terminated name; RTLD_NEXT finds
+        // the definition after this library's own, glibc's.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+        if f == 0 {
+            return 0;
+        }
+        USABLE_SIZE.store(f, Ordering::Release);
+    }
+    // SAFETY: f is glibc's malloc_usable_size, of this signature; p is a
+    // live glibc block (our contract).
+    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p.cast()) }
+}
+
+/// The Rust global allocator of this library: glibc, directly.
+pub(crate) struct GlibcGlobal;
+
+/// glibc's `malloc` aligns to 16 bytes on x86-64.
+const GLIBC_ALIGN: usize = 16;
+
+// SAFETY: every block comes from glibc with at least the layout's size and
+// alignment, and goes back to glibc.
+unsafe impl GlobalAlloc for GlibcGlobal {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if l.align() <= GLIBC_ALIGN {
+            Glibc::malloc(l.size())
+        } else {
+            memalign(l.align(), l.size())
+        }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if l.align() <= GLIBC_ALIGN {
+            Glibc::calloc(1, l.size())
+        } else {
+            let p = memalign(l.align(), l.size());
+            if !p.is_null() {
+                // SAFETY: p is a fresh block of l.size() bytes.
+                unsafe { core::ptr::write_bytes(p, 0, l.size()) };
+            }
+            p
+        }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if l.align() <= GLIBC_ALIGN {
+            // SAFETY: p is a live glibc block of this allocator.
+            unsafe { Glibc::realloc(p, n) }
+        } else {
+            // SAFETY: the default implementation's contract is ours.
+            unsafe { GlobalAlloc::realloc(&DefaultRealloc, p, l, n) }
+        }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, _: Layout) {
+        // SAFETY: p is a live glibc block of this allocator.
+        unsafe { Glibc::free(p) }
+    }
+}
+
+/// [`GlibcGlobal`] with `GlobalAlloc`'s default `realloc` (allocate, copy,
+/// free), for over-aligned blocks.
+struct DefaultRealloc;
+
+// SAFETY: delegates to GlibcGlobal.
+unsafe impl GlobalAlloc for DefaultRealloc {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: same contract.
+        unsafe { GlibcGlobal.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract.
+        unsafe { GlibcGlobal.dealloc(p, l) }
+    }
+}

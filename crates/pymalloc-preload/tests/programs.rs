@@ -1,0 +1,287 @@
+//! Real programs under `LD_PRELOAD=libpymalloc_preload.so`: each runs once
+//! with glibc's malloc and once with the preload library, and its results
+//! must not change. The library writes its statistics at exit
+//! (`PYMALLOC_PRELOAD_STATS=<file>`), which shows that pymalloc served the
+//! program's small blocks.
+//!
+//! The library is built first, in release (`cargo build --release -p
+//! pymalloc-preload`, a no-op when fresh): CPython's tests run under it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+struct Env {
+    lib: PathBuf,
+    out: PathBuf,
+    c_dir: PathBuf,
+}
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(|| {
+        // This binary is <target>/<profile>/deps/programs-<hash>.
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(&cargo)
+            .args(["build", "--release", "-p", "pymalloc-preload", "--target-dir"])
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "building the preload library:\n{}", String::from_utf8_lossy(&out.stderr));
+        let lib = target.join("release/libpymalloc_preload.so");
+        assert!(lib.is_file());
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pymalloc-preload-programs");
+        std::fs::create_dir_all(&out).unwrap();
+        Env { lib, out, c_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c") }
+    })
+}
+
+/// A scratch directory of this test's own, emptied.
+fn scratch(name: &str) -> PathBuf {
+    let d = env().out.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Runs `cmd` as built by `make` twice: with glibc, and preloaded. Returns
+/// both outputs and the statistics the library wrote.
+fn both(name: &str, make: impl Fn() -> Command) -> (Output, Output, String) {
+    let plain = make().env_remove("LD_PRELOAD").output().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let stats = env().out.join(format!("{name}.stats"));
+    let _ = std::fs::remove_file(&stats);
+    let ours = make()
+        .env("LD_PRELOAD", &env().lib)
+        .env("PYMALLOC_PRELOAD_STATS", &stats)
+        .output()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let stats = std::fs::read_to_string(&stats).unwrap_or_default();
+    (plain, ours, stats)
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "{:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The program succeeded both ways with the same stdout, and pymalloc
+/// served blocks in at least one of its processes.
+fn same_results(name: &str, plain: &Output, ours: &Output, stats: &str) {
+    assert!(plain.status.success(), "{name} under glibc: {}", show(plain));
+    assert!(ours.status.success(), "{name} preloaded: {}", show(ours));
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), String::from_utf8_lossy(&ours.stdout), "{name}: stdout differs");
+    served(name, stats);
+}
+
+/// The statistics written at exit show arenas of pymalloc's in use.
+fn served(name: &str, stats: &str) {
+    let arenas: Vec<u64> = stats
+        .lines()
+        .filter_map(|l| l.strip_prefix("# arenas allocated total"))
+        .map(|l| l.trim_start_matches([' ', '=']).replace(',', "").trim().parse().unwrap())
+        .collect();
+    assert!(!arenas.is_empty() && arenas.iter().any(|&n| n > 0), "{name}: pymalloc served nothing:\n{stats}");
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+fn compile(src: &str, compiler: &str, flags: &[&str]) -> PathBuf {
+    let exe = env().out.join(Path::new(src).file_stem().unwrap());
+    let out = Command::new(compiler).args(flags).arg(env().c_dir.join(src)).arg("-o").arg(&exe).output().unwrap();
+    assert!(out.status.success(), "{compiler} {src}:\n{}", String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+#[test]
+fn c_allocation_api_threads_and_fork() {
+    let exe = compile("c_api.c", "cc", &["-O1", "-g", "-std=c11", "-Wall", "-Wextra", "-Werror", "-pthread", "-ldl"]);
+    let plain = Command::new(&exe).output().unwrap();
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    // Immediate purging gives arenas back and takes them again all the
+    // time, so fork() often finds another thread inside a locked section.
+    for purge in ["default", "immediate"] {
+        let stats = env().out.join(format!("c_api-{purge}.stats"));
+        let _ = std::fs::remove_file(&stats);
+        let ours = Command::new(&exe)
+            .arg("preloaded")
+            .env("LD_PRELOAD", &env().lib)
+            .env("PYMALLOC_PURGE", purge)
+            .env("PYMALLOC_PRELOAD_STATS", &stats)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&ours.stdout);
+        assert!(ours.status.success(), "{purge}: {stdout}\n{}", String::from_utf8_lossy(&ours.stderr));
+        assert!(stdout.starts_with("c_api: ") && stdout.trim_end().ends_with("checks passed"), "{stdout}");
+        // The count of checks depends on the threads' timing: not compared.
+        served("c_api", &std::fs::read_to_string(&stats).unwrap_or_default());
+    }
+}
+
+#[test]
+fn cxx_new_delete_and_containers() {
+    let exe = compile("cxx.cpp", "c++", &["-O1", "-std=c++17"]);
+    let (plain, ours, stats) = both("cxx", || Command::new(&exe));
+    same_results("cxx", &plain, &ours, &stats);
+    assert!(String::from_utf8_lossy(&ours.stdout).starts_with("keys 5000 "));
+}
+
+#[test]
+fn a_bad_purge_policy_is_named_with_the_valid_ones() {
+    let out = Command::new("true").env("LD_PRELOAD", &env().lib).env("PYMALLOC_PURGE", "sometimes").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown purge policy 'sometimes'") && err.contains("valid: default, decay"), "{err}");
+}
+
+/// CPython's own tests, with every Python allocation going to `malloc`.
+#[test]
+fn python_regression_tests_with_pythonmalloc_malloc() {
+    const MODULES: &[&str] = &[
+        "test_dict",
+        "test_list",
+        "test_set",
+        "test_tuple",
+        "test_deque",
+        "test_bytes",
+        "test_unicode",
+        "test_json",
+        "test_re",
+        "test_pickle",
+        "test_weakref",
+        "test_gc",
+        "test_threading_local",
+        "test_subprocess",
+        "test_array",
+        "test_sqlite3",
+        "test_zlib",
+        "test_tracemalloc",
+    ];
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let d = scratch("python");
+    let (plain, ours, stats) = both("python", || {
+        let mut c = Command::new(&python);
+        c.args(["-m", "test", "-j2"]).args(MODULES).env("PYTHONMALLOC", "malloc").current_dir(&d);
+        c
+    });
+    for (who, o) in [("glibc", &plain), ("preloaded", &ours)] {
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && text.contains("Result: SUCCESS"),
+            "{who}:\n{text}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(text.contains(&format!("All {} tests OK.", MODULES.len())), "{who}:\n{text}");
+    }
+    // Timings make the rest of the output differ.
+    served("python", &stats);
+}
+
+#[test]
+fn git_builds_the_same_repository() {
+    assert!(have("git"), "git is needed");
+    let run = |d: PathBuf| {
+        move || {
+            let mut c = Command::new("sh");
+            c.arg("-ec")
+                .arg(
+                    "git init -q -b main . && \
+                     for i in $(seq 1 300); do printf 'line %s\\n' $(seq 1 $i) > f$i.txt; done && \
+                     git add . && git commit -q -m first && \
+                     for i in $(seq 1 7 300); do echo changed >> f$i.txt; done && \
+                     git commit -q -am second && git gc -q && git fsck --strict && \
+                     git log --stat --format='%H %s' && git diff HEAD~1 --stat && git rev-list --all --objects | sort",
+                )
+                .current_dir(&d)
+                .env("GIT_AUTHOR_NAME", "A")
+                .env("GIT_AUTHOR_EMAIL", "a@example.invalid")
+                .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+                .env("GIT_COMMITTER_NAME", "A")
+                .env("GIT_COMMITTER_EMAIL", "a@example.invalid")
+                .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("HOME", &d);
+            c
+        }
+    };
+    let plain = run(scratch("git-plain"))().output().unwrap();
+    let stats = env().out.join("git.stats");
+    let _ = std::fs::remove_file(&stats);
+    let ours = run(scratch("git-ours"))()
+        .env("LD_PRELOAD", &env().lib)
+        .env("PYMALLOC_PRELOAD_STATS", &stats)
+        .output()
+        .unwrap();
+    same_results("git", &plain, &ours, &std::fs::read_to_string(&stats).unwrap_or_default());
+}
+
+#[test]
+fn sqlite3_answers_the_same_queries() {
+    assert!(have("sqlite3"), "sqlite3 is needed");
+    let sql = "
+        CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT, v REAL, blob BLOB);
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000)
+        INSERT INTO t(k, v, blob) SELECT 'key' || (i % 997), i * 0.5, zeroblob(i % 300) FROM n;
+        CREATE INDEX tk ON t(k);
+        SELECT k, count(*), sum(v), sum(length(blob)) FROM t GROUP BY k ORDER BY k LIMIT 20;
+        DELETE FROM t WHERE id % 3 = 0;
+        VACUUM;
+        SELECT count(*), sum(v), group_concat(DISTINCT substr(k, 1, 4)) FROM t;
+        PRAGMA integrity_check;";
+    let (plain, ours, stats) = both("sqlite3", || {
+        let d = scratch("sqlite3");
+        let mut c = Command::new("sqlite3");
+        c.arg(d.join("db.sqlite")).arg(sql);
+        c
+    });
+    same_results("sqlite3", &plain, &ours, &stats);
+}
+
+#[test]
+fn gcc_compiles_the_same_object_and_program() {
+    let src = env().c_dir.join("c_api.c");
+    let build = |tag: &str, preload: bool| -> (Output, Vec<u8>, String) {
+        let d = scratch(&format!("gcc-{tag}"));
+        let stats = env().out.join(format!("gcc-{tag}.stats"));
+        let _ = std::fs::remove_file(&stats);
+        let mut c = Command::new("gcc");
+        c.args(["-O2", "-g0", "-std=c11", "-c"]).arg(&src).arg("-o").arg(d.join("c_api.o"));
+        if preload {
+            c.env("LD_PRELOAD", &env().lib).env("PYMALLOC_PRELOAD_STATS", &stats);
+        }
+        let out = c.output().unwrap();
+        (out, std::fs::read(d.join("c_api.o")).unwrap_or_default(), std::fs::read_to_string(&stats).unwrap_or_default())
+    };
+    let (plain, obj_plain, _) = build("plain", false);
+    let (ours, obj_ours, stats) = build("ours", true);
+    same_results("gcc", &plain, &ours, &stats);
+    assert!(!obj_plain.is_empty());
+    assert!(obj_plain == obj_ours, "gcc wrote a different object file under the preload library");
+}
+
+#[test]
+fn perl_hashes_and_sorts_the_same() {
+    assert!(have("perl"), "perl is needed");
+    let script = r#"
+        my %h; my @a;
+        for my $i (1..200000) { $h{"k" . ($i % 9973)} .= chr(97 + $i % 26); push @a, $i * 7 % 1000003 }
+        my @s = sort { $a <=> $b } @a;
+        my $n = 0; $n += length($h{$_}) for keys %h;
+        print scalar(keys %h), " $n $s[0] $s[-1] ", join(",", @s[1000..1005]), "\n";
+        delete $h{$_} for grep { /7/ } keys %h;
+        print scalar(keys %h), "\n";"#;
+    let (plain, ours, stats) = both("perl", || {
+        let mut c = Command::new("perl");
+        c.arg("-e").arg(script);
+        c
+    });
+    same_results("perl", &plain, &ours, &stats);
+}
