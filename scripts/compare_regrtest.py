@@ -140,12 +140,17 @@ def main():
         action="store_true",
         help="reuse the stock run left in --workdir by an earlier invocation (stock python3 has not changed)",
     )
+    ap.add_argument(
+        "--reuse-ours",
+        action="store_true",
+        help="reuse the pymalloc-python run left in --workdir too (rewrite the report only)",
+    )
     ap.add_argument("modules", nargs="*", help="modules to compare (default: the whole suite)")
     args = ap.parse_args()
 
     args.ours = place_like(os.path.realpath(args.ours), args.stock)
     stock_mods, stock_cases = run_suite(args.stock, "stock", args.workdir, args, reuse=args.reuse_stock)
-    our_mods, our_cases = run_suite(args.ours, "pymalloc", args.workdir, args)
+    our_mods, our_cases = run_suite(args.ours, "pymalloc", args.workdir, args, reuse=args.reuse_ours)
 
     names = sorted(set(stock_mods) | set(our_mods))
     regressions = []
@@ -202,6 +207,14 @@ def main():
         out += ["", f"Environment-dependent (with `-j{args.jobs}`, both interpreters skip these in some runs and pass them"
                 " in others; run alone, both pass):", ""]
         out += [f"- `{t}`: {ENVIRONMENTAL[t]}." for t in env]
+    both_failed = [m for m in names if stock_mods.get(m) == "failed" and our_mods.get(m) == "failed"]
+    if both_failed:
+        out += ["", "## Modules that fail under both", "",
+                "The test cases that fail under stock, and their outcome under pymalloc-python:", "",
+                "| test | stock | pymalloc-python |", "|---|---|---|"]
+        for m in both_failed:
+            out += [f"| `{t}` | {a} | {our_cases.get(t, '-')} |" for t, a in sorted(stock_cases.items())
+                    if (t.startswith(m + ".") or t.startswith("test." + m + ".")) and a in ("failed", "error")]
     out += ["", "## Modules", "", "| module | stock | pymalloc-python |", "|---|---|---|"]
     out += [f"| {m} | {stock_mods.get(m, '-')} | {our_mods.get(m, '-')} |" for m in names]
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
