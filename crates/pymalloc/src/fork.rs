@@ -15,8 +15,10 @@
 //! middle of an operation, so the child never adopts it; the child's frees
 //! of its blocks go to its queue, whose pushes are single atomic steps.
 //!
-//! [`install`] registers the handlers with `pthread_atfork`, once; the
-//! preload library calls it when it is loaded.
+//! [`install`] registers the handlers with `pthread_atfork`, once: when
+//! the first thread heap is made (the C library's default, the Rust global
+//! allocator, the preload library), and by the preload library when it is
+//! loaded.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
@@ -66,6 +68,10 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Registers [`prepare`] and [`release`] with `pthread_atfork` (once per
 /// process). Returns false if the registration failed.
 pub fn install() -> bool {
+    if cfg!(miri) {
+        // Miri runs one process: no fork(), no pthread_atfork.
+        return false;
+    }
     INSTALL.call_once(|| {
         // SAFETY: the handlers are plain functions that live as long as the
         // program; pthread_atfork has no other precondition.
@@ -76,26 +82,7 @@ pub fn install() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prepare_and_release_leave_every_path_usable() {
-        let p = crate::thread::malloc(64);
-        prepare();
-        // SAFETY: prepare() ran on this thread just now.
-        unsafe { release() };
-        prepare();
-        // SAFETY: as above.
-        unsafe { release() };
-        let big = crate::thread::malloc(100_000);
-        // SAFETY: live blocks from thread::malloc.
-        unsafe {
-            crate::thread::free(p);
-            crate::thread::free(big);
-        }
-        assert!(crate::global_heap().lock().validate().is_ok());
-        crate::thread::validate_current().unwrap();
-    }
+/// Whether the handlers are registered.
+pub fn is_installed() -> bool {
+    INSTALLED.load(Ordering::Relaxed)
 }

@@ -39,6 +39,7 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 
 use crate::allocator::MemAllocatorEx;
 use crate::fallback::{Fallback, RawDomain};
+use crate::fork;
 use crate::front::{self, Pools};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock};
@@ -112,6 +113,10 @@ fn current_or_create() -> *const Heap {
         STATE.with(|s| s.set(NONE));
         return ptr::null();
     }
+    // Thread heaps exist: from now on a fork() must not find one of their
+    // locks held (once per process; registering may allocate, which the
+    // CREATING state sends to the shared heap).
+    fork::install();
     tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
     // SAFETY: h is a live thread heap this thread now owns: it may drain

@@ -34,10 +34,10 @@ const LAYERS: &[&str] = &[
     "locked",
     "gil",
     "thread_heaps",
+    "fork",
     "thread",
     "background",
     "global",
-    "fork",
     // CPython's API.
     "domain",
     "debug",
