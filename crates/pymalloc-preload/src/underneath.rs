@@ -123,28 +123,20 @@ unsafe impl GlobalAlloc for GlibcGlobal {
             // SAFETY: p is a live glibc block of this allocator.
             unsafe { Glibc::realloc(p, n) }
         } else {
-            // SAFETY: the default implementation's contract is ours.
-            unsafe { GlobalAlloc::realloc(&DefaultRealloc, p, l, n) }
+            // Over-aligned: a new block, the bytes both hold, the old one freed.
+            let q = memalign(l.align(), n);
+            if !q.is_null() {
+                // SAFETY: p holds l.size() bytes and q n; distinct blocks.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(p, q, l.size().min(n));
+                    Glibc::free(p);
+                }
+            }
+            q
         }
     }
     unsafe fn dealloc(&self, p: *mut u8, _: Layout) {
         // SAFETY: p is a live glibc block of this allocator.
         unsafe { Glibc::free(p) }
-    }
-}
-
-/// [`GlibcGlobal`] with `GlobalAlloc`'s default `realloc` (allocate, copy,
-/// free), for over-aligned blocks.
-struct DefaultRealloc;
-
-// SAFETY: delegates to GlibcGlobal.
-unsafe impl GlobalAlloc for DefaultRealloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: same contract.
-        unsafe { GlibcGlobal.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract.
-        unsafe { GlibcGlobal.dealloc(p, l) }
     }
 }

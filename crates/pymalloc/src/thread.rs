@@ -270,7 +270,7 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
 pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     // SAFETY: p is null or live from these functions (the contract): a pool
     // block of a thread heap or a RAW block.
-    unsafe { front::object_realloc::<RawDomain>(&ThreadHeaps, p, n) }
+    unsafe { realloc_with::<RawDomain>(p, n) }
 }
 
 /// Frees a block from [`malloc`]/[`calloc`]/[`realloc`], from any thread.
@@ -280,7 +280,7 @@ pub unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 #[inline]
 pub unsafe fn free(p: *mut u8) {
     // SAFETY: as for realloc, and p is not used again.
-    unsafe { front::object_free::<RawDomain>(&ThreadHeaps, p) }
+    unsafe { free_with::<RawDomain>(p) }
 }
 
 static THREADED_CTX: u8 = 0;
