@@ -292,6 +292,8 @@ fn c_name(n: AllocatorName) -> &'static CStr {
         AllocatorName::PymallocDebug => c"pymalloc_debug",
         AllocatorName::Malloc => c"malloc",
         AllocatorName::MallocDebug => c"malloc_debug",
+        AllocatorName::PymallocAll => c"pymalloc_all",
+        AllocatorName::PymallocAllDebug => c"pymalloc_all_debug",
     }
 }
 

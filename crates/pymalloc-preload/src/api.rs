@@ -1,18 +1,25 @@
 //! The C allocation API, exported under its standard names.
 //!
-//! pymalloc serves requests of 1 to 512 bytes with an alignment of at most
-//! 16 (every block of a size class is 16-aligned); the rest, and any block
-//! pymalloc does not own, is glibc's ([`Glibc`]). The semantics are glibc's
+//! pymalloc serves every request: 1 to 512 bytes with an alignment of at
+//! most 16 from pools, the rest from the thread heaps' spans
+//! ([`pymalloc::every_size`]: any alignment up to half a megabyte). What
+//! those cannot serve (0 bytes, larger alignments, no address space), and
+//! any block pymalloc does not own (allocated before the library took
+//! over), is glibc's ([`Glibc`]). The semantics are glibc's
 //! where CPython's differ: `realloc(p, 0)` frees `p` and returns null, and
 //! every failure sets `errno` to `ENOMEM` (or returns `EINVAL`/`ENOMEM`
 //! from `posix_memalign`).
 
 use core::ffi::{c_int, c_void};
 
+use pymalloc::every_size::{self, EverySize};
 use pymalloc::geometry::ALIGNMENT;
 use pymalloc::thread;
 
 use crate::underneath::{self, Glibc};
+
+/// pymalloc with every size, glibc underneath.
+type Ours = EverySize<Glibc>;
 
 #[inline(always)]
 fn set_errno(e: c_int) {
@@ -33,7 +40,7 @@ fn or_enomem(p: *mut u8) -> *mut c_void {
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
-    or_enomem(thread::malloc_with::<Glibc>(n))
+    or_enomem(thread::malloc_with::<Ours>(n))
 }
 
 /// # Safety
@@ -42,14 +49,14 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
     // (the caller's contract: p is live from malloc and friends).
-    unsafe { thread::free_with::<Glibc>(p.cast()) }
+    unsafe { thread::free_with::<Ours>(p.cast()) }
 }
 
 /// # Safety
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    or_enomem(thread::calloc_with::<Glibc>(nelem, elsize))
+    or_enomem(thread::calloc_with::<Ours>(nelem, elsize))
 }
 
 /// # Safety
@@ -64,7 +71,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
     }
     // SAFETY: p is null or live (the caller's contract); a pymalloc block is
     // resized by the front, anything else by glibc.
-    or_enomem(unsafe { thread::realloc_with::<Glibc>(p.cast(), n) })
+    or_enomem(unsafe { thread::realloc_with::<Ours>(p.cast(), n) })
 }
 
 /// # Safety
@@ -84,9 +91,13 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nelem: usize, elsize: usiz
 /// A block of `n` bytes aligned to `align` (a power of two).
 fn aligned(align: usize, n: usize) -> *mut u8 {
     if align <= ALIGNMENT {
-        thread::malloc_with::<Glibc>(n)
-    } else {
+        return thread::malloc_with::<Ours>(n);
+    }
+    let p = every_size::alloc(n, align, false);
+    if p.is_null() {
         underneath::memalign(align, n)
+    } else {
+        p
     }
 }
 
@@ -121,25 +132,31 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, n: usize) -> *mut c_void {
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, n: usize) -> *mut c_void {
-    if align <= ALIGNMENT {
-        return or_enomem(thread::malloc_with::<Glibc>(n));
-    }
     // glibc rounds an alignment that is not a power of two up.
-    underneath::memalign(align, n).cast()
+    or_enomem(aligned(align.max(1).next_power_of_two(), n))
 }
 
 /// # Safety
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn valloc(n: usize) -> *mut c_void {
-    underneath::valloc(n).cast()
+    or_enomem(aligned(page_size(), n))
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// # Safety
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(n: usize) -> *mut c_void {
-    underneath::pvalloc(n).cast()
+    let page = page_size();
+    match n.max(1).checked_next_multiple_of(page) {
+        Some(rounded) => or_enomem(aligned(page, rounded)),
+        None => or_enomem(core::ptr::null_mut()),
+    }
 }
 
 /// # Safety
@@ -149,7 +166,11 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     if p.is_null() {
         return 0;
     }
-    // SAFETY: p is live (the caller's contract): pymalloc's or not at all.
+    if every_size::owns(p.cast()) {
+        // SAFETY: a live span block.
+        return unsafe { every_size::usable_size(p.cast()) };
+    }
+    // SAFETY: p is live (the caller's contract): a pool block or not ours.
     match unsafe { pymalloc::usable_size(p.cast()) } {
         Some(n) => n,
         // SAFETY: a live block pymalloc does not own is glibc's.

@@ -51,10 +51,9 @@ extern "C" fn on_load() {
 }
 
 extern "C" fn print_stats() {
-    let stats = pymalloc::thread::stats();
     let to = env(c"PYMALLOC_PRELOAD_STATS").unwrap_or_default();
     if !to.starts_with('/') {
-        pymalloc::stats::print_to_stderr(&stats);
+        write_stats(2);
         return;
     }
     let Ok(path) = std::ffi::CString::new(to) else { return };
@@ -62,10 +61,31 @@ extern "C" fn print_stats() {
     let fd =
         unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644) };
     if fd >= 0 {
-        pymalloc::stats::write_to_fd(&stats, fd);
+        write_stats(fd);
         // SAFETY: fd is open and ours.
         unsafe { libc::close(fd) };
     }
+}
+
+/// CPython's table of the small blocks, then a line on the larger ones.
+fn write_stats(fd: i32) {
+    pymalloc::stats::write_to_fd(&pymalloc::thread::stats(), fd);
+    let s = pymalloc::every_size::stats();
+    pymalloc::stats::write_fmt_to_fd(
+        fd,
+        format_args!(
+            "# blocks above 512 bytes: {} medium ({} bytes), {} large ({} bytes), {} huge ({} bytes); \
+             {} segments of 1 MiB, {} bytes free but resident\n",
+            s.medium_blocks,
+            s.medium_bytes,
+            s.large_blocks,
+            s.large_bytes,
+            s.huge_blocks,
+            s.huge_bytes,
+            s.segments,
+            s.dirty_bytes
+        ),
+    );
 }
 
 /// Runs [`on_load`] when the library is loaded.

@@ -18,8 +18,6 @@ extern "C" {
     fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
     fn __libc_free(p: *mut c_void);
     fn __libc_memalign(align: usize, n: usize) -> *mut c_void;
-    fn __libc_valloc(n: usize) -> *mut c_void;
-    fn __libc_pvalloc(n: usize) -> *mut c_void;
 }
 
 /// glibc's `malloc` family as pymalloc's fallback: glibc's own rules (it
@@ -53,18 +51,6 @@ impl Fallback for Glibc {
 pub(crate) fn memalign(align: usize, n: usize) -> *mut u8 {
     // SAFETY: glibc checks its arguments (EINVAL, ENOMEM).
     unsafe { __libc_memalign(align, n).cast() }
-}
-
-/// `valloc(n)` of glibc.
-pub(crate) fn valloc(n: usize) -> *mut u8 {
-    // SAFETY: no precondition.
-    unsafe { __libc_valloc(n).cast() }
-}
-
-/// `pvalloc(n)` of glibc.
-pub(crate) fn pvalloc(n: usize) -> *mut u8 {
-    // SAFETY: no precondition.
-    unsafe { __libc_pvalloc(n).cast() }
 }
 
 /// glibc's `malloc_usable_size`, found once (0: not looked up yet).

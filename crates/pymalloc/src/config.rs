@@ -9,6 +9,16 @@
 //! | `debug`, `pymalloc_debug` | the above for `pymalloc`, with debug hooks |||
 //! | `malloc_debug` | the above for `malloc`, with debug hooks |||
 //!
+//! and two of ours, serving every size:
+//!
+//! | name | RAW | MEM | OBJ |
+//! |---|---|---|---|
+//! | `pymalloc_all` | pymalloc, every size ([`crate::every_size`]) | pymalloc | pymalloc |
+//! | `pymalloc_all_debug` | the above, with debug hooks |||
+//!
+//! In `pymalloc_all`, MEM and OBJ send what pools do not serve to RAW as
+//! always, and RAW serves it from the thread heaps' spans.
+//!
 //! ```
 //! use pymalloc::config::AllocatorName;
 //! assert_eq!("pymalloc".parse::<AllocatorName>(), Ok(AllocatorName::Pymalloc));
@@ -17,7 +27,7 @@
 //! assert_eq!(
 //!     err.to_string(),
 //!     "unknown PYTHONMALLOC allocator 'jemalloc'; valid names are: \
-//!      default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"
+//!      default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug, pymalloc_all, pymalloc_all_debug"
 //! );
 //! ```
 
@@ -332,17 +342,24 @@ pub enum AllocatorName {
     Malloc,
     /// `malloc_debug`: `malloc` with the debug hooks.
     MallocDebug,
+    /// `pymalloc_all`: `pymalloc`, with RAW serving every size from the
+    /// thread heaps.
+    PymallocAll,
+    /// `pymalloc_all_debug`: `pymalloc_all` with the debug hooks.
+    PymallocAllDebug,
 }
 
 impl AllocatorName {
     /// Every configuration, in the order CPython's parser tries them.
-    pub const ALL: [AllocatorName; 6] = [
+    pub const ALL: [AllocatorName; 8] = [
         AllocatorName::Default,
         AllocatorName::Debug,
         AllocatorName::Pymalloc,
         AllocatorName::PymallocDebug,
         AllocatorName::Malloc,
         AllocatorName::MallocDebug,
+        AllocatorName::PymallocAll,
+        AllocatorName::PymallocAllDebug,
     ];
 
     /// The `PYTHONMALLOC` spelling.
@@ -354,12 +371,20 @@ impl AllocatorName {
             AllocatorName::PymallocDebug => "pymalloc_debug",
             AllocatorName::Malloc => "malloc",
             AllocatorName::MallocDebug => "malloc_debug",
+            AllocatorName::PymallocAll => "pymalloc_all",
+            AllocatorName::PymallocAllDebug => "pymalloc_all_debug",
         }
     }
 
     /// True for the three configurations with debug hooks.
     pub const fn is_debug(self) -> bool {
-        matches!(self, AllocatorName::Debug | AllocatorName::PymallocDebug | AllocatorName::MallocDebug)
+        matches!(
+            self,
+            AllocatorName::Debug
+                | AllocatorName::PymallocDebug
+                | AllocatorName::MallocDebug
+                | AllocatorName::PymallocAllDebug
+        )
     }
 
     /// The configuration without its debug hooks.
@@ -369,6 +394,7 @@ impl AllocatorName {
                 AllocatorName::Pymalloc
             }
             AllocatorName::Malloc | AllocatorName::MallocDebug => AllocatorName::Malloc,
+            AllocatorName::PymallocAll | AllocatorName::PymallocAllDebug => AllocatorName::PymallocAll,
         }
     }
 }
@@ -452,6 +478,7 @@ pub unsafe fn setup(name: AllocatorName) -> Result<(), ConfigError> {
     let pymalloc = pymalloc_allocator(pymalloc_mode());
     let (raw, mem, obj) = match name.base() {
         AllocatorName::Malloc => (MemAllocatorEx::malloc(), MemAllocatorEx::malloc(), MemAllocatorEx::malloc()),
+        AllocatorName::PymallocAll => (MemAllocatorEx::pymalloc_every_size(), pymalloc, pymalloc),
         _ => (MemAllocatorEx::malloc(), pymalloc, pymalloc),
     };
     // SAFETY: the caller guarantees exclusive use of the domains.
@@ -484,12 +511,16 @@ pub unsafe fn setup_by_name(name: &str) -> Result<AllocatorName, ConfigError> {
 pub fn current() -> Option<AllocatorName> {
     let malloc = MemAllocatorEx::malloc();
     let is_pymalloc = |a: &MemAllocatorEx| PymallocMode::ALL.iter().any(|&m| a.is(&pymalloc_allocator(m)));
+    let every_size = MemAllocatorEx::pymalloc_every_size();
     let classify = |d: [MemAllocatorEx; 3]| {
-        if !d[0].is(&malloc) {
+        let pymalloc_above = is_pymalloc(&d[1]) && d[1].is(&d[2]);
+        if d[0].is(&every_size) && pymalloc_above {
+            Some(AllocatorName::PymallocAll)
+        } else if !d[0].is(&malloc) {
             None
         } else if d[1].is(&malloc) && d[2].is(&malloc) {
             Some(AllocatorName::Malloc)
-        } else if is_pymalloc(&d[1]) && d[1].is(&d[2]) {
+        } else if pymalloc_above {
             Some(AllocatorName::Pymalloc)
         } else {
             None
@@ -500,6 +531,7 @@ pub fn current() -> Option<AllocatorName> {
     }
     match classify(crate::debug::hooked_allocators()?)? {
         AllocatorName::Malloc => Some(AllocatorName::MallocDebug),
+        AllocatorName::PymallocAll => Some(AllocatorName::PymallocAllDebug),
         _ => Some(AllocatorName::PymallocDebug),
     }
 }

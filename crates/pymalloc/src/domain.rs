@@ -77,6 +77,13 @@ impl MemAllocatorEx {
         thread::domain_allocator()
     }
 
+    /// Every size from the thread heaps: pool blocks up to 512 bytes, spans
+    /// above ([`crate::every_size`]); the RAW domain of the `pymalloc_all`
+    /// configurations, which MEM and OBJ fall back to.
+    pub const fn pymalloc_every_size() -> MemAllocatorEx {
+        crate::every_size::domain_allocator()
+    }
+
     /// pymalloc on one `heap` shared by all threads behind its lock
     /// (CPython's `PYMALLOC_ALLOC` made thread-safe with a mutex).
     pub const fn pymalloc(heap: &'static LockedHeap) -> MemAllocatorEx {

@@ -44,7 +44,7 @@ pub trait Fallback {
 }
 
 /// The C library, with CPython's rules ([`crate::raw`]).
-pub(crate) struct Libc;
+pub struct Libc;
 
 impl Fallback for Libc {
     #[inline]

@@ -34,7 +34,10 @@ pub fn prepare() {
     thread_heaps::fork_acquire_heaps();
     arena_alloc::fork_acquire();
     // SAFETY: as for the shared heap.
-    unsafe { region::fork_acquire() };
+    unsafe {
+        region::ARENAS.fork_acquire();
+        region::SEGMENTS.fork_acquire();
+    }
 }
 
 /// Releases what [`prepare`] took, in the parent or in the child.
@@ -45,7 +48,8 @@ pub fn prepare() {
 pub unsafe fn release() {
     // SAFETY: each was taken by prepare() on this thread (our contract).
     unsafe {
-        region::fork_release();
+        region::SEGMENTS.fork_release();
+        region::ARENAS.fork_release();
         arena_alloc::fork_release();
         thread_heaps::fork_release();
         locked::fork_release();

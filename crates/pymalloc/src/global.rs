@@ -10,11 +10,12 @@
 //! ```
 //!
 //! It allocates from per-thread heaps ([`crate::thread`]): no global lock,
-//! blocks may be freed by any thread. Any [`Layout`] is honoured: alignments
-//! up to [`ALIGNMENT`] come from pools (or the C library above 512 bytes),
-//! larger ones from `posix_memalign`. Requests pymalloc does not serve go
-//! straight to the C library, not through the RAW domain, so a hook installed
-//! on RAW may itself allocate Rust values.
+//! blocks may be freed by any thread. Any [`Layout`] is honoured: small
+//! blocks with alignments up to [`ALIGNMENT`] come from pools, the rest from
+//! the thread heaps' spans ([`crate::every_size`]: any alignment up to half
+//! a megabyte). What those cannot serve (and everything above 512 bytes for
+//! [`PyMallocSmall`]) goes straight to the C library, not through the RAW
+//! domain, so a hook installed on RAW may itself allocate Rust values.
 //!
 //! Because Rust hands the layout back on deallocation, blocks here follow one
 //! rule that makes freeing cheap: a block always lives in the size class of
@@ -27,11 +28,18 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use crate::geometry::{size_class, ALIGNMENT};
-use crate::{raw, thread};
+use crate::{every_size, raw, thread};
 
-/// The Rust allocator handle of pymalloc's per-thread heaps. Thread-safe.
+/// The Rust allocator handle of pymalloc's per-thread heaps, serving every
+/// size: blocks above 512 bytes come from the thread heaps' spans
+/// ([`crate::every_size`]). Thread-safe.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PyMalloc;
+
+/// Like [`PyMalloc`], but only blocks of up to 512 bytes are pymalloc's;
+/// larger ones come from the C library (CPython's division of labour).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyMallocSmall;
 
 #[inline(always)]
 fn pooled(l: Layout) -> Option<usize> {
@@ -42,93 +50,149 @@ fn pooled(l: Layout) -> Option<usize> {
     }
 }
 
-// SAFETY: blocks are at least `layout.size()` bytes and aligned to
-// `layout.align()` (pool blocks and glibc blocks are ALIGNMENT-aligned;
-// larger alignments use posix_memalign); a failed realloc leaves the old block
+// Both impls: blocks are at least `layout.size()` bytes and aligned
+// to `layout.align()` (pool blocks and glibc blocks are ALIGNMENT-aligned,
+// span blocks are served at the alignment asked; larger alignments from the
+// C library use posix_memalign); a failed realloc leaves the old block
 // untouched; dealloc routes each block by the rule above, which alloc and
-// realloc keep.
+// realloc keep, and tells span blocks from C-library blocks by address.
+// SAFETY: as just said.
 unsafe impl GlobalAlloc for PyMalloc {
     #[inline]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if let Some(c) = pooled(l) {
-            return thread::alloc_small(c);
-        }
-        alloc_other(l)
+        alloc::<true>(l)
     }
-
     #[inline]
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if let Some(c) = pooled(l) {
-            let p = thread::alloc_small(c);
-            if !p.is_null() {
-                // SAFETY: a fresh block of at least l.size() bytes.
-                unsafe { ptr::write_bytes(p, 0, l.size()) };
-            }
-            return p;
-        }
-        if l.align() <= ALIGNMENT {
-            return raw::calloc(1, l.size());
-        }
-        let p = raw::aligned_alloc(l.align(), l.size());
-        if !p.is_null() {
-            // SAFETY: p holds l.size() bytes.
-            unsafe { ptr::write_bytes(p, 0, l.size()) };
-        }
-        p
+        alloc_zeroed::<true>(l)
     }
-
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if pooled(l).is_some() {
-            // SAFETY: by the rule, a block of this layout lives in a pool.
-            unsafe { thread::free_small(p) }
-        } else {
-            // SAFETY: other blocks come from the C library.
-            unsafe { raw::free(p) }
-        }
+        // SAFETY: GlobalAlloc's contract.
+        unsafe { dealloc::<true>(p, l) }
     }
-
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
-        if l.align() > ALIGNMENT {
-            // SAFETY: p was allocated here with l (GlobalAlloc's contract).
-            return unsafe { realloc_by_copy(self, p, l, new_size) };
+        // SAFETY: GlobalAlloc's contract.
+        unsafe { realloc::<true>(p, l, new_size) }
+    }
+}
+
+// SAFETY: as for PyMalloc.
+unsafe impl GlobalAlloc for PyMallocSmall {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        alloc::<false>(l)
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        alloc_zeroed::<false>(l)
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: GlobalAlloc's contract.
+        unsafe { dealloc::<false>(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: GlobalAlloc's contract.
+        unsafe { realloc::<false>(p, l, new_size) }
+    }
+}
+
+#[inline(always)]
+fn alloc<const ALL: bool>(l: Layout) -> *mut u8 {
+    if let Some(c) = pooled(l) {
+        return thread::alloc_small(c);
+    }
+    alloc_other::<ALL>(l, false)
+}
+
+#[inline(always)]
+fn alloc_zeroed<const ALL: bool>(l: Layout) -> *mut u8 {
+    if let Some(c) = pooled(l) {
+        let p = thread::alloc_small(c);
+        if !p.is_null() {
+            // SAFETY: a fresh block of at least l.size() bytes.
+            unsafe { ptr::write_bytes(p, 0, l.size()) };
         }
-        match (size_class(l.size()), size_class(new_size)) {
-            (Some(a), Some(b)) if a == b => p,
-            (None, None) => {
-                // SAFETY: a C-library block.
-                unsafe { raw::realloc(p, new_size) }
+        return p;
+    }
+    alloc_other::<ALL>(l, true)
+}
+
+#[inline(always)]
+unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
+    if pooled(l).is_some() {
+        // SAFETY: by the rule, a block of this layout lives in a pool.
+        unsafe { thread::free_small(p) }
+    } else if ALL && every_size::owns(p) {
+        // SAFETY: a live span block, not used again.
+        unsafe { every_size::free(p) }
+    } else {
+        // SAFETY: other blocks come from the C library.
+        unsafe { raw::free(p) }
+    }
+}
+
+#[inline(always)]
+unsafe fn realloc<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+    if l.align() > ALIGNMENT {
+        // SAFETY: p was allocated here with l (GlobalAlloc's contract).
+        return unsafe { realloc_by_copy::<ALL>(p, l, new_size) };
+    }
+    match (size_class(l.size()), size_class(new_size)) {
+        (Some(a), Some(b)) if a == b => p,
+        (None, None) if ALL && every_size::owns(p) => {
+            // SAFETY: a live span block, ALIGNMENT-aligned.
+            unsafe {
+                every_size::realloc_in(p, new_size, |n| {
+                    alloc_other::<true>(Layout::from_size_align_unchecked(n, ALIGNMENT), false)
+                })
             }
-            _ => {
-                // SAFETY: p was allocated here with l (GlobalAlloc's contract).
-                unsafe { realloc_by_copy(self, p, l, new_size) }
-            }
+        }
+        (None, None) => {
+            // SAFETY: a C-library block.
+            unsafe { raw::realloc(p, new_size) }
+        }
+        _ => {
+            // SAFETY: p was allocated here with l (GlobalAlloc's contract).
+            unsafe { realloc_by_copy::<ALL>(p, l, new_size) }
         }
     }
 }
 
 #[inline(never)]
-fn alloc_other(l: Layout) -> *mut u8 {
-    if l.align() <= ALIGNMENT {
-        raw::malloc(l.size())
-    } else {
-        raw::aligned_alloc(l.align(), l.size())
+fn alloc_other<const ALL: bool>(l: Layout, zero: bool) -> *mut u8 {
+    if ALL {
+        let p = every_size::alloc(l.size(), l.align(), zero);
+        if !p.is_null() {
+            return p;
+        }
     }
+    if l.align() <= ALIGNMENT {
+        return if zero { raw::calloc(1, l.size()) } else { raw::malloc(l.size()) };
+    }
+    let p = raw::aligned_alloc(l.align(), l.size());
+    if zero && !p.is_null() {
+        // SAFETY: p holds l.size() bytes.
+        unsafe { ptr::write_bytes(p, 0, l.size()) };
+    }
+    p
 }
 
 /// A new block of the new layout, the contents copied, the old block freed.
 #[inline(never)]
-unsafe fn realloc_by_copy(a: &PyMalloc, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+unsafe fn realloc_by_copy<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
     let Ok(nl) = Layout::from_size_align(new_size, l.align()) else {
         return ptr::null_mut();
     };
     // SAFETY: GlobalAlloc contract: p was allocated with l; nl is valid.
     unsafe {
-        let q = a.alloc(nl);
+        let q = alloc::<ALL>(nl);
         if !q.is_null() {
             ptr::copy_nonoverlapping(p, q, l.size().min(new_size));
-            a.dealloc(p, l);
+            dealloc::<ALL>(p, l);
         }
         q
     }

@@ -152,6 +152,93 @@ pub unsafe fn discard(p: *mut u8, size: usize) -> bool {
     unsafe { libc::madvise(p.cast(), size, libc::MADV_DONTNEED) == 0 }
 }
 
+/// Reserves `size` bytes of address space aligned to `align` (a power of
+/// two, a multiple of the page size), without memory: `PROT_NONE`,
+/// `MAP_NORESERVE`. Null when the OS refuses. Ranges of it become usable
+/// through [`commit`] and go back through [`decommit`].
+#[cfg(not(miri))]
+pub fn reserve(size: usize, align: usize) -> *mut u8 {
+    let Some(len) = size.checked_add(align) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: a fresh anonymous reservation at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    // Ranges of the reservation are later reached from plain addresses.
+    let _ = p.expose_provenance();
+    let start = p.addr();
+    let base = (start + align - 1) & !(align - 1);
+    // SAFETY: trimming the unaligned head and the tail of our own reservation.
+    unsafe {
+        if base > start {
+            libc::munmap(p, base - start);
+        }
+        let tail = start + len - (base + size);
+        if tail > 0 {
+            libc::munmap(p.cast::<u8>().add(base - start + size).cast(), tail);
+        }
+    }
+    ptr::with_exposed_provenance_mut(base)
+}
+
+/// The largest reservation [`reserve`] can have of `max` bytes, or a quarter
+/// as much, down to `min`: its base and size.
+#[cfg(not(miri))]
+pub fn reserve_largest(max: usize, min: usize, align: usize) -> Option<(*mut u8, usize)> {
+    let mut size = max;
+    while size >= min {
+        let p = reserve(size, align);
+        if !p.is_null() {
+            return Some((p, size));
+        }
+        size /= 4;
+    }
+    None
+}
+
+/// Makes `p..p+len` of a reservation readable and writable (zeroed pages).
+///
+/// # Safety
+/// The range lies in a reservation from [`reserve`] and nobody uses it.
+#[cfg(not(miri))]
+pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
+/// Replaces `p..p+len` by a fresh inaccessible reservation: the pages are
+/// freed now, the addresses stay reserved.
+///
+/// # Safety
+/// The range lies in a reservation from [`reserve`] and holds nothing anyone
+/// uses.
+#[cfg(not(miri))]
+pub unsafe fn decommit(p: *mut u8, len: usize) {
+    // SAFETY: MAP_FIXED over our own reservation.
+    let r = unsafe {
+        libc::mmap(
+            p.cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    debug_assert_ne!(r, libc::MAP_FAILED);
+}
+
 // Under Miri the "OS" is the Rust heap; alignment and zeroing are kept so the
 // allocator above sees the same contract. Miri builds only support the one
 // alignment the arena allocator asks for. `System` is named explicitly: the

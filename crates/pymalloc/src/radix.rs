@@ -138,17 +138,13 @@ pub struct MapUsage {
     pub bot_node_bytes: usize,
 }
 
-// The nodes come from the C library's `calloc`. When pymalloc *is* the C
-// library's allocator (the preload library), a request above the small
-// threshold goes straight to the allocator underneath and never re-enters a
-// heap whose lock may be held here.
-const _: () = assert!(core::mem::size_of::<MidNode>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
-const _: () = assert!(core::mem::size_of::<BotNode>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
+// The nodes come from the C library's own entry points (`raw::meta`), which
+// never re-enter a heap whose lock may be held here, even when pymalloc is
+// the process's `malloc` (the preload library) and serves every size.
 
 /// Allocates a zeroed node of `T` (all-zero is a valid empty node).
 fn new_node<T>() -> *mut T {
-    // SAFETY: calloc has no preconditions; the result is checked by callers.
-    unsafe { libc::calloc(1, core::mem::size_of::<T>()).cast() }
+    crate::raw::meta::zeroed(core::mem::size_of::<T>()).cast()
 }
 
 impl ArenaMap {
@@ -274,9 +270,9 @@ impl Drop for ArenaMap {
             // came from calloc and is freed once here.
             unsafe {
                 for bot in &mut (*mid).ptrs {
-                    libc::free((*bot.get_mut()).cast());
+                    crate::raw::meta::free((*bot.get_mut()).cast());
                 }
-                libc::free(mid.cast());
+                crate::raw::meta::free(mid.cast());
             }
         }
     }
@@ -295,7 +291,7 @@ fn publish<T>(slot: &AtomicPtr<T>, node: *mut T, count: &AtomicUsize) -> *mut T 
         }
         Err(winner) => {
             // SAFETY: `node` came from calloc and was never published.
-            unsafe { libc::free(node.cast()) };
+            unsafe { crate::raw::meta::free(node.cast()) };
             winner
         }
     }

@@ -173,3 +173,52 @@ pub const ALLOCATOR: MemAllocatorEx = MemAllocatorEx {
     realloc: libc_realloc,
     free: libc_free,
 };
+
+/// The C heap for pymalloc's own bookkeeping (radix nodes, arena tables,
+/// thread heaps): glibc's `__libc_*` entry points, which interposition does
+/// not reach, so that when pymalloc *is* the process's `malloc` (the preload
+/// library) these requests never come back into a heap whose lock the caller
+/// may hold. Elsewhere (other C libraries, Miri), the plain functions.
+pub(crate) mod meta {
+    use core::ffi::c_void;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    extern "C" {
+        fn __libc_calloc(nelem: usize, elsize: usize) -> *mut c_void;
+        fn __libc_malloc(n: usize) -> *mut c_void;
+        fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
+        fn __libc_free(p: *mut c_void);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+    use libc::{calloc as __libc_calloc, free as __libc_free, malloc as __libc_malloc, realloc as __libc_realloc};
+
+    /// `calloc(1, n)`: zeroed bytes, null on failure.
+    pub(crate) fn zeroed(n: usize) -> *mut u8 {
+        // SAFETY: no precondition.
+        unsafe { __libc_calloc(1, n).cast() }
+    }
+
+    /// `malloc(n)`.
+    pub(crate) fn malloc(n: usize) -> *mut u8 {
+        // SAFETY: no precondition.
+        unsafe { __libc_malloc(n).cast() }
+    }
+
+    /// `realloc(p, n)`; null (p untouched) on failure.
+    ///
+    /// # Safety
+    /// `p` is null or a live block from this module.
+    pub(crate) unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: the contract.
+        unsafe { __libc_realloc(p.cast(), n).cast() }
+    }
+
+    /// `free(p)`.
+    ///
+    /// # Safety
+    /// `p` is null or a live block from this module, not used again.
+    pub(crate) unsafe fn free(p: *mut u8) {
+        // SAFETY: the contract.
+        unsafe { __libc_free(p.cast()) }
+    }
+}

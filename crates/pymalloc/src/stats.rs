@@ -383,8 +383,22 @@ pub fn print_to_stderr(stats: &Stats) {
 /// Writes the statistics table to the open file descriptor `fd`, without
 /// allocating (as [`print_to_stderr`]).
 pub fn write_to_fd(stats: &Stats, fd: i32) {
+    write_fmt_to_fd(fd, format_args!("{}", Rendered(stats)));
+}
+
+struct Rendered<'a>(&'a Stats);
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.render(f)
+    }
+}
+
+/// Writes formatted text (up to 16 KiB) to the open file descriptor `fd`
+/// without allocating.
+pub fn write_fmt_to_fd(fd: i32, args: fmt::Arguments<'_>) {
     let mut t = StackText { buf: [0; 16 * 1024], len: 0 };
-    let _ = stats.render(&mut t);
+    let _ = t.write_fmt(args);
     let mut done = 0;
     while done < t.len {
         // SAFETY: writing initialised bytes of our own buffer to fd.

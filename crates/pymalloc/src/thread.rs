@@ -92,6 +92,24 @@ fn current() -> *const Heap {
     tls_slot::get().cast()
 }
 
+/// The calling thread's heap, or null if it has none yet.
+#[inline(always)]
+pub(crate) fn current_heap() -> *const Heap {
+    current()
+}
+
+/// The calling thread's heap, made or adopted if it has none; null when the
+/// thread is exiting or no heap can be had.
+#[inline(always)]
+pub(crate) fn heap() -> *const Heap {
+    let h = current();
+    if h.is_null() {
+        current_or_create()
+    } else {
+        h
+    }
+}
+
 /// The calling thread's heap, made or adopted if it has none; null when the
 /// thread is exiting or no heap can be had.
 #[cold]

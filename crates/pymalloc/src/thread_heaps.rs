@@ -29,9 +29,8 @@ struct ThreadHeap {
     next_abandoned: *mut ThreadHeap,
 }
 
-// Thread heaps come from the C library's `malloc`; above the small threshold
-// that never re-enters a heap when pymalloc is the C library's allocator.
-const _: () = assert!(core::mem::size_of::<ThreadHeap>() > crate::geometry::SMALL_REQUEST_THRESHOLD);
+// Thread heaps come from the C library's own `malloc` (`raw::meta`), which
+// never re-enters a heap even when pymalloc is the process's `malloc`.
 
 /// Every thread heap ever made (push-only).
 static ALL: AtomicPtr<ThreadHeap> = AtomicPtr::new(ptr::null_mut());
@@ -95,7 +94,7 @@ pub(crate) fn adopt_or_make() -> *const Heap {
 
 /// A new thread heap, registered; null if memory is short.
 fn make() -> *mut ThreadHeap {
-    let th = raw::malloc(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
+    let th = raw::meta::malloc(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
     if th.is_null() {
         return th;
     }

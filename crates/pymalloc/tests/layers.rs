@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "raw",
     // Address space.
     "radix",
+    "slot_table",
     "region",
     "ownership",
     "arena_alloc",
@@ -29,6 +30,10 @@ const LAYERS: &[&str] = &[
     "stats",
     // The composite entry points, generic over pools and fallback.
     "front",
+    // Blocks above 512 bytes: segments, their classes, a heap's spans.
+    "segment",
+    "span_class",
+    "spans",
     "heap",
     // The modes.
     "locked",
@@ -36,6 +41,7 @@ const LAYERS: &[&str] = &[
     "thread_heaps",
     "fork",
     "thread",
+    "every_size",
     "background",
     "global",
     // CPython's API.
@@ -46,8 +52,20 @@ const LAYERS: &[&str] = &[
 
 /// The files of `src/heap/`, bottom first. `mod.rs` (the `Heap` itself,
 /// which every file extends through `super::Heap`) is above them all.
-const HEAP: &[&str] =
-    &["used", "cache", "remote", "arenas", "fast", "pages", "transitions", "purge", "decay", "inspect", "validate"];
+const HEAP: &[&str] = &[
+    "used",
+    "cache",
+    "remote",
+    "arenas",
+    "fast",
+    "pages",
+    "transitions",
+    "purge",
+    "decay",
+    "big",
+    "inspect",
+    "validate",
+];
 
 /// The code of a file without its comments (line comments and doc comments;
 /// the crate has no block comments).

@@ -16,13 +16,9 @@ use crate::{raw, region};
 
 /// Number of arena objects the table starts with (room for 16 arenas).
 const INITIAL_ARENA_OBJECTS: u32 = 16;
-// The table comes from the C library's `realloc`, with the heap's lock held.
-// When pymalloc is the C library's allocator (the preload library), a
-// request above the small threshold goes to the allocator underneath and
-// never re-enters this heap.
-const _: () = assert!(
-    INITIAL_ARENA_OBJECTS as usize * core::mem::size_of::<ArenaObject>() > crate::geometry::SMALL_REQUEST_THRESHOLD
-);
+// The table comes from the C library's own `realloc` (`raw::meta`), with the
+// heap's lock held: it never re-enters this heap, even when pymalloc is the
+// process's `malloc` (the preload library).
 
 // The per-arena masks of free and decommitted pools are one u64 each.
 const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
@@ -443,9 +439,9 @@ impl Heap {
         let Some(bytes) = (n as usize).checked_mul(core::mem::size_of::<ArenaObject>()) else {
             return false;
         };
-        // SAFETY: the table is null or from raw::realloc, and no pointer into
+        // SAFETY: the table is null or from raw::meta::realloc, and no pointer into
         // it is live (see the invariant).
-        let table = unsafe { raw::realloc(a.table.get().cast(), bytes) }.cast::<ArenaObject>();
+        let table = unsafe { raw::meta::realloc(a.table.get().cast(), bytes) }.cast::<ArenaObject>();
         if table.is_null() {
             return false;
         }
@@ -539,7 +535,7 @@ impl Heap {
                 }
             }
         }
-        // SAFETY: the table came from raw::realloc (or is null).
-        unsafe { raw::free(table.cast()) };
+        // SAFETY: the table came from raw::meta::realloc (or is null).
+        unsafe { raw::meta::free(table.cast()) };
     }
 }

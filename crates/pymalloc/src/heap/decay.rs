@@ -82,6 +82,7 @@ impl Heap {
                 ao = next;
             }
         }
+        bytes += self.spans.sweep();
         self.purge.next_sweep.set(now.saturating_add(u64::from(ms)));
         bytes
     }
@@ -152,7 +153,7 @@ impl Heap {
 
     /// [`Heap::holds_free_memory`] with `meta` held.
     fn holds_free_locked(&self) -> bool {
-        if self.arenas.committed_empty.get() > 0 {
+        if self.arenas.committed_empty.get() > 0 || self.spans.holds_free() {
             return true;
         }
         let mut ao = self.arenas.usable.get();

@@ -48,6 +48,7 @@
 //! | `pages.rs` | free pages of pools in use back to the OS, and back in |
 //! | `cache.rs` | the block cache of caching heaps |
 //! | `remote.rs` | blocks freed by other threads, and the owner tag |
+//! | `big.rs` | blocks above 512 bytes: the span heap with this heap's tag, lock and policy |
 //! | `inspect.rs` | statistics and pictures of the arenas |
 //! | `validate.rs` | every invariant, checked |
 //!
@@ -68,6 +69,7 @@
 //! ```
 
 mod arenas;
+mod big;
 mod cache;
 mod decay;
 mod fast;
@@ -85,6 +87,7 @@ use core::sync::atomic::AtomicIsize;
 use crate::arena_alloc::ArenaAllocator;
 use crate::fallback::RawDomain;
 use crate::front::{self, Pools};
+use crate::spans::SpanHeap;
 use crate::sync::SpinLock;
 
 pub use cache::CACHE_SLOTS;
@@ -111,7 +114,9 @@ use used::UsedPools;
 ///   `purge.rs`);
 /// * `cache`: the block cache ([`BlockCache`], `cache.rs`);
 /// * `remote`: blocks other threads freed, and the owner tag stamped on
-///   pools ([`RemoteFrees`], `remote.rs`).
+///   pools ([`RemoteFrees`], `remote.rs`);
+/// * `spans`: blocks above 512 bytes, in segments ([`SpanHeap`],
+///   `crate::spans`; the heap's entry points to it in `big.rs`).
 ///
 /// Invariants of the whole:
 /// * `retain`: the head pool of a class that empties may stay on its used
@@ -130,6 +135,7 @@ pub struct Heap {
     retain: Cell<bool>,
     cache: BlockCache,
     remote: RemoteFrees,
+    spans: SpanHeap,
     /// Live blocks the heap's own entry points handed to the raw allocator.
     raw_allocated_blocks: AtomicIsize,
     meta: SpinLock,
@@ -184,6 +190,7 @@ impl Heap {
             retain: Cell::new(retain),
             cache: BlockCache::new(cache),
             remote: RemoteFrees::new(),
+            spans: SpanHeap::new(),
             raw_allocated_blocks: AtomicIsize::new(0),
             meta: SpinLock::new(),
         }

@@ -127,7 +127,7 @@ impl Default for PurgePolicy {
 /// a heap another thread owns.
 pub(super) struct PurgeState {
     pub(super) policy: Cell<PurgePolicy>,
-    events: Cell<u64>,
+    pub(super) events: Cell<u64>,
     next_check: Cell<u64>,
     backoff: Cell<u64>,
     pub(super) next_sweep: Cell<u64>,
@@ -285,6 +285,7 @@ impl Heap {
     pub fn purge_shared(&self) -> usize {
         self.drain_remote();
         self.release_held_pools();
+        self.release_kept_spans();
         let _meta = self.meta.lock();
         self.discard_free_pages() + self.release_empty_locked()
     }
@@ -300,6 +301,6 @@ impl Heap {
 
     /// [`Heap::release_empty`] with `meta` held.
     fn release_empty_locked(&self) -> usize {
-        self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas()
+        self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas() + self.spans.purge()
     }
 }

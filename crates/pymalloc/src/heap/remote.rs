@@ -48,7 +48,8 @@ impl Heap {
     }
 
     /// The owner stamped on the pool of a live block (null for pools of heaps
-    /// that are not thread heaps).
+    /// that are not thread heaps). Blocks above 512 bytes are routed by
+    /// `region::SEGMENTS.owner` instead.
     ///
     /// # Safety
     /// `p` is a live block of some heap.
@@ -99,7 +100,11 @@ impl Heap {
             // its user gave up (invariant); its first word links the queue.
             unsafe {
                 let next = p.cast::<*mut u8>().read();
-                self.free_to_pool(launder(p));
+                if region::SEGMENTS.contains(p) {
+                    self.free_big(p);
+                } else {
+                    self.free_to_pool(launder(p));
+                }
                 p = next;
             }
             n += 1;

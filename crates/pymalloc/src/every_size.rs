@@ -1,0 +1,254 @@
+//! Every size from the thread heaps: blocks above 512 bytes from the calling
+//! thread's span heap (medium, large and huge blocks in the segment region,
+//! see `spans.rs`), with the same per-thread ownership and remote frees as
+//! the pool blocks.
+//!
+//! [`EverySize<F>`] is a [`Fallback`]: a front whose requests above 512
+//! bytes would go to `F` sends them here instead, and only what the span
+//! heaps cannot serve (no segment region, an exiting thread, alignments
+//! above half a segment, 0 bytes) and the blocks `F` already owns go on to
+//! `F`. Which block is whose is told by address: the segment region is one
+//! reserved range, so the test is one subtraction and one comparison.
+//!
+//! ```
+//! use pymalloc::every_size::{self, EverySize};
+//! use pymalloc::Fallback;
+//! let p = pymalloc::thread::malloc_with::<EverySize<pymalloc::LibcFallback>>(100_000);
+//! assert!(every_size::owns(p));
+//! assert!(unsafe { every_size::usable_size(p) } >= 100_000);
+//! unsafe { pymalloc::thread::free_with::<EverySize<pymalloc::LibcFallback>>(p) };
+//! ```
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ptr;
+
+use crate::allocator::MemAllocatorEx;
+use crate::fallback::{Fallback, Libc};
+use crate::geometry::ALIGNMENT;
+use crate::heap::Heap;
+use crate::raw::MAX_SIZE;
+use crate::region::SEGMENTS;
+use crate::segment::segment_of;
+use crate::spans::{self, SpanStats};
+use crate::{thread, thread_heaps};
+
+/// A [`Fallback`] that serves blocks above 512 bytes from the thread heaps
+/// and hands the rest to `F`. See the module documentation.
+pub struct EverySize<F>(PhantomData<F>);
+
+/// True if `p` lies in the segment region: for a live block, exactly "a
+/// block above 512 bytes of the thread heaps".
+#[inline(always)]
+pub fn owns(p: *const u8) -> bool {
+    SEGMENTS.contains(p)
+}
+
+/// A block of `n` bytes aligned to `align` (a power of two) from the
+/// calling thread's span heap, zeroed if `zero`; null if it cannot serve it
+/// (no region, no memory, an exiting thread, an alignment above half a
+/// segment). Never calls a fallback.
+#[inline]
+pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
+    if n > MAX_SIZE {
+        return ptr::null_mut();
+    }
+    let h = thread::heap();
+    if h.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: h is the calling thread's heap.
+    unsafe { (*h).alloc_big(n, align, zero) }
+}
+
+/// Frees a block of the segment region, from any thread.
+///
+/// # Safety
+/// `p` is a live block of the segment region ([`owns`]), not used again.
+#[inline]
+pub unsafe fn free(p: *mut u8) {
+    // SAFETY: the contract: p is a live block of a segment.
+    unsafe {
+        if spans::is_huge(p) {
+            return spans::free_huge(segment_of(p));
+        }
+        let owner = SEGMENTS.owner(p).unwrap_or(ptr::null()).cast::<Heap>();
+        let h = thread::current_heap();
+        if owner == h && !h.is_null() {
+            (*h).free_big(p);
+        } else {
+            free_remote(owner, p);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn free_remote(owner: *const Heap, p: *mut u8) {
+    debug_assert!(!owner.is_null(), "span segments belong to thread heaps");
+    // SAFETY: owner is the live thread heap recorded for p's segment, and
+    // p is live and not used again (the caller's contract).
+    unsafe {
+        Heap::push_remote(owner, p);
+        thread_heaps::note_remote_free(owner);
+    }
+}
+
+/// The usable bytes of a block of the segment region.
+///
+/// # Safety
+/// `p` is a live block of the segment region.
+#[inline]
+pub unsafe fn usable_size(p: *const u8) -> usize {
+    // SAFETY: the contract.
+    unsafe { spans::usable_size(p) }
+}
+
+/// Resizes a block of the segment region to `n` bytes aligned to `align`,
+/// in place where it can (a block that still fits and would not save half,
+/// a large or huge block with room after it); otherwise moves it to a block
+/// from `alloc_new`, copying. Null (the block untouched) when that fails.
+///
+/// # Safety
+/// `p` is a live block of the segment region, aligned to `align`; after a
+/// non-null return it is not used again.
+pub unsafe fn realloc_in(p: *mut u8, n: usize, alloc_new: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    // SAFETY: the contract: p is live in a segment.
+    unsafe {
+        let old = spans::usable_size(p);
+        if n <= old && n > old / 2 {
+            return p;
+        }
+        if spans::is_huge(p) {
+            if spans::resize_huge(segment_of(p), p, n) {
+                return p;
+            }
+        } else if spans::is_large(p) {
+            let h = thread::current_heap();
+            if !h.is_null() && SEGMENTS.owner(p) == Some(h.cast()) && (*h).resize_large(p, n) {
+                return p;
+            }
+        }
+        let q = alloc_new(n);
+        if !q.is_null() {
+            ptr::copy_nonoverlapping(p, q, old.min(n));
+            free(p);
+        }
+        q
+    }
+}
+
+/// Live blocks above 512 bytes of the calling thread's heap (huge blocks:
+/// the process's); empty if it has none.
+pub fn current_stats() -> SpanStats {
+    let h = thread::current_heap();
+    if h.is_null() {
+        return SpanStats::default();
+    }
+    // SAFETY: h is this thread's live heap (thread heaps are never freed).
+    unsafe { (*h).span_stats() }
+}
+
+/// Live blocks above 512 bytes of every thread heap, added up.
+pub fn stats() -> SpanStats {
+    let mut total = SpanStats::default();
+    let mut first = true;
+    thread_heaps::for_each_heap(|h| {
+        let s = h.span_stats();
+        if first {
+            total = s;
+            first = false;
+        } else {
+            total.add(&s);
+        }
+    });
+    total
+}
+
+static EVERY_SIZE_CTX: u8 = 0;
+
+/// The domain allocator serving every size from the thread heaps (pool
+/// blocks up to 512 bytes, spans above), the C library only for what
+/// neither can serve: the RAW domain of the `pymalloc_all` configuration.
+pub(crate) const fn domain_allocator() -> MemAllocatorEx {
+    MemAllocatorEx {
+        ctx: &EVERY_SIZE_CTX as *const u8 as *mut c_void,
+        malloc: domain_malloc,
+        calloc: domain_calloc,
+        realloc: domain_realloc,
+        free: domain_free,
+    }
+}
+
+type All = EverySize<Libc>;
+
+unsafe extern "C" fn domain_malloc(_: *mut c_void, n: usize) -> *mut c_void {
+    thread::malloc_with::<All>(n).cast()
+}
+unsafe extern "C" fn domain_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    thread::calloc_with::<All>(nelem, elsize).cast()
+}
+unsafe extern "C" fn domain_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: p is null or live in the domain (the domain caller's
+    // contract), so from these entry points.
+    unsafe { thread::realloc_with::<All>(p.cast(), n).cast() }
+}
+unsafe extern "C" fn domain_free(_: *mut c_void, p: *mut c_void) {
+    // SAFETY: as for domain_realloc, and p is not used again.
+    unsafe { thread::free_with::<All>(p.cast()) }
+}
+
+impl<F: Fallback> Fallback for EverySize<F> {
+    #[inline]
+    fn malloc(n: usize) -> *mut u8 {
+        if n != 0 {
+            let p = alloc(n, ALIGNMENT, false);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        F::malloc(n)
+    }
+
+    #[inline]
+    fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+        if elsize != 0 && nelem > MAX_SIZE / elsize {
+            return ptr::null_mut();
+        }
+        let n = nelem * elsize;
+        if n != 0 {
+            let p = alloc(n, ALIGNMENT, true);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        F::calloc(nelem, elsize)
+    }
+
+    #[inline]
+    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        if p.is_null() {
+            return Self::malloc(n);
+        }
+        if !owns(p) {
+            // SAFETY: a live block of F (the trait's contract).
+            return unsafe { F::realloc(p, n) };
+        }
+        if n > MAX_SIZE {
+            return ptr::null_mut();
+        }
+        // SAFETY: a live block of ours, ALIGNMENT-aligned like all of them.
+        unsafe { realloc_in(p, n, Self::malloc) }
+    }
+
+    #[inline]
+    unsafe fn free(p: *mut u8) {
+        if owns(p) {
+            // SAFETY: a live block of ours, not used again (the contract).
+            unsafe { free(p) }
+        } else {
+            // SAFETY: null or a live block of F (the contract).
+            unsafe { F::free(p) }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Blocks above 512 bytes: the heap's [`SpanHeap`] with the heap's owner
+//! tag, bookkeeping lock and purge policy, and the remote queue drained
+//! before a span segment is taken, so that a thread that only frees other
+//! threads' blocks does not make their owners grow.
+
+use super::Heap;
+use crate::heap::PurgePolicy;
+use crate::spans::{Ctx, GiveBack, SpanStats};
+
+impl Heap {
+    fn span_ctx(&self) -> Ctx<'_> {
+        let give_back = match self.purge.policy.get() {
+            PurgePolicy::Immediate => GiveBack::Immediate,
+            PurgePolicy::Decay { .. } => GiveBack::Decay,
+            PurgePolicy::Never | PurgePolicy::Threshold { .. } => GiveBack::WithSegment,
+        };
+        Ctx { tag: self.remote.tag.get(), meta: &self.meta, give_back }
+    }
+
+    /// A block of `n` bytes (any size, though meant for those above 512)
+    /// aligned to `align`, zeroed if `zero`; null if no segment can be had
+    /// (owner only).
+    #[inline(always)]
+    pub(crate) fn alloc_big(&self, n: usize, align: usize, zero: bool) -> *mut u8 {
+        let p = self.spans.alloc_listed(n, align);
+        if p.is_null() {
+            return self.alloc_big_slow(n, align, zero);
+        }
+        if zero {
+            // SAFETY: a fresh block of at least n bytes.
+            unsafe { core::ptr::write_bytes(p, 0, n) };
+        }
+        p
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_big_slow(&self, n: usize, align: usize, zero: bool) -> *mut u8 {
+        if self.drain_remote() > 0 {
+            let p = self.spans.alloc_listed(n, align);
+            if !p.is_null() {
+                if zero {
+                    // SAFETY: as in alloc_big.
+                    unsafe { core::ptr::write_bytes(p, 0, n) };
+                }
+                return p;
+            }
+        }
+        self.spans.alloc_slow(n, align, zero, &self.span_ctx())
+    }
+
+    /// Frees a medium or large block of this heap (owner only).
+    ///
+    /// # Safety
+    /// `p` is a live medium or large block of this heap, not used again.
+    #[inline(always)]
+    pub(crate) unsafe fn free_big(&self, p: *mut u8) {
+        // SAFETY: the contract.
+        if unsafe { self.spans.free(p, &self.span_ctx()) } {
+            self.units_released();
+        }
+    }
+
+    /// Units went back to a segment: under the decay policy, count the
+    /// event and sweep if due, as when a pool empties.
+    #[cold]
+    fn units_released(&self) {
+        if let PurgePolicy::Decay { ms } = self.purge.policy.get() {
+            let _meta = self.meta.lock();
+            let events = self.purge.events.get() + 1;
+            self.purge.events.set(events);
+            self.decay_if_due(events, ms);
+        }
+    }
+
+    /// Resizes a large block of this heap in place (owner only); false if it
+    /// cannot (see [`SpanHeap::resize_large`](crate::spans::SpanHeap)).
+    ///
+    /// # Safety
+    /// `p` is a live large block of this heap.
+    pub(crate) unsafe fn resize_large(&self, p: *mut u8, n: usize) -> bool {
+        // SAFETY: the contract.
+        unsafe { self.spans.resize_large(p, n, &self.span_ctx()) }
+    }
+
+    /// Gives back the empty spans kept on the class lists (owner only).
+    pub(super) fn release_kept_spans(&self) {
+        self.spans.release_kept(&self.span_ctx());
+    }
+
+    /// Live blocks above 512 bytes of this heap (huge ones: the process's).
+    pub fn span_stats(&self) -> SpanStats {
+        self.spans.stats()
+    }
+}

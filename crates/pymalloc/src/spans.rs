@@ -1,0 +1,869 @@
+//! The blocks above 512 bytes of one heap ([`SpanHeap`]), in segments of
+//! the segment region (see `segment.rs` for their layout):
+//!
+//! * **medium** (513 bytes to 32 KiB): 24 size classes, each served from
+//!   spans of 64 KiB or more, found as CPython finds pools: the first span
+//!   of the class's list, the head of its free list, or the next block it
+//!   has never handed out;
+//! * **large** (to 1008 KiB): a span of whole 16 KiB units per block, which
+//!   grows and shrinks in place while the units after it are free;
+//! * **huge**: a run of 1 MiB slots per block, whose pages go back to the OS
+//!   when it is freed; any thread frees it directly.
+//!
+//! Units that spans give back stay in their segment ("dirty") and go back
+//! to the OS as the heap's purge policy says: at once, after the decay
+//! period, or (never) only with their whole segment.
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::os;
+use crate::region::SEGMENTS;
+use crate::segment::{
+    find_run, init_span_segment, run_mask, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE,
+    HUGE_OFFSET, LARGE, LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
+};
+use crate::span_class::{medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES};
+use crate::sync::SpinLock;
+
+/// When units given back by spans return to the OS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GiveBack {
+    /// At once, and a wholly free segment at once.
+    Immediate,
+    /// At the decay sweep after the next (see [`SpanHeap::sweep`]).
+    Decay,
+    /// Only with their segment, once it is wholly free.
+    WithSegment,
+}
+
+/// What a span heap needs from the heap around it on its rare paths.
+pub(crate) struct Ctx<'a> {
+    /// The owner tag routing frees of the heap's blocks (null: none).
+    pub(crate) tag: *const (),
+    /// The heap's bookkeeping lock, which guards the segments' unit state.
+    pub(crate) meta: &'a SpinLock,
+    pub(crate) give_back: GiveBack,
+}
+
+/// Live blocks and bytes above 512 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpanStats {
+    /// Span segments (1 MiB each) held.
+    pub segments: usize,
+    /// Medium blocks in use.
+    pub medium_blocks: usize,
+    /// Bytes of the medium blocks in use (by class size).
+    pub medium_bytes: usize,
+    /// Large blocks in use.
+    pub large_blocks: usize,
+    /// Bytes of the large blocks in use (whole units).
+    pub large_bytes: usize,
+    /// Huge blocks in use in the process.
+    pub huge_blocks: usize,
+    /// Bytes of the huge blocks in use (whole slots).
+    pub huge_bytes: usize,
+    /// Bytes of free units still resident (given back later by the policy).
+    pub dirty_bytes: usize,
+}
+
+impl SpanStats {
+    /// Adds `o`'s figures to these (huge figures are process-wide: kept).
+    pub fn add(&mut self, o: &SpanStats) {
+        self.segments += o.segments;
+        self.medium_blocks += o.medium_blocks;
+        self.medium_bytes += o.medium_bytes;
+        self.large_blocks += o.large_blocks;
+        self.large_bytes += o.large_bytes;
+        self.dirty_bytes += o.dirty_bytes;
+    }
+}
+
+/// Counters the owner writes (plain loads and stores of relaxed atomics:
+/// no read-modify-write on the hot path) and anyone reads.
+#[derive(Default)]
+struct Counters {
+    segments: AtomicUsize,
+    medium_blocks: AtomicUsize,
+    medium_bytes: AtomicUsize,
+    large_blocks: AtomicUsize,
+    large_bytes: AtomicUsize,
+    dirty_units: AtomicUsize,
+}
+
+#[inline(always)]
+fn bump(c: &AtomicUsize, by: isize) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add_signed(by), Ordering::Relaxed);
+}
+
+static HUGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+static HUGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The blocks above 512 bytes of one heap.
+///
+/// Invariants: `classes[c]` heads a doubly linked list of exactly the
+/// medium spans of class `c` of this heap with a free block (owner only);
+/// `segments` heads the list of this heap's span segments, those with a free
+/// unit before those without (changed under the heap's bookkeeping lock,
+/// which sweeps from other threads take too).
+pub(crate) struct SpanHeap {
+    classes: [Cell<*mut Span>; NB_MEDIUM_CLASSES],
+    segments: Cell<*mut Segment>,
+    counters: Counters,
+}
+
+impl SpanHeap {
+    pub(crate) const fn new() -> SpanHeap {
+        SpanHeap {
+            classes: [const { Cell::new(ptr::null_mut()) }; NB_MEDIUM_CLASSES],
+            segments: Cell::new(ptr::null_mut()),
+            counters: Counters {
+                segments: AtomicUsize::new(0),
+                medium_blocks: AtomicUsize::new(0),
+                medium_bytes: AtomicUsize::new(0),
+                large_blocks: AtomicUsize::new(0),
+                large_bytes: AtomicUsize::new(0),
+                dirty_units: AtomicUsize::new(0),
+            },
+        }
+    }
+
+    /// A medium block of `n` bytes aligned to `align` from a span already on
+    /// its class list; null if the class has none (or `n`, `align` are not
+    /// medium): then [`Self::alloc_slow`].
+    #[inline(always)]
+    pub(crate) fn alloc_listed(&self, n: usize, align: usize) -> *mut u8 {
+        if n > MEDIUM_MAX {
+            return ptr::null_mut();
+        }
+        let c = medium_class(n);
+        let s = self.classes[c].get();
+        if s.is_null() || align > medium_align(c) {
+            return ptr::null_mut();
+        }
+        // SAFETY: a listed span is a live medium span of this heap with a
+        // free block (invariant), and only the owner calls this.
+        unsafe { self.take_block(c, s) }
+    }
+
+    /// Any block of `n` bytes aligned to `align` (a power of two); zeroed if
+    /// `zero`. Null if no segment can be had or the alignment is beyond a
+    /// huge block's (half a segment).
+    pub(crate) fn alloc_slow(&self, n: usize, align: usize, zero: bool, ctx: &Ctx<'_>) -> *mut u8 {
+        if n <= MEDIUM_MAX {
+            let c = medium_class(n);
+            if align <= medium_align(c) {
+                let mut s = self.classes[c].get();
+                if s.is_null() {
+                    s = self.new_medium_span(c, ctx);
+                    if s.is_null() {
+                        return ptr::null_mut();
+                    }
+                }
+                // SAFETY: s is a live listed span of class c of this heap.
+                let p = unsafe { self.take_block(c, s) };
+                if zero {
+                    // SAFETY: a fresh block of medium_size(c) >= n bytes.
+                    unsafe { ptr::write_bytes(p, 0, n) };
+                }
+                return p;
+            }
+        }
+        if n <= LARGE_MAX && align <= UNIT {
+            return self.alloc_large(n, zero, ctx);
+        }
+        alloc_huge(n, align)
+    }
+
+    /// Pops a block of listed span `s` of class `c`; unlists it if full.
+    ///
+    /// # Safety
+    /// `s` is a live span of class `c` on this heap's list; owner only.
+    #[inline(always)]
+    unsafe fn take_block(&self, c: usize, s: *mut Span) -> *mut u8 {
+        // SAFETY: the contract; the free list links blocks of the span.
+        unsafe {
+            let p = if !(*s).free.is_null() {
+                let p = (*s).free;
+                (*s).free = p.cast::<*mut u8>().read();
+                p
+            } else {
+                let base = span_base(s);
+                let p = base.add(usize::from((*s).virgin) * (*s).size as usize);
+                (*s).virgin += 1;
+                p
+            };
+            (*s).used += 1;
+            if (*s).used == (*s).capacity {
+                self.unlist(c, s);
+            }
+            bump(&self.counters.medium_blocks, 1);
+            bump(&self.counters.medium_bytes, medium_size(c) as isize);
+            p
+        }
+    }
+
+    #[cold]
+    fn new_medium_span(&self, c: usize, ctx: &Ctx<'_>) -> *mut Span {
+        let k = span_units(c, UNIT);
+        let Some((seg, head)) = self.take_units(k, ctx) else { return ptr::null_mut() };
+        let size = medium_size(c);
+        // SAFETY: the units are ours now (taken under the lock); their
+        // descriptor is the owner's to write.
+        unsafe {
+            let s = (&raw mut (*seg).spans).cast::<Span>().add(head);
+            (*s).free = ptr::null_mut();
+            (*s).size = size as u32;
+            (*s).used = 0;
+            (*s).virgin = 0;
+            (*s).capacity = ((k * UNIT) / size) as u16;
+            (*s).class = c as u8;
+            (*s).units = k as u8;
+            self.list(c, s);
+            s
+        }
+    }
+
+    #[cold]
+    fn alloc_large(&self, n: usize, zero: bool, ctx: &Ctx<'_>) -> *mut u8 {
+        let k = n.max(1).div_ceil(UNIT);
+        let Some((seg, head)) = self.take_units_zero(k, ctx, zero) else { return ptr::null_mut() };
+        // SAFETY: as in new_medium_span.
+        unsafe {
+            let s = (&raw mut (*seg).spans).cast::<Span>().add(head);
+            (*s).size = (k * UNIT) as u32;
+            (*s).class = LARGE;
+            (*s).units = k as u8;
+            (*s).listed = false;
+            bump(&self.counters.large_blocks, 1);
+            bump(&self.counters.large_bytes, (k * UNIT) as isize);
+            unit_address(seg, head)
+        }
+    }
+
+    fn take_units(&self, k: usize, ctx: &Ctx<'_>) -> Option<(*mut Segment, usize)> {
+        self.take_units_zero(k, ctx, false)
+    }
+
+    /// Takes a run of `k` free units (of a segment of this heap, or of a new
+    /// one), and writes its `back` offsets; zeroes it if `zero` and it may
+    /// hold old bytes.
+    fn take_units_zero(&self, k: usize, ctx: &Ctx<'_>, zero: bool) -> Option<(*mut Segment, usize)> {
+        let (seg, head, dirty) = {
+            let _meta = ctx.meta.lock();
+            let (seg, head) = self.find_units(k).or_else(|| self.new_segment(ctx).map(|s| (s, 1)))?;
+            let m = run_mask(head, k);
+            // SAFETY: seg is a live span segment of this heap, `meta` held.
+            unsafe {
+                let was_full_after = (*seg).free & !m == 0;
+                let dirty = (*seg).zero & m != m;
+                bump(&self.counters.dirty_units, -(((*seg).dirty & m).count_ones() as isize));
+                (*seg).free &= !m;
+                (*seg).dirty &= !m;
+                (*seg).zero &= !m;
+                (*seg).stale &= !m;
+                (*seg).stale_free = false;
+                if was_full_after {
+                    self.move_to_back(seg);
+                }
+                for i in 0..k {
+                    (*seg).back[head + i] = i as u8;
+                }
+                (seg, head, dirty)
+            }
+        };
+        if zero && dirty {
+            // SAFETY: the run is ours and k units long.
+            unsafe { ptr::write_bytes(unit_address(seg, head), 0, k * UNIT) };
+        }
+        Some((seg, head))
+    }
+
+    /// The first segment of the list with a run of `k` free units (`meta`
+    /// held).
+    fn find_units(&self, k: usize) -> Option<(*mut Segment, usize)> {
+        let mut seg = self.segments.get();
+        // SAFETY: list entries are live span segments of this heap; `meta`
+        // is held. Segments without a free unit are at the back.
+        unsafe {
+            while !seg.is_null() && (*seg).free != 0 {
+                if let Some(u) = find_run((*seg).free, k) {
+                    return Some((seg, u));
+                }
+                seg = (*seg).next;
+            }
+        }
+        None
+    }
+
+    /// A fresh span segment at the front of the list (`meta` held).
+    fn new_segment(&self, ctx: &Ctx<'_>) -> Option<*mut Segment> {
+        let seg = SEGMENTS.alloc(1).cast::<Segment>();
+        if seg.is_null() {
+            return None;
+        }
+        // SAFETY: a fresh zeroed slot, ours; the tag is this heap's.
+        unsafe {
+            init_span_segment(seg);
+            SEGMENTS.set_owner(seg.cast(), ctx.tag);
+            self.push_front(seg);
+        }
+        bump(&self.counters.segments, 1);
+        Some(seg)
+    }
+
+    /// Frees a medium or large block of this heap (owner only). True if
+    /// units went back to their segment (a span emptied, or the block was
+    /// large).
+    ///
+    /// # Safety
+    /// `p` is a live medium or large block of this heap, not used again.
+    #[inline(always)]
+    pub(crate) unsafe fn free(&self, p: *mut u8, ctx: &Ctx<'_>) -> bool {
+        let seg = segment_of(p);
+        // SAFETY: p is a live block of this heap's span segment seg.
+        unsafe {
+            let (s, head) = span_of(seg, p);
+            let class = (*s).class;
+            if class == LARGE {
+                bump(&self.counters.large_blocks, -1);
+                bump(&self.counters.large_bytes, -((*s).size as isize));
+                self.release_units(seg, s, head, ctx);
+                return true;
+            }
+            let c = usize::from(class);
+            p.cast::<*mut u8>().write((*s).free);
+            (*s).free = p;
+            (*s).used -= 1;
+            bump(&self.counters.medium_blocks, -1);
+            bump(&self.counters.medium_bytes, -(medium_size(c) as isize));
+            if !(*s).listed {
+                self.list(c, s);
+            }
+            // An empty span goes back unless it is its class's only one.
+            if (*s).used == 0 && !(self.classes[c].get() == s && (*s).next.is_null()) {
+                self.unlist(c, s);
+                self.release_units(seg, s, head, ctx);
+                return true;
+            }
+            false
+        }
+    }
+
+    /// Gives back the empty spans the class lists keep (owner only).
+    pub(crate) fn release_kept(&self, ctx: &Ctx<'_>) {
+        for c in 0..NB_MEDIUM_CLASSES {
+            let mut s = self.classes[c].get();
+            // SAFETY: listed spans are live medium spans of this heap; an
+            // empty one holds no block anyone uses.
+            unsafe {
+                while !s.is_null() {
+                    let next = (*s).next;
+                    if (*s).used == 0 {
+                        self.unlist(c, s);
+                        let (seg, head) = span_head(s);
+                        self.release_units(seg, s, head, ctx);
+                    }
+                    s = next;
+                }
+            }
+        }
+    }
+
+    /// Gives the units of span `s` back to its segment.
+    ///
+    /// # Safety
+    /// `s` (head unit `head`) is a live unlisted span of `seg`, a segment of
+    /// this heap, and none of its blocks is used any more.
+    #[cold]
+    unsafe fn release_units(&self, seg: *mut Segment, s: *mut Span, head: usize, ctx: &Ctx<'_>) {
+        let _meta = ctx.meta.lock();
+        // SAFETY: the contract; `meta` is held.
+        unsafe {
+            let m = run_mask(head, usize::from((*s).units));
+            (*s).class = NOT_A_SPAN;
+            let was_full = (*seg).free == 0;
+            (*seg).free |= m;
+            (*seg).dirty |= m;
+            (*seg).stale_free = false;
+            bump(&self.counters.dirty_units, m.count_ones() as isize);
+            if was_full {
+                self.unlink(seg);
+                self.push_front(seg);
+            }
+            match ctx.give_back {
+                GiveBack::Immediate => {
+                    if (*seg).free == ALL_UNITS {
+                        self.release_segment(seg);
+                    } else {
+                        self.discard(seg, m);
+                    }
+                }
+                GiveBack::WithSegment => {
+                    if (*seg).free == ALL_UNITS && self.counters.segments.load(Ordering::Relaxed) > 1 {
+                        self.release_segment(seg);
+                    }
+                }
+                GiveBack::Decay => {}
+            }
+        }
+    }
+
+    /// Gives the dirty units of `mask` to the OS (`meta` held).
+    ///
+    /// # Safety
+    /// `seg` is a live span segment of this heap; `mask` names free units.
+    unsafe fn discard(&self, seg: *mut Segment, mask: u64) -> usize {
+        // SAFETY: the contract: free units hold nothing anyone uses.
+        unsafe {
+            let d = (*seg).dirty & mask;
+            if d == 0 {
+                return 0;
+            }
+            os::discard_runs(seg.cast(), d, UNIT);
+            (*seg).dirty &= !d;
+            (*seg).zero |= d;
+            bump(&self.counters.dirty_units, -(d.count_ones() as isize));
+            d.count_ones() as usize * UNIT
+        }
+    }
+
+    /// Unlinks a wholly free segment and gives its slot back (`meta` held).
+    ///
+    /// # Safety
+    /// `seg` is a live span segment of this heap whose units are all free.
+    unsafe fn release_segment(&self, seg: *mut Segment) -> usize {
+        // SAFETY: the contract.
+        unsafe {
+            debug_assert_eq!((*seg).free, ALL_UNITS);
+            bump(&self.counters.dirty_units, -((*seg).dirty.count_ones() as isize));
+            self.unlink(seg);
+            SEGMENTS.set_owner(seg.cast(), ptr::null());
+            SEGMENTS.free(seg.cast(), 1);
+        }
+        bump(&self.counters.segments, -1);
+        SEGMENT_SIZE
+    }
+
+    /// One decay sweep (`meta` held): gives back the units that were free
+    /// and dirty at the previous sweep and still are, and the segments that
+    /// were wholly free then and still are; marks what is free now. Returns
+    /// the bytes given back.
+    pub(crate) fn sweep(&self) -> usize {
+        let mut bytes = 0;
+        let mut seg = self.segments.get();
+        // SAFETY: list entries are live span segments; `meta` is held.
+        unsafe {
+            while !seg.is_null() {
+                let next = (*seg).next;
+                if (*seg).free == ALL_UNITS && (*seg).stale_free {
+                    bytes += self.release_segment(seg);
+                } else {
+                    bytes += self.discard(seg, (*seg).stale);
+                    (*seg).stale = (*seg).dirty;
+                    (*seg).stale_free = (*seg).free == ALL_UNITS;
+                }
+                seg = next;
+            }
+        }
+        bytes
+    }
+
+    /// Gives back every free unit and wholly free segment now (`meta`
+    /// held). Returns the bytes.
+    pub(crate) fn purge(&self) -> usize {
+        let mut bytes = 0;
+        let mut seg = self.segments.get();
+        // SAFETY: as in sweep.
+        unsafe {
+            while !seg.is_null() {
+                let next = (*seg).next;
+                bytes +=
+                    if (*seg).free == ALL_UNITS { self.release_segment(seg) } else { self.discard(seg, ALL_UNITS) };
+                seg = next;
+            }
+        }
+        bytes
+    }
+
+    /// True if a sweep would give something back later (`meta` held).
+    pub(crate) fn holds_free(&self) -> bool {
+        let mut seg = self.segments.get();
+        // SAFETY: as in sweep.
+        unsafe {
+            while !seg.is_null() && (*seg).free != 0 {
+                if (*seg).dirty != 0 || (*seg).free == ALL_UNITS {
+                    return true;
+                }
+                seg = (*seg).next;
+            }
+        }
+        false
+    }
+
+    /// Resizes a large block of this heap in place to hold `n` bytes, if the
+    /// units after it are free (growing) or `n` still needs a large block
+    /// (shrinking). False, with nothing changed, otherwise.
+    ///
+    /// # Safety
+    /// `p` is a live large block of this heap; owner only.
+    pub(crate) unsafe fn resize_large(&self, p: *mut u8, n: usize, ctx: &Ctx<'_>) -> bool {
+        if n <= MEDIUM_MAX || n > LARGE_MAX {
+            return false;
+        }
+        let seg = segment_of(p);
+        let want = n.div_ceil(UNIT);
+        let _meta = ctx.meta.lock();
+        // SAFETY: the contract; `meta` is held for the unit state.
+        unsafe {
+            let (s, head) = span_of(seg, p);
+            let have = usize::from((*s).units);
+            if want > have {
+                let extra = run_mask(head + have, want - have);
+                if head + want > UNITS || (*seg).free & extra != extra {
+                    return false;
+                }
+                bump(&self.counters.dirty_units, -(((*seg).dirty & extra).count_ones() as isize));
+                (*seg).free &= !extra;
+                (*seg).dirty &= !extra;
+                (*seg).zero &= !extra;
+                (*seg).stale &= !extra;
+                if (*seg).free == 0 {
+                    self.move_to_back(seg);
+                }
+                for u in head + have..head + want {
+                    (*seg).back[u] = (u - head) as u8;
+                }
+            } else if want < have {
+                let tail = run_mask(head + want, have - want);
+                let was_full = (*seg).free == 0;
+                (*seg).free |= tail;
+                (*seg).dirty |= tail;
+                (*seg).stale &= !tail;
+                bump(&self.counters.dirty_units, tail.count_ones() as isize);
+                if was_full {
+                    self.unlink(seg);
+                    self.push_front(seg);
+                }
+                if ctx.give_back == GiveBack::Immediate {
+                    self.discard(seg, tail);
+                }
+            }
+            bump(&self.counters.large_bytes, (want as isize - have as isize) * UNIT as isize);
+            (*s).units = want as u8;
+            (*s).size = (want * UNIT) as u32;
+        }
+        true
+    }
+
+    /// The figures of this heap (huge blocks: the process's).
+    pub(crate) fn stats(&self) -> SpanStats {
+        let c = &self.counters;
+        SpanStats {
+            segments: c.segments.load(Ordering::Relaxed),
+            medium_blocks: c.medium_blocks.load(Ordering::Relaxed),
+            medium_bytes: c.medium_bytes.load(Ordering::Relaxed),
+            large_blocks: c.large_blocks.load(Ordering::Relaxed),
+            large_bytes: c.large_bytes.load(Ordering::Relaxed),
+            huge_blocks: HUGE_BLOCKS.load(Ordering::Relaxed),
+            huge_bytes: HUGE_BYTES.load(Ordering::Relaxed),
+            dirty_bytes: c.dirty_units.load(Ordering::Relaxed) * UNIT,
+        }
+    }
+
+    /// Checks every invariant of the segments and spans (owner, `meta`
+    /// held): the first one broken, with an address.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, usize)> {
+        let check = |ok: bool, what: &'static str, at: usize| if ok { Ok(()) } else { Err((what, at)) };
+        let mut listed = [0usize; NB_MEDIUM_CLASSES];
+        let (mut segments, mut seen_full, mut dirty_units) = (0, false, 0);
+        let (mut medium, mut medium_bytes, mut large, mut large_bytes) = (0, 0, 0, 0);
+        let mut seg = self.segments.get();
+        // SAFETY: list entries are live span segments of this heap, and the
+        // owner holds `meta`; span descriptors of live spans are live.
+        unsafe {
+            while !seg.is_null() {
+                let a = seg.addr();
+                segments += 1;
+                check((*seg).kind == SPANS, "span segment kind", a)?;
+                check((*seg).free & 1 == 0, "header unit free", a)?;
+                check((*seg).dirty & !(*seg).free == 0, "dirty unit in use", a)?;
+                check((*seg).dirty & (*seg).zero == 0, "unit both dirty and zero", a)?;
+                if (*seg).free == 0 {
+                    seen_full = true;
+                } else {
+                    check(!seen_full, "segment with free units after a full one", a)?;
+                }
+                dirty_units += (*seg).dirty.count_ones() as usize;
+                let mut u = 1;
+                while u < UNITS {
+                    let s = &(*seg).spans[u];
+                    if (*seg).free & (1 << u) != 0 {
+                        check(s.class == NOT_A_SPAN, "free unit heads a span", a + (u << UNIT_BITS))?;
+                        u += 1;
+                        continue;
+                    }
+                    let k = usize::from(s.units);
+                    check(s.class != NOT_A_SPAN && k > 0 && u + k <= UNITS, "unit in no span", a + (u << UNIT_BITS))?;
+                    for i in 0..k {
+                        check((*seg).back[u + i] as usize == i, "span back offset", a + ((u + i) << UNIT_BITS))?;
+                    }
+                    check((*seg).free & run_mask(u, k) == 0, "span unit free", a + (u << UNIT_BITS))?;
+                    if s.class == LARGE {
+                        check(s.size as usize == k * UNIT && !s.listed, "large span", a + (u << UNIT_BITS))?;
+                        large += 1;
+                        large_bytes += k * UNIT;
+                    } else {
+                        let c = usize::from(s.class);
+                        check(c < NB_MEDIUM_CLASSES && s.size as usize == medium_size(c), "span class", a)?;
+                        check(usize::from(s.capacity) == k * UNIT / medium_size(c), "span capacity", a)?;
+                        check(s.used <= s.virgin && s.virgin <= s.capacity, "span counts", a)?;
+                        let mut nfree = 0;
+                        let mut b = s.free;
+                        while !b.is_null() && nfree <= usize::from(s.capacity) {
+                            nfree += 1;
+                            b = b.cast::<*mut u8>().read();
+                        }
+                        check(nfree == usize::from(s.virgin - s.used), "span free list length", a + (u << UNIT_BITS))?;
+                        check(s.listed == (s.used < s.capacity), "span listed", a + (u << UNIT_BITS))?;
+                        listed[c] += usize::from(s.listed);
+                        medium += usize::from(s.used);
+                        medium_bytes += usize::from(s.used) * medium_size(c);
+                    }
+                    u += k;
+                }
+                seg = (*seg).next;
+            }
+            for (c, &want) in listed.iter().enumerate() {
+                let (mut n, mut s, mut prev) = (0, self.classes[c].get(), ptr::null_mut());
+                while !s.is_null() && n <= want {
+                    check(usize::from((*s).class) == c && (*s).listed, "listed span's class", s.addr())?;
+                    check((*s).prev == prev, "span list links", s.addr())?;
+                    n += 1;
+                    prev = s;
+                    s = (*s).next;
+                }
+                check(n == want, "spans listed per class", c)?;
+            }
+        }
+        let st = self.stats();
+        check(st.segments == segments, "segment count", segments)?;
+        check(st.medium_blocks == medium && st.medium_bytes == medium_bytes, "medium counters", medium)?;
+        check(st.large_blocks == large && st.large_bytes == large_bytes, "large counters", large)?;
+        check(st.dirty_bytes == dirty_units * UNIT, "dirty counter", dirty_units)?;
+        Ok(())
+    }
+
+    // List plumbing.
+
+    /// # Safety
+    /// `s` is a live unlisted medium span of class `c` of this heap.
+    unsafe fn list(&self, c: usize, s: *mut Span) {
+        // SAFETY: the contract; list entries are live spans.
+        unsafe {
+            let head = self.classes[c].get();
+            (*s).prev = ptr::null_mut();
+            (*s).next = head;
+            if !head.is_null() {
+                (*head).prev = s;
+            }
+            (*s).listed = true;
+            self.classes[c].set(s);
+        }
+    }
+
+    /// # Safety
+    /// `s` is a live listed span of class `c` of this heap.
+    unsafe fn unlist(&self, c: usize, s: *mut Span) {
+        // SAFETY: the contract.
+        unsafe {
+            let (prev, next) = ((*s).prev, (*s).next);
+            if prev.is_null() {
+                self.classes[c].set(next);
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*s).listed = false;
+        }
+    }
+
+    /// # Safety
+    /// `seg` is a live span segment of this heap not on the list; `meta` held.
+    unsafe fn push_front(&self, seg: *mut Segment) {
+        // SAFETY: the contract.
+        unsafe {
+            let head = self.segments.get();
+            (*seg).prev = ptr::null_mut();
+            (*seg).next = head;
+            if !head.is_null() {
+                (*head).prev = seg;
+            }
+            self.segments.set(seg);
+        }
+    }
+
+    /// # Safety
+    /// `seg` is on this heap's list; `meta` held.
+    unsafe fn unlink(&self, seg: *mut Segment) {
+        // SAFETY: the contract.
+        unsafe {
+            let (prev, next) = ((*seg).prev, (*seg).next);
+            if prev.is_null() {
+                self.segments.set(next);
+            } else {
+                (*prev).next = next;
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+        }
+    }
+
+    /// Moves a segment that has just filled to the back of the list.
+    ///
+    /// # Safety
+    /// As for [`Self::unlink`].
+    unsafe fn move_to_back(&self, seg: *mut Segment) {
+        // SAFETY: the contract; list entries are live.
+        unsafe {
+            if (*seg).next.is_null() {
+                return;
+            }
+            self.unlink(seg);
+            let mut last = self.segments.get();
+            while !(*last).next.is_null() {
+                last = (*last).next;
+            }
+            (*last).next = seg;
+            (*seg).prev = last;
+            (*seg).next = ptr::null_mut();
+        }
+    }
+}
+
+/// The first byte of span `s` (its descriptor sits in its segment's header
+/// at its head unit's index).
+#[inline(always)]
+fn span_base(s: *mut Span) -> *mut u8 {
+    let (seg, head) = span_head(s);
+    unit_address(seg, head)
+}
+
+/// The segment of span descriptor `s`, and its head unit.
+#[inline(always)]
+fn span_head(s: *mut Span) -> (*mut Segment, usize) {
+    let seg = segment_of(s.cast());
+    (seg, (s.addr() - (seg.addr() + core::mem::offset_of!(Segment, spans))) / core::mem::size_of::<Span>())
+}
+
+/// A huge block: a run of slots of its own, zeroed. Null if the region has
+/// no room or `align` exceeds half a slot.
+pub(crate) fn alloc_huge(n: usize, align: usize) -> *mut u8 {
+    let off = align.max(HUGE_OFFSET);
+    if off > SEGMENT_SIZE / 2 || n > isize::MAX as usize - SEGMENT_SIZE {
+        return ptr::null_mut();
+    }
+    let slots = (off + n).div_ceil(SEGMENT_SIZE);
+    let seg = SEGMENTS.alloc(slots).cast::<Segment>();
+    if seg.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: a fresh run of slots, ours: its header is ours to write.
+    unsafe {
+        (*seg).kind = HUGE;
+        (*seg).slots = slots;
+    }
+    bump_shared(&HUGE_BLOCKS, 1);
+    bump_shared(&HUGE_BYTES, (slots * SEGMENT_SIZE) as isize);
+    seg.cast::<u8>().wrapping_add(off)
+}
+
+fn bump_shared(c: &AtomicUsize, by: isize) {
+    if by >= 0 {
+        c.fetch_add(by as usize, Ordering::Relaxed);
+    } else {
+        c.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
+    }
+}
+
+/// Frees a huge block (any thread).
+///
+/// # Safety
+/// `seg` is the segment of a live huge block, not used again.
+pub(crate) unsafe fn free_huge(seg: *mut Segment) {
+    // SAFETY: the contract: the run is ours to give back.
+    unsafe {
+        let slots = (*seg).slots;
+        bump_shared(&HUGE_BLOCKS, -1);
+        bump_shared(&HUGE_BYTES, -((slots * SEGMENT_SIZE) as isize));
+        SEGMENTS.free(seg.cast(), slots);
+    }
+}
+
+/// Resizes a huge block in place to hold `n` bytes: grows into free slots
+/// after it, shrinks by giving back whole slots. False, with nothing
+/// changed, when it cannot or `n` is not huge.
+///
+/// # Safety
+/// `p` is a live huge block of segment `seg`; the caller owns the block.
+pub(crate) unsafe fn resize_huge(seg: *mut Segment, p: *mut u8, n: usize) -> bool {
+    if n <= LARGE_MAX || n > isize::MAX as usize - SEGMENT_SIZE {
+        return false;
+    }
+    let off = p.addr() - seg.addr();
+    let want = (off + n).div_ceil(SEGMENT_SIZE);
+    // SAFETY: the contract: the header is live and the run is the caller's.
+    unsafe {
+        let have = (*seg).slots;
+        if want > have {
+            if !SEGMENTS.grow(seg.cast(), have, want - have) {
+                return false;
+            }
+        } else if want < have {
+            SEGMENTS.free(seg.cast::<u8>().add(want * SEGMENT_SIZE), have - want);
+        }
+        (*seg).slots = want;
+        bump_shared(&HUGE_BYTES, (want as isize - have as isize) * SEGMENT_SIZE as isize);
+    }
+    true
+}
+
+/// The usable bytes of a block of the segment region.
+///
+/// # Safety
+/// `p` is a live block of the segment region.
+#[inline]
+pub(crate) unsafe fn usable_size(p: *const u8) -> usize {
+    let seg = segment_of(p);
+    // SAFETY: the contract: the segment and the block's span are live.
+    unsafe {
+        if (*seg).kind == HUGE {
+            return (*seg).slots * SEGMENT_SIZE - (p.addr() - seg.addr());
+        }
+        (*span_of(seg, p).0).size as usize
+    }
+}
+
+/// True if `p` (a live block of the segment region) is huge.
+///
+/// # Safety
+/// As for [`usable_size`].
+#[inline(always)]
+pub(crate) unsafe fn is_huge(p: *const u8) -> bool {
+    // SAFETY: the contract: the header is live; `kind` never changes.
+    unsafe { (*segment_of(p)).kind == HUGE }
+}
+
+/// True if `p` (a live block of the segment region) is large.
+///
+/// # Safety
+/// As for [`usable_size`], and `p` is not huge.
+#[inline(always)]
+pub(crate) unsafe fn is_large(p: *const u8) -> bool {
+    // SAFETY: the contract.
+    unsafe { (*span_of(segment_of(p), p).0).class == LARGE }
+}

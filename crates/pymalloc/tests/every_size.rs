@@ -1,0 +1,192 @@
+//! Blocks above 512 bytes from the thread heaps' spans: a model test of
+//! random allocations, frees and reallocations of every size and alignment,
+//! frees from other threads, and resizing in place.
+#![cfg(not(miri))] // no segment region under Miri: every request falls back
+
+use proptest::prelude::*;
+use pymalloc::every_size;
+
+fn fill(p: *mut u8, n: usize, tag: u8) {
+    // SAFETY: the test's blocks hold at least n bytes.
+    unsafe { core::ptr::write_bytes(p, tag, n) };
+}
+
+fn holds(p: *const u8, n: usize, tag: u8) -> bool {
+    // SAFETY: as for fill.
+    unsafe { core::slice::from_raw_parts(p, n) }.iter().all(|&b| b == tag)
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc { size: usize, align_shift: u32, zero: bool },
+    Free(usize),
+    Realloc(usize, usize),
+}
+
+fn size() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        4 => 513usize..=32 * 1024,
+        2 => 32usize * 1024 + 1..=1008usize * 1024,
+        1 => 1008usize * 1024 + 1..=3usize << 20,
+        1 => 1usize..=512,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (size(), prop_oneof![3 => Just(4u32), 1 => 4u32..=16], any::<bool>())
+            .prop_map(|(size, align_shift, zero)| Op::Alloc { size, align_shift, zero }),
+        3 => any::<usize>().prop_map(Op::Free),
+        2 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Realloc(i, n)),
+    ]
+}
+
+struct Live {
+    p: *mut u8,
+    n: usize,
+    align: usize,
+    tag: u8,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn blocks_keep_their_bytes_and_the_heap_its_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+        // A thread of its own: its heap sees only this case's blocks.
+        std::thread::spawn(move || {
+            let mut live: Vec<Live> = Vec::new();
+            for (k, op) in ops.into_iter().enumerate() {
+                let tag = (k % 251) as u8 + 1;
+                match op {
+                    Op::Alloc { size, align_shift, zero } => {
+                        let align = 1usize << align_shift;
+                        let p = every_size::alloc(size, align, zero);
+                        assert!(!p.is_null(), "alloc({size}, {align})");
+                        assert_eq!(p as usize % align, 0, "alignment {align} of a {size}-byte block");
+                        assert!(every_size::owns(p));
+                        assert!(unsafe { every_size::usable_size(p) } >= size);
+                        if zero {
+                            assert!(holds(p, size, 0), "calloc'd block of {size} not zero");
+                        }
+                        fill(p, size, tag);
+                        live.push(Live { p, n: size, align, tag });
+                    }
+                    Op::Free(i) if !live.is_empty() => {
+                        let b = live.swap_remove(i % live.len());
+                        assert!(holds(b.p, b.n, b.tag));
+                        unsafe { every_size::free(b.p) };
+                    }
+                    Op::Realloc(i, n) if !live.is_empty() => {
+                        let i = i % live.len();
+                        if live[i].align > 16 {
+                            continue;
+                        }
+                        let b = &mut live[i];
+                        let q = unsafe { every_size::realloc_in(b.p, n, |m| every_size::alloc(m, 16, false)) };
+                        assert!(!q.is_null());
+                        assert!(holds(q, b.n.min(n), b.tag), "realloc {} -> {n} lost bytes", b.n);
+                        assert!(unsafe { every_size::usable_size(q) } >= n);
+                        fill(q, n, tag);
+                        *b = Live { p: q, n, align: 16, tag };
+                    }
+                    _ => {}
+                }
+                pymalloc::thread::validate_current().unwrap();
+            }
+            let st = every_size::current_stats();
+            let medium = live.iter().filter(|b| b.n <= 32 * 1024 && b.align <= 128).count();
+            assert!(st.medium_blocks <= live.len() && st.medium_blocks >= medium.min(st.medium_blocks));
+            for b in live {
+                assert!(holds(b.p, b.n, b.tag));
+                unsafe { every_size::free(b.p) };
+            }
+            pymalloc::thread::validate_current().unwrap();
+            let st = every_size::current_stats();
+            assert_eq!((st.medium_blocks, st.medium_bytes, st.large_blocks, st.large_bytes), (0, 0, 0, 0));
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[test]
+fn blocks_freed_by_another_thread_go_back_to_their_heap() {
+    let (to_freer, freer_rx) = std::sync::mpsc::channel::<usize>();
+    let freer = std::thread::spawn(move || {
+        for p in freer_rx {
+            unsafe { every_size::free(p as *mut u8) };
+        }
+    });
+    std::thread::spawn(move || {
+        for round in 0..20 {
+            for i in 0..200 {
+                let n = 600 + (i * 997 + round * 31) % 60_000;
+                let p = every_size::alloc(n, 16, false);
+                assert!(!p.is_null());
+                fill(p, n, 7);
+                to_freer.send(p as usize).unwrap();
+            }
+        }
+        drop(to_freer);
+        freer.join().unwrap();
+        let before = every_size::current_stats();
+        assert!(before.medium_blocks + before.large_blocks > 0, "frees from the other thread are queued here");
+        // The owner drains its queue when it next needs a span, or on purge.
+        pymalloc::thread::purge();
+        pymalloc::thread::validate_current().unwrap();
+        let after = every_size::current_stats();
+        assert_eq!((after.medium_blocks, after.large_blocks, after.segments), (0, 0, 0), "{after:?}");
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn large_and_huge_blocks_grow_and_shrink_in_place() {
+    std::thread::spawn(|| {
+        let grow = |m: usize| every_size::alloc(m, 16, false);
+        let p = every_size::alloc(40 << 10, 16, false);
+        fill(p, 40 << 10, 3);
+        let q = unsafe { every_size::realloc_in(p, 400 << 10, grow) };
+        assert_eq!(p, q, "the units after a lone large block are free");
+        assert!(holds(q, 40 << 10, 3));
+        assert!(unsafe { every_size::usable_size(q) } >= 400 << 10);
+        let r = unsafe { every_size::realloc_in(q, 100 << 10, grow) };
+        assert_eq!(r, q, "shrinking a large block keeps it");
+        assert_eq!(unsafe { every_size::usable_size(r) }, 112 << 10);
+        pymalloc::thread::validate_current().unwrap();
+        let s = unsafe { every_size::realloc_in(r, 5 << 20, grow) };
+        assert!(holds(s, 40 << 10, 3), "moving to a huge block copies");
+        let t = unsafe { every_size::realloc_in(s, 2 << 20, grow) };
+        assert_eq!(s, t, "shrinking a huge block gives back its tail in place");
+        assert!(unsafe { every_size::usable_size(t) } >= 2 << 20 && unsafe { every_size::usable_size(t) } < 3 << 20);
+        assert!(holds(t, 40 << 10, 3));
+        unsafe { every_size::free(t) };
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
+    std::thread::spawn(|| {
+        let p = every_size::alloc(3000, 16, false);
+        fill(p, 3000, 0xee);
+        unsafe { every_size::free(p) };
+        let q = every_size::alloc(3000, 16, true);
+        assert!(holds(q, 3000, 0), "a reused block is zeroed for calloc");
+        let a = every_size::alloc(1000, 4096, false);
+        assert_eq!(a as usize % 4096, 0);
+        let b = every_size::alloc(100, 256 << 10, false);
+        assert_eq!(b as usize % (256 << 10), 0, "alignments past a unit come from huge blocks");
+        assert!(every_size::alloc(100, 1 << 20, false).is_null(), "alignments above half a segment are refused");
+        for x in [q, a, b] {
+            unsafe { every_size::free(x) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
