@@ -323,6 +323,10 @@ def row_specs(ours, stock="python3"):
              release="none", env={"PYMALLOC_PURGE": "immediate"}, group="ours"),
         dict(key="ours-purge", label="pymalloc-python + purge()", exe=ours, release="purge",
              env={"PYMALLOC_PURGE": "default"}, group="ours"),
+        dict(key="ours-all", label="pymalloc-python, every size (pymalloc_all)", exe=ours, release="none",
+             env={"PYMALLOC_PURGE": "default", "PYTHONMALLOC": "pymalloc_all"}, group="ours"),
+        dict(key="ours-all-immediate", label="pymalloc-python, every size, PURGE=immediate", exe=ours,
+             release="none", env={"PYMALLOC_PURGE": "immediate", "PYTHONMALLOC": "pymalloc_all"}, group="ours"),
     ]
 
 

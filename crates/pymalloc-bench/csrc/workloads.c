@@ -115,28 +115,35 @@ static double fastpath(long *ops)
     return now() - t;
 }
 
-static double ring(long *ops, int large_percent)
+/* A ring of r live blocks of lo..hi bytes (large_percent of them 513..8192
+   instead): each step frees the oldest block and allocates a new one. */
+static double ring_of(long *ops, uint32_t lo, uint32_t hi, int large_percent, size_t r, long steps)
 {
     enum { R = 10000 };
     static void *slot[R];
-    const long n = scaled(10 * 1000 * 1000);
-    fill_sizes(1, 512, large_percent);
-    for (size_t i = 0; i < R; i++) {
+    const long n = scaled(steps);
+    fill_sizes(lo, hi, large_percent);
+    for (size_t i = 0; i < r; i++) {
         slot[i] = ALLOC(sizes[i]);
         touch(slot[i], sizes[i]);
     }
     double t = now();
     for (long i = 0; i < n; i++) {
-        size_t k = (size_t)i % R;
+        size_t k = (size_t)i % r;
         uint32_t s = sizes[(size_t)i & (NSIZES - 1)];
         FREE(slot[k]);
         slot[k] = ALLOC(s);
         touch(slot[k], s);
     }
     double dt = now() - t;
-    for (size_t i = 0; i < R; i++) FREE(slot[i]);
+    for (size_t i = 0; i < r; i++) FREE(slot[i]);
     *ops = n;
     return dt;
+}
+
+static double ring(long *ops, int large_percent)
+{
+    return ring_of(ops, 1, 512, large_percent, 10000, 10 * 1000 * 1000);
 }
 
 /* Random order: five rounds, each allocating 1M blocks of 1..512 bytes and
@@ -243,7 +250,7 @@ static double prodcons(long *ops)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: %s fastpath|ring|random|survivors|prodcons|mixed LABEL\n", argv[0]);
+        fprintf(stderr, "usage: %s fastpath|ring|random|survivors|prodcons|mixed|medium|large LABEL\n", argv[0]);
         return 2;
     }
     const char *w = argv[1];
@@ -291,6 +298,9 @@ int main(int argc, char **argv)
     if (!strcmp(w, "fastpath")) secs = fastpath(&ops);
     else if (!strcmp(w, "ring")) secs = ring(&ops, 0);
     else if (!strcmp(w, "mixed")) secs = ring(&ops, 10);
+    /* Medium: 2,000 live blocks of 513 B..32 KiB; large: 64 of 32 KiB..1 MiB. */
+    else if (!strcmp(w, "medium")) secs = ring_of(&ops, 513, 32768, 0, 2000, 2 * 1000 * 1000);
+    else if (!strcmp(w, "large")) secs = ring_of(&ops, 32769, 1 << 20, 0, 64, 200 * 1000);
     else if (!strcmp(w, "random")) secs = random_order(&ops);
     else if (!strcmp(w, "survivors")) secs = survivors(&ops);
     else if (!strcmp(w, "prodcons")) secs = prodcons(&ops);

@@ -50,8 +50,9 @@ struct Args {
     markdown: Option<PathBuf>,
 }
 
-const C_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "survivors", "prodcons"];
-const RUST_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "survivors", "prodcons", "json", "btree"];
+const C_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "medium", "large", "survivors", "prodcons"];
+const RUST_WORKLOADS: &[&str] =
+    &["fastpath", "ring", "random", "mixed", "medium", "large", "survivors", "prodcons", "json", "btree"];
 
 /// One allocator as benchmarked: a driver and how to run it.
 struct Entry {
@@ -142,7 +143,24 @@ fn build_c(dir: &Path) -> Vec<Entry> {
     );
     vec![
         Entry { label: "pymalloc-rs", api: "C", exe: pymalloc.clone(), env: vec![], skip: &[], env_threads: None },
-        Entry { label: "pymalloc-rs shared", api: "C", exe: shared, env: vec![], skip: &[], env_threads: None },
+        Entry { label: "pymalloc-rs shared", api: "C", exe: shared.clone(), env: vec![], skip: &[], env_threads: None },
+        // Every size served by pymalloc (RAW too): the `pymalloc_all` configuration.
+        Entry {
+            label: "pymalloc-rs all",
+            api: "C",
+            exe: pymalloc.clone(),
+            env: vec![("PYTHONMALLOC", "pymalloc_all")],
+            skip: &[],
+            env_threads: None,
+        },
+        Entry {
+            label: "pymalloc-rs shared all",
+            api: "C",
+            exe: shared,
+            env: vec![("PYTHONMALLOC", "pymalloc_all")],
+            skip: &[],
+            env_threads: None,
+        },
         Entry {
             label: "pymalloc-rs single-heap",
             api: "C",
@@ -208,6 +226,7 @@ fn rust_entries(dir: &Path) -> Vec<Entry> {
         |label, bin: &str, skip| Entry { label, api: "Rust", exe: dir.join(bin), env: vec![], skip, env_threads: None };
     vec![
         e("pymalloc-rs", "rust-pymalloc", &[]),
+        e("pymalloc-rs small", "rust-pymalloc-small", &[]),
         e("obmalloc", "rust-obmalloc", &["prodcons"]),
         e("glibc", "rust-system", &[]),
         e("mimalloc", "rust-mimalloc", &[]),

@@ -92,13 +92,18 @@ fn fastpath() -> (f64, u64) {
 }
 
 fn ring(large_percent: u64) -> (f64, u64) {
-    const R: usize = 10_000;
-    let n = scaled(10_000_000);
-    let s = sizes(1, 512, large_percent);
-    let mut slot: Vec<(*mut u8, usize)> = (0..R).map(|i| (a(s[i]), s[i])).collect();
+    ring_of(1, 512, large_percent, 10_000, 10_000_000)
+}
+
+/// A ring of `r` live blocks of `lo..=hi` bytes (as the C workload): each
+/// step frees the oldest and allocates a new one.
+fn ring_of(lo: usize, hi: usize, large_percent: u64, r: usize, steps: u64) -> (f64, u64) {
+    let n = scaled(steps);
+    let s = sizes(lo, hi, large_percent);
+    let mut slot: Vec<(*mut u8, usize)> = (0..r).map(|i| (a(s[i]), s[i])).collect();
     let t = Instant::now();
     for i in 0..n as usize {
-        let k = i % R;
+        let k = i % r;
         let sz = s[i & (NSIZES - 1)];
         let (p, old) = slot[k];
         f(p, old);
@@ -258,6 +263,8 @@ pub fn main() {
         "fastpath" => fastpath(),
         "ring" => ring(0),
         "mixed" => ring(10),
+        "medium" => ring_of(513, 32 << 10, 0, 2000, 2_000_000),
+        "large" => ring_of((32 << 10) + 1, 1 << 20, 0, 64, 200_000),
         "random" => random_order(),
         "prodcons" => prodcons(),
         "json" => json(),

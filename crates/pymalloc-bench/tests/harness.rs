@@ -7,6 +7,8 @@ use std::process::Command;
 const C_ALLOCATORS: &[&str] = &[
     "pymalloc-rs",
     "pymalloc-rs shared",
+    "pymalloc-rs all",
+    "pymalloc-rs shared all",
     "pymalloc-rs single-heap",
     "pymalloc-rs debug hooks",
     "obmalloc",
@@ -15,9 +17,10 @@ const C_ALLOCATORS: &[&str] = &[
     "mimalloc",
     "jemalloc",
 ];
-const RUST_ALLOCATORS: &[&str] = &["pymalloc-rs", "obmalloc", "glibc", "mimalloc", "jemalloc"];
-const C_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "survivors", "prodcons"];
-const RUST_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "survivors", "prodcons", "json", "btree"];
+const RUST_ALLOCATORS: &[&str] = &["pymalloc-rs", "pymalloc-rs small", "obmalloc", "glibc", "mimalloc", "jemalloc"];
+const C_WORKLOADS: &[&str] = &["fastpath", "ring", "random", "mixed", "medium", "large", "survivors", "prodcons"];
+const RUST_WORKLOADS: &[&str] =
+    &["fastpath", "ring", "random", "mixed", "medium", "large", "survivors", "prodcons", "json", "btree"];
 
 #[test]
 fn every_driver_runs_every_workload_and_the_outputs_agree() {

@@ -352,7 +352,7 @@ size_t PyMalloc_Decay(void);
 int PyMalloc_StartBackgroundDecay(void);
 
 /* The names PyMalloc_SetupByName accepts, as one static string:
-   "default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug". */
+   "default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug, pymalloc_all, pymalloc_all_debug". */
 const char *PyMalloc_AllocatorNames(void);
 
 /* Whether debug-hook reports include the line

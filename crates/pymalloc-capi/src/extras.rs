@@ -416,11 +416,12 @@ pub unsafe extern "C" fn PyMalloc_StartBackgroundDecay() -> c_int {
 }
 
 /// The valid names, comma separated, in CPython's order.
-static NAMES: &CStr = c"default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug";
+static NAMES: &CStr =
+    c"default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug, pymalloc_all, pymalloc_all_debug";
 
 /// `const char *PyMalloc_AllocatorNames(void)`: the names
 /// `PyMalloc_SetupByName` accepts, as one static string for error messages:
-/// `"default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug"`.
+/// `"default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug, pymalloc_all, pymalloc_all_debug"`.
 ///
 /// # Safety
 /// None.

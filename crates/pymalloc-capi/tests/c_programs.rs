@@ -255,7 +255,7 @@ fn threads_static() {
 
 fn env_config(link: Link) {
     let exe = build("env_config", link, &["-pedantic"]);
-    let cases: [(Option<&str>, &str); 9] = [
+    let cases: [(Option<&str>, &str); 11] = [
         (None, "pymalloc"),
         (Some(""), "pymalloc"),
         (Some("default"), "pymalloc"),
@@ -264,6 +264,8 @@ fn env_config(link: Link) {
         (Some("debug"), "pymalloc_debug"),
         (Some("pymalloc_debug"), "pymalloc_debug"),
         (Some("malloc_debug"), "malloc_debug"),
+        (Some("pymalloc_all"), "pymalloc_all"),
+        (Some("pymalloc_all_debug"), "pymalloc_all_debug"),
         (Some("jemalloc"), "error"),
     ];
     for (value, expected) in cases {

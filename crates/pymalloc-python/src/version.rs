@@ -75,7 +75,9 @@ impl From<AllocatorName> for Allocator {
 /// of ours closest to it (thread-safe without the GIL's help), and
 /// `mimalloc_debug` adds the debug hooks.
 pub fn parse_pythonmalloc(value: &str) -> Result<Allocator, String> {
-    let known = value.is_empty() || allocator_names().contains(&value);
+    // Ours beside CPython's: every size served by pymalloc.
+    let ours = matches!(value, "pymalloc_all" | "pymalloc_all_debug");
+    let known = value.is_empty() || ours || allocator_names().contains(&value);
     let threaded = |config| Allocator { config, mode: Some(PymallocMode::Threaded) };
     match value {
         _ if !known => Err(format!(

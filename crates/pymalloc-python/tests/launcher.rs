@@ -146,6 +146,8 @@ fn pythonmalloc_selects_our_configurations() {
         ("debug", "pymalloc_debug"),
         ("pymalloc_debug", "pymalloc_debug"),
         ("malloc_debug", "malloc_debug"),
+        ("pymalloc_all", "pymalloc_all"),
+        ("pymalloc_all_debug", "pymalloc_all_debug"),
     ];
     // CPython 3.13 built with mimalloc: our heap per thread stands for it.
     let has_mimalloc = run(PYTHON, &["-c", "pass"], &[("PYTHONMALLOC", "mimalloc")], "").status.success();

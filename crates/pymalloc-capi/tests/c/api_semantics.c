@@ -363,7 +363,7 @@ static void same_snapshot(const PyMemAllocatorEx x[3], const PyMemAllocatorEx y[
 static void configuration_functions(void)
 {
     CHECK(strcmp(PyMalloc_AllocatorNames(),
-                 "default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug") == 0);
+                 "default, debug, pymalloc, pymalloc_debug, malloc, malloc_debug, pymalloc_all, pymalloc_all_debug") == 0);
     CHECK(PyMalloc_SetupByName("malloc") == PYMALLOC_OK);
     CHECK(strcmp(PyMalloc_GetAllocatorName(), "malloc") == 0);
     PyMemAllocatorEx before[3], after[3];
