@@ -520,8 +520,11 @@ impl SpanHeap {
             let (s, head) = span_of(seg, p);
             let have = usize::from((*s).units);
             if want > have {
+                if head + want > UNITS {
+                    return false;
+                }
                 let extra = run_mask(head + have, want - have);
-                if head + want > UNITS || (*seg).free & extra != extra {
+                if (*seg).free & extra != extra {
                     return false;
                 }
                 bump(&self.counters.dirty_units, -(((*seg).dirty & extra).count_ones() as isize));

@@ -170,6 +170,30 @@ fn large_and_huge_blocks_grow_and_shrink_in_place() {
 }
 
 #[test]
+fn a_large_block_at_the_end_of_its_segment_moves_to_grow() {
+    std::thread::spawn(|| {
+        let unit = 16 << 10;
+        let grow = |m: usize| every_size::alloc(m, 16, false);
+        // A fresh heap: units 1..=59 for the first block, 60..=63 for the second.
+        let first = every_size::alloc(59 * unit, 16, false);
+        let last = every_size::alloc(4 * unit, 16, false);
+        assert_eq!(last as usize, first as usize + 59 * unit, "the second block ends the segment");
+        fill(last, 4 * unit, 9);
+        let moved = unsafe { every_size::realloc_in(last, 8 * unit, grow) };
+        assert_ne!(moved, last, "no unit after the segment's last");
+        assert!(holds(moved, 4 * unit, 9));
+        pymalloc::thread::validate_current().unwrap();
+        unsafe {
+            every_size::free(first);
+            every_size::free(moved);
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
 fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
     std::thread::spawn(|| {
         let p = every_size::alloc(3000, 16, false);
