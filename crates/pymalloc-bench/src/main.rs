@@ -236,7 +236,9 @@ fn rust_entries(dir: &Path) -> Vec<Entry> {
 
 fn run_one(e: &Entry, workload: &str) -> Run {
     let mut cmd = Command::new(&e.exe);
-    cmd.args([workload, e.label]);
+    // Cargo's LD_LIBRARY_PATH (its target's deps/) would take precedence over
+    // the drivers' RUNPATH and could load a stale libpymalloc.so from there.
+    cmd.args([workload, e.label]).env_remove("LD_LIBRARY_PATH");
     let env = if workload == "prodcons" { e.env_threads.as_ref().unwrap_or(&e.env) } else { &e.env };
     for (k, v) in env {
         cmd.env(k, v);
