@@ -199,6 +199,8 @@ unsafe extern "C" fn domain_free(_: *mut c_void, p: *mut c_void) {
 }
 
 impl<F: Fallback> Fallback for EverySize<F> {
+    const COUNTED: bool = false;
+
     #[inline]
     fn malloc(n: usize) -> *mut u8 {
         if n != 0 {

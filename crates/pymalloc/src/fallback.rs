@@ -27,6 +27,14 @@ use crate::raw;
 /// `malloc`, which would be itself. An implementation must never allocate
 /// from pymalloc.
 pub trait Fallback {
+    /// Whether the front counts this fallback's live blocks as the raw
+    /// blocks of the statistics (`raw_allocated_blocks`): true for an
+    /// allocator outside pymalloc; false for one that is pymalloc too
+    /// ([`crate::every_size::EverySize`]), whose blocks have statistics of
+    /// their own and whose hot paths must not share a counter across
+    /// threads.
+    const COUNTED: bool = true;
+
     /// `malloc(n)`.
     fn malloc(n: usize) -> *mut u8;
     /// `calloc(nelem, elsize)`.

@@ -59,7 +59,7 @@ pub(crate) fn object_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *
 #[inline(never)]
 fn fallback_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
     let p = F::malloc(nbytes);
-    if !p.is_null() {
+    if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
     }
     p
@@ -81,7 +81,7 @@ pub(crate) fn object_calloc<F: Fallback>(pools: &impl Pools, nelem: usize, elsiz
         }
     }
     let p = F::calloc(nelem, elsize);
-    if !p.is_null() {
+    if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
     }
     p
@@ -160,5 +160,7 @@ pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
 unsafe fn fallback_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
     // SAFETY: a live fallback block, not used again (caller's contract).
     unsafe { F::free(p) };
-    pools.fallback_blocks().fetch_sub(1, Ordering::Relaxed);
+    if F::COUNTED {
+        pools.fallback_blocks().fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -142,7 +142,12 @@ fn adopt() -> Option<*mut ThreadHeap> {
 }
 
 /// Hands a heap whose thread is exiting to the abandoned list, after
-/// draining its queue and giving back what it can.
+/// draining its queue and giving back what its policy says: under the decay
+/// policy only what a sweep due now gives back (the next thread to start
+/// adopts the heap, usually at once, and reuses what it holds: programs that
+/// run many short threads, as servers and larson do, would otherwise give
+/// everything back and fault it in again at every thread), under the others
+/// everything it holds no block in.
 ///
 /// # Safety
 /// `h` is the calling thread's heap (from [`adopt_or_make`]), which it
@@ -152,7 +157,12 @@ pub(crate) unsafe fn abandon(h: *const Heap) {
     let th = h.cast_mut().cast::<ThreadHeap>();
     // SAFETY: the caller owns the heap until it is on the list.
     unsafe {
-        (*th).heap.purge_shared();
+        if (*th).heap.decay_period_ms().is_some() {
+            (*th).heap.drain_remote();
+            (*th).heap.decay();
+        } else {
+            (*th).heap.purge_shared();
+        }
         let _g = ABANDONED.lock.lock();
         (*th).next_abandoned = *ABANDONED.head.get();
         (*th).abandoned.store(true, Ordering::Relaxed);
