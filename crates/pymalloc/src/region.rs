@@ -40,9 +40,24 @@ const ARENA_SLOTS: usize = REGION_SIZE >> ARENA_BITS;
 const SEGMENT_SLOTS: usize = REGION_SIZE >> SEGMENT_BITS;
 
 /// The region arenas of small blocks come from.
-pub(crate) static ARENAS: Region<ARENA_SLOTS, { ARENA_SLOTS / 64 }> = Region::new(ARENA_BITS);
+pub(crate) static ARENAS: Region<ARENA_SLOTS, { ARENA_SLOTS / 64 }> =
+    Region::new(ARENA_BITS, &ARENA_TABLES.0, &ARENA_TABLES.1, &ARENA_TABLES.2);
 /// The region segments of larger blocks come from.
-pub(crate) static SEGMENTS: Region<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> = Region::new(SEGMENT_BITS);
+pub(crate) static SEGMENTS: Region<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> =
+    Region::new(SEGMENT_BITS, &SEGMENT_TABLES.0, &SEGMENT_TABLES.1, &SEGMENT_TABLES.2);
+
+// The tables live in statics of their own and a region holds references to
+// them, so that the region's hot fields (`base`, `size`) sit in a small
+// value: a reference to a large one would make every `&self` call retag the
+// whole table under Miri's borrow checker.
+type Tables<const SLOTS: usize, const WORDS: usize> =
+    (Mutex<SlotTable<WORDS>>, HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>, [AtomicPtr<()>; SLOTS]);
+static ARENA_TABLES: Tables<ARENA_SLOTS, { ARENA_SLOTS / 64 }> = tables();
+static SEGMENT_TABLES: Tables<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> = tables();
+
+const fn tables<const SLOTS: usize, const WORDS: usize>() -> Tables<SLOTS, WORDS> {
+    (Mutex::new(SlotTable::new()), HeldAcrossFork::new(), [const { AtomicPtr::new(core::ptr::null_mut()) }; SLOTS])
+}
 
 const UNTRIED: u8 = 0;
 const READY: u8 = 1;
@@ -60,26 +75,31 @@ pub(crate) struct Region<const SLOTS: usize, const WORDS: usize> {
     size: AtomicUsize,
     slot_bits: u32,
     state: AtomicU8,
-    slots: Mutex<SlotTable<WORDS>>,
-    held: HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
+    slots: &'static Mutex<SlotTable<WORDS>>,
+    held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
     /// Written when a heap takes the slot, before any of its blocks is
     /// handed out; a block reaches another thread only through some
     /// synchronisation after that, so relaxed loads see the right owner.
     /// Zeroed statics: pages of the table that no slot uses are never
     /// touched.
-    owners: [AtomicPtr<()>; SLOTS],
+    owners: &'static [AtomicPtr<()>; SLOTS],
 }
 
 impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
-    const fn new(slot_bits: u32) -> Self {
+    const fn new(
+        slot_bits: u32,
+        slots: &'static Mutex<SlotTable<WORDS>>,
+        held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
+        owners: &'static [AtomicPtr<()>; SLOTS],
+    ) -> Self {
         Region {
             base: AtomicUsize::new(0),
             size: AtomicUsize::new(0),
             slot_bits,
             state: AtomicU8::new(UNTRIED),
-            slots: Mutex::new(SlotTable::new()),
-            held: HeldAcrossFork::new(),
-            owners: [const { AtomicPtr::new(core::ptr::null_mut()) }; SLOTS],
+            slots,
+            held,
+            owners,
         }
     }
 

@@ -105,11 +105,13 @@ static HUGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Invariants: `classes[c]` heads a doubly linked list of exactly the
 /// medium spans of class `c` of this heap with a free block (owner only);
 /// `segments` heads the list of this heap's span segments, those with a free
-/// unit before those without (changed under the heap's bookkeeping lock,
-/// which sweeps from other threads take too).
+/// unit before those without, `last` its last (changed under the heap's
+/// bookkeeping lock, which sweeps from other threads take too).
 pub(crate) struct SpanHeap {
     classes: [Cell<*mut Span>; NB_MEDIUM_CLASSES],
     segments: Cell<*mut Segment>,
+    /// The last segment of `segments` (null when it is empty).
+    last: Cell<*mut Segment>,
     counters: Counters,
 }
 
@@ -118,6 +120,7 @@ impl SpanHeap {
         SpanHeap {
             classes: [const { Cell::new(ptr::null_mut()) }; NB_MEDIUM_CLASSES],
             segments: Cell::new(ptr::null_mut()),
+            last: Cell::new(ptr::null_mut()),
             counters: Counters {
                 segments: AtomicUsize::new(0),
                 medium_blocks: AtomicUsize::new(0),
@@ -636,8 +639,10 @@ impl SpanHeap {
                     }
                     u += k;
                 }
+                check((*seg).next.is_null() == (seg == self.last.get()), "last segment", a)?;
                 seg = (*seg).next;
             }
+            check(segments > 0 || self.last.get().is_null(), "last segment of an empty list", 0)?;
             for (c, &want) in listed.iter().enumerate() {
                 let (mut n, mut s, mut prev) = (0, self.classes[c].get(), ptr::null_mut());
                 while !s.is_null() && n <= want {
@@ -702,7 +707,9 @@ impl SpanHeap {
             let head = self.segments.get();
             (*seg).prev = ptr::null_mut();
             (*seg).next = head;
-            if !head.is_null() {
+            if head.is_null() {
+                self.last.set(seg);
+            } else {
                 (*head).prev = seg;
             }
             self.segments.set(seg);
@@ -720,7 +727,9 @@ impl SpanHeap {
             } else {
                 (*prev).next = next;
             }
-            if !next.is_null() {
+            if next.is_null() {
+                self.last.set(prev);
+            } else {
                 (*next).prev = prev;
             }
         }
@@ -737,13 +746,11 @@ impl SpanHeap {
                 return;
             }
             self.unlink(seg);
-            let mut last = self.segments.get();
-            while !(*last).next.is_null() {
-                last = (*last).next;
-            }
+            let last = self.last.get();
             (*last).next = seg;
             (*seg).prev = last;
             (*seg).next = ptr::null_mut();
+            self.last.set(seg);
         }
     }
 }
