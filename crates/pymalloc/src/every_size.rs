@@ -151,17 +151,8 @@ pub fn current_stats() -> SpanStats {
 
 /// Live blocks above 512 bytes of every thread heap, added up.
 pub fn stats() -> SpanStats {
-    let mut total = SpanStats::default();
-    let mut first = true;
-    thread_heaps::for_each_heap(|h| {
-        let s = h.span_stats();
-        if first {
-            total = s;
-            first = false;
-        } else {
-            total.add(&s);
-        }
-    });
+    let mut total = spans::huge_stats();
+    thread_heaps::for_each_heap(|h| total.add(&h.span_stats()));
     total
 }
 

@@ -572,9 +572,8 @@ impl SpanHeap {
             medium_bytes: c.medium_bytes.load(Ordering::Relaxed),
             large_blocks: c.large_blocks.load(Ordering::Relaxed),
             large_bytes: c.large_bytes.load(Ordering::Relaxed),
-            huge_blocks: HUGE_BLOCKS.load(Ordering::Relaxed),
-            huge_bytes: HUGE_BYTES.load(Ordering::Relaxed),
             dirty_bytes: c.dirty_units.load(Ordering::Relaxed) * UNIT,
+            ..huge_stats()
         }
     }
 
@@ -768,6 +767,15 @@ fn span_base(s: *mut Span) -> *mut u8 {
 fn span_head(s: *mut Span) -> (*mut Segment, usize) {
     let seg = segment_of(s.cast());
     (seg, (s.addr() - (seg.addr() + core::mem::offset_of!(Segment, spans))) / core::mem::size_of::<Span>())
+}
+
+/// The process's huge blocks alone (every other figure 0).
+pub(crate) fn huge_stats() -> SpanStats {
+    SpanStats {
+        huge_blocks: HUGE_BLOCKS.load(Ordering::Relaxed),
+        huge_bytes: HUGE_BYTES.load(Ordering::Relaxed),
+        ..SpanStats::default()
+    }
 }
 
 /// A huge block: a run of slots of its own, zeroed. Null if the region has
