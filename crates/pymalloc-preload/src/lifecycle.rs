@@ -75,7 +75,7 @@ fn write_stats(fd: i32) {
         fd,
         format_args!(
             "# blocks above 512 bytes: {} medium ({} bytes), {} large ({} bytes), {} huge ({} bytes); \
-             {} segments of 1 MiB, {} bytes free but resident\n",
+             {} segments of 1 MiB, {} bytes free but resident, {} bytes of freed huge blocks kept\n",
             s.medium_blocks,
             s.medium_bytes,
             s.large_blocks,
@@ -83,7 +83,8 @@ fn write_stats(fd: i32) {
             s.huge_blocks,
             s.huge_bytes,
             s.segments,
-            s.dirty_bytes
+            s.dirty_bytes,
+            s.huge_kept_bytes
         ),
     );
 }

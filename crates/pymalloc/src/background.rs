@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use crate::gil::gil_heap;
 use crate::heap::{Heap, DECAY_WAKER};
 use crate::locked::global_heap;
-use crate::{os, thread_heaps};
+use crate::{huge, os, thread_heaps};
 
 /// The shortest sleep between sweeps, whatever the period.
 const MIN_SLEEP_MS: u64 = 5;
@@ -160,7 +160,7 @@ fn sweep_all() -> Option<u64> {
 /// Sweeps every heap that is due now, from the calling thread; returns the
 /// bytes given back.
 pub fn decay_now() -> usize {
-    let mut bytes = 0;
+    let mut bytes = huge::decay_at(os::now_ms());
     each_heap(|h| bytes += h.decay());
     bytes
 }
@@ -168,12 +168,14 @@ pub fn decay_now() -> usize {
 fn sweep_heaps() -> Option<u64> {
     let now = os::now_ms();
     let mut next: Option<u64> = None;
-    each_heap(|h| {
-        if let Some(ms) = h.decay_round(now) {
+    let mut note = |ms: Option<u32>| {
+        if let Some(ms) = ms {
             let ms = u64::from(ms);
             next = Some(next.map_or(ms, |n| n.min(ms)));
         }
-    });
+    };
+    each_heap(|h| note(h.decay_round(now)));
+    note(huge::decay_round(now));
     next
 }
 

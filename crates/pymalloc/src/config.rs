@@ -39,6 +39,7 @@ use crate::domain::{Domain, MemAllocatorEx};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::gil::gil_heap;
 use crate::heap::{ArenaInfo, ClassPinning, InvariantError, PinningBlock, PurgePolicy};
+use crate::huge::Keep;
 use crate::locked::global_heap;
 use crate::stats::Stats;
 use crate::thread;
@@ -188,7 +189,8 @@ pub fn pymalloc_arenas() -> Vec<ArenaInfo> {
 /// Gives back to the OS what the pymalloc heaps of MEM and OBJ hold no block
 /// in (free pages of pools in use, empty pools, free arenas), then trims the
 /// C library's heap, where requests above 512 bytes live
-/// ([`crate::raw::trim`]). Returns the bytes pymalloc gave back.
+/// ([`crate::raw::trim`]), and gives back the slots freed huge blocks kept.
+/// Returns the bytes pymalloc gave back.
 ///
 /// # Safety
 /// In the `Gil` mode, the caller must hold the lock that serialises MEM and
@@ -198,7 +200,7 @@ pub unsafe fn pymalloc_purge() -> usize {
     // mode's).
     let bytes = active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() });
     crate::raw::trim();
-    bytes
+    bytes + crate::huge::release_kept()
 }
 
 /// Sets the purge policy of every pymalloc heap of the process: the GIL
@@ -214,6 +216,11 @@ pub fn set_purge_policy(p: PurgePolicy) {
     gil_heap().set_purge_policy(p);
     global_heap().lock().set_purge_policy(p);
     thread::set_purge_policy(p);
+    crate::huge::set_keep(match p {
+        PurgePolicy::Decay { ms } => Keep::Decay(ms),
+        PurgePolicy::Threshold { .. } => Keep::Bounded,
+        PurgePolicy::Never | PurgePolicy::Immediate => Keep::Nothing,
+    });
 }
 
 /// Sets the purge policy named `name` (see [`PurgePolicy::parse`]) in every

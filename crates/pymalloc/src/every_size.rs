@@ -26,12 +26,12 @@ use core::ptr;
 use crate::allocator::MemAllocatorEx;
 use crate::fallback::{Fallback, Libc};
 use crate::geometry::ALIGNMENT;
-use crate::heap::Heap;
+use crate::heap::{Heap, DECAY_WAKER};
 use crate::raw::MAX_SIZE;
 use crate::region::SEGMENTS;
 use crate::segment::segment_of;
 use crate::spans::{self, SpanStats};
-use crate::{thread, thread_heaps};
+use crate::{huge, thread, thread_heaps};
 
 /// A [`Fallback`] that serves blocks above 512 bytes from the thread heaps
 /// and hands the rest to `F`. See the module documentation.
@@ -70,7 +70,10 @@ pub unsafe fn free(p: *mut u8) {
     // SAFETY: the contract: p is a live block of a segment.
     unsafe {
         if spans::is_huge(p) {
-            return spans::free_huge(segment_of(p));
+            if huge::free_huge(segment_of(p)) {
+                DECAY_WAKER.wake_if_parked();
+            }
+            return;
         }
         let owner = SEGMENTS.owner(p).unwrap_or(ptr::null()).cast::<Heap>();
         let h = thread::current_heap();
@@ -120,7 +123,7 @@ pub unsafe fn realloc_in(p: *mut u8, n: usize, alloc_new: impl FnOnce(usize) -> 
             return p;
         }
         if spans::is_huge(p) {
-            if spans::resize_huge(segment_of(p), p, n) {
+            if huge::resize_huge(segment_of(p), p, n) {
                 return p;
             }
         } else if spans::is_large(p) {

@@ -70,6 +70,7 @@ pub mod geometry;
 mod gil;
 mod global;
 mod heap;
+mod huge;
 mod locked;
 mod os;
 mod ownership;

@@ -77,6 +77,9 @@ pub(crate) struct Region<const SLOTS: usize, const WORDS: usize> {
     state: AtomicU8,
     slots: &'static Mutex<SlotTable<WORDS>>,
     held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
+    /// The slot table's kept slots, mirrored (written under its lock) for
+    /// readers that do not take it.
+    kept: AtomicUsize,
     /// Written when a heap takes the slot, before any of its blocks is
     /// handed out; a block reaches another thread only through some
     /// synchronisation after that, so relaxed loads see the right owner.
@@ -99,6 +102,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
             state: AtomicU8::new(UNTRIED),
             slots,
             held,
+            kept: AtomicUsize::new(0),
             owners,
         }
     }
@@ -194,27 +198,71 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     }
 
     /// `n` adjacent slots, readable, writable and zeroed; null if the region
-    /// cannot be had or has no such run.
+    /// cannot be had or has no such run. Kept slots in the run are
+    /// decommitted first (they hold old bytes).
     pub(crate) fn alloc(&self, n: usize) -> *mut u8 {
         if !self.ready() {
             return core::ptr::null_mut();
         }
         let limit = self.limit();
-        let Some(slot) = self.lock().take_run(n, limit) else {
+        let taken = {
+            let mut slots = self.lock();
+            let taken = slots.take_run(n, limit, false, |s, len| {
+                // SAFETY: kept slots of the region, used by nobody; the lock
+                // is held, so nobody takes them meanwhile.
+                unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
+            });
+            self.kept.store(slots.kept(), Ordering::Relaxed);
+            taken
+        };
+        let Some(taken) = taken else {
             return core::ptr::null_mut();
         };
+        self.commit_taken(taken.start, n)
+    }
+
+    /// `n` adjacent slots, readable and writable, kept slots first (their
+    /// old bytes stay: not zeroed); null as for [`Self::alloc`]. Also
+    /// returns how many of the slots were kept.
+    pub(crate) fn alloc_reusing(&self, n: usize) -> (*mut u8, usize) {
+        if !self.ready() {
+            return (core::ptr::null_mut(), 0);
+        }
+        let limit = self.limit();
+        let taken = {
+            let mut slots = self.lock();
+            let taken = slots.take_run(n, limit, true, |_, _| {});
+            self.kept.store(slots.kept(), Ordering::Relaxed);
+            taken
+        };
+        let Some(taken) = taken else {
+            return (core::ptr::null_mut(), 0);
+        };
+        if taken.kept == n {
+            // Every slot is committed already.
+            return (self.slot_address(taken.start), n);
+        }
+        (self.commit_taken(taken.start, n), taken.kept)
+    }
+
+    /// Commits the run of `n` slots from `slot` just taken; on failure gives
+    /// it back decommitted and returns null.
+    fn commit_taken(&self, slot: usize, n: usize) -> *mut u8 {
         let p = self.slot_address(slot);
         // SAFETY: the run is ours, in the reservation, and used by nobody.
         if unsafe { commit(p, n << self.slot_bits) } {
-            p
-        } else {
-            self.lock().give_run(slot, n);
-            core::ptr::null_mut()
+            return p;
         }
+        // SAFETY: as above; kept slots in it must not stay committed as
+        // plain freed ones.
+        unsafe { decommit(p, n << self.slot_bits) };
+        self.lock().give_run(slot, n, 0);
+        core::ptr::null_mut()
     }
 
     /// Takes the `extra` slots right after the run of `n` at `p`, if they are
-    /// free: the run grows in place. False (nothing changed) otherwise.
+    /// free: the run grows in place (kept slots keep their old bytes). False
+    /// (nothing changed) otherwise.
     ///
     /// # Safety
     /// `p` is a live run of `n` slots from [`Self::alloc`].
@@ -226,11 +274,13 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
         }
         let tail = self.slot_address(next);
         // SAFETY: the freed slots are ours now that the lock is held, in the
-        // reservation, and used by nobody.
+        // reservation, and used by nobody (committing kept ones again
+        // changes nothing).
         if !unsafe { commit(tail, extra << self.slot_bits) } {
             return false;
         }
         slots.take_exact(next, extra);
+        self.kept.store(slots.kept(), Ordering::Relaxed);
         true
     }
 
@@ -242,8 +292,49 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// any more.
     pub(crate) unsafe fn free(&self, p: *mut u8, n: usize) {
         // SAFETY: the caller gives the slots up.
-        unsafe { decommit(p, n << self.slot_bits) };
-        self.lock().give_run(self.slot_index(p), n);
+        unsafe { self.free_keeping(p, n, 0) };
+    }
+
+    /// Gives back `n` slots from `p`, keeping the pages of as many of them
+    /// as keeps the region's kept slots at most `max_kept` (the others go to
+    /// the OS at once). Returns how many were kept.
+    ///
+    /// # Safety
+    /// As for [`Self::free`].
+    pub(crate) unsafe fn free_keeping(&self, p: *mut u8, n: usize, max_kept: usize) -> usize {
+        // Read without the lock: racing frees may keep a little more.
+        let keep = n.min(max_kept.saturating_sub(self.kept.load(Ordering::Relaxed)));
+        if keep < n {
+            // SAFETY: the caller gives the slots up; nobody takes them
+            // before `give_run`.
+            unsafe { decommit(p.add(keep << self.slot_bits), (n - keep) << self.slot_bits) };
+        }
+        let mut slots = self.lock();
+        slots.give_run(self.slot_index(p), n, keep);
+        self.kept.store(slots.kept(), Ordering::Relaxed);
+        keep
+    }
+
+    /// Slots freed with their pages kept.
+    pub(crate) fn kept_slots(&self) -> usize {
+        self.kept.load(Ordering::Relaxed)
+    }
+
+    /// Decommits the kept slots that were kept at the previous call already
+    /// (all of them if `all`) and marks those kept now for the next call.
+    /// Returns the slots given back.
+    pub(crate) fn sweep_kept(&self, all: bool) -> usize {
+        if self.kept_slots() == 0 && !all {
+            // Nothing to mark either (the stale marks are a subset).
+            return 0;
+        }
+        let mut slots = self.lock();
+        let given = slots.sweep_kept(all, |s, len| {
+            // SAFETY: kept slots, used by nobody; the lock is held.
+            unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
+        });
+        self.kept.store(slots.kept(), Ordering::Relaxed);
+        given
     }
 
     /// Takes the slot table's lock before `fork` (see `crate::fork`).

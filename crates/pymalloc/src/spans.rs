@@ -7,8 +7,8 @@
 //!   has never handed out;
 //! * **large** (to 1008 KiB): a span of whole 16 KiB units per block, which
 //!   grows and shrinks in place while the units after it are free;
-//! * **huge**: a run of 1 MiB slots per block, whose pages go back to the OS
-//!   when it is freed; any thread frees it directly.
+//! * **huge**: a run of 1 MiB slots per block, which belongs to no heap
+//!   (see `huge.rs`).
 //!
 //! Units that spans give back stay in their segment ("dirty") and go back
 //! to the OS as the heap's purge policy says: at once, after the decay
@@ -18,11 +18,12 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::huge::{alloc_huge, huge_figures};
 use crate::os;
 use crate::region::SEGMENTS;
 use crate::segment::{
-    find_run, init_span_segment, run_mask, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE,
-    HUGE_OFFSET, LARGE, LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
+    find_run, init_span_segment, run_mask, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE, LARGE,
+    LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
 use crate::span_class::{medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES};
 use crate::sync::SpinLock;
@@ -66,6 +67,9 @@ pub struct SpanStats {
     pub huge_bytes: usize,
     /// Bytes of free units still resident (given back later by the policy).
     pub dirty_bytes: usize,
+    /// Bytes of freed huge blocks' slots still resident, in the process
+    /// (given back later by the policy).
+    pub huge_kept_bytes: usize,
 }
 
 impl SpanStats {
@@ -96,9 +100,6 @@ struct Counters {
 fn bump(c: &AtomicUsize, by: isize) {
     c.store(c.load(Ordering::Relaxed).wrapping_add_signed(by), Ordering::Relaxed);
 }
-
-static HUGE_BLOCKS: AtomicUsize = AtomicUsize::new(0);
-static HUGE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// The blocks above 512 bytes of one heap.
 ///
@@ -176,7 +177,7 @@ impl SpanHeap {
         if n <= LARGE_MAX && align <= UNIT {
             return self.alloc_large(n, zero, ctx);
         }
-        alloc_huge(n, align)
+        alloc_huge(n, align, zero)
     }
 
     /// Pops a block of listed span `s` of class `c`; unlists it if full.
@@ -771,83 +772,8 @@ fn span_head(s: *mut Span) -> (*mut Segment, usize) {
 
 /// The process's huge blocks alone (every other figure 0).
 pub(crate) fn huge_stats() -> SpanStats {
-    SpanStats {
-        huge_blocks: HUGE_BLOCKS.load(Ordering::Relaxed),
-        huge_bytes: HUGE_BYTES.load(Ordering::Relaxed),
-        ..SpanStats::default()
-    }
-}
-
-/// A huge block: a run of slots of its own, zeroed. Null if the region has
-/// no room or `align` exceeds half a slot.
-pub(crate) fn alloc_huge(n: usize, align: usize) -> *mut u8 {
-    let off = align.max(HUGE_OFFSET);
-    if off > SEGMENT_SIZE / 2 || n > isize::MAX as usize - SEGMENT_SIZE {
-        return ptr::null_mut();
-    }
-    let slots = (off + n).div_ceil(SEGMENT_SIZE);
-    let seg = SEGMENTS.alloc(slots).cast::<Segment>();
-    if seg.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: a fresh run of slots, ours: its header is ours to write.
-    unsafe {
-        (*seg).kind = HUGE;
-        (*seg).slots = slots;
-    }
-    bump_shared(&HUGE_BLOCKS, 1);
-    bump_shared(&HUGE_BYTES, (slots * SEGMENT_SIZE) as isize);
-    seg.cast::<u8>().wrapping_add(off)
-}
-
-fn bump_shared(c: &AtomicUsize, by: isize) {
-    if by >= 0 {
-        c.fetch_add(by as usize, Ordering::Relaxed);
-    } else {
-        c.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
-    }
-}
-
-/// Frees a huge block (any thread).
-///
-/// # Safety
-/// `seg` is the segment of a live huge block, not used again.
-pub(crate) unsafe fn free_huge(seg: *mut Segment) {
-    // SAFETY: the contract: the run is ours to give back.
-    unsafe {
-        let slots = (*seg).slots;
-        bump_shared(&HUGE_BLOCKS, -1);
-        bump_shared(&HUGE_BYTES, -((slots * SEGMENT_SIZE) as isize));
-        SEGMENTS.free(seg.cast(), slots);
-    }
-}
-
-/// Resizes a huge block in place to hold `n` bytes: grows into free slots
-/// after it, shrinks by giving back whole slots. False, with nothing
-/// changed, when it cannot or `n` is not huge.
-///
-/// # Safety
-/// `p` is a live huge block of segment `seg`; the caller owns the block.
-pub(crate) unsafe fn resize_huge(seg: *mut Segment, p: *mut u8, n: usize) -> bool {
-    if n <= LARGE_MAX || n > isize::MAX as usize - SEGMENT_SIZE {
-        return false;
-    }
-    let off = p.addr() - seg.addr();
-    let want = (off + n).div_ceil(SEGMENT_SIZE);
-    // SAFETY: the contract: the header is live and the run is the caller's.
-    unsafe {
-        let have = (*seg).slots;
-        if want > have {
-            if !SEGMENTS.grow(seg.cast(), have, want - have) {
-                return false;
-            }
-        } else if want < have {
-            SEGMENTS.free(seg.cast::<u8>().add(want * SEGMENT_SIZE), have - want);
-        }
-        (*seg).slots = want;
-        bump_shared(&HUGE_BYTES, (want as isize - have as isize) * SEGMENT_SIZE as isize);
-    }
-    true
+    let (huge_blocks, huge_bytes, huge_kept_bytes) = huge_figures();
+    SpanStats { huge_blocks, huge_bytes, huge_kept_bytes, ..SpanStats::default() }
 }
 
 /// The usable bytes of a block of the segment region.

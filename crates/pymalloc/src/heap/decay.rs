@@ -40,7 +40,7 @@ pub(crate) static WAKER: DecayWaker = DecayWaker { parked: AtomicBool::new(false
 impl DecayWaker {
     /// Wakes the background thread if it parked for want of work (takes no
     /// lock and allocates nothing).
-    fn wake_if_parked(&self) {
+    pub(crate) fn wake_if_parked(&self) {
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.ring();
         }
