@@ -6,9 +6,10 @@
 //! `nextoffset`) only when the free list is empty, so a pool's memory is
 //! touched only as it is needed.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
+use crate::geometry::{class_size, POOL_BITS, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
+use crate::region;
 
 /// Who owns a pool, as its heap stamps it: the owning thread heap's address
 /// (where other threads send the blocks they free), or null. Opaque at this
@@ -124,15 +125,47 @@ pub(crate) fn pool_of(p: *mut u8) -> *mut PoolHeader {
     core::ptr::with_exposed_provenance_mut(p.addr() & !POOL_SIZE_MASK)
 }
 
+/// The size class of every pool of the arena region, by pool index (the
+/// pool's offset in the region over `POOL_SIZE`): a copy of the headers'
+/// `szidx`, written when a pool is set up for a class. Freeing a block then
+/// reads one byte of a table where 64 pools share a cache line instead of
+/// the block's pool header: a program that frees blocks it allocated long
+/// ago (a FIFO ring) misses the cache on far fewer lines. Zeroed `.bss`:
+/// only the pages of pools ever set up are resident (one byte per pool).
+/// Entries of pools not in use are stale and never read.
+#[cfg(not(miri))]
+static REGION_CLASSES: [AtomicU8; crate::region::REGION_SIZE >> POOL_BITS] =
+    [const { AtomicU8::new(0) }; crate::region::REGION_SIZE >> POOL_BITS];
+
 /// Size class of a live pymalloc block (read without touching lists).
 ///
 /// # Safety
 /// `p` is a live block of some heap.
 #[inline(always)]
 pub(crate) unsafe fn class_of(p: *mut u8) -> usize {
+    #[cfg(not(miri))]
+    if let Some(off) = region::arena_offset(p) {
+        // SAFETY: off < REGION_SIZE. The pool was set up for its class (and
+        // the entry written) before the block was handed out, by the thread
+        // now freeing it or before some synchronisation that handed it over.
+        return unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.load(Ordering::Relaxed) as usize;
+    }
     // SAFETY: the pool of a live block is live and its class cannot change
     // while the block is handed out.
     unsafe { (*pool_of(p)).szidx as usize }
+}
+
+/// Records the class of `pool` in the region's table (if it is in the
+/// region).
+#[inline]
+fn note_class(pool: *mut PoolHeader, szidx: usize) {
+    #[cfg(not(miri))]
+    if let Some(off) = region::arena_offset(pool.cast()) {
+        // SAFETY: off < REGION_SIZE.
+        unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.store(szidx as u8, Ordering::Relaxed);
+    }
+    #[cfg(miri)]
+    let _ = (pool, szidx);
 }
 
 /// `p` re-derived from the arena's exposed provenance: used for every block
@@ -157,6 +190,7 @@ pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut
     // inside it because every pool holds at least two blocks.
     unsafe {
         (*pool).szidx = szidx as u16;
+        note_class(pool, szidx);
         (*pool).pages_out = 0;
         (*pool).set_count(1);
         let first = pool.cast::<u8>().add(POOL_OVERHEAD);

@@ -41,23 +41,27 @@ const SEGMENT_SLOTS: usize = REGION_SIZE >> SEGMENT_BITS;
 
 /// The region arenas of small blocks come from.
 pub(crate) static ARENAS: Region<ARENA_SLOTS, { ARENA_SLOTS / 64 }> =
-    Region::new(ARENA_BITS, &ARENA_TABLES.0, &ARENA_TABLES.1, &ARENA_TABLES.2);
+    Region::new(ARENA_BITS, &ARENA_TABLE, &ARENA_HELD, &ARENA_OWNERS);
 /// The region segments of larger blocks come from.
 pub(crate) static SEGMENTS: Region<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> =
-    Region::new(SEGMENT_BITS, &SEGMENT_TABLES.0, &SEGMENT_TABLES.1, &SEGMENT_TABLES.2);
+    Region::new(SEGMENT_BITS, &SEGMENT_TABLE, &SEGMENT_HELD, &SEGMENT_OWNERS);
 
 // The tables live in statics of their own and a region holds references to
 // them, so that the region's hot fields (`base`, `size`) sit in a small
 // value: a reference to a large one would make every `&self` call retag the
-// whole table under Miri's borrow checker.
-type Tables<const SLOTS: usize, const WORDS: usize> =
-    (Mutex<SlotTable<WORDS>>, HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>, [AtomicPtr<()>; SLOTS]);
-static ARENA_TABLES: Tables<ARENA_SLOTS, { ARENA_SLOTS / 64 }> = tables();
-static SEGMENT_TABLES: Tables<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> = tables();
-
-const fn tables<const SLOTS: usize, const WORDS: usize>() -> Tables<SLOTS, WORDS> {
-    (Mutex::new(SlotTable::new()), HeldAcrossFork::new(), [const { AtomicPtr::new(core::ptr::null_mut()) }; SLOTS])
-}
+// whole table under Miri's borrow checker. Each is a static alone: the
+// large ones are all zeroes and go to `.bss`, whose untouched pages are
+// never resident, while a static with an uninitialised byte (the fork
+// guard's `None`) goes to `.data`, where reading a page maps the file's
+// pages around it.
+type Held<const WORDS: usize> = HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>;
+static ARENA_TABLE: Mutex<SlotTable<{ ARENA_SLOTS / 64 }>> = Mutex::new(SlotTable::new());
+static SEGMENT_TABLE: Mutex<SlotTable<{ SEGMENT_SLOTS / 64 }>> = Mutex::new(SlotTable::new());
+static ARENA_HELD: Held<{ ARENA_SLOTS / 64 }> = HeldAcrossFork::new();
+static SEGMENT_HELD: Held<{ SEGMENT_SLOTS / 64 }> = HeldAcrossFork::new();
+static ARENA_OWNERS: [AtomicPtr<()>; ARENA_SLOTS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; ARENA_SLOTS];
+static SEGMENT_OWNERS: [AtomicPtr<()>; SEGMENT_SLOTS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SEGMENT_SLOTS];
 
 const UNTRIED: u8 = 0;
 const READY: u8 = 1;
@@ -112,6 +116,13 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     #[inline(always)]
     pub(crate) fn contains(&self, p: *const u8) -> bool {
         p.addr().wrapping_sub(self.base.load(Ordering::Relaxed)) < self.size.load(Ordering::Relaxed)
+    }
+
+    /// The offset of `p` from the region's start, if `p` lies in the region.
+    #[inline(always)]
+    pub(crate) fn offset(&self, p: *const u8) -> Option<usize> {
+        let off = p.addr().wrapping_sub(self.base.load(Ordering::Relaxed));
+        (off < self.size.load(Ordering::Relaxed)).then_some(off)
     }
 
     /// The owner recorded for the slot holding `p`, if `p` lies in the
@@ -382,6 +393,12 @@ pub(crate) fn contains(p: *const u8) -> bool {
 #[inline(always)]
 pub(crate) fn owner(p: *const u8) -> Option<*const ()> {
     ARENAS.owner(p)
+}
+
+/// The offset of `p` in the arena region, if it lies there.
+#[inline(always)]
+pub(crate) fn arena_offset(p: *const u8) -> Option<usize> {
+    ARENAS.offset(p)
 }
 
 /// Records the owner of the arena region's arena at `arena`.

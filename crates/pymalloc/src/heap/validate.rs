@@ -12,7 +12,7 @@ use crate::geometry::{
     class_size, num_blocks, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
 };
 use crate::ownership::owns;
-use crate::pool::{pool_of, PoolHeader};
+use crate::pool::{self, pool_of, PoolHeader};
 
 /// A broken heap invariant, reported by [`Heap::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +214,8 @@ impl Heap {
                 return check(count == 0, "pool in use on a free list", at);
             }
             *in_use += 1;
+            let first = p.cast::<u8>().add(POOL_OVERHEAD);
+            check(pool::class_of(first) == usize::from((*p).szidx), "pool class table disagrees with the header", at)?;
             let sz = (*p).szidx as usize;
             if count == 0 {
                 check(
