@@ -189,8 +189,10 @@ pub fn pymalloc_arenas() -> Vec<ArenaInfo> {
 /// Gives back to the OS what the pymalloc heaps of MEM and OBJ hold no block
 /// in (free pages of pools in use, empty pools, free arenas), then trims the
 /// C library's heap, where requests above 512 bytes live
-/// ([`crate::raw::trim`]), and gives back the slots freed huge blocks kept.
-/// Returns the bytes pymalloc gave back.
+/// ([`crate::raw::trim`]), and gives back the free memory of the blocks
+/// above 512 bytes ([`crate::every_size::release_free`]: free units of span
+/// segments, slots freed huge blocks kept). Returns the bytes pymalloc gave
+/// back.
 ///
 /// # Safety
 /// In the `Gil` mode, the caller must hold the lock that serialises MEM and
@@ -200,7 +202,7 @@ pub unsafe fn pymalloc_purge() -> usize {
     // mode's).
     let bytes = active_pymalloc_mode().map_or(0, |m| unsafe { (m.ops().purge)() });
     crate::raw::trim();
-    bytes + crate::huge::release_kept()
+    bytes + crate::every_size::release_free()
 }
 
 /// Sets the purge policy of every pymalloc heap of the process: the GIL
@@ -259,7 +261,8 @@ const RELEASE_FRACTION: usize = 4;
 /// empty pools in pymalloc's arenas, or free bytes in the C library's heap,
 /// at least 4 MiB and a quarter of the heap they lie in. Otherwise only
 /// empty pools and wholly free arenas go back ([`crate::Heap::release_empty`]),
-/// without waiting for the decay: a full collection is where a program has
+/// with the free units of span segments and the slots freed huge blocks
+/// kept ([`crate::every_size::release_free`]), without waiting for the decay: a full collection is where a program has
 /// just dropped what it no longer needs, and those cost nothing to give
 /// back, while the free pages of pools in use are left alone, so that a
 /// program that frees and allocates the same memory in a loop with
@@ -282,7 +285,8 @@ pub unsafe fn pymalloc_release_after_collection() -> usize {
         // pymalloc_purge's).
         unsafe { pymalloc_purge() }
     } else {
-        active_pymalloc_mode().map_or(0, |m| (m.ops().release_empty)())
+        let units = crate::every_size::release_free();
+        units + active_pymalloc_mode().map_or(0, |m| (m.ops().release_empty)())
     }
 }
 

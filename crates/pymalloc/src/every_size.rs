@@ -159,6 +159,15 @@ pub fn stats() -> SpanStats {
     total
 }
 
+/// Gives back the free units of every thread heap's span segments and the
+/// slots freed huge blocks kept, now; returns the bytes. Blocks in use and
+/// the one empty span a class keeps stay.
+pub fn release_free() -> usize {
+    let mut bytes = crate::huge::release_kept();
+    thread_heaps::for_each_heap(|h| bytes += h.release_free_units());
+    bytes
+}
+
 static EVERY_SIZE_CTX: u8 = 0;
 
 /// The domain allocator serving every size from the thread heaps (pool

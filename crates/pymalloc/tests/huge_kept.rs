@@ -100,4 +100,17 @@ fn freed_huge_blocks_keep_their_pages_within_bounds_until_the_policy_returns_the
     // SAFETY: no pymalloc mode is active in this test process.
     unsafe { config::pymalloc_purge() };
     assert_eq!(kept(), 0);
+
+    // What a full collection gives back: free units of every thread heap's
+    // span segments and kept huge slots, without waiting for the decay.
+    let medium: Vec<usize> = (0..200).map(|i| every_size::alloc(1000 + i * 100, 16, false) as usize).collect();
+    free(huge(2, false));
+    for &p in &medium {
+        free(p as *mut u8);
+    }
+    let before = every_size::stats();
+    assert!(before.dirty_bytes > 0 && before.huge_kept_bytes == 2 * MIB, "{before:?}");
+    assert!(every_size::release_free() >= before.dirty_bytes + 2 * MIB);
+    let after = every_size::stats();
+    assert_eq!((after.dirty_bytes, after.huge_kept_bytes), (0, 0), "{after:?}");
 }

@@ -88,6 +88,14 @@ impl Heap {
         self.spans.release_kept(&self.span_ctx());
     }
 
+    /// Gives back the free units of this heap's span segments and its
+    /// wholly free segments now, whatever the policy; returns the bytes.
+    /// Any thread may call it: it touches only what `meta` guards.
+    pub fn release_free_units(&self) -> usize {
+        let _meta = self.meta.lock();
+        self.spans.purge()
+    }
+
     /// Live blocks above 512 bytes of this heap (huge ones: the process's).
     pub fn span_stats(&self) -> SpanStats {
         self.spans.stats()
