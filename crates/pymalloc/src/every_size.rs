@@ -159,11 +159,16 @@ pub fn stats() -> SpanStats {
     total
 }
 
-/// Gives back the free units of every thread heap's span segments and the
-/// slots freed huge blocks kept, now; returns the bytes. Blocks in use and
-/// the one empty span a class keeps stay.
+/// Gives back the free units of every thread heap's span segments, the
+/// slots freed huge blocks kept, and the free pages of the calling thread's
+/// medium spans in use, now; returns the bytes.
 pub fn release_free() -> usize {
     let mut bytes = crate::huge::release_kept();
+    let h = thread::current_heap();
+    if !h.is_null() {
+        // SAFETY: h is this thread's live heap: its owner calls.
+        bytes += unsafe { (*h).release_span_pages() };
+    }
     thread_heaps::for_each_heap(|h| bytes += h.release_free_units());
     bytes
 }

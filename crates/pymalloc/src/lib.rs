@@ -81,6 +81,7 @@ mod region;
 mod segment;
 mod slot_table;
 mod span_class;
+mod span_pages;
 mod spans;
 pub mod stats;
 mod sync;

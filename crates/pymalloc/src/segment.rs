@@ -47,7 +47,8 @@ pub(crate) const NOT_A_SPAN: u8 = 0xfe;
 /// (`virgin <= capacity`); of them `used` are handed out and the others are
 /// on `free` (linked through their first words); `listed` says the span is
 /// on its heap's list for the class (`next`, `prev`), which it is exactly
-/// when `used < capacity`. For a large span `size` is the block's usable
+/// when `used < capacity`; blocks overlapping `pages_out` are free and on
+/// no list (`span_pages.rs`). For a large span `size` is the block's usable
 /// bytes (`units * UNIT`) and the span is never listed.
 #[repr(C)]
 pub(crate) struct Span {
@@ -61,6 +62,9 @@ pub(crate) struct Span {
     pub(crate) class: u8,
     pub(crate) units: u8,
     pub(crate) listed: bool,
+    /// Pages of a medium span given back while it lives (see
+    /// `span_pages.rs`).
+    pub(crate) pages_out: u64,
 }
 
 /// The header of a segment, at its base.

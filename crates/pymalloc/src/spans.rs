@@ -26,6 +26,7 @@ use crate::segment::{
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
 use crate::span_class::{medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES};
+use crate::span_pages;
 use crate::sync::SpinLock;
 
 /// When units given back by spans return to the OS.
@@ -67,6 +68,8 @@ pub struct SpanStats {
     pub huge_bytes: usize,
     /// Bytes of free units still resident (given back later by the policy).
     pub dirty_bytes: usize,
+    /// Bytes of free pages given back inside medium spans still in use.
+    pub pages_out_bytes: usize,
     /// Bytes of freed huge blocks' slots still resident, in the process
     /// (given back later by the policy).
     pub huge_kept_bytes: usize,
@@ -81,6 +84,7 @@ impl SpanStats {
         self.large_blocks += o.large_blocks;
         self.large_bytes += o.large_bytes;
         self.dirty_bytes += o.dirty_bytes;
+        self.pages_out_bytes += o.pages_out_bytes;
     }
 }
 
@@ -94,6 +98,7 @@ struct Counters {
     large_blocks: AtomicUsize,
     large_bytes: AtomicUsize,
     dirty_units: AtomicUsize,
+    pages_out_bytes: AtomicUsize,
 }
 
 #[inline(always)]
@@ -129,6 +134,7 @@ impl SpanHeap {
                 large_blocks: AtomicUsize::new(0),
                 large_bytes: AtomicUsize::new(0),
                 dirty_units: AtomicUsize::new(0),
+                pages_out_bytes: AtomicUsize::new(0),
             },
         }
     }
@@ -188,6 +194,11 @@ impl SpanHeap {
     unsafe fn take_block(&self, c: usize, s: *mut Span) -> *mut u8 {
         // SAFETY: the contract; the free list links blocks of the span.
         unsafe {
+            if (*s).free.is_null() && (*s).virgin == (*s).capacity {
+                // The free blocks left are out: their pages come back.
+                let out = span_pages::restore_pages(s, span_base(s));
+                bump(&self.counters.pages_out_bytes, -(out as isize));
+            }
             let p = if !(*s).free.is_null() {
                 let p = (*s).free;
                 (*s).free = p.cast::<*mut u8>().read();
@@ -224,6 +235,7 @@ impl SpanHeap {
             (*s).capacity = ((k * UNIT) / size) as u16;
             (*s).class = c as u8;
             (*s).units = k as u8;
+            (*s).pages_out = 0;
             self.list(c, s);
             s
         }
@@ -240,6 +252,7 @@ impl SpanHeap {
             (*s).class = LARGE;
             (*s).units = k as u8;
             (*s).listed = false;
+            (*s).pages_out = 0;
             bump(&self.counters.large_blocks, 1);
             bump(&self.counters.large_bytes, (k * UNIT) as isize);
             unit_address(seg, head)
@@ -386,6 +399,7 @@ impl SpanHeap {
         // SAFETY: the contract; `meta` is held.
         unsafe {
             let m = run_mask(head, usize::from((*s).units));
+            bump(&self.counters.pages_out_bytes, -(span_pages::forget_pages(&mut *s) as isize));
             (*s).class = NOT_A_SPAN;
             let was_full = (*seg).free == 0;
             (*seg).free |= m;
@@ -491,6 +505,35 @@ impl SpanHeap {
         bytes
     }
 
+    /// Gives back the free pages of the medium spans in use (owner only:
+    /// the free lists are the owner's). Returns the bytes newly given back.
+    pub(crate) fn discard_span_pages(&self, ctx: &Ctx<'_>) -> usize {
+        let _meta = ctx.meta.lock();
+        let mut bytes = 0;
+        let mut seg = self.segments.get();
+        // SAFETY: list entries are live span segments of this heap, `meta`
+        // is held, and the caller owns the heap, so its spans' free lists.
+        unsafe {
+            while !seg.is_null() {
+                let mut u = 1;
+                while u < UNITS {
+                    if (*seg).free & (1 << u) != 0 {
+                        u += 1;
+                        continue;
+                    }
+                    let s = (&raw mut (*seg).spans).cast::<Span>().add(u);
+                    if (*s).class != LARGE {
+                        bytes += span_pages::discard_free_pages(s, unit_address(seg, u));
+                    }
+                    u += usize::from((*s).units);
+                }
+                seg = (*seg).next;
+            }
+        }
+        bump(&self.counters.pages_out_bytes, bytes as isize);
+        bytes
+    }
+
     /// True if a sweep would give something back later (`meta` held).
     pub(crate) fn holds_free(&self) -> bool {
         let mut seg = self.segments.get();
@@ -574,6 +617,7 @@ impl SpanHeap {
             large_blocks: c.large_blocks.load(Ordering::Relaxed),
             large_bytes: c.large_bytes.load(Ordering::Relaxed),
             dirty_bytes: c.dirty_units.load(Ordering::Relaxed) * UNIT,
+            pages_out_bytes: c.pages_out_bytes.load(Ordering::Relaxed),
             ..huge_stats()
         }
     }
@@ -583,7 +627,7 @@ impl SpanHeap {
     pub(crate) fn validate(&self) -> Result<(), (&'static str, usize)> {
         let check = |ok: bool, what: &'static str, at: usize| if ok { Ok(()) } else { Err((what, at)) };
         let mut listed = [0usize; NB_MEDIUM_CLASSES];
-        let (mut segments, mut seen_full, mut dirty_units) = (0, false, 0);
+        let (mut segments, mut seen_full, mut dirty_units, mut pages_out_bytes) = (0, false, 0, 0);
         let (mut medium, mut medium_bytes, mut large, mut large_bytes) = (0, 0, 0, 0);
         let mut seg = self.segments.get();
         // SAFETY: list entries are live span segments of this heap, and the
@@ -631,7 +675,19 @@ impl SpanHeap {
                             nfree += 1;
                             b = b.cast::<*mut u8>().read();
                         }
-                        check(nfree == usize::from(s.virgin - s.used), "span free list length", a + (u << UNIT_BITS))?;
+                        let out = span_pages::out_blocks(s);
+                        check(
+                            nfree + out == usize::from(s.virgin - s.used),
+                            "span free list length",
+                            a + (u << UNIT_BITS),
+                        )?;
+                        let base = unit_address(seg, u);
+                        let mut b = s.free;
+                        while !b.is_null() {
+                            check(!span_pages::is_out(s, base, b), "listed block on a page out", b.addr())?;
+                            b = b.cast::<*mut u8>().read();
+                        }
+                        pages_out_bytes += span_pages::out_bytes(s);
                         check(s.listed == (s.used < s.capacity), "span listed", a + (u << UNIT_BITS))?;
                         listed[c] += usize::from(s.listed);
                         medium += usize::from(s.used);
@@ -660,6 +716,7 @@ impl SpanHeap {
         check(st.medium_blocks == medium && st.medium_bytes == medium_bytes, "medium counters", medium)?;
         check(st.large_blocks == large && st.large_bytes == large_bytes, "large counters", large)?;
         check(st.dirty_bytes == dirty_units * UNIT, "dirty counter", dirty_units)?;
+        check(st.pages_out_bytes == pages_out_bytes, "pages-out counter", pages_out_bytes)?;
         Ok(())
     }
 

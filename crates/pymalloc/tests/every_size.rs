@@ -18,9 +18,16 @@ fn holds(p: *const u8, n: usize, tag: u8) -> bool {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, align_shift: u32, zero: bool },
+    Alloc {
+        size: usize,
+        align_shift: u32,
+        zero: bool,
+    },
     Free(usize),
     Realloc(usize, usize),
+    /// Give back what the heaps hold no block in (free pages of spans in
+    /// use included), as after a full collection.
+    Release,
 }
 
 fn size() -> impl Strategy<Value = usize> {
@@ -38,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(size, align_shift, zero)| Op::Alloc { size, align_shift, zero }),
         3 => any::<usize>().prop_map(Op::Free),
         2 => (any::<usize>(), size()).prop_map(|(i, n)| Op::Realloc(i, n)),
+        1 => Just(Op::Release),
     ]
 }
 
@@ -89,6 +97,9 @@ proptest! {
                         assert!(unsafe { every_size::usable_size(q) } >= n);
                         fill(q, n, tag);
                         *b = Live { p: q, n, align: 16, tag };
+                    }
+                    Op::Release => {
+                        every_size::release_free();
                     }
                     _ => {}
                 }
@@ -145,6 +156,9 @@ fn blocks_freed_by_another_thread_go_back_to_their_heap() {
 #[test]
 fn large_and_huge_blocks_grow_and_shrink_in_place() {
     std::thread::spawn(|| {
+        // The thread may adopt an exiting test thread's heap: drop the empty
+        // spans it keeps, so that its segments are wholly free.
+        pymalloc::thread::purge();
         let grow = |m: usize| every_size::alloc(m, 16, false);
         let p = every_size::alloc(40 << 10, 16, false);
         fill(p, 40 << 10, 3);
@@ -172,6 +186,7 @@ fn large_and_huge_blocks_grow_and_shrink_in_place() {
 #[test]
 fn a_large_block_at_the_end_of_its_segment_moves_to_grow() {
     std::thread::spawn(|| {
+        pymalloc::thread::purge();
         let unit = 16 << 10;
         let grow = |m: usize| every_size::alloc(m, 16, false);
         // A fresh heap: units 1..=59 for the first block, 60..=63 for the second.
@@ -208,6 +223,53 @@ fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
         assert!(every_size::alloc(100, 1 << 20, false).is_null(), "alignments above half a segment are refused");
         for x in [q, a, b] {
             unsafe { every_size::free(x) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn free_pages_of_spans_in_use_go_back_and_come_back() {
+    std::thread::spawn(|| {
+        // 2000 blocks of 1500 bytes (43 per 64 KiB span); keep one in 20.
+        let blocks: Vec<*mut u8> = (0..2000).map(|_| every_size::alloc(1500, 16, false)).collect();
+        for (i, &b) in blocks.iter().enumerate() {
+            fill(b, 1500, (i % 200) as u8 + 1);
+        }
+        let kept: Vec<(usize, *mut u8)> = blocks.iter().copied().enumerate().filter(|(i, _)| i % 20 == 0).collect();
+        for (i, &b) in blocks.iter().enumerate() {
+            if i % 20 != 0 {
+                unsafe { every_size::free(b) };
+            }
+        }
+        let before = every_size::current_stats();
+        assert_eq!(before.pages_out_bytes, 0);
+        let given = every_size::release_free();
+        let after = every_size::current_stats();
+        pymalloc::thread::validate_current().unwrap();
+        // Each survivor pins at most two pages of its span (it straddles one
+        // boundary at most): of 16 pages per span, 12 or more go back.
+        assert!(after.pages_out_bytes >= 47 * 12 * 4096, "{after:?}");
+        assert!(given >= after.pages_out_bytes);
+        for &(i, b) in &kept {
+            assert!(holds(b, 1500, (i % 200) as u8 + 1), "a survivor lost its bytes");
+        }
+        // Allocating again brings the pages back, block by block.
+        let again: Vec<*mut u8> = (0..1900).map(|_| every_size::alloc(1500, 16, true)).collect();
+        for &b in &again {
+            assert!(holds(b, 1500, 0), "a block from a page given back reads as zeroes once calloc'd");
+            fill(b, 1500, 0xee);
+        }
+        pymalloc::thread::validate_current().unwrap();
+        assert_eq!(every_size::current_stats().pages_out_bytes, 0, "every page came back");
+        for &(i, b) in &kept {
+            assert!(holds(b, 1500, (i % 200) as u8 + 1));
+            unsafe { every_size::free(b) };
+        }
+        for b in again {
+            unsafe { every_size::free(b) };
         }
         pymalloc::thread::validate_current().unwrap();
     })

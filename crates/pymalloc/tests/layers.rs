@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     // Blocks above 512 bytes: segments, their classes, a heap's spans.
     "segment",
     "span_class",
+    "span_pages",
     "huge",
     "spans",
     "heap",

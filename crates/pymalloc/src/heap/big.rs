@@ -96,6 +96,12 @@ impl Heap {
         self.spans.purge()
     }
 
+    /// Gives back the free pages of this heap's medium spans in use (owner
+    /// only); returns the bytes.
+    pub(crate) fn release_span_pages(&self) -> usize {
+        self.spans.discard_span_pages(&self.span_ctx())
+    }
+
     /// Live blocks above 512 bytes of this heap (huge ones: the process's).
     pub fn span_stats(&self) -> SpanStats {
         self.spans.stats()
