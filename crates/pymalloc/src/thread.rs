@@ -8,12 +8,16 @@
 //! * `free` by the thread that owns the block's pool is pymalloc's ordinary
 //!   free; a block freed by another thread is pushed, lock-free, onto its
 //!   owning heap's queue (`remote`), which the owner drains when it next needs
-//!   a pool;
-//! * when a thread exits, its heap drains its queue, gives back what it can,
-//!   and is *abandoned*: the next thread to start adopts it whole (its pools
-//!   keep their owner, so nothing has to be relinked), and [`purge`] drains
-//!   abandoned heaps that nobody adopts. Blocks other threads still free into
-//!   an abandoned heap wait in its queue until then.
+//!   a pool or a span;
+//! * when a thread exits, its heap drains its queue and is *abandoned*: the
+//!   next thread to start adopts it whole (its pools and segments keep their
+//!   owner, so nothing has to be relinked), and [`purge`] drains abandoned
+//!   heaps that nobody adopts. Under the decay policy the exiting thread
+//!   only sweeps if a sweep is due (the next thread usually adopts the heap
+//!   and reuses what it holds, and the background thread sweeps abandoned
+//!   heaps too); under the other policies it gives back all it can at once.
+//!   Blocks other threads still free into an abandoned heap wait in its
+//!   queue until it is adopted or purged.
 //!
 //! Heaps are never freed, only reused: a pool's owner pointer stays valid for
 //! as long as the process runs. Statistics ([`stats`]) add up every heap,
