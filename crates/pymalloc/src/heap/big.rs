@@ -33,19 +33,13 @@ impl Heap {
         p
     }
 
+    /// No listed span serves the request: drain the blocks other threads
+    /// freed (they may list a span again), then the span heap's slow path,
+    /// which takes a listed span first, else a new span or segment.
     #[cold]
     #[inline(never)]
     fn alloc_big_slow(&self, n: usize, align: usize, zero: bool) -> *mut u8 {
-        if self.drain_remote() > 0 {
-            let p = self.spans.alloc_listed(n, align);
-            if !p.is_null() {
-                if zero {
-                    // SAFETY: as in alloc_big.
-                    unsafe { core::ptr::write_bytes(p, 0, n) };
-                }
-                return p;
-            }
-        }
+        self.drain_remote();
         self.spans.alloc_slow(n, align, zero, &self.span_ctx())
     }
 
