@@ -86,7 +86,7 @@ pub(crate) fn alloc_huge(n: usize, align: usize, zero: bool) -> *mut u8 {
     }
     let slots = (off + n).div_ceil(SEGMENT_SIZE);
     sweep_if_due();
-    let seg = if zero { SEGMENTS.alloc(slots) } else { SEGMENTS.alloc_reusing(slots).0 }.cast::<Segment>();
+    let seg = if zero { SEGMENTS.alloc(slots) } else { SEGMENTS.alloc_reusing(slots) }.cast::<Segment>();
     if seg.is_null() {
         return ptr::null_mut();
     }
@@ -169,10 +169,7 @@ fn sweep_if_due() {
 /// Sweeps the kept slots if the policy decays and a sweep is due at
 /// `now_ms`; returns the bytes given back.
 pub(crate) fn decay_at(now_ms: u64) -> usize {
-    let ms = KEEP.load(Ordering::Relaxed);
-    if ms == KEEP_NOTHING || ms == KEEP_BOUNDED {
-        return 0;
-    }
+    let Some(ms) = decay_period() else { return 0 };
     let due = NEXT_SWEEP.load(Ordering::Relaxed);
     if now_ms < due
         || NEXT_SWEEP.compare_exchange(due, now_ms + u64::from(ms), Ordering::Relaxed, Ordering::Relaxed).is_err()
@@ -186,8 +183,15 @@ pub(crate) fn decay_at(now_ms: u64) -> usize {
 /// decay period while slots stay kept.
 pub(crate) fn decay_round(now_ms: u64) -> Option<u32> {
     decay_at(now_ms);
-    let ms = KEEP.load(Ordering::Relaxed);
-    (SEGMENTS.kept_slots() > 0 && ms != KEEP_NOTHING && ms != KEEP_BOUNDED).then_some(ms)
+    decay_period().filter(|_| SEGMENTS.kept_slots() > 0)
+}
+
+/// The decay period, if the policy keeps slots until a decay sweep.
+fn decay_period() -> Option<u32> {
+    match KEEP.load(Ordering::Relaxed) {
+        KEEP_NOTHING | KEEP_BOUNDED => None,
+        ms => Some(ms),
+    }
 }
 
 /// Gives back every kept slot now; returns the bytes.

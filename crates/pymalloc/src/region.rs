@@ -115,7 +115,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// is exactly "the block is in a slot of the region".
     #[inline(always)]
     pub(crate) fn contains(&self, p: *const u8) -> bool {
-        p.addr().wrapping_sub(self.base.load(Ordering::Relaxed)) < self.size.load(Ordering::Relaxed)
+        self.offset(p).is_some()
     }
 
     /// The offset of `p` from the region's start, if `p` lies in the region.
@@ -129,13 +129,10 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// region.
     #[inline(always)]
     pub(crate) fn owner(&self, p: *const u8) -> Option<*const ()> {
-        let off = p.addr().wrapping_sub(self.base.load(Ordering::Relaxed));
-        if off < self.size.load(Ordering::Relaxed) {
+        self.offset(p).map(|off| {
             // SAFETY: off < size <= REGION_SIZE, so the slot is in the table.
-            Some(unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.load(Ordering::Relaxed).cast_const())
-        } else {
-            None
-        }
+            unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.load(Ordering::Relaxed).cast_const()
+        })
     }
 
     /// Records the owner of the slot at `slot_base`: where frees of its
@@ -212,48 +209,43 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// cannot be had or has no such run. Kept slots in the run are
     /// decommitted first (they hold old bytes).
     pub(crate) fn alloc(&self, n: usize) -> *mut u8 {
-        if !self.ready() {
-            return core::ptr::null_mut();
-        }
-        let limit = self.limit();
-        let taken = {
-            let mut slots = self.lock();
-            let taken = slots.take_run(n, limit, false, |s, len| {
-                // SAFETY: kept slots of the region, used by nobody; the lock
-                // is held, so nobody takes them meanwhile.
-                unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
-            });
-            self.kept.store(slots.kept(), Ordering::Relaxed);
-            taken
-        };
-        let Some(taken) = taken else {
-            return core::ptr::null_mut();
-        };
-        self.commit_taken(taken.start, n)
+        self.alloc_run(n, false)
     }
 
     /// `n` adjacent slots, readable and writable, kept slots first (their
-    /// old bytes stay: not zeroed); null as for [`Self::alloc`]. Also
-    /// returns how many of the slots were kept.
-    pub(crate) fn alloc_reusing(&self, n: usize) -> (*mut u8, usize) {
+    /// old bytes stay: not zeroed); null as for [`Self::alloc`].
+    pub(crate) fn alloc_reusing(&self, n: usize) -> *mut u8 {
+        self.alloc_run(n, true)
+    }
+
+    fn alloc_run(&self, n: usize, reuse: bool) -> *mut u8 {
         if !self.ready() {
-            return (core::ptr::null_mut(), 0);
+            return core::ptr::null_mut();
         }
         let limit = self.limit();
         let taken = {
             let mut slots = self.lock();
-            let taken = slots.take_run(n, limit, true, |_, _| {});
-            self.kept.store(slots.kept(), Ordering::Relaxed);
+            let taken = slots.take_run(n, limit, reuse, |s, len| {
+                if !reuse {
+                    // SAFETY: kept slots of the region, used by nobody; the
+                    // lock is held, so nobody takes them meanwhile.
+                    unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
+                }
+            });
+            self.note_kept(&slots);
             taken
         };
-        let Some(taken) = taken else {
-            return (core::ptr::null_mut(), 0);
-        };
-        if taken.kept == n {
+        match taken {
+            None => core::ptr::null_mut(),
             // Every slot is committed already.
-            return (self.slot_address(taken.start), n);
+            Some(t) if reuse && t.kept == n => self.slot_address(t.start),
+            Some(t) => self.commit_taken(t.start, n),
         }
-        (self.commit_taken(taken.start, n), taken.kept)
+    }
+
+    /// Mirrors the slot table's kept count (its lock held).
+    fn note_kept(&self, slots: &SlotTable<WORDS>) {
+        self.kept.store(slots.kept(), Ordering::Relaxed);
     }
 
     /// Commits the run of `n` slots from `slot` just taken; on failure gives
@@ -291,7 +283,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
             return false;
         }
         slots.take_exact(next, extra);
-        self.kept.store(slots.kept(), Ordering::Relaxed);
+        self.note_kept(&slots);
         true
     }
 
@@ -322,7 +314,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
         }
         let mut slots = self.lock();
         slots.give_run(self.slot_index(p), n, keep);
-        self.kept.store(slots.kept(), Ordering::Relaxed);
+        self.note_kept(&slots);
         keep
     }
 
@@ -335,8 +327,8 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// (all of them if `all`) and marks those kept now for the next call.
     /// Returns the slots given back.
     pub(crate) fn sweep_kept(&self, all: bool) -> usize {
-        if self.kept_slots() == 0 && !all {
-            // Nothing to mark either (the stale marks are a subset).
+        if self.kept_slots() == 0 {
+            // Nothing to give back or mark (the stale marks are a subset).
             return 0;
         }
         let mut slots = self.lock();
@@ -344,7 +336,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
             // SAFETY: kept slots, used by nobody; the lock is held.
             unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
         });
-        self.kept.store(slots.kept(), Ordering::Relaxed);
+        self.note_kept(&slots);
         given
     }
 
