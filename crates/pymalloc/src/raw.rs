@@ -174,34 +174,129 @@ pub const ALLOCATOR: MemAllocatorEx = MemAllocatorEx {
     free: libc_free,
 };
 
-/// The C heap for pymalloc's own bookkeeping (radix nodes, arena tables,
-/// thread heaps): glibc's `__libc_*` entry points, which interposition does
-/// not reach, so that when pymalloc *is* the process's `malloc` (the preload
-/// library) these requests never come back into a heap whose lock the caller
-/// may hold. Elsewhere (other C libraries, Miri), the plain functions.
+/// Memory for pymalloc's own bookkeeping (radix nodes, arena tables, thread
+/// heaps).
+///
+/// Outside Miri it comes from the OS directly, a mapping per block with its
+/// length in a 64-byte header: these requests are few and long-lived, and a
+/// C heap underneath would cost more than it holds. glibc's `calloc` clears
+/// a 128 KiB radix node that `mmap` hands out as untouched zero pages, and
+/// its first call in each thread builds a thread arena. It also never comes
+/// back into pymalloc when pymalloc *is* the process's `malloc` (the preload
+/// library), whose lock the caller may hold. Under Miri, which has no
+/// `mmap`, the C library's functions.
 pub(crate) mod meta {
-    use core::ffi::c_void;
+    #[cfg(not(miri))]
+    mod imp {
+        use crate::os;
 
-    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
-    extern "C" {
-        fn __libc_calloc(nelem: usize, elsize: usize) -> *mut c_void;
-        fn __libc_malloc(n: usize) -> *mut c_void;
-        fn __libc_realloc(p: *mut c_void, n: usize) -> *mut c_void;
-        fn __libc_free(p: *mut c_void);
+        /// Bytes before the block: the mapping's length, and 64-byte
+        /// alignment for what follows.
+        const HEADER: usize = 64;
+
+        fn mapping_len(n: usize) -> Option<usize> {
+            let page = os::page_size();
+            Some(n.checked_add(HEADER + page - 1)? & !(page - 1))
+        }
+
+        /// A fresh zeroed block of `n` bytes, null if the OS refuses.
+        pub(crate) fn zeroed(n: usize) -> *mut u8 {
+            let Some(len) = mapping_len(n) else { return core::ptr::null_mut() };
+            let base = os::map_aligned(len, os::page_size());
+            if base.is_null() {
+                return base;
+            }
+            // SAFETY: base is a fresh mapping of len >= HEADER bytes,
+            // page-aligned, so the header word is aligned and in bounds.
+            unsafe {
+                base.cast::<usize>().write(len);
+                base.add(HEADER)
+            }
+        }
+
+        /// The mapping's base and length of a block from [`zeroed`].
+        ///
+        /// # Safety
+        /// `p` is a live block from [`zeroed`].
+        unsafe fn mapping(p: *mut u8) -> (*mut u8, usize) {
+            // SAFETY: the header is the HEADER bytes before p (contract).
+            unsafe {
+                let base = p.sub(HEADER);
+                (base, base.cast::<usize>().read())
+            }
+        }
+
+        /// `realloc` with C's rules: null leaves `p` as it was.
+        ///
+        /// # Safety
+        /// `p` is null or a live block of this module.
+        pub(crate) unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+            if p.is_null() {
+                return zeroed(n);
+            }
+            // SAFETY: p is live (contract).
+            let (_, len) = unsafe { mapping(p) };
+            if mapping_len(n) == Some(len) {
+                return p;
+            }
+            let q = zeroed(n);
+            if !q.is_null() {
+                // SAFETY: p holds len - HEADER bytes and q at least n; two
+                // distinct mappings; p is given up after the copy.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(p, q, (len - HEADER).min(n));
+                    free(p);
+                }
+            }
+            q
+        }
+
+        /// # Safety
+        /// `p` is null or a live block of this module, not used again.
+        pub(crate) unsafe fn free(p: *mut u8) {
+            if p.is_null() {
+                return;
+            }
+            // SAFETY: p is live (contract), so base..base+len is its whole
+            // mapping, which nothing uses any more.
+            unsafe {
+                let (base, len) = mapping(p);
+                os::unmap(base, len);
+            }
+        }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
-    use libc::{calloc as __libc_calloc, free as __libc_free, malloc as __libc_malloc, realloc as __libc_realloc};
 
-    /// `calloc(1, n)`: zeroed bytes, null on failure.
+    #[cfg(miri)]
+    mod imp {
+        /// `calloc(1, n)`.
+        pub(crate) fn zeroed(n: usize) -> *mut u8 {
+            // SAFETY: no precondition.
+            unsafe { libc::calloc(1, n).cast() }
+        }
+
+        /// # Safety
+        /// `p` is null or a live block of this module.
+        pub(crate) unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+            // SAFETY: the contract.
+            unsafe { libc::realloc(p.cast(), n).cast() }
+        }
+
+        /// # Safety
+        /// `p` is null or a live block of this module, not used again.
+        pub(crate) unsafe fn free(p: *mut u8) {
+            // SAFETY: the contract.
+            unsafe { libc::free(p.cast()) }
+        }
+    }
+
+    /// Zeroed bytes, null on failure.
     pub(crate) fn zeroed(n: usize) -> *mut u8 {
-        // SAFETY: no precondition.
-        unsafe { __libc_calloc(1, n).cast() }
+        imp::zeroed(n)
     }
 
-    /// `malloc(n)`.
+    /// `n` bytes (zeroed, as it happens), null on failure.
     pub(crate) fn malloc(n: usize) -> *mut u8 {
-        // SAFETY: no precondition.
-        unsafe { __libc_malloc(n).cast() }
+        imp::zeroed(n)
     }
 
     /// `realloc(p, n)`; null (p untouched) on failure.
@@ -210,7 +305,7 @@ pub(crate) mod meta {
     /// `p` is null or a live block from this module.
     pub(crate) unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         // SAFETY: the contract.
-        unsafe { __libc_realloc(p.cast(), n).cast() }
+        unsafe { imp::realloc(p, n) }
     }
 
     /// `free(p)`.
@@ -219,6 +314,6 @@ pub(crate) mod meta {
     /// `p` is null or a live block from this module, not used again.
     pub(crate) unsafe fn free(p: *mut u8) {
         // SAFETY: the contract.
-        unsafe { __libc_free(p.cast()) }
+        unsafe { imp::free(p) }
     }
 }
