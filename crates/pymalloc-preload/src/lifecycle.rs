@@ -3,8 +3,9 @@
 //! At load (an ELF constructor, before the program's `main`; `malloc` works
 //! before it runs, with the default policy):
 //!
-//! * `PYMALLOC_PURGE` names the purge policy of the thread heaps
-//!   (`pymalloc::PurgePolicy::parse`; unset: decay of one second, driven by
+//! * `PYMALLOC_PURGE` names the purge policy of the thread heaps and of
+//!   the segment region's freed slots (`pymalloc::PurgePolicy::parse`;
+//!   unset: decay of one second, driven by
 //!   the program's own frees: no thread is started in a program that did
 //!   not ask for one). A name that is not a policy is reported with the
 //!   valid ones, and the program exits with status 2 before it starts.
@@ -32,7 +33,7 @@ fn env(name: &CStr) -> Option<String> {
 extern "C" fn on_load() {
     if let Some(name) = env(c"PYMALLOC_PURGE") {
         match PurgePolicy::parse(&name) {
-            Ok(p) => pymalloc::thread::set_purge_policy(p),
+            Ok(p) => pymalloc::config::set_purge_policy(p),
             Err(e) => {
                 eprintln!("libpymalloc_preload: PYMALLOC_PURGE: {e}");
                 // SAFETY: _exit has no precondition.

@@ -151,18 +151,27 @@ pub(crate) unsafe fn resize_huge(seg: *mut Segment, p: *mut u8, n: usize) -> boo
 /// # Safety
 /// The slots are a run of a live huge block that nothing uses any more.
 unsafe fn give_back(p: *mut u8, n: usize) -> usize {
-    let max_kept = match KEEP.load(Ordering::Relaxed) {
-        KEEP_NOTHING => 0,
-        _ => MIN_KEPT.max(HUGE_BYTES.load(Ordering::Relaxed)) / SEGMENT_SIZE,
-    };
     // SAFETY: the contract.
-    unsafe { SEGMENTS.free_keeping(p, n, max_kept) }
+    unsafe { SEGMENTS.free_keeping(p, n, max_kept_slots()) }
 }
 
-/// Under the decay policy, sweeps the kept slots if a sweep is due.
-fn sweep_if_due() {
+/// How many slots of the segment region may keep their pages once freed,
+/// huge blocks' and span segments' alike: none if the policy keeps nothing,
+/// else [`MIN_KEPT`] or the live huge bytes, whichever is more.
+pub(crate) fn max_kept_slots() -> usize {
+    match KEEP.load(Ordering::Relaxed) {
+        KEEP_NOTHING => 0,
+        _ => MIN_KEPT.max(HUGE_BYTES.load(Ordering::Relaxed)) / SEGMENT_SIZE,
+    }
+}
+
+/// Under the decay policy, sweeps the kept slots if a sweep is due; returns
+/// the bytes given back.
+pub(crate) fn sweep_if_due() -> usize {
     if SEGMENTS.kept_slots() > 0 {
-        decay_at(os::now_ms());
+        decay_at(os::now_ms())
+    } else {
+        0
     }
 }
 

@@ -209,18 +209,24 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// cannot be had or has no such run. Kept slots in the run are
     /// decommitted first (they hold old bytes).
     pub(crate) fn alloc(&self, n: usize) -> *mut u8 {
-        self.alloc_run(n, false)
+        self.alloc_run(n, false).0
     }
 
     /// `n` adjacent slots, readable and writable, kept slots first (their
     /// old bytes stay: not zeroed); null as for [`Self::alloc`].
     pub(crate) fn alloc_reusing(&self, n: usize) -> *mut u8 {
+        self.alloc_run(n, true).0
+    }
+
+    /// As [`Self::alloc_reusing`], and how many of the run's slots were
+    /// kept (the others read as zeroes).
+    pub(crate) fn alloc_reusing_counted(&self, n: usize) -> (*mut u8, usize) {
         self.alloc_run(n, true)
     }
 
-    fn alloc_run(&self, n: usize, reuse: bool) -> *mut u8 {
+    fn alloc_run(&self, n: usize, reuse: bool) -> (*mut u8, usize) {
         if !self.ready() {
-            return core::ptr::null_mut();
+            return (core::ptr::null_mut(), 0);
         }
         let limit = self.limit();
         let taken = {
@@ -236,10 +242,13 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
             taken
         };
         match taken {
-            None => core::ptr::null_mut(),
+            None => (core::ptr::null_mut(), 0),
             // Every slot is committed already.
-            Some(t) if reuse && t.kept == n => self.slot_address(t.start),
-            Some(t) => self.commit_taken(t.start, n),
+            Some(t) if reuse && t.kept == n => (self.slot_address(t.start), n),
+            Some(t) => {
+                let p = self.commit_taken(t.start, n);
+                (p, if reuse && !p.is_null() { t.kept } else { 0 })
+            }
         }
     }
 

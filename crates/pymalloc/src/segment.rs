@@ -145,23 +145,43 @@ pub(crate) fn find_run(free: u64, k: usize) -> Option<usize> {
     (m != 0).then(|| m.trailing_zeros() as usize)
 }
 
-/// Sets up the header of a fresh span segment (zeroed memory): every unit
-/// but the header's free and zero.
+/// Sets up the header of a span segment taken from the region: every unit
+/// but the header's free; `zeroed` says the slot reads as zeroes (fresh
+/// pages), otherwise its free units are dirty (a kept slot: old bytes, maybe
+/// resident).
 ///
 /// # Safety
-/// `seg` is the base of a fresh zeroed slot nobody else uses.
-pub(crate) unsafe fn init_span_segment(seg: *mut Segment) {
-    // SAFETY: the slot is ours and zeroed: the other fields are already 0
-    // (false, null, and the descriptors' `class` is set below).
+/// `seg` is the base of a committed slot nobody else uses.
+pub(crate) unsafe fn init_span_segment(seg: *mut Segment, zeroed: bool) {
+    const UNUSED: Span = Span {
+        free: ptr::null_mut(),
+        next: ptr::null_mut(),
+        prev: ptr::null_mut(),
+        size: 0,
+        used: 0,
+        capacity: 0,
+        virgin: 0,
+        class: NOT_A_SPAN,
+        units: 0,
+        listed: false,
+        pages_out: 0,
+    };
+    // SAFETY: the slot is ours and writable; every field is written, so old
+    // bytes of a kept slot mean nothing afterwards.
     unsafe {
         (*seg).kind = SPANS;
+        (*seg).stale_free = false;
+        (*seg).slots = 0;
         (*seg).free = ALL_UNITS;
-        (*seg).zero = ALL_UNITS;
-        for s in (*seg).spans.iter_mut() {
-            s.class = NOT_A_SPAN;
-        }
+        (*seg).dirty = if zeroed { 0 } else { ALL_UNITS };
+        (*seg).zero = if zeroed { ALL_UNITS } else { 0 };
+        (*seg).stale = 0;
         (*seg).next = ptr::null_mut();
         (*seg).prev = ptr::null_mut();
+        (*seg).back = [0; UNITS];
+        for s in (*seg).spans.iter_mut() {
+            ptr::write(s, UNUSED);
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::huge::{alloc_huge, huge_figures};
+use crate::huge::{self, alloc_huge, huge_figures};
 use crate::os;
 use crate::region::SEGMENTS;
 use crate::segment::{
@@ -314,17 +314,21 @@ impl SpanHeap {
         None
     }
 
-    /// A fresh span segment at the front of the list (`meta` held).
+    /// A new span segment at the front of the list (`meta` held): a slot
+    /// another heap gave back with its pages kept if there is one (no page
+    /// to fault in), else a fresh one.
     fn new_segment(&self, ctx: &Ctx<'_>) -> Option<*mut Segment> {
-        let seg = SEGMENTS.alloc(1).cast::<Segment>();
+        let (seg, kept) = SEGMENTS.alloc_reusing_counted(1);
+        let seg = seg.cast::<Segment>();
         if seg.is_null() {
             return None;
         }
-        // SAFETY: a fresh zeroed slot, ours; the tag is this heap's.
+        // SAFETY: a committed slot, ours; the tag is this heap's.
         unsafe {
-            init_span_segment(seg);
+            init_span_segment(seg, kept == 0);
             SEGMENTS.set_owner(seg.cast(), ctx.tag);
             self.push_front(seg);
+            bump(&self.counters.dirty_units, (*seg).dirty.count_ones() as isize);
         }
         bump(&self.counters.segments, 1);
         Some(seg)
@@ -413,17 +417,26 @@ impl SpanHeap {
             match ctx.give_back {
                 GiveBack::Immediate => {
                     if (*seg).free == ALL_UNITS {
-                        self.release_segment(seg);
+                        self.release_segment(seg, false);
                     } else {
                         self.discard(seg, m);
                     }
                 }
                 GiveBack::WithSegment => {
                     if (*seg).free == ALL_UNITS && self.counters.segments.load(Ordering::Relaxed) > 1 {
-                        self.release_segment(seg);
+                        self.release_segment(seg, false);
                     }
                 }
-                GiveBack::Decay => {}
+                GiveBack::Decay => {
+                    // A wholly free segment goes to the region with its
+                    // pages, where any heap's next segment (or a huge block)
+                    // takes it and the region's sweep decays it; the heap
+                    // keeps one, so that a loop that frees and allocates
+                    // does not take and give a slot each time.
+                    if (*seg).free == ALL_UNITS && self.counters.segments.load(Ordering::Relaxed) > 1 {
+                        self.release_segment(seg, true);
+                    }
+                }
             }
         }
     }
@@ -447,21 +460,28 @@ impl SpanHeap {
         }
     }
 
-    /// Unlinks a wholly free segment and gives its slot back (`meta` held).
+    /// Unlinks a wholly free segment and gives its slot back (`meta` held),
+    /// with its pages if `keep` and the region's bound on kept slots
+    /// ([`huge::max_kept_slots`]) allows. Returns the bytes given to the OS.
     ///
     /// # Safety
     /// `seg` is a live span segment of this heap whose units are all free.
-    unsafe fn release_segment(&self, seg: *mut Segment) -> usize {
+    unsafe fn release_segment(&self, seg: *mut Segment, keep: bool) -> usize {
+        let max_kept = if keep { huge::max_kept_slots() } else { 0 };
         // SAFETY: the contract.
-        unsafe {
+        let kept = unsafe {
             debug_assert_eq!((*seg).free, ALL_UNITS);
             bump(&self.counters.dirty_units, -((*seg).dirty.count_ones() as isize));
             self.unlink(seg);
             SEGMENTS.set_owner(seg.cast(), ptr::null());
-            SEGMENTS.free(seg.cast(), 1);
-        }
+            SEGMENTS.free_keeping(seg.cast(), 1, max_kept)
+        };
         bump(&self.counters.segments, -1);
-        SEGMENT_SIZE
+        if kept == 0 {
+            SEGMENT_SIZE
+        } else {
+            0
+        }
     }
 
     /// One decay sweep (`meta` held): gives back the units that were free
@@ -476,7 +496,7 @@ impl SpanHeap {
             while !seg.is_null() {
                 let next = (*seg).next;
                 if (*seg).free == ALL_UNITS && (*seg).stale_free {
-                    bytes += self.release_segment(seg);
+                    bytes += self.release_segment(seg, false);
                 } else {
                     bytes += self.discard(seg, (*seg).stale);
                     (*seg).stale = (*seg).dirty;
@@ -498,7 +518,7 @@ impl SpanHeap {
             while !seg.is_null() {
                 let next = (*seg).next;
                 bytes +=
-                    if (*seg).free == ALL_UNITS { self.release_segment(seg) } else { self.discard(seg, ALL_UNITS) };
+                    if (*seg).free == ALL_UNITS { self.release_segment(seg, false) } else { self.discard(seg, ALL_UNITS) };
                 seg = next;
             }
         }

@@ -83,6 +83,10 @@ impl Heap {
             }
         }
         bytes += self.spans.sweep();
+        // The segment region's kept slots (freed huge blocks, span segments
+        // heaps gave back) decay on the same clock; it sweeps at most once
+        // per period whoever asks.
+        bytes += crate::huge::sweep_if_due();
         self.purge.next_sweep.set(now.saturating_add(u64::from(ms)));
         bytes
     }
