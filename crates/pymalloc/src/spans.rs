@@ -517,8 +517,11 @@ impl SpanHeap {
         unsafe {
             while !seg.is_null() {
                 let next = (*seg).next;
-                bytes +=
-                    if (*seg).free == ALL_UNITS { self.release_segment(seg, false) } else { self.discard(seg, ALL_UNITS) };
+                bytes += if (*seg).free == ALL_UNITS {
+                    self.release_segment(seg, false)
+                } else {
+                    self.discard(seg, ALL_UNITS)
+                };
                 seg = next;
             }
         }
