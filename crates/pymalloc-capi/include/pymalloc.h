@@ -267,8 +267,11 @@ void PyObject_GetArenaAllocator(PyObjectArenaAllocator *allocator);
 void PyObject_SetArenaAllocator(PyObjectArenaAllocator *allocator);
 
 /* ------------------------------------------------------------------------
- * tracemalloc. Tracing is not implemented: both functions do nothing and
- * return -2, CPython's answer when tracemalloc is not tracing.
+ * tracemalloc. While tracing (PyMalloc_TraceStart, or PYTHONTRACEMALLOC=N
+ * with PyMalloc_InitFromEnv), Track records that size bytes at ptr belong to
+ * tracemalloc domain `domain`, with the caller's traceback; Untrack forgets
+ * them. Both return 0, -1 (Track: no memory for the trace, or ptr 0), or -2
+ * when not tracing, as CPython's do.
  */
 
 int PyTraceMalloc_Track(unsigned int domain, uintptr_t ptr, size_t size);
@@ -306,6 +309,25 @@ int PyMalloc_SetupByName(const char *name);
    allocated and at exit. Returns PYMALLOC_OK or PYMALLOC_ERR_UNKNOWN_NAME
    (nothing changed). Call it once, first thing in main(). */
 int PyMalloc_InitFromEnv(void);
+
+/* tracemalloc's functions for C programs. TraceStart wraps the three
+   domains' allocators in the tracer and traces every block they hand out,
+   with up to nframe (1 to 65535) return addresses of the caller; returns 0 or
+   PYMALLOC_ERR_INVALID_ARGUMENT. TraceStop stops, forgets every trace and
+   puts the allocators back. Both: not thread-safe, like PyMem_SetAllocator.
+   TraceGetTracedMemory: bytes traced now and at the peak (NULL pointers
+   allowed). TraceDumpSnapshot writes the traced blocks, symbols resolved, to
+   a file (0, PYMALLOC_ERR_INVALID_ARGUMENT or PYMALLOC_ERR_IO).
+   PyMalloc_InitFromEnv also reads PYMALLOC_TRACE_DUMP=path: a snapshot
+   written there at exit. */
+int PyMalloc_TraceStart(int nframe);
+void PyMalloc_TraceStop(void);
+int PyMalloc_TraceIsTracing(void);
+int PyMalloc_TraceGetLimit(void);
+void PyMalloc_TraceGetTracedMemory(size_t *current, size_t *peak);
+void PyMalloc_TraceResetPeak(void);
+void PyMalloc_TraceClear(void);
+int PyMalloc_TraceDumpSnapshot(const char *path);
 
 /* The configuration the domains are in: "pymalloc", "malloc",
    "pymalloc_debug" or "malloc_debug" (CPython's

@@ -257,7 +257,12 @@ pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
 /// background thread). Returns 0, or `PYMALLOC_ERR_UNKNOWN_NAME` for an
 /// unknown name in either variable (configuration unchanged, nothing else
 /// done; an unknown `PYMALLOC_PURGE` is also reported on stderr with the
-/// valid names). Call it once, first thing.
+/// valid names). Then tracing, as CPython starts tracemalloc:
+/// `PYTHONTRACEMALLOC=N` traces the three domains with up to `N` frames per
+/// traceback, and `PYMALLOC_TRACE_DUMP=path` writes a snapshot there at
+/// exit; a bad `N` is reported on stderr and returns
+/// `PYMALLOC_ERR_INVALID_ARGUMENT` (the configuration is applied, tracing is
+/// not). Call it once, first thing.
 ///
 /// # Safety
 /// As for [`PyMalloc_SetupByName`]; no thread may be changing the
@@ -266,11 +271,16 @@ pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
 pub unsafe extern "C" fn PyMalloc_InitFromEnv() -> c_int {
     // SAFETY: called once, first thing, with nobody changing the
     // environment (our contract), which is init_from_env's.
-    match unsafe { config::init_from_env() } {
-        Ok(_) => PYMALLOC_OK,
+    if let Err(e) = unsafe { config::init_from_env() } {
+        report_unknown(&e);
+        return PYMALLOC_ERR_UNKNOWN_NAME;
+    }
+    // SAFETY: as above: nothing else uses the domains yet.
+    match unsafe { crate::tracemalloc::start_from_env() } {
+        Ok(()) => PYMALLOC_OK,
         Err(e) => {
-            report_unknown(&e);
-            PYMALLOC_ERR_UNKNOWN_NAME
+            eprintln!("pymalloc: {}", e.0);
+            PYMALLOC_ERR_INVALID_ARGUMENT
         }
     }
 }

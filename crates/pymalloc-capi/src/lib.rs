@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | [`domains`] | `PyMem_Raw{Malloc,Calloc,Realloc,Free}`, `PyMem_{Malloc,Calloc,Realloc,Free}`, `PyObject_{Malloc,Calloc,Realloc,Free}` | `Include/pymem.h`, `Include/objimpl.h` |
 //! | [`allocators`] | `PyMemAllocatorEx`, `PyMem_GetAllocator`, `PyMem_SetAllocator`, `PyMem_SetupDebugHooks`, `PyObjectArenaAllocator`, `PyObject_GetArenaAllocator`, `PyObject_SetArenaAllocator` | `Include/cpython/pymem.h`, `Include/cpython/objimpl.h` |
-//! | [`tracemalloc`] | `PyTraceMalloc_Track`, `PyTraceMalloc_Untrack` (tracing disabled: -2) | `Include/tracemalloc.h` |
+//! | [`tracemalloc`] | `PyTraceMalloc_Track`, `PyTraceMalloc_Untrack`; beyond CPython `PyMalloc_Trace*` (start, stop, traced memory, snapshot dump) | `Include/tracemalloc.h`, `Modules/_tracemalloc.c` |
 //! | [`extras`] | `PyMalloc_*`: statistics as a struct or as `sys._debugmallocstats()`'s table, configurations by `PYTHONMALLOC` name | — |
 //! | [`gc`] (crate `pymalloc-gc`, header `pymalloc_gc.h`) | objects (`_PyObject_New`, `_PyObject_GC_New`, `PyObject_GC_Track`, ...), reference counts, the trashcan, weak references, the collector (`PyGC_Collect`, ...), the `gc` module as `PyMemGc_*`, free lists | `Include/objimpl.h`, `Modules/gcmodule.c` |
 //!

@@ -1,35 +1,189 @@
-//! `PyTraceMalloc_Track` and `PyTraceMalloc_Untrack`, CPython's hooks for
-//! extensions that allocate memory outside the domains and want tracemalloc
-//! to see it.
+//! tracemalloc in C: CPython's `PyTraceMalloc_Track` and
+//! `PyTraceMalloc_Untrack` (blocks allocated elsewhere, in a domain of the
+//! caller's choosing), and `PyMalloc_Trace*`, tracemalloc's functions for C
+//! programs ([`pymalloc_core::trace`]): start and stop tracing the three
+//! domains, the traced memory and its peak, the traceback limit, and a
+//! snapshot dumped to a file ([`pymalloc_core::snapshot`]'s format).
 //!
-//! Tracing does not exist in this library yet, so both report what CPython
-//! reports when tracemalloc is not tracing: `-2`, having done nothing. Code
-//! written for CPython (which ignores or tolerates `-2`) works unchanged.
+//! [`start_from_env`] applies `PYTHONTRACEMALLOC=N` (CPython's variable: trace
+//! from the start with `N` frames) and `PYMALLOC_TRACE_DUMP=path` (a snapshot
+//! written there at exit) for `PyMalloc_InitFromEnv`.
 
-use core::ffi::{c_int, c_uint};
+use core::ffi::{c_char, c_int, c_uint, CStr};
+use std::sync::Mutex;
 
-/// What CPython's functions return when tracemalloc is disabled.
+use pymalloc_core::snapshot::Snapshot;
+use pymalloc_core::trace::{self, TraceError, MAX_NFRAME};
+
+use crate::extras::{PYMALLOC_ERR_INVALID_ARGUMENT, PYMALLOC_ERR_IO, PYMALLOC_OK};
+
+/// What CPython's functions return when tracemalloc is not tracing.
 pub const TRACING_DISABLED: c_int = -2;
 
-/// `PyTraceMalloc_Track(domain, ptr, size)`: would record that `size` bytes
-/// at `ptr` were allocated in tracemalloc domain `domain`. Tracing is
-/// disabled: returns -2 and records nothing.
+/// `PyTraceMalloc_Track(domain, ptr, size)`: records that `size` bytes at
+/// `ptr` were allocated in tracemalloc domain `domain`, with the caller's
+/// traceback (replacing a trace of the same address and domain). Returns 0,
+/// -1 if memory for the trace is short or `ptr` is 0, or -2 if tracing is
+/// off (nothing recorded).
 ///
 /// # Safety
 /// None: the arguments are plain values and are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn PyTraceMalloc_Track(domain: c_uint, ptr: usize, size: usize) -> c_int {
-    let _ = (domain, ptr, size);
-    TRACING_DISABLED
+    match trace::track(domain, ptr, size) {
+        Ok(()) => 0,
+        Err(TraceError::NotTracing) => TRACING_DISABLED,
+        Err(_) => -1,
+    }
 }
 
-/// `PyTraceMalloc_Untrack(domain, ptr)`: would forget the trace of `ptr`.
-/// Tracing is disabled: returns -2.
+/// `PyTraceMalloc_Untrack(domain, ptr)`: forgets the trace of `ptr` in
+/// `domain` (no trace is not an error). Returns 0, or -2 if tracing is off.
 ///
 /// # Safety
 /// None: the arguments are plain values and are not dereferenced.
 #[no_mangle]
 pub unsafe extern "C" fn PyTraceMalloc_Untrack(domain: c_uint, ptr: usize) -> c_int {
-    let _ = (domain, ptr);
-    TRACING_DISABLED
+    match trace::untrack(domain, ptr) {
+        Ok(()) => 0,
+        Err(_) => TRACING_DISABLED,
+    }
+}
+
+/// `int PyMalloc_TraceStart(int nframe)`: traces the three domains from now
+/// on, keeping up to `nframe` frames per traceback (tracemalloc's `start`;
+/// already tracing: the limit changes). Returns 0, or
+/// `PYMALLOC_ERR_INVALID_ARGUMENT` if `nframe` is not in `1..=65535`.
+///
+/// # Safety
+/// As for `PyMem_SetAllocator`: no other thread uses the domains during the
+/// call (the tracer wraps their allocators).
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_TraceStart(nframe: c_int) -> c_int {
+    let Ok(n) = usize::try_from(nframe) else { return PYMALLOC_ERR_INVALID_ARGUMENT };
+    if !(1..=MAX_NFRAME).contains(&n) {
+        return PYMALLOC_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { trace::hook_domains() };
+    match trace::start(n) {
+        Ok(()) => PYMALLOC_OK,
+        Err(_) => PYMALLOC_ERR_INVALID_ARGUMENT,
+    }
+}
+
+/// `void PyMalloc_TraceStop(void)`: stops tracing, forgets every trace and
+/// gives the domains their allocators back (tracemalloc's `stop`).
+///
+/// # Safety
+/// As for [`PyMalloc_TraceStart`].
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_TraceStop() {
+    trace::stop();
+    // SAFETY: the caller's contract.
+    unsafe { trace::unhook_domains() };
+}
+
+/// `int PyMalloc_TraceIsTracing(void)`: 1 while tracing, else 0.
+#[no_mangle]
+pub extern "C" fn PyMalloc_TraceIsTracing() -> c_int {
+    c_int::from(trace::is_tracing())
+}
+
+/// `int PyMalloc_TraceGetLimit(void)`: the most frames a traceback keeps.
+#[no_mangle]
+pub extern "C" fn PyMalloc_TraceGetLimit() -> c_int {
+    trace::traceback_limit() as c_int
+}
+
+/// `void PyMalloc_TraceGetTracedMemory(size_t *current, size_t *peak)`:
+/// bytes of the traced blocks now and at their peak (either pointer may be
+/// NULL).
+///
+/// # Safety
+/// Each pointer is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_TraceGetTracedMemory(current: *mut usize, peak: *mut usize) {
+    let (c, p) = trace::traced_memory();
+    // SAFETY: null or writable (our contract).
+    unsafe {
+        if !current.is_null() {
+            current.write(c);
+        }
+        if !peak.is_null() {
+            peak.write(p);
+        }
+    }
+}
+
+/// `void PyMalloc_TraceResetPeak(void)`: the peak becomes the current size.
+#[no_mangle]
+pub extern "C" fn PyMalloc_TraceResetPeak() {
+    trace::reset_peak();
+}
+
+/// `void PyMalloc_TraceClear(void)`: forgets every trace (tracing goes on).
+#[no_mangle]
+pub extern "C" fn PyMalloc_TraceClear() {
+    trace::clear_traces();
+}
+
+/// `int PyMalloc_TraceDumpSnapshot(const char *path)`: writes a snapshot of
+/// the traced blocks to `path`, for a report (`pymalloc::snapshot`). Returns
+/// 0, `PYMALLOC_ERR_INVALID_ARGUMENT` for a NULL or non-UTF-8 path, or
+/// `PYMALLOC_ERR_IO`.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_TraceDumpSnapshot(path: *const c_char) -> c_int {
+    if path.is_null() {
+        return PYMALLOC_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: NUL-terminated (our contract).
+    let Ok(path) = unsafe { CStr::from_ptr(path) }.to_str() else { return PYMALLOC_ERR_INVALID_ARGUMENT };
+    match Snapshot::take().dump(std::path::Path::new(path)) {
+        Ok(()) => PYMALLOC_OK,
+        Err(_) => PYMALLOC_ERR_IO,
+    }
+}
+
+/// Where `PYMALLOC_TRACE_DUMP` asked for the snapshot at exit.
+static DUMP_AT_EXIT: Mutex<Option<String>> = Mutex::new(None);
+
+extern "C" fn dump_at_exit() {
+    let path = DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(path) = path {
+        if let Err(e) = Snapshot::take().dump(std::path::Path::new(&path)) {
+            eprintln!("pymalloc: PYMALLOC_TRACE_DUMP={path}: {e}");
+        }
+    }
+}
+
+/// Why the environment's tracing request was refused.
+#[derive(Debug)]
+pub(crate) struct BadTraceEnv(pub(crate) String);
+
+/// `PYTHONTRACEMALLOC=N` (N in 1..=65535; empty or unset: no tracing) and
+/// `PYMALLOC_TRACE_DUMP=path`.
+///
+/// # Safety
+/// As for [`PyMalloc_TraceStart`].
+pub(crate) unsafe fn start_from_env() -> Result<(), BadTraceEnv> {
+    let n = std::env::var("PYTHONTRACEMALLOC").unwrap_or_default();
+    if n.is_empty() {
+        return Ok(());
+    }
+    let nframe = n.parse::<usize>().ok().filter(|k| (1..=MAX_NFRAME).contains(k)).ok_or_else(|| {
+        BadTraceEnv(format!("PYTHONTRACEMALLOC: invalid number of frames: {n:?} (1 to {MAX_NFRAME})"))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { trace::hook_domains() };
+    trace::start(nframe).map_err(|e| BadTraceEnv(e.to_string()))?;
+    if let Some(path) = std::env::var("PYMALLOC_TRACE_DUMP").ok().filter(|p| !p.is_empty()) {
+        *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+        // SAFETY: registering a plain function with no captured state.
+        unsafe { libc::atexit(dump_at_exit) };
+    }
+    Ok(())
 }

@@ -306,6 +306,43 @@ fn init_from_env_static() {
 }
 
 // ---------------------------------------------------------------------------
+// tracemalloc in C, started from the environment, with a snapshot at exit.
+
+fn tracing(link: Link) {
+    let exe = build("tracing", link, &["-pedantic", "-rdynamic"]);
+    let dump = env().out.join(format!("tracing-{link:?}.snapshot"));
+    let _ = std::fs::remove_file(&dump);
+    let out = output(program(&exe).arg("run").env("PYTHONTRACEMALLOC", "3").env("PYMALLOC_TRACE_DUMP", &dump));
+    check_success("tracing", link, &out);
+    // The snapshot at exit: the one block left alive, made by make_leak()
+    // in tracing.c, with up to three frames (make_leak's caller, main).
+    let snap = pymalloc_core::snapshot::Snapshot::load(&dump).unwrap();
+    assert_eq!(snap.traceback_limit, 3);
+    assert_eq!(snap.traces.len(), 1, "{snap:?}");
+    let t = &snap.traces[0];
+    assert_eq!((t.size, t.domain, t.source), (4096, 0, pymalloc_core::trace::Source::Mem));
+    let recent = t.frames.last().unwrap();
+    assert_eq!(recent.function, "make_leak", "{:?}", t.frames);
+    assert!(recent.filename.ends_with("tracing.c"), "{recent:?}");
+    assert!(t.frames.iter().any(|f| f.function == "main"), "{:?}", t.frames);
+
+    let out = output(program(&exe).arg("bad-env").env("PYTHONTRACEMALLOC", "0"));
+    check_success("tracing", link, &out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PYTHONTRACEMALLOC: invalid number of frames"), "{err}");
+}
+
+#[test]
+fn tracing_shared() {
+    tracing(Link::Shared);
+}
+
+#[test]
+fn tracing_static() {
+    tracing(Link::Static);
+}
+
+// ---------------------------------------------------------------------------
 // Purge policies by name, and the background decay thread.
 
 fn purge_policy(link: Link) {
@@ -772,8 +809,8 @@ fn defined_symbols(args: &[&str], file: &Path) -> Vec<String> {
 #[test]
 fn libraries_export_exactly_the_headers_functions() {
     let declared = declared_functions();
-    // 32 of the memory API and its extras, 48 of the object layer.
-    assert_eq!(declared.len(), 32 + 48, "{declared:?}");
+    // 40 of the memory API and its extras, 48 of the object layer.
+    assert_eq!(declared.len(), 40 + 48, "{declared:?}");
     let e = env();
     // The shared library exports nothing else at all.
     let out = Command::new("nm").args(["-D", "--defined-only"]).arg(e.lib_dir.join("libpymalloc.so")).output().unwrap();

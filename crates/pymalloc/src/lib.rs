@@ -80,6 +80,7 @@ pub mod raw;
 mod region;
 mod segment;
 mod slot_table;
+pub mod snapshot;
 mod span_class;
 mod span_pages;
 mod spans;
@@ -88,6 +89,9 @@ mod sync;
 pub mod thread;
 mod thread_heaps;
 mod tls_slot;
+pub mod trace;
+mod trace_frames;
+mod trace_table;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

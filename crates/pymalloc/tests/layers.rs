@@ -50,6 +50,11 @@ const LAYERS: &[&str] = &[
     "domain",
     "debug",
     "config",
+    // The tracer: frames, its tables, the hooks and API, snapshots.
+    "trace_frames",
+    "trace_table",
+    "trace",
+    "snapshot",
 ];
 
 /// The files of `src/heap/`, bottom first. `mod.rs` (the `Heap` itself,

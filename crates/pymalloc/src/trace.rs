@@ -1,0 +1,607 @@
+//! The tracer: tracemalloc for every program on pymalloc-rs.
+//!
+//! While tracing is on, every traced allocation records a trace: where the
+//! block came from ([`Source`]: an allocator domain, the Rust global
+//! allocator, or a block tracked by hand), its tracemalloc domain number
+//! (0 for all of ours, as CPython records), its size, and the return
+//! addresses of up to [`traceback_limit`] frames of the program that
+//! allocated it (`trace_frames.rs`). Traces live in the tracer's own tables
+//! (`trace_table.rs`), which never allocate through what they trace.
+//!
+//! What is traced:
+//!
+//! * the three allocator domains, once [`hook_domains`] has wrapped their
+//!   allocators (as CPython's tracemalloc does; [`unhook_domains`] puts the
+//!   allocators back): the hooks pass calls through untouched while tracing
+//!   is off;
+//! * Rust programs whose global allocator is [`Traced`] around any
+//!   allocator (`Traced(PyMalloc)`): one relaxed load per call while off;
+//! * blocks allocated elsewhere, with [`track`] and [`untrack`]
+//!   (`PyTraceMalloc_Track` in the C library).
+//!
+//! ```
+//! use pymalloc::trace;
+//! trace::start(1).unwrap();
+//! trace::track(7, 0x1000, 100).unwrap();
+//! assert_eq!(trace::traced_memory(), (100, 100));
+//! trace::untrack(7, 0x1000).unwrap();
+//! assert_eq!(trace::traced_memory(), (0, 100));
+//! trace::stop();
+//! ```
+//!
+//! Allocations the tracer makes itself (symbol resolution, snapshots) are
+//! never traced: a per-thread guard is up while it works.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::{Cell, UnsafeCell};
+use core::ffi::c_void;
+use core::fmt;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::domain::{Domain, MemAllocatorEx};
+pub use crate::trace_frames::Frame;
+use crate::trace_frames::{self, capture};
+pub use crate::trace_table::Source;
+use crate::trace_table::{self as table, Trace};
+
+/// The largest traceback limit (CPython's `MAX_NFRAME`, 65535).
+pub const MAX_NFRAME: usize = u16::MAX as usize;
+/// The tracemalloc domain of blocks of the allocator domains and of the Rust
+/// global allocator (CPython's `DEFAULT_DOMAIN`).
+pub const DEFAULT_DOMAIN: u32 = 0;
+
+/// Why a tracer call did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceError {
+    /// Tracing is off (`PyTraceMalloc_Track` returns -2).
+    NotTracing,
+    /// The traceback limit is outside `1..=MAX_NFRAME`.
+    BadLimit(usize),
+    /// The tracer's tables could not grow (-1).
+    NoMemory,
+    /// A null address cannot be tracked.
+    NullAddress,
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TraceError::NotTracing => f.write_str("the tracer is not tracing memory allocations"),
+            TraceError::BadLimit(n) => write!(f, "the number of frames must be in range [1; {MAX_NFRAME}], not {n}"),
+            TraceError::NoMemory => f.write_str("memory for the tracer's tables is short"),
+            TraceError::NullAddress => f.write_str("a null address cannot be tracked"),
+        }
+    }
+}
+
+impl std::error::Error for TraceError {}
+
+static TRACING: AtomicBool = AtomicBool::new(false);
+static LIMIT: AtomicUsize = AtomicUsize::new(1);
+
+/// Counters of the traced blocks. `CURRENT`, `PEAK`: bytes (tracemalloc's
+/// `get_traced_memory`); the others as dhat's `HeapStats`.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static CURR_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+static MAX_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+static TOTAL_BLOCKS: AtomicU64 = AtomicU64::new(0);
+static TOTAL_BYTES: AtomicU64 = AtomicU64::new(0);
+static BY_SOURCE: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+
+/// Figures of the traced blocks, as dhat's `HeapStats`: every count is of
+/// blocks traced since tracing started (or the traces were cleared).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// Blocks allocated.
+    pub total_blocks: u64,
+    /// Bytes allocated.
+    pub total_bytes: u64,
+    /// Blocks live now.
+    pub curr_blocks: usize,
+    /// Bytes live now.
+    pub curr_bytes: usize,
+    /// Blocks live when the live bytes peaked.
+    pub max_blocks: usize,
+    /// The most bytes live at once.
+    pub max_bytes: usize,
+}
+
+/// A thread's own allocations and frees, while it traced (its frees of
+/// blocks of other threads included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadHeapStats {
+    /// Blocks this thread allocated.
+    pub allocated_blocks: u64,
+    /// Bytes this thread allocated.
+    pub allocated_bytes: u64,
+    /// Blocks this thread freed.
+    pub freed_blocks: u64,
+    /// Bytes this thread freed.
+    pub freed_bytes: u64,
+    /// The most bytes this thread's allocations minus its frees reached.
+    pub max_bytes: u64,
+}
+
+impl ThreadHeapStats {
+    /// What happened between `earlier` and these figures (peak aside).
+    pub fn since(&self, earlier: &ThreadHeapStats) -> ThreadHeapStats {
+        ThreadHeapStats {
+            allocated_blocks: self.allocated_blocks - earlier.allocated_blocks,
+            allocated_bytes: self.allocated_bytes - earlier.allocated_bytes,
+            freed_blocks: self.freed_blocks - earlier.freed_blocks,
+            freed_bytes: self.freed_bytes - earlier.freed_bytes,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Bytes allocated minus bytes freed.
+    pub fn net_bytes(&self) -> i64 {
+        self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
+
+    /// Blocks allocated minus blocks freed.
+    pub fn net_blocks(&self) -> i64 {
+        self.allocated_blocks as i64 - self.freed_blocks as i64
+    }
+}
+
+std::thread_local! {
+    /// Up while this thread is inside the tracer: what it allocates then is
+    /// not traced.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    static THREAD: Cell<ThreadHeapStats> = const { Cell::new(ThreadHeapStats {
+        allocated_blocks: 0, allocated_bytes: 0, freed_blocks: 0, freed_bytes: 0, max_bytes: 0,
+    }) };
+}
+
+/// This thread's guard, up until dropped.
+struct Entered;
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let _ = BUSY.try_with(|b| b.set(false));
+    }
+}
+
+/// Raises this thread's guard; None if it was up already (the tracer, or an
+/// allocator under a traced call, re-entered) or thread-local storage is
+/// gone.
+fn enter() -> Option<Entered> {
+    // `then`, not `then_some`: an Entered built and dropped would lower the
+    // guard.
+    BUSY.try_with(|b| !b.replace(true)).unwrap_or(false).then(|| Entered)
+}
+
+/// Runs `f` with this thread's guard up; None if it was up already.
+fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
+    enter().map(|_g| f())
+}
+
+/// Runs `f` untraced: what it allocates is not recorded (the tracer's
+/// reports allocate).
+pub(crate) fn untraced<R>(f: impl FnOnce() -> R) -> R {
+    let was = BUSY.try_with(|b| b.replace(true)).unwrap_or(true);
+    let r = f();
+    if !was {
+        let _ = BUSY.try_with(|b| b.set(false));
+    }
+    r
+}
+
+/// Starts tracing with tracebacks of up to `nframe` frames (tracemalloc's
+/// `start`). Already tracing: the limit changes for new traces.
+pub fn start(nframe: usize) -> Result<(), TraceError> {
+    if !(1..=MAX_NFRAME).contains(&nframe) {
+        return Err(TraceError::BadLimit(nframe));
+    }
+    LIMIT.store(nframe, Ordering::Relaxed);
+    TRACING.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Stops tracing and forgets every trace (tracemalloc's `stop`).
+pub fn stop() {
+    TRACING.store(false, Ordering::SeqCst);
+    clear_traces();
+}
+
+/// Whether allocations are being traced.
+#[inline(always)]
+pub fn is_tracing() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// The most frames a traceback keeps.
+pub fn traceback_limit() -> usize {
+    LIMIT.load(Ordering::Relaxed)
+}
+
+/// `(current, peak)` bytes of the traced blocks (tracemalloc's
+/// `get_traced_memory`).
+pub fn traced_memory() -> (usize, usize) {
+    (CURRENT.load(Ordering::Relaxed), PEAK.load(Ordering::Relaxed))
+}
+
+/// Sets the peak to the current traced bytes.
+pub fn reset_peak() {
+    PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+    MAX_BLOCKS.store(CURR_BLOCKS.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Forgets every trace and traceback, and zeroes the counters.
+pub fn clear_traces() {
+    guarded(table::clear);
+    for c in [&CURRENT, &PEAK, &CURR_BLOCKS, &MAX_BLOCKS] {
+        c.store(0, Ordering::Relaxed);
+    }
+    for c in &BY_SOURCE {
+        c.store(0, Ordering::Relaxed);
+    }
+    TOTAL_BLOCKS.store(0, Ordering::Relaxed);
+    TOTAL_BYTES.store(0, Ordering::Relaxed);
+}
+
+/// Live traced bytes from `source`.
+pub fn traced_bytes(source: Source) -> usize {
+    BY_SOURCE[source as usize].load(Ordering::Relaxed)
+}
+
+/// The figures of the traced blocks.
+pub fn heap_stats() -> HeapStats {
+    HeapStats {
+        total_blocks: TOTAL_BLOCKS.load(Ordering::Relaxed),
+        total_bytes: TOTAL_BYTES.load(Ordering::Relaxed),
+        curr_blocks: CURR_BLOCKS.load(Ordering::Relaxed),
+        curr_bytes: CURRENT.load(Ordering::Relaxed),
+        max_blocks: MAX_BLOCKS.load(Ordering::Relaxed),
+        max_bytes: PEAK.load(Ordering::Relaxed),
+    }
+}
+
+/// The calling thread's traced allocations and frees so far.
+pub fn thread_heap_stats() -> ThreadHeapStats {
+    THREAD.try_with(Cell::get).unwrap_or_default()
+}
+
+/// The traceback of the live traced block at `addr` of `domain`, oldest
+/// frame first (tracemalloc's `get_object_traceback`), symbols resolved.
+pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
+    let t = guarded(|| table::get(domain, addr)).flatten()?;
+    untraced(|| {
+        let ips = table::with_frames(t.traceback, <[usize]>::to_vec);
+        let mut frames = trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default());
+        frames.reverse();
+        Some(frames)
+    })
+}
+
+/// Records that `size` bytes at `addr` belong to tracemalloc domain
+/// `domain` (`PyTraceMalloc_Track`), with the caller's traceback; replaces
+/// a trace already there.
+#[inline(never)]
+pub fn track(domain: u32, addr: usize, size: usize) -> Result<(), TraceError> {
+    let marker = 0u8;
+    if !is_tracing() {
+        return Err(TraceError::NotTracing);
+    }
+    if addr == 0 {
+        return Err(TraceError::NullAddress);
+    }
+    match guarded(|| add(Source::Tracked, domain, addr, size, stack_mark(&marker))) {
+        Some(false) => Err(TraceError::NoMemory),
+        _ => Ok(()),
+    }
+}
+
+/// Forgets the trace of `addr` in `domain` (`PyTraceMalloc_Untrack`); no
+/// trace is not an error.
+pub fn untrack(domain: u32, addr: usize) -> Result<(), TraceError> {
+    if !is_tracing() {
+        return Err(TraceError::NotTracing);
+    }
+    guarded(|| remove(domain, addr));
+    Ok(())
+}
+
+fn stack_mark(m: &u8) -> usize {
+    core::hint::black_box(m as *const u8 as usize)
+}
+
+/// Records a trace (guard up). False if the tables are full.
+fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> bool {
+    let limit = LIMIT.load(Ordering::Relaxed);
+    let room = limit + trace_frames::SLACK;
+    let mut small = [0usize; 32];
+    let mut big = Vec::new();
+    let frames: &mut [usize] = if room <= small.len() {
+        &mut small[..room]
+    } else {
+        big.resize(room, 0);
+        &mut big
+    };
+    let n = capture(frames, limit, above);
+    let Some(tb) = table::intern(&frames[..n]) else { return false };
+    match table::insert(Trace { addr, size, domain, traceback: tb, source }) {
+        Err(()) => false,
+        Ok(old) => {
+            if let Some(old) = old {
+                account_free(&old);
+            }
+            account_alloc(source, size);
+            true
+        }
+    }
+}
+
+/// Forgets a trace (guard up).
+fn remove(domain: u32, addr: usize) -> Option<Trace> {
+    let t = table::remove(domain, addr)?;
+    account_free(&t);
+    Some(t)
+}
+
+fn account_alloc(source: Source, size: usize) {
+    BY_SOURCE[source as usize].fetch_add(size, Ordering::Relaxed);
+    TOTAL_BLOCKS.fetch_add(1, Ordering::Relaxed);
+    TOTAL_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    let blocks = CURR_BLOCKS.fetch_add(1, Ordering::Relaxed) + 1;
+    let cur = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
+    if cur > PEAK.load(Ordering::Relaxed) && PEAK.fetch_max(cur, Ordering::Relaxed) < cur {
+        MAX_BLOCKS.store(blocks, Ordering::Relaxed);
+    }
+    let _ = THREAD.try_with(|c| {
+        let mut s = c.get();
+        s.allocated_blocks += 1;
+        s.allocated_bytes += size as u64;
+        let net = s.allocated_bytes.saturating_sub(s.freed_bytes);
+        s.max_bytes = s.max_bytes.max(net);
+        c.set(s);
+    });
+}
+
+fn account_free(t: &Trace) {
+    BY_SOURCE[t.source as usize].fetch_sub(t.size, Ordering::Relaxed);
+    CURR_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+    CURRENT.fetch_sub(t.size, Ordering::Relaxed);
+    let _ = THREAD.try_with(|c| {
+        let mut s = c.get();
+        s.freed_blocks += 1;
+        s.freed_bytes += t.size as u64;
+        c.set(s);
+    });
+}
+
+/// A trace as copied out: source, domain, size, traceback id.
+pub(crate) type RawTrace = (Source, u32, usize, u32);
+/// A traceback as copied out: its id and return addresses.
+pub(crate) type RawTraceback = (u32, Vec<usize>);
+
+/// Every live trace, copied (guard up), with its raw traceback (most
+/// recent frame first).
+pub(crate) fn copy_traces() -> (Vec<RawTrace>, Vec<RawTraceback>) {
+    untraced(|| {
+        let mut traces = Vec::new();
+        table::for_each(|t| traces.push((t.source, t.domain, t.size, t.traceback)));
+        let mut ids: Vec<u32> = traces.iter().map(|t| t.3).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let tbs = ids.into_iter().map(|id| (id, table::with_frames(id, <[usize]>::to_vec))).collect();
+        (traces, tbs)
+    })
+}
+
+// ---- the Rust global allocator ----
+
+/// A Rust global allocator that traces the blocks of the one it wraps while
+/// tracing is on.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static ALLOC: pymalloc::trace::Traced<pymalloc::PyMalloc> = pymalloc::trace::Traced(pymalloc::PyMalloc);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Traced<A>(pub A);
+
+#[cold]
+#[inline(never)]
+fn traced_alloc(p: *mut u8, size: usize) {
+    let marker = 0u8;
+    guarded(|| add(Source::Rust, DEFAULT_DOMAIN, p as usize, size, stack_mark(&marker)));
+}
+
+#[cold]
+#[inline(never)]
+fn traced_free(p: *mut u8) {
+    guarded(|| remove(DEFAULT_DOMAIN, p as usize));
+}
+
+// SAFETY: every call goes to the wrapped allocator unchanged; the tracer
+// only reads the addresses and sizes.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the wrapped allocator's.
+        let p = unsafe { self.0.alloc(l) };
+        if is_tracing() && !p.is_null() {
+            traced_alloc(p, l.size());
+        }
+        p
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { self.0.alloc_zeroed(l) };
+        if is_tracing() && !p.is_null() {
+            traced_alloc(p, l.size());
+        }
+        p
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // The trace goes first: once freed, the address may be another
+        // thread's new block.
+        if is_tracing() {
+            traced_free(p);
+        }
+        // SAFETY: as above.
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if !is_tracing() {
+            // SAFETY: as above.
+            return unsafe { self.0.realloc(p, l, n) };
+        }
+        traced_free(p);
+        // SAFETY: as above.
+        let q = unsafe { self.0.realloc(p, l, n) };
+        if q.is_null() {
+            // p lives on, unchanged.
+            traced_alloc(p, l.size());
+        } else {
+            traced_alloc(q, n);
+        }
+        q
+    }
+}
+
+// ---- the allocator domains ----
+
+/// The allocator a domain's hook wraps. Invariant: written only while the
+/// domain is not in use ([`hook_domains`]' contract).
+struct HookState(UnsafeCell<(Source, MemAllocatorEx)>);
+// SAFETY: see the invariant.
+unsafe impl Sync for HookState {}
+
+static HOOKS: [HookState; 3] = [
+    HookState(UnsafeCell::new((Source::Raw, crate::raw::ALLOCATOR))),
+    HookState(UnsafeCell::new((Source::Mem, crate::raw::ALLOCATOR))),
+    HookState(UnsafeCell::new((Source::Obj, crate::raw::ALLOCATOR))),
+];
+
+/// # Safety
+/// `ctx` is one of the `HOOKS` states.
+unsafe fn state<'a>(ctx: *mut c_void) -> &'a (Source, MemAllocatorEx) {
+    // SAFETY: the contract; not written while the hook is in use.
+    unsafe { &*ctx.cast::<(Source, MemAllocatorEx)>() }
+}
+
+// The hooks call the allocator they wrap with the guard up, so that what
+// it calls in turn (pymalloc's fallback to RAW for large blocks) is not
+// traced a second time, as CPython's tracemalloc does with its reentrancy
+// flag.
+
+unsafe extern "C" fn hook_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
+    let marker = 0u8;
+    // SAFETY: installed with a HOOKS state as its context.
+    let (source, inner) = unsafe { state(ctx) };
+    let entered = if is_tracing() { enter() } else { None };
+    // SAFETY: the wrapped allocator's contract is the domain's.
+    let p = unsafe { (inner.malloc)(inner.ctx, n) };
+    if entered.is_some() && !p.is_null() {
+        add(*source, DEFAULT_DOMAIN, p as usize, n, stack_mark(&marker));
+    }
+    p
+}
+
+unsafe extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    let marker = 0u8;
+    // SAFETY: as in hook_malloc.
+    let (source, inner) = unsafe { state(ctx) };
+    let entered = if is_tracing() { enter() } else { None };
+    // SAFETY: as in hook_malloc.
+    let p = unsafe { (inner.calloc)(inner.ctx, nelem, elsize) };
+    if entered.is_some() && !p.is_null() {
+        add(*source, DEFAULT_DOMAIN, p as usize, nelem.saturating_mul(elsize), stack_mark(&marker));
+    }
+    p
+}
+
+unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    let marker = 0u8;
+    // SAFETY: as in hook_malloc.
+    let (source, inner) = unsafe { state(ctx) };
+    let Some(_entered) = (if is_tracing() { enter() } else { None }) else {
+        // SAFETY: as in hook_malloc.
+        return unsafe { (inner.realloc)(inner.ctx, p, n) };
+    };
+    // The old trace goes first (the address may be reused by another thread
+    // once realloc moved the block); it comes back if realloc fails.
+    let old = if p.is_null() { None } else { remove(DEFAULT_DOMAIN, p as usize) };
+    // SAFETY: as in hook_malloc.
+    let q = unsafe { (inner.realloc)(inner.ctx, p, n) };
+    if q.is_null() {
+        if let Some(t) = old {
+            if let Ok(None) = table::insert(t) {
+                account_alloc(t.source, t.size);
+            }
+        }
+    } else {
+        add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
+    }
+    q
+}
+
+unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
+    // SAFETY: as in hook_malloc.
+    let (_, inner) = unsafe { state(ctx) };
+    let _entered = if is_tracing() && !p.is_null() {
+        enter().inspect(|_| {
+            remove(DEFAULT_DOMAIN, p as usize);
+        })
+    } else {
+        None
+    };
+    // SAFETY: as in hook_malloc.
+    unsafe { (inner.free)(inner.ctx, p) }
+}
+
+fn hook_allocator(d: Domain) -> MemAllocatorEx {
+    MemAllocatorEx {
+        ctx: HOOKS[d as usize].0.get().cast::<c_void>(),
+        malloc: hook_malloc,
+        calloc: hook_calloc,
+        realloc: hook_realloc,
+        free: hook_free,
+    }
+}
+
+/// True if `d`'s allocator is the tracer's hook.
+pub fn is_hooked(d: Domain) -> bool {
+    ptr::eq(d.allocator().ctx, hook_allocator(d).ctx)
+}
+
+/// Wraps each domain's allocator in the tracer's hook (those hooked
+/// already stay as they are). The hooks trace while tracing is on.
+///
+/// # Safety
+/// As for [`Domain::set_allocator`]: no thread uses the domains meanwhile.
+pub unsafe fn hook_domains() {
+    for d in Domain::ALL {
+        if is_hooked(d) {
+            continue;
+        }
+        let current = d.allocator();
+        // SAFETY: the domain is not in use (our contract), nor its state.
+        unsafe {
+            (*HOOKS[d as usize].0.get()).1 = current;
+            d.set_allocator(hook_allocator(d));
+        }
+    }
+}
+
+/// Puts back the allocators [`hook_domains`] wrapped, where the hook is
+/// still the domain's allocator.
+///
+/// # Safety
+/// As for [`hook_domains`].
+pub unsafe fn unhook_domains() {
+    for d in Domain::ALL {
+        if is_hooked(d) {
+            // SAFETY: as in hook_domains.
+            unsafe { d.set_allocator((*HOOKS[d as usize].0.get()).1) };
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Capturing the call stack of an allocation: return addresses only, most
+//! recent call first; symbols are resolved when a report is made
+//! (`snapshot.rs`).
+//!
+//! The unwinder is the system's (`_Unwind_Backtrace`, through the
+//! `backtrace` crate, which does not allocate while it walks). Frames of
+//! the tracer itself are told apart by their stack address: the entry point
+//! of a traced call passes the address of one of its locals (`above`), and
+//! every frame whose canonical frame address is at or below it is the
+//! tracer's. Above that come the entry point's own frame and the
+//! allocation machinery (the Rust global allocator's shims and `alloc::`
+//! internals, this library's C entry points). Those are recognised by
+//! symbol name when a report resolves the frames ([`program_frames`]), and
+//! remembered per address (a small cache), so that later captures skip
+//! them at once. Until a frame is known, a capture keeps [`SLACK`] frames
+//! more than the limit, and the report trims the machinery off.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// Addresses known to be allocation machinery (`+1`, so 0 is empty), or
+/// known not to be (`| NOT`): a direct-mapped cache in front of symbol
+/// resolution.
+const CACHE: usize = 1024;
+const NOT: usize = 1 << 63;
+static KNOWN: [AtomicUsize; CACHE] = [const { AtomicUsize::new(0) }; CACHE];
+
+/// Symbol prefixes of frames between a program and the allocator.
+const MACHINERY: &[&str] = &[
+    "__rustc::",
+    "__rust_alloc",
+    "__rust_dealloc",
+    "__rust_realloc",
+    "__rdl_",
+    "__rg_",
+    "alloc::",
+    "<alloc::",
+    "core::alloc::",
+    "std::alloc::",
+    "<pymalloc::trace::Traced",
+    "pymalloc::trace::",
+    "pymalloc::domain::",
+    "pymalloc_capi::",
+    "PyMem_",
+    "PyObject_Malloc",
+    "PyObject_Calloc",
+    "PyObject_Realloc",
+    "PyObject_Free",
+    "PyTraceMalloc_",
+];
+
+/// Frames kept beyond the limit while the frames near the allocator are not
+/// known yet: deeper than Rust's allocation machinery goes in a debug build.
+pub(crate) const SLACK: usize = 12;
+
+/// What the cache knows of the frame at `ip`: Some(true) machinery,
+/// Some(false) the program's, None unknown.
+fn known(ip: usize) -> Option<bool> {
+    let k = KNOWN[(ip >> 2) % CACHE].load(Ordering::Relaxed);
+    if k == ip + 1 {
+        Some(true)
+    } else if k == (ip | NOT) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+fn remember(ip: usize, machinery: bool) {
+    KNOWN[(ip >> 2) % CACHE].store(if machinery { ip + 1 } else { ip | NOT }, Ordering::Relaxed);
+}
+
+fn is_machinery_name(function: &str) -> bool {
+    MACHINERY.iter().any(|m| function.starts_with(m))
+}
+
+/// The program's frames of a captured traceback (most recent first):
+/// resolved (through `memo`), the machinery next to the allocator trimmed
+/// off, at most `limit` of them.
+pub(crate) fn program_frames(
+    ips: &[usize],
+    limit: usize,
+    memo: &mut std::collections::HashMap<usize, Frame>,
+) -> Vec<Frame> {
+    let mut out = Vec::new();
+    for &ip in ips {
+        let f = memo.entry(ip).or_insert_with(|| resolve(ip));
+        let machinery = is_machinery_name(&f.function);
+        remember(ip, machinery);
+        if out.is_empty() && machinery {
+            continue;
+        }
+        out.push(f.clone());
+        if out.len() == limit {
+            break;
+        }
+    }
+    out
+}
+
+/// A frame of a traceback, its symbol resolved.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frame {
+    /// The source file, or `<unknown>`.
+    pub filename: String,
+    /// The line in it (0 if unknown).
+    pub lineno: u32,
+    /// The function, demangled, or the address in hex.
+    pub function: String,
+    /// The return address.
+    pub addr: usize,
+}
+
+impl core::fmt::Display for Frame {
+    /// `filename:lineno`, as tracemalloc prints a frame.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}:{}", self.filename, self.lineno)
+    }
+}
+
+/// The frame at return address `ip`: the call's file, line and function
+/// (the outermost function where calls were inlined).
+pub(crate) fn resolve(ip: usize) -> Frame {
+    let mut frame = Frame { filename: "<unknown>".into(), lineno: 0, function: format!("{ip:#x}"), addr: ip };
+    #[cfg(not(miri))]
+    backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
+        if let Some(name) = sym.name() {
+            frame.function = format!("{name:#}");
+        }
+        if let Some(file) = sym.filename() {
+            frame.filename = file.display().to_string();
+            frame.lineno = sym.lineno().unwrap_or(0);
+        }
+    });
+    frame
+}
+
+/// Fills `out` with the return addresses of the frames that called the
+/// traced entry point whose local lies at address `above`, most recent
+/// first, skipping frames known to be allocation machinery; stops when
+/// `out` is full or `limit` frames known to be the program's are in.
+/// Returns how many.
+#[inline(never)]
+pub(crate) fn capture(out: &mut [usize], limit: usize, above: usize) -> usize {
+    let mut n = 0;
+    if out.is_empty() {
+        return 0;
+    }
+    #[cfg(not(miri))]
+    {
+        let mut program = 0;
+        // SAFETY: trace_unsynchronized is not reentrant with other uses of
+        // the backtrace crate's tracing on this thread: the tracer's guard
+        // keeps tracing from recursing, and nothing else here traces.
+        unsafe {
+            backtrace::trace_unsynchronized(|frame| {
+                let cfa = frame.sp() as usize;
+                if cfa != 0 && cfa <= above {
+                    return true; // the tracer's own frames
+                }
+                let ip = frame.ip() as usize;
+                if ip == 0 {
+                    return false;
+                }
+                match known(ip) {
+                    Some(true) if program == 0 => return true,
+                    Some(false) => program += 1,
+                    _ => {}
+                }
+                out[n] = ip;
+                n += 1;
+                n < out.len() && program < limit
+            });
+        }
+    }
+    #[cfg(miri)]
+    let _ = (above, limit);
+    n
+}

@@ -1,0 +1,512 @@
+//! The tracer's storage: one trace per live traced block, and the
+//! tracebacks they share, interned once each.
+//!
+//! Nothing here allocates through an allocator domain or the Rust global
+//! allocator: tables live in memory of the C library's own entry points
+//! (glibc's `__libc_*`, which neither our domains nor the preload library's
+//! `malloc` reach), so tracing a domain never feeds itself.
+//!
+//! * **Traces** are keyed by `(domain, address)` in 64 shards, each an
+//!   open-addressing table (linear probing, backward-shift deletion, at most
+//!   half full) behind a spin lock, so threads tracing different blocks
+//!   rarely meet.
+//! * **Tracebacks** are stored once in a flat array of words, `[len, frame
+//!   0, frame 1, ...]`; a traceback's id is its offset. An index maps a
+//!   traceback's hash to its id. One lock; taken once per traced
+//!   allocation.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+
+use crate::sync::SpinLock;
+
+/// Zeroed and freed memory of the C library, untraced.
+mod untraced {
+    use core::ffi::c_void;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
+    extern "C" {
+        fn __libc_calloc(nelem: usize, elsize: usize) -> *mut c_void;
+        fn __libc_free(p: *mut c_void);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", not(miri))))]
+    use libc::{calloc as __libc_calloc, free as __libc_free};
+
+    /// `n` zeroed words, null on failure.
+    pub(super) fn words(n: usize) -> *mut usize {
+        // SAFETY: no precondition; calloc checks the product.
+        unsafe { __libc_calloc(n, core::mem::size_of::<usize>()).cast() }
+    }
+
+    /// # Safety
+    /// `p` is null or from [`words`], not used again.
+    pub(super) unsafe fn free<T>(p: *mut T) {
+        // SAFETY: the contract.
+        unsafe { __libc_free(p.cast()) }
+    }
+}
+
+/// Where a traced block came from: one of the allocator domains, the Rust
+/// global allocator, or `PyTraceMalloc_Track`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Source {
+    /// The RAW domain.
+    Raw = 0,
+    /// The MEM domain.
+    Mem = 1,
+    /// The OBJ domain.
+    Obj = 2,
+    /// The Rust global allocator (`pymalloc::trace::Traced`).
+    Rust = 3,
+    /// A block allocated elsewhere and tracked by hand (`track`).
+    Tracked = 4,
+}
+
+impl Source {
+    /// Every source, in order.
+    pub const ALL: [Source; 5] = [Source::Raw, Source::Mem, Source::Obj, Source::Rust, Source::Tracked];
+}
+
+/// One live traced block. `addr == 0` marks an empty table slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Trace {
+    pub(crate) addr: usize,
+    pub(crate) size: usize,
+    pub(crate) domain: u32,
+    pub(crate) traceback: u32,
+    pub(crate) source: Source,
+}
+
+const EMPTY: Trace = Trace { addr: 0, size: 0, domain: 0, traceback: 0, source: Source::Raw };
+
+#[inline]
+fn mix(x: usize) -> usize {
+    // Fibonacci hashing: the high bits are well mixed.
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[inline]
+fn trace_hash(domain: u32, addr: usize) -> usize {
+    mix((addr >> 4) ^ ((domain as usize) << 40))
+}
+
+/// An open-addressing table of traces. Invariant: `slots` is null (no
+/// capacity) or `mask + 1` slots, a power of two; `len` slots are not
+/// empty and `2 * len <= mask + 1`; every trace sits in the probe run that
+/// starts at its hash (no empty slot between its home and itself).
+struct TraceMap {
+    slots: *mut Trace,
+    mask: usize,
+    len: usize,
+}
+
+impl TraceMap {
+    const fn new() -> TraceMap {
+        TraceMap { slots: ptr::null_mut(), mask: 0, len: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        if self.slots.is_null() {
+            0
+        } else {
+            self.mask + 1
+        }
+    }
+
+    /// The trace in slot `i` (`i <= mask` of a table with capacity).
+    #[inline]
+    fn at(&self, i: usize) -> Trace {
+        debug_assert!(i < self.capacity());
+        // SAFETY: i <= mask, inside the table (invariant; callers' index).
+        unsafe { *self.slots.add(i) }
+    }
+
+    /// Writes slot `i` (`i <= mask` of a table with capacity).
+    #[inline]
+    fn set(&mut self, i: usize, t: Trace) {
+        debug_assert!(i < self.capacity());
+        // SAFETY: as in `at`.
+        unsafe { self.slots.add(i).write(t) }
+    }
+
+    #[inline]
+    fn home(&self, domain: u32, addr: usize) -> usize {
+        (trace_hash(domain, addr) >> 6) & self.mask
+    }
+
+    /// The slot holding `(domain, addr)`, if any.
+    fn find(&self, domain: u32, addr: usize) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut i = self.home(domain, addr);
+        loop {
+            let t = self.at(i);
+            if t.addr == 0 {
+                return None;
+            }
+            if t.addr == addr && t.domain == domain {
+                return Some(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Inserts `t`, replacing the trace of the same key; returns the one
+    /// replaced. False if the table could not grow (nothing changed).
+    fn insert(&mut self, t: Trace) -> Result<Option<Trace>, ()> {
+        if let Some(i) = self.find(t.domain, t.addr) {
+            let old = self.at(i);
+            self.set(i, t);
+            return Ok(Some(old));
+        }
+        if 2 * (self.len + 1) > self.capacity() && !self.grow() {
+            return Err(());
+        }
+        self.place(t);
+        self.len += 1;
+        Ok(None)
+    }
+
+    /// Puts `t` (whose key is absent) in the first empty slot of its run.
+    fn place(&mut self, t: Trace) {
+        let mut i = self.home(t.domain, t.addr);
+        // One slot is empty (the table is at most half full).
+        while self.at(i).addr != 0 {
+            i = (i + 1) & self.mask;
+        }
+        self.set(i, t);
+    }
+
+    fn grow(&mut self) -> bool {
+        let cap = (self.capacity() * 2).max(64);
+        let new = untraced::words(cap * core::mem::size_of::<Trace>() / core::mem::size_of::<usize>()).cast::<Trace>();
+        if new.is_null() {
+            return false;
+        }
+        let (old, old_cap) = (self.slots, self.capacity());
+        self.slots = new;
+        self.mask = cap - 1;
+        for i in 0..old_cap {
+            // SAFETY: slots of the old table.
+            let t = unsafe { *old.add(i) };
+            if t.addr != 0 {
+                self.place(t);
+            }
+        }
+        // SAFETY: the old table came from untraced::words and is not used
+        // any more.
+        unsafe { untraced::free(old) };
+        true
+    }
+
+    /// Removes and returns the trace of `(domain, addr)`.
+    fn remove(&mut self, domain: u32, addr: usize) -> Option<Trace> {
+        let mut hole = self.find(domain, addr)?;
+        let gone = self.at(hole);
+        self.set(hole, EMPTY);
+        self.len -= 1;
+        // Backward shift: pull later members of the run into the hole when
+        // their home does not lie between the hole and themselves.
+        let mut i = (hole + 1) & self.mask;
+        loop {
+            let t = self.at(i);
+            if t.addr == 0 {
+                break;
+            }
+            let home = self.home(t.domain, t.addr);
+            let dist_home = i.wrapping_sub(home) & self.mask;
+            let dist_hole = i.wrapping_sub(hole) & self.mask;
+            if dist_home >= dist_hole {
+                self.set(hole, t);
+                self.set(i, EMPTY);
+                hole = i;
+            }
+            i = (i + 1) & self.mask;
+        }
+        Some(gone)
+    }
+
+    fn for_each(&self, mut f: impl FnMut(&Trace)) {
+        for i in 0..self.capacity() {
+            let t = self.at(i);
+            if t.addr != 0 {
+                f(&t);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        // SAFETY: the table came from untraced::words.
+        unsafe { untraced::free(self.slots) };
+        *self = TraceMap::new();
+    }
+}
+
+/// A shard: its lock guards its map.
+struct Shard {
+    lock: SpinLock,
+    map: UnsafeCell<TraceMap>,
+}
+
+// SAFETY: the map is only touched with the lock held.
+unsafe impl Sync for Shard {}
+
+const SHARDS: usize = 64;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const SHARD: Shard = Shard { lock: SpinLock::new(), map: UnsafeCell::new(TraceMap::new()) };
+static TRACES: [Shard; SHARDS] = [SHARD; SHARDS];
+
+fn shard(domain: u32, addr: usize) -> &'static Shard {
+    &TRACES[trace_hash(domain, addr) >> (usize::BITS - 6)]
+}
+
+fn with_shard<R>(s: &Shard, f: impl FnOnce(&mut TraceMap) -> R) -> R {
+    let _g = s.lock.lock();
+    // SAFETY: the shard's lock is held.
+    f(unsafe { &mut *s.map.get() })
+}
+
+/// Records `t`; returns the trace it replaces (same domain and address).
+/// Err if memory for the table is short (nothing recorded).
+pub(crate) fn insert(t: Trace) -> Result<Option<Trace>, ()> {
+    with_shard(shard(t.domain, t.addr), |m| m.insert(t))
+}
+
+/// Forgets and returns the trace of `(domain, addr)`.
+pub(crate) fn remove(domain: u32, addr: usize) -> Option<Trace> {
+    with_shard(shard(domain, addr), |m| m.remove(domain, addr))
+}
+
+/// The trace of `(domain, addr)`.
+pub(crate) fn get(domain: u32, addr: usize) -> Option<Trace> {
+    with_shard(shard(domain, addr), |m| m.find(domain, addr).map(|i| m.at(i)))
+}
+
+/// Calls `f` with every trace, one shard at a time (each under its lock:
+/// `f` must not trace).
+pub(crate) fn for_each(mut f: impl FnMut(&Trace)) {
+    for s in &TRACES {
+        with_shard(s, |m| m.for_each(&mut f));
+    }
+}
+
+/// Forgets every trace and traceback.
+pub(crate) fn clear() {
+    for s in &TRACES {
+        with_shard(s, TraceMap::clear);
+    }
+    let _g = TRACEBACKS_LOCK.lock();
+    // SAFETY: the lock is held.
+    unsafe { (*TRACEBACKS.0.get()).clear() };
+}
+
+/// Interned tracebacks. Invariant: `words[..len]` is a sequence of records
+/// `[n, frame 0, ..., frame n-1]`; `index` (null or `mask + 1` entries, a
+/// power of two, at most half full) holds `id + 1` of every record, at or
+/// after its hash's home (linear probing; never removed, but all cleared
+/// at once).
+struct Tracebacks {
+    words: *mut usize,
+    cap: usize,
+    len: usize,
+    index: *mut u32,
+    mask: usize,
+    count: usize,
+}
+
+impl Tracebacks {
+    const fn new() -> Tracebacks {
+        Tracebacks { words: ptr::null_mut(), cap: 0, len: 0, index: ptr::null_mut(), mask: 0, count: 0 }
+    }
+
+    fn frames(&self, id: u32) -> &[usize] {
+        // SAFETY: ids handed out are record offsets inside words[..len].
+        unsafe {
+            let p = self.words.add(id as usize);
+            core::slice::from_raw_parts(p.add(1), *p)
+        }
+    }
+
+    fn intern(&mut self, frames: &[usize]) -> Option<u32> {
+        let h = frames.iter().fold(frames.len(), |a, &f| mix(a ^ f));
+        if !self.index.is_null() {
+            let mut i = (h >> 8) & self.mask;
+            loop {
+                // SAFETY: i <= mask.
+                let e = unsafe { *self.index.add(i) };
+                if e == 0 {
+                    break;
+                }
+                if self.frames(e - 1) == frames {
+                    return Some(e - 1);
+                }
+                i = (i + 1) & self.mask;
+            }
+        }
+        // A new record.
+        let need = self.len.checked_add(frames.len() + 1)?;
+        if need > u32::MAX as usize {
+            return None;
+        }
+        if need > self.cap && !self.grow_words(need) {
+            return None;
+        }
+        if 2 * (self.count + 1) > self.index_capacity() && !self.grow_index() {
+            return None;
+        }
+        let id = self.len as u32;
+        // SAFETY: need <= cap words.
+        unsafe {
+            self.words.add(self.len).write(frames.len());
+            ptr::copy_nonoverlapping(frames.as_ptr(), self.words.add(self.len + 1), frames.len());
+        }
+        self.len = need;
+        self.index_put(h, id);
+        self.count += 1;
+        Some(id)
+    }
+
+    fn index_capacity(&self) -> usize {
+        if self.index.is_null() {
+            0
+        } else {
+            self.mask + 1
+        }
+    }
+
+    fn index_put(&mut self, h: usize, id: u32) {
+        let mut i = (h >> 8) & self.mask;
+        // SAFETY: inside the index, which has an empty entry.
+        unsafe {
+            while *self.index.add(i) != 0 {
+                i = (i + 1) & self.mask;
+            }
+            self.index.add(i).write(id + 1);
+        }
+    }
+
+    fn grow_words(&mut self, need: usize) -> bool {
+        let cap = need.max(self.cap * 2).max(1024);
+        let new = untraced::words(cap);
+        if new.is_null() {
+            return false;
+        }
+        // SAFETY: both hold at least len words; the old array goes.
+        unsafe {
+            if self.len > 0 {
+                ptr::copy_nonoverlapping(self.words, new, self.len);
+            }
+            untraced::free(self.words);
+        }
+        self.words = new;
+        self.cap = cap;
+        true
+    }
+
+    fn grow_index(&mut self) -> bool {
+        let cap = (self.index_capacity() * 2).max(256);
+        let new = untraced::words(cap.div_ceil(2)).cast::<u32>();
+        if new.is_null() {
+            return false;
+        }
+        let old = core::mem::replace(&mut self.index, new);
+        self.mask = cap - 1;
+        // Re-index every record from the words.
+        let mut off = 0;
+        while off < self.len {
+            let f = self.frames(off as u32);
+            let h = f.iter().fold(f.len(), |a, &x| mix(a ^ x));
+            let n = f.len();
+            self.index_put(h, off as u32);
+            off += n + 1;
+        }
+        // SAFETY: the old index came from untraced::words.
+        unsafe { untraced::free(old) };
+        true
+    }
+
+    fn clear(&mut self) {
+        // SAFETY: both came from untraced::words.
+        unsafe {
+            untraced::free(self.words);
+            untraced::free(self.index);
+        }
+        *self = Tracebacks::new();
+    }
+}
+
+struct TracebackCell(UnsafeCell<Tracebacks>);
+// SAFETY: only touched with TRACEBACKS_LOCK held.
+unsafe impl Sync for TracebackCell {}
+
+static TRACEBACKS_LOCK: SpinLock = SpinLock::new();
+static TRACEBACKS: TracebackCell = TracebackCell(UnsafeCell::new(Tracebacks::new()));
+
+/// The id of `frames`, stored once; None if memory is short.
+pub(crate) fn intern(frames: &[usize]) -> Option<u32> {
+    let _g = TRACEBACKS_LOCK.lock();
+    // SAFETY: the lock is held.
+    unsafe { (*TRACEBACKS.0.get()).intern(frames) }
+}
+
+/// Calls `f` with the frames of traceback `id` (most recent call first).
+pub(crate) fn with_frames<R>(id: u32, f: impl FnOnce(&[usize]) -> R) -> R {
+    let _g = TRACEBACKS_LOCK.lock();
+    // SAFETY: the lock is held; ids come from intern (and the tables are
+    // cleared only with every trace).
+    f(unsafe { (*TRACEBACKS.0.get()).frames(id) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(addr: usize, domain: u32) -> Trace {
+        Trace { addr, size: addr / 16, domain, traceback: 0, source: Source::Mem }
+    }
+
+    #[test]
+    fn the_map_matches_a_model_through_growth_and_removal() {
+        let mut m = TraceMap::new();
+        let mut model = std::collections::HashMap::new();
+        let mut x = 12345usize;
+        let steps = if cfg!(miri) { 600 } else { 20_000 };
+        for step in 0..steps {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let addr = ((x >> 33) % 3000 + 1) * 16;
+            let domain = ((x >> 20) % 2) as u32;
+            if step % 3 == 0 {
+                assert_eq!(m.remove(domain, addr), model.remove(&(domain, addr)));
+            } else {
+                assert_eq!(m.insert(t(addr, domain)).unwrap(), model.insert((domain, addr), t(addr, domain)));
+            }
+            assert_eq!(m.len, model.len());
+        }
+        for (&(d, a), tr) in &model {
+            assert_eq!(m.find(d, a).map(|i| m.at(i)), Some(*tr));
+        }
+        let mut n = 0;
+        m.for_each(|_| n += 1);
+        assert_eq!(n, model.len());
+        m.clear();
+        assert_eq!(m.find(0, 16), None);
+    }
+
+    #[test]
+    fn tracebacks_are_stored_once_and_read_back() {
+        let mut tb = Tracebacks::new();
+        let mut ids = Vec::new();
+        for i in 0..if cfg!(miri) { 200usize } else { 2000 } {
+            let frames: Vec<usize> = (0..(i % 5)).map(|k| i * 10 + k).collect();
+            ids.push((tb.intern(&frames).unwrap(), frames));
+        }
+        for (id, frames) in &ids {
+            assert_eq!(tb.frames(*id), &frames[..]);
+            assert_eq!(tb.intern(frames), Some(*id), "interned once");
+        }
+        tb.clear();
+    }
+}
