@@ -512,6 +512,18 @@ fn debug_hooks_reports_are_cpythons_static() {
 }
 
 #[test]
+fn debug_hooks_reports_show_the_tracers_traceback() {
+    let exe = build("debug_fault", Link::Shared, &["-pedantic"]);
+    let report = fault_report(&exe, Link::Shared, &["overflow", "m", "m", "noserial", "traced"]);
+    let tb = report.find("Memory block allocated at (most recent call first):\n").expect(&report);
+    let frames: Vec<&str> = report[tb..].lines().skip(1).take_while(|l| l.starts_with("  File ")).collect();
+    // The allocation in child(), then its callers: the caller's line first.
+    assert!(!frames.is_empty() && frames.len() <= 3, "{report}");
+    assert!(frames[0].starts_with("  File \"") && frames[0].contains("debug_fault.c\", line "), "{report}");
+    assert!(!report.contains("Enable tracemalloc"), "{report}");
+}
+
+#[test]
 fn debug_hooks_catch_every_fault_in_every_domain() {
     let exe = build("debug_fault", Link::Shared, &["-pedantic"]);
     for setup in ["pymalloc_debug", "malloc_debug"] {

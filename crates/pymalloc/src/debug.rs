@@ -115,6 +115,17 @@ pub fn set_traceback_dumper(f: Option<TracebackDumper>) {
     TRACEBACK.store(f.map_or(ptr::null_mut(), |f| f as *mut ()), Ordering::Release);
 }
 
+/// Installs `f` as the allocation-traceback printer unless one is installed
+/// already (the tracer's, beside an embedder's own); true if installed.
+pub fn set_traceback_dumper_if_unset(f: TracebackDumper) -> bool {
+    TRACEBACK.compare_exchange(ptr::null_mut(), f as *mut (), Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
+/// Removes the allocation-traceback printer if it is `f`.
+pub fn unset_traceback_dumper(f: TracebackDumper) {
+    let _ = TRACEBACK.compare_exchange(f as *mut (), ptr::null_mut(), Ordering::AcqRel, Ordering::Acquire);
+}
+
 /// Whether reports include the line `The block was made by call #N to debug
 /// malloc/realloc.` (CPython prints it only when built with
 /// `PYMEM_DEBUG_SERIALNO`; off by default, so reports match a standard

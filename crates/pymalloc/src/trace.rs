@@ -268,7 +268,9 @@ pub fn thread_heap_stats() -> ThreadHeapStats {
 /// The traceback of the live traced block at `addr` of `domain`, oldest
 /// frame first (tracemalloc's `get_object_traceback`), symbols resolved.
 pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
-    let t = guarded(|| table::get(domain, addr)).flatten()?;
+    // The lookup allocates nothing: no guard needed (and a report from
+    // inside a traced call, with the guard up, must still find the trace).
+    let t = table::get(domain, addr)?;
     untraced(|| {
         let ips = table::with_frames(t.traceback, <[usize]>::to_vec);
         let mut frames = trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default());
@@ -323,7 +325,7 @@ fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> b
     };
     let n = capture(frames, limit, above);
     let Some(tb) = table::intern(&frames[..n]) else { return false };
-    match table::insert(Trace { addr, size, domain, traceback: tb, source }) {
+    match table::insert(Trace { addr, size, domain, traceback: tb, seq: table::next_seq(), source }) {
         Err(()) => false,
         Ok(old) => {
             if let Some(old) = old {
@@ -527,18 +529,16 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
         // SAFETY: as in hook_malloc.
         return unsafe { (inner.realloc)(inner.ctx, p, n) };
     };
-    // The old trace goes first (the address may be reused by another thread
-    // once realloc moved the block); it comes back if realloc fails.
-    let old = if p.is_null() { None } else { remove(DEFAULT_DOMAIN, p as usize) };
+    // As in hook_free: the old trace stays during the call (a debug hook's
+    // report prints it) and goes after, unless another block took the
+    // address meanwhile.
+    let seen = if p.is_null() { None } else { table::get(DEFAULT_DOMAIN, p as usize) };
     // SAFETY: as in hook_malloc.
     let q = unsafe { (inner.realloc)(inner.ctx, p, n) };
-    if q.is_null() {
-        if let Some(t) = old {
-            if let Ok(None) = table::insert(t) {
-                account_alloc(t.source, t.size);
-            }
+    if !q.is_null() {
+        if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, p as usize, t.seq)) {
+            account_free(&t);
         }
-    } else {
         add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
     }
     q
@@ -547,15 +547,19 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
 unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: as in hook_malloc.
     let (_, inner) = unsafe { state(ctx) };
-    let _entered = if is_tracing() && !p.is_null() {
-        enter().inspect(|_| {
-            remove(DEFAULT_DOMAIN, p as usize);
-        })
-    } else {
-        None
+    let Some(_entered) = (if is_tracing() && !p.is_null() { enter() } else { None }) else {
+        // SAFETY: as in hook_malloc.
+        return unsafe { (inner.free)(inner.ctx, p) };
     };
+    // The trace stays while the block is freed, so that a debug hook's
+    // report on it can print its traceback; it goes after, unless the
+    // address already holds another thread's new block.
+    let seen = table::get(DEFAULT_DOMAIN, p as usize);
     // SAFETY: as in hook_malloc.
-    unsafe { (inner.free)(inner.ctx, p) }
+    unsafe { (inner.free)(inner.ctx, p) };
+    if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, p as usize, t.seq)) {
+        account_free(&t);
+    }
 }
 
 fn hook_allocator(d: Domain) -> MemAllocatorEx {
@@ -573,12 +577,45 @@ pub fn is_hooked(d: Domain) -> bool {
     ptr::eq(d.allocator().ctx, hook_allocator(d).ctx)
 }
 
+/// Prints the allocation traceback of the traced block at `p` to file
+/// descriptor `fd` as CPython's `_PyMem_DumpTraceback` does after a debug
+/// hook's report: `Memory block allocated at (most recent call first):`
+/// and a `  File "...", line N` line per frame; the line asking to enable
+/// tracemalloc when not tracing; nothing for a block without a trace.
+/// (Resolving the symbols allocates, unlike the rest of the report.)
+pub fn dump_traceback(fd: i32, p: *const u8) {
+    let mut text = String::new();
+    untraced(|| {
+        if !is_tracing() {
+            text.push_str("Enable tracemalloc to get the memory block allocation traceback\n\n");
+        } else if let Some(frames) = traceback(DEFAULT_DOMAIN, p as usize) {
+            text.push_str("Memory block allocated at (most recent call first):\n");
+            for f in frames.iter().rev() {
+                text.push_str(&format!("  File \"{}\", line {}\n", f.filename, f.lineno));
+            }
+            text.push('\n');
+        }
+    });
+    let mut b = text.as_bytes();
+    while !b.is_empty() {
+        // SAFETY: writing our own bytes to a descriptor the caller names.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n <= 0 {
+            break;
+        }
+        b = &b[n as usize..];
+    }
+}
+
 /// Wraps each domain's allocator in the tracer's hook (those hooked
-/// already stay as they are). The hooks trace while tracing is on.
+/// already stay as they are). The hooks trace while tracing is on. The
+/// debug hooks' reports then print the block's allocation traceback
+/// ([`dump_traceback`]) unless an embedder installed its own printer.
 ///
 /// # Safety
 /// As for [`Domain::set_allocator`]: no thread uses the domains meanwhile.
 pub unsafe fn hook_domains() {
+    crate::debug::set_traceback_dumper_if_unset(dump_traceback);
     for d in Domain::ALL {
         if is_hooked(d) {
             continue;
@@ -598,6 +635,7 @@ pub unsafe fn hook_domains() {
 /// # Safety
 /// As for [`hook_domains`].
 pub unsafe fn unhook_domains() {
+    crate::debug::unset_traceback_dumper(dump_traceback);
     for d in Domain::ALL {
         if is_hooked(d) {
             // SAFETY: as in hook_domains.

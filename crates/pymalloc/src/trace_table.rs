@@ -75,10 +75,21 @@ pub(crate) struct Trace {
     pub(crate) size: usize,
     pub(crate) domain: u32,
     pub(crate) traceback: u32,
+    /// Which insertion this is ([`next_seq`]): tells a trace from a later
+    /// one of the same address.
+    pub(crate) seq: u32,
     pub(crate) source: Source,
 }
 
-const EMPTY: Trace = Trace { addr: 0, size: 0, domain: 0, traceback: 0, source: Source::Raw };
+const EMPTY: Trace = Trace { addr: 0, size: 0, domain: 0, traceback: 0, seq: 0, source: Source::Raw };
+
+static SEQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// A fresh insertion number (wrapping: only two insertions of one address
+/// four billion apart could be mistaken for each other).
+pub(crate) fn next_seq() -> u32 {
+    SEQ.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+}
 
 #[inline]
 fn mix(x: usize) -> usize {
@@ -280,6 +291,19 @@ pub(crate) fn remove(domain: u32, addr: usize) -> Option<Trace> {
     with_shard(shard(domain, addr), |m| m.remove(domain, addr))
 }
 
+/// Forgets and returns the trace of `(domain, addr)` if it is insertion
+/// `seq` (not a later block's at the same address).
+pub(crate) fn remove_if_seq(domain: u32, addr: usize, seq: u32) -> Option<Trace> {
+    with_shard(shard(domain, addr), |m| {
+        let i = m.find(domain, addr)?;
+        if m.at(i).seq == seq {
+            m.remove(domain, addr)
+        } else {
+            None
+        }
+    })
+}
+
 /// The trace of `(domain, addr)`.
 pub(crate) fn get(domain: u32, addr: usize) -> Option<Trace> {
     with_shard(shard(domain, addr), |m| m.find(domain, addr).map(|i| m.at(i)))
@@ -465,7 +489,7 @@ mod tests {
     use super::*;
 
     fn t(addr: usize, domain: u32) -> Trace {
-        Trace { addr, size: addr / 16, domain, traceback: 0, source: Source::Mem }
+        Trace { addr, size: addr / 16, domain, traceback: 0, seq: 0, source: Source::Mem }
     }
 
     #[test]

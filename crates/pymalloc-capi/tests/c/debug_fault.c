@@ -42,7 +42,12 @@ static void child(const char *fault, char d, char other, int serial, const char 
 {
     PyMalloc_SetDebugReportSerial(serial);
     if (strcmp(setup, "hooks") == 0) PyMem_SetupDebugHooks();
-    else CHECK(PyMalloc_SetupByName(setup) == PYMALLOC_OK);
+    else if (strcmp(setup, "traced") == 0) {
+        /* The tracer over the debug hooks, as tracemalloc over
+           PYTHONMALLOC=debug: the report shows where the block was made. */
+        CHECK(PyMalloc_SetupByName("pymalloc_debug") == PYMALLOC_OK);
+        CHECK(PyMalloc_TraceStart(3) == PYMALLOC_OK);
+    } else CHECK(PyMalloc_SetupByName(setup) == PYMALLOC_OK);
     unsigned char *p = dmalloc(d, 16);
     CHECK(p != NULL);
     if (strcmp(fault, "overflow") == 0) {
@@ -102,8 +107,11 @@ int main(int argc, char **argv)
     snprintf(api, sizeof api, ": API '%c'\n", d);
     CHECK(strstr(report, api) != NULL);
     CHECK(strstr(report, "\n    16 bytes originally requested\n") != NULL);
-    CHECK(strstr(report, "\nEnable tracemalloc to get the memory block allocation traceback\n\n"
-                         "Fatal Python error: _PyMem_DebugRaw") != NULL);
+    if (strcmp(setup, "traced") == 0)
+        CHECKF(strstr(report, "\nMemory block allocated at (most recent call first):\n  File \"") != NULL, "%s", report);
+    else
+        CHECK(strstr(report, "\nEnable tracemalloc to get the memory block allocation traceback\n\n"
+                             "Fatal Python error: _PyMem_DebugRaw") != NULL);
     CHECK((strstr(report, "The block was made by call #") != NULL) == serial);
     const char *fatal = strstr(report, "Fatal Python error: ");
     CHECK(fatal != NULL && report[len - 1] == '\n');
