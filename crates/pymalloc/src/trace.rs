@@ -314,13 +314,12 @@ fn stack_mark(m: &u8) -> usize {
 /// Records a trace (guard up). False if the tables are full.
 fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> bool {
     let limit = LIMIT.load(Ordering::Relaxed);
-    let room = limit + trace_frames::SLACK;
     let mut small = [0usize; 32];
     let mut big = Vec::new();
-    let frames: &mut [usize] = if room <= small.len() {
-        &mut small[..room]
+    let frames: &mut [usize] = if limit <= small.len() {
+        &mut small[..limit]
     } else {
-        big.resize(room, 0);
+        big.resize(limit, 0);
         &mut big
     };
     let n = capture(frames, limit, above);

@@ -9,18 +9,18 @@
 //! every frame whose canonical frame address is at or below it is the
 //! tracer's. Above that come the entry point's own frame and the
 //! allocation machinery (the Rust global allocator's shims and `alloc::`
-//! internals, this library's C entry points). Those are recognised by
-//! symbol name when a report resolves the frames ([`program_frames`]), and
-//! remembered per address (a small cache), so that later captures skip
-//! them at once. Until a frame is known, a capture keeps [`SLACK`] frames
-//! more than the limit, and the report trims the machinery off.
+//! internals, this library's C entry points), recognised by symbol name the
+//! first time an address is seen there and then by a cache of addresses,
+//! so that `nframe` frames of the *program* are kept. Reports trim the
+//! machinery again ([`program_frames`]) for frames captured before an
+//! address was known.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// Addresses known to be allocation machinery (`+1`, so 0 is empty), or
 /// known not to be (`| NOT`): a direct-mapped cache in front of symbol
 /// resolution.
-const CACHE: usize = 1024;
+const CACHE: usize = 4096;
 const NOT: usize = 1 << 63;
 static KNOWN: [AtomicUsize; CACHE] = [const { AtomicUsize::new(0) }; CACHE];
 
@@ -48,10 +48,6 @@ const MACHINERY: &[&str] = &[
     "PyTraceMalloc_",
 ];
 
-/// Frames kept beyond the limit while the frames near the allocator are not
-/// known yet: deeper than Rust's allocation machinery goes in a debug build.
-pub(crate) const SLACK: usize = 12;
-
 /// What the cache knows of the frame at `ip`: Some(true) machinery,
 /// Some(false) the program's, None unknown.
 fn known(ip: usize) -> Option<bool> {
@@ -67,6 +63,21 @@ fn known(ip: usize) -> Option<bool> {
 
 fn remember(ip: usize, machinery: bool) {
     KNOWN[(ip >> 2) % CACHE].store(if machinery { ip + 1 } else { ip | NOT }, Ordering::Relaxed);
+}
+
+/// Resolves the function at `ip` and remembers whether it is machinery
+/// (the first time an address is seen next to the allocator; afterwards the
+/// cache answers).
+fn classify(ip: usize) -> bool {
+    let mut machinery = false;
+    #[cfg(not(miri))]
+    backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
+        if let Some(name) = sym.name() {
+            machinery = is_machinery_name(&format!("{name:#}"));
+        }
+    });
+    remember(ip, machinery);
+    machinery
 }
 
 fn is_machinery_name(function: &str) -> bool {
@@ -161,11 +172,10 @@ pub(crate) fn capture(out: &mut [usize], limit: usize, above: usize) -> usize {
                 if ip == 0 {
                     return false;
                 }
-                match known(ip) {
-                    Some(true) if program == 0 => return true,
-                    Some(false) => program += 1,
-                    _ => {}
+                if program == 0 && known(ip).unwrap_or_else(|| classify(ip)) {
+                    return true; // allocation machinery before the program
                 }
+                program += 1;
                 out[n] = ip;
                 n += 1;
                 n < out.len() && program < limit
