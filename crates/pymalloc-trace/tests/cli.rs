@@ -23,7 +23,7 @@ fn snapshot(extra: usize) -> Snapshot {
         |frames: &Arc<[Frame]>, size| SnapshotTrace { domain: 0, source: Source::Rust, size, frames: frames.clone() };
     let mut traces = vec![t(&node, 100), t(&node, 100), t(&node, 100), t(&load, 5000)];
     traces.extend((0..extra).map(|_| t(&node, 100)));
-    Snapshot { traces, traceback_limit: 3 }
+    Snapshot { traces, traceback_limit: 3, sample_bytes: 0 }
 }
 
 fn tool(args: &[&str]) -> std::process::Output {

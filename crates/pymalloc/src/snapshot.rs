@@ -358,6 +358,9 @@ pub struct Snapshot {
     pub traces: Vec<SnapshotTrace>,
     /// The traceback limit when it was taken.
     pub traceback_limit: usize,
+    /// Mean bytes between samples when it was taken (0: every block was
+    /// traced; see [`crate::trace::set_sampling`]).
+    pub sample_bytes: usize,
 }
 
 impl Snapshot {
@@ -385,7 +388,7 @@ impl Snapshot {
                     frames: tracebacks[&tb].clone(),
                 })
                 .collect();
-            Snapshot { traces, traceback_limit: trace::traceback_limit() }
+            Snapshot { traces, traceback_limit: trace::traceback_limit(), sample_bytes: trace::sampling() }
         })
     }
 
@@ -399,6 +402,7 @@ impl Snapshot {
         Snapshot {
             traces: self.traces.iter().filter(|t| keep(t)).cloned().collect(),
             traceback_limit: self.traceback_limit,
+            sample_bytes: self.sample_bytes,
         }
     }
 
@@ -483,6 +487,18 @@ impl Snapshot {
         Ok(v)
     }
 
+    /// A sampled snapshot with each trace's size replaced by the bytes it
+    /// stands for (`size / (1 - exp(-size / K))`, rounded), so statistics
+    /// estimate the whole heap; an exact snapshot unchanged.
+    pub fn scaled(&self) -> Snapshot {
+        let mut s = self.clone();
+        for t in &mut s.traces {
+            t.size = crate::trace_sample::estimate(t.size, self.sample_bytes).round() as usize;
+        }
+        s.sample_bytes = 0;
+        s
+    }
+
     /// Total bytes of the traces.
     pub fn total_size(&self) -> usize {
         self.traces.iter().map(|t| t.size).sum()
@@ -504,6 +520,9 @@ impl Snapshot {
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         writeln!(w, "{DUMP_MAGIC}")?;
         writeln!(w, "traceback_limit\t{}", self.traceback_limit)?;
+        if self.sample_bytes != 0 {
+            writeln!(w, "sample_bytes\t{}", self.sample_bytes)?;
+        }
         let mut ids: HashMap<*const Frame, usize> = HashMap::new();
         for t in &self.traces {
             let key = t.frames.as_ptr();
@@ -555,6 +574,7 @@ impl Snapshot {
             }
             match f[0] {
                 "traceback_limit" => snap.traceback_limit = num(f.get(1))?,
+                "sample_bytes" => snap.sample_bytes = num(f.get(1))?,
                 "traceback" => {
                     if num(f.get(1))? != tracebacks.len() {
                         return Err(bad(n, "traceback ids out of order"));

@@ -42,6 +42,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::domain::{Domain, MemAllocatorEx};
 pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture};
+use crate::trace_sample;
 pub use crate::trace_table::Source;
 use crate::trace_table::{self as table, Trace};
 
@@ -201,6 +202,20 @@ pub fn start(nframe: usize) -> Result<(), TraceError> {
     Ok(())
 }
 
+/// Traces one block per `mean_bytes` allocated on average instead of every
+/// block (jemalloc's sampling; 0: every block, the default). Sampled
+/// traces keep their real sizes; [`crate::snapshot::Snapshot::scaled`]
+/// turns them into estimates of all the bytes. Blocks tracked by hand are
+/// always traced.
+pub fn set_sampling(mean_bytes: usize) {
+    trace_sample::set_mean(mean_bytes);
+}
+
+/// The mean bytes between samples (0: every block is traced).
+pub fn sampling() -> usize {
+    trace_sample::mean()
+}
+
 /// Stops tracing and forgets every trace (tracemalloc's `stop`).
 pub fn stop() {
     TRACING.store(false, Ordering::SeqCst);
@@ -233,6 +248,7 @@ pub fn reset_peak() {
 /// Forgets every trace and traceback, and zeroes the counters.
 pub fn clear_traces() {
     guarded(table::clear);
+    trace_sample::clear_marks();
     for c in [&CURRENT, &PEAK, &CURR_BLOCKS, &MAX_BLOCKS] {
         c.store(0, Ordering::Relaxed);
     }
@@ -331,9 +347,19 @@ fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> b
                 account_free(&old);
             }
             account_alloc(source, size);
+            if trace_sample::mean() != 0 {
+                trace_sample::mark(addr);
+            }
             true
         }
     }
+}
+
+/// Whether the block at `addr` may have a trace (always, unless sampling
+/// says it was never sampled).
+#[inline]
+fn may_be_traced(addr: usize) -> bool {
+    trace_sample::mean() == 0 || trace_sample::maybe_marked(addr)
 }
 
 /// Forgets a trace (guard up).
@@ -409,12 +435,18 @@ pub struct Traced<A>(pub A);
 #[inline(never)]
 fn traced_alloc(p: *mut u8, size: usize) {
     let marker = 0u8;
+    if !trace_sample::take(size) {
+        return;
+    }
     guarded(|| add(Source::Rust, DEFAULT_DOMAIN, p as usize, size, stack_mark(&marker)));
 }
 
 #[cold]
 #[inline(never)]
 fn traced_free(p: *mut u8) {
+    if !may_be_traced(p as usize) {
+        return;
+    }
     guarded(|| remove(DEFAULT_DOMAIN, p as usize));
 }
 
@@ -498,7 +530,7 @@ unsafe extern "C" fn hook_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     let marker = 0u8;
     // SAFETY: installed with a HOOKS state as its context.
     let (source, inner) = unsafe { state(ctx) };
-    let entered = if is_tracing() { enter() } else { None };
+    let entered = if is_tracing() && trace_sample::take(n) { enter() } else { None };
     // SAFETY: the wrapped allocator's contract is the domain's.
     let p = unsafe { (inner.malloc)(inner.ctx, n) };
     if entered.is_some() && !p.is_null() {
@@ -511,7 +543,7 @@ unsafe extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) 
     let marker = 0u8;
     // SAFETY: as in hook_malloc.
     let (source, inner) = unsafe { state(ctx) };
-    let entered = if is_tracing() { enter() } else { None };
+    let entered = if is_tracing() && trace_sample::take(nelem.saturating_mul(elsize)) { enter() } else { None };
     // SAFETY: as in hook_malloc.
     let p = unsafe { (inner.calloc)(inner.ctx, nelem, elsize) };
     if entered.is_some() && !p.is_null() {
@@ -531,14 +563,16 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
     // As in hook_free: the old trace stays during the call (a debug hook's
     // report prints it) and goes after, unless another block took the
     // address meanwhile.
-    let seen = if p.is_null() { None } else { table::get(DEFAULT_DOMAIN, p as usize) };
+    let seen = if p.is_null() || !may_be_traced(p as usize) { None } else { table::get(DEFAULT_DOMAIN, p as usize) };
     // SAFETY: as in hook_malloc.
     let q = unsafe { (inner.realloc)(inner.ctx, p, n) };
     if !q.is_null() {
         if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, p as usize, t.seq)) {
             account_free(&t);
         }
-        add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
+        if trace_sample::take(n) {
+            add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
+        }
     }
     q
 }
@@ -546,7 +580,8 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
 unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     // SAFETY: as in hook_malloc.
     let (_, inner) = unsafe { state(ctx) };
-    let Some(_entered) = (if is_tracing() && !p.is_null() { enter() } else { None }) else {
+    let Some(_entered) = (if is_tracing() && !p.is_null() && may_be_traced(p as usize) { enter() } else { None })
+    else {
         // SAFETY: as in hook_malloc.
         return unsafe { (inner.free)(inner.ctx, p) };
     };

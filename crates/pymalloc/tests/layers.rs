@@ -52,6 +52,7 @@ const LAYERS: &[&str] = &[
     "config",
     // The tracer: frames, its tables, the hooks and API, snapshots.
     "trace_frames",
+    "trace_sample",
     "trace_table",
     "trace",
     "snapshot",

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""The tracer's overhead, side by side: the Rust workloads of pymalloc-bench
+untraced (`rust-pymalloc`), under the `Traced` wrapper with tracing off, on
+with 1 and with 16 frames (`rust-pymalloc-traced`, `TRACE_NFRAME`), and
+with 16 frames sampling one block per 512 KiB (`TRACE_SAMPLE`), and under
+dhat-rs (`rust-dhat`). Each run is a process of its own; the variants
+take turns within each round and their order rotates from round to round.
+Figures are medians over the rounds.
+
+    cargo build --release -p pymalloc-bench
+    python3 scripts/trace_overhead.py --rounds 3 --out docs/tracing-overhead.md
+
+`--scale K` divides the workloads' iteration counts (BENCH_SCALE), for a
+smoke run. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+VARIANTS = [
+    ("untraced", "rust-pymalloc", None, None),
+    ("off", "rust-pymalloc-traced", None, None),
+    ("1 frame", "rust-pymalloc-traced", "1", None),
+    ("16 frames", "rust-pymalloc-traced", "16", None),
+    ("16 frames, 1 per 512 KiB", "rust-pymalloc-traced", "16", "524288"),
+    ("dhat-rs", "rust-dhat", None, None),
+]
+
+
+def run(bin_dir, exe, nframe, sample, workload, scale):
+    env = dict(os.environ, BENCH_SCALE=str(scale))
+    env.pop("TRACE_NFRAME", None)
+    env.pop("TRACE_SAMPLE", None)
+    if nframe:
+        env["TRACE_NFRAME"] = nframe
+    if sample:
+        env["TRACE_SAMPLE"] = sample
+    out = subprocess.run([os.path.join(bin_dir, exe), workload, exe], env=env, capture_output=True, text=True,
+                         timeout=1800)
+    if out.returncode != 0:
+        sys.exit(f"{exe} {workload} failed: {out.stderr[-2000:]}")
+    line = [l for l in out.stdout.splitlines() if l.startswith("{")][-1]
+    return json.loads(line)["ns_per_op"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin-dir", default="target/release")
+    ap.add_argument("--workloads", default="ring,json,btree")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--scale", type=int, default=10)
+    ap.add_argument("--out", help="Markdown table to write (default: stdout only)")
+    a = ap.parse_args()
+    workloads = a.workloads.split(",")
+    times = {(w, v[0]): [] for w in workloads for v in VARIANTS}
+    for r in range(a.rounds):
+        for w in workloads:
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+            for name, exe, nframe, sample in order:
+                t = run(a.bin_dir, exe, nframe, sample, w, a.scale)
+                times[(w, name)].append(t)
+                print(f"round {r} {w:6} {name:26} {t:12.1f} ns/op", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [
+        f"Medians of {a.rounds} alternating rounds, BENCH_SCALE={a.scale}, each run a process of its own "
+        "(`scripts/trace_overhead.py`). Time per operation.",
+        "",
+        "| workload | " + " | ".join(v[0] for v in VARIANTS) + " | 1 frame / untraced | 1 frame / dhat-rs | sampled / untraced |",
+        "|---|" + "---|" * (len(VARIANTS) + 3),
+    ]
+    for w in workloads:
+        cells = [f"{med[(w, v[0])]:.1f} ns" for v in VARIANTS]
+        one = med[(w, "1 frame")]
+        sampled = med[(w, "16 frames, 1 per 512 KiB")]
+        lines.append(f"| {w} | " + " | ".join(cells) +
+                     f" | {one / med[(w, 'untraced')]:.1f}x | {one / med[(w, 'dhat-rs')]:.2f}"
+                     f" | {sampled / med[(w, 'untraced')]:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
