@@ -318,8 +318,11 @@ int PyMalloc_InitFromEnv(void);
    TraceGetTracedMemory: bytes traced now and at the peak (NULL pointers
    allowed). TraceDumpSnapshot writes the traced blocks, symbols resolved, to
    a file (0, PYMALLOC_ERR_INVALID_ARGUMENT or PYMALLOC_ERR_IO).
-   PyMalloc_InitFromEnv also reads PYMALLOC_TRACE_DUMP=path: a snapshot
-   written there at exit. */
+   TraceKeepPeak(1) keeps, from then on, what is live at the peak of the
+   traced bytes; TraceDumpPeakSnapshot writes it (dhat's "t-gmax").
+   PyMalloc_InitFromEnv also reads PYMALLOC_TRACE_DUMP=path (a snapshot
+   written there at exit) and PYMALLOC_TRACE_PEAK_DUMP=path (the peak's,
+   written there at exit). */
 int PyMalloc_TraceStart(int nframe);
 void PyMalloc_TraceStop(void);
 int PyMalloc_TraceIsTracing(void);
@@ -328,6 +331,8 @@ void PyMalloc_TraceGetTracedMemory(size_t *current, size_t *peak);
 void PyMalloc_TraceResetPeak(void);
 void PyMalloc_TraceClear(void);
 int PyMalloc_TraceDumpSnapshot(const char *path);
+void PyMalloc_TraceKeepPeak(int on);
+int PyMalloc_TraceDumpPeakSnapshot(const char *path);
 
 /* The configuration the domains are in: "pymalloc", "malloc",
    "pymalloc_debug" or "malloc_debug" (CPython's

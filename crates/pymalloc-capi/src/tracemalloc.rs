@@ -6,8 +6,9 @@
 //! snapshot dumped to a file ([`pymalloc_core::snapshot`]'s format).
 //!
 //! [`start_from_env`] applies `PYTHONTRACEMALLOC=N` (CPython's variable: trace
-//! from the start with `N` frames) and `PYMALLOC_TRACE_DUMP=path` (a snapshot
-//! written there at exit) for `PyMalloc_InitFromEnv`.
+//! from the start with `N` frames), `PYMALLOC_TRACE_DUMP=path` (a snapshot
+//! written there at exit) and `PYMALLOC_TRACE_PEAK_DUMP=path` (the snapshot
+//! at the peak, written there at exit) for `PyMalloc_InitFromEnv`.
 
 use core::ffi::{c_char, c_int, c_uint, CStr};
 use std::sync::Mutex;
@@ -148,14 +149,46 @@ pub unsafe extern "C" fn PyMalloc_TraceDumpSnapshot(path: *const c_char) -> c_in
     }
 }
 
-/// Where `PYMALLOC_TRACE_DUMP` asked for the snapshot at exit.
-static DUMP_AT_EXIT: Mutex<Option<String>> = Mutex::new(None);
+/// `void PyMalloc_TraceKeepPeak(int on)`: keeps (nonzero) or stops keeping
+/// what is live at the peak of the traced bytes, from now on.
+#[no_mangle]
+pub extern "C" fn PyMalloc_TraceKeepPeak(on: c_int) {
+    trace::keep_peak(on != 0);
+}
+
+/// `int PyMalloc_TraceDumpPeakSnapshot(const char *path)`: writes what was
+/// live at the peak (see [`PyMalloc_TraceKeepPeak`]) to `path`, as
+/// [`PyMalloc_TraceDumpSnapshot`] writes the present.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn PyMalloc_TraceDumpPeakSnapshot(path: *const c_char) -> c_int {
+    if path.is_null() {
+        return PYMALLOC_ERR_INVALID_ARGUMENT;
+    }
+    // SAFETY: NUL-terminated (our contract).
+    let Ok(path) = unsafe { CStr::from_ptr(path) }.to_str() else { return PYMALLOC_ERR_INVALID_ARGUMENT };
+    match Snapshot::take_peak().dump(std::path::Path::new(path)) {
+        Ok(()) => PYMALLOC_OK,
+        Err(_) => PYMALLOC_ERR_IO,
+    }
+}
+
+/// Where `PYMALLOC_TRACE_DUMP` and `PYMALLOC_TRACE_PEAK_DUMP` asked for the
+/// snapshots at exit.
+static DUMP_AT_EXIT: Mutex<(Option<String>, Option<String>)> = Mutex::new((None, None));
 
 extern "C" fn dump_at_exit() {
-    let path = DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(path) = path {
-        if let Err(e) = Snapshot::take().dump(std::path::Path::new(&path)) {
-            eprintln!("pymalloc: PYMALLOC_TRACE_DUMP={path}: {e}");
+    let (now, peak) = std::mem::take(&mut *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    for (var, path, snap) in [
+        ("PYMALLOC_TRACE_DUMP", now, Snapshot::take as fn() -> Snapshot),
+        ("PYMALLOC_TRACE_PEAK_DUMP", peak, Snapshot::take_peak),
+    ] {
+        if let Some(path) = path {
+            if let Err(e) = snap().dump(std::path::Path::new(&path)) {
+                eprintln!("pymalloc: {var}={path}: {e}");
+            }
         }
     }
 }
@@ -164,8 +197,8 @@ extern "C" fn dump_at_exit() {
 #[derive(Debug)]
 pub(crate) struct BadTraceEnv(pub(crate) String);
 
-/// `PYTHONTRACEMALLOC=N` (N in 1..=65535; empty or unset: no tracing) and
-/// `PYMALLOC_TRACE_DUMP=path`.
+/// `PYTHONTRACEMALLOC=N` (N in 1..=65535; empty or unset: no tracing),
+/// `PYMALLOC_TRACE_DUMP=path` and `PYMALLOC_TRACE_PEAK_DUMP=path`.
 ///
 /// # Safety
 /// As for [`PyMalloc_TraceStart`].
@@ -180,8 +213,13 @@ pub(crate) unsafe fn start_from_env() -> Result<(), BadTraceEnv> {
     // SAFETY: the caller's contract.
     unsafe { trace::hook_domains() };
     trace::start(nframe).map_err(|e| BadTraceEnv(e.to_string()))?;
-    if let Some(path) = std::env::var("PYMALLOC_TRACE_DUMP").ok().filter(|p| !p.is_empty()) {
-        *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = Some(path);
+    let var = |n: &str| std::env::var(n).ok().filter(|p| !p.is_empty());
+    let (now, peak) = (var("PYMALLOC_TRACE_DUMP"), var("PYMALLOC_TRACE_PEAK_DUMP"));
+    if peak.is_some() {
+        trace::keep_peak(true);
+    }
+    if now.is_some() || peak.is_some() {
+        *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = (now, peak);
         // SAFETY: registering a plain function with no captured state.
         unsafe { libc::atexit(dump_at_exit) };
     }

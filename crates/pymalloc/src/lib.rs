@@ -91,6 +91,7 @@ mod thread_heaps;
 mod tls_slot;
 pub mod trace;
 mod trace_frames;
+mod trace_peak;
 mod trace_sample;
 mod trace_table;
 

@@ -392,6 +392,30 @@ impl Snapshot {
         })
     }
 
+    /// What was live when the traced bytes peaked, as kept since
+    /// [`trace::keep_peak`] was turned on (dhat's "t-gmax"): the blocks of
+    /// each traceback then, with their sizes evened out (the figures per
+    /// traceback are kept, not each block's). Its total is the peak.
+    pub fn take_peak() -> Snapshot {
+        let (_, figures) = trace::peak_figures();
+        trace::untraced(|| {
+            let mut memo: HashMap<usize, Frame> = HashMap::new();
+            let limit = trace::traceback_limit();
+            let mut traces = Vec::new();
+            for f in figures {
+                let mut frames = crate::trace_frames::program_frames(&trace::raw_frames(f.traceback), limit, &mut memo);
+                frames.reverse();
+                let frames: Arc<[Frame]> = Arc::from(frames);
+                for i in 0..f.blocks {
+                    // Sizes that add up to the traceback's bytes exactly.
+                    let size = f.bytes / f.blocks + usize::from(i < f.bytes % f.blocks);
+                    traces.push(SnapshotTrace { domain: f.domain, source: f.source, size, frames: frames.clone() });
+                }
+            }
+            Snapshot { traces, traceback_limit: limit, sample_bytes: trace::sampling() }
+        })
+    }
+
     /// The traces the filters keep: those some inclusive filter matches
     /// (if there is one) and every exclusive filter matches.
     pub fn filter_traces(&self, filters: &[TraceFilter]) -> Snapshot {

@@ -42,6 +42,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::domain::{Domain, MemAllocatorEx};
 pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture};
+use crate::trace_peak;
 use crate::trace_sample;
 pub use crate::trace_table::Source;
 use crate::trace_table::{self as table, Trace};
@@ -216,6 +217,26 @@ pub fn sampling() -> usize {
     trace_sample::mean()
 }
 
+/// Keeps (or stops keeping) what is live at the peak of the traced bytes,
+/// for [`crate::snapshot::Snapshot::take_peak`]. It costs a lock per traced
+/// allocation and free, and a copy of the per-traceback figures each time
+/// the traced bytes leave a new peak. Turning it on starts afresh: blocks
+/// traced before do not count.
+pub fn keep_peak(on: bool) {
+    guarded(|| trace_peak::set_enabled(on));
+}
+
+/// The traced bytes at the peak [`keep_peak`] keeps, and each traceback's
+/// figures then (guard up).
+pub(crate) fn peak_figures() -> (usize, Vec<trace_peak::AtPeak>) {
+    untraced(trace_peak::at_peak)
+}
+
+/// The raw frames of traceback `id` (most recent first).
+pub(crate) fn raw_frames(id: u32) -> Vec<usize> {
+    untraced(|| table::with_frames(id, <[usize]>::to_vec))
+}
+
 /// Stops tracing and forgets every trace (tracemalloc's `stop`).
 pub fn stop() {
     TRACING.store(false, Ordering::SeqCst);
@@ -247,7 +268,10 @@ pub fn reset_peak() {
 
 /// Forgets every trace and traceback, and zeroes the counters.
 pub fn clear_traces() {
-    guarded(table::clear);
+    guarded(|| {
+        table::clear();
+        trace_peak::clear();
+    });
     trace_sample::clear_marks();
     for c in [&CURRENT, &PEAK, &CURR_BLOCKS, &MAX_BLOCKS] {
         c.store(0, Ordering::Relaxed);
@@ -340,13 +364,14 @@ fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> b
     };
     let n = capture(frames, limit, above);
     let Some(tb) = table::intern(&frames[..n]) else { return false };
-    match table::insert(Trace { addr, size, domain, traceback: tb, seq: table::next_seq(), source }) {
+    let t = Trace { addr, size, domain, traceback: tb, seq: table::next_seq(), source };
+    match table::insert(t) {
         Err(()) => false,
         Ok(old) => {
             if let Some(old) = old {
                 account_free(&old);
             }
-            account_alloc(source, size);
+            account_alloc(&t);
             if trace_sample::mean() != 0 {
                 trace_sample::mark(addr);
             }
@@ -369,7 +394,11 @@ fn remove(domain: u32, addr: usize) -> Option<Trace> {
     Some(t)
 }
 
-fn account_alloc(source: Source, size: usize) {
+fn account_alloc(t: &Trace) {
+    let (source, size) = (t.source, t.size);
+    if trace_peak::enabled() {
+        trace_peak::on_add(t.traceback, t.domain, source, size);
+    }
     BY_SOURCE[source as usize].fetch_add(size, Ordering::Relaxed);
     TOTAL_BLOCKS.fetch_add(1, Ordering::Relaxed);
     TOTAL_BYTES.fetch_add(size as u64, Ordering::Relaxed);
@@ -389,6 +418,9 @@ fn account_alloc(source: Source, size: usize) {
 }
 
 fn account_free(t: &Trace) {
+    if trace_peak::enabled() {
+        trace_peak::on_remove(t.traceback, t.size);
+    }
     BY_SOURCE[t.source as usize].fetch_sub(t.size, Ordering::Relaxed);
     CURR_BLOCKS.fetch_sub(1, Ordering::Relaxed);
     CURRENT.fetch_sub(t.size, Ordering::Relaxed);

@@ -21,7 +21,7 @@ use core::ptr;
 use crate::sync::SpinLock;
 
 /// Zeroed and freed memory of the C library, untraced.
-mod untraced {
+pub(crate) mod untraced {
     use core::ffi::c_void;
 
     #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
@@ -33,14 +33,14 @@ mod untraced {
     use libc::{calloc as __libc_calloc, free as __libc_free};
 
     /// `n` zeroed words, null on failure.
-    pub(super) fn words(n: usize) -> *mut usize {
+    pub(crate) fn words(n: usize) -> *mut usize {
         // SAFETY: no precondition; calloc checks the product.
         unsafe { __libc_calloc(n, core::mem::size_of::<usize>()).cast() }
     }
 
     /// # Safety
     /// `p` is null or from [`words`], not used again.
-    pub(super) unsafe fn free<T>(p: *mut T) {
+    pub(crate) unsafe fn free<T>(p: *mut T) {
         // SAFETY: the contract.
         unsafe { __libc_free(p.cast()) }
     }

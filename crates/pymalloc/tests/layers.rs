@@ -54,6 +54,7 @@ const LAYERS: &[&str] = &[
     "trace_frames",
     "trace_sample",
     "trace_table",
+    "trace_peak",
     "trace",
     "snapshot",
 ];

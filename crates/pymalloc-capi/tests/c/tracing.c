@@ -90,6 +90,12 @@ int main(int argc, char **argv)
     void *leak = make_leak();
     CHECK(leak != NULL);
     CHECK(current() == 4096);
+    /* A peak of 14096 bytes that is over by exit: the peak snapshot at exit
+       (PYMALLOC_TRACE_PEAK_DUMP) still holds both blocks. */
+    void *big = PyMem_RawMalloc(10000);
+    CHECK(big != NULL && current() == 14096);
+    PyMem_RawFree(big);
+    CHECK(current() == 4096 && peak() == 14096);
     report_done("tracing");
     return 0; /* the snapshot at exit holds the leak */
 }
