@@ -23,7 +23,12 @@ fn snapshot(extra: usize) -> Snapshot {
         |frames: &Arc<[Frame]>, size| SnapshotTrace { domain: 0, source: Source::Rust, size, frames: frames.clone() };
     let mut traces = vec![t(&node, 100), t(&node, 100), t(&node, 100), t(&load, 5000)];
     traces.extend((0..extra).map(|_| t(&node, 100)));
-    Snapshot { traces, traceback_limit: 3, sample_bytes: 0 }
+    Snapshot {
+        traces,
+        traceback_limit: 3,
+        sample_bytes: 0,
+        timeline: vec![(0, 0), (10, 5300 + 100 * extra), (20, 300)],
+    }
 }
 
 fn tool(args: &[&str]) -> std::process::Output {
@@ -77,11 +82,24 @@ fn reports_from_dumped_snapshots() {
         assert!(svg.contains(name), "{name} missing");
     }
 
+    let chart = dir.join("chart.svg");
+    stdout(&["chart", new_s, "-o", chart.to_str().unwrap()]);
+    let chart = std::fs::read_to_string(&chart).unwrap();
+    assert!(chart.contains("<polyline") && chart.contains("Traced memory over time"), "{chart}");
+    assert!(chart.contains("(peak 5.4 KiB)"), "the timeline's peak, 5500 B: {chart}");
+
+    // dhat's viewer format: two program points, frames most recent first.
+    let dhat = stdout(&["dhat", new_s]);
+    assert!(dhat.starts_with("{\"dhatFileVersion\":2,\"mode\":\"rust-ad-hoc\""), "{dhat}");
+    assert!(dhat.contains("{\"tb\":5000,\"tbk\":1,\"fs\":["), "{dhat}");
+    assert!(dhat.contains("{\"tb\":500,\"tbk\":5,\"fs\":[1,2,3]}"), "{dhat}");
+    assert!(dhat.contains("\"ftbl\":[\"[root]\",\"0x1021: alloc_node (src/parse.rs:33)\""), "{dhat}");
+
     // Errors: a usage message for a bad command line, the file for a bad file.
     let out = tool(&["draw", old_s]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("unknown command \"draw\": top, compare, collapsed or flamegraph"));
+        .contains("unknown command \"draw\": top, compare, collapsed, flamegraph, chart or dhat"));
     let out = tool(&["top", old_s, "--key", "line"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown key \"line\": lineno, filename or traceback"));
     let out = tool(&["top", dir.join("missing").to_str().unwrap()]);

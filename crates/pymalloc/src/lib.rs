@@ -94,6 +94,7 @@ mod trace_frames;
 mod trace_peak;
 mod trace_sample;
 mod trace_table;
+mod trace_timeline;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

@@ -361,6 +361,8 @@ pub struct Snapshot {
     /// Mean bytes between samples when it was taken (0: every block was
     /// traced; see [`crate::trace::set_sampling`]).
     pub sample_bytes: usize,
+    /// Traced bytes over time until it was taken ([`trace::timeline`]).
+    pub timeline: Vec<(u64, usize)>,
 }
 
 impl Snapshot {
@@ -388,7 +390,12 @@ impl Snapshot {
                     frames: tracebacks[&tb].clone(),
                 })
                 .collect();
-            Snapshot { traces, traceback_limit: trace::traceback_limit(), sample_bytes: trace::sampling() }
+            Snapshot {
+                traces,
+                traceback_limit: trace::traceback_limit(),
+                sample_bytes: trace::sampling(),
+                timeline: trace::timeline(),
+            }
         })
     }
 
@@ -412,7 +419,7 @@ impl Snapshot {
                     traces.push(SnapshotTrace { domain: f.domain, source: f.source, size, frames: frames.clone() });
                 }
             }
-            Snapshot { traces, traceback_limit: limit, sample_bytes: trace::sampling() }
+            Snapshot { traces, traceback_limit: limit, sample_bytes: trace::sampling(), timeline: trace::timeline() }
         })
     }
 
@@ -427,6 +434,7 @@ impl Snapshot {
             traces: self.traces.iter().filter(|t| keep(t)).cloned().collect(),
             traceback_limit: self.traceback_limit,
             sample_bytes: self.sample_bytes,
+            timeline: self.timeline.clone(),
         }
     }
 
@@ -538,8 +546,8 @@ impl Snapshot {
     }
 
     /// The dump format: a header line, the limit, each distinct traceback
-    /// once (`traceback ID N` and N `frame` lines, oldest first), then one
-    /// `trace` line per block. Fields are tab-separated; tabs, newlines and
+    /// once (`traceback ID N` and N `frame` lines, oldest first), one
+    /// `trace` line per block, then the timeline's `point` lines. Fields are tab-separated; tabs, newlines and
     /// backslashes in names are escaped.
     pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         writeln!(w, "{DUMP_MAGIC}")?;
@@ -562,6 +570,9 @@ impl Snapshot {
         }
         for t in &self.traces {
             writeln!(w, "trace\t{}\t{}\t{}\t{}", t.domain, t.source as u8, t.size, ids[&t.frames.as_ptr()])?;
+        }
+        for (ms, bytes) in &self.timeline {
+            writeln!(w, "point\t{ms}\t{bytes}")?;
         }
         Ok(())
     }
@@ -599,6 +610,7 @@ impl Snapshot {
             match f[0] {
                 "traceback_limit" => snap.traceback_limit = num(f.get(1))?,
                 "sample_bytes" => snap.sample_bytes = num(f.get(1))?,
+                "point" => snap.timeline.push((num(f.get(1))? as u64, num(f.get(2))?)),
                 "traceback" => {
                     if num(f.get(1))? != tracebacks.len() {
                         return Err(bad(n, "traceback ids out of order"));

@@ -46,6 +46,7 @@ use crate::trace_peak;
 use crate::trace_sample;
 pub use crate::trace_table::Source;
 use crate::trace_table::{self as table, Trace};
+use crate::trace_timeline;
 
 /// The largest traceback limit (CPython's `MAX_NFRAME`, 65535).
 pub const MAX_NFRAME: usize = u16::MAX as usize;
@@ -199,7 +200,9 @@ pub fn start(nframe: usize) -> Result<(), TraceError> {
         return Err(TraceError::BadLimit(nframe));
     }
     LIMIT.store(nframe, Ordering::Relaxed);
-    TRACING.store(true, Ordering::SeqCst);
+    if !TRACING.swap(true, Ordering::SeqCst) {
+        trace_timeline::restart();
+    }
     Ok(())
 }
 
@@ -230,6 +233,12 @@ pub fn keep_peak(on: bool) {
 /// figures then (guard up).
 pub(crate) fn peak_figures() -> (usize, Vec<trace_peak::AtPeak>) {
     untraced(trace_peak::at_peak)
+}
+
+/// Traced memory over time since tracing started: `(milliseconds, most
+/// bytes traced in that step)`, at most 2048 points covering the whole run.
+pub fn timeline() -> Vec<(u64, usize)> {
+    untraced(trace_timeline::points)
 }
 
 /// The raw frames of traceback `id` (most recent first).
@@ -407,6 +416,7 @@ fn account_alloc(t: &Trace) {
     if cur > PEAK.load(Ordering::Relaxed) && PEAK.fetch_max(cur, Ordering::Relaxed) < cur {
         MAX_BLOCKS.store(blocks, Ordering::Relaxed);
     }
+    trace_timeline::note(cur);
     let _ = THREAD.try_with(|c| {
         let mut s = c.get();
         s.allocated_blocks += 1;
@@ -423,7 +433,7 @@ fn account_free(t: &Trace) {
     }
     BY_SOURCE[t.source as usize].fetch_sub(t.size, Ordering::Relaxed);
     CURR_BLOCKS.fetch_sub(1, Ordering::Relaxed);
-    CURRENT.fetch_sub(t.size, Ordering::Relaxed);
+    trace_timeline::note(CURRENT.fetch_sub(t.size, Ordering::Relaxed) - t.size);
     let _ = THREAD.try_with(|c| {
         let mut s = c.get();
         s.freed_blocks += 1;

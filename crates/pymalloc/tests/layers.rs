@@ -55,6 +55,7 @@ const LAYERS: &[&str] = &[
     "trace_sample",
     "trace_table",
     "trace_peak",
+    "trace_timeline",
     "trace",
     "snapshot",
 ];

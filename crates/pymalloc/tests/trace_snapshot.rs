@@ -57,6 +57,9 @@ fn snapshots_group_compare_filter_and_round_trip_exactly() {
     assert_eq!(trace::traced_memory(), (1400, 1400));
     let s1 = Snapshot::take();
     assert_eq!(s1.traces.len(), 6);
+    // The timeline saw the traced bytes reach 1400, in time order.
+    assert_eq!(s1.timeline.iter().map(|p| p.1).max(), Some(1400), "{:?}", s1.timeline);
+    assert!(s1.timeline.windows(2).all(|w| w[0].0 < w[1].0));
     let file = s1.traces[0].frames[0].filename.clone();
     assert!(file.ends_with("trace_snapshot.rs"), "{file}");
 

@@ -1,0 +1,120 @@
+//! Traced memory over time: up to [`POINTS`] points `(milliseconds since
+//! tracing started, most traced bytes in that step)`, for the chart of
+//! `pymalloc-trace chart`. A point covers one step of time; when the
+//! points run out, neighbours merge two by two (keeping the larger bytes)
+//! and the step doubles, so the whole run stays covered at a resolution
+//! that only depends on its length. No allocation: a static array.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::os;
+use crate::sync::SpinLock;
+
+/// Points kept at most.
+pub(crate) const POINTS: usize = 2048;
+
+/// Invariant: touched with `LOCK` held; `points[..len]` are in time order,
+/// each the maximum traced bytes seen in its step of `step_ms`.
+struct Timeline {
+    points: [(u64, usize); POINTS],
+    len: usize,
+    step_ms: u64,
+}
+
+struct Cell(UnsafeCell<Timeline>);
+// SAFETY: only touched with LOCK held.
+unsafe impl Sync for Cell {}
+
+static LOCK: SpinLock = SpinLock::new();
+static LINE: Cell = Cell(UnsafeCell::new(Timeline { points: [(0, 0); POINTS], len: 0, step_ms: 1 }));
+/// The clock when tracing started (0: not started).
+static START_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Starts a new timeline now.
+pub(crate) fn restart() {
+    let _g = LOCK.lock();
+    START_MS.store(os::now_ms().max(1), Ordering::Relaxed);
+    // SAFETY: LOCK is held.
+    let t = unsafe { &mut *LINE.0.get() };
+    (t.len, t.step_ms) = (0, 1);
+}
+
+impl Timeline {
+    /// Adds `bytes` at `ms` (not before the last point).
+    fn push(&mut self, ms: u64, bytes: usize) {
+        let slot = ms / self.step_ms * self.step_ms;
+        if self.len > 0 && self.points[self.len - 1].0 == slot {
+            let last = &mut self.points[self.len - 1].1;
+            *last = (*last).max(bytes);
+            return;
+        }
+        if self.len == POINTS {
+            self.halve();
+            return self.push(ms, bytes);
+        }
+        self.points[self.len] = (slot, bytes);
+        self.len += 1;
+    }
+
+    /// Doubles the step, merging the points that now share one.
+    fn halve(&mut self) {
+        self.step_ms *= 2;
+        let mut j = 0;
+        for i in 0..self.len {
+            let (when, b) = self.points[i];
+            let when = when / self.step_ms * self.step_ms;
+            if j > 0 && self.points[j - 1].0 == when {
+                self.points[j - 1].1 = self.points[j - 1].1.max(b);
+            } else {
+                self.points[j] = (when, b);
+                j += 1;
+            }
+        }
+        self.len = j;
+    }
+}
+
+/// Records that `bytes` are traced now.
+pub(crate) fn note(bytes: usize) {
+    let start = START_MS.load(Ordering::Relaxed);
+    if start == 0 {
+        return;
+    }
+    let ms = os::now_ms().saturating_sub(start);
+    let _g = LOCK.lock();
+    // SAFETY: LOCK is held.
+    unsafe { (*LINE.0.get()).push(ms, bytes) };
+}
+
+/// The points so far.
+pub(crate) fn points() -> Vec<(u64, usize)> {
+    let _g = LOCK.lock();
+    // SAFETY: LOCK is held.
+    let t = unsafe { &*LINE.0.get() };
+    t.points[..t.len].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_timeline_halves_its_resolution_keeping_order_and_maxima() {
+        let mut t = Box::new(Timeline { points: [(0, 0); POINTS], len: 0, step_ms: 1 });
+        t.push(0, 5);
+        t.push(0, 3);
+        assert_eq!((t.len, t.points[0]), (1, (0, 5)), "one point per step, the larger bytes");
+        for ms in 1..POINTS as u64 {
+            t.push(ms, (ms % 7) as usize);
+        }
+        assert_eq!(t.len, POINTS);
+        t.push(POINTS as u64, 100);
+        assert_eq!(t.step_ms, 2);
+        assert_eq!(t.len, POINTS / 2 + 1);
+        assert_eq!(t.points[0], (0, 5));
+        assert_eq!(t.points[3], (6, 6));
+        assert_eq!(t.points[t.len - 1], (POINTS as u64, 100));
+        assert!(t.points[..t.len].windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}
