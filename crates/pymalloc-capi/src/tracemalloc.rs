@@ -11,7 +11,6 @@
 //! at the peak, written there at exit) for `PyMalloc_InitFromEnv`.
 
 use core::ffi::{c_char, c_int, c_uint, CStr};
-use std::sync::Mutex;
 
 use pymalloc_core::snapshot::Snapshot;
 use pymalloc_core::trace::{self, TraceError, MAX_NFRAME};
@@ -175,53 +174,27 @@ pub unsafe extern "C" fn PyMalloc_TraceDumpPeakSnapshot(path: *const c_char) -> 
     }
 }
 
-/// Where `PYMALLOC_TRACE_DUMP` and `PYMALLOC_TRACE_PEAK_DUMP` asked for the
-/// snapshots at exit.
-static DUMP_AT_EXIT: Mutex<(Option<String>, Option<String>)> = Mutex::new((None, None));
-
-extern "C" fn dump_at_exit() {
-    let (now, peak) = std::mem::take(&mut *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
-    for (var, path, snap) in [
-        ("PYMALLOC_TRACE_DUMP", now, Snapshot::take as fn() -> Snapshot),
-        ("PYMALLOC_TRACE_PEAK_DUMP", peak, Snapshot::take_peak),
-    ] {
-        if let Some(path) = path {
-            if let Err(e) = snap().dump(std::path::Path::new(&path)) {
-                eprintln!("pymalloc: {var}={path}: {e}");
-            }
-        }
-    }
-}
-
 /// Why the environment's tracing request was refused.
 #[derive(Debug)]
 pub(crate) struct BadTraceEnv(pub(crate) String);
 
-/// `PYTHONTRACEMALLOC=N` (N in 1..=65535; empty or unset: no tracing),
-/// `PYMALLOC_TRACE_DUMP=path` and `PYMALLOC_TRACE_PEAK_DUMP=path`.
+/// `PYTHONTRACEMALLOC=N`, `PYMALLOC_TRACE_DUMP=path` and
+/// `PYMALLOC_TRACE_PEAK_DUMP=path` ([`pymalloc_core::snapshot::trace_from_env`]),
+/// with the three domains hooked when tracing starts.
 ///
 /// # Safety
 /// As for [`PyMalloc_TraceStart`].
 pub(crate) unsafe fn start_from_env() -> Result<(), BadTraceEnv> {
-    let n = std::env::var("PYTHONTRACEMALLOC").unwrap_or_default();
-    if n.is_empty() {
-        return Ok(());
+    if std::env::var("PYTHONTRACEMALLOC").is_ok_and(|v| !v.is_empty()) {
+        // SAFETY: the caller's contract.
+        unsafe { trace::hook_domains() };
     }
-    let nframe = n.parse::<usize>().ok().filter(|k| (1..=MAX_NFRAME).contains(k)).ok_or_else(|| {
-        BadTraceEnv(format!("PYTHONTRACEMALLOC: invalid number of frames: {n:?} (1 to {MAX_NFRAME})"))
-    })?;
-    // SAFETY: the caller's contract.
-    unsafe { trace::hook_domains() };
-    trace::start(nframe).map_err(|e| BadTraceEnv(e.to_string()))?;
-    let var = |n: &str| std::env::var(n).ok().filter(|p| !p.is_empty());
-    let (now, peak) = (var("PYMALLOC_TRACE_DUMP"), var("PYMALLOC_TRACE_PEAK_DUMP"));
-    if peak.is_some() {
-        trace::keep_peak(true);
+    match pymalloc_core::snapshot::trace_from_env() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // SAFETY: as above: tracing did not start, so the hooks go.
+            unsafe { trace::unhook_domains() };
+            Err(BadTraceEnv(e))
+        }
     }
-    if now.is_some() || peak.is_some() {
-        *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = (now, peak);
-        // SAFETY: registering a plain function with no captured state.
-        unsafe { libc::atexit(dump_at_exit) };
-    }
-    Ok(())
 }

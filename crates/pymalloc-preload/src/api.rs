@@ -15,6 +15,7 @@ use core::ffi::{c_int, c_void};
 use pymalloc::every_size::{self, EverySize};
 use pymalloc::geometry::ALIGNMENT;
 use pymalloc::thread;
+use pymalloc::trace::{self, Source};
 
 use crate::underneath::{self, Glibc};
 
@@ -40,13 +41,20 @@ fn or_enomem(p: *mut u8) -> *mut c_void {
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
-    or_enomem(thread::malloc_with::<Ours>(n))
+    let p = thread::malloc_with::<Ours>(n);
+    if trace::is_tracing() {
+        trace::record_alloc(Source::Malloc, p, n);
+    }
+    or_enomem(p)
 }
 
 /// # Safety
 /// `p` is null or a live block of this process's allocator, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    if trace::is_tracing() {
+        trace::record_free(p.cast());
+    }
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
     // (the caller's contract: p is live from malloc and friends).
     unsafe { thread::free_with::<Ours>(p.cast()) }
@@ -56,7 +64,11 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
-    or_enomem(thread::calloc_with::<Ours>(nelem, elsize))
+    let p = thread::calloc_with::<Ours>(nelem, elsize);
+    if trace::is_tracing() {
+        trace::record_alloc(Source::Malloc, p, nelem.saturating_mul(elsize));
+    }
+    or_enomem(p)
 }
 
 /// # Safety
@@ -69,9 +81,19 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
         unsafe { free(p) };
         return core::ptr::null_mut();
     }
+    let tracing = trace::is_tracing();
+    if tracing {
+        // The trace goes first (a moved block's address may be another
+        // thread's at once); a failed realloc loses it.
+        trace::record_free(p.cast());
+    }
     // SAFETY: p is null or live (the caller's contract); a pymalloc block is
     // resized by the front, anything else by glibc.
-    or_enomem(unsafe { thread::realloc_with::<Ours>(p.cast(), n) })
+    let q = unsafe { thread::realloc_with::<Ours>(p.cast(), n) };
+    if tracing {
+        trace::record_alloc(Source::Malloc, q, n);
+    }
+    or_enomem(q)
 }
 
 /// # Safety
@@ -90,15 +112,20 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nelem: usize, elsize: usiz
 
 /// A block of `n` bytes aligned to `align` (a power of two).
 fn aligned(align: usize, n: usize) -> *mut u8 {
-    if align <= ALIGNMENT {
-        return thread::malloc_with::<Ours>(n);
-    }
-    let p = every_size::alloc(n, align, false);
-    if p.is_null() {
-        underneath::memalign(align, n)
+    let p = if align <= ALIGNMENT {
+        thread::malloc_with::<Ours>(n)
     } else {
-        p
+        let p = every_size::alloc(n, align, false);
+        if p.is_null() {
+            underneath::memalign(align, n)
+        } else {
+            p
+        }
+    };
+    if trace::is_tracing() {
+        trace::record_alloc(Source::Malloc, p, n);
     }
+    p
 }
 
 /// # Safety

@@ -9,6 +9,11 @@
 //!   the program's own frees: no thread is started in a program that did
 //!   not ask for one). A name that is not a policy is reported with the
 //!   valid ones, and the program exits with status 2 before it starts.
+//! * `PYTHONTRACEMALLOC=N` traces every block of the C allocation API with
+//!   up to `N` frames (`pymalloc::trace`); `PYMALLOC_TRACE_DUMP=path` and
+//!   `PYMALLOC_TRACE_PEAK_DUMP=path` write the snapshot and the peak's at
+//!   exit (`pymalloc::snapshot::trace_from_env`). A bad `N` ends the
+//!   program as a bad policy name does.
 //! * The `fork` handlers are registered (`pymalloc::fork`).
 //!
 //! At exit, `PYMALLOC_PRELOAD_STATS=1` prints the statistics table of the
@@ -39,6 +44,14 @@ extern "C" fn on_load() {
                 // SAFETY: _exit has no precondition.
                 unsafe { libc::_exit(2) };
             }
+        }
+    }
+    match pymalloc::snapshot::trace_from_env() {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("libpymalloc_preload: {e}");
+            // SAFETY: _exit has no precondition.
+            unsafe { libc::_exit(2) };
         }
     }
     if !pymalloc::fork::install() {

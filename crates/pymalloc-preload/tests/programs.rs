@@ -135,6 +135,35 @@ fn cxx_new_delete_and_containers() {
 }
 
 #[test]
+fn pythontracemalloc_traces_the_c_allocation_api() {
+    let exe = compile("traced.c", "cc", &["-O1", "-g"]);
+    let dump = env().out.join("traced.snapshot");
+    let _ = std::fs::remove_file(&dump);
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", &env().lib)
+        .env("PYTHONTRACEMALLOC", "2")
+        .env("PYMALLOC_TRACE_DUMP", &dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept 7\n");
+    let snap = pymalloc::snapshot::Snapshot::load(&dump).unwrap();
+    assert_eq!(snap.traceback_limit, 2);
+    // The blocks the loop freed are gone; the leak is there, made by
+    // make_leak (called by main), in the C allocation API's source.
+    assert!(snap.traces.iter().all(|t| t.size < 100 || t.size > 1299), "{snap:?}");
+    let leak = snap.traces.iter().find(|t| t.size == 12345).unwrap_or_else(|| panic!("{snap:?}"));
+    assert_eq!(leak.source, pymalloc::trace::Source::Malloc);
+    let names: Vec<&str> = leak.frames.iter().map(|f| f.function.as_str()).collect();
+    assert_eq!(names, ["main", "make_leak"], "{:?}", leak.frames);
+    assert!(leak.frames[1].filename.ends_with("traced.c"), "{:?}", leak.frames[1]);
+
+    let out = Command::new(&exe).env("LD_PRELOAD", &env().lib).env("PYTHONTRACEMALLOC", "zero").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PYTHONTRACEMALLOC: invalid number of frames"));
+}
+
+#[test]
 fn a_bad_purge_policy_is_named_with_the_valid_ones() {
     let out = Command::new("true").env("LD_PRELOAD", &env().lib).env("PYMALLOC_PURGE", "sometimes").output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -22,7 +22,7 @@
 use core::fmt;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::trace::{self, Frame, Source};
 
@@ -650,6 +650,52 @@ impl Snapshot {
 }
 
 const DUMP_MAGIC: &str = "pymalloc-tracemalloc-snapshot 1";
+
+/// Where `PYMALLOC_TRACE_DUMP` and `PYMALLOC_TRACE_PEAK_DUMP` asked for the
+/// snapshots at exit.
+static DUMP_AT_EXIT: Mutex<(Option<String>, Option<String>)> = Mutex::new((None, None));
+
+extern "C" fn dump_at_exit() {
+    let (now, peak) = std::mem::take(&mut *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()));
+    for (var, path, snap) in [
+        ("PYMALLOC_TRACE_DUMP", now, Snapshot::take as fn() -> Snapshot),
+        ("PYMALLOC_TRACE_PEAK_DUMP", peak, Snapshot::take_peak),
+    ] {
+        if let Some(path) = path {
+            if let Err(e) = snap().dump(std::path::Path::new(&path)) {
+                eprintln!("pymalloc: {var}={path}: {e}");
+            }
+        }
+    }
+}
+
+/// Tracing as the environment asks, for a front's start-up (the C
+/// library's `PyMalloc_InitFromEnv`, the preload library's constructor):
+/// `PYTHONTRACEMALLOC=N` (CPython's variable) starts tracing with up to `N`
+/// frames, `PYMALLOC_TRACE_DUMP=path` writes a snapshot there at exit and
+/// `PYMALLOC_TRACE_PEAK_DUMP=path` the snapshot at the peak. Unset or
+/// empty: nothing (Ok(false)). Ok(true) when tracing started; a bad `N` is
+/// an error naming the valid range, with nothing done. The front traces its
+/// own allocations (hooks, `trace::record_alloc`).
+pub fn trace_from_env() -> Result<bool, String> {
+    let var = |n: &str| std::env::var(n).ok().filter(|p| !p.is_empty());
+    let Some(n) = var("PYTHONTRACEMALLOC") else { return Ok(false) };
+    let nframe =
+        n.parse::<usize>().ok().filter(|k| (1..=trace::MAX_NFRAME).contains(k)).ok_or_else(|| {
+            format!("PYTHONTRACEMALLOC: invalid number of frames: {n:?} (1 to {})", trace::MAX_NFRAME)
+        })?;
+    trace::start(nframe).map_err(|e| e.to_string())?;
+    let (now, peak) = (var("PYMALLOC_TRACE_DUMP"), var("PYMALLOC_TRACE_PEAK_DUMP"));
+    if peak.is_some() {
+        trace::keep_peak(true);
+    }
+    if now.is_some() || peak.is_some() {
+        *DUMP_AT_EXIT.lock().unwrap_or_else(|e| e.into_inner()) = (now, peak);
+        // SAFETY: registering a plain function with no captured state.
+        unsafe { libc::atexit(dump_at_exit) };
+    }
+    Ok(true)
+}
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n")

@@ -91,7 +91,7 @@ static CURR_BLOCKS: AtomicUsize = AtomicUsize::new(0);
 static MAX_BLOCKS: AtomicUsize = AtomicUsize::new(0);
 static TOTAL_BLOCKS: AtomicU64 = AtomicU64::new(0);
 static TOTAL_BYTES: AtomicU64 = AtomicU64::new(0);
-static BY_SOURCE: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
+static BY_SOURCE: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
 /// Figures of the traced blocks, as dhat's `HeapStats`: every count is of
 /// blocks traced since tracing started (or the traces were cleared).
@@ -473,23 +473,37 @@ pub(crate) fn copy_traces() -> (Vec<RawTrace>, Vec<RawTraceback>) {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Traced<A>(pub A);
 
+/// For an allocator front of its own (the preload library's `malloc`):
+/// records the block of `size` bytes at `p` it just handed out, if tracing
+/// is on and sampling takes it. Call it from the front's entry point, so
+/// that the frames above are the program's.
 #[cold]
 #[inline(never)]
-fn traced_alloc(p: *mut u8, size: usize) {
+pub fn record_alloc(source: Source, p: *mut u8, size: usize) {
     let marker = 0u8;
-    if !trace_sample::take(size) {
+    if !is_tracing() || p.is_null() || !trace_sample::take(size) {
         return;
     }
-    guarded(|| add(Source::Rust, DEFAULT_DOMAIN, p as usize, size, stack_mark(&marker)));
+    guarded(|| add(source, DEFAULT_DOMAIN, p as usize, size, stack_mark(&marker)));
 }
 
+/// For an allocator front of its own: forgets the block at `p` before the
+/// front frees it.
 #[cold]
 #[inline(never)]
-fn traced_free(p: *mut u8) {
-    if !may_be_traced(p as usize) {
+pub fn record_free(p: *mut u8) {
+    if !is_tracing() || !may_be_traced(p as usize) {
         return;
     }
     guarded(|| remove(DEFAULT_DOMAIN, p as usize));
+}
+
+fn traced_alloc(p: *mut u8, size: usize) {
+    record_alloc(Source::Rust, p, size);
+}
+
+fn traced_free(p: *mut u8) {
+    record_free(p);
 }
 
 // SAFETY: every call goes to the wrapped allocator unchanged; the tracer

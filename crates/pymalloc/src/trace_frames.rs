@@ -40,6 +40,7 @@ const MACHINERY: &[&str] = &[
     "pymalloc::trace::",
     "pymalloc::domain::",
     "pymalloc_capi::",
+    "pymalloc_preload::",
     "PyMem_",
     "PyObject_Malloc",
     "PyObject_Calloc",
@@ -80,8 +81,26 @@ fn classify(ip: usize) -> bool {
     machinery
 }
 
+/// The C allocation API and C++'s operators, as the preload library and
+/// libstdc++ export them: frames of these names are the allocator's.
+const MACHINERY_EXACT: &[&str] = &[
+    "malloc",
+    "calloc",
+    "realloc",
+    "reallocarray",
+    "free",
+    "posix_memalign",
+    "aligned_alloc",
+    "memalign",
+    "valloc",
+    "pvalloc",
+];
+
 fn is_machinery_name(function: &str) -> bool {
     MACHINERY.iter().any(|m| function.starts_with(m))
+        || MACHINERY_EXACT.contains(&function)
+        || function.starts_with("operator new")
+        || function.starts_with("operator delete")
 }
 
 /// The program's frames of a captured traceback (most recent first):

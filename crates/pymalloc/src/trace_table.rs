@@ -61,11 +61,13 @@ pub enum Source {
     Rust = 3,
     /// A block allocated elsewhere and tracked by hand (`track`).
     Tracked = 4,
+    /// The C allocation API of the preload library (`malloc`, ...).
+    Malloc = 5,
 }
 
 impl Source {
     /// Every source, in order.
-    pub const ALL: [Source; 5] = [Source::Raw, Source::Mem, Source::Obj, Source::Rust, Source::Tracked];
+    pub const ALL: [Source; 6] = [Source::Raw, Source::Mem, Source::Obj, Source::Rust, Source::Tracked, Source::Malloc];
 }
 
 /// One live traced block. `addr == 0` marks an empty table slot.

@@ -1,0 +1,25 @@
+/* A program traced through the preload library (PYTHONTRACEMALLOC): one
+   block of 12345 bytes made by make_leak() stays alive to the end, where
+   the snapshot (PYMALLOC_TRACE_DUMP) is written. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+__attribute__((noinline)) char *make_leak(size_t n)
+{
+    char *p = malloc(n);
+    if (p) memset(p, 7, n);
+    return p;
+}
+
+int main(void)
+{
+    for (int i = 0; i < 1000; i++) {
+        char *p = malloc(100 + (size_t)i);
+        p = realloc(p, 300 + (size_t)i);
+        free(p);
+    }
+    char *keep = make_leak(12345);
+    printf("kept %d\n", keep ? keep[100] : -1);
+    return 0;
+}
