@@ -137,12 +137,21 @@ pub extern "C" fn PyMalloc_TraceClear() {
 /// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_TraceDumpSnapshot(path: *const c_char) -> c_int {
+    // SAFETY: the contract is dump_to's.
+    unsafe { dump_to(path, Snapshot::take) }
+}
+
+/// Writes `take()` to the file `path` names.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+unsafe fn dump_to(path: *const c_char, take: fn() -> Snapshot) -> c_int {
     if path.is_null() {
         return PYMALLOC_ERR_INVALID_ARGUMENT;
     }
     // SAFETY: NUL-terminated (our contract).
     let Ok(path) = unsafe { CStr::from_ptr(path) }.to_str() else { return PYMALLOC_ERR_INVALID_ARGUMENT };
-    match Snapshot::take().dump(std::path::Path::new(path)) {
+    match take().dump(std::path::Path::new(path)) {
         Ok(()) => PYMALLOC_OK,
         Err(_) => PYMALLOC_ERR_IO,
     }
@@ -163,15 +172,8 @@ pub extern "C" fn PyMalloc_TraceKeepPeak(on: c_int) {
 /// `path` is NULL or a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_TraceDumpPeakSnapshot(path: *const c_char) -> c_int {
-    if path.is_null() {
-        return PYMALLOC_ERR_INVALID_ARGUMENT;
-    }
-    // SAFETY: NUL-terminated (our contract).
-    let Ok(path) = unsafe { CStr::from_ptr(path) }.to_str() else { return PYMALLOC_ERR_INVALID_ARGUMENT };
-    match Snapshot::take_peak().dump(std::path::Path::new(path)) {
-        Ok(()) => PYMALLOC_OK,
-        Err(_) => PYMALLOC_ERR_IO,
-    }
+    // SAFETY: the contract is dump_to's.
+    unsafe { dump_to(path, Snapshot::take_peak) }
 }
 
 /// Why the environment's tracing request was refused.
