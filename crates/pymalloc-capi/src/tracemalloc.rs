@@ -187,16 +187,13 @@ pub(crate) struct BadTraceEnv(pub(crate) String);
 /// # Safety
 /// As for [`PyMalloc_TraceStart`].
 pub(crate) unsafe fn start_from_env() -> Result<(), BadTraceEnv> {
-    if std::env::var("PYTHONTRACEMALLOC").is_ok_and(|v| !v.is_empty()) {
-        // SAFETY: the caller's contract.
-        unsafe { trace::hook_domains() };
-    }
     match pymalloc_core::snapshot::trace_from_env() {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            // SAFETY: as above: tracing did not start, so the hooks go.
-            unsafe { trace::unhook_domains() };
-            Err(BadTraceEnv(e))
+        Ok(true) => {
+            // SAFETY: the caller's contract.
+            unsafe { trace::hook_domains() };
+            Ok(())
         }
+        Ok(false) => Ok(()),
+        Err(e) => Err(BadTraceEnv(e)),
     }
 }

@@ -339,10 +339,14 @@ fn tracing(link: Link) {
     assert!(recent.filename.ends_with("tracing.c"), "{recent:?}");
     assert!(t.frames.iter().any(|f| f.function == "main"), "{:?}", t.frames);
 
-    let out = output(program(&exe).arg("bad-env").env("PYTHONTRACEMALLOC", "0"));
+    let out = output(program(&exe).arg("bad-env").env("PYTHONTRACEMALLOC", "70000"));
     check_success("tracing", link, &out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("PYTHONTRACEMALLOC: invalid number of frames"), "{err}");
+    assert!(err.contains("PYTHONTRACEMALLOC: invalid number of frames: \"70000\" (0 to 65535)"), "{err}");
+    // 0 leaves tracing off, as CPython reads it.
+    let out = output(program(&exe).arg("off").env("PYTHONTRACEMALLOC", "0"));
+    check_success("tracing", link, &out);
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -161,6 +161,16 @@ fn pythontracemalloc_traces_the_c_allocation_api() {
     let out = Command::new(&exe).env("LD_PRELOAD", &env().lib).env("PYTHONTRACEMALLOC", "zero").output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PYTHONTRACEMALLOC: invalid number of frames"));
+    // 0 is CPython's "off": the program runs, nothing is written.
+    let _ = std::fs::remove_file(&dump);
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", &env().lib)
+        .env("PYTHONTRACEMALLOC", "0")
+        .env("PYMALLOC_TRACE_DUMP", &dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", show(&out));
+    assert!(!dump.exists(), "tracing stayed off");
 }
 
 #[test]

@@ -673,17 +673,22 @@ extern "C" fn dump_at_exit() {
 /// library's `PyMalloc_InitFromEnv`, the preload library's constructor):
 /// `PYTHONTRACEMALLOC=N` (CPython's variable) starts tracing with up to `N`
 /// frames, `PYMALLOC_TRACE_DUMP=path` writes a snapshot there at exit and
-/// `PYMALLOC_TRACE_PEAK_DUMP=path` the snapshot at the peak. Unset or
-/// empty: nothing (Ok(false)). Ok(true) when tracing started; a bad `N` is
+/// `PYMALLOC_TRACE_PEAK_DUMP=path` the snapshot at the peak. Unset, empty
+/// or 0: nothing (Ok(false)), as in CPython. Ok(true) when tracing started; a bad `N` is
 /// an error naming the valid range, with nothing done. The front traces its
 /// own allocations (hooks, `trace::record_alloc`).
 pub fn trace_from_env() -> Result<bool, String> {
     let var = |n: &str| std::env::var(n).ok().filter(|p| !p.is_empty());
     let Some(n) = var("PYTHONTRACEMALLOC") else { return Ok(false) };
+    // CPython's rule: 0 leaves tracing off; anything but 0 to 65535 is an
+    // error.
     let nframe =
-        n.parse::<usize>().ok().filter(|k| (1..=trace::MAX_NFRAME).contains(k)).ok_or_else(|| {
-            format!("PYTHONTRACEMALLOC: invalid number of frames: {n:?} (1 to {})", trace::MAX_NFRAME)
+        n.parse::<usize>().ok().filter(|&k| k <= trace::MAX_NFRAME).ok_or_else(|| {
+            format!("PYTHONTRACEMALLOC: invalid number of frames: {n:?} (0 to {})", trace::MAX_NFRAME)
         })?;
+    if nframe == 0 {
+        return Ok(false);
+    }
     trace::start(nframe).map_err(|e| e.to_string())?;
     let (now, peak) = (var("PYMALLOC_TRACE_DUMP"), var("PYMALLOC_TRACE_PEAK_DUMP"));
     if peak.is_some() {

@@ -4,7 +4,8 @@
  *
  *   tracing run        (PYTHONTRACEMALLOC=3) the API, exact figures, and one
  *                      block of 4096 bytes left alive by make_leak()
- *   tracing bad-env    (PYTHONTRACEMALLOC=0) PyMalloc_InitFromEnv refuses */
+ *   tracing bad-env    (PYTHONTRACEMALLOC=70000) PyMalloc_InitFromEnv refuses
+ *   tracing off        (PYTHONTRACEMALLOC=0) tracing stays off, as in CPython */
 #include "check.h"
 
 #include <pymalloc.h>
@@ -34,9 +35,13 @@ int main(int argc, char **argv)
     report_linkage((void *)(uintptr_t)PyMalloc_TraceStart);
     CHECK(argc == 2);
     CHECK(PyTraceMalloc_Track(5, 0x1000, 10) == -2); /* not tracing yet */
-    if (strcmp(argv[1], "bad-env") == 0) {
-        CHECK(PyMalloc_InitFromEnv() == PYMALLOC_ERR_INVALID_ARGUMENT);
+    if (strcmp(argv[1], "bad-env") == 0 || strcmp(argv[1], "off") == 0) {
+        int bad = strcmp(argv[1], "bad-env") == 0;
+        CHECK(PyMalloc_InitFromEnv() == (bad ? PYMALLOC_ERR_INVALID_ARGUMENT : PYMALLOC_OK));
         CHECK(!PyMalloc_TraceIsTracing());
+        void *p = PyMem_Malloc(100);
+        CHECK(p != NULL && current() == 0);
+        PyMem_Free(p);
         report_done("tracing");
         return 0;
     }
