@@ -13,7 +13,7 @@
 use core::ffi::{c_char, c_int, c_uint, CStr};
 
 use pymalloc_core::snapshot::Snapshot;
-use pymalloc_core::trace::{self, TraceError, MAX_NFRAME};
+use pymalloc_core::trace::{self, TraceError};
 
 use crate::extras::{PYMALLOC_ERR_INVALID_ARGUMENT, PYMALLOC_ERR_IO, PYMALLOC_OK};
 
@@ -60,16 +60,14 @@ pub unsafe extern "C" fn PyTraceMalloc_Untrack(domain: c_uint, ptr: usize) -> c_
 /// call (the tracer wraps their allocators).
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_TraceStart(nframe: c_int) -> c_int {
+    // trace::start checks the range and changes nothing when it is wrong.
     let Ok(n) = usize::try_from(nframe) else { return PYMALLOC_ERR_INVALID_ARGUMENT };
-    if !(1..=MAX_NFRAME).contains(&n) {
+    if trace::start(n).is_err() {
         return PYMALLOC_ERR_INVALID_ARGUMENT;
     }
     // SAFETY: the caller's contract.
     unsafe { trace::hook_domains() };
-    match trace::start(n) {
-        Ok(()) => PYMALLOC_OK,
-        Err(_) => PYMALLOC_ERR_INVALID_ARGUMENT,
-    }
+    PYMALLOC_OK
 }
 
 /// `void PyMalloc_TraceStop(void)`: stops tracing, forgets every trace and

@@ -138,13 +138,18 @@ fn cxx_new_delete_and_containers() {
 fn pythontracemalloc_traces_the_c_allocation_api() {
     let exe = compile("traced.c", "cc", &["-O1", "-g"]);
     let dump = env().out.join("traced.snapshot");
-    let _ = std::fs::remove_file(&dump);
-    let out = Command::new(&exe)
-        .env("LD_PRELOAD", &env().lib)
-        .env("PYTHONTRACEMALLOC", "2")
-        .env("PYMALLOC_TRACE_DUMP", &dump)
-        .output()
-        .unwrap();
+    // The program preloaded, with PYTHONTRACEMALLOC=n and a dump at exit
+    // (any earlier dump removed first).
+    let traced = |n: &str| {
+        let _ = std::fs::remove_file(&dump);
+        Command::new(&exe)
+            .env("LD_PRELOAD", &env().lib)
+            .env("PYTHONTRACEMALLOC", n)
+            .env("PYMALLOC_TRACE_DUMP", &dump)
+            .output()
+            .unwrap()
+    };
+    let out = traced("2");
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "kept 7\n");
     let snap = pymalloc::snapshot::Snapshot::load(&dump).unwrap();
@@ -158,17 +163,11 @@ fn pythontracemalloc_traces_the_c_allocation_api() {
     assert_eq!(names, ["main", "make_leak"], "{:?}", leak.frames);
     assert!(leak.frames[1].filename.ends_with("traced.c"), "{:?}", leak.frames[1]);
 
-    let out = Command::new(&exe).env("LD_PRELOAD", &env().lib).env("PYTHONTRACEMALLOC", "zero").output().unwrap();
+    let out = traced("zero");
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PYTHONTRACEMALLOC: invalid number of frames"));
     // 0 is CPython's "off": the program runs, nothing is written.
-    let _ = std::fs::remove_file(&dump);
-    let out = Command::new(&exe)
-        .env("LD_PRELOAD", &env().lib)
-        .env("PYTHONTRACEMALLOC", "0")
-        .env("PYMALLOC_TRACE_DUMP", &dump)
-        .output()
-        .unwrap();
+    let out = traced("0");
     assert!(out.status.success() && out.stderr.is_empty(), "{}", show(&out));
     assert!(!dump.exists(), "tracing stayed off");
 }

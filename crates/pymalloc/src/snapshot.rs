@@ -375,11 +375,7 @@ impl Snapshot {
             let limit = trace::traceback_limit();
             let tracebacks: HashMap<u32, Arc<[Frame]>> = tbs
                 .into_iter()
-                .map(|(id, ips)| {
-                    let mut frames = crate::trace_frames::program_frames(&ips, limit, &mut memo);
-                    frames.reverse();
-                    (id, Arc::from(frames))
-                })
+                .map(|(id, ips)| (id, Arc::from(crate::trace_frames::program_frames(&ips, limit, &mut memo))))
                 .collect();
             let traces = raw
                 .into_iter()
@@ -410,9 +406,8 @@ impl Snapshot {
             let limit = trace::traceback_limit();
             let mut traces = Vec::new();
             for f in figures {
-                let mut frames = crate::trace_frames::program_frames(&trace::raw_frames(f.traceback), limit, &mut memo);
-                frames.reverse();
-                let frames: Arc<[Frame]> = Arc::from(frames);
+                let frames: Arc<[Frame]> =
+                    Arc::from(crate::trace_frames::program_frames(&trace::raw_frames(f.traceback), limit, &mut memo));
                 for i in 0..f.blocks {
                     // Sizes that add up to the traceback's bytes exactly.
                     let size = f.bytes / f.blocks + usize::from(i < f.bytes % f.blocks);

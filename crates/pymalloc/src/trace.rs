@@ -322,9 +322,7 @@ pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
     let t = table::get(domain, addr)?;
     untraced(|| {
         let ips = table::with_frames(t.traceback, <[usize]>::to_vec);
-        let mut frames = trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default());
-        frames.reverse();
-        Some(frames)
+        Some(trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default()))
     })
 }
 
@@ -498,14 +496,6 @@ pub fn record_free(p: *mut u8) {
     guarded(|| remove(DEFAULT_DOMAIN, p as usize));
 }
 
-fn traced_alloc(p: *mut u8, size: usize) {
-    record_alloc(Source::Rust, p, size);
-}
-
-fn traced_free(p: *mut u8) {
-    record_free(p);
-}
-
 // SAFETY: every call goes to the wrapped allocator unchanged; the tracer
 // only reads the addresses and sizes.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
@@ -514,7 +504,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
         // SAFETY: the caller's contract is the wrapped allocator's.
         let p = unsafe { self.0.alloc(l) };
         if is_tracing() && !p.is_null() {
-            traced_alloc(p, l.size());
+            record_alloc(Source::Rust, p, l.size());
         }
         p
     }
@@ -523,7 +513,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
         // SAFETY: as above.
         let p = unsafe { self.0.alloc_zeroed(l) };
         if is_tracing() && !p.is_null() {
-            traced_alloc(p, l.size());
+            record_alloc(Source::Rust, p, l.size());
         }
         p
     }
@@ -532,7 +522,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
         // The trace goes first: once freed, the address may be another
         // thread's new block.
         if is_tracing() {
-            traced_free(p);
+            record_free(p);
         }
         // SAFETY: as above.
         unsafe { self.0.dealloc(p, l) }
@@ -543,14 +533,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
             // SAFETY: as above.
             return unsafe { self.0.realloc(p, l, n) };
         }
-        traced_free(p);
+        record_free(p);
         // SAFETY: as above.
         let q = unsafe { self.0.realloc(p, l, n) };
         if q.is_null() {
             // p lives on, unchanged.
-            traced_alloc(p, l.size());
+            record_alloc(Source::Rust, p, l.size());
         } else {
-            traced_alloc(q, n);
+            record_alloc(Source::Rust, q, n);
         }
         q
     }
@@ -623,9 +613,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
     // SAFETY: as in hook_malloc.
     let q = unsafe { (inner.realloc)(inner.ctx, p, n) };
     if !q.is_null() {
-        if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, p as usize, t.seq)) {
-            account_free(&t);
-        }
+        forget_if_same(seen, p as usize);
         if trace_sample::take(n) {
             add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
         }
@@ -647,7 +635,14 @@ unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
     let seen = table::get(DEFAULT_DOMAIN, p as usize);
     // SAFETY: as in hook_malloc.
     unsafe { (inner.free)(inner.ctx, p) };
-    if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, p as usize, t.seq)) {
+    forget_if_same(seen, p as usize);
+}
+
+/// After the wrapped allocator freed (or moved) the block at `addr`: forgets
+/// `seen`, the trace it had before, unless the address already holds a
+/// later block's trace (guard up).
+fn forget_if_same(seen: Option<Trace>, addr: usize) {
+    if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, addr, t.seq)) {
         account_free(&t);
     }
 }

@@ -103,9 +103,10 @@ fn is_machinery_name(function: &str) -> bool {
         || function.starts_with("operator delete")
 }
 
-/// The program's frames of a captured traceback (most recent first):
-/// resolved (through `memo`), the machinery next to the allocator trimmed
-/// off, at most `limit` of them.
+/// The program's frames of a captured traceback (`ips`, most recent
+/// first), oldest first as reports show them: resolved (through `memo`),
+/// the machinery next to the allocator trimmed off, the `limit` most recent
+/// kept.
 pub(crate) fn program_frames(
     ips: &[usize],
     limit: usize,
@@ -124,6 +125,7 @@ pub(crate) fn program_frames(
             break;
         }
     }
+    out.reverse();
     out
 }
 

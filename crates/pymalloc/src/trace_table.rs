@@ -357,7 +357,7 @@ impl Tracebacks {
     }
 
     fn intern(&mut self, frames: &[usize]) -> Option<u32> {
-        let h = frames.iter().fold(frames.len(), |a, &f| mix(a ^ f));
+        let h = traceback_hash(frames);
         if !self.index.is_null() {
             let mut i = (h >> 8) & self.mask;
             loop {
@@ -444,8 +444,7 @@ impl Tracebacks {
         let mut off = 0;
         while off < self.len {
             let f = self.frames(off as u32);
-            let h = f.iter().fold(f.len(), |a, &x| mix(a ^ x));
-            let n = f.len();
+            let (h, n) = (traceback_hash(f), f.len());
             self.index_put(h, off as u32);
             off += n + 1;
         }
@@ -462,6 +461,11 @@ impl Tracebacks {
         }
         *self = Tracebacks::new();
     }
+}
+
+/// The index's hash of a traceback.
+fn traceback_hash(frames: &[usize]) -> usize {
+    frames.iter().fold(frames.len(), |a, &f| mix(a ^ f))
 }
 
 struct TracebackCell(UnsafeCell<Tracebacks>);
