@@ -241,7 +241,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2, help="N of the command lines (default 2)")
     ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all)")
-    ap.add_argument("--allocators", default=",".join([OURS, *PEERS]), help="comma-separated")
+    ap.add_argument("--allocators", default=",".join([OURS, *PEERS]),
+                    help="comma-separated names, or NAME=PATH for another build of a preload library")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--no-security", action="store_true")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "peer-bench.md"))
@@ -257,7 +258,14 @@ def main():
     wanted = [a for a in args.allocators.split(",") if a]
     allocators = {}
     for a in wanted:
-        if a == OURS:
+        if "=" in a:
+            # NAME=PATH: another build of a library, for before/after runs
+            # (it counts as a peer in the ratios).
+            name, lib = a.split("=", 1)
+            if not os.path.exists(lib):
+                sys.exit(f"allocator '{name}': {lib} does not exist")
+            allocators[name] = os.path.abspath(lib)
+        elif a == OURS:
             allocators[a] = build_preload()
         elif a not in PEERS:
             sys.exit(f"unknown allocator '{a}'; valid: {', '.join([OURS, *PEERS])}")

@@ -23,8 +23,8 @@
 use crate::os;
 use crate::segment::{Span, UNIT};
 
-/// Blocks a medium span holds at most (64 KiB of the smallest class, 513
-/// bytes), for the bitmap of free blocks.
+/// Blocks a medium span holds at most (64 KiB of the smallest class, 544
+/// bytes, is 120), for the bitmap of free blocks.
 const MAX_BLOCKS: usize = 128;
 
 /// The pages of a span of `units` units: their size, and how many (at most

@@ -25,7 +25,9 @@ use crate::segment::{
     find_run, init_span_segment, run_mask, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE, LARGE,
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
-use crate::span_class::{medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES};
+use crate::span_class::{
+    aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES,
+};
 use crate::span_pages;
 use crate::sync::SpinLock;
 
@@ -162,8 +164,7 @@ impl SpanHeap {
     /// huge block's (half a segment).
     pub(crate) fn alloc_slow(&self, n: usize, align: usize, zero: bool, ctx: &Ctx<'_>) -> *mut u8 {
         if n <= MEDIUM_MAX {
-            let c = medium_class(n);
-            if align <= medium_align(c) {
+            if let Some(c) = aligned_class(medium_class(n), align) {
                 let mut s = self.classes[c].get();
                 if s.is_null() {
                     s = self.new_medium_span(c, ctx);
