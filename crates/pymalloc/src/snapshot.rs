@@ -371,7 +371,7 @@ impl Snapshot {
     pub fn take() -> Snapshot {
         let (raw, tbs) = trace::copy_traces();
         trace::untraced(|| {
-            let mut memo: HashMap<usize, Frame> = HashMap::new();
+            let mut memo: HashMap<usize, Vec<Frame>> = HashMap::new();
             let limit = trace::traceback_limit();
             let tracebacks: HashMap<u32, Arc<[Frame]>> = tbs
                 .into_iter()
@@ -402,7 +402,7 @@ impl Snapshot {
     pub fn take_peak() -> Snapshot {
         let (_, figures) = trace::peak_figures();
         trace::untraced(|| {
-            let mut memo: HashMap<usize, Frame> = HashMap::new();
+            let mut memo: HashMap<usize, Vec<Frame>> = HashMap::new();
             let limit = trace::traceback_limit();
             let mut traces = Vec::new();
             for f in figures {

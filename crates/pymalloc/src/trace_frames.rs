@@ -97,7 +97,11 @@ const MACHINERY_EXACT: &[&str] = &[
 ];
 
 fn is_machinery_name(function: &str) -> bool {
-    MACHINERY.iter().any(|m| function.starts_with(m))
+    // `<T as path::Trait>::method`: an implementation of the allocation
+    // machinery's trait for a program's type (`<u8 as
+    // alloc::vec::spec_from_elem::SpecFromElem>::from_elem`) is machinery.
+    let as_trait = function.strip_prefix('<').and_then(|f| f.split_once(" as ")).map(|(_, t)| t);
+    MACHINERY.iter().any(|m| function.starts_with(m) || as_trait.is_some_and(|t| t.starts_with(m)))
         || MACHINERY_EXACT.contains(&function)
         || function.starts_with("operator new")
         || function.starts_with("operator delete")
@@ -105,24 +109,27 @@ fn is_machinery_name(function: &str) -> bool {
 
 /// The program's frames of a captured traceback (`ips`, most recent
 /// first), oldest first as reports show them: resolved (through `memo`),
-/// the machinery next to the allocator trimmed off, the `limit` most recent
-/// kept.
+/// each return address giving its inlined frames too, the machinery next
+/// to the allocator trimmed off, the `limit` most recent kept.
 pub(crate) fn program_frames(
     ips: &[usize],
     limit: usize,
-    memo: &mut std::collections::HashMap<usize, Frame>,
+    memo: &mut std::collections::HashMap<usize, Vec<Frame>>,
 ) -> Vec<Frame> {
     let mut out = Vec::new();
-    for &ip in ips {
-        let f = memo.entry(ip).or_insert_with(|| resolve(ip));
-        let machinery = is_machinery_name(&f.function);
-        remember(ip, machinery);
-        if out.is_empty() && machinery {
-            continue;
-        }
-        out.push(f.clone());
-        if out.len() == limit {
-            break;
+    'walk: for &ip in ips {
+        let frames = memo.entry(ip).or_insert_with(|| resolve(ip));
+        // The physical frame is the machinery's if its own function (the
+        // outermost of the inlined ones) is.
+        remember(ip, frames.last().is_some_and(|f| is_machinery_name(&f.function)));
+        for f in frames.iter() {
+            if out.is_empty() && is_machinery_name(&f.function) {
+                continue;
+            }
+            out.push(f.clone());
+            if out.len() == limit {
+                break 'walk;
+            }
         }
     }
     out.reverse();
@@ -149,12 +156,17 @@ impl core::fmt::Display for Frame {
     }
 }
 
-/// The frame at return address `ip`: the call's file, line and function
-/// (the outermost function where calls were inlined).
-pub(crate) fn resolve(ip: usize) -> Frame {
-    let mut frame = Frame { filename: "<unknown>".into(), lineno: 0, function: format!("{ip:#x}"), addr: ip };
+/// The frames at return address `ip`, innermost first: the call's file,
+/// line and function, then, where it was inlined, each function it was
+/// inlined into at its own line, out to the function the address lies in.
+/// An optimised build inlines a program's own functions into one another,
+/// so the line a person wants is often an inlined frame's.
+pub(crate) fn resolve(ip: usize) -> Vec<Frame> {
+    let unknown = || Frame { filename: "<unknown>".into(), lineno: 0, function: format!("{ip:#x}"), addr: ip };
+    let mut frames = Vec::new();
     #[cfg(not(miri))]
     backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
+        let mut frame = unknown();
         if let Some(name) = sym.name() {
             frame.function = format!("{name:#}");
         }
@@ -162,8 +174,12 @@ pub(crate) fn resolve(ip: usize) -> Frame {
             frame.filename = file.display().to_string();
             frame.lineno = sym.lineno().unwrap_or(0);
         }
+        frames.push(frame);
     });
-    frame
+    if frames.is_empty() {
+        frames.push(unknown());
+    }
+    frames
 }
 
 /// Fills `out` with the return addresses of the frames that called the
@@ -206,4 +222,34 @@ pub(crate) fn capture(out: &mut [usize], limit: usize, above: usize) -> usize {
     #[cfg(miri)]
     let _ = (above, limit);
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_machinery_name;
+
+    #[test]
+    fn machinery_is_known_by_path_by_trait_and_by_c_name() {
+        for m in [
+            "alloc::vec::from_elem",
+            "<alloc::vec::Vec<u8> as core::clone::Clone>::clone",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "<pymalloc::trace::Traced<pymalloc::PyMalloc> as core::alloc::global::GlobalAlloc>::alloc",
+            "__rust_alloc",
+            "malloc",
+            "operator new(unsigned long)",
+            "PyMem_RawMalloc",
+        ] {
+            assert!(is_machinery_name(m), "{m}");
+        }
+        for p in [
+            "myprog::main",
+            "<myprog::Parser as core::iter::Iterator>::next",
+            "<myprog::Thing as myprog::Alloc>::make",
+            "mallocx_wrapper",
+            "core::ops::function::FnOnce::call_once",
+        ] {
+            assert!(!is_machinery_name(p), "{p}");
+        }
+    }
 }

@@ -6,14 +6,17 @@
 use pymalloc::snapshot::{KeyType, Snapshot};
 use pymalloc::trace;
 
-/// Tracks `count` blocks of `size` bytes from the caller's line.
-#[inline(always)]
-fn track_n(base: usize, count: usize, size: usize) -> Vec<usize> {
-    let v: Vec<usize> = (0..count).map(|i| base + i * 0x100).collect();
-    for &a in &v {
-        trace::track(3, a, size).unwrap();
-    }
-    v
+/// Tracks `count` blocks of `size` bytes from the line that names the
+/// macro (a function, even inlined, would be its own frame).
+#[collapse_debuginfo(yes)]
+macro_rules! track_n {
+    ($base:expr, $count:expr, $size:expr) => {{
+        let v: Vec<usize> = (0..$count).map(|i| $base + i * 0x100).collect();
+        for &a in &v {
+            trace::track(3, a, $size).unwrap();
+        }
+        v
+    }};
 }
 
 /// `(line, bytes, blocks)` per line of a snapshot, by line.
@@ -33,14 +36,14 @@ fn the_peak_snapshot_holds_what_was_live_at_the_peak() {
     trace::start(1).unwrap();
     trace::keep_peak(true);
     let la = line!() + 1;
-    let a = track_n(0x10_000, 3, 1000);
+    let a = track_n!(0x10_000, 3, 1000);
     let lb = line!() + 1;
-    track_n(0x20_000, 2, 500);
+    track_n!(0x20_000, 2, 500);
     for p in a {
         trace::untrack(3, p).unwrap();
     }
     let lc = line!() + 1;
-    track_n(0x30_000, 1, 2000);
+    track_n!(0x30_000, 1, 2000);
     assert_eq!(trace::traced_memory(), (3000, 4000));
 
     // The peak is past: A and B as they were.
@@ -51,7 +54,7 @@ fn the_peak_snapshot_holds_what_was_live_at_the_peak() {
 
     // A new peak, present: B, C and D.
     let ld = line!() + 1;
-    track_n(0x40_000, 1, 5000);
+    track_n!(0x40_000, 1, 5000);
     let now = Snapshot::take_peak();
     assert_eq!(by_line(&now), [(lb, 1000, 2), (lc, 2000, 1), (ld, 5000, 1)]);
     // Left behind, it stays.

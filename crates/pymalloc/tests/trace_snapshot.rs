@@ -6,30 +6,35 @@
 
 use pymalloc::snapshot::{DomainFilter, Filter, KeyType, Snapshot, SnapshotError, TraceFilter};
 use pymalloc::trace::{self, TraceError};
+use std::hint::black_box;
 
-/// Tracks `count` blocks of `size` bytes in `domain`, the traceback being
-/// that of the caller's line (the function is inlined into it); returns
-/// the addresses.
-#[inline(always)]
-fn track_n(domain: u32, base: usize, count: usize, size: usize) -> Vec<usize> {
-    let addrs: Vec<usize> = (0..count).map(|i| base + i * 0x100).collect();
-    for &a in &addrs {
-        trace::track(domain, a, size).unwrap();
-    }
-    addrs
+/// Tracks `count` blocks of `size` bytes in `domain` from the line that
+/// names the macro (a function, even inlined, would be its own frame);
+/// returns the addresses.
+#[collapse_debuginfo(yes)]
+macro_rules! track_n {
+    ($domain:expr, $base:expr, $count:expr, $size:expr) => {{
+        let addrs: Vec<usize> = (0..$count).map(|i| $base + i * 0x100).collect();
+        for &a in &addrs {
+            trace::track($domain, a, $size).unwrap();
+        }
+        addrs
+    }};
 }
 
-/// A nested caller, for tracebacks of more than one frame.
+/// A nested caller, for tracebacks of more than one frame. The lines go
+/// through `black_box`: an optimised build that sees them as constants
+/// turns `outer`'s call into a jump, and its frame is gone.
 #[inline(never)]
 fn inner(addr: usize) -> u32 {
     trace::track(9, addr, 64).unwrap();
-    line!() - 1
+    black_box(line!() - 1)
 }
 
 #[inline(never)]
 fn outer(addr: usize) -> (u32, u32) {
     let l = inner(addr);
-    (line!() - 1, l)
+    (black_box(line!() - 1), l)
 }
 
 fn lines(stats: &[impl ToString]) -> Vec<String> {
@@ -49,11 +54,11 @@ fn snapshots_group_compare_filter_and_round_trip_exactly() {
     assert_eq!(trace::traceback_limit(), 1);
 
     let la = line!() + 1;
-    let a = track_n(1, 0x10_000, 3, 100);
+    let a = track_n!(1, 0x10_000, 3, 100);
     let lb = line!() + 1;
-    track_n(1, 0x20_000, 1, 1000);
+    track_n!(1, 0x20_000, 1, 1000);
     let lc = line!() + 1;
-    track_n(2, 0x30_000, 2, 50);
+    track_n!(2, 0x30_000, 2, 50);
     assert_eq!(trace::traced_memory(), (1400, 1400));
     let s1 = Snapshot::take();
     assert_eq!(s1.traces.len(), 6);
@@ -86,7 +91,7 @@ fn snapshots_group_compare_filter_and_round_trip_exactly() {
     // Changes: one block of A goes, a big one comes.
     trace::untrack(1, a[0]).unwrap();
     let ld = line!() + 1;
-    track_n(1, 0x40_000, 1, 5000);
+    track_n!(1, 0x40_000, 1, 5000);
     let s2 = Snapshot::take();
     let diff = s2.compare_to(&s1, KeyType::Lineno, false).unwrap();
     assert_eq!(
