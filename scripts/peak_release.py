@@ -13,7 +13,8 @@ interpreter; the driver measures its own resident set size (RSS, from
 
 kept fraction  = (after - base) / (peak - base)
 floor fraction = floor growth / (peak - base), from pymalloc-python runs,
-                 where floor = _pymalloc.floor() pool_pages + malloc_in_use:
+                 where floor = _pymalloc.floor() pool_pages + span_pages +
+                 malloc_in_use:
                  the pages no allocator that never moves a block could give
                  back.
 
@@ -375,8 +376,7 @@ def run_one(driver, row, scenario, scale, waves, seed, timeout):
     res["kept"] = (a - b) / (pk - b)
     if row["group"] == "ours":
         fb, fa = res["base"]["floor"], res["after"]["floor"]
-        res["floor_growth"] = (fa["pool_pages"] + fa["malloc_in_use"]) - \
-                              (fb["pool_pages"] + fb["malloc_in_use"])
+        res["floor_growth"] = floor_bytes(fa) - floor_bytes(fb)
         res["floor_frac"] = res["floor_growth"] / (pk - b)
     if scenario == "service":
         live = res["after"]["live_bytes"]
@@ -384,6 +384,13 @@ def run_one(driver, row, scenario, scale, waves, seed, timeout):
         res["growth_over_live"] = (a - b) / live
     res["ok"] = True
     return res
+
+
+def floor_bytes(f):
+    """The floor of one `_pymalloc.floor()` reading: pool pages, our span
+    pages (launchers before `span_pages` existed give none) and glibc's
+    bytes in use."""
+    return f["pool_pages"] + f.get("span_pages", 0) + f["malloc_in_use"]
 
 
 def validate(res, row):
@@ -404,7 +411,7 @@ def validate(res, row):
                 out.append("_pymalloc.floor() missing at %s" % ev)
         if not out:
             fb, fa = res["base"]["floor"], res["after"]["floor"]
-            g = fa["pool_pages"] + fa["malloc_in_use"] - fb["pool_pages"] - fb["malloc_in_use"]
+            g = floor_bytes(fa) - floor_bytes(fb)
             if g <= 0:
                 out.append("floor growth %d <= 0" % g)
     if row["release"] == "purge" and not isinstance(res["after"].get("purged_bytes"), int):
@@ -691,7 +698,9 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
     L.append("")
     L.append("**floor fraction**: in the pymalloc-python runs the driver also calls "
              "`_pymalloc.floor()` at base and after; floor growth = Δ(`pool_pages` + "
-             "`malloc_in_use`), i.e. the pymalloc pool pages still holding a live block plus "
+             "`span_pages` + `malloc_in_use`), i.e. the pymalloc pool pages still holding a "
+             "live block, the pages of our own heaps holding part of a live block above 512 "
+             "bytes (every-size rows; large blocks whole), and "
              "the bytes glibc has handed out and not had back. Given where the blocks were "
              "placed, no allocator that never moves a block could hold less (to page "
              "granularity; the pool pages are counted whole, glibc's bytes exactly). "

@@ -475,14 +475,17 @@ pub mod _pymalloc {
 
     /// What no allocator that never moves a block could give back now, as a
     /// dict: `pool_pages` (bytes of pymalloc's pool pages holding a live
-    /// block) and `malloc_in_use` (bytes the C library has handed out and not
-    /// had back, None where it cannot tell).
+    /// block), `span_pages` (bytes of our own heaps' pages holding part of a
+    /// live block above 512 bytes: the `pymalloc_all` configurations; see
+    /// `every_size::live_page_bytes`) and `malloc_in_use` (bytes the C
+    /// library has handed out and not had back, None where it cannot tell).
     #[pyfunction]
     fn floor(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         let d = PyDict::new(py);
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode: the heap is ours to walk.
         d.set_item("pool_pages", unsafe { pymalloc::config::pymalloc_live_page_bytes() })?;
+        d.set_item("span_pages", pymalloc::every_size::live_page_bytes())?;
         d.set_item("malloc_in_use", pymalloc::raw::in_use())?;
         Ok(d)
     }

@@ -392,7 +392,7 @@ given = _pymalloc.purge()
 after = _pymalloc.floor()
 _pymalloc.validate()
 assert given > 0, given
-assert set(after) == {"pool_pages", "malloc_in_use"}, after
+assert set(after) == {"pool_pages", "span_pages", "malloc_in_use"}, after
 assert after["pool_pages"] <= 1.01 * before["pool_pages"], (before, after)
 assert after["pool_pages"] >= 0.9 * before["pool_pages"], ("purge frees no live page", before, after)
 assert _pymalloc.stats()["pages_out"] > 0
@@ -410,6 +410,38 @@ print("ok")
     // purge is what this test measures.
     let o = run(LAUNCHER, &["-c", code], &[("PYMALLOC_PURGE", "never")], "");
     assert_eq!(out(&o), "ok\n", "{}", err(&o));
+}
+
+/// Under `pymalloc_all`, `floor()`'s `span_pages` counts the pages of our
+/// own heaps holding blocks above 512 bytes: one page per survivor of a
+/// heap of page-sized blocks kept one in four, before and after a purge.
+#[test]
+fn the_floor_counts_span_pages_under_every_size() {
+    let code = r#"
+import _pymalloc, gc
+base = _pymalloc.floor()["span_pages"]
+blobs = [bytes([i % 256]) * 4000 for i in range(4000)]
+full = _pymalloc.floor()["span_pages"] - base
+keep = blobs[::4]
+del blobs
+gc.collect()
+_pymalloc.purge()
+kept = _pymalloc.floor()["span_pages"] - base
+# 4033-byte objects in 4096-byte blocks, one page each (span and segment
+# headers add a little).
+assert 4000 * 4096 <= full <= 4000 * 4096 * 1.02, full
+assert 1000 * 4096 <= kept <= 1000 * 4096 * 1.05, kept
+assert len(keep) == 1000
+print("ok")
+"#;
+    let o = run(LAUNCHER, &["-c", code], &[("PYTHONMALLOC", "pymalloc_all")], "");
+    assert_eq!(
+        out(&o),
+        "ok
+",
+        "{}",
+        err(&o)
+    );
 }
 
 /// A full collection gives memory back when enough lies free (a

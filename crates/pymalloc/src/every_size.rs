@@ -159,6 +159,37 @@ pub fn stats() -> SpanStats {
     total
 }
 
+/// What no allocator that never moves a block could give back of the
+/// blocks above 512 bytes, in bytes: the calling thread's span pages that
+/// hold part of a block in use (large blocks whole), every other thread
+/// heap's medium and large bytes in use (their free lists are theirs to
+/// walk), and the huge blocks in use.
+pub fn live_page_bytes() -> usize {
+    let me = thread::current_heap();
+    let mut bytes = spans::huge_stats().huge_bytes + current_live_page_bytes();
+    thread_heaps::for_each_heap(|h| {
+        if !ptr::eq(h, me) {
+            let st = h.span_stats();
+            bytes += st.medium_bytes + st.large_bytes;
+        }
+    });
+    bytes
+}
+
+pub use crate::spans::segment_header_bytes;
+
+/// The calling thread's span pages that hold part of a block in use
+/// (large blocks whole, and the header pages of the segments holding
+/// them), in bytes; 0 if it has no heap.
+pub fn current_live_page_bytes() -> usize {
+    let h = thread::current_heap();
+    if h.is_null() {
+        return 0;
+    }
+    // SAFETY: h is this thread's live heap: its owner calls.
+    unsafe { (*h).span_live_page_bytes() }
+}
+
 /// Gives back the free units of every thread heap's span segments, the
 /// slots freed huge blocks kept, and the free pages of the calling thread's
 /// medium spans in use, now; returns the bytes.

@@ -72,6 +72,45 @@ pub(crate) fn is_out(s: &Span, base: *mut u8, b: *mut u8) -> bool {
     }
 }
 
+/// The blocks on the free list of `sp` (at `base`), as a bitmap.
+///
+/// # Safety
+/// `sp` is a live medium span at `base`, and the caller is its owner.
+unsafe fn free_blocks(sp: &Span, base: *mut u8) -> [u64; MAX_BLOCKS / 64] {
+    debug_assert!(usize::from(sp.capacity) <= MAX_BLOCKS);
+    let mut free = [0u64; MAX_BLOCKS / 64];
+    let mut b = sp.free;
+    while !b.is_null() {
+        let i = (b.addr() - base.addr()) / sp.size as usize;
+        free[i / 64] |= 1 << (i % 64);
+        // SAFETY: free-list blocks are free blocks of the span, linked
+        // through their first word.
+        b = unsafe { b.cast::<*mut u8>().read() };
+    }
+    free
+}
+
+/// Bytes of the pages of medium span `s` (at `base`) that hold part of a
+/// block in use: what no allocator that never moves a block could give
+/// back. Where pages are not smaller than units, the blocks in use.
+///
+/// # Safety
+/// As for [`discard_free_pages`].
+pub(crate) unsafe fn live_page_bytes(s: *const Span, base: *mut u8) -> usize {
+    // SAFETY: the contract: the descriptor is live and ours.
+    let sp = unsafe { &*s };
+    let Some((page, npages)) = span_pages(usize::from(sp.units)) else {
+        return usize::from(sp.used) * sp.size as usize;
+    };
+    // SAFETY: the contract.
+    let free = unsafe { free_blocks(sp, base) };
+    let virgin = usize::from(sp.virgin);
+    // Out blocks are free too (and on no list).
+    let in_use = |i: usize| i < virgin && free[i / 64] & (1 << (i % 64)) == 0 && !overlaps(sp, i, sp.pages_out, page);
+    (0..npages).filter(|&p| blocks_of_page(sp, p, page).is_some_and(|(first, last)| (first..=last).any(in_use))).count()
+        * page
+}
+
 /// Gives back the pages of medium span `s` (at `base`) whose blocks are all
 /// free; returns the bytes of the pages newly marked out (pages given back
 /// without a mark are not counted: they may never have been resident).
@@ -86,17 +125,9 @@ pub(crate) unsafe fn discard_free_pages(s: *mut Span, base: *mut u8) -> usize {
     if sp.used == sp.virgin && sp.virgin == sp.capacity {
         return 0;
     }
-    debug_assert!(usize::from(sp.capacity) <= MAX_BLOCKS);
     let size = sp.size as usize;
-    let mut free = [0u64; MAX_BLOCKS / 64];
-    let mut b = sp.free;
-    while !b.is_null() {
-        let i = (b.addr() - base.addr()) / size;
-        free[i / 64] |= 1 << (i % 64);
-        // SAFETY: free-list blocks are free blocks of the span, linked
-        // through their first word.
-        b = unsafe { b.cast::<*mut u8>().read() };
-    }
+    // SAFETY: the contract.
+    let free = unsafe { free_blocks(sp, base) };
     let is_free = |i: usize| free[i / 64] & (1 << (i % 64)) != 0;
     let virgin = usize::from(sp.virgin);
     let (mut out, mut bare) = (0u64, 0u64);

@@ -108,6 +108,12 @@ fn bump(c: &AtomicUsize, by: isize) {
     c.store(c.load(Ordering::Relaxed).wrapping_add_signed(by), Ordering::Relaxed);
 }
 
+/// The pages of a span segment's header (its descriptors and bitmaps),
+/// resident while the segment holds a span.
+pub fn segment_header_bytes() -> usize {
+    size_of::<Segment>().next_multiple_of(crate::os::page_size())
+}
+
 /// The blocks above 512 bytes of one heap.
 ///
 /// Invariants: `classes[c]` heads a doubly linked list of exactly the
@@ -555,6 +561,43 @@ impl SpanHeap {
             }
         }
         bump(&self.counters.pages_out_bytes, bytes as isize);
+        bytes
+    }
+
+    /// Bytes of this heap's spans that hold a block in use, to the page:
+    /// large blocks whole, medium spans' pages holding part of a block in
+    /// use, and the header pages of the segments holding either, as the
+    /// pools' floor counts their headers' pages (owner only: the free lists
+    /// are the owner's). See [`segment_header_bytes`].
+    pub(crate) fn live_page_bytes(&self, ctx: &Ctx<'_>) -> usize {
+        let _meta = ctx.meta.lock();
+        let header = segment_header_bytes();
+        let mut bytes = 0;
+        let mut seg = self.segments.get();
+        // SAFETY: as in discard_span_pages.
+        unsafe {
+            while !seg.is_null() {
+                let mut held = 0;
+                let mut u = 1;
+                while u < UNITS {
+                    if (*seg).free & (1 << u) != 0 {
+                        u += 1;
+                        continue;
+                    }
+                    let s = (&raw const (*seg).spans).cast::<Span>().add(u);
+                    held += if (*s).class == LARGE {
+                        (*s).size as usize
+                    } else {
+                        span_pages::live_page_bytes(s, unit_address(seg, u))
+                    };
+                    u += usize::from((*s).units);
+                }
+                if held > 0 {
+                    bytes += held + header;
+                }
+                seg = (*seg).next;
+            }
+        }
         bytes
     }
 

@@ -234,6 +234,7 @@ fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
 fn free_pages_of_spans_in_use_go_back_and_come_back() {
     std::thread::spawn(|| {
         // 2000 blocks of 1500 bytes (43 per 64 KiB span); keep one in 20.
+        let live_before = every_size::current_live_page_bytes();
         let blocks: Vec<*mut u8> = (0..2000).map(|_| every_size::alloc(1500, 16, false)).collect();
         for (i, &b) in blocks.iter().enumerate() {
             fill(b, 1500, (i % 200) as u8 + 1);
@@ -244,6 +245,15 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
                 unsafe { every_size::free(b) };
             }
         }
+        // The floor: exactly the pages the survivors' bytes lie on and the
+        // headers of their segments (the spans are this test's own, so no
+        // one else's block shares them).
+        let pinned: std::collections::BTreeSet<usize> =
+            kept.iter().flat_map(|&(_, b)| b.addr() / 4096..=(b.addr() + 1500 - 1) / 4096).collect();
+        let segments: std::collections::BTreeSet<usize> = kept.iter().map(|&(_, b)| b.addr() >> 20).collect();
+        let floor = pinned.len() * 4096 + segments.len() * every_size::segment_header_bytes();
+        assert_eq!(every_size::current_live_page_bytes() - live_before, floor);
+        assert!(pinned.len() >= kept.len() && pinned.len() <= 2 * kept.len());
         let before = every_size::current_stats();
         assert_eq!(before.pages_out_bytes, 0);
         let given = every_size::release_free();
@@ -256,6 +266,11 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
         for &(i, b) in &kept {
             assert!(holds(b, 1500, (i % 200) as u8 + 1), "a survivor lost its bytes");
         }
+        assert_eq!(
+            every_size::current_live_page_bytes() - live_before,
+            floor,
+            "giving free pages back leaves the floor where it was"
+        );
         // Allocating again brings the pages back, block by block.
         let again: Vec<*mut u8> = (0..1900).map(|_| every_size::alloc(1500, 16, true)).collect();
         for &b in &again {

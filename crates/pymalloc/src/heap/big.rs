@@ -96,6 +96,12 @@ impl Heap {
         self.spans.discard_span_pages(&self.span_ctx())
     }
 
+    /// Bytes of this heap's span pages holding a block in use (owner
+    /// only; see `SpanHeap::live_page_bytes`).
+    pub(crate) fn span_live_page_bytes(&self) -> usize {
+        self.spans.live_page_bytes(&self.span_ctx())
+    }
+
     /// Live blocks above 512 bytes of this heap (huge ones: the process's).
     pub fn span_stats(&self) -> SpanStats {
         self.spans.stats()
