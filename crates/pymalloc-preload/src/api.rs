@@ -15,8 +15,8 @@ use core::ffi::{c_int, c_void};
 use pymalloc::every_size::{self, EverySize};
 use pymalloc::geometry::ALIGNMENT;
 use pymalloc::thread;
-use pymalloc::trace::{self, Source};
 
+use crate::traced;
 use crate::underneath::{self, Glibc};
 
 /// pymalloc with every size, glibc underneath.
@@ -42,8 +42,8 @@ fn or_enomem(p: *mut u8) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
     let p = thread::malloc_with::<Ours>(n);
-    if trace::is_tracing() {
-        trace::record_alloc(Source::Malloc, p, n);
+    if traced::is_on() {
+        traced::alloc(p, n);
     }
     or_enomem(p)
 }
@@ -52,8 +52,8 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 /// `p` is null or a live block of this process's allocator, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if trace::is_tracing() {
-        trace::record_free(p.cast());
+    if traced::is_on() {
+        traced::free(p.cast());
     }
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
     // (the caller's contract: p is live from malloc and friends).
@@ -65,8 +65,8 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[no_mangle]
 pub unsafe extern "C" fn calloc(nelem: usize, elsize: usize) -> *mut c_void {
     let p = thread::calloc_with::<Ours>(nelem, elsize);
-    if trace::is_tracing() {
-        trace::record_alloc(Source::Malloc, p, nelem.saturating_mul(elsize));
+    if traced::is_on() {
+        traced::alloc(p, nelem.saturating_mul(elsize));
     }
     or_enomem(p)
 }
@@ -81,17 +81,17 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, n: usize) -> *mut c_void {
         unsafe { free(p) };
         return core::ptr::null_mut();
     }
-    let tracing = trace::is_tracing();
+    let tracing = traced::is_on();
     if tracing {
         // The trace goes first (a moved block's address may be another
         // thread's at once); a failed realloc loses it.
-        trace::record_free(p.cast());
+        traced::free(p.cast());
     }
     // SAFETY: p is null or live (the caller's contract); a pymalloc block is
     // resized by the front, anything else by glibc.
     let q = unsafe { thread::realloc_with::<Ours>(p.cast(), n) };
     if tracing {
-        trace::record_alloc(Source::Malloc, q, n);
+        traced::alloc(q, n);
     }
     or_enomem(q)
 }
@@ -122,8 +122,8 @@ fn aligned(align: usize, n: usize) -> *mut u8 {
             p
         }
     };
-    if trace::is_tracing() {
-        trace::record_alloc(Source::Malloc, p, n);
+    if traced::is_on() {
+        traced::alloc(p, n);
     }
     p
 }

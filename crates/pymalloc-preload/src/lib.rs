@@ -14,7 +14,10 @@
 //!   512 bytes and alignments above 16), the blocks glibc handed out before
 //!   this library was in charge, and this library's own Rust allocations.
 //! * `lifecycle.rs`: what happens at load (the `PYMALLOC_PURGE` policy, the
-//!   `fork` handlers) and at exit (statistics on request).
+//!   `fork` handlers, tracing) and at exit (statistics on request).
+//! * `traced.rs`: the tracer's hooks, compiled in with the `trace` feature
+//!   only (`libpymalloc_preload_trace.so`, package
+//!   `pymalloc-preload-trace`).
 //!
 //! Small requests are the thread heaps' (`pymalloc::thread`): one heap per
 //! thread, no lock on the fast paths, frees from other threads queued to
@@ -25,6 +28,7 @@
 
 mod api;
 mod lifecycle;
+mod traced;
 mod underneath;
 
 /// This library's own Rust allocations (the thread-exit registration of

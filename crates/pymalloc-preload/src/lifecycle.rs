@@ -10,7 +10,8 @@
 //!   not ask for one). A name that is not a policy is reported with the
 //!   valid ones, and the program exits with status 2 before it starts.
 //! * `PYTHONTRACEMALLOC=N` traces every block of the C allocation API with
-//!   up to `N` frames (`pymalloc::trace`); `PYMALLOC_TRACE_DUMP=path` and
+//!   up to `N` frames (`pymalloc::trace`; in `libpymalloc_preload_trace.so`
+//!   only, see `traced.rs`); `PYMALLOC_TRACE_DUMP=path` and
 //!   `PYMALLOC_TRACE_PEAK_DUMP=path` write the snapshot and the peak's at
 //!   exit (`pymalloc::snapshot::trace_from_env`). A bad `N` ends the
 //!   program as a bad policy name does.
@@ -46,8 +47,8 @@ extern "C" fn on_load() {
             }
         }
     }
-    match pymalloc::snapshot::trace_from_env() {
-        Ok(_) => {}
+    match crate::traced::start_from_env() {
+        Ok(()) => {}
         Err(e) => {
             eprintln!("libpymalloc_preload: {e}");
             // SAFETY: _exit has no precondition.

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 
 struct Env {
     lib: PathBuf,
+    /// `libpymalloc_preload_trace.so`: the same with the tracer.
+    traced_lib: PathBuf,
     out: PathBuf,
     c_dir: PathBuf,
 }
@@ -25,17 +27,18 @@ fn env() -> &'static Env {
         let target = exe.parent().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(&cargo)
-            .args(["build", "--release", "-p", "pymalloc-preload", "--target-dir"])
+            .args(["build", "--release", "-p", "pymalloc-preload", "-p", "pymalloc-preload-trace", "--target-dir"])
             .arg(&target)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
         assert!(out.status.success(), "building the preload library:\n{}", String::from_utf8_lossy(&out.stderr));
         let lib = target.join("release/libpymalloc_preload.so");
-        assert!(lib.is_file());
+        let traced_lib = target.join("release/libpymalloc_preload_trace.so");
+        assert!(lib.is_file() && traced_lib.is_file());
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pymalloc-preload-programs");
         std::fs::create_dir_all(&out).unwrap();
-        Env { lib, out, c_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c") }
+        Env { lib, traced_lib, out, c_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c") }
     })
 }
 
@@ -138,12 +141,12 @@ fn cxx_new_delete_and_containers() {
 fn pythontracemalloc_traces_the_c_allocation_api() {
     let exe = compile("traced.c", "cc", &["-O1", "-g"]);
     let dump = env().out.join("traced.snapshot");
-    // The program preloaded, with PYTHONTRACEMALLOC=n and a dump at exit
-    // (any earlier dump removed first).
+    // The program under the tracing library, with PYTHONTRACEMALLOC=n and
+    // a dump at exit (any earlier dump removed first).
     let traced = |n: &str| {
         let _ = std::fs::remove_file(&dump);
         Command::new(&exe)
-            .env("LD_PRELOAD", &env().lib)
+            .env("LD_PRELOAD", &env().traced_lib)
             .env("PYTHONTRACEMALLOC", n)
             .env("PYMALLOC_TRACE_DUMP", &dump)
             .output()
@@ -170,6 +173,38 @@ fn pythontracemalloc_traces_the_c_allocation_api() {
     let out = traced("0");
     assert!(out.status.success() && out.stderr.is_empty(), "{}", show(&out));
     assert!(!dump.exists(), "tracing stayed off");
+
+    // The plain library does not trace: it says which one does, and the
+    // program runs as ever.
+    let out = Command::new(&exe)
+        .env("LD_PRELOAD", &env().lib)
+        .env("PYTHONTRACEMALLOC", "2")
+        .env("PYMALLOC_TRACE_DUMP", &dump)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept 7\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("preload libpymalloc_preload_trace.so"), "{}", show(&out));
+    assert!(!dump.exists(), "the plain library wrote a snapshot");
+}
+
+/// The plain library carries none of the tracer (its unwinder and
+/// symbolizer cost every program resident text, tracing or not): it is far
+/// smaller than the tracing one and holds none of the tracer's code or
+/// names. (std's own panic backtrace code is in both.)
+#[test]
+fn the_plain_library_leaves_the_tracer_out() {
+    let plain = std::fs::metadata(&env().lib).unwrap().len();
+    let traced = std::fs::metadata(&env().traced_lib).unwrap().len();
+    assert!(plain * 3 < traced * 2, "plain {plain} bytes, traced {traced}");
+    let has = |lib: &Path, needle: &str| {
+        let bytes = std::fs::read(lib).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+    for name in ["trace_frames", "trace_table", "PYMALLOC_TRACE_DUMP"] {
+        assert!(!has(&env().lib, name), "the plain library contains {name}");
+        assert!(has(&env().traced_lib, name), "the tracing library lacks {name}: the check finds nothing");
+    }
 }
 
 #[test]

@@ -262,6 +262,25 @@ pub mod _pymalloc {
         m.set_item("mid_bytes", s.map.mid_nodes * s.map.mid_node_bytes)?;
         m.set_item("bot_bytes", s.map.bot_nodes * s.map.bot_node_bytes)?;
         d.set_item("arena_map", m)?;
+        // Blocks above 512 bytes in our own heaps (the `pymalloc_all`
+        // configurations; zeroes otherwise).
+        let e = pymalloc::every_size::stats();
+        let sp = PyDict::new(py);
+        for (k, v) in [
+            ("segments", e.segments),
+            ("medium_blocks", e.medium_blocks),
+            ("medium_bytes", e.medium_bytes),
+            ("large_blocks", e.large_blocks),
+            ("large_bytes", e.large_bytes),
+            ("huge_blocks", e.huge_blocks),
+            ("huge_bytes", e.huge_bytes),
+            ("dirty_bytes", e.dirty_bytes),
+            ("pages_out_bytes", e.pages_out_bytes),
+            ("huge_kept_bytes", e.huge_kept_bytes),
+        ] {
+            sp.set_item(k, v)?;
+        }
+        d.set_item("spans", sp)?;
         Ok(d)
     }
 
