@@ -422,6 +422,10 @@ import _pymalloc, gc
 base = _pymalloc.floor()["span_pages"]
 blobs = [bytes([i % 256]) * 4000 for i in range(4000)]
 full = _pymalloc.floor()["span_pages"] - base
+sp = _pymalloc.stats()["spans"]
+assert set(sp) == {"segments", "medium_blocks", "medium_bytes", "large_blocks", "large_bytes", "huge_blocks",
+                   "huge_bytes", "dirty_bytes", "pages_out_bytes", "huge_kept_bytes"}, sp
+assert sp["medium_blocks"] >= 4000 and sp["medium_bytes"] >= 4000 * 4096, sp
 keep = blobs[::4]
 del blobs
 gc.collect()
