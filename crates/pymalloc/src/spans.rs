@@ -114,6 +114,27 @@ pub fn segment_header_bytes() -> usize {
     size_of::<Segment>().next_multiple_of(crate::os::page_size())
 }
 
+/// Calls `f(head unit, descriptor)` for every span of segment `seg`.
+///
+/// # Safety
+/// `seg` is a live span segment whose owner's `meta` is held.
+unsafe fn spans_in(seg: *mut Segment, mut f: impl FnMut(usize, *mut Span)) {
+    let mut u = 1;
+    // SAFETY: the contract; a unit that is not free belongs to a span whose
+    // descriptor is at its head.
+    unsafe {
+        while u < UNITS {
+            if (*seg).free & (1 << u) != 0 {
+                u += 1;
+                continue;
+            }
+            let s = (&raw mut (*seg).spans).cast::<Span>().add(u);
+            f(u, s);
+            u += usize::from((*s).units);
+        }
+    }
+}
+
 /// The blocks above 512 bytes of one heap.
 ///
 /// Invariants: `classes[c]` heads a doubly linked list of exactly the
@@ -535,30 +556,37 @@ impl SpanHeap {
         bytes
     }
 
+    /// Calls `f(segment)` for every segment of this heap.
+    ///
+    /// # Safety
+    /// `meta` is held.
+    unsafe fn each_segment(&self, mut f: impl FnMut(*mut Segment)) {
+        let mut seg = self.segments.get();
+        // SAFETY: list entries are live span segments of this heap, and
+        // `meta` is held (the contract).
+        unsafe {
+            while !seg.is_null() {
+                f(seg);
+                seg = (*seg).next;
+            }
+        }
+    }
+
     /// Gives back the free pages of the medium spans in use (owner only:
     /// the free lists are the owner's). Returns the bytes newly given back.
     pub(crate) fn discard_span_pages(&self, ctx: &Ctx<'_>) -> usize {
         let _meta = ctx.meta.lock();
         let mut bytes = 0;
-        let mut seg = self.segments.get();
-        // SAFETY: list entries are live span segments of this heap, `meta`
-        // is held, and the caller owns the heap, so its spans' free lists.
+        // SAFETY: `meta` is held and the caller owns the heap, so the spans'
+        // free lists; each span is a live one at its head unit's address.
         unsafe {
-            while !seg.is_null() {
-                let mut u = 1;
-                while u < UNITS {
-                    if (*seg).free & (1 << u) != 0 {
-                        u += 1;
-                        continue;
-                    }
-                    let s = (&raw mut (*seg).spans).cast::<Span>().add(u);
+            self.each_segment(|seg| {
+                spans_in(seg, |u, s| {
                     if (*s).class != LARGE {
                         bytes += span_pages::discard_free_pages(s, unit_address(seg, u));
                     }
-                    u += usize::from((*s).units);
-                }
-                seg = (*seg).next;
-            }
+                })
+            });
         }
         bump(&self.counters.pages_out_bytes, bytes as isize);
         bytes
@@ -571,32 +599,22 @@ impl SpanHeap {
     /// are the owner's). See [`segment_header_bytes`].
     pub(crate) fn live_page_bytes(&self, ctx: &Ctx<'_>) -> usize {
         let _meta = ctx.meta.lock();
-        let header = segment_header_bytes();
         let mut bytes = 0;
-        let mut seg = self.segments.get();
         // SAFETY: as in discard_span_pages.
         unsafe {
-            while !seg.is_null() {
+            self.each_segment(|seg| {
                 let mut held = 0;
-                let mut u = 1;
-                while u < UNITS {
-                    if (*seg).free & (1 << u) != 0 {
-                        u += 1;
-                        continue;
-                    }
-                    let s = (&raw const (*seg).spans).cast::<Span>().add(u);
+                spans_in(seg, |u, s| {
                     held += if (*s).class == LARGE {
                         (*s).size as usize
                     } else {
                         span_pages::live_page_bytes(s, unit_address(seg, u))
                     };
-                    u += usize::from((*s).units);
-                }
+                });
                 if held > 0 {
-                    bytes += held + header;
+                    bytes += held + segment_header_bytes();
                 }
-                seg = (*seg).next;
-            }
+            });
         }
         bytes
     }
