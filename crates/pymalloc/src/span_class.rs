@@ -77,7 +77,7 @@ pub const fn medium_align(c: usize) -> usize {
 
 /// The smallest class from `c` up whose blocks are aligned to `align`, or
 /// None past the last class. Within a doubling the alignment is highest at
-/// its last class, so a search from `c` ends within eight classes.
+/// its last class, so a search from `c` ends within one doubling.
 #[inline]
 pub const fn aligned_class(mut c: usize, align: usize) -> Option<usize> {
     while c < NB_MEDIUM_CLASSES {
