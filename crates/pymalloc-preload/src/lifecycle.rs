@@ -27,7 +27,9 @@ use std::ffi::CStr;
 
 use pymalloc::PurgePolicy;
 
-fn env(name: &CStr) -> Option<String> {
+/// The variable `name`, read with libc's `getenv` (not `std::env`, whose
+/// code would be one more page of text in every program).
+pub(crate) fn env(name: &CStr) -> Option<String> {
     // SAFETY: getenv with a NUL-terminated name; the result is null or a
     // NUL-terminated string we copy at once (no one changes the
     // environment while constructors run).

@@ -50,7 +50,7 @@ pub(crate) fn start_from_env() -> Result<(), String> {
     return pymalloc::snapshot::trace_from_env().map(|_| ());
     #[cfg(not(feature = "trace"))]
     {
-        if std::env::var("PYTHONTRACEMALLOC").is_ok_and(|n| !n.is_empty() && n != "0") {
+        if crate::lifecycle::env(c"PYTHONTRACEMALLOC").is_some_and(|n| !n.is_empty() && n != "0") {
             eprintln!(
                 "libpymalloc_preload: PYTHONTRACEMALLOC is set, but this library does not trace; \
                  preload libpymalloc_preload_trace.so to trace"

@@ -207,6 +207,28 @@ fn the_plain_library_leaves_the_tracer_out() {
     }
 }
 
+/// The code a program runs in the library lies in one 64 KiB window (see
+/// `build.rs`): a program that makes every kind of request, from two
+/// threads, has at most 96 KiB of the library's text resident. It had 236
+/// KiB before the library's code was grouped: the kernel maps the 64 KiB
+/// around each page fault of a file mapping, and the code it ran was spread
+/// among `std`'s.
+#[test]
+fn the_library_text_a_program_runs_is_one_window() {
+    let exe = compile("resident_text.c", "cc", &["-O1", "-std=gnu11", "-Wall", "-Werror", "-pthread", "-ldl"]);
+    let out = Command::new(&exe).env("LD_PRELOAD", &env().lib).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("libpymalloc_preload.so"), "malloc is not the library's: {stdout}");
+    let kib: i64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("text_rss_kib "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no text_rss_kib line: {stdout}"));
+    assert!(kib > 0, "the library's executable mapping was not found: {stdout}");
+    assert!(kib <= 96, "{kib} KiB of the library's text resident, more than one 64 KiB window: {stdout}");
+}
+
 #[test]
 fn a_bad_purge_policy_is_named_with_the_valid_ones() {
     let out = Command::new("true").env("LD_PRELOAD", &env().lib).env("PYMALLOC_PURGE", "sometimes").output().unwrap();
