@@ -48,8 +48,25 @@ pub fn owns(p: *const u8) -> bool {
 /// calling thread's span heap, zeroed if `zero`; null if it cannot serve it
 /// (no region, no memory, an exiting thread, an alignment above half a
 /// segment). Never calls a fallback.
-#[inline]
+///
+/// The fast path (a block of the class's listed span, for a thread that
+/// has its heap) is inline; everything else is [`alloc_slow`].
+#[inline(always)]
 pub fn alloc(n: usize, align: usize, zero: bool) -> *mut u8 {
+    let h = thread::current_heap();
+    if !h.is_null() && !zero {
+        // SAFETY: h is the calling thread's heap.
+        let p = unsafe { (*h).alloc_big_listed(n, align) };
+        if !p.is_null() {
+            return p;
+        }
+    }
+    alloc_slow(n, align, zero)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(n: usize, align: usize, zero: bool) -> *mut u8 {
     if n > MAX_SIZE {
         return ptr::null_mut();
     }
@@ -249,6 +266,12 @@ impl<F: Fallback> Fallback for EverySize<F> {
             }
         }
         F::malloc(n)
+    }
+
+    /// The segment region holds no pool: its blocks are all ours.
+    #[inline(always)]
+    fn claims(p: *const u8) -> bool {
+        owns(p) || F::claims(p)
     }
 
     #[inline]

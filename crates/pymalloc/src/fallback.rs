@@ -35,6 +35,18 @@ pub trait Fallback {
     /// threads.
     const COUNTED: bool = true;
 
+    /// Whether `p`, the address of a live block outside the arena region,
+    /// is this fallback's, told without the radix map. The front asks
+    /// before it looks up arenas from outside the region in the radix map
+    /// (three dependent loads), so a fallback with a region of its own
+    /// ([`crate::every_size::EverySize`]: the segment region) costs its
+    /// blocks one comparison there. Must be false for every pool block.
+    /// Default: no block is claimed this way.
+    #[inline(always)]
+    fn claims(_p: *const u8) -> bool {
+        false
+    }
+
     /// `malloc(n)`.
     fn malloc(n: usize) -> *mut u8;
     /// `calloc(nelem, elsize)`.

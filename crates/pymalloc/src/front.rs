@@ -14,7 +14,7 @@
 //!   and is over three quarters of it, and moves it otherwise; a fallback
 //!   block stays with the fallback;
 //! * `free` and `realloc` tell pool blocks from fallback blocks by address
-//!   ([`owns_live`]), outside any lock.
+//!   ([`is_pool_block`]), outside any lock.
 //!
 //! The front knows pools and fallbacks, not heaps, so it sits below the heap
 //! in the import order; the modes (`locked.rs`, `gil.rs`, `thread.rs`, and
@@ -27,7 +27,19 @@ use crate::fallback::Fallback;
 use crate::geometry::{class_size, size_class};
 use crate::ownership::owns_live;
 use crate::pool::{class_of, launder};
+use crate::radix::ARENA_MAP;
 use crate::raw::MAX_SIZE;
+use crate::region;
+
+/// Whether `p`, a live block of the pools or of `F`, is a pool block: in
+/// the arena region (one comparison), else not claimed by `F` (a fallback
+/// with a region of its own answers with one comparison more), else in
+/// the radix map of arenas from outside the region. Exact for live
+/// blocks, as [`owns_live`] is, which it refines with `F`'s answer.
+#[inline(always)]
+fn is_pool_block<F: Fallback>(p: *const u8) -> bool {
+    region::contains(p) || (!F::claims(p) && ARENA_MAP.contains(p))
+}
 
 /// Where a front's pool blocks come from.
 pub(crate) trait Pools {
@@ -96,7 +108,7 @@ pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8,
     if p.is_null() {
         return object_malloc::<F>(pools, nbytes);
     }
-    if !owns_live(p) {
+    if !is_pool_block::<F>(p) {
         // Not ours: the fallback keeps managing it.
         // SAFETY: p is a live fallback block (caller's contract).
         return unsafe { F::realloc(p, nbytes) };
@@ -147,7 +159,7 @@ pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if owns_live(p) {
+    if is_pool_block::<F>(p) {
         // SAFETY: a live pool block of `pools` (caller's contract).
         unsafe { pools.free(p) };
     } else {

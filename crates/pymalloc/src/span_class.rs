@@ -75,6 +75,21 @@ pub const fn medium_align(c: usize) -> usize {
     }
 }
 
+/// The alignment of the blocks of every class (all sizes are multiples of
+/// 64): a request aligned to no more needs no look at its class's.
+pub const MIN_MEDIUM_ALIGN: usize = {
+    let mut a = usize::MAX;
+    let mut c = 0;
+    while c < NB_MEDIUM_CLASSES {
+        if medium_align(c) < a {
+            a = medium_align(c);
+        }
+        c += 1;
+    }
+    a
+};
+const _: () = assert!(MIN_MEDIUM_ALIGN == 64);
+
 /// The smallest class from `c` up whose blocks are aligned to `align`, or
 /// None past the last class. Within a doubling the alignment is highest at
 /// its last class, so a search from `c` ends within one doubling.

@@ -26,7 +26,7 @@ use crate::segment::{
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
 use crate::span_class::{
-    aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, NB_MEDIUM_CLASSES,
+    aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, MIN_MEDIUM_ALIGN, NB_MEDIUM_CLASSES,
 };
 use crate::span_pages;
 use crate::sync::SpinLock;
@@ -178,7 +178,7 @@ impl SpanHeap {
         }
         let c = medium_class(n);
         let s = self.classes[c].get();
-        if s.is_null() || align > medium_align(c) {
+        if s.is_null() || (align > MIN_MEDIUM_ALIGN && align > medium_align(c)) {
             return ptr::null_mut();
         }
         // SAFETY: a listed span is a live medium span of this heap with a
@@ -215,6 +215,8 @@ impl SpanHeap {
     }
 
     /// Pops a block of listed span `s` of class `c`; unlists it if full.
+    /// The free list's head inline; carving a virgin block, or taking back
+    /// the pages of blocks given to the OS, out of line.
     ///
     /// # Safety
     /// `s` is a live span of class `c` on this heap's list; owner only.
@@ -222,7 +224,27 @@ impl SpanHeap {
     unsafe fn take_block(&self, c: usize, s: *mut Span) -> *mut u8 {
         // SAFETY: the contract; the free list links blocks of the span.
         unsafe {
-            if (*s).free.is_null() && (*s).virgin == (*s).capacity {
+            let p = (*s).free;
+            if p.is_null() {
+                return self.take_unlinked_block(c, s);
+            }
+            (*s).free = p.cast::<*mut u8>().read();
+            self.block_taken(c, s);
+            p
+        }
+    }
+
+    /// [`Self::take_block`] when the span's free list is empty: a virgin
+    /// block, or (none left) the free blocks whose pages went back.
+    ///
+    /// # Safety
+    /// As for [`Self::take_block`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn take_unlinked_block(&self, c: usize, s: *mut Span) -> *mut u8 {
+        // SAFETY: the contract; the free list links blocks of the span.
+        unsafe {
+            if (*s).virgin == (*s).capacity {
                 // The free blocks left are out: their pages come back.
                 let out = span_pages::restore_pages(s, span_base(s));
                 bump(&self.counters.pages_out_bytes, -(out as isize));
@@ -237,13 +259,28 @@ impl SpanHeap {
                 (*s).virgin += 1;
                 p
             };
+            self.block_taken(c, s);
+            p
+        }
+    }
+
+    /// Counts a block taken from listed span `s` of class `c`, and unlists
+    /// the span if that filled it.
+    ///
+    /// # Safety
+    /// As for [`Self::take_block`].
+    #[inline(always)]
+    unsafe fn block_taken(&self, c: usize, s: *mut Span) {
+        // SAFETY: the contract.
+        unsafe {
             (*s).used += 1;
             if (*s).used == (*s).capacity {
                 self.unlist(c, s);
             }
             bump(&self.counters.medium_blocks, 1);
-            bump(&self.counters.medium_bytes, medium_size(c) as isize);
-            p
+            // The span's own size: on the line just read, where the class's
+            // size would be a dozen instructions of arithmetic.
+            bump(&self.counters.medium_bytes, (*s).size as isize);
         }
     }
 
@@ -364,12 +401,12 @@ impl SpanHeap {
 
     /// Frees a medium or large block of this heap (owner only). True if
     /// units went back to their segment (a span emptied, or the block was
-    /// large).
+    /// large). `ctx` is asked for only then, out of the hot path.
     ///
     /// # Safety
     /// `p` is a live medium or large block of this heap, not used again.
     #[inline(always)]
-    pub(crate) unsafe fn free(&self, p: *mut u8, ctx: &Ctx<'_>) -> bool {
+    pub(crate) unsafe fn free<'a>(&self, p: *mut u8, ctx: impl FnOnce() -> Ctx<'a>) -> bool {
         let seg = segment_of(p);
         // SAFETY: p is a live block of this heap's span segment seg.
         unsafe {
@@ -378,7 +415,7 @@ impl SpanHeap {
             if class == LARGE {
                 bump(&self.counters.large_blocks, -1);
                 bump(&self.counters.large_bytes, -((*s).size as isize));
-                self.release_units(seg, s, head, ctx);
+                self.release_units(seg, s, head, &ctx());
                 return true;
             }
             let c = usize::from(class);
@@ -386,14 +423,14 @@ impl SpanHeap {
             (*s).free = p;
             (*s).used -= 1;
             bump(&self.counters.medium_blocks, -1);
-            bump(&self.counters.medium_bytes, -(medium_size(c) as isize));
+            bump(&self.counters.medium_bytes, -((*s).size as isize));
             if !(*s).listed {
                 self.list(c, s);
             }
             // An empty span goes back unless it is its class's only one.
             if (*s).used == 0 && !(self.classes[c].get() == s && (*s).next.is_null()) {
                 self.unlist(c, s);
-                self.release_units(seg, s, head, ctx);
+                self.release_units(seg, s, head, &ctx());
                 return true;
             }
             false

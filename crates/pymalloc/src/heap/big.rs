@@ -33,6 +33,13 @@ impl Heap {
         p
     }
 
+    /// [`Heap::alloc_big`]'s fast path: a block of the class's listed span
+    /// (medium requests only), or null.
+    #[inline(always)]
+    pub(crate) fn alloc_big_listed(&self, n: usize, align: usize) -> *mut u8 {
+        self.spans.alloc_listed(n, align)
+    }
+
     /// No listed span serves the request: drain the blocks other threads
     /// freed (they may list a span again), then the span heap's slow path,
     /// which takes a listed span first, else a new span or segment.
@@ -50,7 +57,7 @@ impl Heap {
     #[inline(always)]
     pub(crate) unsafe fn free_big(&self, p: *mut u8) {
         // SAFETY: the contract.
-        if unsafe { self.spans.free(p, &self.span_ctx()) } {
+        if unsafe { self.spans.free(p, || self.span_ctx()) } {
             self.units_released();
         }
     }
