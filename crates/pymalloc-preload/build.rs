@@ -55,7 +55,7 @@ SECTIONS
   {
     *(.text.malloc .text.free .text.calloc .text.realloc .text.reallocarray)
     *(.text.posix_memalign .text.aligned_alloc .text.memalign .text.valloc .text.pvalloc)
-    *(.text.malloc_usable_size)
+    *(.text.malloc_usable_size .text._Zn* .text._Zd*)
     *(EXCLUDE_FILE(*libgcc_eh.a:*) .text.*pymalloc*)
     *(.text.*ARGV_INIT_ARRAY*)
     *(.text.*thread_local*)

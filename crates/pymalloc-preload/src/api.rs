@@ -41,6 +41,13 @@ fn or_enomem(p: *mut u8) -> *mut c_void {
 /// None beyond C's.
 #[no_mangle]
 pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
+    malloc_here(n)
+}
+
+/// `malloc`, for this library's other entry points: inline, where a call
+/// to the exported symbol would go through the GOT (it can be interposed).
+#[inline(always)]
+pub(crate) fn malloc_here(n: usize) -> *mut c_void {
     let p = thread::malloc_with::<Ours>(n);
     if traced::is_on() {
         traced::alloc(p, n);
@@ -52,6 +59,17 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 /// `p` is null or a live block of this process's allocator, not used again.
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the contract is free_here's.
+    unsafe { free_here(p) }
+}
+
+/// `free`, inline for this library's other entry points (see
+/// [`malloc_here`]).
+///
+/// # Safety
+/// `p` is null or a live block of this process's allocator, not used again.
+#[inline(always)]
+pub(crate) unsafe fn free_here(p: *mut c_void) {
     if traced::is_on() {
         traced::free(p.cast());
     }
@@ -111,7 +129,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, nelem: usize, elsize: usiz
 }
 
 /// A block of `n` bytes aligned to `align` (a power of two).
-fn aligned(align: usize, n: usize) -> *mut u8 {
+pub(crate) fn aligned(align: usize, n: usize) -> *mut u8 {
     let p = if align <= ALIGNMENT {
         thread::malloc_with::<Ours>(n)
     } else {

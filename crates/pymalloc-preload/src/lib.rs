@@ -9,6 +9,8 @@
 //!   `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`,
 //!   `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`); C++'s `new`
 //!   and `delete` reach it through libstdc++.
+//! * `cxx.rs`: C++'s `operator new` and `operator delete` (every form),
+//!   straight to the same paths, with C++'s failure rules.
 //! * `underneath.rs`: glibc's own allocator, reached by its `__libc_*`
 //!   names, which serves what pymalloc does not (for now, requests above
 //!   512 bytes and alignments above 16), the blocks glibc handed out before
@@ -27,6 +29,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod api;
+mod cxx;
 mod lifecycle;
 mod traced;
 mod underneath;

@@ -137,6 +137,26 @@ fn cxx_new_delete_and_containers() {
     assert!(String::from_utf8_lossy(&ours.stdout).starts_with("keys 5000 "));
 }
 
+/// C++'s operators are the library's own (`cxx.rs`), with C++'s rules:
+/// every form of `new` and `delete`, the new-handler called before
+/// `std::bad_alloc` is thrown through the library's frame, null from the
+/// `nothrow` forms. The rules' output is the same as under libstdc++'s.
+#[test]
+fn cxx_operators_are_the_librarys_with_cxx_rules() {
+    let exe = compile("cxx_operators.cpp", "c++", &["-O1", "-std=c++17", "-Wall", "-Werror", "-ldl"]);
+    let (plain, ours, stats) = both("cxx_operators", || Command::new(&exe));
+    same_results("cxx_operators", &plain, &ours, &stats);
+    let stdout = String::from_utf8_lossy(&ours.stdout);
+    assert!(stdout.contains("bad_alloc after 1 handler call(s)") && stdout.contains("nothrow: null null"), "{stdout}");
+    let defined_in = |o: &Output| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        ["operator new: ", "operator delete: "]
+            .map(|k| err.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("{err}")).to_string())
+    };
+    assert!(defined_in(&ours).iter().all(|l| l.ends_with("libpymalloc_preload.so")), "{}", show(&ours));
+    assert!(defined_in(&plain).iter().all(|l| !l.contains("pymalloc")), "{}", show(&plain));
+}
+
 #[test]
 fn pythontracemalloc_traces_the_c_allocation_api() {
     let exe = compile("traced.c", "cc", &["-O1", "-g"]);
