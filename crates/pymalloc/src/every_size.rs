@@ -84,6 +84,34 @@ fn alloc_slow(n: usize, align: usize, zero: bool) -> *mut u8 {
 /// `p` is a live block of the segment region ([`owns`]), not used again.
 #[inline]
 pub unsafe fn free(p: *mut u8) {
+    // SAFETY: the contract.
+    unsafe { free_owned(p, SEGMENTS.owner(p).unwrap_or(ptr::null())) }
+}
+
+/// Frees `p` if it is a block of the segment region and returns true;
+/// false (and nothing done) for any other address. One look at the region
+/// answers both "ours?" and "whose?", where [`owns`] then [`free`] would
+/// look twice.
+///
+/// # Safety
+/// `p` is a live block of some allocator; if it is the segment region's,
+/// it is not used again.
+#[inline(always)]
+pub unsafe fn free_if_owned(p: *mut u8) -> bool {
+    match SEGMENTS.owner(p) {
+        // SAFETY: in the region, so a live block of a segment (the contract).
+        Some(owner) => unsafe { free_owned(p, owner) },
+        None => return false,
+    }
+    true
+}
+
+/// [`free`] with the owner the region records for `p`'s slot.
+///
+/// # Safety
+/// As for [`free`]; `owner` is `SEGMENTS.owner(p)`.
+#[inline(always)]
+unsafe fn free_owned(p: *mut u8, owner: *const ()) {
     // SAFETY: the contract: p is a live block of a segment.
     unsafe {
         if spans::is_huge(p) {
@@ -92,7 +120,7 @@ pub unsafe fn free(p: *mut u8) {
             }
             return;
         }
-        let owner = SEGMENTS.owner(p).unwrap_or(ptr::null()).cast::<Heap>();
+        let owner = owner.cast::<Heap>();
         let h = thread::current_heap();
         if owner == h && !h.is_null() {
             (*h).free_big(p);
@@ -307,10 +335,9 @@ impl<F: Fallback> Fallback for EverySize<F> {
 
     #[inline]
     unsafe fn free(p: *mut u8) {
-        if owns(p) {
-            // SAFETY: a live block of ours, not used again (the contract).
-            unsafe { free(p) }
-        } else {
+        // SAFETY: a live block of ours or of F, not used again (the
+        // contract).
+        if !unsafe { free_if_owned(p) } {
             // SAFETY: null or a live block of F (the contract).
             unsafe { F::free(p) }
         }

@@ -125,14 +125,16 @@ fn alloc_zeroed<const ALL: bool>(l: Layout) -> *mut u8 {
 unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
     if pooled(l).is_some() {
         // SAFETY: by the rule, a block of this layout lives in a pool.
-        unsafe { thread::free_small(p) }
-    } else if ALL && every_size::owns(p) {
-        // SAFETY: a live span block, not used again.
-        unsafe { every_size::free(p) }
-    } else {
-        // SAFETY: other blocks come from the C library.
-        unsafe { raw::free(p) }
+        unsafe { thread::free_small(p) };
+        return;
     }
+    // SAFETY: a live block of the span heaps or of the C library, not used
+    // again.
+    if ALL && unsafe { every_size::free_if_owned(p) } {
+        return;
+    }
+    // SAFETY: other blocks come from the C library.
+    unsafe { raw::free(p) }
 }
 
 #[inline(always)]
