@@ -398,19 +398,6 @@ fn statistics_account_for_every_arena_byte() {
 }
 
 #[test]
-fn a_dropped_heap_releases_its_arenas() {
-    let addr;
-    {
-        let mut heap = Heap::new();
-        let p = heap.malloc(64);
-        addr = p as usize;
-        assert!(owns(p));
-        // dropped with the block still live
-    }
-    assert!(!owns(addr as *const u8));
-}
-
-#[test]
 fn arena_pictures_show_every_pool_state() {
     use pymalloc::{ArenaInfo, PoolState};
     let mut heap = Heap::new();
