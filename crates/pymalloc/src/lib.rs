@@ -95,6 +95,11 @@ mod trace_peak;
 mod trace_sample;
 mod trace_table;
 mod trace_timeline;
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+mod trace_unwind;
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
+#[path = "trace_unwind_none.rs"]
+mod trace_unwind;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

@@ -41,7 +41,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::domain::{Domain, MemAllocatorEx};
 pub use crate::trace_frames::Frame;
-use crate::trace_frames::{self, capture};
+use crate::trace_frames::{self, capture, Mark};
 use crate::trace_peak;
 use crate::trace_sample;
 pub use crate::trace_table::Source;
@@ -238,7 +238,7 @@ pub(crate) fn peak_figures() -> (usize, Vec<trace_peak::AtPeak>) {
 /// Traced memory over time since tracing started: `(milliseconds, most
 /// bytes traced in that step)`, at most 2048 points covering the whole run.
 pub fn timeline() -> Vec<(u64, usize)> {
-    untraced(trace_timeline::points)
+    untraced(|| trace_timeline::points(CURRENT.load(Ordering::Relaxed)))
 }
 
 /// The raw frames of traceback `id` (most recent first).
@@ -332,13 +332,14 @@ pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
 #[inline(never)]
 pub fn track(domain: u32, addr: usize, size: usize) -> Result<(), TraceError> {
     let marker = 0u8;
+    let mark = Mark::here(&marker);
     if !is_tracing() {
         return Err(TraceError::NotTracing);
     }
     if addr == 0 {
         return Err(TraceError::NullAddress);
     }
-    match guarded(|| add(Source::Tracked, domain, addr, size, stack_mark(&marker))) {
+    match guarded(|| add(Source::Tracked, domain, addr, size, mark)) {
         Some(false) => Err(TraceError::NoMemory),
         _ => Ok(()),
     }
@@ -354,12 +355,8 @@ pub fn untrack(domain: u32, addr: usize) -> Result<(), TraceError> {
     Ok(())
 }
 
-fn stack_mark(m: &u8) -> usize {
-    core::hint::black_box(m as *const u8 as usize)
-}
-
 /// Records a trace (guard up). False if the tables are full.
-fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> bool {
+fn add(source: Source, domain: u32, addr: usize, size: usize, mark: Mark) -> bool {
     let limit = LIMIT.load(Ordering::Relaxed);
     let mut small = [0usize; 32];
     let mut big = Vec::new();
@@ -369,7 +366,7 @@ fn add(source: Source, domain: u32, addr: usize, size: usize, above: usize) -> b
         big.resize(limit, 0);
         &mut big
     };
-    let n = capture(frames, limit, above);
+    let n = capture(frames, limit, mark);
     let Some(tb) = table::intern(&frames[..n]) else { return false };
     let t = Trace { addr, size, domain, traceback: tb, seq: table::next_seq(), source };
     match table::insert(t) {
@@ -479,10 +476,11 @@ pub struct Traced<A>(pub A);
 #[inline(never)]
 pub fn record_alloc(source: Source, p: *mut u8, size: usize) {
     let marker = 0u8;
+    let mark = Mark::here(&marker);
     if !is_tracing() || p.is_null() || !trace_sample::take(size) {
         return;
     }
-    guarded(|| add(source, DEFAULT_DOMAIN, p as usize, size, stack_mark(&marker)));
+    guarded(|| add(source, DEFAULT_DOMAIN, p as usize, size, mark));
 }
 
 /// For an allocator front of its own: forgets the block at `p` before the
@@ -574,32 +572,35 @@ unsafe fn state<'a>(ctx: *mut c_void) -> &'a (Source, MemAllocatorEx) {
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     let marker = 0u8;
+    let mark = Mark::here(&marker);
     // SAFETY: installed with a HOOKS state as its context.
     let (source, inner) = unsafe { state(ctx) };
     let entered = if is_tracing() && trace_sample::take(n) { enter() } else { None };
     // SAFETY: the wrapped allocator's contract is the domain's.
     let p = unsafe { (inner.malloc)(inner.ctx, n) };
     if entered.is_some() && !p.is_null() {
-        add(*source, DEFAULT_DOMAIN, p as usize, n, stack_mark(&marker));
+        add(*source, DEFAULT_DOMAIN, p as usize, n, mark);
     }
     p
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     let marker = 0u8;
+    let mark = Mark::here(&marker);
     // SAFETY: as in hook_malloc.
     let (source, inner) = unsafe { state(ctx) };
     let entered = if is_tracing() && trace_sample::take(nelem.saturating_mul(elsize)) { enter() } else { None };
     // SAFETY: as in hook_malloc.
     let p = unsafe { (inner.calloc)(inner.ctx, nelem, elsize) };
     if entered.is_some() && !p.is_null() {
-        add(*source, DEFAULT_DOMAIN, p as usize, nelem.saturating_mul(elsize), stack_mark(&marker));
+        add(*source, DEFAULT_DOMAIN, p as usize, nelem.saturating_mul(elsize), mark);
     }
     p
 }
 
 unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     let marker = 0u8;
+    let mark = Mark::here(&marker);
     // SAFETY: as in hook_malloc.
     let (source, inner) = unsafe { state(ctx) };
     let Some(_entered) = (if is_tracing() { enter() } else { None }) else {
@@ -615,7 +616,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
     if !q.is_null() {
         forget_if_same(seen, p as usize);
         if trace_sample::take(n) {
-            add(*source, DEFAULT_DOMAIN, q as usize, n, stack_mark(&marker));
+            add(*source, DEFAULT_DOMAIN, q as usize, n, mark);
         }
     }
     q

@@ -182,46 +182,102 @@ pub(crate) fn resolve(ip: usize) -> Vec<Frame> {
     frames
 }
 
+/// Where a traced entry point stands: the address of one of its locals
+/// (every frame whose stack pointer is at or below it is the tracer's) and,
+/// where the fast walker runs, the entry point's registers, from which the
+/// walk starts (the tracer's own frames below it are not walked at all).
+#[derive(Clone, Copy)]
+pub(crate) struct Mark {
+    above: usize,
+    regs: crate::trace_unwind::Regs,
+}
+
+impl Mark {
+    /// The mark of the function this is inlined into, given a local of it.
+    #[inline(always)]
+    pub(crate) fn here(local: &u8) -> Mark {
+        Mark { above: core::hint::black_box(local as *const u8 as usize), regs: crate::trace_unwind::Regs::here() }
+    }
+}
+
 /// Fills `out` with the return addresses of the frames that called the
-/// traced entry point whose local lies at address `above`, most recent
-/// first, skipping frames known to be allocation machinery; stops when
-/// `out` is full or `limit` frames known to be the program's are in.
-/// Returns how many.
+/// traced entry point `mark` was taken in, most recent first, skipping
+/// frames known to be allocation machinery; stops when `out` is full or
+/// `limit` frames known to be the program's are in. Returns how many.
+///
+/// The walk is `trace_unwind`'s where it can (x86-64 Linux), else, or when
+/// a frame's rule is beyond it, the system unwinder's.
 #[inline(never)]
-pub(crate) fn capture(out: &mut [usize], limit: usize, above: usize) -> usize {
-    let mut n = 0;
-    if out.is_empty() {
-        return 0;
-    }
+pub(crate) fn capture(out: &mut [usize], limit: usize, mark: Mark) -> usize {
+    capture_fast(out, limit, mark).unwrap_or_else(|| capture_system(out, limit, mark))
+}
+
+/// [`capture`] by the caching walker; None where it gives up.
+fn capture_fast(out: &mut [usize], limit: usize, mark: Mark) -> Option<usize> {
+    let top = stack_top();
+    let mut k = Keep { out, n: 0, program: 0, limit, above: mark.above };
+    (top != 0 && crate::trace_unwind::walk(mark.regs, top, |ip, sp| k.frame(ip as usize, sp as usize))).then_some(k.n)
+}
+
+/// [`capture`] by the system unwinder.
+fn capture_system(out: &mut [usize], limit: usize, mark: Mark) -> usize {
+    let mut k = Keep { out, n: 0, program: 0, limit, above: mark.above };
     #[cfg(not(miri))]
-    {
-        let mut program = 0;
-        // SAFETY: trace_unsynchronized is not reentrant with other uses of
-        // the backtrace crate's tracing on this thread: the tracer's guard
-        // keeps tracing from recursing, and nothing else here traces.
-        unsafe {
-            backtrace::trace_unsynchronized(|frame| {
-                let cfa = frame.sp() as usize;
-                if cfa != 0 && cfa <= above {
-                    return true; // the tracer's own frames
-                }
-                let ip = frame.ip() as usize;
-                if ip == 0 {
-                    return false;
-                }
-                if program == 0 && known(ip).unwrap_or_else(|| classify(ip)) {
-                    return true; // allocation machinery before the program
-                }
-                program += 1;
-                out[n] = ip;
-                n += 1;
-                n < out.len() && program < limit
-            });
-        }
+    // SAFETY: trace_unsynchronized is not reentrant with other uses of
+    // the backtrace crate's tracing on this thread: the tracer's guard
+    // keeps tracing from recursing, and nothing else here traces.
+    unsafe {
+        backtrace::trace_unsynchronized(|f| k.frame(f.ip() as usize, f.sp() as usize));
     }
-    #[cfg(miri)]
-    let _ = (above, limit);
-    n
+    k.n
+}
+
+/// The frames a capture keeps: `out[..n]`, of which `program` are known
+/// to be the program's.
+struct Keep<'a> {
+    out: &'a mut [usize],
+    n: usize,
+    program: usize,
+    limit: usize,
+    above: usize,
+}
+
+impl Keep<'_> {
+    /// Takes the frame at return address `ip` whose stack pointer is `sp`,
+    /// from either walker; false ends the walk.
+    #[inline(always)]
+    fn frame(&mut self, ip: usize, sp: usize) -> bool {
+        if self.out.is_empty() {
+            return false;
+        }
+        if sp != 0 && sp <= self.above {
+            return true; // the tracer's own frames
+        }
+        if ip == 0 {
+            return false;
+        }
+        if self.program == 0 && known(ip).unwrap_or_else(|| classify(ip)) {
+            return true; // allocation machinery before the program
+        }
+        self.program += 1;
+        self.out[self.n] = ip;
+        self.n += 1;
+        self.n < self.out.len() && self.program < self.limit
+    }
+}
+
+/// The top of this thread's stack (0: unknown), found once per thread.
+fn stack_top() -> u64 {
+    std::thread_local! {
+        static TOP: core::cell::Cell<u64> = const { core::cell::Cell::new(u64::MAX) };
+    }
+    TOP.try_with(|t| {
+        if t.get() == u64::MAX {
+            t.set(crate::trace_unwind::stack_top());
+        }
+        t.get()
+    })
+    .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -250,6 +306,39 @@ mod tests {
             "core::ops::function::FnOnce::call_once",
         ] {
             assert!(!is_machinery_name(p), "{p}");
+        }
+    }
+
+    /// Captures from a mark taken here, by both walkers.
+    #[inline(never)]
+    fn both_captures(limit: usize) -> (Option<Vec<usize>>, Vec<usize>) {
+        let marker = 0u8;
+        let mark = super::Mark::here(&marker);
+        let mut fast = [0usize; 64];
+        let mut system = [0usize; 64];
+        let nf = super::capture_fast(&mut fast[..limit], limit, mark);
+        let ns = super::capture_system(&mut system[..limit], limit, mark);
+        (nf.map(|n| fast[..n].to_vec()), system[..ns].to_vec())
+    }
+
+    #[inline(never)]
+    fn program_calls(depth: u32, limit: usize) -> (Option<Vec<usize>>, Vec<usize>) {
+        if depth == 0 {
+            return both_captures(limit);
+        }
+        let r = program_calls(core::hint::black_box(depth - 1), limit);
+        core::hint::black_box(&r);
+        r
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "no unwinder under Miri")]
+    fn both_walkers_capture_the_same_frames() {
+        for limit in [1, 3, 16, 64] {
+            let (fast, system) = program_calls(5, limit);
+            let fast = fast.expect("the caching walker walks a test's stack");
+            assert!(!system.is_empty());
+            assert_eq!(fast, system, "limit {limit}");
         }
     }
 }

@@ -6,7 +6,7 @@
 //! that only depends on its length. No allocation: a static array.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::os;
 use crate::sync::SpinLock;
@@ -35,6 +35,7 @@ static START_MS: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn restart() {
     let _g = LOCK.lock();
     START_MS.store(os::now_ms().max(1), Ordering::Relaxed);
+    PENDING.store(0, Ordering::Relaxed);
     // SAFETY: LOCK is held.
     let t = unsafe { &mut *LINE.0.get() };
     (t.len, t.step_ms) = (0, 1);
@@ -75,20 +76,60 @@ impl Timeline {
     }
 }
 
-/// Records that `bytes` are traced now.
+/// The most traced bytes noted since the timeline last took a point.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// A thread reads the clock and takes the lock once per this many notes;
+/// in between a note only raises `PENDING`.
+const NOTES_PER_POINT: u32 = 64;
+
+std::thread_local! {
+    static NOTES: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// Records that `bytes` are traced now. The bytes count at once (into the
+/// next point's maximum); the time is read every [`NOTES_PER_POINT`]-th
+/// note of a thread, so a point's time can lag its bytes by that many
+/// allocations.
+#[inline]
 pub(crate) fn note(bytes: usize) {
+    if START_MS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if bytes > PENDING.load(Ordering::Relaxed) {
+        PENDING.fetch_max(bytes, Ordering::Relaxed);
+    }
+    let due = NOTES
+        .try_with(|n| {
+            let k = n.get() + 1;
+            n.set(k % NOTES_PER_POINT);
+            k == NOTES_PER_POINT
+        })
+        .unwrap_or(true);
+    if due {
+        take_point(bytes);
+    }
+}
+
+/// Adds a point now: the most bytes noted since the last one; `bytes`, the
+/// traced bytes now, start the next.
+#[cold]
+#[inline(never)]
+fn take_point(bytes: usize) {
     let start = START_MS.load(Ordering::Relaxed);
     if start == 0 {
         return;
     }
     let ms = os::now_ms().saturating_sub(start);
     let _g = LOCK.lock();
+    let most = PENDING.swap(bytes, Ordering::Relaxed).max(bytes);
     // SAFETY: LOCK is held.
-    unsafe { (*LINE.0.get()).push(ms, bytes) };
+    unsafe { (*LINE.0.get()).push(ms, most) };
 }
 
-/// The points so far.
-pub(crate) fn points() -> Vec<(u64, usize)> {
+/// The points so far, the notes since the last point included; `current`
+/// is the traced bytes now.
+pub(crate) fn points(current: usize) -> Vec<(u64, usize)> {
+    take_point(current);
     let _g = LOCK.lock();
     // SAFETY: LOCK is held.
     let t = unsafe { &*LINE.0.get() };

@@ -50,7 +50,10 @@ const LAYERS: &[&str] = &[
     "domain",
     "debug",
     "config",
-    // The tracer: frames, its tables, the hooks and API, snapshots.
+    // The tracer: the stack walker (or its stand-in), frames, its tables,
+    // the hooks and API, snapshots.
+    "trace_unwind",
+    "trace_unwind_none",
     "trace_frames",
     "trace_sample",
     "trace_table",
