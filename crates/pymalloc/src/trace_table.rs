@@ -99,9 +99,16 @@ fn mix(x: usize) -> usize {
     x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Addresses in one aligned run of `1 << RUN_SHIFT` bytes share a hash:
+/// their traces go to one shard, in consecutive slots from the run's home
+/// (16 bytes a slot). Neighbouring blocks are often allocated and freed
+/// together; their traces then share cache lines, where a hash of each
+/// address would put every trace on a line of its own.
+const RUN_SHIFT: u32 = 8;
+
 #[inline]
 fn trace_hash(domain: u32, addr: usize) -> usize {
-    mix((addr >> 4) ^ ((domain as usize) << 40))
+    mix((addr >> RUN_SHIFT) ^ ((domain as usize) << 40))
 }
 
 /// An open-addressing table of traces. Invariant: `slots` is null (no
@@ -145,7 +152,8 @@ impl TraceMap {
 
     #[inline]
     fn home(&self, domain: u32, addr: usize) -> usize {
-        (trace_hash(domain, addr) >> 6) & self.mask
+        let within_run = (addr >> 4) & ((1 << (RUN_SHIFT - 4)) - 1);
+        ((trace_hash(domain, addr) >> 6) + within_run) & self.mask
     }
 
     /// The slot holding `(domain, addr)`, if any.
