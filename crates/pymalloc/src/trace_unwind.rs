@@ -12,6 +12,11 @@
 //! `.eh_frame`), keeps it in a table of [`SLOTS`] entries, and afterwards
 //! unwinds a frame with a table look and two loads.
 //!
+//! Rules are kept for the life of the process: a module unloaded and
+//! another loaded at the same addresses would find its predecessor's rules.
+//! The bounds checks below keep such a walk inside the stack; its frames
+//! would be wrong, not its memory accesses.
+//!
 //! An address whose rule is not of that form (a DWARF expression, as in PLT
 //! stubs and signal trampolines, or a return address stored elsewhere) makes
 //! [`walk`] give up, and the tracer uses the system unwinder for that call.
@@ -289,15 +294,17 @@ pub(crate) fn walk(start: Regs, stack_top: u64, mut f: impl FnMut(u64, u64) -> b
             return true;
         }
         // SAFETY: cfa - 8 is inside this thread's stack, between the walk's
-        // own stack pointer and the stack's top (checked above): mapped.
-        let ra = unsafe { ((cfa - 8) as *const u64).read() };
+        // own stack pointer and the stack's top (checked above): mapped and
+        // readable. Volatile: the words belong to other frames, which the
+        // compiler must not reason about.
+        let ra = unsafe { ((cfa - 8) as *const u64).read_volatile() };
         if let Some(o) = rule.rbp_at() {
             let at = cfa.wrapping_add_signed(o);
             if at < low || at + 8 > stack_top {
                 return true;
             }
             // SAFETY: inside the stack, as for the return address.
-            r.bp = unsafe { (at as *const u64).read() };
+            r.bp = unsafe { (at as *const u64).read_volatile() };
         }
         if ra == 0 {
             return true;
