@@ -302,6 +302,13 @@ impl<F: Fallback> Fallback for EverySize<F> {
         owns(p) || F::claims(p)
     }
 
+    #[inline(always)]
+    unsafe fn free_if_claimed(p: *mut u8) -> bool {
+        // SAFETY: the contract: live, outside the arena region, not used
+        // again if ours or F's.
+        unsafe { free_if_owned(p) || F::free_if_claimed(p) }
+    }
+
     #[inline]
     fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
         if elsize != 0 && nelem > MAX_SIZE / elsize {

@@ -47,6 +47,20 @@ pub trait Fallback {
         false
     }
 
+    /// Frees `p` and returns true if [`Fallback::claims`] would say it is
+    /// this fallback's; false, with nothing done, otherwise. The front's
+    /// `free` asks this first for a block outside the arena region, so that
+    /// a fallback with a region of its own frees its blocks after one look
+    /// at it.
+    ///
+    /// # Safety
+    /// `p` is a live block outside the arena region; if it is claimed, it is
+    /// not used again.
+    #[inline(always)]
+    unsafe fn free_if_claimed(_p: *mut u8) -> bool {
+        false
+    }
+
     /// `malloc(n)`.
     fn malloc(n: usize) -> *mut u8;
     /// `calloc(nelem, elsize)`.

@@ -159,12 +159,21 @@ pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if is_pool_block::<F>(p) {
-        // SAFETY: a live pool block of `pools` (caller's contract).
-        unsafe { pools.free(p) };
-    } else {
-        // SAFETY: a live fallback block (caller's contract).
-        unsafe { fallback_free::<F>(pools, p) };
+    // SAFETY (all three): p is a live pool block of `pools` or a live block
+    // of `F` (caller's contract), told apart as `is_pool_block` does, with
+    // the fallback's own region looked at (and its block freed) at once.
+    unsafe {
+        if region::contains(p) {
+            pools.free(p);
+        } else if F::free_if_claimed(p) {
+            if F::COUNTED {
+                pools.fallback_blocks().fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if ARENA_MAP.contains(p) {
+            pools.free(p);
+        } else {
+            fallback_free::<F>(pools, p);
+        }
     }
 }
 
