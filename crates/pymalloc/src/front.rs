@@ -159,9 +159,9 @@ pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
     if p.is_null() {
         return;
     }
-    // SAFETY (all three): p is a live pool block of `pools` or a live block
-    // of `F` (caller's contract), told apart as `is_pool_block` does, with
-    // the fallback's own region looked at (and its block freed) at once.
+    // SAFETY: p is a live pool block of `pools` or a live block of `F`
+    // (caller's contract), told apart as `is_pool_block` does, with the
+    // fallback's own region looked at (and its block freed) at once.
     unsafe {
         if region::contains(p) {
             pools.free(p);
