@@ -90,6 +90,7 @@ pub mod thread;
 mod thread_heaps;
 mod tls_slot;
 pub mod trace;
+mod trace_fork;
 mod trace_frames;
 mod trace_peak;
 mod trace_sample;

@@ -40,6 +40,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::domain::{Domain, MemAllocatorEx};
+use crate::trace_fork;
 pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture, Mark};
 use crate::trace_peak;
@@ -200,6 +201,7 @@ pub fn start(nframe: usize) -> Result<(), TraceError> {
         return Err(TraceError::BadLimit(nframe));
     }
     LIMIT.store(nframe, Ordering::Relaxed);
+    trace_fork::install();
     if !TRACING.swap(true, Ordering::SeqCst) {
         trace_timeline::restart();
     }

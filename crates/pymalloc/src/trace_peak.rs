@@ -236,3 +236,17 @@ pub(crate) fn clear() {
         (s.peak_bytes, s.now_bytes, s.fresh) = (0, 0, true);
     });
 }
+
+/// Takes the lock (before `fork`).
+pub(crate) fn fork_acquire() {
+    LOCK.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { LOCK.release() };
+}

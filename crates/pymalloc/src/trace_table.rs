@@ -493,6 +493,28 @@ pub(crate) fn intern(frames: &[usize]) -> Option<u32> {
     unsafe { (*TRACEBACKS.0.get()).intern(frames) }
 }
 
+/// Takes every shard's lock and the tracebacks' (before `fork`).
+pub(crate) fn fork_acquire() {
+    for s in &TRACES {
+        s.lock.acquire();
+    }
+    TRACEBACKS_LOCK.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: each lock was taken by fork_acquire on this thread.
+    unsafe {
+        TRACEBACKS_LOCK.release();
+        for s in TRACES.iter().rev() {
+            s.lock.release();
+        }
+    }
+}
+
 /// Calls `f` with the frames of traceback `id` (most recent call first).
 pub(crate) fn with_frames<R>(id: u32, f: impl FnOnce(&[usize]) -> R) -> R {
     let _g = TRACEBACKS_LOCK.lock();

@@ -136,6 +136,20 @@ pub(crate) fn points(current: usize) -> Vec<(u64, usize)> {
     t.points[..t.len].to_vec()
 }
 
+/// Takes the lock (before `fork`).
+pub(crate) fn fork_acquire() {
+    LOCK.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { LOCK.release() };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

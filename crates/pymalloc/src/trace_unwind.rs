@@ -83,6 +83,20 @@ struct Entry {
 static TABLE: [Entry; SLOTS] = [const { Entry { key: AtomicU64::new(0), rule: AtomicU64::new(0) } }; SLOTS];
 static WRITER: SpinLock = SpinLock::new();
 
+/// Takes the table's writer lock (before `fork`).
+pub(crate) fn fork_acquire() {
+    WRITER.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { WRITER.release() };
+}
+
 fn slot(addr: u64) -> &'static Entry {
     // Return addresses are spread over a few megabytes of code; mixing the
     // bits above the low twelve keeps distant modules apart.

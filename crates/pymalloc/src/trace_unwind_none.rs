@@ -18,6 +18,15 @@ pub(crate) fn walk(_start: Regs, _stack_top: u64, _f: impl FnMut(u64, u64) -> bo
     false
 }
 
+/// No lock to take before `fork`.
+pub(crate) fn fork_acquire() {}
+
+/// Nothing to give back.
+///
+/// # Safety
+/// None; the same contract as the walker's.
+pub(crate) unsafe fn fork_release() {}
+
 /// Unknown.
 pub(crate) fn stack_top() -> u64 {
     0

@@ -59,6 +59,7 @@ const LAYERS: &[&str] = &[
     "trace_table",
     "trace_peak",
     "trace_timeline",
+    "trace_fork",
     "trace",
     "snapshot",
 ];

@@ -1,0 +1,82 @@
+//! The tracer in the child of `fork()` of a program with threads, as
+//! `fork.rs` keeps the allocator: a lock another thread held when the
+//! process forked stays held for ever in the child, whose next traced
+//! allocation (or report) would wait on it. [`install`] registers handlers
+//! with `pthread_atfork` that take every lock of the tracer before the fork
+//! and give them back after it, in the parent and in the child.
+//!
+//! Order: the tracer's locks are taken before the allocator's. While a
+//! trace shard is locked, a report's callback may allocate (through the
+//! allocator, untraced), so a shard nests outside the allocator's locks;
+//! `pthread_atfork` runs prepare handlers in the reverse of their
+//! registration, and the tracer registers after the allocator (tracing
+//! starts after the first heap is made), so its handler runs first. No lock
+//! of the tracer is taken while another of its locks is held (what runs
+//! under one may allocate, untraced, but never traces), so any fixed order
+//! among them serves.
+
+use std::sync::Once;
+
+use crate::{trace_peak, trace_table, trace_timeline, trace_unwind};
+
+/// Takes every lock of the tracer (the prepare step).
+fn prepare() {
+    trace_table::fork_acquire();
+    trace_peak::fork_acquire();
+    trace_timeline::fork_acquire();
+    trace_unwind::fork_acquire();
+}
+
+/// Gives back what [`prepare`] took.
+///
+/// # Safety
+/// The calling thread ran [`prepare`] and has not released since.
+unsafe fn release() {
+    // SAFETY: each was taken by prepare() on this thread (our contract).
+    unsafe {
+        trace_unwind::fork_release();
+        trace_timeline::fork_release();
+        trace_peak::fork_release();
+        trace_table::fork_release();
+    }
+}
+
+extern "C" fn prepare_handler() {
+    prepare();
+}
+
+extern "C" fn release_handler() {
+    // SAFETY: pthread_atfork runs this after prepare_handler, on the thread
+    // that forked (in the parent and, as its only thread, in the child).
+    unsafe { release() };
+}
+
+static INSTALL: Once = Once::new();
+
+/// Registers the handlers (once per process; when tracing first starts).
+pub(crate) fn install() {
+    if cfg!(miri) {
+        return; // one process, no fork
+    }
+    INSTALL.call_once(|| {
+        // SAFETY: the handlers are plain functions that live as long as the
+        // program; pthread_atfork has no other precondition.
+        unsafe { libc::pthread_atfork(Some(prepare_handler), Some(release_handler), Some(release_handler)) };
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn prepare_and_release_leave_the_tracer_usable() {
+        for _ in 0..2 {
+            super::prepare();
+            // SAFETY: prepare() ran on this thread just now.
+            unsafe { super::release() };
+        }
+        // Every lock is free again: each can be taken and given back.
+        super::prepare();
+        // SAFETY: as above.
+        unsafe { super::release() };
+    }
+}
