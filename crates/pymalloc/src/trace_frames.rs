@@ -2,18 +2,19 @@
 //! recent call first; symbols are resolved when a report is made
 //! (`snapshot.rs`).
 //!
-//! The unwinder is the system's (`_Unwind_Backtrace`, through the
-//! `backtrace` crate, which does not allocate while it walks). Frames of
-//! the tracer itself are told apart by their stack address: the entry point
-//! of a traced call passes the address of one of its locals (`above`), and
-//! every frame whose canonical frame address is at or below it is the
-//! tracer's. Above that come the entry point's own frame and the
-//! allocation machinery (the Rust global allocator's shims and `alloc::`
-//! internals, this library's C entry points), recognised by symbol name the
-//! first time an address is seen there and then by a cache of addresses,
-//! so that `nframe` frames of the *program* are kept. Reports trim the
-//! machinery again ([`program_frames`]) for frames captured before an
-//! address was known.
+//! The walker is `trace_unwind`'s caching one, from the traced entry
+//! point's registers ([`Mark`]); where it gives up (a rule it cannot
+//! express, another target, Miri) the system's (`_Unwind_Backtrace`,
+//! through the `backtrace` crate, which does not allocate while it walks).
+//! Frames of the tracer itself are told apart by their stack address: the
+//! entry point passes the address of one of its locals (`above`), and every
+//! frame whose stack pointer is at or below it is the tracer's. Above that
+//! come the entry point's own frame and the allocation machinery (the Rust
+//! global allocator's shims and `alloc::` internals, this library's C entry
+//! points), recognised by symbol name the first time an address is seen
+//! there and then by a cache of addresses, so that `nframe` frames of the
+//! *program* are kept. Reports trim the machinery again
+//! ([`program_frames`]) for frames captured before an address was known.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
