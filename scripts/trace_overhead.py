@@ -47,6 +47,30 @@ def run(bin_dir, exe, nframe, sample, workload, scale):
     return json.loads(line)["ns_per_op"]
 
 
+def alternating_medians(rounds, workloads, variants, run_one):
+    """Runs `run_one(variant, workload)` (a time in ns) for every variant
+    and workload, `rounds` times; the variants take turns within a round,
+    their order rotating from round to round. Returns the medians, keyed by
+    (workload, variant name), the name being each variant's first field."""
+    times = {(w, v[0]): [] for w in workloads for v in variants}
+    for r in range(rounds):
+        for w in workloads:
+            for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+                t = run_one(v, w)
+                times[(w, v[0])].append(t)
+                print(f"round {r} {w:7} {v[0]:26} {t:12.1f} ns/op", flush=True)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def emit(lines, out):
+    """Prints the table's lines, and writes them to `out` if given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default="target/release")
@@ -56,15 +80,8 @@ def main():
     ap.add_argument("--out", help="Markdown table to write (default: stdout only)")
     a = ap.parse_args()
     workloads = a.workloads.split(",")
-    times = {(w, v[0]): [] for w in workloads for v in VARIANTS}
-    for r in range(a.rounds):
-        for w in workloads:
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
-            for name, exe, nframe, sample in order:
-                t = run(a.bin_dir, exe, nframe, sample, w, a.scale)
-                times[(w, name)].append(t)
-                print(f"round {r} {w:6} {name:26} {t:12.1f} ns/op", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = alternating_medians(a.rounds, workloads, VARIANTS,
+                              lambda v, w: run(a.bin_dir, v[1], v[2], v[3], w, a.scale))
     lines = [
         f"Medians of {a.rounds} alternating rounds, BENCH_SCALE={a.scale}, each run a process of its own "
         "(`scripts/trace_overhead.py`). Time per operation.",
@@ -79,11 +96,7 @@ def main():
         lines.append(f"| {w} | " + " | ".join(cells) +
                      f" | {one / med[(w, 'untraced')]:.1f}x | {one / med[(w, 'dhat-rs')]:.2f}"
                      f" | {sampled / med[(w, 'untraced')]:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":

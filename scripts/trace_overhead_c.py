@@ -25,10 +25,11 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
+
+from trace_overhead import alternating_medians, emit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,15 +86,7 @@ def main():
         driver = build_driver(tmp)
         vs, have_heaptrack = variants(a.lib_dir, tmp)
         workloads = a.workloads.split(",")
-        times = {(w, v[0]): [] for w in workloads for v in vs}
-        for r in range(a.rounds):
-            for w in workloads:
-                order = vs[r % len(vs):] + vs[:r % len(vs)]
-                for name, prefix, env in order:
-                    t = run(driver, prefix, env, w, a.scale)
-                    times[(w, name)].append(t)
-                    print(f"round {r} {w:7} {name:24} {t:12.1f} ns/op", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        med = alternating_medians(a.rounds, workloads, vs, lambda v, w: run(driver, v[1], v[2], w, a.scale))
     names = [v[0] for v in vs]
     ratio_cols = ["1 frame / glibc", "1 frame / ours"] + (["1 frame / heaptrack", "heaptrack / glibc"]
                                                           if have_heaptrack else [])
@@ -115,11 +108,7 @@ def main():
         if have_heaptrack:
             ratios += [f"{one / med[(w, 'heaptrack')]:.2f}", f"{med[(w, 'heaptrack')] / med[(w, 'glibc')]:.1f}x"]
         lines.append(f"| {w} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    emit(lines, a.out)
 
 
 if __name__ == "__main__":
