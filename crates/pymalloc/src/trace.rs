@@ -334,13 +334,13 @@ pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
 #[inline(never)]
 pub fn track(domain: u32, addr: usize, size: usize) -> Result<(), TraceError> {
     let marker = 0u8;
-    let mark = Mark::here(&marker);
     if !is_tracing() {
         return Err(TraceError::NotTracing);
     }
     if addr == 0 {
         return Err(TraceError::NullAddress);
     }
+    let mark = Mark::here(&marker);
     match guarded(|| add(Source::Tracked, domain, addr, size, mark)) {
         Some(false) => Err(TraceError::NoMemory),
         _ => Ok(()),
@@ -478,10 +478,12 @@ pub struct Traced<A>(pub A);
 #[inline(never)]
 pub fn record_alloc(source: Source, p: *mut u8, size: usize) {
     let marker = 0u8;
-    let mark = Mark::here(&marker);
     if !is_tracing() || p.is_null() || !trace_sample::take(size) {
         return;
     }
+    // Taken here, in this function (Mark::here is inlined): only for a
+    // block that is traced.
+    let mark = Mark::here(&marker);
     guarded(|| add(source, DEFAULT_DOMAIN, p as usize, size, mark));
 }
 
@@ -574,35 +576,32 @@ unsafe fn state<'a>(ctx: *mut c_void) -> &'a (Source, MemAllocatorEx) {
 
 unsafe extern "C" fn hook_malloc(ctx: *mut c_void, n: usize) -> *mut c_void {
     let marker = 0u8;
-    let mark = Mark::here(&marker);
     // SAFETY: installed with a HOOKS state as its context.
     let (source, inner) = unsafe { state(ctx) };
     let entered = if is_tracing() && trace_sample::take(n) { enter() } else { None };
     // SAFETY: the wrapped allocator's contract is the domain's.
     let p = unsafe { (inner.malloc)(inner.ctx, n) };
     if entered.is_some() && !p.is_null() {
-        add(*source, DEFAULT_DOMAIN, p as usize, n, mark);
+        add(*source, DEFAULT_DOMAIN, p as usize, n, Mark::here(&marker));
     }
     p
 }
 
 unsafe extern "C" fn hook_calloc(ctx: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     let marker = 0u8;
-    let mark = Mark::here(&marker);
     // SAFETY: as in hook_malloc.
     let (source, inner) = unsafe { state(ctx) };
     let entered = if is_tracing() && trace_sample::take(nelem.saturating_mul(elsize)) { enter() } else { None };
     // SAFETY: as in hook_malloc.
     let p = unsafe { (inner.calloc)(inner.ctx, nelem, elsize) };
     if entered.is_some() && !p.is_null() {
-        add(*source, DEFAULT_DOMAIN, p as usize, nelem.saturating_mul(elsize), mark);
+        add(*source, DEFAULT_DOMAIN, p as usize, nelem.saturating_mul(elsize), Mark::here(&marker));
     }
     p
 }
 
 unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
     let marker = 0u8;
-    let mark = Mark::here(&marker);
     // SAFETY: as in hook_malloc.
     let (source, inner) = unsafe { state(ctx) };
     let Some(_entered) = (if is_tracing() { enter() } else { None }) else {
@@ -618,7 +617,7 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
     if !q.is_null() {
         forget_if_same(seen, p as usize);
         if trace_sample::take(n) {
-            add(*source, DEFAULT_DOMAIN, q as usize, n, mark);
+            add(*source, DEFAULT_DOMAIN, q as usize, n, Mark::here(&marker));
         }
     }
     q
