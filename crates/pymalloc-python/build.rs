@@ -10,63 +10,42 @@
 //! Setting `PyConfig.home` would override `._pth` files, venv detection and
 //! embedders' own settings, which python3's test suite checks.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-/// The launcher's text layout (GNU/Linux): the code a run executes in
-/// adjacent 64 KiB windows. A page fault on a file mapping makes the 64 KiB
-/// around it resident (the kernel's fault-around). Laid out by the linker's
-/// default, the ~68 KB of the launcher that a Python program runs (155
-/// functions under callgrind: our allocator, `main`, the `_pymalloc`
-/// module's hooks, pieces of `std` and pyo3) were spread over the whole
-/// text: 432 of its 491 KiB resident in every process, most of what
-/// separates the launcher's resident memory from python3's. Section names
-/// are `.text.<symbol>`; a section goes to the first output section whose
-/// pattern it matches.
+use pymalloc_text_layout::{C_START_UP, STD_RUNTIME, TRACER};
+
+/// The launcher's text layout (GNU/Linux, `pymalloc-text-layout`): laid
+/// out by the linker's default, the ~68 KB of the launcher that a Python
+/// program runs (155 functions under callgrind: our allocator, `main`, the
+/// `_pymalloc` module's hooks, pieces of `std` and pyo3) were spread over
+/// the whole text: 432 of its 491 KiB resident in every process, most of
+/// what separates the launcher's resident memory from python3's.
 ///
-/// * `.text.pymalloc_cold`, before the windows: code that runs only on
-///   request or in other modes (the tracer and its snapshots, the debug
-///   hooks, the thread heaps, `_pymalloc`'s pinning report) and the
-///   symbolizer (`backtrace`, gimli, addr2line, miniz), which runs only
-///   when a program traces or panics.
-/// * The windows, aligned to 64 KiB: `.init`, `.fini`, the PLT, the C
-///   start-up code, `main`, the rest of our code, pyo3, and the pieces of
-///   `std` (start-up, environment, `Once`, threads for the decay sweep,
-///   closures' shims, C strings, vector growth) and `libc_nonshared.a` that
-///   a run executes.
-const FIRST_CODE: &str = "\
-SECTIONS
-{
-  .text.pymalloc_cold :
-  {
-    *(.text.*8pymalloc5trace* .text.*pymalloc..trace..* .text.*8pymalloc8snapshot* .text.*pymalloc..snapshot..*)
-    *(.text._ZN9backtrace* .text._ZN5gimli* .text._ZN9addr2line* .text._ZN11miniz_oxide* .text._ZN14rustc_demangle*)
-    *(.text.*8pymalloc5debug* .text.*8pymalloc12thread_heaps* .text.*8pymalloc6thread* .text.*15pymalloc_python4pins*)
-  }
-}
-INSERT BEFORE .text;
-SECTIONS
-{
-  .init ALIGN(0x10000) : { KEEP(*(SORT_NONE(.init))) }
-  .fini : { KEEP(*(SORT_NONE(.fini))) }
-  .plt : { *(.plt) *(.iplt) }
-  .text.pymalloc_first :
-  {
-    *crt1.o(.text .text.*)
-    *crti.o(.text .text.*)
-    *crtbegin*.o(.text .text.*)
-    *(.text.main .text.PyInit__pymalloc)
-    *(.text.*pymalloc*)
-    *(.text.*pyo3* .text.*once_cell*)
-    *(.text.*3std2rt* .text.*ARGV_INIT_ARRAY* .text.*thread_local* .text.*__rust_begin_short_backtrace*)
-    *(.text.*3std6thread* .text.*3sys6thread*)
-    *(.text.*3std3env* .text.*3sys3env* .text.*3sys4sync* .text.*4sync4once* .text.*3pal4unix5futex*)
-    *(.text.*3ops8function6FnOnce* .text.*3ffi5c_str* .text.*7raw_vec*)
-    *libc_nonshared.a:*(.text .text.*)
-  }
-}
-INSERT BEFORE .text;
-";
+/// Before the windows: code that runs only on request or in other modes
+/// (the tracer and its snapshots, the debug hooks, the thread heaps,
+/// `_pymalloc`'s pinning report) and the symbolizer (`backtrace`, gimli,
+/// addr2line, miniz), which runs only when a program traces or panics.
+const COLD: &[&str] = &[
+    TRACER,
+    "*(.text._ZN9backtrace* .text._ZN5gimli* .text._ZN9addr2line* .text._ZN11miniz_oxide* .text._ZN14rustc_demangle*)",
+    "*(.text.*8pymalloc5debug* .text.*8pymalloc12thread_heaps* .text.*8pymalloc6thread* .text.*15pymalloc_python4pins*)",
+];
+
+/// The windows: the C start-up code, `main`, the rest of our code, pyo3,
+/// and the pieces of `std` (start-up, environment, threads for the decay
+/// sweep, closures' shims, C strings, vector growth) that a run executes.
+const FIRST: &[&str] = &[
+    "*crt1.o(.text .text.*)",
+    "*crti.o(.text .text.*)",
+    "*(.text.main .text.PyInit__pymalloc)",
+    "*(.text.*pymalloc*)",
+    "*(.text.*pyo3* .text.*once_cell*)",
+    "*(.text.*3std2rt* .text.*__rust_begin_short_backtrace* .text.*3std6thread* .text.*3sys6thread*)",
+    "*(.text.*3std3env* .text.*3sys3env*)",
+    "*(.text.*3ops8function6FnOnce* .text.*3ffi5c_str* .text.*7raw_vec*)",
+    STD_RUNTIME,
+    C_START_UP,
+];
 
 #[path = "src/supported.rs"]
 mod supported;
@@ -89,11 +68,7 @@ fn main() {
     if vars[1] {
         println!("cargo:rustc-cfg=cpython_mimalloc");
     }
-    if std::env::var("TARGET").unwrap_or_default().contains("linux-gnu") {
-        let script = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("first_code.ld");
-        std::fs::write(&script, FIRST_CODE).expect("write the linker script");
-        println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
-    }
+    pymalloc_text_layout::link(&pymalloc_text_layout::script(COLD, FIRST), pymalloc_text_layout::Targets::Bins);
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/supported.rs");

@@ -1,0 +1,94 @@
+//! Build support for the preload library and the launcher (GNU/Linux): a
+//! linker script that lays their text out so that the code a run executes
+//! lies in adjacent 64 KiB windows.
+//!
+//! A page fault on a file mapping makes the pages of the 64 KiB around it
+//! resident (the kernel's fault-around). Laid out by the linker's default,
+//! the code a run executes is spread among code that never runs (`std`'s
+//! panic and backtrace machinery, the tracer, the statistics), and nearly
+//! the whole text ends up resident in every process.
+//!
+//! Section names are `.text.<symbol>` (Rust and C compile each function
+//! into a section of its own), and a section goes to the first output
+//! section whose pattern it matches, in script order:
+//!
+//! * `.text.pymalloc_cold`, first: code that runs only on request;
+//! * the windows, aligned to 64 KiB: `.init`, `.fini`, the PLT, then the
+//!   caller's hot code and the pieces of `std`, the C start-up objects and
+//!   `libc_nonshared.a` that every run executes.
+//!
+//! `INSERT BEFORE .text` keeps the linker's default layout for the rest.
+
+use std::path::PathBuf;
+
+/// The tracer and its snapshots: they run only when a program traces.
+pub const TRACER: &str =
+    "*(.text.*8pymalloc5trace* .text.*pymalloc..trace..* .text.*8pymalloc8snapshot* .text.*pymalloc..snapshot..*)";
+
+/// The statistics' printing and heap inspection, which run on request.
+pub const STATISTICS: &str = "*(.text.*pymalloc*stats* .text.*pymalloc*4heap7inspect*)";
+
+/// What of `std` every run executes: the argument capture at load,
+/// thread-local storage and its destructors, `Once` and the futex locks.
+pub const STD_RUNTIME: &str = "*(.text.*ARGV_INIT_ARRAY* .text.*thread_local*)
+    *(.text.*3sys4sync* .text.*4sync4once* .text.*3pal4unix5futex*)";
+
+/// The C start-up objects' code that runs: `crtbegin`'s registration of the
+/// unwind tables, and `libc_nonshared.a` (`atexit`, `pthread_atfork`).
+pub const C_START_UP: &str = "*crtbegin*.o(.text .text.*)
+    *libc_nonshared.a:*(.text .text.*)";
+
+/// The script: `cold` and `first` are input-section descriptions (one per
+/// line), for the section before the windows and for the windows.
+pub fn script(cold: &[&str], first: &[&str]) -> String {
+    let lines = |l: &[&str]| l.iter().map(|d| format!("    {d}\n")).collect::<String>();
+    format!(
+        "SECTIONS\n{{\n  .text.pymalloc_cold :\n  {{\n{}  }}\n}}\nINSERT BEFORE .text;\n\
+         SECTIONS\n{{\n  .init ALIGN(0x10000) : {{ KEEP(*(SORT_NONE(.init))) }}\n  .fini : {{ KEEP(*(SORT_NONE(.fini))) }}\n\
+         \x20 .plt : {{ *(.plt) *(.iplt) }}\n  .text.pymalloc_first :\n  {{\n{}  }}\n}}\nINSERT BEFORE .text;\n",
+        lines(cold),
+        lines(first)
+    )
+}
+
+/// Which of the package's targets the script is linked into.
+#[derive(Clone, Copy)]
+pub enum Targets {
+    /// Its `cdylib` (`cargo:rustc-cdylib-link-arg`).
+    Cdylib,
+    /// Its binaries (`cargo:rustc-link-arg-bins`).
+    Bins,
+}
+
+/// Writes `script` into the build script's `OUT_DIR` and links it into
+/// `targets`, on GNU/Linux (elsewhere: nothing).
+pub fn link(script: &str, targets: Targets) {
+    if !std::env::var("TARGET").unwrap_or_default().contains("linux-gnu") {
+        return;
+    }
+    let path = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("first_code.ld");
+    std::fs::write(&path, script).expect("write the linker script");
+    let directive = match targets {
+        Targets::Cdylib => "cargo:rustc-cdylib-link-arg",
+        Targets::Bins => "cargo:rustc-link-arg-bins",
+    };
+    println!("{directive}=-Wl,-T,{}", path.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_puts_cold_code_first_and_the_windows_on_a_64_kib_boundary() {
+        let s = script(&[TRACER], &["*(.text.main)", C_START_UP]);
+        let cold = s.find(".text.pymalloc_cold").unwrap();
+        let window = s.find(".init ALIGN(0x10000)").unwrap();
+        let first = s.find(".text.pymalloc_first").unwrap();
+        assert!(cold < window && window < first);
+        assert!(s[cold..window].contains("8pymalloc5trace"));
+        assert!(s[first..].contains("*(.text.main)") && s[first..].contains("libc_nonshared.a"));
+        assert_eq!(s.matches("INSERT BEFORE .text;").count(), 2);
+        assert_eq!(s.matches('{').count(), s.matches('}').count());
+    }
+}
