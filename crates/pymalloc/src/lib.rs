@@ -94,6 +94,7 @@ mod trace_fork;
 mod trace_frames;
 mod trace_peak;
 mod trace_sample;
+mod trace_shadow;
 mod trace_table;
 mod trace_timeline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]

@@ -207,6 +207,36 @@ pub fn reserve_largest(max: usize, min: usize, align: usize) -> Option<(*mut u8,
     None
 }
 
+/// `size` bytes of zeroed, readable and writable address space whose pages
+/// take memory only once written (`MAP_NORESERVE`: no commit charge for
+/// the untouched rest). Null when the OS refuses.
+#[cfg(not(miri))]
+pub fn map_sparse(size: usize) -> *mut u8 {
+    // SAFETY: a fresh anonymous mapping at a kernel-chosen address cannot
+    // alias any existing Rust object.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+/// Under Miri there is no sparse memory.
+#[cfg(miri)]
+pub fn map_sparse(_size: usize) -> *mut u8 {
+    ptr::null_mut()
+}
+
 /// Makes `p..p+len` of a reservation readable and writable (zeroed pages).
 ///
 /// # Safety

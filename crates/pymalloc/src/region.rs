@@ -125,6 +125,13 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
         (off < self.size.load(Ordering::Relaxed)).then_some(off)
     }
 
+    /// The region's base address and size (both 0 until it is reserved;
+    /// once reserved, they never change).
+    #[inline(always)]
+    pub(crate) fn bounds(&self) -> (usize, usize) {
+        (self.base.load(Ordering::Relaxed), self.size.load(Ordering::Relaxed))
+    }
+
     /// The owner recorded for the slot holding `p`, if `p` lies in the
     /// region.
     #[inline(always)]

@@ -45,15 +45,12 @@ pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture, Mark};
 use crate::trace_peak;
 use crate::trace_sample;
-pub use crate::trace_table::Source;
 use crate::trace_table::{self as table, Trace};
+pub use crate::trace_table::{Source, DEFAULT_DOMAIN};
 use crate::trace_timeline;
 
 /// The largest traceback limit (CPython's `MAX_NFRAME`, 65535).
 pub const MAX_NFRAME: usize = u16::MAX as usize;
-/// The tracemalloc domain of blocks of the allocator domains and of the Rust
-/// global allocator (CPython's `DEFAULT_DOMAIN`).
-pub const DEFAULT_DOMAIN: u32 = 0;
 
 /// Why a tracer call did nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +152,11 @@ std::thread_local! {
     /// Up while this thread is inside the tracer: what it allocates then is
     /// not traced.
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// The trace of the block a domain hook is freeing or moving: out of
+    /// the table during the wrapped allocator's call (after which the
+    /// address may be another thread's new block), and kept here for a
+    /// debug hook's report in that call ([`traceback`]).
+    static LEAVING: Cell<Option<Trace>> = const { Cell::new(None) };
     static THREAD: Cell<ThreadHeapStats> = const { Cell::new(ThreadHeapStats {
         allocated_blocks: 0, allocated_bytes: 0, freed_blocks: 0, freed_bytes: 0, max_bytes: 0,
     }) };
@@ -321,7 +323,8 @@ pub fn thread_heap_stats() -> ThreadHeapStats {
 pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
     // The lookup allocates nothing: no guard needed (and a report from
     // inside a traced call, with the guard up, must still find the trace).
-    let t = table::get(domain, addr)?;
+    let leaving = || LEAVING.try_with(Cell::get).ok().flatten().filter(|t| t.domain == domain && t.addr == addr);
+    let t = table::get(domain, addr).or_else(leaving)?;
     untraced(|| {
         let ips = table::with_frames(t.traceback, <[usize]>::to_vec);
         Some(trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default()))
@@ -370,7 +373,7 @@ fn add(source: Source, domain: u32, addr: usize, size: usize, mark: Mark) -> boo
     };
     let n = capture(frames, limit, mark);
     let Some(tb) = table::intern(&frames[..n]) else { return false };
-    let t = Trace { addr, size, domain, traceback: tb, seq: table::next_seq(), source };
+    let t = Trace { addr, size, domain, traceback: tb, source };
     match table::insert(t) {
         Err(()) => false,
         Ok(old) => {
@@ -608,17 +611,19 @@ unsafe extern "C" fn hook_realloc(ctx: *mut c_void, p: *mut c_void, n: usize) ->
         // SAFETY: as in hook_malloc.
         return unsafe { (inner.realloc)(inner.ctx, p, n) };
     };
-    // As in hook_free: the old trace stays during the call (a debug hook's
-    // report prints it) and goes after, unless another block took the
-    // address meanwhile.
-    let seen = if p.is_null() || !may_be_traced(p as usize) { None } else { table::get(DEFAULT_DOMAIN, p as usize) };
+    // As in hook_free.
+    let gone = if p.is_null() || !may_be_traced(p as usize) { None } else { table::remove(DEFAULT_DOMAIN, p as usize) };
     // SAFETY: as in hook_malloc.
-    let q = unsafe { (inner.realloc)(inner.ctx, p, n) };
-    if !q.is_null() {
-        forget_if_same(seen, p as usize);
-        if trace_sample::take(n) {
-            add(*source, DEFAULT_DOMAIN, q as usize, n, Mark::here(&marker));
+    let q = leaving(gone, || unsafe { (inner.realloc)(inner.ctx, p, n) });
+    if let Some(t) = gone {
+        // Failed: p lives on, with its trace.
+        if q.is_null() && table::insert(t).is_ok() {
+            return q;
         }
+        account_free(&t);
+    }
+    if !q.is_null() && trace_sample::take(n) {
+        add(*source, DEFAULT_DOMAIN, q as usize, n, Mark::here(&marker));
     }
     q
 }
@@ -631,22 +636,25 @@ unsafe extern "C" fn hook_free(ctx: *mut c_void, p: *mut c_void) {
         // SAFETY: as in hook_malloc.
         return unsafe { (inner.free)(inner.ctx, p) };
     };
-    // The trace stays while the block is freed, so that a debug hook's
-    // report on it can print its traceback; it goes after, unless the
-    // address already holds another thread's new block.
-    let seen = table::get(DEFAULT_DOMAIN, p as usize);
+    // The trace goes before the block (once freed, the address may be
+    // another thread's new block), and stays at hand while it is freed, so
+    // that a debug hook's report on it can print its traceback.
+    let gone = remove(DEFAULT_DOMAIN, p as usize);
     // SAFETY: as in hook_malloc.
-    unsafe { (inner.free)(inner.ctx, p) };
-    forget_if_same(seen, p as usize);
+    leaving(gone, || unsafe { (inner.free)(inner.ctx, p) });
 }
 
-/// After the wrapped allocator freed (or moved) the block at `addr`: forgets
-/// `seen`, the trace it had before, unless the address already holds a
-/// later block's trace (guard up).
-fn forget_if_same(seen: Option<Trace>, addr: usize) {
-    if let Some(t) = seen.and_then(|t| table::remove_if_seq(DEFAULT_DOMAIN, addr, t.seq)) {
-        account_free(&t);
+/// Runs `f` (the wrapped allocator's free or realloc of a block) with the
+/// block's trace `gone`, already out of the table, at hand for
+/// [`traceback`].
+fn leaving<R>(gone: Option<Trace>, f: impl FnOnce() -> R) -> R {
+    if gone.is_none() {
+        return f();
     }
+    let _ = LEAVING.try_with(|l| l.set(gone));
+    let r = f();
+    let _ = LEAVING.try_with(|l| l.set(None));
+    r
 }
 
 fn hook_allocator(d: Domain) -> MemAllocatorEx {

@@ -6,7 +6,10 @@
 //! (glibc's `__libc_*`, which neither our domains nor the preload library's
 //! `malloc` reach), so tracing a domain never feeds itself.
 //!
-//! * **Traces** are keyed by `(domain, address)` in 64 shards, each an
+//! * **Traces** of blocks in the reserved regions, default domain, are
+//!   words of the regions' shadows ([`crate::trace_shadow`]), at a fixed
+//!   distance from their blocks.
+//! * **Other traces** are keyed by `(domain, address)` in 64 shards, each an
 //!   open-addressing table (linear probing, backward-shift deletion, at most
 //!   half full) behind a spin lock, so threads tracing different blocks
 //!   rarely meet.
@@ -18,7 +21,10 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use crate::sync::SpinLock;
+use crate::trace_shadow;
 
 /// Zeroed and freed memory of the C library, untraced.
 pub(crate) mod untraced {
@@ -77,21 +83,14 @@ pub(crate) struct Trace {
     pub(crate) size: usize,
     pub(crate) domain: u32,
     pub(crate) traceback: u32,
-    /// Which insertion this is ([`next_seq`]): tells a trace from a later
-    /// one of the same address.
-    pub(crate) seq: u32,
     pub(crate) source: Source,
 }
 
-const EMPTY: Trace = Trace { addr: 0, size: 0, domain: 0, traceback: 0, seq: 0, source: Source::Raw };
+const EMPTY: Trace = Trace { addr: 0, size: 0, domain: 0, traceback: 0, source: Source::Raw };
 
-static SEQ: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-
-/// A fresh insertion number (wrapping: only two insertions of one address
-/// four billion apart could be mistaken for each other).
-pub(crate) fn next_seq() -> u32 {
-    SEQ.fetch_add(1, core::sync::atomic::Ordering::Relaxed)
-}
+/// The domain of the allocator domains' blocks, of the Rust global
+/// allocator's and of the preload library's (CPython's `DEFAULT_DOMAIN`).
+pub const DEFAULT_DOMAIN: u32 = 0;
 
 #[inline]
 fn mix(x: usize) -> usize {
@@ -293,38 +292,106 @@ fn with_shard<R>(s: &Shard, f: impl FnOnce(&mut TraceMap) -> R) -> R {
 /// Records `t`; returns the trace it replaces (same domain and address).
 /// Err if memory for the table is short (nothing recorded).
 pub(crate) fn insert(t: Trace) -> Result<Option<Trace>, ()> {
+    if t.domain == DEFAULT_DOMAIN {
+        if let Some(w) = trace_shadow::word(t.addr) {
+            return insert_shadowed(w, t);
+        }
+    }
     with_shard(shard(t.domain, t.addr), |m| m.insert(t))
 }
 
 /// Forgets and returns the trace of `(domain, addr)`.
 pub(crate) fn remove(domain: u32, addr: usize) -> Option<Trace> {
-    with_shard(shard(domain, addr), |m| m.remove(domain, addr))
-}
-
-/// Forgets and returns the trace of `(domain, addr)` if it is insertion
-/// `seq` (not a later block's at the same address).
-pub(crate) fn remove_if_seq(domain: u32, addr: usize, seq: u32) -> Option<Trace> {
-    with_shard(shard(domain, addr), |m| {
-        let i = m.find(domain, addr)?;
-        if m.at(i).seq == seq {
-            m.remove(domain, addr)
-        } else {
-            None
+    if domain == DEFAULT_DOMAIN {
+        if let Some(w) = trace_shadow::word_if_mapped(addr) {
+            let old = w.load(Ordering::Relaxed);
+            if old == 0 {
+                return None;
+            }
+            w.store(0, Ordering::Relaxed);
+            return unshadow(old, addr, |m| m.remove(domain, addr));
         }
-    })
+    }
+    with_shard(shard(domain, addr), |m| m.remove(domain, addr))
 }
 
 /// The trace of `(domain, addr)`.
 pub(crate) fn get(domain: u32, addr: usize) -> Option<Trace> {
+    if domain == DEFAULT_DOMAIN {
+        if let Some(w) = trace_shadow::word_if_mapped(addr) {
+            let word = w.load(Ordering::Relaxed);
+            return if word == 0 { None } else { unshadow(word, addr, |m| m.find(domain, addr).map(|i| m.at(i))) };
+        }
+    }
     with_shard(shard(domain, addr), |m| m.find(domain, addr).map(|i| m.at(i)))
 }
 
 /// Calls `f` with every trace, one shard at a time (each under its lock:
-/// `f` must not trace).
+/// `f` must not trace), then those of the shadows.
 pub(crate) fn for_each(mut f: impl FnMut(&Trace)) {
     for s in &TRACES {
         with_shard(s, |m| m.for_each(&mut f));
     }
+    trace_shadow::for_each(|addr, w| {
+        // A big one was met in its shard.
+        if !is_big(w) {
+            f(&decode(addr, w));
+        }
+    });
+}
+
+// ---- a trace as a word of a shadow ----
+
+/// The size field of a word whose trace is kept in its shard as well (the
+/// size does not fit: 512 MiB and up).
+const BIG: u64 = (1 << 29) - 1;
+
+/// The word of `t`: the traceback id in bits 0..32, the source plus one in
+/// bits 32..35 (so never 0, the empty word), the size in bits 35..64.
+fn encode(t: &Trace) -> u64 {
+    let size = (t.size as u64).min(BIG);
+    (size << 35) | ((t.source as u64 + 1) << 32) | u64::from(t.traceback)
+}
+
+fn is_big(w: u64) -> bool {
+    w >> 35 == BIG
+}
+
+/// The trace of word `w` (not 0, not big) of the block at `addr`.
+fn decode(addr: usize, w: u64) -> Trace {
+    Trace {
+        addr,
+        size: (w >> 35) as usize,
+        domain: DEFAULT_DOMAIN,
+        traceback: w as u32,
+        source: Source::ALL[((w >> 32) & 7) as usize - 1],
+    }
+}
+
+/// The trace of the word `w` (not 0) just read at `addr`: decoded, or for a
+/// big one what `in_shard` does with its shard's map.
+fn unshadow(w: u64, addr: usize, in_shard: impl FnOnce(&mut TraceMap) -> Option<Trace>) -> Option<Trace> {
+    if is_big(w) {
+        with_shard(shard(DEFAULT_DOMAIN, addr), in_shard)
+    } else {
+        Some(decode(addr, w))
+    }
+}
+
+/// [`insert`] for a trace whose word is `w`.
+fn insert_shadowed(w: &AtomicU64, t: Trace) -> Result<Option<Trace>, ()> {
+    let new = encode(&t);
+    // A big trace goes to its shard first (that may fail; nothing changed
+    // then), and replaces a big one there.
+    let replaced_big = if is_big(new) { Some(with_shard(shard(t.domain, t.addr), |m| m.insert(t))?) } else { None };
+    let old = w.load(Ordering::Relaxed);
+    w.store(new, Ordering::Relaxed);
+    Ok(match replaced_big {
+        _ if old == 0 => None,
+        _ if !is_big(old) => Some(decode(t.addr, old)),
+        Some(shard_old) => shard_old,
+        None => with_shard(shard(t.domain, t.addr), |m| m.remove(t.domain, t.addr)),
+    })
 }
 
 /// Forgets every trace and traceback.
@@ -332,6 +399,7 @@ pub(crate) fn clear() {
     for s in &TRACES {
         with_shard(s, TraceMap::clear);
     }
+    trace_shadow::clear();
     let _g = TRACEBACKS_LOCK.lock();
     // SAFETY: the lock is held.
     unsafe { (*TRACEBACKS.0.get()).clear() };
@@ -528,7 +596,7 @@ mod tests {
     use super::*;
 
     fn t(addr: usize, domain: u32) -> Trace {
-        Trace { addr, size: addr / 16, domain, traceback: 0, seq: 0, source: Source::Mem }
+        Trace { addr, size: addr / 16, domain, traceback: 0, source: Source::Mem }
     }
 
     #[test]
@@ -556,6 +624,70 @@ mod tests {
         assert_eq!(n, model.len());
         m.clear();
         assert_eq!(m.find(0, 16), None);
+    }
+
+    /// The traces at `a..a + 64` (an arena of this test's own).
+    fn traces_near(a: usize) -> Vec<Trace> {
+        let mut v = Vec::new();
+        for_each(|t| {
+            if (a..a + 64).contains(&t.addr) {
+                v.push(*t);
+            }
+        });
+        v.sort_by_key(|t| (t.addr, t.domain));
+        v
+    }
+
+    #[cfg(not(miri))]
+    #[test]
+    fn region_traces_live_in_the_shadow_and_big_ones_in_a_shard_too() {
+        let arena = crate::region::alloc_arena();
+        assert!(!arena.is_null(), "an arena of the region");
+        let a = arena as usize;
+        let tr = |addr, size, domain| Trace { addr, size, domain, traceback: 7, source: Source::Obj };
+        let in_shard =
+            |addr| with_shard(shard(DEFAULT_DOMAIN, addr), |m| m.find(DEFAULT_DOMAIN, addr).map(|i| m.at(i)));
+
+        assert_eq!(insert(tr(a, 32, 0)), Ok(None));
+        let w = trace_shadow::word_if_mapped(a).expect("the region's shadow is mapped by its first trace");
+        assert_eq!(w.load(Ordering::Relaxed), encode(&tr(a, 32, 0)));
+        assert_eq!(in_shard(a), None, "a small trace is only in the shadow");
+        assert_eq!(get(0, a), Some(tr(a, 32, 0)));
+
+        // Replacements, small and big (512 MiB and up) each way.
+        assert_eq!(insert(tr(a, 1 << 30, 0)), Ok(Some(tr(a, 32, 0))));
+        assert!(is_big(w.load(Ordering::Relaxed)));
+        assert_eq!(in_shard(a), Some(tr(a, 1 << 30, 0)));
+        assert_eq!(get(0, a), Some(tr(a, 1 << 30, 0)));
+        assert_eq!(insert(tr(a, 3 << 30, 0)), Ok(Some(tr(a, 1 << 30, 0))));
+        assert_eq!(insert(tr(a, 48, 0)), Ok(Some(tr(a, 3 << 30, 0))));
+        assert_eq!(in_shard(a), None, "the big trace left its shard");
+
+        // Another domain and an address off the granule go to the shards.
+        assert_eq!(insert(tr(a + 16, 5 << 30, 0)), Ok(None));
+        assert_eq!(insert(tr(a + 16, 8, 3)), Ok(None));
+        assert_eq!(insert(tr(a + 33, 8, 0)), Ok(None));
+        assert_eq!(in_shard(a + 33), Some(tr(a + 33, 8, 0)));
+        assert_eq!(
+            traces_near(a),
+            [tr(a, 48, 0), tr(a + 16, 5 << 30, 0), tr(a + 16, 8, 3), tr(a + 33, 8, 0)],
+            "every trace once, big ones included"
+        );
+
+        assert_eq!(remove(0, a + 16), Some(tr(a + 16, 5 << 30, 0)));
+        assert_eq!(in_shard(a + 16), None);
+        assert_eq!(remove(0, a + 16), None);
+        assert_eq!(get(3, a + 16), Some(tr(a + 16, 8, 3)), "the other domain's trace stays");
+        assert_eq!(remove(0, a), Some(tr(a, 48, 0)));
+        assert_eq!(w.load(Ordering::Relaxed), 0);
+        assert_eq!(traces_near(a), [tr(a + 16, 8, 3), tr(a + 33, 8, 0)]);
+
+        assert_eq!(insert(tr(a + 32, 64, 0)), Ok(None));
+        clear();
+        assert_eq!(traces_near(a), []);
+        assert_eq!(get(0, a + 32), None);
+        // SAFETY: the arena is this test's, and nothing uses it any more.
+        unsafe { crate::region::free_arena(arena) };
     }
 
     #[test]

@@ -56,6 +56,7 @@ const LAYERS: &[&str] = &[
     "trace_unwind_none",
     "trace_frames",
     "trace_sample",
+    "trace_shadow",
     "trace_table",
     "trace_peak",
     "trace_timeline",
