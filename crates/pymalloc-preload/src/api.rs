@@ -48,10 +48,20 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 /// to the exported symbol would go through the GOT (it can be interposed).
 #[inline(always)]
 pub(crate) fn malloc_here(n: usize) -> *mut c_void {
-    let p = thread::malloc_with::<Ours>(n);
+    // The flag is tested first and the traced call is out of line, so that
+    // the untraced path is the plain library's and a test (see
+    // traced::is_on).
     if traced::is_on() {
-        traced::alloc(p, n);
+        return malloc_traced(n);
     }
+    or_enomem(thread::malloc_with::<Ours>(n))
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_traced(n: usize) -> *mut c_void {
+    let p = thread::malloc_with::<Ours>(n);
+    traced::alloc(p, n);
     or_enomem(p)
 }
 
@@ -71,10 +81,23 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[inline(always)]
 pub(crate) unsafe fn free_here(p: *mut c_void) {
     if traced::is_on() {
-        traced::free(p.cast());
+        // SAFETY: the caller's contract.
+        return unsafe { free_traced(p) };
     }
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
     // (the caller's contract: p is live from malloc and friends).
+    unsafe { thread::free_with::<Ours>(p.cast()) }
+}
+
+/// # Safety
+/// As for [`free_here`].
+#[cold]
+#[inline(never)]
+unsafe fn free_traced(p: *mut c_void) {
+    // The trace goes first: once freed, the address may be another
+    // thread's new block.
+    traced::free(p.cast());
+    // SAFETY: as in free_here.
     unsafe { thread::free_with::<Ours>(p.cast()) }
 }
 

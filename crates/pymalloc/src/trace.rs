@@ -501,35 +501,67 @@ pub fn record_free(p: *mut u8) {
     guarded(|| remove(DEFAULT_DOMAIN, p as usize));
 }
 
+impl<A: GlobalAlloc> Traced<A> {
+    /// An allocation while tracing: out of line, so that the untraced one
+    /// is the wrapped allocator's call and a test of the flag.
+    #[cold]
+    #[inline(never)]
+    unsafe fn alloc_traced(&self, l: Layout, zeroed: bool) -> *mut u8 {
+        // SAFETY: the caller's contract is the wrapped allocator's.
+        let p = unsafe {
+            if zeroed {
+                self.0.alloc_zeroed(l)
+            } else {
+                self.0.alloc(l)
+            }
+        };
+        record_alloc(Source::Rust, p, l.size());
+        p
+    }
+
+    /// A free while tracing, out of line as [`Self::alloc_traced`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_traced(&self, p: *mut u8, l: Layout) {
+        // The trace goes first: once freed, the address may be another
+        // thread's new block.
+        record_free(p);
+        // SAFETY: the caller's contract is the wrapped allocator's.
+        unsafe { self.0.dealloc(p, l) }
+    }
+}
+
 // SAFETY: every call goes to the wrapped allocator unchanged; the tracer
 // only reads the addresses and sizes.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
     #[inline]
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract is the wrapped allocator's.
-        let p = unsafe { self.0.alloc(l) };
-        if is_tracing() && !p.is_null() {
-            record_alloc(Source::Rust, p, l.size());
+        // The flag is tested before the call (a block allocated while
+        // tracing starts may go untraced, as one allocated just before):
+        // then the untraced path ends in the wrapped allocator's call.
+        if is_tracing() {
+            // SAFETY: the caller's contract is the wrapped allocator's.
+            return unsafe { self.alloc_traced(l, false) };
         }
-        p
+        // SAFETY: as above.
+        unsafe { self.0.alloc(l) }
     }
     #[inline]
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        // SAFETY: as above.
-        let p = unsafe { self.0.alloc_zeroed(l) };
-        if is_tracing() && !p.is_null() {
-            record_alloc(Source::Rust, p, l.size());
+        if is_tracing() {
+            // SAFETY: as in alloc.
+            return unsafe { self.alloc_traced(l, true) };
         }
-        p
+        // SAFETY: as in alloc.
+        unsafe { self.0.alloc_zeroed(l) }
     }
     #[inline]
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // The trace goes first: once freed, the address may be another
-        // thread's new block.
         if is_tracing() {
-            record_free(p);
+            // SAFETY: as in alloc.
+            return unsafe { self.dealloc_traced(p, l) };
         }
-        // SAFETY: as above.
+        // SAFETY: as in alloc.
         unsafe { self.0.dealloc(p, l) }
     }
     #[inline]

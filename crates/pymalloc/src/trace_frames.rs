@@ -42,6 +42,7 @@ const MACHINERY: &[&str] = &[
     "pymalloc::domain::",
     "pymalloc_capi::",
     "pymalloc_preload::",
+    "pymalloc_preload_trace::",
     "PyMem_",
     "PyObject_Malloc",
     "PyObject_Calloc",
@@ -296,6 +297,7 @@ mod tests {
             "malloc",
             "operator new(unsigned long)",
             "PyMem_RawMalloc",
+            "pymalloc_preload_trace::api::malloc_traced",
         ] {
             assert!(is_machinery_name(m), "{m}");
         }
