@@ -189,6 +189,8 @@ def main():
     ap.add_argument("--mode", default="--fast", help="pyperf run mode: --fast, --rigorous or '' (default: %(default)s)")
     ap.add_argument("--memory-values", type=int, default=3, help="values per memory worker (default: %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="time only")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="peak memory only (no timed runs: its figures do not need a quiet machine)")
     ap.add_argument("--callgrind", action="store_true", help="also count instructions under callgrind")
     ap.add_argument("--callgrind-only", action="store_true", help="only count instructions")
     ap.add_argument("--jobs", type=int, default=2, help="parallel callgrind runs (default: %(default)s)")
@@ -256,27 +258,28 @@ def main():
             for r in range(args.rounds):
                 med = {}
                 for who, python, env in interpreters:
-                    v = run_time(python, script, opts, os.path.join(work, f"{name}-{who}-{r}.json"), args.site,
-                                 mode, env)
-                    vals[who] += v
-                    med[who] = statistics.median(v)
+                    if not args.memory_only:
+                        v = run_time(python, script, opts, os.path.join(work, f"{name}-{who}-{r}.json"),
+                                     args.site, mode, env)
+                        vals[who] += v
+                        med[who] = statistics.median(v)
                     if not args.no_memory:
                         pb, ab, rb = run_memory(python, script, opts, args.site, args.memory_values, env)
                         priv[who].append(pb)
                         anon[who].append(ab)
                         rss[who].append(rb)
-                rnd.append(med["ours"] / med["stock"])
+                if med:
+                    rnd.append(med["ours"] / med["stock"])
         except RuntimeError as e:
             print(f"{name}: failed: {e}", flush=True)
             failed.append(name)
             continue
-        row = {
-            "name": name,
-            "time_stock": statistics.median(vals["stock"]),
-            "time_ours": statistics.median(vals["ours"]),
-            "round_ratios": rnd,
-        }
-        row["time_ratio"] = row["time_ours"] / row["time_stock"]
+        row = {"name": name}
+        if not args.memory_only:
+            row["time_stock"] = statistics.median(vals["stock"])
+            row["time_ours"] = statistics.median(vals["ours"])
+            row["round_ratios"] = rnd
+            row["time_ratio"] = row["time_ours"] / row["time_stock"]
         if not args.no_memory:
             for who in ("stock", "ours"):
                 row[f"private_{who}"] = statistics.median(priv[who])
@@ -286,7 +289,9 @@ def main():
             row["anon_ratio"] = row["anon_ours"] / row["anon_stock"]
             row["rss_ratio"] = row["rss_ours"] / row["rss_stock"]
         rows.append(row)
-        msg = f"{name:22} time {row['time_ratio']:.3f}x (rounds {', '.join(f'{x:.3f}' for x in rnd)})"
+        msg = f"{name:22}"
+        if not args.memory_only:
+            msg += f" time {row['time_ratio']:.3f}x (rounds {', '.join(f'{x:.3f}' for x in rnd)})"
         if not args.no_memory:
             msg += (f"  peak private {row['private_ratio']:.3f}x  anonymous {row['anon_ratio']:.3f}x"
                     f"  RSS {row['rss_ratio']:.3f}x")
@@ -297,7 +302,8 @@ def main():
 
 def report(args, rows, instr, failed):
     """Writes the markdown report (and the JSON, with --json)."""
-    gt = geomean([r["time_ratio"] for r in rows])
+    timed = [r for r in rows if "time_ratio" in r]
+    gt = geomean([r["time_ratio"] for r in timed]) if timed else None
     now = getattr(args, "date", None) or datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     gi = geomean([o / s for s, o in instr.values()])
     iout = []
@@ -338,6 +344,12 @@ def report(args, rows, instr, failed):
                          f" {len(instr)} benchmarks. {args.label}".rstrip(), ""]
     elif args.no_memory:
         out += ["| benchmark | stock | ours | time ratio | round ratios |", "|---|---|---|---|---|"]
+    elif not timed:
+        out += [
+            "| benchmark | stock peak private | ours | private ratio | stock peak anonymous | ours |"
+            " anonymous ratio | stock peak RSS | ours | RSS ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
     else:
         out += [
             "| benchmark | stock | ours | time ratio | round ratios | stock peak private | ours |"
@@ -346,8 +358,10 @@ def report(args, rows, instr, failed):
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
     for r in rows:
-        line = (f"| {r['name']} | {fmt_time(r['time_stock'])} | {fmt_time(r['time_ours'])} |"
-                f" {r['time_ratio']:.3f} | {' '.join(f'{x:.3f}' for x in r['round_ratios'])} |")
+        line = f"| {r['name']} |"
+        if "time_ratio" in r:
+            line += (f" {fmt_time(r['time_stock'])} | {fmt_time(r['time_ours'])} |"
+                     f" {r['time_ratio']:.3f} | {' '.join(f'{x:.3f}' for x in r['round_ratios'])} |")
         if not args.no_memory:
             line += (f" {r['private_stock'] / 2**20:.1f} MiB | {r['private_ours'] / 2**20:.1f} MiB |"
                      f" {r['private_ratio']:.3f} | {r['anon_stock'] / 2**20:.1f} MiB |"
@@ -355,12 +369,13 @@ def report(args, rows, instr, failed):
                      f" {r['rss_stock'] / 2**20:.1f} MiB |"
                      f" {r['rss_ours'] / 2**20:.1f} MiB | {r['rss_ratio']:.3f} |")
         out.append(line)
-    summary = f"Geometric mean: time {gt:.3f}x" if rows else ""
-    if rows and not args.no_memory:
+    parts = [f"time {gt:.3f}x"] if timed else []
+    if rows and "rss_ratio" in rows[0]:
         gp = geomean([r["private_ratio"] for r in rows])
         ga = geomean([r["anon_ratio"] for r in rows])
         gr = geomean([r["rss_ratio"] for r in rows])
-        summary += f", peak private memory {gp:.3f}x, peak anonymous memory {ga:.3f}x, peak RSS {gr:.3f}x"
+        parts.append(f"peak private memory {gp:.3f}x, peak anonymous memory {ga:.3f}x, peak RSS {gr:.3f}x")
+    summary = ("Geometric mean: " + ", ".join(parts)) if rows else ""
     if rows:
         out += ["", f"**{summary}.**", ""]
     if instr:
