@@ -797,4 +797,13 @@ fn the_text_a_run_makes_resident_is_the_window_it_executes() {
         "{rss_kib} KiB of the launcher's text resident, for a window of {window} bytes (bound {} KiB)",
         bound / 1024
     );
+    // Its relative relocations are packed (DT_RELR, build.rs): the loader
+    // reads the whole relocation table at start-up, and in the RELA format
+    // it was 32 KiB of the read-only segment.
+    let dynamic = Command::new("readelf").args(["-dW", launcher]).output().expect("readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout).into_owned();
+    assert!(dynamic.contains("(RELR)"), "no packed relocations:\n{dynamic}");
+    let rela = sections.lines().find(|l| l.contains(".rela.dyn")).expect("a .rela.dyn section");
+    let rela_size = u64::from_str_radix(rela.split(']').nth(1).unwrap().split_whitespace().collect::<Vec<_>>()[4], 16);
+    assert!(rela_size.unwrap() < 8 * 1024, "{rela}");
 }
