@@ -47,11 +47,12 @@ def run(bin_dir, exe, nframe, sample, workload, scale):
     return json.loads(line)["ns_per_op"]
 
 
-def alternating_medians(rounds, workloads, variants, run_one):
+def alternating_runs(rounds, workloads, variants, run_one):
     """Runs `run_one(variant, workload)` (a time in ns) for every variant
     and workload, `rounds` times; the variants take turns within a round,
-    their order rotating from round to round. Returns the medians, keyed by
-    (workload, variant name), the name being each variant's first field."""
+    their order rotating from round to round. Returns every time, keyed by
+    (workload, variant name), the name being each variant's first field,
+    in round order."""
     times = {(w, v[0]): [] for w in workloads for v in variants}
     for r in range(rounds):
         for w in workloads:
@@ -59,7 +60,19 @@ def alternating_medians(rounds, workloads, variants, run_one):
                 t = run_one(v, w)
                 times[(w, v[0])].append(t)
                 print(f"round {r} {w:7} {v[0]:26} {t:12.1f} ns/op", flush=True)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def alternating_medians(rounds, workloads, variants, run_one):
+    """[`alternating_runs`], each list reduced to its median."""
+    return {k: statistics.median(v) for k, v in alternating_runs(rounds, workloads, variants, run_one).items()}
+
+
+def paired_ratio(times, w, a, b):
+    """The median over the rounds of variant `a`'s time over `b`'s in the
+    same round: steadier than a ratio of medians when the machine's speed
+    drifts between rounds."""
+    return statistics.median(x / y for x, y in zip(times[(w, a)], times[(w, b)]))
 
 
 def emit(lines, out):
@@ -80,22 +93,23 @@ def main():
     ap.add_argument("--out", help="Markdown table to write (default: stdout only)")
     a = ap.parse_args()
     workloads = a.workloads.split(",")
-    med = alternating_medians(a.rounds, workloads, VARIANTS,
-                              lambda v, w: run(a.bin_dir, v[1], v[2], v[3], w, a.scale))
+    times = alternating_runs(a.rounds, workloads, VARIANTS,
+                             lambda v, w: run(a.bin_dir, v[1], v[2], v[3], w, a.scale))
+    med = {k: statistics.median(v) for k, v in times.items()}
     lines = [
         f"Medians of {a.rounds} alternating rounds, BENCH_SCALE={a.scale}, each run a process of its own "
-        "(`scripts/trace_overhead.py`). Time per operation.",
+        "(`scripts/trace_overhead.py`). Time per operation. Ratios: the median over the rounds of each "
+        "round's ratio (the variants of a round ran minutes apart at most).",
         "",
         "| workload | " + " | ".join(v[0] for v in VARIANTS) + " | 1 frame / untraced | 1 frame / dhat-rs | sampled / untraced |",
         "|---|" + "---|" * (len(VARIANTS) + 3),
     ]
     for w in workloads:
         cells = [f"{med[(w, v[0])]:.1f} ns" for v in VARIANTS]
-        one = med[(w, "1 frame")]
-        sampled = med[(w, "16 frames, 1 per 512 KiB")]
         lines.append(f"| {w} | " + " | ".join(cells) +
-                     f" | {one / med[(w, 'untraced')]:.1f}x | {one / med[(w, 'dhat-rs')]:.2f}"
-                     f" | {sampled / med[(w, 'untraced')]:.2f}x |")
+                     f" | {paired_ratio(times, w, '1 frame', 'untraced'):.2f}x"
+                     f" | {paired_ratio(times, w, '1 frame', 'dhat-rs'):.2f}"
+                     f" | {paired_ratio(times, w, '16 frames, 1 per 512 KiB', 'untraced'):.2f}x |")
     emit(lines, a.out)
 
 
