@@ -27,7 +27,7 @@ pub(crate) fn is_on() -> bool {
 #[inline(always)]
 pub(crate) fn alloc(p: *mut u8, n: usize) {
     #[cfg(feature = "trace")]
-    trace::record_alloc(Source::Malloc, p, n);
+    trace::record_alloc_in_caller(Source::Malloc, p, n);
     #[cfg(not(feature = "trace"))]
     let _ = (p, n);
 }

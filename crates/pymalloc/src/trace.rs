@@ -480,12 +480,20 @@ pub struct Traced<A>(pub A);
 #[cold]
 #[inline(never)]
 pub fn record_alloc(source: Source, p: *mut u8, size: usize) {
+    record_alloc_in_caller(source, p, size);
+}
+
+/// [`record_alloc`], inlined into the entry point that calls it: the walk
+/// then starts at that entry point's frame, one frame fewer to walk. For a
+/// front's out-of-line traced path (the preload library's).
+#[inline(always)]
+pub fn record_alloc_in_caller(source: Source, p: *mut u8, size: usize) {
     let marker = 0u8;
     if !is_tracing() || p.is_null() || !trace_sample::take(size) {
         return;
     }
-    // Taken here, in this function (Mark::here is inlined): only for a
-    // block that is traced.
+    // Taken here, in the caller's frame (Mark::here is inlined too): only
+    // for a block that is traced.
     let mark = Mark::here(&marker);
     guarded(|| add(source, DEFAULT_DOMAIN, p as usize, size, mark));
 }
@@ -515,7 +523,7 @@ impl<A: GlobalAlloc> Traced<A> {
                 self.0.alloc(l)
             }
         };
-        record_alloc(Source::Rust, p, l.size());
+        record_alloc_in_caller(Source::Rust, p, l.size());
         p
     }
 
