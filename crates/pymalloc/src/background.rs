@@ -20,7 +20,8 @@
 //! It sleeps on a futex (`DecayWaker::bell`), so waking it, for work or to
 //! stop, needs no handle of it.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::time::Duration;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
@@ -40,6 +41,14 @@ static STARTED_IN: Mutex<Option<(u32, JoinHandle<()>)>> = Mutex::new(None);
 /// Raised by [`stop`] for the thread to end.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// The running thread's kernel id, for [`stop`] to wait until the kernel
+/// has released it (0 until the thread has stored it).
+static TID: AtomicI32 = AtomicI32::new(0);
+
+/// The longest [`stop`] waits for the kernel to release the joined thread;
+/// it takes microseconds.
+const RELEASE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Starts the background decay thread in this process, if it is not running
 /// yet. Returns false if no thread could be made.
 pub fn start() -> bool {
@@ -54,6 +63,7 @@ pub fn start() -> bool {
     }
     register_fork_handlers();
     STOP.store(false, Ordering::SeqCst);
+    TID.store(0, Ordering::SeqCst);
     // The thread takes no signal: a process-directed signal must reach the
     // program's own threads (sigwait in the main thread, Python's handlers).
     // It inherits a mask with every signal blocked.
@@ -65,8 +75,9 @@ pub fn start() -> bool {
     true
 }
 
-/// Ends the background thread of this process and waits for it; returns
-/// whether one was running. What it would have given back stays with the
+/// Ends the background thread of this process and waits until the kernel
+/// has released it, so the process's thread count no longer includes it;
+/// returns whether one was running. What it would have given back stays with the
 /// heaps until the next sweep (theirs, or the thread's once started again).
 pub fn stop() -> bool {
     let mut started = STARTED_IN.lock().unwrap_or_else(|e| e.into_inner());
@@ -76,6 +87,10 @@ pub fn stop() -> bool {
             STOP.store(true, Ordering::SeqCst);
             DECAY_WAKER.ring();
             let _ = join.join();
+            let tid = TID.load(Ordering::SeqCst);
+            if tid != 0 {
+                os::wait_thread_released(tid, RELEASE_LIMIT);
+            }
             DECAY_WAKER.parked.store(false, Ordering::SeqCst);
             true
         }
@@ -180,6 +195,7 @@ fn sweep_heaps() -> Option<u64> {
 }
 
 fn run() {
+    TID.store(os::thread_id(), Ordering::SeqCst);
     while !STOP.load(Ordering::SeqCst) {
         // The bell is lowered before each look, so a ring after the look
         // (a pool freed, or stop) cuts the sleep short.

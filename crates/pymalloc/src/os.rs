@@ -51,6 +51,34 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
     }
 }
 
+/// The calling thread's kernel id.
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Waits, for at most `limit`, until the kernel has taken the thread `tid`
+/// of this process out of its thread group; returns whether it has. A
+/// joined thread is not yet gone: the kernel wakes the joiner when it
+/// clears the thread's id, before it releases the thread, and until then
+/// the process's thread count (`/proc/self/stat`, which CPython reads at
+/// `os.fork()`) still includes it. `tgkill` with signal 0 fails with ESRCH
+/// exactly once the thread is released.
+pub fn wait_thread_released(tid: i32, limit: core::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: signal 0 sends nothing; it only looks the thread up.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, 0) };
+        if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// Milliseconds on a monotonic clock that does not stop (the coarse clock:
 /// a few nanoseconds through the vDSO, ticking every few milliseconds),
 /// for the purge policy's decay.

@@ -65,7 +65,7 @@ fn an_idle_process_gives_back_what_it_freed() {
     assert!(t.elapsed() < Duration::from_millis(500), "stop waited {:?}", t.elapsed());
     assert!(!pymalloc::background::is_running());
     assert!(!pymalloc::background::stop(), "nothing left to stop");
-    assert_eq!(os_threads_settled(threads - 1), threads - 1, "the thread is gone");
+    assert_eq!(os_threads(), threads - 1, "the thread is gone from the count at once");
     let blocks: Vec<_> = (0..n).map(|_| thread::malloc(128)).collect();
     for p in blocks {
         unsafe { thread::free(p) };
@@ -74,7 +74,7 @@ fn an_idle_process_gives_back_what_it_freed() {
     assert!(config::start_background_decay());
     std::thread::sleep(Duration::from_millis(10));
     assert!(pymalloc::background::stop());
-    assert_eq!(os_threads_settled(threads - 1), threads - 1);
+    assert_eq!(os_threads(), threads - 1);
     assert!(config::start_background_decay());
     assert_eq!(os_threads(), threads);
     let start = Instant::now();
@@ -84,20 +84,6 @@ fn an_idle_process_gives_back_what_it_freed() {
     assert!(thread::stats().arenas_current <= 1, "the restarted thread gave nothing back");
 }
 
-/// The OS threads of this process, once it is `expected` or a second has
-/// passed. A joined thread can still be counted for a moment: the kernel
-/// wakes the joiner (it clears the thread's id) before it takes the thread
-/// out of the process's thread group. CI saw 3 for 2 once.
-fn os_threads_settled(expected: usize) -> usize {
-    let start = Instant::now();
-    loop {
-        let n = os_threads();
-        if n == expected || start.elapsed() > Duration::from_secs(1) {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// The OS threads of this process.
 fn os_threads() -> usize {
