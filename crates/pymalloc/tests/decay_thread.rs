@@ -84,7 +84,6 @@ fn an_idle_process_gives_back_what_it_freed() {
     assert!(thread::stats().arenas_current <= 1, "the restarted thread gave nothing back");
 }
 
-
 /// The OS threads of this process.
 fn os_threads() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
