@@ -247,7 +247,7 @@ pub fn timeline() -> Vec<(u64, usize)> {
 
 /// The raw frames of traceback `id` (most recent first).
 pub(crate) fn raw_frames(id: u32) -> Vec<usize> {
-    untraced(|| table::with_frames(id, <[usize]>::to_vec))
+    untraced(|| table::with_frames(id, <[usize]>::to_vec)).unwrap_or_default()
 }
 
 /// Stops tracing and forgets every trace (tracemalloc's `stop`).
@@ -326,7 +326,7 @@ pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
     let leaving = || LEAVING.try_with(Cell::get).ok().flatten().filter(|t| t.domain == domain && t.addr == addr);
     let t = table::get(domain, addr).or_else(leaving)?;
     untraced(|| {
-        let ips = table::with_frames(t.traceback, <[usize]>::to_vec);
+        let ips = table::with_frames(t.traceback, <[usize]>::to_vec)?;
         Some(trace_frames::program_frames(&ips, traceback_limit(), &mut Default::default()))
     })
 }
@@ -456,7 +456,8 @@ pub(crate) fn copy_traces() -> (Vec<RawTrace>, Vec<RawTraceback>) {
         let mut ids: Vec<u32> = traces.iter().map(|t| t.3).collect();
         ids.sort_unstable();
         ids.dedup();
-        let tbs = ids.into_iter().map(|id| (id, table::with_frames(id, <[usize]>::to_vec))).collect();
+        let tbs =
+            ids.into_iter().map(|id| (id, table::with_frames(id, <[usize]>::to_vec).unwrap_or_default())).collect();
         (traces, tbs)
     })
 }

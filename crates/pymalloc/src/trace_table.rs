@@ -407,10 +407,17 @@ pub(crate) fn clear() {
 
 /// Interned tracebacks. Invariant: `words[..len]` is a sequence of records
 /// `[n, frame 0, ..., frame n-1]`; `index` (null or `mask + 1` entries, a
-/// power of two, at most half full) holds `id + 1` of every record, at or
-/// after its hash's home (linear probing; never removed, but all cleared
+/// power of two, at most half full) holds `offset + 1` of every record, at
+/// or after its hash's home (linear probing; never removed, but all cleared
 /// at once).
+///
+/// A record's id is `base + offset`, and each clear moves `base` past every
+/// id handed out before it. A thread that interned just before a clear
+/// (`clear_traces` from another thread) can still store a trace with the
+/// old id afterwards; [`Tracebacks::lookup`] finds no record for it, and
+/// bounds every read, so such an id reads nothing of the new table.
 struct Tracebacks {
+    base: u32,
     words: *mut usize,
     cap: usize,
     len: usize,
@@ -420,15 +427,50 @@ struct Tracebacks {
 }
 
 impl Tracebacks {
-    const fn new() -> Tracebacks {
-        Tracebacks { words: ptr::null_mut(), cap: 0, len: 0, index: ptr::null_mut(), mask: 0, count: 0 }
+    const fn new(base: u32) -> Tracebacks {
+        Tracebacks { base, words: ptr::null_mut(), cap: 0, len: 0, index: ptr::null_mut(), mask: 0, count: 0 }
     }
 
-    fn frames(&self, id: u32) -> &[usize] {
-        // SAFETY: ids handed out are record offsets inside words[..len].
+    /// The record at `off`, a record offset inside `words[..len]` (the
+    /// index's and the re-indexing walk's).
+    fn frames(&self, off: u32) -> &[usize] {
+        debug_assert!((off as usize) < self.len);
+        // SAFETY: record offsets lie inside words[..len], and a record's
+        // frames follow its length there (the invariant).
         unsafe {
-            let p = self.words.add(id as usize);
+            let p = self.words.add(off as usize);
             core::slice::from_raw_parts(p.add(1), *p)
+        }
+    }
+
+    /// The frames of traceback `id`, or None if `id` is not one of this
+    /// table's (handed out before a clear).
+    fn lookup(&self, id: u32) -> Option<&[usize]> {
+        let off = id.wrapping_sub(self.base) as usize;
+        if off >= self.len {
+            return None;
+        }
+        // SAFETY: off < len words. Only this table's ids reach here, which
+        // are record offsets; the check below keeps even a stray id inside
+        // words[..len].
+        let n = unsafe { *self.words.add(off) };
+        if n > self.len - off - 1 {
+            return None;
+        }
+        // SAFETY: words[off + 1..off + 1 + n] lies inside words[..len].
+        Some(unsafe { core::slice::from_raw_parts(self.words.add(off + 1), n) })
+    }
+
+    /// The first id of the next table: past every id of this one. Ids wrap
+    /// only after 2^31 words of tracebacks have been interned and cleared,
+    /// when a stale id could name a record again (a wrong traceback, never
+    /// a read outside the table).
+    fn next_base(&self) -> u32 {
+        let next = self.base as u64 + self.len as u64 + 1;
+        if next > i32::MAX as u64 {
+            0
+        } else {
+            next as u32
         }
     }
 
@@ -446,14 +488,14 @@ impl Tracebacks {
                 // Element by element: a traceback is a few words, shorter
                 // than a call to memcmp.
                 if f.len() == frames.len() && f.iter().zip(frames).all(|(a, b)| a == b) {
-                    return Some(e - 1);
+                    return Some(self.base + (e - 1));
                 }
                 i = (i + 1) & self.mask;
             }
         }
         // A new record.
         let need = self.len.checked_add(frames.len() + 1)?;
-        if need > u32::MAX as usize {
+        if need > (u32::MAX - self.base) as usize {
             return None;
         }
         if need > self.cap && !self.grow_words(need) {
@@ -471,7 +513,7 @@ impl Tracebacks {
         self.len = need;
         self.index_put(h, id);
         self.count += 1;
-        Some(id)
+        Some(self.base + id)
     }
 
     fn index_capacity(&self) -> usize {
@@ -538,7 +580,7 @@ impl Tracebacks {
             untraced::free(self.words);
             untraced::free(self.index);
         }
-        *self = Tracebacks::new();
+        *self = Tracebacks::new(self.next_base());
     }
 }
 
@@ -552,7 +594,7 @@ struct TracebackCell(UnsafeCell<Tracebacks>);
 unsafe impl Sync for TracebackCell {}
 
 static TRACEBACKS_LOCK: SpinLock = SpinLock::new();
-static TRACEBACKS: TracebackCell = TracebackCell(UnsafeCell::new(Tracebacks::new()));
+static TRACEBACKS: TracebackCell = TracebackCell(UnsafeCell::new(Tracebacks::new(0)));
 
 /// The id of `frames`, stored once; None if memory is short.
 pub(crate) fn intern(frames: &[usize]) -> Option<u32> {
@@ -583,12 +625,13 @@ pub(crate) unsafe fn fork_release() {
     }
 }
 
-/// Calls `f` with the frames of traceback `id` (most recent call first).
-pub(crate) fn with_frames<R>(id: u32, f: impl FnOnce(&[usize]) -> R) -> R {
+/// Calls `f` with the frames of traceback `id` (most recent call first);
+/// None if `id` was handed out before the last clear (a trace stored by a
+/// thread that interned while another cleared).
+pub(crate) fn with_frames<R>(id: u32, f: impl FnOnce(&[usize]) -> R) -> Option<R> {
     let _g = TRACEBACKS_LOCK.lock();
-    // SAFETY: the lock is held; ids come from intern (and the tables are
-    // cleared only with every trace).
-    f(unsafe { (*TRACEBACKS.0.get()).frames(id) })
+    // SAFETY: the lock is held.
+    unsafe { (*TRACEBACKS.0.get()).lookup(id) }.map(f)
 }
 
 #[cfg(test)]
@@ -692,15 +735,50 @@ mod tests {
 
     #[test]
     fn tracebacks_are_stored_once_and_read_back() {
-        let mut tb = Tracebacks::new();
+        let mut tb = Tracebacks::new(0);
         let mut ids = Vec::new();
         for i in 0..if cfg!(miri) { 200usize } else { 2000 } {
             let frames: Vec<usize> = (0..(i % 5)).map(|k| i * 10 + k).collect();
             ids.push((tb.intern(&frames).unwrap(), frames));
         }
         for (id, frames) in &ids {
-            assert_eq!(tb.frames(*id), &frames[..]);
+            assert_eq!(tb.lookup(*id), Some(&frames[..]));
             assert_eq!(tb.intern(frames), Some(*id), "interned once");
+        }
+        tb.clear();
+    }
+
+    /// An id handed out before a clear reads nothing afterwards, however
+    /// the new table has grown: a thread can store a trace with it after
+    /// another thread cleared.
+    #[test]
+    fn a_traceback_id_from_before_a_clear_reads_nothing() {
+        let mut tb = Tracebacks::new(0);
+        let old: Vec<(u32, Vec<usize>)> = (0..50usize)
+            .map(|i| (i * 7..i * 7 + 1 + i % 4).collect::<Vec<_>>())
+            .map(|f| (tb.intern(&f).unwrap(), f))
+            .collect();
+        for round in 0..3 {
+            tb.clear();
+            for (id, _) in &old {
+                assert_eq!(tb.lookup(*id), None, "round {round}, id {id}, empty table");
+            }
+            // The new table grows longer than the old one.
+            let new: Vec<(u32, Vec<usize>)> =
+                (0..200usize).map(|i| vec![1000 + i; 1 + i % 3]).map(|f| (tb.intern(&f).unwrap(), f)).collect();
+            for (id, _) in &old {
+                assert_eq!(tb.lookup(*id), None, "round {round}, id {id}");
+            }
+            for (id, f) in &new {
+                assert!(old.iter().all(|(o, _)| o != id), "id {id} handed out twice");
+                assert_eq!(tb.lookup(*id), Some(&f[..]));
+            }
+        }
+        // A stray id inside the table never reads past it.
+        for id in 0..tb.base + tb.len as u32 + 8 {
+            if let Some(f) = tb.lookup(id) {
+                assert!(id - tb.base + 1 + f.len() as u32 <= tb.len as u32);
+            }
         }
         tb.clear();
     }
