@@ -92,6 +92,7 @@ mod tls_slot;
 pub mod trace;
 mod trace_fork;
 mod trace_frames;
+mod trace_memo;
 mod trace_peak;
 mod trace_sample;
 mod trace_shadow;

@@ -43,6 +43,7 @@ use crate::domain::{Domain, MemAllocatorEx};
 use crate::trace_fork;
 pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture, Mark};
+use crate::trace_memo;
 use crate::trace_peak;
 use crate::trace_sample;
 use crate::trace_table::{self as table, Trace};
@@ -363,16 +364,23 @@ pub fn untrack(domain: u32, addr: usize) -> Result<(), TraceError> {
 /// Records a trace (guard up). False if the tables are full.
 fn add(source: Source, domain: u32, addr: usize, size: usize, mark: Mark) -> bool {
     let limit = LIMIT.load(Ordering::Relaxed);
-    let mut small = [0usize; 32];
+    let mut small = core::mem::MaybeUninit::<[usize; 32]>::uninit();
     let mut big = Vec::new();
-    let frames: &mut [usize] = if limit <= small.len() {
-        &mut small[..limit]
+    let frames: &mut [usize] = if limit <= 32 {
+        // SAFETY: the first `limit` words of the buffer are written (only
+        // those: a walk of one frame need not clear 32) before the slice
+        // over them is made.
+        unsafe {
+            let p = small.as_mut_ptr().cast::<usize>();
+            ptr::write_bytes(p, 0, limit);
+            core::slice::from_raw_parts_mut(p, limit)
+        }
     } else {
         big.resize(limit, 0);
         &mut big
     };
     let n = capture(frames, limit, mark);
-    let Some(tb) = table::intern(&frames[..n]) else { return false };
+    let Some(tb) = trace_memo::intern(&frames[..n]) else { return false };
     let t = Trace { addr, size, domain, traceback: tb, source };
     match table::insert(t) {
         Err(()) => false,

@@ -21,7 +21,7 @@
 use core::cell::UnsafeCell;
 use core::ptr;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::sync::SpinLock;
 use crate::trace_shadow;
@@ -403,7 +403,13 @@ pub(crate) fn clear() {
     let _g = TRACEBACKS_LOCK.lock();
     // SAFETY: the lock is held.
     unsafe { (*TRACEBACKS.0.get()).clear() };
+    CLEARS.fetch_add(1, Ordering::Release);
 }
+
+/// How many times the tracebacks were cleared: raised under their lock
+/// after each clear. An id interned after reading `n` here belongs to the
+/// table while this still reads `n` (for [`crate::trace_memo`]).
+pub(crate) static CLEARS: AtomicU32 = AtomicU32::new(0);
 
 /// Interned tracebacks. Invariant: `words[..len]` is a sequence of records
 /// `[n, frame 0, ..., frame n-1]`; `index` (null or `mask + 1` entries, a
@@ -634,6 +640,14 @@ pub(crate) fn with_frames<R>(id: u32, f: impl FnOnce(&[usize]) -> R) -> Option<R
     unsafe { (*TRACEBACKS.0.get()).lookup(id) }.map(f)
 }
 
+/// Serialises this crate's unit tests that use the process's tables (one
+/// clears what another reads).
+#[cfg(test)]
+pub(crate) fn global_tables() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +698,7 @@ mod tests {
     #[cfg(not(miri))]
     #[test]
     fn region_traces_live_in_the_shadow_and_big_ones_in_a_shard_too() {
+        let _g = global_tables();
         let arena = crate::region::alloc_arena();
         assert!(!arena.is_null(), "an arena of the region");
         let a = arena as usize;

@@ -58,6 +58,7 @@ const LAYERS: &[&str] = &[
     "trace_sample",
     "trace_shadow",
     "trace_table",
+    "trace_memo",
     "trace_peak",
     "trace_timeline",
     "trace_fork",
