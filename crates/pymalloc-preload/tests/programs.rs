@@ -249,6 +249,35 @@ fn the_library_text_a_program_runs_is_one_window() {
     assert!(kib <= 96, "{kib} KiB of the library's text resident, more than one 64 KiB window: {stdout}");
 }
 
+/// The heaps the library keeps in statics for the other modes (the GIL
+/// heap, the locked heap: some 10 KiB each) start as all-zero values, so
+/// they lie in `.bss` and cost a preloaded program nothing: in `.data` the
+/// kernel mapped all of them into every process (the writable segment was
+/// 28 KiB resident, now 8).
+#[test]
+fn the_unused_heaps_cost_no_initialised_data() {
+    let out = Command::new("nm").args(["-S", "-C"]).arg(&env().lib).output().expect("nm");
+    assert!(out.status.success(), "nm: {}", show(&out));
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    for heap in ["pymalloc::gil::GIL_HEAP", "pymalloc::locked::GLOBAL_HEAP"] {
+        let line = symbols
+            .lines()
+            .find(|l| l.ends_with(heap))
+            .unwrap_or_else(|| panic!("{heap} not in the library's symbols"));
+        let kind = line.split_whitespace().nth(2).unwrap_or("");
+        assert_eq!(kind, "b", "{heap} is not in .bss: {line}");
+    }
+    let out = Command::new("readelf").args(["-SW"]).arg(&env().lib).output().expect("readelf");
+    let sections = String::from_utf8_lossy(&out.stdout);
+    let data = sections
+        .lines()
+        .find(|l| l.contains(" .data ") && l.contains("PROGBITS"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "PROGBITS").nth(3))
+        .map(|size| usize::from_str_radix(size, 16).unwrap())
+        .unwrap_or_else(|| panic!("no .data section: {sections}"));
+    assert!(data <= 8 * 1024, ".data is {data} bytes");
+}
+
 #[test]
 fn a_bad_purge_policy_is_named_with_the_valid_ones() {
     let out = Command::new("true").env("LD_PRELOAD", &env().lib).env("PYMALLOC_PURGE", "sometimes").output().unwrap();

@@ -124,10 +124,13 @@ unsafe extern "C" fn locked_free(ctx: *mut c_void, p: *mut c_void) {
 }
 
 impl LockedHeap {
-    /// An empty heap (one that retains emptied head pools: see
-    /// [`Heap::new_retaining`]).
+    /// An empty heap (one that retains emptied head pools and caches
+    /// blocks: see [`Heap::new_retaining`]). It is made without its block
+    /// cache, which its first [`LockedHeap::lock`] turns on: a value of
+    /// zero bytes, so a `static` of it lies in `.bss` and costs no page in
+    /// a process that never uses it.
     pub const fn new() -> LockedHeap {
-        LockedHeap { heap: Mutex::new(Heap::new_retaining()), raw_blocks: AtomicIsize::new(0) }
+        LockedHeap { heap: Mutex::new(Heap::new_retaining_uncached()), raw_blocks: AtomicIsize::new(0) }
     }
 
     /// Exclusive access to the heap, for inspection or configuration
@@ -139,7 +142,11 @@ impl LockedHeap {
     pub fn lock(&self) -> MutexGuard<'_, Heap> {
         // Heap operations do not panic while holding the lock; if a caller's
         // closure did, the heap itself is still consistent.
-        self.heap.lock().unwrap_or_else(PoisonError::into_inner)
+        let heap = self.heap.lock().unwrap_or_else(PoisonError::into_inner);
+        if !heap.caches_blocks() {
+            heap.start_caching();
+        }
+        heap
     }
 
     /// See [`Heap::malloc`]; large requests go to the RAW domain.

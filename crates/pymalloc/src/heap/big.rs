@@ -9,7 +9,7 @@ use crate::spans::{Ctx, GiveBack, SpanStats};
 
 impl Heap {
     fn span_ctx(&self) -> Ctx<'_> {
-        let give_back = match self.purge.policy.get() {
+        let give_back = match self.purge.policy() {
             PurgePolicy::Immediate => GiveBack::Immediate,
             PurgePolicy::Decay { .. } => GiveBack::Decay,
             PurgePolicy::Never | PurgePolicy::Threshold { .. } => GiveBack::WithSegment,
@@ -66,7 +66,7 @@ impl Heap {
     /// event and sweep if due, as when a pool empties.
     #[cold]
     fn units_released(&self) {
-        if let PurgePolicy::Decay { ms } = self.purge.policy.get() {
+        if let PurgePolicy::Decay { ms } = self.purge.policy() {
             let _meta = self.meta.lock();
             let events = self.purge.events.get() + 1;
             self.purge.events.set(events);

@@ -54,6 +54,12 @@ impl BlockCache {
         self.max.get() != 0
     }
 
+    /// Turns the cache on (an uncached heap's classes start caching when
+    /// they next allocate from a pool).
+    pub(super) fn enable(&self) {
+        self.max.set(CACHE_SLOTS as u32);
+    }
+
     /// The most recently cached block of class `c`, taken out; null if none.
     #[inline(always)]
     pub(super) fn pop(&self, c: usize) -> *mut u8 {

@@ -129,7 +129,7 @@ impl Heap {
     /// clock (for tests and for callers that keep their own time).
     pub fn decay_at(&self, now_ms: u64) -> usize {
         let _meta = self.meta.lock();
-        match self.purge.policy.get() {
+        match self.purge.policy() {
             PurgePolicy::Decay { ms } if now_ms >= self.purge.next_sweep.get() => self.sweep(now_ms, ms),
             _ => 0,
         }
@@ -148,7 +148,7 @@ impl Heap {
     /// the heap still holds free memory for a later sweep.
     pub(crate) fn decay_round(&self, now_ms: u64) -> Option<u32> {
         let _meta = self.meta.lock();
-        let PurgePolicy::Decay { ms } = self.purge.policy.get() else { return None };
+        let PurgePolicy::Decay { ms } = self.purge.policy() else { return None };
         if now_ms >= self.purge.next_sweep.get() {
             self.sweep(now_ms, ms);
         }
@@ -176,7 +176,7 @@ impl Heap {
     /// The decay period if the heap's policy is [`PurgePolicy::Decay`].
     pub fn decay_period_ms(&self) -> Option<u32> {
         let _meta = self.meta.lock();
-        match self.purge.policy.get() {
+        match self.purge.policy() {
             PurgePolicy::Decay { ms } => Some(ms),
             _ => None,
         }

@@ -119,8 +119,13 @@ use used::UsedPools;
 ///   `crate::spans`; the heap's entry points to it in `big.rs`).
 ///
 /// Invariants of the whole:
-/// * `retain`: the head pool of a class that empties may stay on its used
-///   list (see [`UsedPools`]); set once, at construction.
+/// * `releases_head`: false if the head pool of a class that empties may
+///   stay on its used list (see [`UsedPools`]); set once, at construction.
+/// * Zero bytes: the heaps the library keeps in statics (the GIL heap, the
+///   locked heap) start as all-zero values, so that they lie in `.bss` and
+///   cost no resident page in a process that never uses them (the preload
+///   library's, which uses thread heaps). Hence the senses of
+///   `releases_head`, of the purge state's fields and of the cache's flag.
 /// * Sharing: the state is in `Cell`s and methods take `&self`, so that a
 ///   heap owned by one thread can be read by others. Only the owner calls
 ///   the allocating and freeing methods. Everything others read (the arena
@@ -131,8 +136,9 @@ pub struct Heap {
     used: UsedPools,
     arenas: Arenas,
     purge: PurgeState,
-    /// Keep a head pool that empties on its used list.
-    retain: Cell<bool>,
+    /// Give back a head pool that empties, as CPython does (false: keep it
+    /// on its used list).
+    releases_head: Cell<bool>,
     cache: BlockCache,
     remote: RemoteFrees,
     spans: SpanHeap,
@@ -187,7 +193,7 @@ impl Heap {
             used: UsedPools::new(),
             arenas: Arenas::new(),
             purge: PurgeState::new(),
-            retain: Cell::new(retain),
+            releases_head: Cell::new(!retain),
             cache: BlockCache::new(cache),
             remote: RemoteFrees::new(),
             spans: SpanHeap::new(),
@@ -230,7 +236,7 @@ impl Heap {
     /// a shared heap only).
     pub(crate) fn set_purge_policy_shared(&self, p: PurgePolicy) {
         let _meta = self.meta.lock();
-        self.purge.policy.set(p);
+        self.purge.set_policy(p);
     }
 
     /// Takes the bookkeeping lock before `fork` (see `crate::fork`).
@@ -250,13 +256,26 @@ impl Heap {
     /// The current purge policy.
     pub fn purge_policy(&self) -> PurgePolicy {
         let _meta = self.meta.lock();
-        self.purge.policy.get()
+        self.purge.policy()
+    }
+
+    /// True if this heap keeps recently freed blocks in its block cache
+    /// (see [`Heap::new_retaining`]).
+    pub fn caches_blocks(&self) -> bool {
+        self.cache.enabled()
+    }
+
+    /// Turns the block cache on, for a heap made without it: the shared
+    /// locked heap is made uncached, so that its initial bytes are all zero
+    /// (see the invariants), and turns it on at its first use.
+    pub(crate) fn start_caching(&self) {
+        self.cache.enable();
     }
 
     /// True if this heap keeps head pools that empty (see
     /// [`Heap::new_retaining`]).
     pub fn retains_empty_pools(&self) -> bool {
-        self.retain.get()
+        !self.releases_head.get()
     }
 
     /// Gives back to the OS everything that holds no block: the free pages

@@ -121,12 +121,15 @@ impl Default for PurgePolicy {
 /// clock. Invariants: `events` counts pools emptied so far; the threshold
 /// policy walks the arenas only once `events >= next_check`; `backoff` is
 /// the wait after a walk that fell short, between `PURGE_RETRY_EVENTS` and
-/// `PURGE_RETRY_MAX`; the decay policy sweeps at the first event at or
-/// after `next_sweep` (milliseconds of [`os::now_ms`]). All of it is read
-/// and written under `meta` only, so that the background thread may sweep
-/// a heap another thread owns.
+/// `PURGE_RETRY_MAX` (0 reads as `PURGE_RETRY_EVENTS`); the decay policy
+/// sweeps at the first event at or after `next_sweep` (milliseconds of
+/// [`os::now_ms`]). The policy is [`PurgePolicy::DEFAULT`] until `chosen`
+/// (so a new state is all zero bytes: see `Heap`). All of it is read and
+/// written under `meta` only, so that the background thread may sweep a
+/// heap another thread owns.
 pub(super) struct PurgeState {
-    pub(super) policy: Cell<PurgePolicy>,
+    chosen: Cell<bool>,
+    policy: Cell<PurgePolicy>,
     pub(super) events: Cell<u64>,
     next_check: Cell<u64>,
     backoff: Cell<u64>,
@@ -136,18 +139,36 @@ pub(super) struct PurgeState {
 impl PurgeState {
     pub(super) const fn new() -> PurgeState {
         PurgeState {
-            policy: Cell::new(PurgePolicy::DEFAULT),
+            chosen: Cell::new(false),
+            // Not read until chosen; the variant whose bytes are zero.
+            policy: Cell::new(PurgePolicy::Decay { ms: 0 }),
             events: Cell::new(0),
             next_check: Cell::new(0),
-            backoff: Cell::new(PURGE_RETRY_EVENTS),
+            backoff: Cell::new(0),
             next_sweep: Cell::new(0),
         }
+    }
+
+    /// The policy (`meta` held).
+    #[inline]
+    pub(super) fn policy(&self) -> PurgePolicy {
+        if self.chosen.get() {
+            self.policy.get()
+        } else {
+            PurgePolicy::DEFAULT
+        }
+    }
+
+    /// Sets the policy (`meta` held).
+    pub(super) fn set_policy(&self, p: PurgePolicy) {
+        self.policy.set(p);
+        self.chosen.set(true);
     }
 
     /// Whether wholly free arenas stay until the decay gives them back
     /// (`meta` held).
     pub(super) fn keeps_free_arenas(&self) -> bool {
-        matches!(self.policy.get(), PurgePolicy::Decay { .. })
+        matches!(self.policy(), PurgePolicy::Decay { .. })
     }
 }
 
@@ -159,7 +180,7 @@ impl Heap {
         let empty = self.arenas.committed_empty.get();
         let events = p.events.get() + 1;
         p.events.set(events);
-        match p.policy.get() {
+        match p.policy() {
             PurgePolicy::Decay { ms } => self.decay_if_due(events, ms),
             PurgePolicy::Never => {}
             PurgePolicy::Immediate => {
@@ -174,7 +195,7 @@ impl Heap {
                     if self.arenas.committed_empty.get() > limit {
                         // Not enough worth giving back yet: look again later,
                         // later still if this walk found nothing.
-                        let wait = p.backoff.get();
+                        let wait = p.backoff.get().max(PURGE_RETRY_EVENTS);
                         p.next_check.set(events + wait);
                         if given == 0 {
                             p.backoff.set((wait * 2).min(PURGE_RETRY_MAX));

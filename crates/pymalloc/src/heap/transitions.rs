@@ -40,7 +40,7 @@ impl Heap {
         if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
             return self.alloc_from_pool(szidx);
         }
-        if self.retain.get() && self.no_usable_arena() {
+        if !self.releases_head.get() && self.no_usable_arena() {
             // A new arena is next: first give back cached blocks and retained
             // pools, which may leave empty pools that can serve instead.
             self.release_held_pools();
@@ -82,7 +82,7 @@ impl Heap {
         // SAFETY: per the contract, `pool` is live and ours.
         unsafe {
             if count == 1 {
-                if self.retain.get() && self.used.head((*pool).szidx as usize) == pool {
+                if !self.releases_head.get() && self.used.head((*pool).szidx as usize) == pool {
                     // The head pool of its class empties: keep it there
                     // ("retained"), so that a loop allocating and freeing one
                     // block does not give a pool back and take it again each
