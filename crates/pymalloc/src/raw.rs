@@ -294,11 +294,6 @@ pub(crate) mod meta {
         imp::zeroed(n)
     }
 
-    /// `n` bytes (zeroed, as it happens), null on failure.
-    pub(crate) fn malloc(n: usize) -> *mut u8 {
-        imp::zeroed(n)
-    }
-
     /// `realloc(p, n)`; null (p untouched) on failure.
     ///
     /// # Safety

@@ -94,20 +94,17 @@ pub(crate) fn adopt_or_make() -> *const Heap {
 
 /// A new thread heap, registered; null if memory is short.
 fn make() -> *mut ThreadHeap {
-    let th = raw::meta::malloc(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
+    let th = raw::meta::zeroed(core::mem::size_of::<ThreadHeap>()).cast::<ThreadHeap>();
     if th.is_null() {
         return th;
     }
-    // SAFETY: th is fresh memory for one ThreadHeap (malloc's alignment is
-    // enough); it is initialised before anyone else can see it.
+    // SAFETY: th is fresh zeroed memory for one ThreadHeap (malloc's
+    // alignment is enough; `raw::meta` memory is zeroed). All-zero bytes
+    // are a ThreadHeap with an uncached heap, no neighbours and not
+    // abandoned; the heap gets its cache in place, without a 10 KiB value
+    // built on the stack. It is initialised before anyone else can see it.
     unsafe {
-        th.write(ThreadHeap {
-            heap: Heap::new_retaining(),
-            _pad: [0; 15],
-            abandoned: AtomicBool::new(false),
-            next_all: ptr::null_mut(),
-            next_abandoned: ptr::null_mut(),
-        });
+        Heap::init_retaining_in_place(ptr::addr_of_mut!((*th).heap));
         // The owner tag keeps the provenance of the whole allocation: other
         // threads reach `abandoned` and `remote` through it.
         (*th).heap.set_print_stats_on_new_arena(STATS_ON_NEW_ARENA.load(Ordering::Relaxed));
