@@ -101,26 +101,30 @@ fn in_this_library(ip: usize) -> bool {
     /// The base of this library's module, 1 when this code is in the
     /// program itself, 0 before the first look.
     static OURS: AtomicUsize = AtomicUsize::new(0);
-    fn base_of(addr: usize) -> usize {
-        // SAFETY: all zeroes is a valid Dl_info (null pointers).
-        let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-        // SAFETY: dladdr only reads the loader's tables and fills `info`.
-        let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } != 0;
-        if found {
-            info.dli_fbase as usize
-        } else {
-            0
-        }
-    }
     let mut ours = OURS.load(Ordering::Relaxed);
     if ours == 0 {
-        let mine = base_of(in_this_library as *const () as usize);
+        let mine = module_base(in_this_library as *const () as usize);
         // SAFETY: getauxval has no precondition.
-        let program = base_of(unsafe { libc::getauxval(libc::AT_ENTRY) } as usize);
+        let program = module_base(unsafe { libc::getauxval(libc::AT_ENTRY) } as usize);
         ours = if mine == 0 || mine == program { 1 } else { mine };
         OURS.store(ours, Ordering::Relaxed);
     }
-    ours != 1 && base_of(ip.saturating_sub(1)) == ours
+    ours != 1 && module_base(ip.saturating_sub(1)) == ours
+}
+
+/// The load address of the module (executable or shared object) holding
+/// `addr`, 0 if none does.
+#[cfg(all(target_os = "linux", not(miri)))]
+fn module_base(addr: usize) -> usize {
+    // SAFETY: all zeroes is a valid Dl_info (null pointers).
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } != 0;
+    if found {
+        info.dli_fbase as usize
+    } else {
+        0
+    }
 }
 
 #[cfg(not(all(target_os = "linux", not(miri))))]
@@ -181,12 +185,7 @@ fn c_library_base() -> usize {
     let mut base = BASE.load(Ordering::Relaxed);
     if base == 0 {
         // A function of the C library that no allocator interposes.
-        let probe = libc::getpid as *const libc::c_void;
-        // SAFETY: all zeroes is a valid Dl_info (null pointers).
-        let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-        // SAFETY: dladdr only reads the loader's tables and fills `info`.
-        let found = unsafe { libc::dladdr(probe, &mut info) } != 0;
-        base = if found && !info.dli_fbase.is_null() { info.dli_fbase as usize } else { 1 };
+        base = module_base(libc::getpid as *const () as usize).max(1);
         BASE.store(base, Ordering::Relaxed);
     }
     base

@@ -202,7 +202,7 @@ impl Heap {
         // zero-bytes invariant, which the preload library's test of its
         // `.bss` statics checks), so `*p` is a valid heap; it gets its
         // cache.
-        unsafe { (*p).cache.enable() };
+        unsafe { (*p).start_caching() };
     }
 
     const fn with_options(retain: bool, cache: bool) -> Heap {
