@@ -17,7 +17,7 @@
 
 use std::sync::Once;
 
-use crate::{trace_peak, trace_table, trace_timeline, trace_unwind};
+use crate::{trace_frames, trace_peak, trace_table, trace_timeline, trace_unwind};
 
 /// Takes every lock of the tracer (the prepare step).
 fn prepare() {
@@ -25,6 +25,7 @@ fn prepare() {
     trace_peak::fork_acquire();
     trace_timeline::fork_acquire();
     trace_unwind::fork_acquire();
+    trace_frames::fork_acquire();
 }
 
 /// Gives back what [`prepare`] took.
@@ -34,6 +35,7 @@ fn prepare() {
 unsafe fn release() {
     // SAFETY: each was taken by prepare() on this thread (our contract).
     unsafe {
+        trace_frames::fork_release();
         trace_unwind::fork_release();
         trace_timeline::fork_release();
         trace_peak::fork_release();

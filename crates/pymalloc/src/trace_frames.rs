@@ -18,6 +18,8 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::sync::SpinLock;
+
 /// Addresses known to be allocation machinery (`+1`, so 0 is empty), or
 /// known not to be (`| NOT`): a direct-mapped cache in front of symbol
 /// resolution.
@@ -79,6 +81,7 @@ fn classify(ip: usize) -> bool {
             remember(ip, m);
             return m;
         }
+        let _g = RESOLVING.lock();
         backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
             if let Some(name) = sym.name() {
                 machinery = is_machinery_name(&format!("{name:#}"));
@@ -87,6 +90,27 @@ fn classify(ip: usize) -> bool {
     }
     remember(ip, machinery);
     machinery
+}
+
+/// Held around every symbol lookup (`backtrace::resolve`, which takes a
+/// lock of its own inside): `trace_fork` takes it before a fork, so that a
+/// child never inherits the symbolizer's lock from a thread that was
+/// classifying a new frame, and then waits on it for ever in its first
+/// report (`trace_fork.rs`'s test saw that once in CI, in round 17 of 40).
+static RESOLVING: SpinLock = SpinLock::new();
+
+/// Takes the symbol-lookup lock (before `fork`).
+pub(crate) fn fork_acquire() {
+    RESOLVING.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { RESOLVING.release() };
 }
 
 /// True if `ip` is code of this crate's own shared library (the preload
@@ -279,6 +303,8 @@ impl core::fmt::Display for Frame {
 pub(crate) fn resolve(ip: usize) -> Vec<Frame> {
     let unknown = || Frame { filename: "<unknown>".into(), lineno: 0, function: format!("{ip:#x}"), addr: ip };
     let mut frames = Vec::new();
+    #[cfg(not(miri))]
+    let _g = RESOLVING.lock();
     #[cfg(not(miri))]
     backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
         let mut frame = unknown();
