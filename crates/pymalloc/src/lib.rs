@@ -81,6 +81,7 @@ mod region;
 mod segment;
 mod slot_table;
 pub mod snapshot;
+mod span_cache;
 mod span_class;
 mod span_pages;
 mod spans;

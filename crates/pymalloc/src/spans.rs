@@ -1,10 +1,11 @@
 //! The blocks above 512 bytes of one heap ([`SpanHeap`]), in segments of
 //! the segment region (see `segment.rs` for their layout):
 //!
-//! * **medium** (513 bytes to 32 KiB): 24 size classes, each served from
-//!   spans of 64 KiB or more, found as CPython finds pools: the first span
-//!   of the class's list, the head of its free list, or the next block it
-//!   has never handed out;
+//! * **medium** (513 bytes to 32 KiB): 80 size classes (`span_class.rs`),
+//!   each served from the heap's cache of blocks it freed last
+//!   (`span_cache.rs`), else from spans of 64 KiB or more, found as CPython
+//!   finds pools: the first span of the class's list, the head of its free
+//!   list, or the next block it has never handed out;
 //! * **large** (to 1008 KiB): a span of whole 16 KiB units per block, which
 //!   grows and shrinks in place while the units after it are free;
 //! * **huge**: a run of 1 MiB slots per block, which belongs to no heap
@@ -25,6 +26,7 @@ use crate::segment::{
     find_run, init_span_segment, run_mask, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE, LARGE,
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
+use crate::span_cache::{self, MediumCache};
 use crate::span_class::{
     aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, MIN_MEDIUM_ALIGN, NB_MEDIUM_CLASSES,
 };
@@ -141,9 +143,13 @@ unsafe fn spans_in(seg: *mut Segment, mut f: impl FnMut(usize, *mut Span)) {
 /// medium spans of class `c` of this heap with a free block (owner only);
 /// `segments` heads the list of this heap's span segments, those with a free
 /// unit before those without, `last` its last (changed under the heap's
-/// bookkeeping lock, which sweeps from other threads take too).
+/// bookkeeping lock, which sweeps from other threads take too); `cache`
+/// holds blocks its owner freed that their spans still count in use
+/// (`span_cache.rs`), and the medium counters count them too (statistics
+/// subtract them).
 pub(crate) struct SpanHeap {
     classes: [Cell<*mut Span>; NB_MEDIUM_CLASSES],
+    cache: MediumCache,
     segments: Cell<*mut Segment>,
     /// The last segment of `segments` (null when it is empty).
     last: Cell<*mut Segment>,
@@ -154,6 +160,7 @@ impl SpanHeap {
     pub(crate) const fn new() -> SpanHeap {
         SpanHeap {
             classes: [const { Cell::new(ptr::null_mut()) }; NB_MEDIUM_CLASSES],
+            cache: MediumCache::new(),
             segments: Cell::new(ptr::null_mut()),
             last: Cell::new(ptr::null_mut()),
             counters: Counters {
@@ -168,17 +175,24 @@ impl SpanHeap {
         }
     }
 
-    /// A medium block of `n` bytes aligned to `align` from a span already on
-    /// its class list; null if the class has none (or `n`, `align` are not
-    /// medium): then [`Self::alloc_slow`].
+    /// A medium block of `n` bytes aligned to `align` from the class's cache
+    /// or a span already on its class list; null if the class has neither
+    /// (or `n`, `align` are not medium): then [`Self::alloc_slow`].
     #[inline(always)]
     pub(crate) fn alloc_listed(&self, n: usize, align: usize) -> *mut u8 {
         if n > MEDIUM_MAX {
             return ptr::null_mut();
         }
         let c = medium_class(n);
+        if align > MIN_MEDIUM_ALIGN && align > medium_align(c) {
+            return ptr::null_mut();
+        }
+        let p = self.cache.pop(c);
+        if !p.is_null() {
+            return p;
+        }
         let s = self.classes[c].get();
-        if s.is_null() || (align > MIN_MEDIUM_ALIGN && align > medium_align(c)) {
+        if s.is_null() {
             return ptr::null_mut();
         }
         // SAFETY: a listed span is a live medium span of this heap with a
@@ -192,15 +206,18 @@ impl SpanHeap {
     pub(crate) fn alloc_slow(&self, n: usize, align: usize, zero: bool, ctx: &Ctx<'_>) -> *mut u8 {
         if n <= MEDIUM_MAX {
             if let Some(c) = aligned_class(medium_class(n), align) {
-                let mut s = self.classes[c].get();
-                if s.is_null() {
-                    s = self.new_medium_span(c, ctx);
+                let mut p = self.cache.pop(c);
+                if p.is_null() {
+                    let mut s = self.classes[c].get();
                     if s.is_null() {
-                        return ptr::null_mut();
+                        s = self.new_medium_span(c, ctx);
+                        if s.is_null() {
+                            return ptr::null_mut();
+                        }
                     }
+                    // SAFETY: s is a live listed span of class c of this heap.
+                    p = unsafe { self.take_block(c, s) };
                 }
-                // SAFETY: s is a live listed span of class c of this heap.
-                let p = unsafe { self.take_block(c, s) };
                 if zero {
                     // SAFETY: a fresh block of medium_size(c) >= n bytes.
                     unsafe { ptr::write_bytes(p, 0, n) };
@@ -331,10 +348,22 @@ impl SpanHeap {
     /// Takes a run of `k` free units (of a segment of this heap, or of a new
     /// one), and writes its `back` offsets; zeroes it if `zero` and it may
     /// hold old bytes.
+    /// Before a new segment, the cached blocks go back to their spans (which
+    /// may free a run).
     fn take_units_zero(&self, k: usize, ctx: &Ctx<'_>, zero: bool) -> Option<(*mut Segment, usize)> {
-        let (seg, head, dirty) = {
-            let _meta = ctx.meta.lock();
-            let (seg, head) = self.find_units(k).or_else(|| self.new_segment(ctx).map(|s| (s, 1)))?;
+        let mut flushed = false;
+        let (seg, head, dirty) = loop {
+            let meta = ctx.meta.lock();
+            let (seg, head) = match self.find_units(k) {
+                Some(found) => found,
+                None if !flushed && self.cache.totals().0 > 0 => {
+                    drop(meta);
+                    self.flush_cache(ctx);
+                    flushed = true;
+                    continue;
+                }
+                None => (self.new_segment(ctx)?, 1),
+            };
             let m = run_mask(head, k);
             // SAFETY: seg is a live span segment of this heap, `meta` held.
             unsafe {
@@ -352,7 +381,7 @@ impl SpanHeap {
                 for i in 0..k {
                     (*seg).back[head + i] = i as u8;
                 }
-                (seg, head, dirty)
+                break (seg, head, dirty);
             }
         };
         if zero && dirty {
@@ -419,6 +448,73 @@ impl SpanHeap {
                 return true;
             }
             let c = usize::from(class);
+            if self.cache.push(c, p) {
+                return false;
+            }
+            self.cache_full(c, p, &ctx())
+        }
+    }
+
+    /// The cache of class `c` is full (or not opened yet): its older half
+    /// goes back to the spans, and `p` takes a slot. True if units went back
+    /// to a segment.
+    ///
+    /// # Safety
+    /// `p` is a live medium block of class `c` of this heap, not used again.
+    #[cold]
+    #[inline(never)]
+    unsafe fn cache_full(&self, c: usize, p: *mut u8, ctx: &Ctx<'_>) -> bool {
+        let mut released = false;
+        if self.cache.open(c) {
+            released = self.flush_cache_class(c, span_cache::limit(c).div_ceil(2) as usize, ctx);
+        }
+        if self.cache.push(c, p) {
+            return released;
+        }
+        debug_assert!(false, "the flush made room");
+        // SAFETY: the contract.
+        released | unsafe { self.free_to_span(p, ctx) }
+    }
+
+    /// Gives the `k` oldest cached blocks of class `c` back to their spans.
+    /// True if units went back to a segment.
+    fn flush_cache_class(&self, c: usize, k: usize, ctx: &Ctx<'_>) -> bool {
+        let mut out = [ptr::null_mut(); span_cache::MAX_SLOTS];
+        let k = self.cache.take_oldest(c, k, &mut out);
+        let mut released = false;
+        for &b in &out[..k] {
+            // SAFETY: a block that was cached: a live medium block of this
+            // heap that nobody uses, no longer cached.
+            released |= unsafe { self.free_to_span(b, ctx) };
+        }
+        released
+    }
+
+    /// Gives every cached block back to its span (owner only, `meta` not
+    /// held). True if units went back to a segment.
+    pub(crate) fn flush_cache(&self, ctx: &Ctx<'_>) -> bool {
+        let mut released = false;
+        for c in 0..NB_MEDIUM_CLASSES {
+            if self.cache.cached(c) > 0 {
+                released |= self.flush_cache_class(c, span_cache::MAX_SLOTS, ctx);
+            }
+        }
+        released
+    }
+
+    /// Puts medium block `p` back on its span's free list, listing the span
+    /// if it was full and giving it back if it emptied (unless it is its
+    /// class's only one). True if it went back.
+    ///
+    /// # Safety
+    /// `p` is a live medium block of this heap, not cached, not used again;
+    /// owner only, `meta` not held.
+    unsafe fn free_to_span(&self, p: *mut u8, ctx: &Ctx<'_>) -> bool {
+        let seg = segment_of(p);
+        // SAFETY: the contract: p is a live medium block of seg's span s.
+        unsafe {
+            let (s, head) = span_of(seg, p);
+            let c = usize::from((*s).class);
             p.cast::<*mut u8>().write((*s).free);
             (*s).free = p;
             (*s).used -= 1;
@@ -430,7 +526,7 @@ impl SpanHeap {
             // An empty span goes back unless it is its class's only one.
             if (*s).used == 0 && !(self.classes[c].get() == s && (*s).next.is_null()) {
                 self.unlist(c, s);
-                self.release_units(seg, s, head, &ctx());
+                self.release_units(seg, s, head, ctx);
                 return true;
             }
             false
@@ -439,6 +535,7 @@ impl SpanHeap {
 
     /// Gives back the empty spans the class lists keep (owner only).
     pub(crate) fn release_kept(&self, ctx: &Ctx<'_>) {
+        self.flush_cache(ctx);
         for c in 0..NB_MEDIUM_CLASSES {
             let mut s = self.classes[c].get();
             // SAFETY: listed spans are live medium spans of this heap; an
@@ -612,6 +709,7 @@ impl SpanHeap {
     /// Gives back the free pages of the medium spans in use (owner only:
     /// the free lists are the owner's). Returns the bytes newly given back.
     pub(crate) fn discard_span_pages(&self, ctx: &Ctx<'_>) -> usize {
+        self.flush_cache(ctx);
         let _meta = ctx.meta.lock();
         let mut bytes = 0;
         // SAFETY: `meta` is held and the caller owns the heap, so the spans'
@@ -635,6 +733,7 @@ impl SpanHeap {
     /// pools' floor counts their headers' pages (owner only: the free lists
     /// are the owner's). See [`segment_header_bytes`].
     pub(crate) fn live_page_bytes(&self, ctx: &Ctx<'_>) -> usize {
+        self.flush_cache(ctx);
         let _meta = ctx.meta.lock();
         let mut bytes = 0;
         // SAFETY: as in discard_span_pages.
@@ -730,12 +829,16 @@ impl SpanHeap {
     }
 
     /// The figures of this heap (huge blocks: the process's).
+    /// Cached blocks count as free.
     pub(crate) fn stats(&self) -> SpanStats {
         let c = &self.counters;
+        let (cached, cached_bytes) = self.cache.totals();
         SpanStats {
             segments: c.segments.load(Ordering::Relaxed),
-            medium_blocks: c.medium_blocks.load(Ordering::Relaxed),
-            medium_bytes: c.medium_bytes.load(Ordering::Relaxed),
+            // Read from another thread while the owner works, the two may
+            // disagree by the blocks in flight (never below zero).
+            medium_blocks: c.medium_blocks.load(Ordering::Relaxed).saturating_sub(cached),
+            medium_bytes: c.medium_bytes.load(Ordering::Relaxed).saturating_sub(cached_bytes),
             large_blocks: c.large_blocks.load(Ordering::Relaxed),
             large_bytes: c.large_bytes.load(Ordering::Relaxed),
             dirty_bytes: c.dirty_units.load(Ordering::Relaxed) * UNIT,
@@ -833,12 +936,62 @@ impl SpanHeap {
                 check(n == want, "spans listed per class", c)?;
             }
         }
+        self.validate_cache()?;
+        let (cached, cached_bytes) = self.cache.totals();
         let st = self.stats();
         check(st.segments == segments, "segment count", segments)?;
-        check(st.medium_blocks == medium && st.medium_bytes == medium_bytes, "medium counters", medium)?;
+        check(
+            st.medium_blocks + cached == medium && st.medium_bytes + cached_bytes == medium_bytes,
+            "medium counters",
+            medium,
+        )?;
         check(st.large_blocks == large && st.large_bytes == large_bytes, "large counters", large)?;
         check(st.dirty_bytes == dirty_units * UNIT, "dirty counter", dirty_units)?;
         check(st.pages_out_bytes == pages_out_bytes, "pages-out counter", pages_out_bytes)?;
+        Ok(())
+    }
+
+    /// The cache's invariants (`span_cache.rs`; owner, `meta` held): each
+    /// cached block is a block of a span of its class in one of this heap's
+    /// segments, handed out once (below the span's virgin mark), on no free
+    /// list, cached once, and no span has more cached blocks than in use.
+    fn validate_cache(&self) -> Result<(), (&'static str, usize)> {
+        let check = |ok: bool, what: &'static str, at: usize| if ok { Ok(()) } else { Err((what, at)) };
+        let mut seen: [*mut u8; NB_MEDIUM_CLASSES * span_cache::MAX_SLOTS] =
+            [ptr::null_mut(); NB_MEDIUM_CLASSES * span_cache::MAX_SLOTS];
+        let mut n = 0;
+        for c in 0..NB_MEDIUM_CLASSES {
+            check(self.cache.cached(c) <= span_cache::limit(c) as usize, "medium cache over its limit", c)?;
+            for b in self.cache.blocks(c) {
+                let a = b.addr();
+                let seg = segment_of(b);
+                let mut mine = false;
+                // SAFETY: the owner holds `meta` (the contract): list
+                // entries are live segments, and the span of a block inside
+                // one of them is described at its head unit.
+                unsafe {
+                    self.each_segment(|s| mine |= s == seg);
+                    check(mine, "cached block outside the heap's segments", a)?;
+                    let u = (a - seg.addr()) >> UNIT_BITS;
+                    check(u >= 1 && (*seg).free & (1 << u) == 0, "cached block in a free unit", a)?;
+                    let (s, head) = span_of(seg, b);
+                    check(usize::from((*s).class) == c, "cached block's class", a)?;
+                    let off = a - unit_address(seg, head).addr();
+                    let size = (*s).size as usize;
+                    check(off % size == 0 && off / size < usize::from((*s).virgin), "cached block's place", a)?;
+                    let mut f = (*s).free;
+                    while !f.is_null() {
+                        check(f != b, "cached block on a free list", a)?;
+                        f = f.cast::<*mut u8>().read();
+                    }
+                    let in_span = seen[..n].iter().filter(|&&x| span_of(segment_of(x), x).0 == s).count();
+                    check(in_span < usize::from((*s).used), "more cached blocks than used in a span", a)?;
+                }
+                check(!seen[..n].contains(&b), "block cached twice", a)?;
+                seen[n] = b;
+                n += 1;
+            }
+        }
         Ok(())
     }
 

@@ -291,3 +291,37 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
+    std::thread::spawn(|| {
+        // Two spans of one class: the first full, the second listed.
+        let blocks: Vec<*mut u8> = (0..400).map(|_| every_size::alloc(700, 16, false)).collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        let (x, y) = (blocks[3], blocks[blocks.len() - 2]);
+        assert_ne!(x.addr() >> 16, y.addr() >> 16, "x and y lie in different spans");
+        let before = every_size::current_stats();
+        unsafe {
+            every_size::free(x);
+            every_size::free(y);
+        }
+        let after = every_size::current_stats();
+        assert_eq!(before.medium_blocks - after.medium_blocks, 2, "cached blocks count free");
+        assert_eq!(before.medium_bytes - after.medium_bytes, 2 * 704);
+        pymalloc::thread::validate_current().unwrap();
+        // Most recent first, whichever span heads the class's list.
+        assert_eq!(every_size::alloc(700, 16, false), y);
+        assert_eq!(every_size::alloc(700, 16, false), x);
+        // A class caches at most 16 blocks of 704 bytes; the rest go back
+        // to their spans, and everything adds up after every free.
+        for &p in &blocks {
+            unsafe { every_size::free(p) };
+            pymalloc::thread::validate_current().unwrap();
+        }
+        assert_eq!(every_size::current_stats().medium_blocks, 0);
+        pymalloc::thread::purge();
+        assert_eq!(every_size::current_stats().segments, 0, "a purge flushes the cache");
+    })
+    .join()
+    .unwrap();
+}

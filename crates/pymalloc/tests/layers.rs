@@ -34,6 +34,7 @@ const LAYERS: &[&str] = &[
     "segment",
     "span_class",
     "span_pages",
+    "span_cache",
     "huge",
     "spans",
     "heap",

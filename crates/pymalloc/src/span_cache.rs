@@ -1,0 +1,214 @@
+//! The medium block cache of a span heap: per medium class, the last few
+//! blocks its owner freed, handed out again first, most recent first.
+//!
+//! Without it a medium block goes back onto its own span's free list and
+//! the next request of its class takes the head of the *first listed*
+//! span's list, usually another span, whose head was freed long ago: a cold
+//! line to read before the block can be handed out, and another when the
+//! program writes it. larson (8–1000 bytes, random frees) spent two thirds
+//! of its time in those misses when its requests were medium
+//! (docs/every-size.md). The small classes have had the same cache for
+//! the same reason (`heap/cache.rs`).
+//!
+//! A cached block stays in use as far as its span is concerned, so it keeps
+//! its span (and segment) from going back; the cache is bounded per class
+//! by bytes ([`limit`]), and it is flushed before the heap takes a new
+//! segment and whenever the heap gives memory back or measures what it
+//! could give back (`spans.rs`).
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::cell_array::CellArray;
+use crate::span_class::{medium_size, NB_MEDIUM_CLASSES};
+
+/// The most blocks a class may cache.
+pub(crate) const MAX_SLOTS: usize = 16;
+
+/// The bytes a class may cache, as far as [`MAX_SLOTS`] allows: sixteen
+/// blocks up to 1 KiB, fewer above, and one of the largest classes.
+const CLASS_BYTES: usize = 16 * 1024;
+
+/// Blocks class `c` may cache: `CLASS_BYTES / size`, between 1 and
+/// [`MAX_SLOTS`].
+const fn limit_of(c: usize) -> u32 {
+    let k = CLASS_BYTES / medium_size(c);
+    if k < 1 {
+        1
+    } else if k > MAX_SLOTS {
+        MAX_SLOTS as u32
+    } else {
+        k as u32
+    }
+}
+
+/// [`limit_of`] for every class.
+const LIMITS: [u8; NB_MEDIUM_CLASSES] = {
+    let mut t = [0u8; NB_MEDIUM_CLASSES];
+    let mut c = 0;
+    while c < NB_MEDIUM_CLASSES {
+        t[c] = limit_of(c) as u8;
+        c += 1;
+    }
+    t
+};
+
+/// The blocks class `c` (a class) may cache.
+pub(crate) fn limit(c: usize) -> u32 {
+    u32::from(LIMITS[c])
+}
+
+/// Invariants: `slots[c * MAX_SLOTS..][..n[c]]` are distinct medium blocks
+/// of class `c` of this heap's spans, oldest first, that their user freed
+/// and nobody has been handed since; `n[c] <= limit(c)`. Their spans count
+/// them in use (they are on no free list); statistics count them free.
+/// Only the owner reads or writes the slots; `n` is read by statistics from
+/// other threads. `lim[c]` is 0 or [`limit`]`(c)`, set by the first full
+/// push of the class ([`MediumCache::open`]): a heap may start as zeroed
+/// memory, and the free path reads the limit beside `n` (the static table
+/// would be a load through the GOT in the shared libraries).
+pub(crate) struct MediumCache {
+    n: [AtomicU32; NB_MEDIUM_CLASSES],
+    lim: CellArray<u8, NB_MEDIUM_CLASSES>,
+    slots: CellArray<*mut u8, { NB_MEDIUM_CLASSES * MAX_SLOTS }>,
+}
+
+impl MediumCache {
+    pub(crate) const fn new() -> MediumCache {
+        MediumCache {
+            n: [const { AtomicU32::new(0) }; NB_MEDIUM_CLASSES],
+            lim: CellArray::new([0; NB_MEDIUM_CLASSES]),
+            slots: CellArray::new([ptr::null_mut(); NB_MEDIUM_CLASSES * MAX_SLOTS]),
+        }
+    }
+
+    /// Slot `i` of class `c`.
+    ///
+    /// # Safety
+    /// `c < NB_MEDIUM_CLASSES` and `i < MAX_SLOTS`.
+    #[inline(always)]
+    unsafe fn slot(&self, c: usize, i: usize) -> &Cell<*mut u8> {
+        debug_assert!(c < NB_MEDIUM_CLASSES && i < MAX_SLOTS);
+        // SAFETY: c * MAX_SLOTS + i < NB_MEDIUM_CLASSES * MAX_SLOTS.
+        unsafe { self.slots.get_unchecked(c * MAX_SLOTS + i) }
+    }
+
+    /// The most recently cached block of class `c` (a class), taken out;
+    /// null if none. Owner only.
+    #[inline(always)]
+    pub(crate) fn pop(&self, c: usize) -> *mut u8 {
+        let n = self.n[c].load(Ordering::Relaxed) as usize;
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        // SAFETY: 0 < n <= limit(c) <= MAX_SLOTS, c indexed `n` above.
+        let b = unsafe { self.slot(c, n - 1) }.get();
+        self.n[c].store(n as u32 - 1, Ordering::Relaxed);
+        b
+    }
+
+    /// Caches `p`, a block of class `c` (a class) of this heap that its user
+    /// freed, if the class has room; false (nothing done) if it is full, or
+    /// not yet [opened](Self::open). Owner only.
+    #[inline(always)]
+    pub(crate) fn push(&self, c: usize, p: *mut u8) -> bool {
+        let n = self.n[c].load(Ordering::Relaxed);
+        if n >= u32::from(self.lim[c].get()) {
+            return false;
+        }
+        // SAFETY: n < limit(c) <= MAX_SLOTS and c indexed `n` above.
+        unsafe { self.slot(c, n as usize) }.set(p);
+        self.n[c].store(n + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Sets class `c`'s limit (a no-op after the first time); true if the
+    /// class is full.
+    pub(crate) fn open(&self, c: usize) -> bool {
+        self.lim[c].set(LIMITS[c]);
+        self.cached(c) >= limit(c) as usize
+    }
+
+    /// Blocks cached in class `c`.
+    pub(crate) fn cached(&self, c: usize) -> usize {
+        self.n[c].load(Ordering::Relaxed) as usize
+    }
+
+    /// Blocks and bytes cached in every class (any thread: a figure).
+    pub(crate) fn totals(&self) -> (usize, usize) {
+        (0..NB_MEDIUM_CLASSES).fold((0, 0), |(b, s), c| {
+            let k = self.cached(c);
+            (b + k, s + k * medium_size(c))
+        })
+    }
+
+    /// The cached blocks of class `c`, oldest first. Owner only.
+    pub(crate) fn blocks(&self, c: usize) -> impl Iterator<Item = *mut u8> + '_ {
+        // SAFETY: c indexes `n` (checked in `cached`) and i < n <= MAX_SLOTS.
+        (0..self.cached(c)).map(move |i| unsafe { self.slot(c, i) }.get())
+    }
+
+    /// Takes the `k` oldest blocks of class `c` out of the cache into `out`
+    /// and returns how many (at most what it holds). Owner only.
+    pub(crate) fn take_oldest(&self, c: usize, k: usize, out: &mut [*mut u8; MAX_SLOTS]) -> usize {
+        let n = self.cached(c);
+        let k = k.min(n);
+        // SAFETY: c indexed `n` in `cached`; every index is below n <=
+        // MAX_SLOTS.
+        unsafe {
+            for (i, o) in out[..k].iter_mut().enumerate() {
+                *o = self.slot(c, i).get();
+            }
+            for i in k..n {
+                self.slot(c, i - k).set(self.slot(c, i).get());
+            }
+        }
+        self.n[c].store((n - k) as u32, Ordering::Relaxed);
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span_class::medium_class;
+
+    #[test]
+    fn limits_bound_each_class_by_bytes_and_slots() {
+        assert_eq!(limit(medium_class(600)), MAX_SLOTS as u32);
+        assert_eq!(limit(medium_class(1024)), 16);
+        assert_eq!(limit(medium_class(2048)), 8);
+        assert_eq!(limit(medium_class(4096)), 4);
+        assert_eq!(limit(medium_class(32 * 1024)), 1);
+        for c in 0..NB_MEDIUM_CLASSES {
+            let k = limit(c) as usize;
+            assert!((1..=MAX_SLOTS).contains(&k));
+            assert!(k == 1 || k * medium_size(c) <= CLASS_BYTES, "class {c}");
+        }
+    }
+
+    #[test]
+    fn last_in_first_out_up_to_the_limit_then_oldest_taken_first() {
+        let cache = MediumCache::new();
+        let c = medium_class(3000); // 3072: five slots
+        let k = limit(c) as usize;
+        let blocks: Vec<*mut u8> = (1..=k + 1).map(|i| (i * 4096) as *mut u8).collect();
+        assert!(!cache.push(c, blocks[0]), "closed until opened");
+        assert!(!cache.open(c), "opened empty");
+        for &b in &blocks[..k] {
+            assert!(cache.push(c, b));
+        }
+        assert!(!cache.push(c, blocks[k]), "full at its limit");
+        assert!(cache.open(c), "full");
+        assert_eq!(cache.totals(), (k, k * medium_size(c)));
+        assert_eq!(cache.pop(c), blocks[k - 1], "most recent first");
+        let mut out = [ptr::null_mut(); MAX_SLOTS];
+        assert_eq!(cache.take_oldest(c, 2, &mut out), 2);
+        assert_eq!(&out[..2], &blocks[..2]);
+        assert_eq!(cache.blocks(c).collect::<Vec<_>>(), blocks[2..k - 1].to_vec());
+        assert_eq!(cache.take_oldest(c, MAX_SLOTS, &mut out), k - 3);
+        assert!(cache.pop(c).is_null());
+        assert_eq!(cache.totals(), (0, 0));
+    }
+}
