@@ -51,6 +51,18 @@ pub(crate) trait Pools {
     /// `p` is a live pool block handed out by this source's `alloc`, not
     /// used again.
     unsafe fn free(&self, p: *mut u8);
+    /// [`Pools::free`] of a block of the arena region at offset `off`
+    /// (`region::arena_offset(p)`), for sources that can use the offset
+    /// rather than look at the region again.
+    ///
+    /// # Safety
+    /// As for [`Pools::free`], and `off` is `p`'s offset in the region.
+    #[inline(always)]
+    unsafe fn free_in_region(&self, p: *mut u8, off: usize) {
+        let _ = off;
+        // SAFETY: the contract.
+        unsafe { self.free(p) }
+    }
     /// The count of live blocks this source's front handed to its fallback
     /// (`raw_allocated_blocks` in the statistics).
     fn fallback_blocks(&self) -> &AtomicIsize;
@@ -163,8 +175,8 @@ pub(crate) unsafe fn object_free<F: Fallback>(pools: &impl Pools, p: *mut u8) {
     // (caller's contract), told apart as `is_pool_block` does, with the
     // fallback's own region looked at (and its block freed) at once.
     unsafe {
-        if region::contains(p) {
-            pools.free(p);
+        if let Some(off) = region::arena_offset(p) {
+            pools.free_in_region(p, off);
         } else if F::free_if_claimed(p) {
             if F::COUNTED {
                 pools.fallback_blocks().fetch_sub(1, Ordering::Relaxed);

@@ -155,6 +155,28 @@ pub(crate) unsafe fn class_of(p: *mut u8) -> usize {
     unsafe { (*pool_of(p)).szidx as usize }
 }
 
+/// Size class of a live pymalloc block `p` at offset `off` of the arena
+/// region: [`class_of`] with the region already looked at.
+///
+/// # Safety
+/// `p` is a live block of some heap and `off` is `region::arena_offset(p)`.
+#[inline(always)]
+pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
+    #[cfg(not(miri))]
+    {
+        let _ = p;
+        // SAFETY: off < REGION_SIZE (the contract); the entry is the block's
+        // pool's, as in class_of.
+        unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.load(Ordering::Relaxed) as usize
+    }
+    #[cfg(miri)]
+    {
+        let _ = off;
+        // SAFETY: as in class_of.
+        unsafe { class_of(p) }
+    }
+}
+
 /// Records the class of `pool` in the region's table (if it is in the
 /// region).
 #[inline]

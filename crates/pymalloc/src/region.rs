@@ -142,6 +142,18 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
         })
     }
 
+    /// The owner recorded for the slot at offset `off` of the region.
+    ///
+    /// # Safety
+    /// `off` is `offset(p)` of some `p` in the region.
+    #[inline(always)]
+    pub(crate) unsafe fn owner_at(&self, off: usize) -> *const () {
+        debug_assert!(off < self.size.load(Ordering::Relaxed));
+        // SAFETY: off < size <= REGION_SIZE (the contract), so the slot is in
+        // the table.
+        unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.load(Ordering::Relaxed).cast_const()
+    }
+
     /// Records the owner of the slot at `slot_base`: where frees of its
     /// blocks from other threads are sent.
     ///
@@ -401,6 +413,16 @@ pub(crate) fn contains(p: *const u8) -> bool {
 #[inline(always)]
 pub(crate) fn owner(p: *const u8) -> Option<*const ()> {
     ARENAS.owner(p)
+}
+
+/// The owner recorded for the arena at offset `off` of the arena region.
+///
+/// # Safety
+/// `off` is [`arena_offset`]`(p)` of some `p`.
+#[inline(always)]
+pub(crate) unsafe fn owner_at(off: usize) -> *const () {
+    // SAFETY: the caller's contract.
+    unsafe { ARENAS.owner_at(off) }
 }
 
 /// The offset of `p` in the arena region, if it lies there.

@@ -48,7 +48,8 @@ use crate::front::{self, Pools};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock};
 use crate::locked::global_heap;
-use crate::pool::launder;
+use crate::pool::{self, launder};
+use crate::region;
 use crate::stats::Stats;
 use crate::thread_heaps;
 use crate::tls_slot;
@@ -194,6 +195,28 @@ pub(crate) unsafe fn free_small(p: *mut u8) {
     }
 }
 
+/// [`free_small`] of a block of the arena region at offset `off`: its owner
+/// and class read from the region's tables at that offset, so the region's
+/// bounds are compared once per free.
+///
+/// # Safety
+/// `p` is a live pool block handed out by this module's allocators, and
+/// `off` is `region::arena_offset(p)`.
+#[inline(always)]
+pub(crate) unsafe fn free_small_in_region(p: *mut u8, off: usize) {
+    // SAFETY: off is p's offset in the region (the contract).
+    let owner = unsafe { region::owner_at(off) }.cast::<Heap>();
+    let h = current();
+    if owner == h && !h.is_null() {
+        // SAFETY: the block belongs to this thread's heap; off is its
+        // offset.
+        unsafe { (*h).free_small_class(p, pool::class_at(p, off)) };
+    } else {
+        // SAFETY: as in free_small.
+        unsafe { free_foreign(p, owner) };
+    }
+}
+
 /// A block of another heap: to its owner's queue, or (no owner: the shared
 /// locked heap's) to the shared heap.
 #[cold]
@@ -228,6 +251,11 @@ impl Pools for ThreadHeaps {
         // SAFETY: p is a live pool block from these entry points (the
         // trait's contract).
         unsafe { free_small(p) }
+    }
+    #[inline(always)]
+    unsafe fn free_in_region(&self, p: *mut u8, off: usize) {
+        // SAFETY: the trait's contract.
+        unsafe { free_small_in_region(p, off) }
     }
     #[inline(always)]
     fn fallback_blocks(&self) -> &AtomicIsize {

@@ -144,7 +144,16 @@ impl Heap {
     #[inline(always)]
     pub(crate) unsafe fn free_small(&self, p: *mut u8) {
         // SAFETY: p is a live block of this heap.
-        let c = unsafe { class_of(p) };
+        unsafe { self.free_small_class(p, class_of(p)) }
+    }
+
+    /// [`Heap::free_small`] of a block whose class `c` the caller has read.
+    ///
+    /// # Safety
+    /// `p` is a live block handed out by this heap's `alloc_small`, of class
+    /// `c` (`pool::class_of(p)`).
+    #[inline(always)]
+    pub(crate) unsafe fn free_small_class(&self, p: *mut u8, c: usize) {
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
         let (n, lim) = unsafe { self.cache.count_and_limit(c) };
         if n < lim {
