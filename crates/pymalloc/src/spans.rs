@@ -45,6 +45,7 @@ pub(crate) enum GiveBack {
 }
 
 /// What a span heap needs from the heap around it on its rare paths.
+#[derive(Clone, Copy)]
 pub(crate) struct Ctx<'a> {
     /// The owner tag routing frees of the heap's blocks (null: none).
     pub(crate) tag: *const (),
@@ -451,13 +452,16 @@ impl SpanHeap {
             if self.cache.push(c, p) {
                 return false;
             }
+            if span_cache::limit(c) == 0 {
+                return self.free_to_span_at(seg, s, head, p, ctx);
+            }
             self.cache_full(c, p, &ctx())
         }
     }
 
-    /// The cache of class `c` is full (or not opened yet): its older half
-    /// goes back to the spans, and `p` takes a slot. True if units went back
-    /// to a segment.
+    /// The cache of class `c` (a class that caches) is full, or not opened
+    /// yet: its older half goes back to the spans, and `p` takes a slot.
+    /// True if units went back to a segment.
     ///
     /// # Safety
     /// `p` is a live medium block of class `c` of this heap, not used again.
@@ -514,6 +518,26 @@ impl SpanHeap {
         // SAFETY: the contract: p is a live medium block of seg's span s.
         unsafe {
             let (s, head) = span_of(seg, p);
+            self.free_to_span_at(seg, s, head, p, || *ctx)
+        }
+    }
+
+    /// [`Self::free_to_span`] with `p`'s segment, span and head unit looked
+    /// up; `ctx` is asked for only if the span goes back.
+    ///
+    /// # Safety
+    /// As for [`Self::free_to_span`], and `(s, head) == span_of(seg, p)`.
+    #[inline(always)]
+    unsafe fn free_to_span_at<'a>(
+        &self,
+        seg: *mut Segment,
+        s: *mut Span,
+        head: usize,
+        p: *mut u8,
+        ctx: impl FnOnce() -> Ctx<'a>,
+    ) -> bool {
+        // SAFETY: the contract: p is a live medium block of seg's span s.
+        unsafe {
             let c = usize::from((*s).class);
             p.cast::<*mut u8>().write((*s).free);
             (*s).free = p;
@@ -526,7 +550,7 @@ impl SpanHeap {
             // An empty span goes back unless it is its class's only one.
             if (*s).used == 0 && !(self.classes[c].get() == s && (*s).next.is_null()) {
                 self.unlist(c, s);
-                self.release_units(seg, s, head, ctx);
+                self.release_units(seg, s, head, &ctx());
                 return true;
             }
             false
