@@ -59,6 +59,7 @@ mod allocator;
 pub mod arena_alloc;
 pub mod background;
 mod cell_array;
+mod class_stacks;
 pub mod config;
 pub mod debug;
 mod domain;

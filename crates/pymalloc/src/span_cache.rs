@@ -16,11 +16,8 @@
 //! segment and whenever the heap gives memory back or measures what it
 //! could give back (`spans.rs`).
 
-use core::cell::Cell;
-use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use crate::cell_array::CellArray;
+use crate::class_stacks::ClassStacks;
 use crate::span_class::{medium_size, NB_MEDIUM_CLASSES};
 
 /// The most blocks a class may cache.
@@ -65,53 +62,29 @@ pub(crate) fn limit(c: usize) -> u32 {
     u32::from(LIMITS[c])
 }
 
-/// Invariants: `slots[c * MAX_SLOTS..][..n[c]]` are distinct medium blocks
-/// of class `c` of this heap's spans, oldest first, that their user freed
-/// and nobody has been handed since; `n[c] <= limit(c)`. Their spans count
-/// them in use (they are on no free list); statistics count them free.
-/// Only the owner reads or writes the slots; `n` is read by statistics from
-/// other threads. `lim[c]` is 0 or [`limit`]`(c)`, set by the first full
-/// push of the class ([`MediumCache::open`]): a heap may start as zeroed
-/// memory, and the free path reads the limit beside `n` (the static table
-/// would be a load through the GOT in the shared libraries).
+/// Invariants: the stack of class `c` holds distinct medium blocks of class
+/// `c` of this heap's spans that their user freed and nobody has been
+/// handed since, at most `lim[c]`. Their spans count them in use (they are
+/// on no free list); statistics count them free. `lim[c]` is 0 or
+/// [`limit`]`(c)`, set by the first full push of the class
+/// ([`MediumCache::open`]): a heap may start as zeroed memory, and the free
+/// path reads the limit beside the counts (the static table would be a load
+/// through the GOT in the shared libraries).
 pub(crate) struct MediumCache {
-    n: [AtomicU32; NB_MEDIUM_CLASSES],
+    stacks: ClassStacks<NB_MEDIUM_CLASSES, MAX_SLOTS>,
     lim: CellArray<u8, NB_MEDIUM_CLASSES>,
-    slots: CellArray<*mut u8, { NB_MEDIUM_CLASSES * MAX_SLOTS }>,
 }
 
 impl MediumCache {
     pub(crate) const fn new() -> MediumCache {
-        MediumCache {
-            n: [const { AtomicU32::new(0) }; NB_MEDIUM_CLASSES],
-            lim: CellArray::new([0; NB_MEDIUM_CLASSES]),
-            slots: CellArray::new([ptr::null_mut(); NB_MEDIUM_CLASSES * MAX_SLOTS]),
-        }
-    }
-
-    /// Slot `i` of class `c`.
-    ///
-    /// # Safety
-    /// `c < NB_MEDIUM_CLASSES` and `i < MAX_SLOTS`.
-    #[inline(always)]
-    unsafe fn slot(&self, c: usize, i: usize) -> &Cell<*mut u8> {
-        debug_assert!(c < NB_MEDIUM_CLASSES && i < MAX_SLOTS);
-        // SAFETY: c * MAX_SLOTS + i < NB_MEDIUM_CLASSES * MAX_SLOTS.
-        unsafe { self.slots.get_unchecked(c * MAX_SLOTS + i) }
+        MediumCache { stacks: ClassStacks::new(), lim: CellArray::new([0; NB_MEDIUM_CLASSES]) }
     }
 
     /// The most recently cached block of class `c` (a class), taken out;
     /// null if none. Owner only.
     #[inline(always)]
     pub(crate) fn pop(&self, c: usize) -> *mut u8 {
-        let n = self.n[c].load(Ordering::Relaxed) as usize;
-        if n == 0 {
-            return ptr::null_mut();
-        }
-        // SAFETY: 0 < n <= limit(c) <= MAX_SLOTS, c indexed `n` above.
-        let b = unsafe { self.slot(c, n - 1) }.get();
-        self.n[c].store(n as u32 - 1, Ordering::Relaxed);
-        b
+        self.stacks.pop(c)
     }
 
     /// Caches `p`, a block of class `c` (a class) of this heap that its user
@@ -119,13 +92,14 @@ impl MediumCache {
     /// not yet [opened](Self::open). Owner only.
     #[inline(always)]
     pub(crate) fn push(&self, c: usize, p: *mut u8) -> bool {
-        let n = self.n[c].load(Ordering::Relaxed);
-        if n >= u32::from(self.lim[c].get()) {
+        let lim = u32::from(self.lim[c].get());
+        // SAFETY: c < NB_MEDIUM_CLASSES (indexing `lim` checked it).
+        let n = unsafe { self.stacks.count_unchecked(c) };
+        if n >= lim {
             return false;
         }
-        // SAFETY: n < limit(c) <= MAX_SLOTS and c indexed `n` above.
-        unsafe { self.slot(c, n as usize) }.set(p);
-        self.n[c].store(n + 1, Ordering::Relaxed);
+        // SAFETY: c is a class and n < lim <= MAX_SLOTS.
+        unsafe { self.stacks.push_at(c, n, p) };
         true
     }
 
@@ -138,7 +112,7 @@ impl MediumCache {
 
     /// Blocks cached in class `c`.
     pub(crate) fn cached(&self, c: usize) -> usize {
-        self.n[c].load(Ordering::Relaxed) as usize
+        self.stacks.count(c)
     }
 
     /// Blocks and bytes cached in every class (any thread: a figure).
@@ -151,27 +125,13 @@ impl MediumCache {
 
     /// The cached blocks of class `c`, oldest first. Owner only.
     pub(crate) fn blocks(&self, c: usize) -> impl Iterator<Item = *mut u8> + '_ {
-        // SAFETY: c indexes `n` (checked in `cached`) and i < n <= MAX_SLOTS.
-        (0..self.cached(c)).map(move |i| unsafe { self.slot(c, i) }.get())
+        self.stacks.blocks(c)
     }
 
     /// Takes the `k` oldest blocks of class `c` out of the cache into `out`
     /// and returns how many (at most what it holds). Owner only.
     pub(crate) fn take_oldest(&self, c: usize, k: usize, out: &mut [*mut u8; MAX_SLOTS]) -> usize {
-        let n = self.cached(c);
-        let k = k.min(n);
-        // SAFETY: c indexed `n` in `cached`; every index is below n <=
-        // MAX_SLOTS.
-        unsafe {
-            for (i, o) in out[..k].iter_mut().enumerate() {
-                *o = self.slot(c, i).get();
-            }
-            for i in k..n {
-                self.slot(c, i - k).set(self.slot(c, i).get());
-            }
-        }
-        self.n[c].store((n - k) as u32, Ordering::Relaxed);
-        k
+        self.stacks.take_oldest(c, k, out)
     }
 }
 
@@ -179,6 +139,7 @@ impl MediumCache {
 mod tests {
     use super::*;
     use crate::span_class::medium_class;
+    use core::ptr;
 
     #[test]
     fn limits_bound_each_class_by_bytes_and_slots() {

@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "tls_slot",
     "sync",
     "cell_array",
+    "class_stacks",
     "allocator",
     // OS and raw memory.
     "os",

@@ -11,21 +11,21 @@
 
 use core::cell::Cell;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::Heap;
 use crate::cell_array::CellArray;
+use crate::class_stacks::ClassStacks;
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::pool::launder;
 
 /// Free blocks a caching heap keeps per size class (see [`Heap::new_retaining`]).
 pub const CACHE_SLOTS: usize = 32;
 
-/// Invariants: `slots[c][..n[c]]` (slots `c * CACHE_SLOTS..`) are distinct
-/// blocks of class `c` of this heap's pools that were freed and not handed
-/// out again, oldest first. Their pools still count them (a cached block is
-/// in use as far as its pool is concerned, and on no free list); statistics
-/// count them as free. `n[c] <= lim[c] <= max`.
+/// Invariants: the stack of class `c` holds distinct blocks of class `c` of
+/// this heap's pools that were freed and not handed out again, at most
+/// `lim[c] <= max`. Their pools still count them (a cached block is in use
+/// as far as its pool is concerned, and on no free list); statistics count
+/// them as free.
 pub(super) struct BlockCache {
     /// Blocks the cache may hold per class: 0 (no cache) or `CACHE_SLOTS`.
     max: Cell<u32>,
@@ -33,9 +33,7 @@ pub(super) struct BlockCache {
     /// flush emptied a pool: frees go straight to pools until the class
     /// allocates from a pool again).
     lim: CellArray<u32, NB_SMALL_SIZE_CLASSES>,
-    /// Blocks cached per class (read by statistics from other threads).
-    n: [AtomicU32; NB_SMALL_SIZE_CLASSES],
-    slots: CellArray<*mut u8, { NB_SMALL_SIZE_CLASSES * CACHE_SLOTS }>,
+    stacks: ClassStacks<NB_SMALL_SIZE_CLASSES, CACHE_SLOTS>,
 }
 
 impl BlockCache {
@@ -44,8 +42,7 @@ impl BlockCache {
             max: Cell::new(if on { CACHE_SLOTS as u32 } else { 0 }),
             // Set from `max` by the first allocation of each class.
             lim: CellArray::new([0; NB_SMALL_SIZE_CLASSES]),
-            n: [const { AtomicU32::new(0) }; NB_SMALL_SIZE_CLASSES],
-            slots: CellArray::new([ptr::null_mut(); NB_SMALL_SIZE_CLASSES * CACHE_SLOTS]),
+            stacks: ClassStacks::new(),
         }
     }
 
@@ -63,15 +60,7 @@ impl BlockCache {
     /// The most recently cached block of class `c`, taken out; null if none.
     #[inline(always)]
     pub(super) fn pop(&self, c: usize) -> *mut u8 {
-        let n = self.n[c].load(Ordering::Relaxed) as usize;
-        if n == 0 {
-            return ptr::null_mut();
-        }
-        // SAFETY: 0 < n <= CACHE_SLOTS and c is a class (invariant), so the
-        // slot exists and holds a cached block; it leaves the cache.
-        let b = unsafe { self.slot(c, n - 1) }.get();
-        self.n[c].store(n as u32 - 1, Ordering::Relaxed);
-        b
+        self.stacks.pop(c)
     }
 
     /// Class `c` allocates from its pools again: it may cache again.
@@ -89,7 +78,7 @@ impl BlockCache {
     #[inline(always)]
     pub(super) unsafe fn count_and_limit(&self, c: usize) -> (u32, u32) {
         // SAFETY: c is a class (the contract).
-        unsafe { (self.n.get_unchecked(c).load(Ordering::Relaxed), self.lim.get_unchecked(c).get()) }
+        unsafe { (self.stacks.count_unchecked(c), self.lim.get_unchecked(c).get()) }
     }
 
     /// Caches `p` in class `c`, whose count is `n`.
@@ -101,23 +90,18 @@ impl BlockCache {
     #[inline(always)]
     pub(super) unsafe fn push(&self, c: usize, n: u32, p: *mut u8) {
         // SAFETY: the slot exists (the contract).
-        unsafe {
-            self.slot(c, n as usize).set(p);
-            self.n.get_unchecked(c).store(n + 1, Ordering::Relaxed);
-        }
+        unsafe { self.stacks.push_at(c, n, p) }
     }
 
     /// Cached blocks of class `c`.
     #[inline]
     pub(super) fn cached(&self, c: usize) -> usize {
-        self.n[c].load(Ordering::Relaxed) as usize
+        self.stacks.count(c)
     }
 
     /// The cached blocks of class `c`, oldest first.
     pub(super) fn blocks(&self, c: usize) -> impl Iterator<Item = *mut u8> + '_ {
-        // SAFETY: c is a class (indexing `n` checks it) and i < n <=
-        // CACHE_SLOTS (invariant).
-        (0..self.cached(c)).map(move |i| unsafe { self.slot(c, i) }.get())
+        self.stacks.blocks(c)
     }
 
     /// The cache's limit per class (0 for an uncached heap).
@@ -125,36 +109,10 @@ impl BlockCache {
         self.max.get() as usize
     }
 
-    /// Slot `i` of the cache of class `c`.
-    ///
-    /// # Safety
-    /// `c < NB_SMALL_SIZE_CLASSES` and `i < CACHE_SLOTS`.
-    #[inline(always)]
-    unsafe fn slot(&self, c: usize, i: usize) -> &Cell<*mut u8> {
-        debug_assert!(c < NB_SMALL_SIZE_CLASSES && i < CACHE_SLOTS);
-        // SAFETY: c * CACHE_SLOTS + i < NB_SMALL_SIZE_CLASSES * CACHE_SLOTS.
-        unsafe { self.slots.get_unchecked(c * CACHE_SLOTS + i) }
-    }
-
     /// Takes the `k` oldest cached blocks of class `c` out of the cache
     /// into `out`, and returns how many.
     fn take_oldest(&self, c: usize, k: usize, out: &mut [*mut u8; CACHE_SLOTS]) -> usize {
-        let n = self.cached(c);
-        let k = k.min(n);
-        // SAFETY: c is a class (indexing `n` checked it) and k <= n <=
-        // CACHE_SLOTS (invariant), so every slot index is below CACHE_SLOTS.
-        unsafe {
-            for (i, o) in out[..k].iter_mut().enumerate() {
-                *o = self.slot(c, i).get();
-            }
-            for i in k..n {
-                self.slot(c, i - k).set(self.slot(c, i).get());
-            }
-        }
-        // The count drops before the blocks reach their pools, so that
-        // statistics never count one of them free twice.
-        self.n[c].store((n - k) as u32, Ordering::Relaxed);
-        k
+        self.stacks.take_oldest(c, k, out)
     }
 }
 
@@ -179,7 +137,7 @@ impl Heap {
             unsafe { self.free_to_pool(p) };
             return;
         }
-        let n = self.cache.n[c].load(Ordering::Relaxed);
+        let n = self.cache.cached(c) as u32;
         // SAFETY: the flush made room (n < CACHE_SLOTS), c is p's class.
         unsafe { self.cache.push(c, n, launder(p)) };
     }
