@@ -34,9 +34,29 @@ pub const NB_MEDIUM_CLASSES: usize = NB_COARSE + (4 << FINE_BITS);
 const FIRST: usize = medium_size(0);
 
 /// The medium class serving `n` bytes (`n <= MEDIUM_MAX`; anything up to
-/// the first class's size is class 0).
-#[inline]
+/// the first class's size is class 0): one byte of [`CLASS_OF_64`], since
+/// every class's size is a multiple of 64.
+#[inline(always)]
 pub const fn medium_class(n: usize) -> usize {
+    debug_assert!(n <= MEDIUM_MAX);
+    CLASS_OF_64[n.saturating_sub(1) >> 6] as usize
+}
+
+/// [`medium_class`] of every `n` from `64 * i + 1` to `64 * (i + 1)`
+/// (a `const`: each crate that indexes it gets a local copy, read without
+/// the GOT of a shared library).
+const CLASS_OF_64: [u8; MEDIUM_MAX / 64] = {
+    let mut t = [0u8; MEDIUM_MAX / 64];
+    let mut i = 0;
+    while i < MEDIUM_MAX / 64 {
+        t[i] = medium_class_computed(64 * (i + 1)) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// [`medium_class`] by arithmetic (builds the table).
+const fn medium_class_computed(n: usize) -> usize {
     debug_assert!(n <= MEDIUM_MAX);
     if n <= FIRST {
         return 0;
@@ -152,6 +172,10 @@ mod tests {
         }
         assert_eq!(prev, MEDIUM_MAX);
         assert_eq!(medium_class(1), 0);
+        assert_eq!(medium_class(0), 0);
+        for n in 1..=MEDIUM_MAX {
+            assert_eq!(medium_class(n), medium_class_computed(n), "{n}");
+        }
         assert_eq!(span_units(0, 16384), 4);
         assert_eq!(span_units(NB_MEDIUM_CLASSES - 1, 16384), 16);
     }
