@@ -145,10 +145,8 @@ static REGION_CLASSES: [AtomicU8; crate::region::REGION_SIZE >> POOL_BITS] =
 pub(crate) unsafe fn class_of(p: *mut u8) -> usize {
     #[cfg(not(miri))]
     if let Some(off) = region::arena_offset(p) {
-        // SAFETY: off < REGION_SIZE. The pool was set up for its class (and
-        // the entry written) before the block was handed out, by the thread
-        // now freeing it or before some synchronisation that handed it over.
-        return unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.load(Ordering::Relaxed) as usize;
+        // SAFETY: off is p's offset in the region.
+        return unsafe { class_at(p, off) };
     }
     // SAFETY: the pool of a live block is live and its class cannot change
     // while the block is handed out.
@@ -165,15 +163,18 @@ pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
     #[cfg(not(miri))]
     {
         let _ = p;
-        // SAFETY: off < REGION_SIZE (the contract); the entry is the block's
-        // pool's, as in class_of.
+        // SAFETY: off < REGION_SIZE (the contract). The pool was set up for
+        // its class (and the entry written) before the block was handed
+        // out, by the thread now freeing it or before some synchronisation
+        // that handed it over.
         unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.load(Ordering::Relaxed) as usize
     }
     #[cfg(miri)]
     {
         let _ = off;
-        // SAFETY: as in class_of.
-        unsafe { class_of(p) }
+        // SAFETY: the pool of a live block is live and its class cannot
+        // change while the block is handed out.
+        unsafe { (*pool_of(p)).szidx as usize }
     }
 }
 

@@ -136,10 +136,8 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// region.
     #[inline(always)]
     pub(crate) fn owner(&self, p: *const u8) -> Option<*const ()> {
-        self.offset(p).map(|off| {
-            // SAFETY: off < size <= REGION_SIZE, so the slot is in the table.
-            unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.load(Ordering::Relaxed).cast_const()
-        })
+        // SAFETY: off is p's offset in the region.
+        self.offset(p).map(|off| unsafe { self.owner_at(off) })
     }
 
     /// The owner recorded for the slot at offset `off` of the region.

@@ -115,6 +115,11 @@ impl MediumCache {
         self.stacks.count(c)
     }
 
+    /// True if no class holds a block.
+    pub(crate) fn is_empty(&self) -> bool {
+        (0..NB_MEDIUM_CLASSES).all(|c| self.cached(c) == 0)
+    }
+
     /// Blocks and bytes cached in every class (any thread: a figure).
     pub(crate) fn totals(&self) -> (usize, usize) {
         (0..NB_MEDIUM_CLASSES).fold((0, 0), |(b, s), c| {

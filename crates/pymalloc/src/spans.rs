@@ -349,6 +349,7 @@ impl SpanHeap {
     /// Takes a run of `k` free units (of a segment of this heap, or of a new
     /// one), and writes its `back` offsets; zeroes it if `zero` and it may
     /// hold old bytes.
+    ///
     /// Before a new segment, the cached blocks go back to their spans (which
     /// may free a run).
     fn take_units_zero(&self, k: usize, ctx: &Ctx<'_>, zero: bool) -> Option<(*mut Segment, usize)> {
@@ -357,7 +358,7 @@ impl SpanHeap {
             let meta = ctx.meta.lock();
             let (seg, head) = match self.find_units(k) {
                 Some(found) => found,
-                None if !flushed && self.cache.totals().0 > 0 => {
+                None if !flushed && !self.cache.is_empty() => {
                     drop(meta);
                     self.flush_cache(ctx);
                     flushed = true;

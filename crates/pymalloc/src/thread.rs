@@ -182,17 +182,8 @@ fn alloc_small_slow(c: usize) -> *mut u8 {
 /// `p` is a live pool block handed out by this module's allocators.
 #[inline(always)]
 pub(crate) unsafe fn free_small(p: *mut u8) {
-    // SAFETY: p is a live pool block.
-    let owner = unsafe { Heap::block_owner(p) };
-    let h = current();
-    if owner == h && !h.is_null() {
-        // SAFETY: the block belongs to this thread's heap.
-        unsafe { (*h).free_small(p) };
-    } else {
-        // SAFETY: p is a live pool block (our contract) and owner the owner
-        // stamped on it.
-        unsafe { free_foreign(p, owner) };
-    }
+    // SAFETY: p is a live pool block; its owner and class are its pool's.
+    unsafe { free_small_owned(p, Heap::block_owner(p), || pool::class_of(p)) }
 }
 
 /// [`free_small`] of a block of the arena region at offset `off`: its owner
@@ -204,15 +195,25 @@ pub(crate) unsafe fn free_small(p: *mut u8) {
 /// `off` is `region::arena_offset(p)`.
 #[inline(always)]
 pub(crate) unsafe fn free_small_in_region(p: *mut u8, off: usize) {
-    // SAFETY: off is p's offset in the region (the contract).
-    let owner = unsafe { region::owner_at(off) }.cast::<Heap>();
+    // SAFETY: off is p's offset in the region (the contract), so the
+    // region's tables at off hold its pool's owner and class.
+    unsafe { free_small_owned(p, region::owner_at(off).cast(), || pool::class_at(p, off)) }
+}
+
+/// Frees pool block `p` whose pool's owner is `owner`: into this thread's
+/// heap (its class from `class`) if it owns it, else to its owner.
+///
+/// # Safety
+/// `p` is a live pool block handed out by this module's allocators,
+/// `owner` the owner stamped on its pool and `class()` its class.
+#[inline(always)]
+unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() -> usize) {
     let h = current();
     if owner == h && !h.is_null() {
-        // SAFETY: the block belongs to this thread's heap; off is its
-        // offset.
-        unsafe { (*h).free_small_class(p, pool::class_at(p, off)) };
+        // SAFETY: the block belongs to this thread's heap, of class class().
+        unsafe { (*h).free_small_class(p, class()) };
     } else {
-        // SAFETY: as in free_small.
+        // SAFETY: p is a live pool block and owner the owner stamped on it.
         unsafe { free_foreign(p, owner) };
     }
 }
