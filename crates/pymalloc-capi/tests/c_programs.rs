@@ -1016,3 +1016,26 @@ fn shared_library_reaches_the_thread_heap_without_tls_get_addr() {
     let dynamic = String::from_utf8(out.stdout).unwrap();
     assert!(dynamic.lines().any(|l| l.contains("(FLAGS)") && l.contains("STATIC_TLS")), "{dynamic}");
 }
+
+/// The thread-safe default's small-block fast path calls nothing, so
+/// `threaded_malloc` needs no stack frame: from its entry to its first
+/// `ret` (a block from the cache, or the head of the class's first used
+/// pool) there is no `push` and no `call`; every slower path leaves by a
+/// tail jump. Before the fast path was split from the full one, the entry
+/// saved three registers on every call.
+#[test]
+fn shared_library_malloc_fast_path_needs_no_stack_frame() {
+    let lib_dir = env().lib_dir.parent().unwrap().join("release");
+    build_library(&lib_dir);
+    let so = lib_dir.join("libpymalloc.so");
+    let out = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&so).output().unwrap();
+    assert!(out.status.success(), "objdump: {}", String::from_utf8_lossy(&out.stderr));
+    let asm = String::from_utf8(out.stdout).unwrap();
+    let body = function_body(&asm, "pymalloc::thread::threaded_malloc");
+    let first_ret = body.lines().position(|l| l.contains("\tret")).unwrap_or_else(|| panic!("no ret:\n{body}"));
+    let fast: Vec<&str> = body.lines().take(first_ret).collect();
+    for l in &fast {
+        assert!(!l.contains("\tpush") && !l.contains("\tcall"), "the fast path saves or calls:\n{}", fast.join("\n"));
+    }
+    assert!(fast.iter().any(|l| l.contains("%fs:")), "the fast path reads no heap:\n{}", fast.join("\n"));
+}

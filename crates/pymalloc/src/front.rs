@@ -45,6 +45,13 @@ fn is_pool_block<F: Fallback>(p: *const u8) -> bool {
 pub(crate) trait Pools {
     /// A block of size class `c`, or null if no arena can be had.
     fn alloc(&self, c: usize) -> *mut u8;
+    /// A block of size class `c` if one is at hand, or null: then the
+    /// front calls [`Pools::alloc`]. A source whose fast path calls nothing
+    /// says so here, and the entry points' fast paths need no stack frame.
+    #[inline(always)]
+    fn alloc_at_hand(&self, c: usize) -> *mut u8 {
+        self.alloc(c)
+    }
     /// Frees a pool block.
     ///
     /// # Safety
@@ -71,11 +78,29 @@ pub(crate) trait Pools {
 /// `_PyObject_Malloc`.
 #[inline(always)]
 pub(crate) fn object_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
-    if let Some(c) = size_class(nbytes) {
-        let p = pools.alloc(c);
-        if !p.is_null() {
-            return p;
+    match size_class(nbytes) {
+        Some(c) => {
+            let p = pools.alloc_at_hand(c);
+            if !p.is_null() {
+                return p;
+            }
+            small_malloc_slow::<F, _>(pools, c, nbytes)
         }
+        None => fallback_malloc::<F>(pools, nbytes),
+    }
+}
+
+/// [`object_malloc`] of class `c` when no block was at hand: the source's
+/// full path, then the fallback if no arena can be had.
+///
+/// `extern "C"` because such a function cannot unwind (a panic aborts):
+/// the C entry points, which may not unwind either, can then tail-call it,
+/// where a call that might unwind needs a landing pad and a stack frame.
+#[inline(never)]
+extern "C" fn small_malloc_slow<F: Fallback, P: Pools>(pools: &P, c: usize, nbytes: usize) -> *mut u8 {
+    let p = pools.alloc(c);
+    if !p.is_null() {
+        return p;
     }
     fallback_malloc::<F>(pools, nbytes)
 }

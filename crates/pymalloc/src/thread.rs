@@ -248,6 +248,15 @@ impl Pools for ThreadHeaps {
         alloc_small(c)
     }
     #[inline(always)]
+    fn alloc_at_hand(&self, c: usize) -> *mut u8 {
+        let h = current();
+        if h.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: h is this thread's heap.
+        unsafe { (*h).alloc_small_at_hand(c) }
+    }
+    #[inline(always)]
     unsafe fn free(&self, p: *mut u8) {
         // SAFETY: p is a live pool block from these entry points (the
         // trait's contract).
