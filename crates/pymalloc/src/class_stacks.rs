@@ -71,7 +71,8 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
     /// `c < C`, `n` is `count(c)` and `n < S`.
     #[inline(always)]
     pub(crate) unsafe fn push_at(&self, c: usize, n: u32, p: *mut u8) {
-        prefetch_for_write(p);
+        // The block is the next one handed out: its line comes in now.
+        crate::prefetch::for_write(p);
         // SAFETY: c < C and n < S (the contract).
         unsafe {
             self.slot(c, n as usize).set(p);
@@ -130,17 +131,4 @@ mod tests {
         assert_eq!(s.take_oldest(1, 4, &mut out), 1);
         assert_eq!(s.blocks(2).collect::<Vec<_>>(), vec![b(9)], "classes are apart");
     }
-}
-
-/// Asks for the cache line at `p` in a writable state, without waiting.
-#[inline(always)]
-fn prefetch_for_write(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
-    // SAFETY: a prefetch is a hint: it reads nothing the program sees and
-    // never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(p.cast())
-    };
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
-    let _ = p;
 }

@@ -60,6 +60,7 @@ pub mod arena_alloc;
 pub mod background;
 mod cell_array;
 mod class_stacks;
+mod prefetch;
 pub mod config;
 pub mod debug;
 mod domain;

@@ -11,6 +11,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     // Foundations: nothing below them.
     "geometry",
+    "prefetch",
     "tls_slot",
     "sync",
     "cell_array",
