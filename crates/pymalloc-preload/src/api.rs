@@ -54,7 +54,11 @@ pub(crate) fn malloc_here(n: usize) -> *mut c_void {
     if traced::is_on() {
         return malloc_traced(n);
     }
-    or_enomem(thread::malloc_with::<Ours>(n))
+    // No `or_enomem`: every null comes from glibc's `malloc` (pymalloc's
+    // last resort for any size), which has set `errno`. Without work after
+    // the call, the slow paths are tail calls and the fast path needs no
+    // stack frame.
+    thread::malloc_with::<Ours>(n).cast()
 }
 
 #[cold]

@@ -311,6 +311,29 @@ fn a_new_thread_heap_is_not_built_on_the_stack() {
     assert!(frame < 1024, "current_or_create takes {frame} bytes of stack:\n{body}");
 }
 
+/// `malloc`'s small-block fast path calls nothing and saves nothing: from
+/// the entry to the first `ret` there is no `push` and no `call`, and every
+/// slower path (a medium size, an empty cache and pool) leaves by a tail
+/// jump. Before, the entry saved three registers on every call and a
+/// medium request came back through `malloc` to set `errno`, which glibc,
+/// pymalloc's last resort, has already set (c_api.c checks it).
+#[test]
+fn malloc_fast_path_needs_no_stack_frame() {
+    let out =
+        Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&env().lib).output().expect("objdump");
+    assert!(out.status.success(), "objdump: {}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find("<malloc>:").expect("malloc not in the library");
+    let body = &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)];
+    let fast: Vec<&str> = body.lines().skip(1).take_while(|l| !l.contains("\tret")).collect();
+    assert!(fast.len() + 1 < body.lines().count(), "no ret in malloc:\n{body}");
+    for l in &fast {
+        assert!(!l.contains("\tpush") && !l.contains("\tcall"), "malloc's fast path saves or calls:\n{body}");
+    }
+    let calls = body.lines().filter(|l| l.contains("\tcall") && !l.contains("unwind") && !l.contains("panic"));
+    assert_eq!(calls.count(), 0, "malloc makes a call that is not a tail jump:\n{body}");
+}
+
 #[test]
 fn a_bad_purge_policy_is_named_with_the_valid_ones() {
     let out = Command::new("true").env("LD_PRELOAD", &env().lib).env("PYMALLOC_PURGE", "sometimes").output().unwrap();

@@ -86,7 +86,7 @@ pub(crate) fn object_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *
             }
             small_malloc_slow::<F, _>(pools, c, nbytes)
         }
-        None => fallback_malloc::<F>(pools, nbytes),
+        None => fallback_malloc::<F, _>(pools, nbytes),
     }
 }
 
@@ -102,11 +102,13 @@ extern "C" fn small_malloc_slow<F: Fallback, P: Pools>(pools: &P, c: usize, nbyt
     if !p.is_null() {
         return p;
     }
-    fallback_malloc::<F>(pools, nbytes)
+    fallback_malloc::<F, _>(pools, nbytes)
 }
 
+/// The fallback's block, counted. `extern "C"` for the reason
+/// [`small_malloc_slow`] is.
 #[inline(never)]
-fn fallback_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
+extern "C" fn fallback_malloc<F: Fallback, P: Pools>(pools: &P, nbytes: usize) -> *mut u8 {
     let p = F::malloc(nbytes);
     if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
