@@ -984,6 +984,17 @@ fn gc_static() {
 // ---------------------------------------------------------------------------
 // Thread-local storage in the shared library.
 
+/// The optimised `libpymalloc.so`, built if needed, disassembled
+/// (demangled).
+fn release_library_disassembly() -> (PathBuf, String) {
+    let lib_dir = env().lib_dir.parent().unwrap().join("release");
+    build_library(&lib_dir);
+    let so = lib_dir.join("libpymalloc.so");
+    let out = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&so).output().unwrap();
+    assert!(out.status.success(), "objdump: {}", String::from_utf8_lossy(&out.stderr));
+    (so, String::from_utf8(out.stdout).unwrap())
+}
+
 /// The disassembled body of the function named `name` (demangled) in `lib`.
 fn function_body(disassembly: &str, name: &str) -> String {
     let header = format!("<{name}>:");
@@ -999,12 +1010,7 @@ fn function_body(disassembly: &str, name: &str) -> String {
 /// functions every `PyObject_Malloc`/`PyObject_Free` jumps to.
 #[test]
 fn shared_library_reaches_the_thread_heap_without_tls_get_addr() {
-    let lib_dir = env().lib_dir.parent().unwrap().join("release");
-    build_library(&lib_dir);
-    let so = lib_dir.join("libpymalloc.so");
-    let out = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&so).output().unwrap();
-    assert!(out.status.success(), "objdump: {}", String::from_utf8_lossy(&out.stderr));
-    let asm = String::from_utf8(out.stdout).unwrap();
+    let (so, asm) = release_library_disassembly();
     for f in ["pymalloc::thread::threaded_malloc", "pymalloc::thread::threaded_free"] {
         let body = function_body(&asm, f);
         assert!(!body.contains("__tls_get_addr"), "{f} calls __tls_get_addr:\n{body}");
@@ -1025,12 +1031,7 @@ fn shared_library_reaches_the_thread_heap_without_tls_get_addr() {
 /// saved three registers on every call.
 #[test]
 fn shared_library_malloc_fast_path_needs_no_stack_frame() {
-    let lib_dir = env().lib_dir.parent().unwrap().join("release");
-    build_library(&lib_dir);
-    let so = lib_dir.join("libpymalloc.so");
-    let out = Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&so).output().unwrap();
-    assert!(out.status.success(), "objdump: {}", String::from_utf8_lossy(&out.stderr));
-    let asm = String::from_utf8(out.stdout).unwrap();
+    let (_, asm) = release_library_disassembly();
     let body = function_body(&asm, "pymalloc::thread::threaded_malloc");
     let first_ret = body.lines().position(|l| l.contains("\tret")).unwrap_or_else(|| panic!("no ret:\n{body}"));
     let fast: Vec<&str> = body.lines().take(first_ret).collect();

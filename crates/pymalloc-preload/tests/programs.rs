@@ -289,6 +289,21 @@ fn the_unused_heaps_cost_no_initialised_data() {
     assert!(data <= 8 * 1024, ".data is {data} bytes");
 }
 
+/// The preload library, disassembled (demangled).
+fn disassembly() -> String {
+    let out =
+        Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&env().lib).output().expect("objdump");
+    assert!(out.status.success(), "objdump: {}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The disassembly of the function `name`, from its label to the blank
+/// line after it.
+fn function_body<'a>(text: &'a str, name: &str) -> &'a str {
+    let start = text.find(&format!("<{name}>:")).unwrap_or_else(|| panic!("{name} not in the library"));
+    &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)]
+}
+
 /// A thread's heap is made in place in zeroed memory: built as a value and
 /// moved (some 10 KiB), it went through the stack of the thread's first
 /// allocation, which made every thread's stack 12 KiB deeper and a
@@ -297,12 +312,8 @@ fn the_unused_heaps_cost_no_initialised_data() {
 /// small frame.
 #[test]
 fn a_new_thread_heap_is_not_built_on_the_stack() {
-    let out =
-        Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&env().lib).output().expect("objdump");
-    assert!(out.status.success(), "objdump: {}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text.find("<pymalloc::thread::current_or_create>:").expect("current_or_create not in the library");
-    let body = &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)];
+    let text = disassembly();
+    let body = function_body(&text, "pymalloc::thread::current_or_create");
     let frame: u64 = body
         .lines()
         .filter_map(|l| l.split("sub    $0x").nth(1).and_then(|r| r.strip_suffix(",%rsp")))
@@ -319,12 +330,8 @@ fn a_new_thread_heap_is_not_built_on_the_stack() {
 /// pymalloc's last resort, has already set (c_api.c checks it).
 #[test]
 fn malloc_fast_path_needs_no_stack_frame() {
-    let out =
-        Command::new("objdump").args(["-d", "-C", "--no-show-raw-insn"]).arg(&env().lib).output().expect("objdump");
-    assert!(out.status.success(), "objdump: {}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    let start = text.find("<malloc>:").expect("malloc not in the library");
-    let body = &text[start..text[start..].find("\n\n").map_or(text.len(), |e| start + e)];
+    let text = disassembly();
+    let body = function_body(&text, "malloc");
     let fast: Vec<&str> = body.lines().skip(1).take_while(|l| !l.contains("\tret")).collect();
     assert!(fast.len() + 1 < body.lines().count(), "no ret in malloc:\n{body}");
     for l in &fast {

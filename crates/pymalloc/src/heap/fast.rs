@@ -28,11 +28,10 @@ impl Heap {
     }
 
     /// [`Heap::alloc_small`] when it needs no call: the most recently cached
-    /// block of class `szidx`, else the head of the class's first used pool
-    /// unless it is the pool's last listed block. Null means "take
-    /// `alloc_small`" (a cache miss reopens the class, as there; nothing
-    /// else changed). Calls nothing, so that an entry point that tail-calls
-    /// its full path needs no stack frame.
+    /// block of class `szidx`, else [`Heap::pool_block_at_hand`]. Null means
+    /// "take `alloc_small`" (a cache miss reopens the class, as there;
+    /// nothing else changed). Calls nothing, so that an entry point that
+    /// tail-calls its full path needs no stack frame.
     #[inline(always)]
     pub(crate) fn alloc_small_at_hand(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
@@ -41,35 +40,23 @@ impl Heap {
             return b;
         }
         self.cache.reopen(szidx);
-        let pool = self.used.head(szidx);
-        if pool.is_null() {
-            return ptr::null_mut();
-        }
-        // SAFETY: pools on a used list are live and have a non-null free
-        // list whose head is a free block of the pool (UsedPools and
-        // PoolHeader invariants).
-        unsafe {
-            let bp = (*pool).freeblock;
-            let next = bp.cast::<*mut u8>().read();
-            if next.is_null() {
-                // The pool's last listed block: alloc_from_pool carves or
-                // unlinks.
-                return ptr::null_mut();
-            }
-            (*pool).freeblock = next;
-            (*pool).set_count((*pool).count() + 1);
-            bp
-        }
+        self.pool_block_at_hand(szidx)
     }
 
-    /// The allocation fast path of a heap without a block cache: the next
-    /// block of the class's first used pool, carving the pool's next virgin
-    /// block when its free list runs out, unless that fills the pool. Null
-    /// means "take the full path" (nothing changed). Calls nothing, so that
-    /// a caller that tail-calls its full path needs no stack frame.
+    /// The allocation fast path of a heap without a block cache
+    /// ([`Heap::pool_block_at_hand`]).
     #[inline(always)]
     pub(crate) fn alloc_fast_uncached(&self, szidx: usize) -> *mut u8 {
         debug_assert!(!self.cache.enabled());
+        self.pool_block_at_hand(szidx)
+    }
+
+    /// The next block of class `szidx`'s first used pool, carving the
+    /// pool's next virgin block when its free list runs out, unless that
+    /// fills the pool. Null means "take the full path" (nothing changed).
+    /// Calls nothing.
+    #[inline(always)]
+    fn pool_block_at_hand(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
         // SAFETY: szidx < NB_SMALL_SIZE_CLASSES (caller's size_class).
         let pool = unsafe { self.used.first.get_unchecked(szidx) }.get();
