@@ -208,6 +208,9 @@ impl SpanHeap {
         if n <= MEDIUM_MAX {
             if let Some(c) = aligned_class(medium_class(n), align) {
                 let mut p = self.cache.pop(c);
+                if p.is_null() && self.classes[c].get().is_null() {
+                    p = self.borrow_larger(c, align);
+                }
                 if p.is_null() {
                     let mut s = self.classes[c].get();
                     if s.is_null() {
@@ -250,6 +253,44 @@ impl SpanHeap {
             self.block_taken(c, s);
             p
         }
+    }
+
+    /// Class `c` has no free block: a freed block of a larger class at
+    /// most an eighth larger (one class up to 2 KiB, two above) and aligned
+    /// to `align`, cached or on the free list of the class's listed span;
+    /// null if there is none, and then class `c` grows. Never a virgin
+    /// block: a heap that grows fills its own classes (borrowing virgin
+    /// blocks raised the peak of a heap of 0.5–8 KB strings by 3%).
+    ///
+    /// In a heap of mixed sizes each class's count of live blocks wanders,
+    /// and a class keeps room for the most it ever held; the room the
+    /// classes keep adds up with their number. Taking a neighbour's free
+    /// block before growing pools the room of neighbouring classes: in a
+    /// simulated ring of 2,000 random blocks of 513 B–32 KiB, room / peak
+    /// live goes from 1.49 to 1.23 (docs/every-size.md, seventh pass).
+    /// The block stays its own class's: it is freed there, and its
+    /// usable size is its class's.
+    #[cold]
+    fn borrow_larger(&self, c: usize, align: usize) -> *mut u8 {
+        let bound = medium_size(c) + medium_size(c) / 8;
+        let mut k = c + 1;
+        while k < NB_MEDIUM_CLASSES && medium_size(k) <= bound {
+            if medium_align(k) >= align {
+                let p = self.cache.pop(k);
+                if !p.is_null() {
+                    return p;
+                }
+                let s = self.classes[k].get();
+                // SAFETY: a listed span is a live span of this heap.
+                if !s.is_null() && unsafe { !(*s).free.is_null() } {
+                    // SAFETY: s is a live listed span of class k of this
+                    // heap, with a block on its free list.
+                    return unsafe { self.take_block(k, s) };
+                }
+            }
+            k += 1;
+        }
+        ptr::null_mut()
     }
 
     /// [`Self::take_block`] when the span's free list is empty: a virgin

@@ -325,3 +325,45 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
     .join()
     .unwrap();
 }
+
+/// A class with no free block takes a free block of a class at most an
+/// eighth larger before it takes a new span (`SpanHeap::borrow_larger`),
+/// and the block stays its own class's; a class further up is left alone.
+#[test]
+fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
+    std::thread::spawn(|| {
+        // 2,200 and 2,100 bytes: classes of 2,304 and 2,176 (sixteen per
+        // doubling above 2 KiB), 1/17 apart.
+        let big = every_size::alloc(2200, 16, false);
+        assert!(!big.is_null());
+        let spans_before = every_size::current_stats();
+        unsafe { every_size::free(big) };
+        let small = every_size::alloc(2100, 16, false);
+        assert_eq!(small, big, "the free 2,304-byte block served the 2,100-byte request");
+        assert_eq!(unsafe { every_size::usable_size(small) }, 2304, "the block keeps its class");
+        let after = every_size::current_stats();
+        assert_eq!(after.segments, spans_before.segments);
+        assert_eq!((after.medium_blocks, after.medium_bytes), (spans_before.medium_blocks, spans_before.medium_bytes));
+        pymalloc::thread::validate_current().unwrap();
+        // Freed, it goes back to its own class: a 2,200-byte request gets it.
+        unsafe { every_size::free(small) };
+        assert_eq!(every_size::alloc(2200, 16, false), big);
+
+        // 704 bytes is more than an eighth above 576: a 560-byte request
+        // does not take a free 704-byte block.
+        let far = every_size::alloc(700, 16, false);
+        unsafe { every_size::free(far) };
+        let near = every_size::alloc(560, 16, false);
+        assert!(!near.is_null());
+        assert_ne!(near, far);
+        assert_eq!(unsafe { every_size::usable_size(near) }, 576);
+        pymalloc::thread::validate_current().unwrap();
+        unsafe {
+            every_size::free(near);
+            every_size::free(big);
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
