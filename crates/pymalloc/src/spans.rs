@@ -208,19 +208,11 @@ impl SpanHeap {
         if n <= MEDIUM_MAX {
             if let Some(c) = aligned_class(medium_class(n), align) {
                 let mut p = self.cache.pop(c);
-                if p.is_null() && self.classes[c].get().is_null() {
-                    p = self.borrow_larger(c, align);
-                }
                 if p.is_null() {
-                    let mut s = self.classes[c].get();
-                    if s.is_null() {
-                        s = self.new_medium_span(c, ctx);
-                        if s.is_null() {
-                            return ptr::null_mut();
-                        }
+                    p = self.take_or_grow(c, align, ctx);
+                    if p.is_null() {
+                        return ptr::null_mut();
                     }
-                    // SAFETY: s is a live listed span of class c of this heap.
-                    p = unsafe { self.take_block(c, s) };
                 }
                 if zero {
                     // SAFETY: a fresh block of medium_size(c) >= n bytes.
@@ -253,6 +245,25 @@ impl SpanHeap {
             self.block_taken(c, s);
             p
         }
+    }
+
+    /// A block of class `c`, whose cache is empty: from its listed span,
+    /// else a neighbour's freed block ([`Self::borrow_larger`]), else from a
+    /// new span; null if no segment can be had.
+    fn take_or_grow(&self, c: usize, align: usize, ctx: &Ctx<'_>) -> *mut u8 {
+        let mut s = self.classes[c].get();
+        if s.is_null() {
+            let p = self.borrow_larger(c, align);
+            if !p.is_null() {
+                return p;
+            }
+            s = self.new_medium_span(c, ctx);
+            if s.is_null() {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: s is a live listed span of class c of this heap.
+        unsafe { self.take_block(c, s) }
     }
 
     /// Class `c` has no free block: a freed block of a larger class at
