@@ -131,18 +131,18 @@ pub(crate) const fn run_mask(start: usize, k: usize) -> u64 {
     (((1u128 << k) - 1) as u64) << start
 }
 
-/// The lowest unit starting a run of `k` units all set in `free`.
-#[inline]
-pub(crate) fn find_run(free: u64, k: usize) -> Option<usize> {
-    let mut m = free;
-    let mut have = 1;
-    // After the loop, bit i of m is set iff bits i..i+k of free all are.
-    while have < k && m != 0 {
-        let step = have.min(k - have);
-        m &= m >> step;
-        have += step;
-    }
-    (m != 0).then(|| m.trailing_zeros() as usize)
+/// The maximal runs of set bits of `units`, lowest first, as (first unit,
+/// length).
+pub(crate) fn runs(mut units: u64) -> impl Iterator<Item = (usize, usize)> {
+    core::iter::from_fn(move || {
+        if units == 0 {
+            return None;
+        }
+        let start = units.trailing_zeros() as usize;
+        let len = ((!(units >> start)).trailing_zeros() as usize).min(64 - start);
+        units &= !run_mask(start, len);
+        Some((start, len))
+    })
 }
 
 /// Sets up the header of a span segment taken from the region: every unit
@@ -191,12 +191,10 @@ mod tests {
 
     #[test]
     fn runs_are_found_lowest_first_and_only_when_long_enough() {
-        assert_eq!(find_run(ALL_UNITS, 63), Some(1));
-        assert_eq!(find_run(ALL_UNITS, 64), None);
-        assert_eq!(find_run(0b1110_1110, 3), Some(1));
-        assert_eq!(find_run(0b1110_1110, 4), None);
-        assert_eq!(find_run(0b1111_0110, 4), Some(4));
-        assert_eq!(find_run(u64::MAX << 60, 4), Some(60));
+        assert_eq!(runs(0b1110_1101).collect::<Vec<_>>(), [(0, 1), (2, 2), (5, 3)]);
+        assert_eq!(runs(u64::MAX << 60).collect::<Vec<_>>(), [(60, 4)]);
+        assert_eq!(runs(u64::MAX).collect::<Vec<_>>(), [(0, 64)]);
+        assert_eq!(runs(0).count(), 0);
         assert_eq!(run_mask(60, 4), u64::MAX << 60);
         assert_eq!(run_mask(1, 63), ALL_UNITS);
     }

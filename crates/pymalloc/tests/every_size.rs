@@ -367,3 +367,49 @@ fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
     .join()
     .unwrap();
 }
+
+/// A new medium span goes where freed units are still resident
+/// (`SpanHeap::find_units`): into the shortest freed run that holds it,
+/// else into a freed run it is shortened to fit (down to two blocks), and
+/// only then onto clean units.
+#[test]
+fn a_new_span_fills_freed_resident_units_before_clean_ones() {
+    const UNIT: usize = 16 * 1024;
+    std::thread::spawn(|| {
+        // Large blocks take whole runs of units, in order, in the thread's
+        // first segment: A (5 units), a separator, B (4), a separator.
+        let a = every_size::alloc(5 * UNIT, 16, false);
+        let s1 = every_size::alloc(3 * UNIT, 16, false);
+        let b = every_size::alloc(4 * UNIT, 16, false);
+        let s2 = every_size::alloc(3 * UNIT, 16, false);
+        assert!([a, s1, b, s2].iter().all(|p| !p.is_null()));
+        assert_eq!((s1 as usize - a as usize, b as usize - a as usize), (5 * UNIT, 8 * UNIT), "units in order");
+        unsafe {
+            every_size::free(a);
+            every_size::free(b);
+        }
+        // A span of the 640-byte class wants 4 units: B's hole fits it
+        // exactly, where the first fit would have been A's.
+        let small = every_size::alloc(600, 16, false);
+        assert_eq!(small, b, "the span went into the shortest freed run that holds it");
+        // A span of the 20,480-byte class wants 10 units; no freed run is
+        // that long, so it takes A's 5 and holds 4 blocks.
+        let mid: Vec<*mut u8> = (0..5).map(|_| every_size::alloc(20000, 16, false)).collect();
+        assert_eq!(unsafe { every_size::usable_size(mid[0]) }, 20480);
+        for (i, &p) in mid[..4].iter().enumerate() {
+            assert_eq!(p as usize, a as usize + i * 20480, "block {i} in the shortened span in A's units");
+        }
+        let after_a = (a as usize)..(a as usize + 5 * UNIT);
+        assert!(!after_a.contains(&(mid[4] as usize)), "a fifth block does not fit there");
+        pymalloc::thread::validate_current().unwrap();
+
+        unsafe {
+            for p in [small, s1, s2].into_iter().chain(mid) {
+                every_size::free(p);
+            }
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
