@@ -326,8 +326,8 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
     .unwrap();
 }
 
-/// A class with no free block takes a free block of a class at most an
-/// eighth larger before it takes a new span (`SpanHeap::borrow_larger`),
+/// A class with no free block takes a free block of a class at most half
+/// as large again before it takes a new span (`SpanHeap::borrow_larger`),
 /// and the block stays its own class's; a class further up is left alone.
 #[test]
 fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
@@ -349,17 +349,24 @@ fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
         unsafe { every_size::free(small) };
         assert_eq!(every_size::alloc(2200, 16, false), big);
 
-        // 704 bytes is more than an eighth above 576: a 560-byte request
-        // does not take a free 704-byte block.
-        let far = every_size::alloc(700, 16, false);
-        unsafe { every_size::free(far) };
+        // 832 bytes is under half above 576: a 560-byte request takes a
+        // free 832-byte block. 960 bytes is more: with that one held, the
+        // next 560-byte request does not take a free 960-byte block.
+        let mid = every_size::alloc(800, 16, false);
+        unsafe { every_size::free(mid) };
         let near = every_size::alloc(560, 16, false);
-        assert!(!near.is_null());
-        assert_ne!(near, far);
-        assert_eq!(unsafe { every_size::usable_size(near) }, 576);
+        assert_eq!(near, mid, "the free 832-byte block served the 560-byte request");
+        assert_eq!(unsafe { every_size::usable_size(near) }, 832);
+        let far = every_size::alloc(900, 16, false);
+        unsafe { every_size::free(far) };
+        let own = every_size::alloc(560, 16, false);
+        assert!(!own.is_null());
+        assert_ne!(own, far);
+        assert_eq!(unsafe { every_size::usable_size(own) }, 576);
         pymalloc::thread::validate_current().unwrap();
         unsafe {
             every_size::free(near);
+            every_size::free(own);
             every_size::free(big);
         }
         pymalloc::thread::validate_current().unwrap();
