@@ -143,7 +143,8 @@ fn module_base(addr: usize) -> usize {
     // SAFETY: all zeroes is a valid Dl_info (null pointers).
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     // SAFETY: dladdr only reads the loader's tables and fills `info`.
-    let found = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } != 0;
+    let found =
+        crate::trace_unwind::with_loader(|| unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) }) != 0;
     if found {
         info.dli_fbase as usize
     } else {
@@ -179,8 +180,9 @@ fn by_exported_symbol(ip: usize) -> Option<bool> {
     let mut sym: *const libc::Elf64_Sym = core::ptr::null();
     // SAFETY: dladdr1 only reads the loader's tables and fills `info` and
     // `sym` (a pointer to a symbol table entry of a loaded object).
-    let found =
-        unsafe { libc::dladdr1(call as *const libc::c_void, &mut info, (&raw mut sym).cast(), RTLD_DL_SYMENT) } != 0;
+    let found = crate::trace_unwind::with_loader(|| unsafe {
+        libc::dladdr1(call as *const libc::c_void, &mut info, (&raw mut sym).cast(), RTLD_DL_SYMENT)
+    }) != 0;
     if !found {
         return None;
     }

@@ -83,8 +83,26 @@ struct Entry {
 static TABLE: [Entry; SLOTS] = [const { Entry { key: AtomicU64::new(0), rule: AtomicU64::new(0) } }; SLOTS];
 static WRITER: SpinLock = SpinLock::new();
 
-/// Takes the table's writer lock (before `fork`).
+/// Held around each call the tracer makes into the dynamic loader
+/// (`dl_iterate_phdr`, `dladdr`, `dladdr1`; see [`with_loader`]), and by
+/// the fork handler. glibc does not reset its loader locks in the child of
+/// `fork`: a thread inside `dl_iterate_phdr` when another thread forked
+/// left the child's first traced allocation waiting in
+/// `_dl_load_write_lock` until its alarm killed it (the `trace_fork` test,
+/// once in about 500 runs under load).
+static LOADER: SpinLock = SpinLock::new();
+
+/// Runs `f`, a call into the dynamic loader that calls nothing that
+/// traces or takes this lock again, with [`LOADER`] held.
+pub(crate) fn with_loader<R>(f: impl FnOnce() -> R) -> R {
+    let _g = LOADER.lock();
+    f()
+}
+
+/// Takes the loader lock and the table's writer lock (before `fork`); no
+/// path holds both, so the order is free.
 pub(crate) fn fork_acquire() {
+    LOADER.acquire();
     WRITER.acquire();
 }
 
@@ -94,7 +112,10 @@ pub(crate) fn fork_acquire() {
 /// The calling thread ran [`fork_acquire`] and has not released since.
 pub(crate) unsafe fn fork_release() {
     // SAFETY: taken by fork_acquire on this thread (our contract).
-    unsafe { WRITER.release() };
+    unsafe {
+        WRITER.release();
+        LOADER.release();
+    }
 }
 
 fn slot(addr: u64) -> &'static Entry {
@@ -240,7 +261,7 @@ fn module_of(addr: u64) -> Option<Module> {
     let mut s = Search { addr, found: None };
     // SAFETY: `visit` matches dl_iterate_phdr's callback and reads `data`
     // as the Search it is.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut s).cast()) };
+    with_loader(|| unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut s).cast()) });
     s.found
 }
 
