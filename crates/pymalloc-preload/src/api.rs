@@ -58,7 +58,7 @@ pub(crate) fn malloc_here(n: usize) -> *mut c_void {
     // last resort for any size), which has set `errno`. Without work after
     // the call, the slow paths are tail calls and the fast path needs no
     // stack frame.
-    thread::malloc_with::<Ours>(n).cast()
+    every_size::malloc_with::<Glibc>(n).cast()
 }
 
 #[cold]
@@ -90,7 +90,7 @@ pub(crate) unsafe fn free_here(p: *mut c_void) {
     }
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
     // (the caller's contract: p is live from malloc and friends).
-    unsafe { thread::free_with::<Ours>(p.cast()) }
+    unsafe { every_size::free_with::<Glibc>(p.cast()) }
 }
 
 /// # Safety

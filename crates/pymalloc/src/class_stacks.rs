@@ -65,6 +65,25 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         b
     }
 
+    /// [`Self::pop`] without a bounds check.
+    ///
+    /// # Safety
+    /// `c < C`.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_unchecked(&self, c: usize) -> *mut u8 {
+        // SAFETY: c < C (the contract).
+        let n = unsafe { self.count_unchecked(c) } as usize;
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        // SAFETY: c < C, and 0 < n <= S (invariant).
+        unsafe {
+            let b = self.slot(c, n - 1).get();
+            self.n.get_unchecked(c).store(n as u32 - 1, Ordering::Relaxed);
+            b
+        }
+    }
+
     /// Puts `p` on class `c`'s stack, which holds `n` blocks.
     ///
     /// # Safety

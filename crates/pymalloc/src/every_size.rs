@@ -24,11 +24,15 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use crate::allocator::MemAllocatorEx;
+use crate::block_map;
 use crate::fallback::{Fallback, Libc};
+use crate::front_cache;
 use crate::geometry::ALIGNMENT;
 use crate::heap::{Heap, DECAY_WAKER};
 use crate::raw::MAX_SIZE;
+use crate::pool::launder;
 use crate::region::SEGMENTS;
+use crate::span_class::MEDIUM_MAX;
 use crate::segment::segment_of;
 use crate::spans::{self, SpanStats};
 use crate::{huge, thread, thread_heaps};
@@ -42,6 +46,94 @@ pub struct EverySize<F>(PhantomData<F>);
 #[inline(always)]
 pub fn owns(p: *const u8) -> bool {
     SEGMENTS.contains(p)
+}
+
+/// `malloc(n)` of every size from the thread heaps, `F` underneath: the
+/// calling thread's front cache first, then
+/// [`thread::malloc_with`]`::<EverySize<F>>`. The preload library's
+/// `malloc` and the `pymalloc_all` RAW domain are this.
+#[inline(always)]
+pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
+    let p = cached_block(n);
+    if !p.is_null() {
+        return p;
+    }
+    malloc_uncached::<F>(n)
+}
+
+/// [`malloc_with`] past the cache. `extern "C"` (a panic aborts), so that
+/// callers tail-call it without a landing pad or a stack frame.
+#[inline(never)]
+extern "C" fn malloc_uncached<F: Fallback>(n: usize) -> *mut u8 {
+    thread::malloc_with::<EverySize<F>>(n)
+}
+
+/// `free(p)` of every size from the thread heaps, `F` underneath: into the
+/// calling thread's front cache if `p` is its block and its class has room,
+/// else [`thread::free_with`]`::<EverySize<F>>`.
+///
+/// # Safety
+/// `p` is null, a live block from [`malloc_with`] and friends, or a live
+/// block of `F`; it is not used again.
+#[inline(always)]
+pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
+    // SAFETY: the contract.
+    if unsafe { free_cached(p) } {
+        return;
+    }
+    // SAFETY: the contract.
+    unsafe { free_uncached::<F>(p) }
+}
+
+/// [`free_with`] past the cache (see [`malloc_uncached`]).
+///
+/// # Safety
+/// As for [`free_with`].
+#[inline(never)]
+unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
+    // SAFETY: the contract.
+    unsafe { thread::free_with::<EverySize<F>>(p) }
+}
+
+/// A block of `n` bytes (1 to [`MEDIUM_MAX`], aligned to [`ALIGNMENT`])
+/// from the calling thread's front cache, if one is there; null otherwise,
+/// with nothing changed. The same instructions for every class, pool or
+/// medium (`front_cache.rs`).
+#[inline(always)]
+pub fn cached_block(n: usize) -> *mut u8 {
+    if n.wrapping_sub(1) >= MEDIUM_MAX {
+        return ptr::null_mut();
+    }
+    let h = thread::current_heap();
+    if h.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: 1 <= n <= MEDIUM_MAX, so its class is a cache class; h is
+    // this thread's heap and the cache is its owner's.
+    unsafe { (*h).front_cache().pop_unchecked(front_cache::class_of_size(n)) }
+}
+
+/// Puts `p` in the calling thread's front cache if it is a block of that
+/// thread's heap whose class caches and has room (one look at the block
+/// map, whichever region it lies in); false, with nothing done, otherwise.
+///
+/// # Safety
+/// `p` is null or a live block of some allocator; if this returns true it
+/// is not used again.
+#[inline(always)]
+pub unsafe fn free_cached(p: *mut u8) -> bool {
+    let h = thread::current_heap();
+    if h.is_null() {
+        return false;
+    }
+    let Some((owner, c)) = block_map::owner_and_class(p) else { return false };
+    if owner != h.cast() {
+        return false;
+    }
+    // SAFETY: p lies in a slot of this thread's heap, so it is a live block
+    // of it (the contract) and `c` its cache class as the block map records
+    // it, or NO_CLASS; the heap's owner calls.
+    unsafe { (*h).front_cache().try_push(c, launder(p)) }
 }
 
 /// A block of `n` bytes aligned to `align` (a power of two) from the
@@ -267,7 +359,7 @@ pub(crate) const fn domain_allocator() -> MemAllocatorEx {
 type All = EverySize<Libc>;
 
 unsafe extern "C" fn domain_malloc(_: *mut c_void, n: usize) -> *mut c_void {
-    thread::malloc_with::<All>(n).cast()
+    malloc_with::<Libc>(n).cast()
 }
 unsafe extern "C" fn domain_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     thread::calloc_with::<All>(nelem, elsize).cast()
@@ -279,7 +371,7 @@ unsafe extern "C" fn domain_realloc(_: *mut c_void, p: *mut c_void, n: usize) ->
 }
 unsafe extern "C" fn domain_free(_: *mut c_void, p: *mut c_void) {
     // SAFETY: as for domain_realloc, and p is not used again.
-    unsafe { thread::free_with::<All>(p.cast()) }
+    unsafe { free_with::<Libc>(p.cast()) }
 }
 
 impl<F: Fallback> Fallback for EverySize<F> {

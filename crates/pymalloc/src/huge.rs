@@ -31,6 +31,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::os;
 use crate::region::SEGMENTS;
+use crate::block_map::NO_CLASS;
 use crate::segment::{Segment, HUGE, HUGE_OFFSET, LARGE_MAX, SEGMENT_SIZE};
 
 /// Kept huge bytes always tolerated (64 MiB: glibc's largest trim threshold).
@@ -97,7 +98,16 @@ pub(crate) fn alloc_huge(n: usize, align: usize, zero: bool) -> *mut u8 {
     }
     bump(&HUGE_BLOCKS, 1);
     bump(&HUGE_BYTES, (slots * SEGMENT_SIZE) as isize);
-    seg.cast::<u8>().wrapping_add(off)
+    let p = seg.cast::<u8>().wrapping_add(off);
+    // The block's unit may have held a medium span before: its front-cache
+    // class must say "none" before the block is handed out. (The slot's
+    // owner was reset when that span segment went back, which keeps the
+    // block from the front cache already; this keeps the map true too.)
+    if let Some(at) = SEGMENTS.offset(p) {
+        // SAFETY: p's unit lies in the region and the run is ours.
+        unsafe { SEGMENTS.map().set_classes(at, 1, NO_CLASS) };
+    }
+    p
 }
 
 /// Frees a huge block (any thread). Returns true if its slots kept their

@@ -56,6 +56,7 @@
 // The import order of these modules is the table above, declared once in
 // tests/layers.rs.
 mod allocator;
+mod block_map;
 pub mod arena_alloc;
 pub mod background;
 mod cell_array;
@@ -67,6 +68,7 @@ pub mod every_size;
 mod fallback;
 pub mod fork;
 mod front;
+mod front_cache;
 pub mod geometry;
 mod gil;
 mod global;

@@ -6,9 +6,9 @@
 //! `nextoffset`) only when the free list is empty, so a pool's memory is
 //! touched only as it is needed.
 
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::geometry::{class_size, POOL_BITS, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
+use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
 use crate::region;
 
 /// Who owns a pool, as its heap stamps it: the owning thread heap's address
@@ -125,18 +125,6 @@ pub(crate) fn pool_of(p: *mut u8) -> *mut PoolHeader {
     core::ptr::with_exposed_provenance_mut(p.addr() & !POOL_SIZE_MASK)
 }
 
-/// The size class of every pool of the arena region, by pool index (the
-/// pool's offset in the region over `POOL_SIZE`): a copy of the headers'
-/// `szidx`, written when a pool is set up for a class. Freeing a block then
-/// reads one byte of a table where 64 pools share a cache line instead of
-/// the block's pool header: a program that frees blocks it allocated long
-/// ago (a FIFO ring) misses the cache on far fewer lines. Zeroed `.bss`:
-/// only the pages of pools ever set up are resident (one byte per pool).
-/// Entries of pools not in use are stale and never read.
-#[cfg(not(miri))]
-static REGION_CLASSES: [AtomicU8; crate::region::REGION_SIZE >> POOL_BITS] =
-    [const { AtomicU8::new(0) }; crate::region::REGION_SIZE >> POOL_BITS];
-
 /// Size class of a live pymalloc block (read without touching lists).
 ///
 /// # Safety
@@ -163,11 +151,12 @@ pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
     #[cfg(not(miri))]
     {
         let _ = p;
-        // SAFETY: off < REGION_SIZE (the contract). The pool was set up for
-        // its class (and the entry written) before the block was handed
-        // out, by the thread now freeing it or before some synchronisation
-        // that handed it over.
-        unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.load(Ordering::Relaxed) as usize
+        // SAFETY: off is p's offset in the region (the contract). The pool
+        // was set up for its class (and the entry written) before the block
+        // was handed out, by the thread now freeing it or before some
+        // synchronisation that handed it over. A pool block's cache class
+        // is its size class.
+        usize::from(unsafe { region::ARENAS.map().class_at(off) })
     }
     #[cfg(miri)]
     {
@@ -184,8 +173,9 @@ pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
 fn note_class(pool: *mut PoolHeader, szidx: usize) {
     #[cfg(not(miri))]
     if let Some(off) = region::arena_offset(pool.cast()) {
-        // SAFETY: off < REGION_SIZE.
-        unsafe { REGION_CLASSES.get_unchecked(off >> POOL_BITS) }.store(szidx as u8, Ordering::Relaxed);
+        // SAFETY: off is the pool's offset in the region, and its blocks are
+        // the caller's to describe (it is setting the pool up).
+        unsafe { region::ARENAS.map().set_classes(off, 1, szidx as u8) };
     }
     #[cfg(miri)]
     let _ = (pool, szidx);

@@ -18,65 +18,54 @@
 //! custom allocators; without the segment region, blocks above 512 bytes go
 //! to the fallback. Under Miri there is no region.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::block_map::{Lookup, ARENA_REGION, ARENA_SLOTS, LOOKUPS, SEGMENT_REGION, SEGMENT_SLOTS};
+pub(crate) use crate::block_map::{REGION_SIZE, SEGMENT_BITS};
 use crate::geometry::ARENA_BITS;
 #[cfg(not(miri))]
 use crate::os;
 use crate::slot_table::SlotTable;
 use crate::sync::HeldAcrossFork;
 
-/// Bytes a region tries to reserve (64 GiB). Where that much address space
-/// cannot be had (a small `RLIMIT_AS`, valgrind), it tries a quarter as much,
-/// down to 1 GiB.
-pub(crate) const REGION_SIZE: usize = 1 << 36;
 #[cfg(not(miri))]
 const MIN_REGION_SIZE: usize = 1 << 30;
 
-/// Slot size of the segment region: 1 MiB in both geometries.
-pub(crate) const SEGMENT_BITS: u32 = 20;
-const ARENA_SLOTS: usize = REGION_SIZE >> ARENA_BITS;
-const SEGMENT_SLOTS: usize = REGION_SIZE >> SEGMENT_BITS;
-
 /// The region arenas of small blocks come from.
-pub(crate) static ARENAS: Region<ARENA_SLOTS, { ARENA_SLOTS / 64 }> =
-    Region::new(ARENA_BITS, &ARENA_TABLE, &ARENA_HELD, &ARENA_OWNERS);
+pub(crate) static ARENAS: Region<{ ARENA_SLOTS / 64 }> =
+    Region::new(ARENA_BITS, &ARENA_TABLE, &ARENA_HELD, &LOOKUPS[ARENA_REGION]);
 /// The region segments of larger blocks come from.
-pub(crate) static SEGMENTS: Region<SEGMENT_SLOTS, { SEGMENT_SLOTS / 64 }> =
-    Region::new(SEGMENT_BITS, &SEGMENT_TABLE, &SEGMENT_HELD, &SEGMENT_OWNERS);
+pub(crate) static SEGMENTS: Region<{ SEGMENT_SLOTS / 64 }> =
+    Region::new(SEGMENT_BITS, &SEGMENT_TABLE, &SEGMENT_HELD, &LOOKUPS[SEGMENT_REGION]);
 
 // The tables live in statics of their own and a region holds references to
-// them, so that the region's hot fields (`base`, `size`) sit in a small
-// value: a reference to a large one would make every `&self` call retag the
-// whole table under Miri's borrow checker. Each is a static alone: the
-// large ones are all zeroes and go to `.bss`, whose untouched pages are
-// never resident, while a static with an uninitialised byte (the fork
-// guard's `None`) goes to `.data`, where reading a page maps the file's
-// pages around it.
+// them, so that the region's hot fields sit in a small value: a reference to
+// a large one would make every `&self` call retag the whole table under
+// Miri's borrow checker. Each is a static alone: the large ones are all
+// zeroes and go to `.bss`, whose untouched pages are never resident, while a
+// static with an uninitialised byte (the fork guard's `None`) goes to
+// `.data`, where reading a page maps the file's pages around it. The
+// bounds and the owners are the region's map (`block_map.rs`).
 type Held<const WORDS: usize> = HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>;
 static ARENA_TABLE: Mutex<SlotTable<{ ARENA_SLOTS / 64 }>> = Mutex::new(SlotTable::new());
 static SEGMENT_TABLE: Mutex<SlotTable<{ SEGMENT_SLOTS / 64 }>> = Mutex::new(SlotTable::new());
 static ARENA_HELD: Held<{ ARENA_SLOTS / 64 }> = HeldAcrossFork::new();
 static SEGMENT_HELD: Held<{ SEGMENT_SLOTS / 64 }> = HeldAcrossFork::new();
-static ARENA_OWNERS: [AtomicPtr<()>; ARENA_SLOTS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; ARENA_SLOTS];
-static SEGMENT_OWNERS: [AtomicPtr<()>; SEGMENT_SLOTS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; SEGMENT_SLOTS];
 
 const UNTRIED: u8 = 0;
 const READY: u8 = 1;
 const FAILED: u8 = 2;
 
-/// A reserved region of `SLOTS` slots of `1 << slot_bits` bytes (`WORDS` is
-/// `SLOTS / 64`, the slot table's bitmap).
+/// A reserved region of slots of `1 << slot_bits` bytes (`WORDS` is the
+/// slot table's bitmap, a bit per slot).
 ///
-/// Invariants: `base` and `size` are 0 until the reservation is made, so
+/// Invariants: the map's bounds are 0 until the reservation is made, so
 /// `contains` is false for every address before; they are written once,
-/// under `slots`'s lock, before `state` becomes `READY`. `owners[i]` is the
-/// owner tag of the heap that took slot `i` (see [`Region::set_owner`]).
-pub(crate) struct Region<const SLOTS: usize, const WORDS: usize> {
-    base: AtomicUsize,
-    size: AtomicUsize,
+/// under `slots`'s lock, before `state` becomes `READY`. The map's owner of
+/// slot `i` is the owner tag of the heap that took it (see
+/// [`Region::set_owner`]).
+pub(crate) struct Region<const WORDS: usize> {
     slot_bits: u32,
     state: AtomicU8,
     slots: &'static Mutex<SlotTable<WORDS>>,
@@ -84,31 +73,27 @@ pub(crate) struct Region<const SLOTS: usize, const WORDS: usize> {
     /// The slot table's kept slots, mirrored (written under its lock) for
     /// readers that do not take it.
     kept: AtomicUsize,
-    /// Written when a heap takes the slot, before any of its blocks is
-    /// handed out; a block reaches another thread only through some
-    /// synchronisation after that, so relaxed loads see the right owner.
-    /// Zeroed statics: pages of the table that no slot uses are never
-    /// touched.
-    owners: &'static [AtomicPtr<()>; SLOTS],
+    /// Bounds, owners (written when a heap takes the slot, before any of its
+    /// blocks is handed out; a block reaches another thread only through
+    /// some synchronisation after that, so relaxed loads see the right
+    /// owner) and cache classes.
+    map: &'static Lookup,
 }
 
-impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
+impl<const WORDS: usize> Region<WORDS> {
     const fn new(
         slot_bits: u32,
         slots: &'static Mutex<SlotTable<WORDS>>,
         held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
-        owners: &'static [AtomicPtr<()>; SLOTS],
+        map: &'static Lookup,
     ) -> Self {
-        Region {
-            base: AtomicUsize::new(0),
-            size: AtomicUsize::new(0),
-            slot_bits,
-            state: AtomicU8::new(UNTRIED),
-            slots,
-            held,
-            kept: AtomicUsize::new(0),
-            owners,
-        }
+        Region { slot_bits, state: AtomicU8::new(UNTRIED), slots, held, kept: AtomicUsize::new(0), map }
+    }
+
+    /// The region's map (bounds, owners, cache classes).
+    #[inline(always)]
+    pub(crate) fn map(&self) -> &'static Lookup {
+        self.map
     }
 
     /// True if `p` lies in the region. For the address of a live block this
@@ -121,15 +106,14 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// The offset of `p` from the region's start, if `p` lies in the region.
     #[inline(always)]
     pub(crate) fn offset(&self, p: *const u8) -> Option<usize> {
-        let off = p.addr().wrapping_sub(self.base.load(Ordering::Relaxed));
-        (off < self.size.load(Ordering::Relaxed)).then_some(off)
+        self.map.offset(p)
     }
 
     /// The region's base address and size (both 0 until it is reserved;
     /// once reserved, they never change).
     #[inline(always)]
     pub(crate) fn bounds(&self) -> (usize, usize) {
-        (self.base.load(Ordering::Relaxed), self.size.load(Ordering::Relaxed))
+        self.map.bounds()
     }
 
     /// The owner recorded for the slot holding `p`, if `p` lies in the
@@ -146,10 +130,8 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// `off` is `offset(p)` of some `p` in the region.
     #[inline(always)]
     pub(crate) unsafe fn owner_at(&self, off: usize) -> *const () {
-        debug_assert!(off < self.size.load(Ordering::Relaxed));
-        // SAFETY: off < size <= REGION_SIZE (the contract), so the slot is in
-        // the table.
-        unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.load(Ordering::Relaxed).cast_const()
+        // SAFETY: the contract.
+        unsafe { self.map.owner_at(off) }
     }
 
     /// Records the owner of the slot at `slot_base`: where frees of its
@@ -160,11 +142,10 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     /// caller owns and has not freed, and `owner` is the tag its heap routes
     /// by: every later free of a block of the slot is routed by it.
     pub(crate) unsafe fn set_owner(&self, slot_base: *mut u8, owner: *const ()) {
-        let off = slot_base.addr().wrapping_sub(self.base.load(Ordering::Relaxed));
-        debug_assert!(off < self.size.load(Ordering::Relaxed) && off % (1 << self.slot_bits) == 0);
-        // SAFETY: a slot of the region lies at off < size <= REGION_SIZE
-        // (the contract), so it is in the table.
-        unsafe { self.owners.get_unchecked(off >> self.slot_bits) }.store(owner.cast_mut(), Ordering::Relaxed);
+        let off = slot_base.addr().wrapping_sub(self.bounds().0);
+        debug_assert!(off < self.bounds().1 && off % (1 << self.slot_bits) == 0);
+        // SAFETY: a slot of the region lies at off (the contract).
+        unsafe { self.map.set_owner_at(off, owner) };
     }
 
     fn lock(&self) -> MutexGuard<'_, SlotTable<WORDS>> {
@@ -172,16 +153,16 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
     }
 
     fn limit(&self) -> usize {
-        self.size.load(Ordering::Relaxed) >> self.slot_bits
+        self.bounds().1 >> self.slot_bits
     }
 
     fn slot_address(&self, slot: usize) -> *mut u8 {
-        core::ptr::with_exposed_provenance_mut(self.base.load(Ordering::Relaxed) + (slot << self.slot_bits))
+        core::ptr::with_exposed_provenance_mut(self.bounds().0 + (slot << self.slot_bits))
     }
 
     fn slot_index(&self, p: *const u8) -> usize {
         debug_assert!(self.contains(p) && p.addr() % (1 << self.slot_bits) == 0);
-        (p.addr() - self.base.load(Ordering::Relaxed)) >> self.slot_bits
+        (p.addr() - self.bounds().0) >> self.slot_bits
     }
 
     /// Reserves the region on first use. False if it cannot be had.
@@ -212,8 +193,7 @@ impl<const SLOTS: usize, const WORDS: usize> Region<SLOTS, WORDS> {
         };
         // Published with the Release store of `state` (readers of the bounds
         // only ever compare addresses they were handed, which came after it).
-        self.base.store(base.addr(), Ordering::Relaxed);
-        self.size.store(size, Ordering::Relaxed);
+        self.map.set_bounds(base.addr(), size);
         true
     }
 

@@ -16,12 +16,12 @@
 //! segment and whenever the heap gives memory back or measures what it
 //! could give back (`spans.rs`).
 
-use crate::cell_array::CellArray;
-use crate::class_stacks::ClassStacks;
+use crate::front_cache::{medium, FrontCache, SLOTS};
 use crate::span_class::{medium_size, NB_MEDIUM_CLASSES};
 
 /// The most blocks a class may cache.
 pub(crate) const MAX_SLOTS: usize = 16;
+const _: () = assert!(MAX_SLOTS <= SLOTS);
 
 /// The fewest blocks a class caches, if it caches at all.
 const MIN_SLOTS: usize = 4;
@@ -62,66 +62,58 @@ pub(crate) fn limit(c: usize) -> u32 {
     u32::from(LIMITS[c])
 }
 
+/// The medium classes of a heap's front cache (`front_cache.rs`: medium
+/// class `c` is cache class [`medium`]`(c)`).
+///
 /// Invariants: the stack of class `c` holds distinct medium blocks of class
 /// `c` of this heap's spans that their user freed and nobody has been
-/// handed since, at most `lim[c]`. Their spans count them in use (they are
-/// on no free list); statistics count them free. `lim[c]` is 0 or
+/// handed since, at most its limit. Their spans count them in use (they are
+/// on no free list); statistics count them free. The limit is 0 or
 /// [`limit`]`(c)`, set by the first full push of the class
 /// ([`MediumCache::open`]): a heap may start as zeroed memory, and the free
 /// path reads the limit beside the counts (the static table would be a load
 /// through the GOT in the shared libraries).
-pub(crate) struct MediumCache {
-    stacks: ClassStacks<NB_MEDIUM_CLASSES, MAX_SLOTS>,
-    lim: CellArray<u8, NB_MEDIUM_CLASSES>,
-}
+#[derive(Clone, Copy)]
+pub(crate) struct MediumCache<'a>(pub(crate) &'a FrontCache);
 
-impl MediumCache {
-    pub(crate) const fn new() -> MediumCache {
-        MediumCache { stacks: ClassStacks::new(), lim: CellArray::new([0; NB_MEDIUM_CLASSES]) }
-    }
-
+impl<'a> MediumCache<'a> {
     /// The most recently cached block of class `c` (a class), taken out;
     /// null if none. Owner only.
     #[inline(always)]
-    pub(crate) fn pop(&self, c: usize) -> *mut u8 {
-        self.stacks.pop(c)
+    pub(crate) fn pop(self, c: usize) -> *mut u8 {
+        self.0.pop(medium(c))
     }
 
     /// Caches `p`, a block of class `c` (a class) of this heap that its user
     /// freed, if the class has room; false (nothing done) if it is full, or
     /// not yet [opened](Self::open). Owner only.
     #[inline(always)]
-    pub(crate) fn push(&self, c: usize, p: *mut u8) -> bool {
-        let lim = u32::from(self.lim[c].get());
-        // SAFETY: c < NB_MEDIUM_CLASSES (indexing `lim` checked it).
-        let n = unsafe { self.stacks.count_unchecked(c) };
-        if n >= lim {
-            return false;
-        }
-        // SAFETY: c is a class and n < lim <= MAX_SLOTS.
-        unsafe { self.stacks.push_at(c, n, p) };
-        true
+    pub(crate) fn push(self, c: usize, p: *mut u8) -> bool {
+        debug_assert!(c < NB_MEDIUM_CLASSES);
+        // SAFETY: a medium class's cache class is a class; p is a block of
+        // it that its user freed (the contract).
+        unsafe { self.0.try_push(medium(c), p) }
     }
 
     /// Sets class `c`'s limit (a no-op after the first time); true if the
     /// class is full.
-    pub(crate) fn open(&self, c: usize) -> bool {
-        self.lim[c].set(LIMITS[c]);
+    pub(crate) fn open(self, c: usize) -> bool {
+        self.0.set_limit(medium(c), limit(c));
         self.cached(c) >= limit(c) as usize
     }
 
     /// Blocks cached in class `c`.
-    pub(crate) fn cached(&self, c: usize) -> usize {
-        self.stacks.count(c)
+    pub(crate) fn cached(self, c: usize) -> usize {
+        self.0.cached(medium(c))
     }
 
     /// True if no class holds a block.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         (0..NB_MEDIUM_CLASSES).all(|c| self.cached(c) == 0)
     }
 
     /// Blocks and bytes cached in every class (any thread: a figure).
-    pub(crate) fn totals(&self) -> (usize, usize) {
+    pub(crate) fn totals(self) -> (usize, usize) {
         (0..NB_MEDIUM_CLASSES).fold((0, 0), |(b, s), c| {
             let k = self.cached(c);
             (b + k, s + k * medium_size(c))
@@ -129,14 +121,14 @@ impl MediumCache {
     }
 
     /// The cached blocks of class `c`, oldest first. Owner only.
-    pub(crate) fn blocks(&self, c: usize) -> impl Iterator<Item = *mut u8> + '_ {
-        self.stacks.blocks(c)
+    pub(crate) fn blocks(self, c: usize) -> impl Iterator<Item = *mut u8> + 'a {
+        self.0.blocks(medium(c))
     }
 
     /// Takes the `k` oldest blocks of class `c` out of the cache into `out`
     /// and returns how many (at most what it holds). Owner only.
-    pub(crate) fn take_oldest(&self, c: usize, k: usize, out: &mut [*mut u8; MAX_SLOTS]) -> usize {
-        self.stacks.take_oldest(c, k, out)
+    pub(crate) fn take_oldest(self, c: usize, k: usize, out: &mut [*mut u8; SLOTS]) -> usize {
+        self.0.take_oldest(medium(c), k, out)
     }
 }
 
@@ -163,7 +155,8 @@ mod tests {
 
     #[test]
     fn last_in_first_out_up_to_the_limit_then_oldest_taken_first() {
-        let cache = MediumCache::new();
+        let front = FrontCache::new(true);
+        let cache = MediumCache(&front);
         let c = medium_class(3000); // 3072: five slots
         let k = limit(c) as usize;
         let blocks: Vec<*mut u8> = (1..=k + 1).map(|i| (i * 4096) as *mut u8).collect();
@@ -176,11 +169,11 @@ mod tests {
         assert!(cache.open(c), "full");
         assert_eq!(cache.totals(), (k, k * medium_size(c)));
         assert_eq!(cache.pop(c), blocks[k - 1], "most recent first");
-        let mut out = [ptr::null_mut(); MAX_SLOTS];
+        let mut out = [ptr::null_mut(); SLOTS];
         assert_eq!(cache.take_oldest(c, 2, &mut out), 2);
         assert_eq!(&out[..2], &blocks[..2]);
         assert_eq!(cache.blocks(c).collect::<Vec<_>>(), blocks[2..k - 1].to_vec());
-        assert_eq!(cache.take_oldest(c, MAX_SLOTS, &mut out), k - 3);
+        assert_eq!(cache.take_oldest(c, SLOTS, &mut out), k - 3);
         assert!(cache.pop(c).is_null());
         assert_eq!(cache.totals(), (0, 0));
     }

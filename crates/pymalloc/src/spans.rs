@@ -21,11 +21,13 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::huge::{self, alloc_huge, huge_figures};
 use crate::os;
+use crate::block_map::NO_CLASS;
 use crate::region::SEGMENTS;
 use crate::segment::{
     init_span_segment, run_mask, runs, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE, LARGE,
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
+use crate::front_cache::{self, FrontCache};
 use crate::span_cache::{self, MediumCache};
 use crate::span_class::{
     aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, MIN_MEDIUM_ALIGN, NB_MEDIUM_CLASSES,
@@ -150,7 +152,9 @@ unsafe fn spans_in(seg: *mut Segment, mut f: impl FnMut(usize, *mut Span)) {
 /// subtract them).
 pub(crate) struct SpanHeap {
     classes: [Cell<*mut Span>; NB_MEDIUM_CLASSES],
-    cache: MediumCache,
+    /// The heap's front cache, pool classes and medium classes
+    /// (`front_cache.rs`); this heap uses the medium ones ([`MediumCache`]).
+    front: FrontCache,
     segments: Cell<*mut Segment>,
     /// The last segment of `segments` (null when it is empty).
     last: Cell<*mut Segment>,
@@ -174,11 +178,26 @@ const BORROW_END: [u8; NB_MEDIUM_CLASSES] = {
     t
 };
 
+/// Records cache class `class` in the block map for units `head..head + k`
+/// of `seg` (a unit in use is looked up by the front's `free`: a medium
+/// span's units read its class, a large block's head unit [`NO_CLASS`]).
+///
+/// # Safety
+/// The units are the caller's, about to hold blocks of that kind.
+unsafe fn note_units(seg: *mut Segment, head: usize, k: usize, class: u8) {
+    if let Some(off) = SEGMENTS.offset(unit_address(seg, head)) {
+        // SAFETY: the units lie in the region (a segment is a slot of it)
+        // and are the caller's (the contract).
+        unsafe { SEGMENTS.map().set_classes(off, k, class) };
+    }
+}
+
 impl SpanHeap {
-    pub(crate) const fn new() -> SpanHeap {
+    /// An empty span heap holding `front`, its heap's front cache.
+    pub(crate) const fn new(front: FrontCache) -> SpanHeap {
         SpanHeap {
             classes: [const { Cell::new(ptr::null_mut()) }; NB_MEDIUM_CLASSES],
-            cache: MediumCache::new(),
+            front,
             segments: Cell::new(ptr::null_mut()),
             last: Cell::new(ptr::null_mut()),
             counters: Counters {
@@ -193,6 +212,18 @@ impl SpanHeap {
         }
     }
 
+    /// The heap's front cache, every class.
+    #[inline(always)]
+    pub(crate) fn front_cache(&self) -> &FrontCache {
+        &self.front
+    }
+
+    /// The medium classes of the front cache.
+    #[inline(always)]
+    fn cache(&self) -> MediumCache<'_> {
+        MediumCache(&self.front)
+    }
+
     /// A medium block of `n` bytes aligned to `align` from the class's cache
     /// or a span already on its class list; null if the class has neither
     /// (or `n`, `align` are not medium): then [`Self::alloc_slow`].
@@ -205,7 +236,7 @@ impl SpanHeap {
         if align > MIN_MEDIUM_ALIGN && align > medium_align(c) {
             return ptr::null_mut();
         }
-        let p = self.cache.pop(c);
+        let p = self.cache().pop(c);
         if !p.is_null() {
             return p;
         }
@@ -224,7 +255,7 @@ impl SpanHeap {
     pub(crate) fn alloc_slow(&self, n: usize, align: usize, zero: bool, ctx: &Ctx<'_>) -> *mut u8 {
         if n <= MEDIUM_MAX {
             if let Some(c) = aligned_class(medium_class(n), align) {
-                let mut p = self.cache.pop(c);
+                let mut p = self.cache().pop(c);
                 if p.is_null() {
                     p = self.take_or_grow(c, align, ctx);
                     if p.is_null() {
@@ -310,7 +341,7 @@ impl SpanHeap {
             if align > MIN_MEDIUM_ALIGN && medium_align(k) < align {
                 continue;
             }
-            let p = self.cache.pop(k);
+            let p = self.cache().pop(k);
             if !p.is_null() {
                 return p;
             }
@@ -394,6 +425,7 @@ impl SpanHeap {
             (*s).class = c as u8;
             (*s).units = k as u8;
             (*s).pages_out = 0;
+            note_units(seg, head, k, front_cache::medium(c) as u8);
             self.list(c, s);
             s
         }
@@ -411,6 +443,7 @@ impl SpanHeap {
             (*s).units = k as u8;
             (*s).listed = false;
             (*s).pages_out = 0;
+            note_units(seg, head, 1, NO_CLASS);
             bump(&self.counters.large_blocks, 1);
             bump(&self.counters.large_bytes, (k * UNIT) as isize);
             unit_address(seg, head)
@@ -436,7 +469,7 @@ impl SpanHeap {
             let meta = ctx.meta.lock();
             let (seg, head, k) = match self.find_units(least, want) {
                 Some(found) => found,
-                None if !flushed && !self.cache.is_empty() => {
+                None if !flushed && !self.cache().is_empty() => {
                     drop(meta);
                     self.flush_cache(ctx);
                     flushed = true;
@@ -569,7 +602,7 @@ impl SpanHeap {
                 return true;
             }
             let c = usize::from(class);
-            if self.cache.push(c, p) {
+            if self.cache().push(c, p) {
                 return false;
             }
             if span_cache::limit(c) == 0 {
@@ -589,10 +622,10 @@ impl SpanHeap {
     #[inline(never)]
     unsafe fn cache_full(&self, c: usize, p: *mut u8, ctx: &Ctx<'_>) -> bool {
         let mut released = false;
-        if self.cache.open(c) {
+        if self.cache().open(c) {
             released = self.flush_cache_class(c, span_cache::limit(c).div_ceil(2) as usize, ctx);
         }
-        if self.cache.push(c, p) {
+        if self.cache().push(c, p) {
             return released;
         }
         debug_assert!(false, "the flush made room");
@@ -603,8 +636,8 @@ impl SpanHeap {
     /// Gives the `k` oldest cached blocks of class `c` back to their spans.
     /// True if units went back to a segment.
     fn flush_cache_class(&self, c: usize, k: usize, ctx: &Ctx<'_>) -> bool {
-        let mut out = [ptr::null_mut(); span_cache::MAX_SLOTS];
-        let k = self.cache.take_oldest(c, k, &mut out);
+        let mut out = [ptr::null_mut(); front_cache::SLOTS];
+        let k = self.cache().take_oldest(c, k, &mut out);
         let mut released = false;
         for &b in &out[..k] {
             // SAFETY: a block that was cached: a live medium block of this
@@ -619,7 +652,7 @@ impl SpanHeap {
     pub(crate) fn flush_cache(&self, ctx: &Ctx<'_>) -> bool {
         let mut released = false;
         for c in 0..NB_MEDIUM_CLASSES {
-            if self.cache.cached(c) > 0 {
+            if self.cache().cached(c) > 0 {
                 released |= self.flush_cache_class(c, span_cache::MAX_SLOTS, ctx);
             }
         }
@@ -976,7 +1009,7 @@ impl SpanHeap {
     /// Cached blocks count as free.
     pub(crate) fn stats(&self) -> SpanStats {
         let c = &self.counters;
-        let (cached, cached_bytes) = self.cache.totals();
+        let (cached, cached_bytes) = self.cache().totals();
         SpanStats {
             segments: c.segments.load(Ordering::Relaxed),
             // Read from another thread while the owner works, the two may
@@ -1081,7 +1114,7 @@ impl SpanHeap {
             }
         }
         self.validate_cache()?;
-        let (cached, cached_bytes) = self.cache.totals();
+        let (cached, cached_bytes) = self.cache().totals();
         let st = self.stats();
         check(st.segments == segments, "segment count", segments)?;
         check(
@@ -1105,8 +1138,8 @@ impl SpanHeap {
             [ptr::null_mut(); NB_MEDIUM_CLASSES * span_cache::MAX_SLOTS];
         let mut n = 0;
         for c in 0..NB_MEDIUM_CLASSES {
-            check(self.cache.cached(c) <= span_cache::limit(c) as usize, "medium cache over its limit", c)?;
-            for b in self.cache.blocks(c) {
+            check(self.cache().cached(c) <= span_cache::limit(c) as usize, "medium cache over its limit", c)?;
+            for b in self.cache().blocks(c) {
                 let a = b.addr();
                 let seg = segment_of(b);
                 let mut mine = false;

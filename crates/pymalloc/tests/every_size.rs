@@ -54,7 +54,12 @@ struct Live {
     n: usize,
     align: usize,
     tag: u8,
+    /// From `every_size::malloc_with` (a pool block up to 512 bytes), not
+    /// `every_size::alloc`: freed with `free_with` only, not resized here.
+    front: bool,
 }
+
+type Front = pymalloc::LibcFallback;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
@@ -67,6 +72,16 @@ proptest! {
             for (k, op) in ops.into_iter().enumerate() {
                 let tag = (k % 251) as u8 + 1;
                 match op {
+                    Op::Alloc { size, align_shift, zero } if align_shift == 4 && !zero && k % 2 == 0 => {
+                        // The front: the front cache first, pool blocks up
+                        // to 512 bytes.
+                        let p = every_size::malloc_with::<Front>(size);
+                        assert!(!p.is_null(), "malloc({size})");
+                        assert_eq!(p as usize % pymalloc::geometry::ALIGNMENT, 0);
+                        assert_eq!(every_size::owns(p), size > 512, "{size}");
+                        fill(p, size, tag);
+                        live.push(Live { p, n: size, align: 16, tag, front: true });
+                    }
                     Op::Alloc { size, align_shift, zero } => {
                         let align = 1usize << align_shift;
                         let p = every_size::alloc(size, align, zero);
@@ -78,16 +93,21 @@ proptest! {
                             assert!(holds(p, size, 0), "calloc'd block of {size} not zero");
                         }
                         fill(p, size, tag);
-                        live.push(Live { p, n: size, align, tag });
+                        live.push(Live { p, n: size, align, tag, front: false });
                     }
                     Op::Free(i) if !live.is_empty() => {
                         let b = live.swap_remove(i % live.len());
                         assert!(holds(b.p, b.n, b.tag));
-                        unsafe { every_size::free(b.p) };
+                        // Any block may go through the front's free.
+                        if b.front || b.tag % 2 == 1 {
+                            unsafe { every_size::free_with::<Front>(b.p) };
+                        } else {
+                            unsafe { every_size::free(b.p) };
+                        }
                     }
                     Op::Realloc(i, n) if !live.is_empty() => {
                         let i = i % live.len();
-                        if live[i].align > 16 {
+                        if live[i].align > 16 || live[i].front {
                             continue;
                         }
                         let b = &mut live[i];
@@ -96,7 +116,7 @@ proptest! {
                         assert!(holds(q, b.n.min(n), b.tag), "realloc {} -> {n} lost bytes", b.n);
                         assert!(unsafe { every_size::usable_size(q) } >= n);
                         fill(q, n, tag);
-                        *b = Live { p: q, n, align: 16, tag };
+                        *b = Live { p: q, n, align: 16, tag, front: false };
                     }
                     Op::Release => {
                         every_size::release_free();
@@ -110,8 +130,10 @@ proptest! {
             assert!(st.medium_blocks <= live.len() && st.medium_blocks >= medium.min(st.medium_blocks));
             for b in live {
                 assert!(holds(b.p, b.n, b.tag));
-                unsafe { every_size::free(b.p) };
+                unsafe { every_size::free_with::<Front>(b.p) };
             }
+            // Pool blocks the front cached go back with the heap's purge.
+            pymalloc::thread::purge();
             pymalloc::thread::validate_current().unwrap();
             let st = every_size::current_stats();
             assert_eq!((st.medium_blocks, st.medium_bytes, st.large_blocks, st.large_bytes), (0, 0, 0, 0));
@@ -125,15 +147,25 @@ proptest! {
 fn blocks_freed_by_another_thread_go_back_to_their_heap() {
     let (to_freer, freer_rx) = std::sync::mpsc::channel::<usize>();
     let freer = std::thread::spawn(move || {
-        for p in freer_rx {
-            unsafe { every_size::free(p as *mut u8) };
+        for (i, p) in freer_rx.into_iter().enumerate() {
+            // Through the front half the time: its cache must not take
+            // another heap's block.
+            if i % 2 == 0 {
+                unsafe { every_size::free_with::<pymalloc::LibcFallback>(p as *mut u8) };
+            } else {
+                unsafe { every_size::free(p as *mut u8) };
+            }
         }
     });
     std::thread::spawn(move || {
         for round in 0..20 {
             for i in 0..200 {
                 let n = 600 + (i * 997 + round * 31) % 60_000;
-                let p = every_size::alloc(n, 16, false);
+                let p = if i % 3 == 0 {
+                    every_size::malloc_with::<pymalloc::LibcFallback>(n)
+                } else {
+                    every_size::alloc(n, 16, false)
+                };
                 assert!(!p.is_null());
                 fill(p, n, 7);
                 to_freer.send(p as usize).unwrap();
@@ -332,6 +364,10 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
 #[test]
 fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
     std::thread::spawn(|| {
+        // The thread may adopt an exited test thread's heap: flush its
+        // cache (a cached block of a neighbouring class would be borrowed
+        // first) and drop its empty spans.
+        pymalloc::thread::purge();
         // 2,200 and 2,100 bytes: classes of 2,304 and 2,176 (sixteen per
         // doubling above 2 KiB), 1/17 apart.
         let big = every_size::alloc(2200, 16, false);
@@ -383,6 +419,11 @@ fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
 fn a_new_span_fills_freed_resident_units_before_clean_ones() {
     const UNIT: usize = 16 * 1024;
     std::thread::spawn(|| {
+        // An adopted heap's cache and empty spans go first (see above), and
+        // every free unit and kept slot gives its pages back: the test
+        // places spans by which units are resident.
+        pymalloc::thread::purge();
+        every_size::release_free();
         // Large blocks take whole runs of units, in order, in the thread's
         // first segment: A (5 units), a separator, B (4), a separator.
         let a = every_size::alloc(5 * UNIT, 16, false);
@@ -416,6 +457,73 @@ fn a_new_span_fills_freed_resident_units_before_clean_ones() {
             }
         }
         pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// The front cache holds pool and medium classes side by side: a block
+/// freed through the front is the next one of its class, whichever kind,
+/// and the classes do not mix.
+#[test]
+fn the_front_hands_back_the_block_of_each_class_freed_last() {
+    type F = pymalloc::LibcFallback;
+    std::thread::spawn(|| {
+        let sizes = [16usize, 100, 512, 513, 700, 1000, 4096];
+        let blocks: Vec<*mut u8> = sizes.iter().map(|&n| every_size::malloc_with::<F>(n)).collect();
+        let spare: Vec<*mut u8> = sizes.iter().map(|&n| every_size::malloc_with::<F>(n)).collect();
+        for (&p, &n) in blocks.iter().zip(&sizes) {
+            assert!(!p.is_null());
+            assert_eq!(every_size::owns(p), n > 512, "{n} bytes: pool block up to 512, span block above");
+            fill(p, n, 3);
+        }
+        for &p in blocks.iter().rev() {
+            unsafe { every_size::free_with::<F>(p) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+        for (&p, &n) in blocks.iter().zip(&sizes) {
+            assert_eq!(every_size::malloc_with::<F>(n), p, "{n} bytes");
+        }
+        for &p in blocks.iter().chain(&spare) {
+            unsafe { every_size::free_with::<F>(p) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// A unit that held a medium span and now holds the start of a large or a
+/// huge block must not send that block to the front cache: its entry in
+/// the block map says "no class" (a stale medium class there would cache a
+/// large block as a medium one).
+#[test]
+fn large_and_huge_blocks_in_units_that_held_medium_spans_skip_the_front_cache() {
+    std::thread::spawn(|| {
+        pymalloc::thread::purge();
+        for round in 0..3 {
+            // Medium spans over whole segments, all freed and given back.
+            let medium: Vec<*mut u8> = (0..3000).map(|_| every_size::alloc(3000, 16, false)).collect();
+            for &p in &medium {
+                unsafe { every_size::free(p) };
+            }
+            pymalloc::thread::purge();
+            // Large blocks and huge ones at an offset past the first unit
+            // now take those units and slots.
+            let mut big: Vec<*mut u8> = (0..4).map(|i| every_size::alloc(1100 << 10, 64 << (10 + i), false)).collect();
+            big.extend((0..40).map(|i| every_size::alloc(40_000 + i * 20_000, 16, false)));
+            for &p in &big {
+                assert!(!p.is_null());
+                assert!(!unsafe { every_size::free_cached(p) }, "round {round}: a large or huge block was cached");
+            }
+            for &p in &big {
+                unsafe { every_size::free_with::<pymalloc::LibcFallback>(p) };
+            }
+            pymalloc::thread::validate_current().unwrap();
+        }
+        pymalloc::thread::purge();
+        let st = every_size::current_stats();
+        assert_eq!((st.medium_blocks, st.large_blocks), (0, 0), "{st:?}");
     })
     .join()
     .unwrap();

@@ -17,12 +17,17 @@ const LAYERS: &[&str] = &[
     "cell_array",
     "class_stacks",
     "allocator",
+    // Size classes: the medium ones (pure arithmetic), and the front
+    // cache's numbering of every class a thread heap caches.
+    "span_class",
+    "front_cache",
     // OS and raw memory.
     "os",
     "raw",
     // Address space.
     "radix",
     "slot_table",
+    "block_map",
     "region",
     "ownership",
     "arena_alloc",
@@ -34,7 +39,6 @@ const LAYERS: &[&str] = &[
     "front",
     // Blocks above 512 bytes: segments, their classes, a heap's spans.
     "segment",
-    "span_class",
     "span_pages",
     "span_cache",
     "huge",

@@ -18,12 +18,12 @@ impl Heap {
     #[inline(always)]
     pub(crate) fn alloc_small(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
-        let b = self.cache.pop(szidx);
+        let b = self.cache().pop(szidx);
         if !b.is_null() {
             return b;
         }
         // Allocating from pools again: the class caches again.
-        self.cache.reopen(szidx);
+        self.cache().reopen(szidx);
         self.alloc_from_pool(szidx)
     }
 
@@ -35,11 +35,11 @@ impl Heap {
     #[inline(always)]
     pub(crate) fn alloc_small_at_hand(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
-        let b = self.cache.pop(szidx);
+        let b = self.cache().pop(szidx);
         if !b.is_null() {
             return b;
         }
-        self.cache.reopen(szidx);
+        self.cache().reopen(szidx);
         self.pool_block_at_hand(szidx)
     }
 
@@ -47,7 +47,7 @@ impl Heap {
     /// ([`Heap::pool_block_at_hand`]).
     #[inline(always)]
     pub(crate) fn alloc_fast_uncached(&self, szidx: usize) -> *mut u8 {
-        debug_assert!(!self.cache.enabled());
+        debug_assert!(!self.cache().enabled());
         self.pool_block_at_hand(szidx)
     }
 
@@ -92,7 +92,7 @@ impl Heap {
     /// allocator; this heap has no block cache.
     #[inline(always)]
     pub(crate) unsafe fn free_fast_uncached(&self, p: *mut u8) -> bool {
-        debug_assert!(!self.cache.enabled());
+        debug_assert!(!self.cache().enabled());
         // Null and raw blocks are outside the region.
         if !region::contains(p) {
             return false;
@@ -177,11 +177,11 @@ impl Heap {
     #[inline(always)]
     pub(crate) unsafe fn free_small_class(&self, p: *mut u8, c: usize) {
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
-        let (n, lim) = unsafe { self.cache.count_and_limit(c) };
+        let (n, lim) = unsafe { self.cache().count_and_limit(c) };
         if n < lim {
             // SAFETY: n < lim <= CACHE_SLOTS, c is a class, and p is a free
             // block of class c now.
-            unsafe { self.cache.push(c, n, launder(p)) };
+            unsafe { self.cache().push(c, n, launder(p)) };
             return;
         }
         if lim > 0 {

@@ -156,7 +156,7 @@ impl Heap {
         // Cached blocks are free to the user. (Read from another thread the
         // two counts may be a moment apart: never below zero.)
         for (i, c) in s.classes.iter_mut().enumerate().take(NB_SMALL_SIZE_CLASSES) {
-            let k = self.cache.cached(i).min(c.blocks_in_use);
+            let k = self.cache().cached(i).min(c.blocks_in_use);
             c.blocks_in_use -= k;
             c.avail_blocks += k;
         }

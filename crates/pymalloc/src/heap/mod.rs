@@ -91,6 +91,7 @@ use crate::spans::SpanHeap;
 use crate::sync::SpinLock;
 
 pub use cache::CACHE_SLOTS;
+use crate::front_cache::FrontCache;
 pub(crate) use inspect::collect_bounded;
 pub use inspect::{ArenaInfo, PoolState};
 pub use pages::{page_bytes, ClassPinning, PinningBlock};
@@ -112,7 +113,9 @@ use used::UsedPools;
 ///   ([`Arenas`], `arenas.rs`);
 /// * `purge`: when empty pools give their pages back ([`PurgeState`],
 ///   `purge.rs`);
-/// * `cache`: the block cache ([`BlockCache`], `cache.rs`);
+/// * the block cache ([`BlockCache`], `cache.rs`): the pool classes of the
+///   front cache, which `spans` holds with the medium classes
+///   (`crate::front_cache`);
 /// * `remote`: blocks other threads freed, and the owner tag stamped on
 ///   pools ([`RemoteFrees`], `remote.rs`);
 /// * `spans`: blocks above 512 bytes, in segments ([`SpanHeap`],
@@ -139,7 +142,6 @@ pub struct Heap {
     /// Give back a head pool that empties, as CPython does (false: keep it
     /// on its used list).
     releases_head: Cell<bool>,
-    cache: BlockCache,
     remote: RemoteFrees,
     spans: SpanHeap,
     /// Live blocks the heap's own entry points handed to the raw allocator.
@@ -211,9 +213,8 @@ impl Heap {
             arenas: Arenas::new(),
             purge: PurgeState::new(),
             releases_head: Cell::new(!retain),
-            cache: BlockCache::new(cache),
             remote: RemoteFrees::new(),
-            spans: SpanHeap::new(),
+            spans: SpanHeap::new(FrontCache::new(cache)),
             raw_allocated_blocks: AtomicIsize::new(0),
             meta: SpinLock::new(),
         }
@@ -270,6 +271,18 @@ impl Heap {
         unsafe { self.meta.release() };
     }
 
+    /// The pool classes of the front cache.
+    #[inline(always)]
+    fn cache(&self) -> BlockCache<'_> {
+        BlockCache(self.spans.front_cache())
+    }
+
+    /// The front cache, every class (owner only; see `front_cache.rs`).
+    #[inline(always)]
+    pub(crate) fn front_cache(&self) -> &FrontCache {
+        self.spans.front_cache()
+    }
+
     /// The current purge policy.
     pub fn purge_policy(&self) -> PurgePolicy {
         let _meta = self.meta.lock();
@@ -279,14 +292,14 @@ impl Heap {
     /// True if this heap keeps recently freed blocks in its block cache
     /// (see [`Heap::new_retaining`]).
     pub fn caches_blocks(&self) -> bool {
-        self.cache.enabled()
+        self.cache().enabled()
     }
 
     /// Turns the block cache on, for a heap made without it: the shared
     /// locked heap is made uncached, so that its initial bytes are all zero
     /// (see the invariants), and turns it on at its first use.
     pub(crate) fn start_caching(&self) {
-        self.cache.enable();
+        self.cache().enable();
     }
 
     /// True if this heap keeps head pools that empty (see

@@ -120,8 +120,8 @@ impl Heap {
         let mut nseen = 0;
         for c in 0..NB_SMALL_SIZE_CLASSES {
             // Checked before the blocks are read: `blocks` relies on it.
-            check(self.cache.cached(c) <= self.cache.max(), "cache over its limit", c)?;
-            for b in self.cache.blocks(c) {
+            check(self.cache().cached(c) <= self.cache().max(), "cache over its limit", c)?;
+            for b in self.cache().blocks(c) {
                 check(owns(b), "cached block outside every arena", b.addr())?;
                 let pool = pool_of(b);
                 // SAFETY: b lies in a live arena; its pool is carved (it
