@@ -8,13 +8,16 @@
 //! of class `m` reads `NB_SMALL_SIZE_CLASSES + m`; a unit holding a large
 //! block's start or a huge block's reads [`NO_CLASS`].
 //!
+//! The two regions are the two halves of one reservation, and their
+//! tables are one owner table and one class table over the whole of it, so
 //! [`owner_and_class`] answers "whose block, and which cached class" for an
-//! address of either region without a branch on which region it is in: the
-//! two regions' descriptions sit in one array, indexed by a comparison's
-//! result. A program whose sizes straddle 512 bytes at random would
-//! otherwise mispredict that branch on half its frees: a ring of 1,000
-//! random blocks of 8–1,000 bytes took 17.4 ns per malloc/free pair, against
-//! 7.0 ns for 8–512 and 10.3 ns for 513–1,000 alone (docs/every-size.md).
+//! address of either region with one subtraction, one comparison and two
+//! loads, as the arena region alone took before, and without a branch on
+//! which region the address is in. A program whose sizes straddle 512 bytes
+//! at random would otherwise mispredict that branch on half its frees: a
+//! ring of 1,000 random blocks of 8–1,000 bytes took 17.4 ns per
+//! malloc/free pair, against 7.0 ns for 8–512 and 10.3 ns for 513–1,000
+//! alone (docs/every-size.md).
 //!
 //! Entries are written before any block they describe is handed out, by the
 //! heap that owns the slot (or before some synchronisation that hands it
@@ -42,99 +45,98 @@ const _: () = assert!(NB_SMALL_SIZE_CLASSES + crate::span_class::NB_MEDIUM_CLASS
 pub(crate) const ARENA_SLOTS: usize = REGION_SIZE >> ARENA_BITS;
 pub(crate) const SEGMENT_SLOTS: usize = REGION_SIZE >> SEGMENT_BITS;
 
-/// One region's map. Invariants: `base` and `size` are 0 until the region
-/// is reserved, so no address is in it before; they are written once,
-/// before any block of the region exists. `owners[off >> owner_bits]` is the
-/// owner tag of the heap holding the slot at offset `off`, and
-/// `classes[off >> class_bits]` the cache class of the pool or unit there
-/// (both as the module documentation says), stored XORed with
-/// [`NO_CLASS`], so that an entry never written (zeroed `.bss`) reads as
-/// "none".
+/// The owner table's granule: the smaller slot (both geometries' arenas are
+/// no larger than a segment; a segment takes `1 << (SEGMENT_BITS -
+/// OWNER_BITS)` entries).
+const OWNER_BITS: u32 = if ARENA_BITS < SEGMENT_BITS { ARENA_BITS } else { SEGMENT_BITS };
+/// The class table's granule: the smaller of a pool and a unit.
+const CLASS_BITS: u32 = if POOL_BITS < UNIT_BITS { POOL_BITS } else { UNIT_BITS };
+
+/// The whole reservation, both regions: `2 * REGION_SIZE` at most.
+const SPAN: usize = 2 * REGION_SIZE;
+
+/// One region's part of the map. Invariants: `base` and `size` are 0 until
+/// the reservation is made, so no address is in the region before; they
+/// are written once, before any block of the region exists, with `start`
+/// (the region's offset from the reservation's base). The owner of the
+/// slot at offset `off` is in `OWNERS` at `(start + off) >> OWNER_BITS`
+/// (every entry of the slot), and the cache class of the pool or unit
+/// there in `CLASSES` at `(start + off) >> CLASS_BITS` (every entry of the
+/// granule), stored XORed with [`NO_CLASS`] so that an entry never written
+/// (zeroed `.bss`) reads as "none".
 pub(crate) struct Lookup {
     base: AtomicUsize,
     size: AtomicUsize,
-    owner_bits: u32,
-    class_bits: u32,
-    owners: &'static [AtomicPtr<()>],
-    classes: &'static [AtomicU8],
+    start: AtomicUsize,
+    slot_bits: u32,
+    granule_bits: u32,
 }
 
 /// Which region a [`Lookup`] describes.
 pub(crate) const ARENA_REGION: usize = 0;
 pub(crate) const SEGMENT_REGION: usize = 1;
 
-/// The two regions' maps, in one array so that [`owner_and_class`] picks
-/// one by index.
+/// The two regions' maps.
 pub(crate) static LOOKUPS: [Lookup; 2] = [
     Lookup {
         base: AtomicUsize::new(0),
         size: AtomicUsize::new(0),
-        owner_bits: ARENA_BITS,
-        class_bits: POOL_BITS,
-        owners: &ARENA_OWNERS,
-        classes: arena_classes(),
+        start: AtomicUsize::new(0),
+        slot_bits: ARENA_BITS,
+        granule_bits: POOL_BITS,
     },
     Lookup {
         base: AtomicUsize::new(0),
         size: AtomicUsize::new(0),
-        owner_bits: SEGMENT_BITS,
-        class_bits: UNIT_BITS,
-        owners: &SEGMENT_OWNERS,
-        classes: segment_classes(),
+        start: AtomicUsize::new(0),
+        slot_bits: SEGMENT_BITS,
+        granule_bits: UNIT_BITS,
     },
 ];
 
+/// The whole reservation's base and size (0 until it is made; written once,
+/// before any block exists).
+static ALL_BASE: AtomicUsize = AtomicUsize::new(0);
+static ALL_SIZE: AtomicUsize = AtomicUsize::new(0);
+
 // Zeroed statics, each alone: they go to `.bss`, whose untouched pages are
-// never resident (one byte per pool or unit, one word per slot).
-static ARENA_OWNERS: [AtomicPtr<()>; ARENA_SLOTS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; ARENA_SLOTS];
-static SEGMENT_OWNERS: [AtomicPtr<()>; SEGMENT_SLOTS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; SEGMENT_SLOTS];
+// never resident (a word per slot, a byte per pool or unit).
+static OWNERS: [AtomicPtr<()>; SPAN >> OWNER_BITS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; SPAN >> OWNER_BITS];
 #[cfg(not(miri))]
-static ARENA_CLASSES: [AtomicU8; REGION_SIZE >> POOL_BITS] = [const { AtomicU8::new(0) }; REGION_SIZE >> POOL_BITS];
-#[cfg(not(miri))]
-static SEGMENT_CLASSES: [AtomicU8; REGION_SIZE >> UNIT_BITS] = [const { AtomicU8::new(0) }; REGION_SIZE >> UNIT_BITS];
+static CLASSES: [AtomicU8; SPAN >> CLASS_BITS] = [const { AtomicU8::new(0) }; SPAN >> CLASS_BITS];
 
-// Under Miri there is no region (its size stays 0): nothing is looked up.
-#[cfg(not(miri))]
-const fn arena_classes() -> &'static [AtomicU8] {
-    &ARENA_CLASSES
-}
-#[cfg(miri)]
-const fn arena_classes() -> &'static [AtomicU8] {
-    &[]
-}
-#[cfg(not(miri))]
-const fn segment_classes() -> &'static [AtomicU8] {
-    &SEGMENT_CLASSES
-}
-#[cfg(miri)]
-const fn segment_classes() -> &'static [AtomicU8] {
-    &[]
+/// Records the reservation: `size` bytes from `base`, the arena region its
+/// first half and the segment region its second (once, before any block of
+/// either exists).
+pub(crate) fn set_reservation(base: usize, size: usize) {
+    debug_assert!(size <= SPAN && size % (2 << SEGMENT_BITS) == 0);
+    let half = size / 2;
+    ALL_BASE.store(base, Ordering::Relaxed);
+    ALL_SIZE.store(size, Ordering::Relaxed);
+    for (i, map) in LOOKUPS.iter().enumerate() {
+        map.start.store(i * half, Ordering::Relaxed);
+        map.base.store(base + i * half, Ordering::Relaxed);
+        map.size.store(half, Ordering::Relaxed);
+    }
 }
 
-/// True where both regions have the same slot size and class granule (the
-/// default geometry): the shifts are then constants of the code, not loads.
-const SAME_SHIFTS: bool = ARENA_BITS == SEGMENT_BITS && POOL_BITS == UNIT_BITS;
+#[inline(always)]
+fn owner_entry(i: usize) -> &'static AtomicPtr<()> {
+    debug_assert!(i < OWNERS.len());
+    // SAFETY: callers pass an index from an offset below the reservation's
+    // size (at most SPAN), so below OWNERS.len().
+    unsafe { OWNERS.get_unchecked(i) }
+}
+
+#[cfg(not(miri))]
+#[inline(always)]
+fn class_entry(i: usize) -> &'static AtomicU8 {
+    debug_assert!(i < CLASSES.len());
+    // SAFETY: as for owner_entry.
+    unsafe { CLASSES.get_unchecked(i) }
+}
 
 impl Lookup {
-    #[inline(always)]
-    fn owner_bits(&self) -> u32 {
-        if SAME_SHIFTS {
-            SEGMENT_BITS
-        } else {
-            self.owner_bits
-        }
-    }
-
-    #[inline(always)]
-    fn class_bits(&self) -> u32 {
-        if SAME_SHIFTS {
-            UNIT_BITS
-        } else {
-            self.class_bits
-        }
-    }
-
     /// The offset of `p` from the region's start, if `p` lies in the region.
     #[inline(always)]
     pub(crate) fn offset(&self, p: *const u8) -> Option<usize> {
@@ -148,11 +150,11 @@ impl Lookup {
         (self.base.load(Ordering::Relaxed), self.size.load(Ordering::Relaxed))
     }
 
-    /// Records the reservation (once, before any block of it exists).
-    pub(crate) fn set_bounds(&self, base: usize, size: usize) {
-        debug_assert!(size <= REGION_SIZE);
-        self.base.store(base, Ordering::Relaxed);
-        self.size.store(size, Ordering::Relaxed);
+    /// Offset `off` of the region as an offset of the reservation.
+    #[inline(always)]
+    fn whole(&self, off: usize) -> usize {
+        debug_assert!(off < self.size.load(Ordering::Relaxed));
+        self.start.load(Ordering::Relaxed) + off
     }
 
     /// The owner recorded for the slot at offset `off`.
@@ -161,10 +163,7 @@ impl Lookup {
     /// `off` is `offset(p)` of some `p` in the region.
     #[inline(always)]
     pub(crate) unsafe fn owner_at(&self, off: usize) -> *const () {
-        debug_assert!(off < self.size.load(Ordering::Relaxed));
-        // SAFETY: off < size <= REGION_SIZE (the contract), so the slot is in
-        // the table.
-        unsafe { self.owners.get_unchecked(off >> self.owner_bits()) }.load(Ordering::Relaxed).cast_const()
+        owner_entry(self.whole(off) >> OWNER_BITS).load(Ordering::Relaxed).cast_const()
     }
 
     /// Records `owner` for the slot at offset `off`.
@@ -172,20 +171,20 @@ impl Lookup {
     /// # Safety
     /// `off` is the offset of a slot of the reserved region.
     pub(crate) unsafe fn set_owner_at(&self, off: usize, owner: *const ()) {
-        debug_assert!(off < self.size.load(Ordering::Relaxed));
-        // SAFETY: off < size <= REGION_SIZE (the contract).
-        unsafe { self.owners.get_unchecked(off >> self.owner_bits()) }.store(owner.cast_mut(), Ordering::Relaxed);
+        let first = self.whole(off) >> OWNER_BITS;
+        for i in first..first + (1 << (self.slot_bits - OWNER_BITS)) {
+            owner_entry(i).store(owner.cast_mut(), Ordering::Relaxed);
+        }
     }
 
     /// The cache class recorded for the pool or unit at offset `off`.
     ///
     /// # Safety
     /// As for [`Lookup::owner_at`]; not under Miri (no region there).
+    #[cfg(not(miri))]
     #[inline(always)]
     pub(crate) unsafe fn class_at(&self, off: usize) -> u8 {
-        debug_assert!(off < self.size.load(Ordering::Relaxed));
-        // SAFETY: off < size <= REGION_SIZE (the contract).
-        unsafe { self.classes.get_unchecked(off >> self.class_bits()) }.load(Ordering::Relaxed) ^ NO_CLASS
+        class_entry(self.whole(off) >> CLASS_BITS).load(Ordering::Relaxed) ^ NO_CLASS
     }
 
     /// Records cache class `class` for the `n` pools or units from offset
@@ -194,26 +193,33 @@ impl Lookup {
     /// # Safety
     /// `off` and the `n - 1` pools or units after it lie in the reserved
     /// region, and their blocks are the caller's to describe.
+    #[cfg(not(miri))]
     pub(crate) unsafe fn set_classes(&self, off: usize, n: usize, class: u8) {
-        let first = off >> self.class_bits();
-        debug_assert!(off < self.size.load(Ordering::Relaxed) && first + n <= self.classes.len());
-        for i in first..first + n {
-            // SAFETY: inside the region (the contract), so in the table.
-            unsafe { self.classes.get_unchecked(i) }.store(class ^ NO_CLASS, Ordering::Relaxed);
+        let first = self.whole(off) >> CLASS_BITS;
+        for i in first..first + (n << (self.granule_bits - CLASS_BITS)) {
+            class_entry(i).store(class ^ NO_CLASS, Ordering::Relaxed);
         }
     }
+
+    /// Under Miri there is no region: nothing is recorded or read.
+    #[cfg(miri)]
+    pub(crate) unsafe fn set_classes(&self, _: usize, _: usize, _: u8) {}
 }
 
 /// The owner tag and cache class recorded for `p`, if it lies in either
 /// region; for a live block, whose heap holds it and which front-cache
-/// class it goes to ([`NO_CLASS`] for a large or huge block). No branch on
-/// which region `p` is in (see the module documentation).
+/// class it goes to ([`NO_CLASS`] for a large or huge block). One look at
+/// the whole reservation (see the module documentation).
 #[inline(always)]
 pub(crate) fn owner_and_class(p: *const u8) -> Option<(*const (), usize)> {
-    let in_segments = LOOKUPS[ARENA_REGION].offset(p).is_none();
-    let map = &LOOKUPS[usize::from(in_segments)];
-    let off = map.offset(p)?;
-    // SAFETY: off is p's offset in the region; there is a region, so this
-    // is not Miri.
-    unsafe { Some((map.owner_at(off), usize::from(map.class_at(off)))) }
+    let off = p.addr().wrapping_sub(ALL_BASE.load(Ordering::Relaxed));
+    if off >= ALL_SIZE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let owner = owner_entry(off >> OWNER_BITS).load(Ordering::Relaxed).cast_const();
+    #[cfg(not(miri))]
+    let class = usize::from(class_entry(off >> CLASS_BITS).load(Ordering::Relaxed) ^ NO_CLASS);
+    #[cfg(miri)]
+    let class = usize::from(NO_CLASS);
+    Some((owner, class))
 }

@@ -27,7 +27,7 @@ use crate::allocator::MemAllocatorEx;
 use crate::block_map;
 use crate::fallback::{Fallback, Libc};
 use crate::front_cache;
-use crate::geometry::ALIGNMENT;
+use crate::geometry::{ALIGNMENT, NB_SMALL_SIZE_CLASSES};
 use crate::heap::{Heap, DECAY_WAKER};
 use crate::raw::MAX_SIZE;
 use crate::pool::launder;
@@ -54,7 +54,43 @@ pub fn owns(p: *const u8) -> bool {
 /// `malloc` and the `pymalloc_all` RAW domain are this.
 #[inline(always)]
 pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
-    let p = cached_block(n);
+    if n.wrapping_sub(1) < MEDIUM_MAX {
+        let h = thread::current_heap();
+        if !h.is_null() {
+            // SAFETY: 1 <= n <= MEDIUM_MAX, so its class is a cache class;
+            // h is this thread's heap and the cache is its owner's.
+            unsafe {
+                let c = front_cache::class_of_size(n);
+                let p = (*h).front_cache().pop_unchecked(c);
+                if !p.is_null() {
+                    return p;
+                }
+                return malloc_mine::<F>(h, n, c);
+            }
+        }
+    }
+    malloc_uncached::<F>(n)
+}
+
+/// A request of `n` bytes, of cache class `c`, that the calling thread's
+/// heap `h` had no cached block for: its pool's or its class's listed
+/// span's next block, without working the class out again (a program that
+/// allocates a burst of blocks empties its cache, and each further
+/// `malloc` would otherwise take the size apart twice); the full path if
+/// neither has one.
+///
+/// # Safety
+/// `h` is the calling thread's heap; `c` is the cache class of `n`.
+#[inline(never)]
+unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
+    // SAFETY: the contract; the owner calls.
+    let p = unsafe {
+        if c < NB_SMALL_SIZE_CLASSES {
+            (*h).alloc_small_at_hand(c)
+        } else {
+            (*h).alloc_big_listed(n, ALIGNMENT)
+        }
+    };
     if !p.is_null() {
         return p;
     }
@@ -69,8 +105,10 @@ extern "C" fn malloc_uncached<F: Fallback>(n: usize) -> *mut u8 {
 }
 
 /// `free(p)` of every size from the thread heaps, `F` underneath: into the
-/// calling thread's front cache if `p` is its block and its class has room,
-/// else [`thread::free_with`]`::<EverySize<F>>`.
+/// calling thread's front cache if `p` is its block and its class has room;
+/// a block of the thread's own whose class is full or closed goes on to
+/// its pool or span with the class already read ([`free_mine`]); anything
+/// else to [`thread::free_with`]`::<EverySize<F>>`.
 ///
 /// # Safety
 /// `p` is null, a live block from [`malloc_with`] and friends, or a live
@@ -78,11 +116,63 @@ extern "C" fn malloc_uncached<F: Fallback>(n: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
     // SAFETY: the contract.
-    if unsafe { free_cached(p) } {
+    if unsafe { free_front::<F>(p) } {
         return;
     }
     // SAFETY: the contract.
     unsafe { free_uncached::<F>(p) }
+}
+
+/// Frees `p` and returns true if it is a block of the calling thread's
+/// heap: into the front cache if its class has room, else to its pool or
+/// span ([`free_mine`]); false, with nothing done, for any other address
+/// (another thread's block, `F`'s, null).
+///
+/// # Safety
+/// As for [`free_with`].
+#[inline(always)]
+pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
+    let h = thread::current_heap();
+    if h.is_null() {
+        return false;
+    }
+    let Some((owner, c)) = block_map::owner_and_class(p) else { return false };
+    if owner != h.cast() {
+        return false;
+    }
+    // SAFETY: p lies in a slot of this thread's heap, so it is a live block
+    // of it (the contract), of cache class c as the block map records it (or
+    // NO_CLASS); the owner calls.
+    unsafe {
+        if !(*h).front_cache().try_push(c, launder(p)) {
+            free_mine::<F>(h, p, c);
+        }
+    }
+    true
+}
+
+/// A block of the calling thread's heap `h`, of cache class `c`, that the
+/// front cache did not take: its pool or span path, without looking the
+/// block up again (a program that frees a burst of blocks fills its cache,
+/// and each further free would otherwise read the block map and then the
+/// regions again). A large or huge block ([`block_map::NO_CLASS`]) takes
+/// the full path.
+///
+/// # Safety
+/// `h` is the calling thread's heap, `p` a live block of it of cache class
+/// `c`, not used again.
+#[inline(never)]
+unsafe extern "C" fn free_mine<F: Fallback>(h: *const Heap, p: *mut u8, c: usize) {
+    // SAFETY: the contract: a pool block of class c, or a medium block.
+    unsafe {
+        if c < NB_SMALL_SIZE_CLASSES {
+            (*h).free_small_class(p, c);
+        } else if c < front_cache::NB_CACHE_CLASSES {
+            (*h).free_big(p);
+        } else {
+            free_uncached::<F>(p);
+        }
+    }
 }
 
 /// [`free_with`] past the cache (see [`malloc_uncached`]).

@@ -2,8 +2,10 @@
 //! aligned slots, for the arenas of the small blocks ([`ARENAS`]) and for the
 //! segments of the blocks above 512 bytes ([`SEGMENTS`]).
 //!
-//! Reserving [`REGION_SIZE`] bytes once (`PROT_NONE`, `MAP_NORESERVE`: no
-//! memory, only addresses) buys two things:
+//! Reserving [`REGION_SIZE`] bytes for each once (`PROT_NONE`,
+//! `MAP_NORESERVE`: no memory, only addresses; the two regions are the two
+//! halves of one reservation, so that one table of owners and one of
+//! classes cover both, `block_map.rs`) buys two things:
 //!
 //! * an ownership test of one subtraction and one comparison: an address in
 //!   a region can only be one of its blocks, because the kernel never hands
@@ -12,8 +14,8 @@
 //!   is mapped `PROT_NONE` again in place, which frees its pages at once (the
 //!   process's resident size drops) and keeps the range reserved.
 //!
-//! If the arena region cannot be reserved (a small `RLIMIT_AS`, strict
-//! overcommit) or is full, arenas come from single mappings outside it, and
+//! If the regions cannot be reserved (a small `RLIMIT_AS`, strict
+//! overcommit) or the arena region is full, arenas come from single mappings outside it, and
 //! the radix map ([`crate::radix`]) answers for them as it does for arenas of
 //! custom allocators; without the segment region, blocks above 512 bytes go
 //! to the fallback. Under Miri there is no region.
@@ -61,8 +63,9 @@ const FAILED: u8 = 2;
 /// slot table's bitmap, a bit per slot).
 ///
 /// Invariants: the map's bounds are 0 until the reservation is made, so
-/// `contains` is false for every address before; they are written once,
-/// under `slots`'s lock, before `state` becomes `READY`. The map's owner of
+/// `contains` is false for every address before; they are written once
+/// (for both regions, by [`reserve_both`]), before `state` becomes
+/// `READY`. The map's owner of
 /// slot `i` is the owner tag of the heap that took it (see
 /// [`Region::set_owner`]).
 pub(crate) struct Region<const WORDS: usize> {
@@ -188,13 +191,7 @@ impl<const WORDS: usize> Region<WORDS> {
 
     #[cfg(not(miri))]
     fn reserve(&self) -> bool {
-        let Some((base, size)) = os::reserve_largest(REGION_SIZE, MIN_REGION_SIZE, 1 << self.slot_bits) else {
-            return false;
-        };
-        // Published with the Release store of `state` (readers of the bounds
-        // only ever compare addresses they were handed, which came after it).
-        self.map.set_bounds(base.addr(), size);
-        true
+        reserve_both()
     }
 
     #[cfg(miri)]
@@ -363,6 +360,36 @@ impl<const WORDS: usize> Region<WORDS> {
         // SAFETY: as for fork_acquire.
         unsafe { self.held.drop_guard() };
     }
+}
+
+/// Reserves both regions on first use, as the two halves of one range
+/// (see `block_map.rs`: one owner table and one class table cover both);
+/// false if no range of at least twice `MIN_REGION_SIZE` can be had. A
+/// region calls it holding its own slot table's lock, so the two may race:
+/// the first one reserves, under `LOCK`.
+#[cfg(not(miri))]
+fn reserve_both() -> bool {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
+    let _lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    match STATE.load(Ordering::Relaxed) {
+        READY => return true,
+        FAILED => return false,
+        _ => {}
+    }
+    let slot = 1usize << ARENA_BITS.max(SEGMENT_BITS);
+    let ok = match os::reserve_largest(2 * REGION_SIZE, 2 * MIN_REGION_SIZE, slot) {
+        Some((base, size)) => {
+            // Published with the Release store of each region's `state`
+            // (readers of the bounds only ever compare addresses they were
+            // handed, which came after it).
+            crate::block_map::set_reservation(base.addr(), size);
+            true
+        }
+        None => false,
+    };
+    STATE.store(if ok { READY } else { FAILED }, Ordering::Relaxed);
+    ok
 }
 
 /// One arena from the arena region, readable and writable and zeroed; null
