@@ -132,23 +132,30 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
 /// As for [`free_with`].
 #[inline(always)]
 pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
-    let h = thread::current_heap();
-    if h.is_null() {
-        return false;
-    }
-    let Some((owner, c)) = block_map::owner_and_class(p) else { return false };
-    if owner != h.cast() {
-        return false;
-    }
-    // SAFETY: p lies in a slot of this thread's heap, so it is a live block
-    // of it (the contract), of cache class c as the block map records it (or
-    // NO_CLASS); the owner calls.
+    let Some((h, c)) = mine(p) else { return false };
+    // SAFETY: p is a live block of this thread's heap h (the contract and
+    // `mine`), of cache class c as the block map records it (or NO_CLASS);
+    // the owner calls.
     unsafe {
         if !(*h).front_cache().try_push(c, launder(p)) {
             free_mine::<F>(h, p, c);
         }
     }
     true
+}
+
+/// The calling thread's heap and the cache class the block map records
+/// for `p`, if `p` lies in a slot of that heap (for a live block: if it is
+/// one of that heap's); `None` otherwise (null, another thread's block, an
+/// address outside the regions, or a thread without a heap).
+#[inline(always)]
+fn mine(p: *const u8) -> Option<(*const Heap, usize)> {
+    let h = thread::current_heap();
+    if h.is_null() {
+        return None;
+    }
+    let (owner, c) = block_map::owner_and_class(p)?;
+    (owner == h.cast()).then_some((h, c))
 }
 
 /// A block of the calling thread's heap `h`, of cache class `c`, that the
@@ -185,24 +192,6 @@ unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
     unsafe { thread::free_with::<EverySize<F>>(p) }
 }
 
-/// A block of `n` bytes (1 to [`MEDIUM_MAX`], aligned to [`ALIGNMENT`])
-/// from the calling thread's front cache, if one is there; null otherwise,
-/// with nothing changed. The same instructions for every class, pool or
-/// medium (`front_cache.rs`).
-#[inline(always)]
-pub fn cached_block(n: usize) -> *mut u8 {
-    if n.wrapping_sub(1) >= MEDIUM_MAX {
-        return ptr::null_mut();
-    }
-    let h = thread::current_heap();
-    if h.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: 1 <= n <= MEDIUM_MAX, so its class is a cache class; h is
-    // this thread's heap and the cache is its owner's.
-    unsafe { (*h).front_cache().pop_unchecked(front_cache::class_of_size(n)) }
-}
-
 /// Puts `p` in the calling thread's front cache if it is a block of that
 /// thread's heap whose class caches and has room (one look at the block
 /// map, whichever region it lies in); false, with nothing done, otherwise.
@@ -212,17 +201,9 @@ pub fn cached_block(n: usize) -> *mut u8 {
 /// is not used again.
 #[inline(always)]
 pub unsafe fn free_cached(p: *mut u8) -> bool {
-    let h = thread::current_heap();
-    if h.is_null() {
-        return false;
-    }
-    let Some((owner, c)) = block_map::owner_and_class(p) else { return false };
-    if owner != h.cast() {
-        return false;
-    }
-    // SAFETY: p lies in a slot of this thread's heap, so it is a live block
-    // of it (the contract) and `c` its cache class as the block map records
-    // it, or NO_CLASS; the heap's owner calls.
+    let Some((h, c)) = mine(p) else { return false };
+    // SAFETY: p is a live block of this thread's heap h (the contract and
+    // `mine`), of cache class c or NO_CLASS; the heap's owner calls.
     unsafe { (*h).front_cache().try_push(c, launder(p)) }
 }
 

@@ -7,7 +7,7 @@
 //! same instructions for a block of 100 bytes as for one of 1,000: the
 //! class comes from a table for a size ([`class_of_size`]) and from the
 //! block map for an address (`block_map.rs`), and nothing branches on which
-//! kind of class it is (see `every_size.rs`, [`crate::every_size::cached_block`]).
+//! kind of class it is (see `every_size.rs`, [`crate::every_size::malloc_with`]).
 //! What each kind of class may hold, and when it flushes, is its owner's:
 //! `heap/cache.rs` for the pool classes, `span_cache.rs` for the medium
 //! ones, each a view of this one.

@@ -102,14 +102,6 @@ unsafe impl GlobalAlloc for PyMallocSmall {
 
 #[inline(always)]
 fn alloc<const ALL: bool>(l: Layout) -> *mut u8 {
-    if ALL && l.align() <= ALIGNMENT {
-        // The front cache, pool and medium classes alike: a block of the
-        // class of the layout's size, as the rule wants.
-        let p = every_size::cached_block(l.size());
-        if !p.is_null() {
-            return p;
-        }
-    }
     if let Some(c) = pooled(l) {
         return thread::alloc_small(c);
     }
@@ -131,11 +123,6 @@ fn alloc_zeroed<const ALL: bool>(l: Layout) -> *mut u8 {
 
 #[inline(always)]
 unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
-    // SAFETY: p is live (GlobalAlloc's contract) and not used again if
-    // cached.
-    if ALL && unsafe { every_size::free_cached(p) } {
-        return;
-    }
     if pooled(l).is_some() {
         // SAFETY: by the rule, a block of this layout lives in a pool.
         unsafe { thread::free_small(p) };
