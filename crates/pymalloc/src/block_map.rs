@@ -101,7 +101,8 @@ static ALL_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 // Zeroed statics, each alone: they go to `.bss`, whose untouched pages are
 // never resident (a word per slot, a byte per pool or unit).
-static OWNERS: [AtomicPtr<()>; SPAN >> OWNER_BITS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; SPAN >> OWNER_BITS];
+static OWNERS: [AtomicPtr<()>; SPAN >> OWNER_BITS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SPAN >> OWNER_BITS];
 #[cfg(not(miri))]
 static CLASSES: [AtomicU8; SPAN >> CLASS_BITS] = [const { AtomicU8::new(0) }; SPAN >> CLASS_BITS];
 

@@ -29,11 +29,11 @@ use crate::fallback::{Fallback, Libc};
 use crate::front_cache;
 use crate::geometry::{ALIGNMENT, NB_SMALL_SIZE_CLASSES};
 use crate::heap::{Heap, DECAY_WAKER};
-use crate::raw::MAX_SIZE;
 use crate::pool::launder;
+use crate::raw::MAX_SIZE;
 use crate::region::SEGMENTS;
-use crate::span_class::MEDIUM_MAX;
 use crate::segment::segment_of;
+use crate::span_class::MEDIUM_MAX;
 use crate::spans::{self, SpanStats};
 use crate::{huge, thread, thread_heaps};
 

@@ -117,7 +117,6 @@ impl FrontCache {
         unsafe { self.stacks.push_at(c, n, p) }
     }
 
-
     /// Sets class `c`'s limit (at most `SLOTS`, and at least what it holds).
     #[inline(always)]
     pub(crate) fn set_limit(&self, c: usize, lim: u32) {

@@ -29,9 +29,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use crate::block_map::NO_CLASS;
 use crate::os;
 use crate::region::SEGMENTS;
-use crate::block_map::NO_CLASS;
 use crate::segment::{Segment, HUGE, HUGE_OFFSET, LARGE_MAX, SEGMENT_SIZE};
 
 /// Kept huge bytes always tolerated (64 MiB: glibc's largest trim threshold).

@@ -56,9 +56,9 @@
 // The import order of these modules is the table above, declared once in
 // tests/layers.rs.
 mod allocator;
-mod block_map;
 pub mod arena_alloc;
 pub mod background;
+mod block_map;
 mod cell_array;
 mod class_stacks;
 pub mod config;

@@ -19,15 +19,15 @@ use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::block_map::NO_CLASS;
+use crate::front_cache::{self, FrontCache};
 use crate::huge::{self, alloc_huge, huge_figures};
 use crate::os;
-use crate::block_map::NO_CLASS;
 use crate::region::SEGMENTS;
 use crate::segment::{
     init_span_segment, run_mask, runs, segment_of, span_of, unit_address, Segment, Span, ALL_UNITS, HUGE, LARGE,
     LARGE_MAX, NOT_A_SPAN, SEGMENT_SIZE, SPANS, UNIT, UNITS, UNIT_BITS,
 };
-use crate::front_cache::{self, FrontCache};
 use crate::span_cache::{self, MediumCache};
 use crate::span_class::{
     aligned_class, medium_align, medium_class, medium_size, span_units, MEDIUM_MAX, MIN_MEDIUM_ALIGN, NB_MEDIUM_CLASSES,

@@ -90,8 +90,8 @@ use crate::front::{self, Pools};
 use crate::spans::SpanHeap;
 use crate::sync::SpinLock;
 
-pub use cache::CACHE_SLOTS;
 use crate::front_cache::FrontCache;
+pub use cache::CACHE_SLOTS;
 pub(crate) use inspect::collect_bounded;
 pub use inspect::{ArenaInfo, PoolState};
 pub use pages::{page_bytes, ClassPinning, PinningBlock};
