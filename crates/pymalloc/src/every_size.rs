@@ -88,7 +88,7 @@ unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize
         if c < NB_SMALL_SIZE_CLASSES {
             (*h).alloc_small_at_hand(c)
         } else {
-            (*h).alloc_big_listed(n, ALIGNMENT)
+            (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES)
         }
     };
     if !p.is_null() {

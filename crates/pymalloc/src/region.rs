@@ -64,13 +64,12 @@ const FAILED: u8 = 2;
 ///
 /// Invariants: the map's bounds are 0 until the reservation is made, so
 /// `contains` is false for every address before; they are written once
-/// (for both regions, by [`reserve_both`]), before `state` becomes
+/// (for both regions, by [`reserve_both`]), before `RESERVATION` becomes
 /// `READY`. The map's owner of
 /// slot `i` is the owner tag of the heap that took it (see
 /// [`Region::set_owner`]).
 pub(crate) struct Region<const WORDS: usize> {
     slot_bits: u32,
-    state: AtomicU8,
     slots: &'static Mutex<SlotTable<WORDS>>,
     held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
     /// The slot table's kept slots, mirrored (written under its lock) for
@@ -90,7 +89,7 @@ impl<const WORDS: usize> Region<WORDS> {
         held: &'static HeldAcrossFork<MutexGuard<'static, SlotTable<WORDS>>>,
         map: &'static Lookup,
     ) -> Self {
-        Region { slot_bits, state: AtomicU8::new(UNTRIED), slots, held, kept: AtomicUsize::new(0), map }
+        Region { slot_bits, slots, held, kept: AtomicUsize::new(0), map }
     }
 
     /// The region's map (bounds, owners, cache classes).
@@ -170,33 +169,7 @@ impl<const WORDS: usize> Region<WORDS> {
 
     /// Reserves the region on first use. False if it cannot be had.
     fn ready(&self) -> bool {
-        match self.state.load(Ordering::Acquire) {
-            READY => true,
-            FAILED => false,
-            _ => {
-                let slots = self.lock();
-                // Re-check under the lock: another thread may have reserved it.
-                match self.state.load(Ordering::Acquire) {
-                    READY => return true,
-                    FAILED => return false,
-                    _ => {}
-                }
-                let ok = self.reserve();
-                drop(slots);
-                self.state.store(if ok { READY } else { FAILED }, Ordering::Release);
-                ok
-            }
-        }
-    }
-
-    #[cfg(not(miri))]
-    fn reserve(&self) -> bool {
-        reserve_both()
-    }
-
-    #[cfg(miri)]
-    fn reserve(&self) -> bool {
-        false
+        reserved()
     }
 
     /// `n` adjacent slots, readable, writable and zeroed; null if the region
@@ -362,34 +335,56 @@ impl<const WORDS: usize> Region<WORDS> {
     }
 }
 
-/// Reserves both regions on first use, as the two halves of one range
-/// (see `block_map.rs`: one owner table and one class table cover both);
-/// false if no range of at least twice `MIN_REGION_SIZE` can be had. A
-/// region calls it holding its own slot table's lock, so the two may race:
-/// the first one reserves, under `LOCK`.
-#[cfg(not(miri))]
+/// Whether both regions are reserved: [`reserve_both`] at the first call.
+static RESERVATION: AtomicU8 = AtomicU8::new(UNTRIED);
+
+/// True once both regions are reserved (reserving them at the first
+/// call); false if they cannot be.
+#[inline]
+fn reserved() -> bool {
+    match RESERVATION.load(Ordering::Acquire) {
+        READY => true,
+        FAILED => false,
+        _ => reserve_both(),
+    }
+}
+
+/// Reserves both regions, as the two halves of one range (see
+/// `block_map.rs`: one owner table and one class table cover both); false
+/// if no range of at least twice `MIN_REGION_SIZE` can be had. Either
+/// region may ask first, holding its own slot table's lock, so the first
+/// caller reserves under `LOCK` and the others wait for its answer.
+#[cold]
 fn reserve_both() -> bool {
     static LOCK: Mutex<()> = Mutex::new(());
-    static STATE: AtomicU8 = AtomicU8::new(UNTRIED);
     let _lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    match STATE.load(Ordering::Relaxed) {
+    match RESERVATION.load(Ordering::Acquire) {
         READY => return true,
         FAILED => return false,
         _ => {}
     }
+    let ok = reserve_range();
+    // Publishes the bounds: readers of the bounds only ever compare
+    // addresses they were handed, which came after this.
+    RESERVATION.store(if ok { READY } else { FAILED }, Ordering::Release);
+    ok
+}
+
+#[cfg(not(miri))]
+fn reserve_range() -> bool {
     let slot = 1usize << ARENA_BITS.max(SEGMENT_BITS);
-    let ok = match os::reserve_largest(2 * REGION_SIZE, 2 * MIN_REGION_SIZE, slot) {
+    match os::reserve_largest(2 * REGION_SIZE, 2 * MIN_REGION_SIZE, slot) {
         Some((base, size)) => {
-            // Published with the Release store of each region's `state`
-            // (readers of the bounds only ever compare addresses they were
-            // handed, which came after it).
             crate::block_map::set_reservation(base.addr(), size);
             true
         }
         None => false,
-    };
-    STATE.store(if ok { READY } else { FAILED }, Ordering::Relaxed);
-    ok
+    }
+}
+
+#[cfg(miri)]
+fn reserve_range() -> bool {
+    false
 }
 
 /// One arena from the arena region, readable and writable and zeroed; null

@@ -240,6 +240,13 @@ impl SpanHeap {
         if !p.is_null() {
             return p;
         }
+        self.listed_block(c)
+    }
+
+    /// A block of the first span listed for medium class `c`, or null if
+    /// none is (owner only): [`Self::alloc_listed`] past the cache.
+    #[inline(always)]
+    pub(crate) fn listed_block(&self, c: usize) -> *mut u8 {
         let s = self.classes[c].get();
         if s.is_null() {
             return ptr::null_mut();

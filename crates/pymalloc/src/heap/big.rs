@@ -40,6 +40,13 @@ impl Heap {
         self.spans.alloc_listed(n, align)
     }
 
+    /// A block of medium class `c`'s first listed span, or null (owner
+    /// only): the fast path past the cache, for a caller that has the class.
+    #[inline(always)]
+    pub(crate) fn alloc_medium_listed(&self, c: usize) -> *mut u8 {
+        self.spans.listed_block(c)
+    }
+
     /// No listed span serves the request: drain the blocks other threads
     /// freed (they may list a span again), then the span heap's slow path,
     /// which takes a listed span first, else a new span or segment.
