@@ -128,12 +128,16 @@ static double ring_of(long *ops, uint32_t lo, uint32_t hi, int large_percent, si
         touch(slot[i], sizes[i]);
     }
     double t = now();
-    for (long i = 0; i < n; i++) {
-        size_t k = (size_t)i % r;
+    /* The slot index wraps by comparison, not `i % r`: with a division in
+       the loop, gcc -O2 reloads r from the stack each step and the whole
+       ring ran about twice as slow for some allocators and 1.6x for others,
+       by code layout alone (docs/every-size.md, "Tenth pass"). */
+    for (long i = 0, k = 0; i < n; i++) {
         uint32_t s = sizes[(size_t)i & (NSIZES - 1)];
         FREE(slot[k]);
         slot[k] = ALLOC(s);
         touch(slot[k], s);
+        if (++k == (long)r) k = 0;
     }
     double dt = now() - t;
     for (size_t i = 0; i < r; i++) FREE(slot[i]);

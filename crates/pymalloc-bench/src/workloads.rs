@@ -102,12 +102,18 @@ fn ring_of(lo: usize, hi: usize, large_percent: u64, r: usize, steps: u64) -> (f
     let s = sizes(lo, hi, large_percent);
     let mut slot: Vec<(*mut u8, usize)> = (0..r).map(|i| (a(s[i]), s[i])).collect();
     let t = Instant::now();
+    // The slot index wraps by comparison, as in the C workload (a division
+    // per step made the C ring's time depend on code layout).
+    let mut k = 0;
     for i in 0..n as usize {
-        let k = i % r;
         let sz = s[i & (NSIZES - 1)];
         let (p, old) = slot[k];
         f(p, old);
         slot[k] = (a(sz), sz);
+        k += 1;
+        if k == r {
+            k = 0;
+        }
     }
     let dt = t.elapsed().as_secs_f64();
     for (p, sz) in slot {

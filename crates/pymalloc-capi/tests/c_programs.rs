@@ -1023,6 +1023,59 @@ fn shared_library_reaches_the_thread_heap_without_tls_get_addr() {
     assert!(dynamic.lines().any(|l| l.contains("(FLAGS)") && l.contains("STATIC_TLS")), "{dynamic}");
 }
 
+/// The `.got` section of `so`: its start address and size.
+fn got_range(so: &Path) -> (u64, u64) {
+    let out = Command::new("readelf").args(["-SW"]).arg(so).output().unwrap();
+    let sections = String::from_utf8(out.stdout).unwrap();
+    let line = sections.lines().find(|l| l.split_whitespace().any(|w| w == ".got")).expect("no .got section");
+    // [Nr] Name Type Address Off Size ...: the fields after the name.
+    let fields: Vec<&str> = line.split(']').nth(1).unwrap().split_whitespace().collect();
+    let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+    (hex(fields[2]), hex(fields[4]))
+}
+
+/// The lines of `body` that load through the global offset table: a
+/// `%rip`-relative operand whose target (objdump's `# address` note) lies in
+/// `.got`.
+fn got_loads<'a>(body: &'a str, (start, size): (u64, u64)) -> Vec<&'a str> {
+    body.lines()
+        .filter(|l| {
+            let Some((_, note)) = l.split_once("(%rip)") else { return false };
+            let Some(target) = note.split('#').nth(1).and_then(|t| t.split_whitespace().next()) else { return false };
+            u64::from_str_radix(target, 16).is_ok_and(|a| a >= start && a < start + size)
+        })
+        .collect()
+}
+
+/// `libpymalloc.so` reads its own statics where they are, not through the
+/// global offset table. The release profile's whole-program LTO gives that
+/// (rustc on stable marks GOT loads of statics from another crate or
+/// module as not relaxable, and with thin LTO every domain call, every
+/// region bound and every block-map table cost one more dependent load:
+/// about 1 ns per alloc+free pair on the ring, docs/every-size.md "Tenth
+/// pass"). The one GOT load left on the fast paths is the heap's
+/// initial-exec TLS offset, which a shared object cannot know before it is
+/// loaded.
+#[test]
+fn shared_library_reads_its_own_statics_without_the_got() {
+    let (so, asm) = release_library_disassembly();
+    let got = got_range(&so);
+    for f in ["PyObject_Malloc", "PyObject_Free", "PyMem_Malloc", "PyMem_Free"] {
+        let body = function_body(&asm, f);
+        let loads = got_loads(&body, got);
+        assert!(loads.is_empty(), "{f} loads through the GOT:\n{}\n\nin:\n{body}", loads.join("\n"));
+    }
+    for f in ["pymalloc::thread::threaded_malloc", "pymalloc::thread::threaded_free"] {
+        let body = function_body(&asm, f);
+        let first_ret = body.lines().position(|l| l.contains("\tret")).unwrap_or_else(|| panic!("no ret:\n{body}"));
+        let fast = body.lines().take(first_ret).collect::<Vec<_>>().join("\n");
+        let loads = got_loads(&fast, got);
+        assert_eq!(loads.len(), 1, "{f}'s fast path: GOT loads other than the TLS offset:\n{fast}");
+        let next = fast.lines().skip_while(|l| *l != loads[0]).nth(1).unwrap_or_default();
+        assert!(next.contains("%fs:"), "{f}'s one GOT load is not the TLS offset:\n{fast}");
+    }
+}
+
 /// The thread-safe default's small-block fast path calls nothing, so
 /// `threaded_malloc` needs no stack frame: from its entry to its first
 /// `ret` (a block from the cache, or the head of the class's first used
