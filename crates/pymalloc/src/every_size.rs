@@ -24,7 +24,6 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use crate::allocator::MemAllocatorEx;
-use crate::block_map;
 use crate::fallback::{Fallback, Libc};
 use crate::front_cache;
 use crate::geometry::{ALIGNMENT, NB_SMALL_SIZE_CLASSES};
@@ -132,7 +131,7 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
 /// As for [`free_with`].
 #[inline(always)]
 pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
-    let Some((h, c)) = mine(p) else { return false };
+    let Some((h, c)) = thread::mine(p) else { return false };
     // SAFETY: p is a live block of this thread's heap h (the contract and
     // `mine`), of cache class c as the block map records it (or NO_CLASS);
     // the owner calls.
@@ -144,25 +143,11 @@ pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
     true
 }
 
-/// The calling thread's heap and the cache class the block map records
-/// for `p`, if `p` lies in a slot of that heap (for a live block: if it is
-/// one of that heap's); `None` otherwise (null, another thread's block, an
-/// address outside the regions, or a thread without a heap).
-#[inline(always)]
-fn mine(p: *const u8) -> Option<(*const Heap, usize)> {
-    let h = thread::current_heap();
-    if h.is_null() {
-        return None;
-    }
-    let (owner, c) = block_map::owner_and_class(p)?;
-    (owner == h.cast()).then_some((h, c))
-}
-
 /// A block of the calling thread's heap `h`, of cache class `c`, that the
 /// front cache did not take: its pool or span path, without looking the
 /// block up again (a program that frees a burst of blocks fills its cache,
 /// and each further free would otherwise read the block map and then the
-/// regions again). A large or huge block ([`block_map::NO_CLASS`]) takes
+/// regions again). A large or huge block ([`crate::block_map::NO_CLASS`]) takes
 /// the full path.
 ///
 /// # Safety
@@ -201,7 +186,7 @@ unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
 /// is not used again.
 #[inline(always)]
 pub unsafe fn free_cached(p: *mut u8) -> bool {
-    let Some((h, c)) = mine(p) else { return false };
+    let Some((h, c)) = thread::mine(p) else { return false };
     // SAFETY: p is a live block of this thread's heap h (the contract and
     // `mine`), of cache class c or NO_CLASS; the heap's owner calls.
     unsafe { (*h).front_cache().try_push(c, launder(p)) }

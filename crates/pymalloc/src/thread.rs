@@ -42,6 +42,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicIsize, Ordering};
 
 use crate::allocator::MemAllocatorEx;
+use crate::block_map;
 use crate::fallback::{Fallback, RawDomain};
 use crate::fork;
 use crate::front::{self, Pools};
@@ -316,8 +317,33 @@ pub unsafe fn realloc_with<F: Fallback>(p: *mut u8, n: usize) -> *mut u8 {
 /// it is not used again.
 #[inline(always)]
 pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
+    if let Some((h, c)) = mine(p) {
+        if c < NB_SMALL_SIZE_CLASSES {
+            // SAFETY: p is a live pool block of this thread's heap h (the
+            // contract and `mine`), of size class c.
+            unsafe { (*h).free_small_class(p, c) };
+            return;
+        }
+    }
     // SAFETY: the caller's contract is the front's.
     unsafe { front::object_free::<F>(&ThreadHeaps, p) }
+}
+
+/// The calling thread's heap and the cache class the block map records for
+/// `p`, if `p` lies in a slot of that heap (for a live block: if it is one
+/// of that heap's: a pool block, whose cache class is its size class, or a
+/// block of its spans); `None` for null, another thread's block, an
+/// address outside the regions, or a thread without a heap. One look at
+/// the block map, where the front's own test (region, then fallback, then
+/// radix map) takes several.
+#[inline(always)]
+pub(crate) fn mine(p: *const u8) -> Option<(*const Heap, usize)> {
+    let h = current();
+    if h.is_null() {
+        return None;
+    }
+    let (owner, c) = block_map::owner_and_class(p)?;
+    (owner == h.cast()).then_some((h, c))
 }
 
 /// Resizes a block from [`malloc`]/[`calloc`]/[`realloc`], with CPython's

@@ -528,3 +528,53 @@ fn large_and_huge_blocks_in_units_that_held_medium_spans_skip_the_front_cache() 
     .join()
     .unwrap();
 }
+
+/// The thread heaps' own `free` takes a pool block of the calling thread's
+/// heap by one look at the block map, into the class's cache: the next
+/// request of that size gets the block back. A span block is not taken
+/// there (its cache class is not a pool class): it goes on through the
+/// front to the fallback that allocated it, which frees it as its own (the
+/// span statistics come back, and the heap validates). A block of another
+/// thread's heap is not taken either: it goes to its owner's queue.
+#[test]
+fn the_thread_heaps_free_takes_their_own_pool_blocks_by_the_block_map() {
+    type All = every_size::EverySize<pymalloc::LibcFallback>;
+    std::thread::spawn(|| {
+        let sizes = [1usize, 16, 100, 300, 512];
+        let blocks: Vec<*mut u8> = sizes.iter().map(|&n| pymalloc::thread::malloc(n)).collect();
+        let spare: Vec<*mut u8> = sizes.iter().map(|&n| pymalloc::thread::malloc(n)).collect();
+        for (&p, &n) in blocks.iter().zip(&sizes) {
+            fill(p, n, 5);
+        }
+        for &p in blocks.iter().rev() {
+            unsafe { pymalloc::thread::free(p) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+        for (&p, &n) in blocks.iter().zip(&sizes) {
+            assert_eq!(pymalloc::thread::malloc(n), p, "{n} bytes");
+        }
+
+        let before = every_size::current_stats();
+        let big: Vec<*mut u8> =
+            [513usize, 700, 4096].iter().map(|&n| pymalloc::thread::malloc_with::<All>(n)).collect();
+        assert!(big.iter().all(|&p| every_size::owns(p)));
+        assert_eq!(every_size::current_stats().medium_blocks, before.medium_blocks + 3);
+        for &p in &big {
+            unsafe { pymalloc::thread::free_with::<All>(p) };
+        }
+        assert_eq!(every_size::current_stats().medium_blocks, before.medium_blocks);
+        pymalloc::thread::validate_current().unwrap();
+
+        // Freed by another thread: queued for this heap, taken back when it
+        // next needs a pool; this heap still validates meanwhile.
+        let addr = blocks[2] as usize;
+        std::thread::spawn(move || unsafe { pymalloc::thread::free(addr as *mut u8) }).join().unwrap();
+        pymalloc::thread::validate_current().unwrap();
+        for &p in blocks.iter().enumerate().filter(|&(i, _)| i != 2).map(|(_, p)| p).chain(&spare) {
+            unsafe { pymalloc::thread::free(p) };
+        }
+        pymalloc::thread::validate_current().unwrap();
+    })
+    .join()
+    .unwrap();
+}
