@@ -1037,7 +1037,7 @@ fn got_range(so: &Path) -> (u64, u64) {
 /// The lines of `body` that load through the global offset table: a
 /// `%rip`-relative operand whose target (objdump's `# address` note) lies in
 /// `.got`.
-fn got_loads<'a>(body: &'a str, (start, size): (u64, u64)) -> Vec<&'a str> {
+fn got_loads(body: &str, (start, size): (u64, u64)) -> Vec<&str> {
     body.lines()
         .filter(|l| {
             let Some((_, note)) = l.split_once("(%rip)") else { return false };
