@@ -10,10 +10,12 @@
 //! allocator, untraced), so a shard nests outside the allocator's locks;
 //! `pthread_atfork` runs prepare handlers in the reverse of their
 //! registration, and the tracer registers after the allocator (tracing
-//! starts after the first heap is made), so its handler runs first. No lock
-//! of the tracer is taken while another of its locks is held (what runs
-//! under one may allocate, untraced, but never traces), so any fixed order
-//! among them serves.
+//! starts after the first heap is made), so its handler runs first. One
+//! lock of the tracer nests in another: a walk by the system unwinder holds
+//! the loader lock (`trace_unwind`) and may take the symbol lock
+//! (`trace_frames`) to classify a frame, so [`prepare`] takes the loader
+//! lock first. No other is taken while one is held (what runs under one
+//! may allocate, untraced, but never traces).
 
 use std::sync::Once;
 

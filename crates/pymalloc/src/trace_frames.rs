@@ -362,16 +362,19 @@ fn capture_fast(out: &mut [usize], limit: usize, mark: Mark) -> Option<usize> {
     (top != 0 && crate::trace_unwind::walk(mark.regs, top, |ip, sp| k.frame(ip as usize, sp as usize))).then_some(k.n)
 }
 
-/// [`capture`] by the system unwinder.
+/// [`capture`] by the system unwinder, inside the loader lock: libgcc's
+/// `_Unwind_Find_FDE` calls `dl_iterate_phdr` for every frame, and a fork
+/// while another thread was in there would leave the child's loader lock
+/// held for ever (see `trace_unwind`'s `LOADER`).
 fn capture_system(out: &mut [usize], limit: usize, mark: Mark) -> usize {
     let mut k = Keep { out, n: 0, program: 0, limit, above: mark.above };
     #[cfg(not(miri))]
-    // SAFETY: trace_unsynchronized is not reentrant with other uses of
-    // the backtrace crate's tracing on this thread: the tracer's guard
-    // keeps tracing from recursing, and nothing else here traces.
-    unsafe {
-        backtrace::trace_unsynchronized(|f| k.frame(f.ip() as usize, f.sp() as usize));
-    }
+    crate::trace_unwind::with_loader(|| {
+        // SAFETY: trace_unsynchronized is not reentrant with other uses of
+        // the backtrace crate's tracing on this thread: the tracer's guard
+        // keeps tracing from recursing, and nothing else here traces.
+        unsafe { backtrace::trace_unsynchronized(|f| k.frame(f.ip() as usize, f.sp() as usize)) }
+    });
     k.n
 }
 
@@ -426,6 +429,49 @@ fn stack_top() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::is_machinery_name;
+
+    /// The system walker runs inside the loader lock: it nests in a hold
+    /// of the calling thread's own (its frames are classified with
+    /// `dladdr`, which takes the lock again), and it waits while another
+    /// thread holds the lock (so a fork, whose handler takes it, never
+    /// finds a thread inside libgcc's `dl_iterate_phdr` calls).
+    #[cfg(not(miri))]
+    #[test]
+    fn the_system_walker_runs_inside_the_loader_lock() {
+        use crate::trace_unwind::{holds_loader, with_loader};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let walk = || {
+            let local = 0u8;
+            let mut out = [0usize; 8];
+            super::capture_system(&mut out, 8, super::Mark::here(&local))
+        };
+        assert!(with_loader(walk) > 0);
+        assert!(!holds_loader());
+        assert!(walk() > 0);
+
+        // The same walk from a thread of its own, twice: the first, with
+        // the lock free, classifies every frame it meets (the cache then
+        // answers without the loader), so the second, started while this
+        // thread holds the lock, waits for nothing but the walk's own hold.
+        let spawn_walk = |flag: Arc<AtomicBool>| {
+            std::thread::spawn(move || {
+                let n = walk();
+                flag.store(true, Ordering::SeqCst);
+                n
+            })
+        };
+        assert!(spawn_walk(Arc::new(AtomicBool::new(false))).join().unwrap() > 0);
+        let done = Arc::new(AtomicBool::new(false));
+        let walker = with_loader(|| {
+            let t = spawn_walk(done.clone());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(!done.load(Ordering::SeqCst), "the system walk ran while another thread held the loader lock");
+            t
+        });
+        assert!(walker.join().unwrap() > 0);
+        assert!(done.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn machinery_is_known_by_path_by_trait_and_by_c_name() {

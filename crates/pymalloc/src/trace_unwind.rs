@@ -84,23 +84,55 @@ static TABLE: [Entry; SLOTS] = [const { Entry { key: AtomicU64::new(0), rule: At
 static WRITER: SpinLock = SpinLock::new();
 
 /// Held around each call the tracer makes into the dynamic loader
-/// (`dl_iterate_phdr`, `dladdr`, `dladdr1`; see [`with_loader`]), and by
-/// the fork handler. glibc does not reset its loader locks in the child of
-/// `fork`: a thread inside `dl_iterate_phdr` when another thread forked
-/// left the child's first traced allocation waiting in
-/// `_dl_load_write_lock` until its alarm killed it (the `trace_fork` test,
-/// once in about 500 runs under load).
+/// (`dl_iterate_phdr`, `dladdr`, `dladdr1`, and the system unwinder, which
+/// calls `dl_iterate_phdr` to find each frame's description; see
+/// [`with_loader`]), and by the fork handler. glibc does not reset its
+/// loader locks in the child of `fork`: a thread inside `dl_iterate_phdr`
+/// when another thread forked left the child's first traced allocation
+/// waiting in `_dl_load_write_lock` until its alarm killed it (the
+/// `trace_fork` test, once in about 500 runs under load).
+///
+/// It nests on one thread (the system unwinder's callback classifies
+/// frames with `dladdr`): [`LOADER_DEPTH`] counts the calling thread's
+/// levels, and only the outermost takes and gives back the lock.
 static LOADER: SpinLock = SpinLock::new();
 
+std::thread_local! {
+    /// How many [`with_loader`] calls the calling thread is inside: above
+    /// 0, it holds [`LOADER`]. (Constant-initialised and without a
+    /// destructor: readable at any point of a thread's life.)
+    static LOADER_DEPTH: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
 /// Runs `f`, a call into the dynamic loader that calls nothing that
-/// traces or takes this lock again, with [`LOADER`] held.
+/// traces, with [`LOADER`] held (taken here unless the calling thread
+/// already holds it).
 pub(crate) fn with_loader<R>(f: impl FnOnce() -> R) -> R {
-    let _g = LOADER.lock();
+    /// Puts the calling thread's depth back, also if `f` unwinds.
+    struct Level(u32);
+    impl Drop for Level {
+        fn drop(&mut self) {
+            LOADER_DEPTH.with(|d| d.set(self.0));
+        }
+    }
+    let depth = LOADER_DEPTH.with(|d| d.get());
+    // Declared before the level, so dropped after it.
+    let _lock = (depth == 0).then(|| LOADER.lock());
+    LOADER_DEPTH.with(|d| d.set(depth + 1));
+    let _level = Level(depth);
     f()
 }
 
+/// True if the calling thread is inside [`with_loader`].
+#[cfg(test)]
+pub(crate) fn holds_loader() -> bool {
+    LOADER_DEPTH.with(|d| d.get()) != 0
+}
+
 /// Takes the loader lock and the table's writer lock (before `fork`); no
-/// path holds both, so the order is free.
+/// path holds both, so the order between them is free. The loader lock is
+/// taken before `trace_frames`' symbol lock, which a system walk takes
+/// inside it (`trace_fork.rs` keeps that order).
 pub(crate) fn fork_acquire() {
     LOADER.acquire();
     WRITER.acquire();
