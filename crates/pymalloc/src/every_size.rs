@@ -167,14 +167,15 @@ unsafe extern "C" fn free_mine<F: Fallback>(h: *const Heap, p: *mut u8, c: usize
     }
 }
 
-/// [`free_with`] past the cache (see [`malloc_uncached`]).
+/// [`free_with`] past the cache (see [`malloc_uncached`]): the front's test,
+/// `p` having been looked up in the block map already ([`thread::mine`]).
 ///
 /// # Safety
 /// As for [`free_with`].
 #[inline(never)]
 unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
     // SAFETY: the contract.
-    unsafe { thread::free_with::<EverySize<F>>(p) }
+    unsafe { thread::free_by_front::<EverySize<F>>(p) }
 }
 
 /// Puts `p` in the calling thread's front cache if it is a block of that

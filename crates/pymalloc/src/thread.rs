@@ -325,6 +325,18 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
             return;
         }
     }
+    // SAFETY: the contract.
+    unsafe { free_by_front::<F>(p) }
+}
+
+/// [`free_with`] without its first look at the block map, for a caller
+/// that has already asked [`mine`] about `p` (the every-size front): the
+/// front's own test.
+///
+/// # Safety
+/// As for [`free_with`].
+#[inline(always)]
+pub(crate) unsafe fn free_by_front<F: Fallback>(p: *mut u8) {
     // SAFETY: the caller's contract is the front's.
     unsafe { front::object_free::<F>(&ThreadHeaps, p) }
 }
