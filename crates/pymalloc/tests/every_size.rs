@@ -61,13 +61,45 @@ struct Live {
 
 type Front = pymalloc::LibcFallback;
 
+/// Runs `f` on a thread of its own, one test at a time, on a heap that
+/// holds nothing and whose free units are not resident. Two things would
+/// otherwise leak from one test into another when libtest runs them in
+/// threads of one process (`cargo test`; nextest runs each alone):
+/// - a new thread adopts the heap of one that exited, with the empty spans
+///   it keeps and the blocks it caches, which later requests reuse or
+///   borrow (a 704-byte request served by a free 1,024-byte block);
+/// - `release_free` and `purge` work on every heap, so one test's call
+///   changes which units of another's heap are resident, and so where its
+///   next span goes.
+///
+/// The tests here check placements and counts that hold on such a heap.
+fn alone(f: impl FnOnce() + Send + 'static) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed poisons the lock; the next one runs all the same.
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let run = std::thread::spawn(move || {
+        pymalloc::thread::purge();
+        every_size::release_free();
+        let st = every_size::current_stats();
+        assert_eq!(
+            (st.segments, st.medium_blocks, st.large_blocks),
+            (0, 0, 0),
+            "the adopted heap still holds blocks: a test before this one failed"
+        );
+        f()
+    })
+    .join();
+    if let Err(panic) = run {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn blocks_keep_their_bytes_and_the_heap_its_invariants(ops in proptest::collection::vec(op(), 1..120)) {
-        // A thread of its own: its heap sees only this case's blocks.
-        std::thread::spawn(move || {
+        alone(move || {
             let mut live: Vec<Live> = Vec::new();
             for (k, op) in ops.into_iter().enumerate() {
                 let tag = (k % 251) as u8 + 1;
@@ -137,9 +169,7 @@ proptest! {
             pymalloc::thread::validate_current().unwrap();
             let st = every_size::current_stats();
             assert_eq!((st.medium_blocks, st.medium_bytes, st.large_blocks, st.large_bytes), (0, 0, 0, 0));
-        })
-        .join()
-        .unwrap();
+        });
     }
 }
 
@@ -157,7 +187,7 @@ fn blocks_freed_by_another_thread_go_back_to_their_heap() {
             }
         }
     });
-    std::thread::spawn(move || {
+    alone(move || {
         for round in 0..20 {
             for i in 0..200 {
                 let n = 600 + (i * 997 + round * 31) % 60_000;
@@ -180,17 +210,12 @@ fn blocks_freed_by_another_thread_go_back_to_their_heap() {
         pymalloc::thread::validate_current().unwrap();
         let after = every_size::current_stats();
         assert_eq!((after.medium_blocks, after.large_blocks, after.segments), (0, 0, 0), "{after:?}");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn large_and_huge_blocks_grow_and_shrink_in_place() {
-    std::thread::spawn(|| {
-        // The thread may adopt an exiting test thread's heap: drop the empty
-        // spans it keeps, so that its segments are wholly free.
-        pymalloc::thread::purge();
+    alone(|| {
         let grow = |m: usize| every_size::alloc(m, 16, false);
         let p = every_size::alloc(40 << 10, 16, false);
         fill(p, 40 << 10, 3);
@@ -210,15 +235,12 @@ fn large_and_huge_blocks_grow_and_shrink_in_place() {
         assert!(holds(t, 40 << 10, 3));
         unsafe { every_size::free(t) };
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn a_large_block_at_the_end_of_its_segment_moves_to_grow() {
-    std::thread::spawn(|| {
-        pymalloc::thread::purge();
+    alone(|| {
         let unit = 16 << 10;
         let grow = |m: usize| every_size::alloc(m, 16, false);
         // A fresh heap: units 1..=59 for the first block, 60..=63 for the second.
@@ -235,14 +257,12 @@ fn a_large_block_at_the_end_of_its_segment_moves_to_grow() {
             every_size::free(moved);
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
-    std::thread::spawn(|| {
+    alone(|| {
         let p = every_size::alloc(3000, 16, false);
         fill(p, 3000, 0xee);
         unsafe { every_size::free(p) };
@@ -257,14 +277,12 @@ fn medium_classes_serve_their_alignment_and_calloc_zeroes_reused_blocks() {
             unsafe { every_size::free(x) };
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn free_pages_of_spans_in_use_go_back_and_come_back() {
-    std::thread::spawn(|| {
+    alone(|| {
         // 2000 blocks of 1500 bytes (43 per 64 KiB span); keep one in 20.
         let live_before = every_size::current_live_page_bytes();
         let blocks: Vec<*mut u8> = (0..2000).map(|_| every_size::alloc(1500, 16, false)).collect();
@@ -319,14 +337,12 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
             unsafe { every_size::free(b) };
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 #[test]
 fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
-    std::thread::spawn(|| {
+    alone(|| {
         // Two spans of one class: the first full, the second listed.
         let blocks: Vec<*mut u8> = (0..400).map(|_| every_size::alloc(700, 16, false)).collect();
         assert!(blocks.iter().all(|p| !p.is_null()));
@@ -353,9 +369,7 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
         assert_eq!(every_size::current_stats().medium_blocks, 0);
         pymalloc::thread::purge();
         assert_eq!(every_size::current_stats().segments, 0, "a purge flushes the cache");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A class with no free block takes a free block of a class at most half
@@ -363,11 +377,7 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
 /// and the block stays its own class's; a class further up is left alone.
 #[test]
 fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
-    std::thread::spawn(|| {
-        // The thread may adopt an exited test thread's heap: flush its
-        // cache (a cached block of a neighbouring class would be borrowed
-        // first) and drop its empty spans.
-        pymalloc::thread::purge();
+    alone(|| {
         // 2,200 and 2,100 bytes: classes of 2,304 and 2,176 (sixteen per
         // doubling above 2 KiB), 1/17 apart.
         let big = every_size::alloc(2200, 16, false);
@@ -406,9 +416,7 @@ fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
             every_size::free(big);
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A new medium span goes where freed units are still resident
@@ -418,12 +426,7 @@ fn an_empty_class_takes_a_neighbours_free_block_before_it_grows() {
 #[test]
 fn a_new_span_fills_freed_resident_units_before_clean_ones() {
     const UNIT: usize = 16 * 1024;
-    std::thread::spawn(|| {
-        // An adopted heap's cache and empty spans go first (see above), and
-        // every free unit and kept slot gives its pages back: the test
-        // places spans by which units are resident.
-        pymalloc::thread::purge();
-        every_size::release_free();
+    alone(|| {
         // Large blocks take whole runs of units, in order, in the thread's
         // first segment: A (5 units), a separator, B (4), a separator.
         let a = every_size::alloc(5 * UNIT, 16, false);
@@ -457,9 +460,7 @@ fn a_new_span_fills_freed_resident_units_before_clean_ones() {
             }
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// The front cache holds pool and medium classes side by side: a block
@@ -468,7 +469,7 @@ fn a_new_span_fills_freed_resident_units_before_clean_ones() {
 #[test]
 fn the_front_hands_back_the_block_of_each_class_freed_last() {
     type F = pymalloc::LibcFallback;
-    std::thread::spawn(|| {
+    alone(|| {
         let sizes = [16usize, 100, 512, 513, 700, 1000, 4096];
         let blocks: Vec<*mut u8> = sizes.iter().map(|&n| every_size::malloc_with::<F>(n)).collect();
         let spare: Vec<*mut u8> = sizes.iter().map(|&n| every_size::malloc_with::<F>(n)).collect();
@@ -488,9 +489,7 @@ fn the_front_hands_back_the_block_of_each_class_freed_last() {
             unsafe { every_size::free_with::<F>(p) };
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// A unit that held a medium span and now holds the start of a large or a
@@ -499,8 +498,7 @@ fn the_front_hands_back_the_block_of_each_class_freed_last() {
 /// large block as a medium one).
 #[test]
 fn large_and_huge_blocks_in_units_that_held_medium_spans_skip_the_front_cache() {
-    std::thread::spawn(|| {
-        pymalloc::thread::purge();
+    alone(|| {
         for round in 0..3 {
             // Medium spans over whole segments, all freed and given back.
             let medium: Vec<*mut u8> = (0..3000).map(|_| every_size::alloc(3000, 16, false)).collect();
@@ -524,9 +522,7 @@ fn large_and_huge_blocks_in_units_that_held_medium_spans_skip_the_front_cache() 
         pymalloc::thread::purge();
         let st = every_size::current_stats();
         assert_eq!((st.medium_blocks, st.large_blocks), (0, 0), "{st:?}");
-    })
-    .join()
-    .unwrap();
+    });
 }
 
 /// The thread heaps' own `free` takes a pool block of the calling thread's
@@ -539,7 +535,7 @@ fn large_and_huge_blocks_in_units_that_held_medium_spans_skip_the_front_cache() 
 #[test]
 fn the_thread_heaps_free_takes_their_own_pool_blocks_by_the_block_map() {
     type All = every_size::EverySize<pymalloc::LibcFallback>;
-    std::thread::spawn(|| {
+    alone(|| {
         let sizes = [1usize, 16, 100, 300, 512];
         let blocks: Vec<*mut u8> = sizes.iter().map(|&n| pymalloc::thread::malloc(n)).collect();
         let spare: Vec<*mut u8> = sizes.iter().map(|&n| pymalloc::thread::malloc(n)).collect();
@@ -574,7 +570,5 @@ fn the_thread_heaps_free_takes_their_own_pool_blocks_by_the_block_map() {
             unsafe { pymalloc::thread::free(p) };
         }
         pymalloc::thread::validate_current().unwrap();
-    })
-    .join()
-    .unwrap();
+    });
 }
