@@ -102,6 +102,7 @@ mod trace_peak;
 mod trace_sample;
 mod trace_shadow;
 mod trace_table;
+mod trace_tally;
 mod trace_timeline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
 mod trace_unwind;

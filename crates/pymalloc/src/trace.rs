@@ -37,7 +37,7 @@ use core::cell::{Cell, UnsafeCell};
 use core::ffi::c_void;
 use core::fmt;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::domain::{Domain, MemAllocatorEx};
 use crate::trace_fork;
@@ -48,6 +48,8 @@ use crate::trace_peak;
 use crate::trace_sample;
 use crate::trace_table::{self as table, Trace};
 pub use crate::trace_table::{Source, DEFAULT_DOMAIN};
+use crate::trace_tally;
+pub use crate::trace_tally::ThreadHeapStats;
 use crate::trace_timeline;
 
 /// The largest traceback limit (CPython's `MAX_NFRAME`, 65535).
@@ -82,15 +84,12 @@ impl std::error::Error for TraceError {}
 static TRACING: AtomicBool = AtomicBool::new(false);
 static LIMIT: AtomicUsize = AtomicUsize::new(1);
 
-/// Counters of the traced blocks. `CURRENT`, `PEAK`: bytes (tracemalloc's
-/// `get_traced_memory`); the others as dhat's `HeapStats`.
+/// The traced bytes now and at their peak (tracemalloc's
+/// `get_traced_memory`), and the traced blocks live at that peak (dhat's
+/// `max_blocks`); the other counts are per thread (`trace_tally.rs`).
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
-static CURR_BLOCKS: AtomicUsize = AtomicUsize::new(0);
 static MAX_BLOCKS: AtomicUsize = AtomicUsize::new(0);
-static TOTAL_BLOCKS: AtomicU64 = AtomicU64::new(0);
-static TOTAL_BYTES: AtomicU64 = AtomicU64::new(0);
-static BY_SOURCE: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
 
 /// Figures of the traced blocks, as dhat's `HeapStats`: every count is of
 /// blocks traced since tracing started (or the traces were cleared).
@@ -110,45 +109,6 @@ pub struct HeapStats {
     pub max_bytes: usize,
 }
 
-/// A thread's own allocations and frees, while it traced (its frees of
-/// blocks of other threads included).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ThreadHeapStats {
-    /// Blocks this thread allocated.
-    pub allocated_blocks: u64,
-    /// Bytes this thread allocated.
-    pub allocated_bytes: u64,
-    /// Blocks this thread freed.
-    pub freed_blocks: u64,
-    /// Bytes this thread freed.
-    pub freed_bytes: u64,
-    /// The most bytes this thread's allocations minus its frees reached.
-    pub max_bytes: u64,
-}
-
-impl ThreadHeapStats {
-    /// What happened between `earlier` and these figures (peak aside).
-    pub fn since(&self, earlier: &ThreadHeapStats) -> ThreadHeapStats {
-        ThreadHeapStats {
-            allocated_blocks: self.allocated_blocks - earlier.allocated_blocks,
-            allocated_bytes: self.allocated_bytes - earlier.allocated_bytes,
-            freed_blocks: self.freed_blocks - earlier.freed_blocks,
-            freed_bytes: self.freed_bytes - earlier.freed_bytes,
-            max_bytes: self.max_bytes,
-        }
-    }
-
-    /// Bytes allocated minus bytes freed.
-    pub fn net_bytes(&self) -> i64 {
-        self.allocated_bytes as i64 - self.freed_bytes as i64
-    }
-
-    /// Blocks allocated minus blocks freed.
-    pub fn net_blocks(&self) -> i64 {
-        self.allocated_blocks as i64 - self.freed_blocks as i64
-    }
-}
-
 std::thread_local! {
     /// Up while this thread is inside the tracer: what it allocates then is
     /// not traced.
@@ -158,9 +118,6 @@ std::thread_local! {
     /// address may be another thread's new block), and kept here for a
     /// debug hook's report in that call ([`traceback`]).
     static LEAVING: Cell<Option<Trace>> = const { Cell::new(None) };
-    static THREAD: Cell<ThreadHeapStats> = const { Cell::new(ThreadHeapStats {
-        allocated_blocks: 0, allocated_bytes: 0, freed_blocks: 0, freed_bytes: 0, max_bytes: 0,
-    }) };
 }
 
 /// This thread's guard, up until dropped.
@@ -277,7 +234,7 @@ pub fn traced_memory() -> (usize, usize) {
 /// Sets the peak to the current traced bytes.
 pub fn reset_peak() {
     PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
-    MAX_BLOCKS.store(CURR_BLOCKS.load(Ordering::Relaxed), Ordering::Relaxed);
+    MAX_BLOCKS.store(trace_tally::live_blocks(), Ordering::Relaxed);
 }
 
 /// Forgets every trace and traceback, and zeroes the counters.
@@ -287,27 +244,23 @@ pub fn clear_traces() {
         trace_peak::clear();
     });
     trace_sample::clear_marks();
-    for c in [&CURRENT, &PEAK, &CURR_BLOCKS, &MAX_BLOCKS] {
+    for c in [&CURRENT, &PEAK, &MAX_BLOCKS] {
         c.store(0, Ordering::Relaxed);
     }
-    for c in &BY_SOURCE {
-        c.store(0, Ordering::Relaxed);
-    }
-    TOTAL_BLOCKS.store(0, Ordering::Relaxed);
-    TOTAL_BYTES.store(0, Ordering::Relaxed);
+    trace_tally::clear();
 }
 
 /// Live traced bytes from `source`.
 pub fn traced_bytes(source: Source) -> usize {
-    BY_SOURCE[source as usize].load(Ordering::Relaxed)
+    trace_tally::live_bytes(source)
 }
 
 /// The figures of the traced blocks.
 pub fn heap_stats() -> HeapStats {
     HeapStats {
-        total_blocks: TOTAL_BLOCKS.load(Ordering::Relaxed),
-        total_bytes: TOTAL_BYTES.load(Ordering::Relaxed),
-        curr_blocks: CURR_BLOCKS.load(Ordering::Relaxed),
+        total_blocks: trace_tally::total_blocks(),
+        total_bytes: trace_tally::total_bytes(),
+        curr_blocks: trace_tally::live_blocks(),
         curr_bytes: CURRENT.load(Ordering::Relaxed),
         max_blocks: MAX_BLOCKS.load(Ordering::Relaxed),
         max_bytes: PEAK.load(Ordering::Relaxed),
@@ -316,7 +269,7 @@ pub fn heap_stats() -> HeapStats {
 
 /// The calling thread's traced allocations and frees so far.
 pub fn thread_heap_stats() -> ThreadHeapStats {
-    THREAD.try_with(Cell::get).unwrap_or_default()
+    trace_tally::thread_stats()
 }
 
 /// The traceback of the live traced block at `addr` of `domain`, oldest
@@ -416,38 +369,29 @@ fn account_alloc(t: &Trace) {
     if trace_peak::enabled() {
         trace_peak::on_add(t.traceback, t.domain, source, size);
     }
-    BY_SOURCE[source as usize].fetch_add(size, Ordering::Relaxed);
-    TOTAL_BLOCKS.fetch_add(1, Ordering::Relaxed);
-    TOTAL_BYTES.fetch_add(size as u64, Ordering::Relaxed);
-    let blocks = CURR_BLOCKS.fetch_add(1, Ordering::Relaxed) + 1;
+    trace_tally::on_alloc(source, size);
     let cur = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
     if cur > PEAK.load(Ordering::Relaxed) && PEAK.fetch_max(cur, Ordering::Relaxed) < cur {
-        MAX_BLOCKS.store(blocks, Ordering::Relaxed);
+        new_peak();
     }
     trace_timeline::note(cur);
-    let _ = THREAD.try_with(|c| {
-        let mut s = c.get();
-        s.allocated_blocks += 1;
-        s.allocated_bytes += size as u64;
-        let net = s.allocated_bytes.saturating_sub(s.freed_bytes);
-        s.max_bytes = s.max_bytes.max(net);
-        c.set(s);
-    });
+}
+
+/// The traced bytes left a new peak: the blocks live now are its blocks
+/// (added up over the threads' counts, so out of the way of the common
+/// allocation, which is not a new peak once a program has warmed up).
+#[cold]
+#[inline(never)]
+fn new_peak() {
+    MAX_BLOCKS.store(trace_tally::live_blocks(), Ordering::Relaxed);
 }
 
 fn account_free(t: &Trace) {
     if trace_peak::enabled() {
         trace_peak::on_remove(t.traceback, t.size);
     }
-    BY_SOURCE[t.source as usize].fetch_sub(t.size, Ordering::Relaxed);
-    CURR_BLOCKS.fetch_sub(1, Ordering::Relaxed);
+    trace_tally::on_free(t.source, t.size);
     trace_timeline::note(CURRENT.fetch_sub(t.size, Ordering::Relaxed) - t.size);
-    let _ = THREAD.try_with(|c| {
-        let mut s = c.get();
-        s.freed_blocks += 1;
-        s.freed_bytes += t.size as u64;
-        c.set(s);
-    });
 }
 
 /// A trace as copied out: source, domain, size, traceback id.

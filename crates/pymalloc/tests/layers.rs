@@ -65,6 +65,7 @@ const LAYERS: &[&str] = &[
     "trace_sample",
     "trace_shadow",
     "trace_table",
+    "trace_tally",
     "trace_memo",
     "trace_peak",
     "trace_timeline",

@@ -1,0 +1,371 @@
+//! The tracer's counts of blocks and bytes (dhat's `HeapStats`, the live
+//! bytes of each source, and each thread's own figures), kept per thread.
+//!
+//! Each thread that traces takes a [`Slot`] of its own and is its only
+//! writer: it counts with loads and stores, no locked instruction, in one
+//! thread-local look-up. (It used to make four locked additions per traced
+//! allocation and two per free on global counters, and look up a
+//! thread-local of its own figures besides.) Readers add the slots up. A
+//! slot outlives its thread's claim: the next thread to claim it goes on
+//! counting in it, so the sums keep what exited threads counted, and a
+//! thread's own figures are its slot's counts less those it found there.
+//! Threads beyond [`NSLOTS`] at once count in one more slot, [`SHARED`],
+//! with locked additions, and keep no figures of their own.
+//!
+//! The traced bytes now and their peak stay one global counter each
+//! (`trace.rs`): a peak is a moment of the whole process, not a sum.
+//!
+//! Invariants: an owned slot is stored to by its owner alone (the thread
+//! whose `CLAIM` holds it); [`SHARED`] is never owned and only changed by
+//! `fetch_add`. Counters wrap: a thread frees blocks other threads
+//! allocated, so one slot's live figures may go "below zero"; only sums
+//! mean something. [`BASE`] holds the sums at the last [`clear`].
+
+use core::cell::Cell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use crate::trace_table::Source;
+
+/// A thread's own allocations and frees, while it traced (its frees of
+/// blocks of other threads included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadHeapStats {
+    /// Blocks this thread allocated.
+    pub allocated_blocks: u64,
+    /// Bytes this thread allocated.
+    pub allocated_bytes: u64,
+    /// Blocks this thread freed.
+    pub freed_blocks: u64,
+    /// Bytes this thread freed.
+    pub freed_bytes: u64,
+    /// The most bytes this thread's allocations minus its frees reached.
+    pub max_bytes: u64,
+}
+
+impl ThreadHeapStats {
+    /// What happened between `earlier` and these figures (peak aside).
+    pub fn since(&self, earlier: &ThreadHeapStats) -> ThreadHeapStats {
+        ThreadHeapStats {
+            allocated_blocks: self.allocated_blocks - earlier.allocated_blocks,
+            allocated_bytes: self.allocated_bytes - earlier.allocated_bytes,
+            freed_blocks: self.freed_blocks - earlier.freed_blocks,
+            freed_bytes: self.freed_bytes - earlier.freed_bytes,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    /// Bytes allocated minus bytes freed.
+    pub fn net_bytes(&self) -> i64 {
+        self.allocated_bytes as i64 - self.freed_bytes as i64
+    }
+
+    /// Blocks allocated minus blocks freed.
+    pub fn net_blocks(&self) -> i64 {
+        self.allocated_blocks as i64 - self.freed_blocks as i64
+    }
+}
+
+/// Blocks and bytes allocated, blocks and bytes freed, then the live bytes
+/// of each [`Source`].
+const ALLOCS: usize = 0;
+const ALLOC_BYTES: usize = 1;
+const FREES: usize = 2;
+const FREE_BYTES: usize = 3;
+const LIVE: usize = 4;
+const COUNTERS: usize = LIVE + Source::ALL.len();
+
+/// Slots that threads own, one each, at once.
+const NSLOTS: usize = 128;
+
+/// One thread's counts (or, for [`SHARED`], those of every thread that
+/// found no slot free), on cache lines of its own.
+#[repr(align(128))]
+struct Slot {
+    owned: AtomicBool,
+    counters: [AtomicU64; COUNTERS],
+    /// The owner's: the first four counters when it claimed the slot, and
+    /// the most its allocated bytes less its freed bytes reached since.
+    claimed_at: [AtomicU64; 4],
+    max_net: AtomicU64,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            owned: AtomicBool::new(false),
+            counters: [const { AtomicU64::new(0) }; COUNTERS],
+            claimed_at: [const { AtomicU64::new(0) }; 4],
+            max_net: AtomicU64::new(0),
+        }
+    }
+
+    /// Counter `i` as the owner sees it.
+    #[inline(always)]
+    fn get(&self, i: usize) -> u64 {
+        self.counters[i].load(Ordering::Relaxed)
+    }
+
+    /// Adds `d` to counter `i`; owner only (one writer: no lost update).
+    #[inline(always)]
+    fn add(&self, i: usize, d: u64) {
+        self.counters[i].store(self.get(i).wrapping_add(d), Ordering::Relaxed);
+    }
+}
+
+static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
+static SHARED: Slot = Slot::new();
+/// One past the highest slot ever claimed: readers add up `SLOTS[..HIGH]`.
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+static BASE: [AtomicU64; COUNTERS] = [const { AtomicU64::new(0) }; COUNTERS];
+
+/// The calling thread's slot (null: none yet), given back when the thread
+/// exits.
+struct Claim(Cell<*const Slot>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let s = self.0.replace(ptr::null());
+        if !s.is_null() {
+            // SAFETY: claimed slots are statics of SLOTS.
+            // Release: the next owner starts from this thread's last counts.
+            unsafe { &*s }.owned.store(false, Ordering::Release);
+        }
+    }
+}
+
+std::thread_local! {
+    static CLAIM: Claim = const { Claim(Cell::new(ptr::null())) };
+}
+
+/// The calling thread's slot, claimed on first use; None if none is free
+/// or thread-local storage is gone.
+#[inline(always)]
+fn mine() -> Option<&'static Slot> {
+    CLAIM
+        .try_with(|c| {
+            let s = c.0.get();
+            if s.is_null() {
+                claim(c)
+            } else {
+                // SAFETY: a claimed slot is a static of SLOTS.
+                Some(unsafe { &*s })
+            }
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+#[inline(never)]
+fn claim(c: &Claim) -> Option<&'static Slot> {
+    let (i, s) = SLOTS.iter().enumerate().find(|(_, s)| {
+        !s.owned.load(Ordering::Relaxed)
+            && s.owned.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    })?;
+    for (k, a) in s.claimed_at.iter().enumerate() {
+        a.store(s.get(k), Ordering::Relaxed);
+    }
+    s.max_net.store(0, Ordering::Relaxed);
+    HIGH.fetch_max(i + 1, Ordering::Release);
+    c.0.set(s);
+    Some(s)
+}
+
+/// Counts a traced block of `size` bytes from `source`.
+#[inline(always)]
+pub(crate) fn on_alloc(source: Source, size: usize) {
+    let size = size as u64;
+    let Some(s) = mine() else {
+        return shared_add(&[(ALLOCS, 1), (ALLOC_BYTES, size), (LIVE + source as usize, size)]);
+    };
+    s.add(ALLOCS, 1);
+    s.add(ALLOC_BYTES, size);
+    s.add(LIVE + source as usize, size);
+    let net = (s.get(ALLOC_BYTES).wrapping_sub(s.claimed_at[ALLOC_BYTES].load(Ordering::Relaxed)))
+        .saturating_sub(s.get(FREE_BYTES).wrapping_sub(s.claimed_at[FREE_BYTES].load(Ordering::Relaxed)));
+    if net > s.max_net.load(Ordering::Relaxed) {
+        s.max_net.store(net, Ordering::Relaxed);
+    }
+}
+
+/// Counts the free of a traced block of `size` bytes from `source`.
+#[inline(always)]
+pub(crate) fn on_free(source: Source, size: usize) {
+    let size = size as u64;
+    let Some(s) = mine() else {
+        return shared_add(&[(FREES, 1), (FREE_BYTES, size), (LIVE + source as usize, size.wrapping_neg())]);
+    };
+    s.add(FREES, 1);
+    s.add(FREE_BYTES, size);
+    s.add(LIVE + source as usize, size.wrapping_neg());
+}
+
+/// Counts in [`SHARED`], for a thread without a slot.
+#[cold]
+#[inline(never)]
+fn shared_add(counts: &[(usize, u64)]) {
+    for &(i, d) in counts {
+        SHARED.counters[i].fetch_add(d, Ordering::Relaxed);
+    }
+}
+
+/// The calling thread's own figures since it first traced (all zero if it
+/// has no slot).
+pub(crate) fn thread_stats() -> ThreadHeapStats {
+    let Some(s) = CLAIM.try_with(|c| c.0.get()).ok().filter(|s| !s.is_null()) else {
+        return ThreadHeapStats::default();
+    };
+    // SAFETY: a claimed slot is a static of SLOTS.
+    let s = unsafe { &*s };
+    let since = |k: usize| s.get(k).wrapping_sub(s.claimed_at[k].load(Ordering::Relaxed));
+    ThreadHeapStats {
+        allocated_blocks: since(ALLOCS),
+        allocated_bytes: since(ALLOC_BYTES),
+        freed_blocks: since(FREES),
+        freed_bytes: since(FREE_BYTES),
+        max_bytes: s.max_net.load(Ordering::Relaxed),
+    }
+}
+
+/// Counter `i` added up over every slot, since the last [`clear`].
+fn sum(i: usize) -> u64 {
+    let high = HIGH.load(Ordering::Acquire);
+    let all = SLOTS[..high].iter().chain([&SHARED]);
+    let raw = all.fold(0u64, |a, s| a.wrapping_add(s.counters[i].load(Ordering::Relaxed)));
+    raw.wrapping_sub(BASE[i].load(Ordering::Relaxed))
+}
+
+/// Blocks traced (since the last [`clear`]).
+pub(crate) fn total_blocks() -> u64 {
+    sum(ALLOCS)
+}
+
+/// Bytes traced (since the last [`clear`]).
+pub(crate) fn total_bytes() -> u64 {
+    sum(ALLOC_BYTES)
+}
+
+/// Traced blocks live now.
+pub(crate) fn live_blocks() -> usize {
+    sum(ALLOCS).wrapping_sub(sum(FREES)) as usize
+}
+
+/// Traced bytes live now from `source`.
+pub(crate) fn live_bytes(source: Source) -> usize {
+    sum(LIVE + source as usize) as usize
+}
+
+/// Counts from zero again (each thread's own figures go on). Counts that
+/// threads make meanwhile may land on either side, as with any counter
+/// cleared while it runs.
+pub(crate) fn clear() {
+    for (i, b) in BASE.iter().enumerate() {
+        b.store(b.load(Ordering::Relaxed).wrapping_add(sum(i)), Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Slots are process-wide: the tests here hold the lock of the tests
+    /// that trace (which count here and clear the counts), and look at what
+    /// their own threads change, through differences.
+    #[test]
+    fn sums_keep_the_counts_of_exited_threads_and_slots_are_reused() {
+        let _g = crate::trace_table::global_tables();
+        let before = (total_blocks(), total_bytes(), live_bytes(Source::Tracked));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        on_alloc(Source::Tracked, 10 + t);
+                        if i % 2 == 0 {
+                            on_free(Source::Tracked, 10 + t);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(total_blocks() - before.0, 400);
+        assert_eq!(total_bytes() - before.1, 100 * (10 + 11 + 12 + 13));
+        assert_eq!(live_bytes(Source::Tracked) - before.2, 50 * (10 + 11 + 12 + 13));
+        let high = HIGH.load(Ordering::Relaxed);
+        // Four more threads, one after another: each takes a slot given
+        // back, so the slots in use do not grow with the threads made.
+        for _ in 0..4 {
+            std::thread::spawn(|| on_alloc(Source::Tracked, 1)).join().unwrap();
+        }
+        assert_eq!(HIGH.load(Ordering::Relaxed), high);
+        assert_eq!(total_blocks() - before.0, 404);
+    }
+
+    /// A block freed by another thread than the one that allocated it: the
+    /// live figures come back to where they were in the sum, though each
+    /// slot alone is off.
+    #[test]
+    fn frees_from_other_threads_cancel_in_the_sum() {
+        let _g = crate::trace_table::global_tables();
+        let before = live_bytes(Source::Raw);
+        std::thread::spawn(|| on_alloc(Source::Raw, 4096)).join().unwrap();
+        assert_eq!(live_bytes(Source::Raw).wrapping_sub(before), 4096);
+        std::thread::spawn(|| on_free(Source::Raw, 4096)).join().unwrap();
+        assert_eq!(live_bytes(Source::Raw), before);
+    }
+
+    #[test]
+    fn the_shared_slot_counts_with_locked_additions() {
+        let _g = crate::trace_table::global_tables();
+        // Fewer under Miri, which runs threads one step at a time.
+        const N: u64 = if cfg!(miri) { 500 } else { 10_000 };
+        let before = SHARED.get(ALLOCS);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..N {
+                        shared_add(&[(ALLOCS, 1)]);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(SHARED.get(ALLOCS) - before, 4 * N);
+    }
+
+    /// A thread's own figures start at zero in a slot another thread used,
+    /// and its peak is of its own allocations less its own frees.
+    #[test]
+    fn a_threads_own_figures_start_from_its_claim() {
+        let _g = crate::trace_table::global_tables();
+        std::thread::spawn(|| {
+            on_alloc(Source::Rust, 500);
+            on_free(Source::Rust, 500);
+        })
+        .join()
+        .unwrap();
+        let st = std::thread::spawn(|| {
+            assert_eq!(thread_stats(), ThreadHeapStats::default());
+            on_alloc(Source::Rust, 100);
+            on_alloc(Source::Rust, 300);
+            on_free(Source::Rust, 100);
+            on_alloc(Source::Rust, 50);
+            thread_stats()
+        })
+        .join()
+        .unwrap();
+        let want = ThreadHeapStats {
+            allocated_blocks: 3,
+            allocated_bytes: 450,
+            freed_blocks: 1,
+            freed_bytes: 100,
+            max_bytes: 400,
+        };
+        assert_eq!(st, want);
+    }
+}
