@@ -240,15 +240,17 @@ impl<const WORDS: usize> Region<WORDS> {
     }
 
     /// Takes the `extra` slots right after the run of `n` at `p`, if they are
-    /// free: the run grows in place (kept slots keep their old bytes). False
-    /// (nothing changed) otherwise.
+    /// freed or fresh (past the slots ever used, within the region): the run
+    /// grows in place (kept slots keep their old bytes). False (nothing
+    /// changed) otherwise.
     ///
     /// # Safety
     /// `p` is a live run of `n` slots from [`Self::alloc`].
     pub(crate) unsafe fn grow(&self, p: *mut u8, n: usize, extra: usize) -> bool {
         let next = self.slot_index(p) + n;
+        let limit = self.limit();
         let mut slots = self.lock();
-        if !slots.run_is_free(next, extra) {
+        if !slots.run_is_free(next, extra, limit) {
             return false;
         }
         let tail = self.slot_address(next);

@@ -129,15 +129,22 @@ impl<const WORDS: usize> SlotTable<WORDS> {
         kept
     }
 
-    /// True if the `n` slots from `start` are all freed (and below `next`).
-    pub(crate) fn run_is_free(&self, start: usize, n: usize) -> bool {
-        start + n <= self.next && (start..start + n).all(|s| bit(&self.free, s))
+    /// True if the `n` slots from `start` (at most the bump index) may be
+    /// taken: those below the bump index are freed, those from it on are
+    /// fresh, and the run ends at or below `limit` (the slots the region
+    /// has). A run that ends the used slots can so grow past them: a huge
+    /// block allocated last, grown by `realloc`, stays where it is instead
+    /// of moving, copied, at every step.
+    pub(crate) fn run_is_free(&self, start: usize, n: usize, limit: usize) -> bool {
+        start <= self.next
+            && start + n <= limit.min(WORDS * 64)
+            && (start..(start + n).min(self.next)).all(|s| bit(&self.free, s))
     }
 
-    /// Takes the `n` freed slots from `start` (see [`Self::run_is_free`]);
+    /// Takes the `n` slots from `start` (see [`Self::run_is_free`]);
     /// returns how many of them were kept.
     pub(crate) fn take_exact(&mut self, start: usize, n: usize) -> usize {
-        debug_assert!(self.run_is_free(start, n));
+        debug_assert!(self.run_is_free(start, n, WORDS * 64));
         self.take_at(start, n, |_, _| {})
     }
 
@@ -260,7 +267,7 @@ mod tests {
         t.give_run(1, 3, 0);
         assert_eq!(take(&mut t, 4, 128), Some(6), "a freed run of 3 cannot hold 4");
         assert_eq!(take(&mut t, 2, 128), Some(1));
-        assert!(t.run_is_free(3, 1) && !t.run_is_free(3, 2));
+        assert!(t.run_is_free(3, 1, 128) && !t.run_is_free(3, 2, 128));
         assert_eq!(t.take_exact(3, 1), 0);
         assert_eq!(take(&mut t, 1, 128), Some(10));
         assert_eq!(take(&mut t, 200, 128), None);
@@ -278,6 +285,23 @@ mod tests {
         assert_eq!(take(&mut t, 1, 128), Some(10));
         t.give_run(4, 6, 0);
         assert_eq!(take(&mut t, 130, 128), None);
+    }
+
+    /// The last run grows past the bump index, into fresh slots, up to the
+    /// limit; a run with a live slot after it does not.
+    #[test]
+    fn the_last_run_may_grow_into_fresh_slots() {
+        let mut t = SlotTable::<2>::new();
+        assert_eq!(take(&mut t, 2, 128), Some(0));
+        assert_eq!(take(&mut t, 3, 128), Some(2));
+        assert!(!t.run_is_free(2, 1, 128), "slot 2 is live");
+        assert!(t.run_is_free(5, 3, 128), "slots 5.. are fresh");
+        assert!(!t.run_is_free(5, 3, 7), "past the limit");
+        assert!(!t.run_is_free(6, 1, 128), "a run cannot start past the bump index");
+        assert_eq!(t.take_exact(5, 3), 0);
+        assert_eq!(take(&mut t, 1, 128), Some(8), "the bump index moved past the grown run");
+        t.give_run(2, 3, 0);
+        assert!(t.run_is_free(2, 3, 128) && !t.run_is_free(2, 4, 128), "freed slots, then a live one");
     }
 
     #[test]
@@ -309,7 +333,7 @@ mod tests {
         assert_eq!(t.sweep_kept(false, |s, n| given.push((s, n))), 10);
         assert_eq!(given, [(0, 10)]);
         assert_eq!(t.kept(), 0);
-        assert!(t.run_is_free(0, 10), "swept slots stay freed");
+        assert!(t.run_is_free(0, 10, 128), "swept slots stay freed");
         // Slots taken and kept again after a sweep survive the next one.
         assert_eq!(t.take_exact(0, 10), 0);
         t.give_run(0, 10, 3);
