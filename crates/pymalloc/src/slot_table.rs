@@ -164,6 +164,29 @@ impl<const WORDS: usize> SlotTable<WORDS> {
         self.hint = self.hint.min(start / 64);
     }
 
+    /// Gives back up to `n` kept slots, lowest first, reported to
+    /// `decommit` as runs `(start, len)`; they stay freed. Returns how many.
+    pub(crate) fn release_kept(&mut self, n: usize, mut decommit: impl FnMut(usize, usize)) -> usize {
+        let mut given = 0;
+        let mut w = self.hint;
+        while given < n && self.nkept > given && w < self.next.div_ceil(64).min(WORDS) {
+            let word = self.kept[w];
+            if word == 0 {
+                w += 1;
+                continue;
+            }
+            let b = word.trailing_zeros() as usize;
+            let len = ((word >> b).trailing_ones() as usize).min(n - given);
+            let run = if len == 64 { u64::MAX } else { ((1u64 << len) - 1) << b };
+            self.kept[w] &= !run;
+            self.stale[w] &= !run;
+            decommit(w * 64 + b, len);
+            given += len;
+        }
+        self.nkept -= given;
+        given
+    }
+
     /// Kept slots.
     pub(crate) fn kept(&self) -> usize {
         self.nkept
@@ -302,6 +325,27 @@ mod tests {
         assert_eq!(take(&mut t, 1, 128), Some(8), "the bump index moved past the grown run");
         t.give_run(2, 3, 0);
         assert!(t.run_is_free(2, 3, 128) && !t.run_is_free(2, 4, 128), "freed slots, then a live one");
+    }
+
+    #[test]
+    fn kept_slots_go_back_a_few_at_a_time_lowest_first() {
+        let mut t = SlotTable::<2>::new();
+        assert_eq!(take(&mut t, 70, 128), Some(0));
+        t.give_run(2, 3, 3);
+        t.give_run(60, 8, 8);
+        assert_eq!(t.kept(), 11);
+        let mut runs = vec![];
+        assert_eq!(t.release_kept(4, |s, n| runs.push((s, n))), 4);
+        assert_eq!(runs, [(2, 3), (60, 1)]);
+        assert_eq!(t.kept(), 7);
+        assert!(t.run_is_free(2, 3, 128), "given back, still freed");
+        runs.clear();
+        assert_eq!(t.release_kept(100, |s, n| runs.push((s, n))), 7);
+        assert_eq!(runs, [(61, 3), (64, 4)], "a run over a word boundary comes in two");
+        assert_eq!(t.kept(), 0);
+        assert_eq!(t.release_kept(1, |_, _| unreachable!()), 0);
+        // Nothing kept is left for a sweep to find.
+        assert_eq!(t.sweep_kept(true, |_, _| unreachable!()), 0);
     }
 
     #[test]
