@@ -305,27 +305,24 @@ impl<const WORDS: usize> Region<WORDS> {
     /// (all of them if `all`) and marks those kept now for the next call.
     /// Returns the slots given back.
     pub(crate) fn sweep_kept(&self, all: bool) -> usize {
-        if self.kept_slots() == 0 {
-            // Nothing to give back or mark (the stale marks are a subset).
-            return 0;
-        }
-        let mut slots = self.lock();
-        let given = slots.sweep_kept(all, |s, len| {
-            // SAFETY: kept slots, used by nobody; the lock is held.
-            unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
-        });
-        self.note_kept(&slots);
-        given
+        self.give_back_kept(|slots, decommit_run| slots.sweep_kept(all, decommit_run))
     }
 
     /// Decommits up to `n` kept slots now, lowest first (they stay freed);
     /// returns how many.
     pub(crate) fn release_kept_slots(&self, n: usize) -> usize {
+        self.give_back_kept(|slots, decommit_run| slots.release_kept(n, decommit_run))
+    }
+
+    /// Runs `f`, which gives kept slots back through the decommit it is
+    /// handed and returns how many, on the slot table under its lock.
+    fn give_back_kept(&self, f: impl FnOnce(&mut SlotTable<WORDS>, &mut dyn FnMut(usize, usize)) -> usize) -> usize {
         if self.kept_slots() == 0 {
+            // Nothing to give back or mark (the stale marks are a subset).
             return 0;
         }
         let mut slots = self.lock();
-        let given = slots.release_kept(n, |s, len| {
+        let given = f(&mut slots, &mut |s, len| {
             // SAFETY: kept slots, used by nobody; the lock is held.
             unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
         });
