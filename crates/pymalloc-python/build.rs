@@ -14,37 +14,65 @@ use std::process::Command;
 
 use pymalloc_text_layout::{C_START_UP, STD_RUNTIME, TRACER};
 
-/// The launcher's text layout (GNU/Linux, `pymalloc-text-layout`): laid
-/// out by the linker's default, the ~68 KB of the launcher that a Python
-/// program runs (155 functions under callgrind: our allocator, `main`, the
-/// `_pymalloc` module's hooks, pieces of `std` and pyo3) were spread over
-/// the whole text: 432 of its 491 KiB resident in every process, most of
-/// what separates the launcher's resident memory from python3's.
+/// The launcher's text layout (GNU/Linux, `pymalloc-text-layout`).
+///
+/// Laid out by the linker's default, the ~70 KB of the launcher that a
+/// Python program runs (our allocator, `main`, the `_pymalloc` module's
+/// hooks, pieces of `std` and pyo3; about 130 functions under callgrind)
+/// were spread over the whole text: 432 of its 491 KiB resident in every
+/// process, most of what separates the launcher's resident memory from
+/// python3's. A first layout put all our code in the windows; as the
+/// every-size heaps and `_pymalloc`'s reports grew, that was 203 KB and
+/// four windows (256 KiB) resident. Now the windows hold what a run in the
+/// default configuration executes, then what `PYTHONMALLOC=pymalloc_all`
+/// adds, then the rest of our code.
 ///
 /// Before the windows: code that runs only on request or in other modes
-/// (the tracer and its snapshots, the debug hooks, the thread heaps,
-/// `_pymalloc`'s pinning report) and the symbolizer (`backtrace`, gimli,
+/// (the tracer and its snapshots, the debug hooks, the locked heap, heap
+/// validation, `_pymalloc`'s functions other than its hooks, the pinning
+/// report, the fatal-error path) and the symbolizer (`backtrace`, gimli,
 /// addr2line, miniz), which runs only when a program traces or panics.
+/// `_pymalloc`'s functions are `__pyfunction_<name>`; its hooks, which run
+/// at every collection and fork, are named with a leading underscore
+/// (`__pyfunction__after_collection`), which `[a-z]` does not match.
 const COLD: &[&str] = &[
     TRACER,
     "*(.text._ZN9backtrace* .text._ZN5gimli* .text._ZN9addr2line* .text._ZN11miniz_oxide* .text._ZN14rustc_demangle*)",
-    "*(.text.*8pymalloc5debug* .text.*8pymalloc12thread_heaps* .text.*8pymalloc6thread* .text.*15pymalloc_python4pins*)",
+    "*(.text.*8pymalloc5debug* .text.*8pymalloc6locked* .text.*8pymalloc4heap8validate*)",
+    "*(.text.*15pymalloc_python6module9_pymalloc*__pyfunction_[a-z]*)",
+    "*(.text.*15pymalloc_python4pins* .text.*15pymalloc_python5embed* .text.*pymalloc*pinning*)",
 ];
 
-/// The windows: the C start-up code, `main`, the rest of our code, pyo3,
-/// and the pieces of `std` (start-up, environment, threads for the decay
-/// sweep, closures' shims, C strings, vector growth) that a run executes.
+/// The windows, in this order: the C start-up code and `main`; the GIL
+/// heap and what it calls (the default configuration's allocator in all
+/// three domains, with its purge and decay); the module's hooks; pyo3 and
+/// the pieces of `std` (start-up, environment, the decay sweep's thread,
+/// closures' shims, C strings, vector growth) a run executes; then the
+/// thread heaps and the heaps of blocks above 512 bytes, which only
+/// `pymalloc_all` runs; then the rest of our code. The default
+/// configuration also runs the every-size purge (from the end of a full
+/// collection, on empty heaps) and `core`'s UTF-8 check (reading
+/// `PYTHONMALLOC`); those few functions are named. What a run touches:
+/// `perf record -e page-faults -d` on the launcher lists each fault on its
+/// text with the function; callgrind lists every function that ran.
 const FIRST: &[&str] = &[
     "*crt1.o(.text .text.*)",
     "*crti.o(.text .text.*)",
+    C_START_UP,
+    STD_RUNTIME,
     "*(.text.main .text.PyInit__pymalloc)",
-    "*(.text.*pymalloc*)",
+    "*(.text.*8pymalloc3gil* .text.*8pymalloc4heap* .text.*8pymalloc3raw* .text.*8pymalloc5front*)",
+    "*(.text.*8pymalloc5radix* .text.*8pymalloc2os* .text.*8pymalloc11arena_alloc* .text.*8pymalloc6region*)",
+    "*(.text.*8pymalloc6config* .text.*8pymalloc10background* .text.*15pymalloc_python*)",
+    "*(.text.*pymalloc..gil..* .text.*pymalloc..heap..* .text.*pymalloc..config..* .text.*pymalloc_python..*)",
+    "*(.text.*8pymalloc10every_size12release_free* .text.*8pymalloc5spans8SpanHeap11flush_cache* .text.*8pymalloc5spans8SpanHeap5purge*)",
     "*(.text.*pyo3* .text.*once_cell*)",
     "*(.text.*3std2rt* .text.*__rust_begin_short_backtrace* .text.*3std6thread* .text.*3sys6thread*)",
     "*(.text.*3std3env* .text.*3sys3env*)",
-    "*(.text.*3ops8function6FnOnce* .text.*3ffi5c_str* .text.*7raw_vec*)",
-    STD_RUNTIME,
-    C_START_UP,
+    "*(.text.*3ops8function6FnOnce* .text.*3ffi5c_str* .text.*7raw_vec* .text.*4core3str8converts*)",
+    "*(.text.*8pymalloc6thread* .text.*8pymalloc12thread_heaps* .text.*8pymalloc10every_size* .text.*8pymalloc5spans*)",
+    "*(.text.*8pymalloc10span_* .text.*8pymalloc11front_cache* .text.*8pymalloc7segment* .text.*8pymalloc4huge* .text.*8pymalloc10slot_table*)",
+    "*(.text.*pymalloc*)",
 ];
 
 #[path = "src/supported.rs"]

@@ -18,6 +18,20 @@
 //!   `libc_nonshared.a` that every run executes.
 //!
 //! `INSERT BEFORE .text` keeps the linker's default layout for the rest.
+//!
+//! Two more things make the windows the kernel's windows and keep the
+//! read-only data in one of them:
+//!
+//! * The segments are aligned to 64 KiB (`-z max-page-size=0x10000`), so the
+//!   loader (the kernel for an executable, `ld.so` for a shared library)
+//!   places them at 64 KiB boundaries. Aligned to a page only, a position
+//!   independent program landed at any page, and the 64 KiB boundaries of
+//!   the script fell anywhere inside the kernel's windows: the launcher's
+//!   code, two windows' worth, made three or four resident.
+//! * The exception tables (`.gcc_except_table`, read only when a panic
+//!   unwinds) lie after the unwind tables, not before the read-only data:
+//!   the headers, symbols and read-only data a run reads then fit in the
+//!   read-only segment's first window.
 
 use std::path::PathBuf;
 
@@ -45,7 +59,8 @@ pub fn script(cold: &[&str], first: &[&str]) -> String {
     format!(
         "SECTIONS\n{{\n  .text.pymalloc_cold :\n  {{\n{}  }}\n}}\nINSERT BEFORE .text;\n\
          SECTIONS\n{{\n  .init ALIGN(0x10000) : {{ KEEP(*(SORT_NONE(.init))) }}\n  .fini : {{ KEEP(*(SORT_NONE(.fini))) }}\n\
-         \x20 .plt : {{ *(.plt) *(.iplt) }}\n  .text.pymalloc_first :\n  {{\n{}  }}\n}}\nINSERT BEFORE .text;\n",
+         \x20 .plt : {{ *(.plt) *(.iplt) }}\n  .text.pymalloc_first :\n  {{\n{}  }}\n}}\nINSERT BEFORE .text;\n\
+         SECTIONS\n{{\n  .gcc_except_table : ONLY_IF_RO {{ *(.gcc_except_table .gcc_except_table.*) }}\n}}\nINSERT AFTER .eh_frame;\n",
         lines(cold),
         lines(first)
     )
@@ -73,6 +88,7 @@ pub fn link(script: &str, targets: Targets) {
         Targets::Bins => "cargo:rustc-link-arg-bins",
     };
     println!("{directive}=-Wl,-T,{}", path.display());
+    println!("{directive}=-Wl,-z,max-page-size=0x10000");
 }
 
 #[cfg(test)]
@@ -89,6 +105,8 @@ mod tests {
         assert!(s[cold..window].contains("8pymalloc5trace"));
         assert!(s[first..].contains("*(.text.main)") && s[first..].contains("libc_nonshared.a"));
         assert_eq!(s.matches("INSERT BEFORE .text;").count(), 2);
+        let except = s.find(".gcc_except_table").unwrap();
+        assert!(s[except..].contains("INSERT AFTER .eh_frame;"));
         assert_eq!(s.matches('{').count(), s.matches('}').count());
     }
 }
