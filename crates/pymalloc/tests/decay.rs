@@ -182,3 +182,164 @@ fn other_policies_never_sweep() {
         assert_eq!(heap.decay_at(T * 2), 0);
     }
 }
+
+/// (untouched, empty with pages) pools of each live arena, in table order.
+fn pool_states(heap: &Heap) -> Vec<(usize, usize)> {
+    let mut v = Vec::new();
+    heap.visit_arenas(|a| {
+        let pools = &a.pools[..a.ntotalpools];
+        let count = |s: PoolState| pools.iter().filter(|&&p| p == s).count();
+        v.push((count(PoolState::Untouched), count(PoolState::Empty)));
+    });
+    v
+}
+
+/// CPython takes every new pool from the usable arena with the fewest free
+/// pools, carving its never-used ones while other arenas hold empty pools
+/// with their pages. Kept for reuse under the decay policy, those stayed
+/// resident beside the pages carved (a higher peak for nothing). A pool
+/// whose pages are resident now serves first, wherever it lies.
+#[test]
+fn an_empty_pool_with_its_pages_serves_before_a_pool_is_carved() {
+    let mut heap = decaying_heap(false);
+    let per = num_blocks(size_class(512).unwrap());
+    // Whole pools of 512-byte blocks until a second arena has two pools
+    // left to carve.
+    let mut pools: Vec<Vec<*mut u8>> = Vec::new();
+    loop {
+        pools.push((0..per).map(|_| heap.malloc(512)).collect());
+        let states = pool_states(&heap);
+        if states.len() == 2 && states.iter().any(|&(untouched, _)| untouched == 2) {
+            break;
+        }
+        assert!(states.len() <= 2 && pools.len() < 200, "{states:?}");
+    }
+    let second = pool_states(&heap).iter().position(|&(untouched, _)| untouched == 2).unwrap();
+    // Empty ten pools of the first arena.
+    for blocks in pools.drain(..10) {
+        for p in blocks {
+            unsafe { heap.free(p) };
+        }
+    }
+    heap.validate().unwrap();
+    let before = pool_states(&heap);
+    assert!(before[1 - second].1 >= 8, "{before:?}");
+    // Two pools' worth of blocks: at least one new pool is taken.
+    let more: Vec<_> = (0..2 * per).map(|_| heap.malloc(512)).collect();
+    heap.validate().unwrap();
+    let after = pool_states(&heap);
+    assert_eq!(after[second].0, 2, "a pool was carved beside empty ones: {before:?} -> {after:?}");
+    assert!(after[1 - second].1 < before[1 - second].1, "{before:?} -> {after:?}");
+    for p in more.into_iter().chain(pools.into_iter().flatten()) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
+
+/// Pools taken from arenas other than the first move back in the usable
+/// list, whose order and fingers `validate` checks: random whole pools
+/// allocated and freed over several arenas, with sweeps that decommit
+/// pools and give arenas back, checked after every step.
+#[test]
+fn taking_empty_pools_from_any_arena_keeps_the_usable_order() {
+    let mut heap = decaying_heap(false);
+    let per = num_blocks(size_class(512).unwrap());
+    let (steps, most) = if cfg!(miri) { (150, 40) } else { (8000, 400) };
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    let mut pools: Vec<Vec<*mut u8>> = Vec::new();
+    let mut now = T;
+    let mut taken_elsewhere = 0;
+    for step in 0..steps {
+        match next(10) {
+            0..=5 if pools.len() < most => {
+                let head_has_empty = {
+                    let s = pool_states(&heap);
+                    s.iter().any(|&(_, empty)| empty > 0)
+                };
+                let before = pool_states(&heap).iter().map(|&(u, _)| u).sum::<usize>();
+                pools.push((0..per).map(|_| heap.malloc(512)).collect());
+                let after = pool_states(&heap).iter().map(|&(u, _)| u).sum::<usize>();
+                if head_has_empty && after == before {
+                    taken_elsewhere += 1;
+                }
+            }
+            0..=8 if !pools.is_empty() => {
+                let i = next(pools.len());
+                for p in pools.swap_remove(i) {
+                    unsafe { heap.free(p) };
+                }
+            }
+            _ => {
+                now += u64::from(PERIOD);
+                heap.decay_at(now);
+            }
+        }
+        if let Err(e) = heap.validate() {
+            panic!("step {step}: {e:?}");
+        }
+    }
+    assert!(taken_elsewhere > 0, "no empty pool was reused");
+    for p in pools.into_iter().flatten() {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
+
+/// Past the usable arenas `take_pool` looks at from the first (64), a
+/// wholly free arena kept at the end of the list still serves before a
+/// decommitted pool is taken back.
+#[test]
+#[cfg_attr(miri, ignore = "67 MiB of arenas")]
+fn a_kept_free_arena_serves_behind_many_arenas_without_resident_free_pools() {
+    let mut heap = decaying_heap(false);
+    let per = num_blocks(size_class(512).unwrap());
+    let mut pools: Vec<Vec<*mut u8>> = Vec::new();
+    while heap.stats().arenas_current < 68 {
+        pools.push((0..per).map(|_| heap.malloc(512)).collect());
+    }
+    // The last pool opened the 68th arena: give it back at once.
+    for p in pools.pop().unwrap() {
+        unsafe { heap.free(p) };
+    }
+    let per_arena = ARENA_SIZE / POOL_SIZE;
+    // One pool freed in each of the first 66 arenas, then two sweeps: those
+    // pools go back to the OS (decommitted, not resident).
+    let mut freed = 0;
+    for i in (0..66).map(|a| a * per_arena) {
+        if i < pools.len() {
+            for p in std::mem::take(&mut pools[i]) {
+                unsafe { heap.free(p) };
+            }
+            freed += 1;
+        }
+    }
+    heap.decay_at(T + u64::from(PERIOD));
+    heap.decay_at(T + 2 * u64::from(PERIOD));
+    heap.validate().unwrap();
+    let (empty, out) = empty_pools(&heap);
+    assert_eq!((empty, out), (0, freed), "the freed pools went back");
+    // The 67th arena's pools, all freed: a wholly free arena with its
+    // pages, kept (no sweep runs again), at the end of the usable list.
+    let last: Vec<Vec<*mut u8>> = pools.drain(66 * per_arena..).collect();
+    for p in last.into_iter().flatten() {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    let (kept, _) = empty_pools(&heap);
+    assert!(kept > 0, "no kept free arena");
+    let more: Vec<_> = (0..2 * per).map(|_| heap.malloc(512)).collect();
+    heap.validate().unwrap();
+    let (empty, out) = empty_pools(&heap);
+    assert_eq!(out, freed, "a decommitted pool was taken back before the kept arena's");
+    assert!(empty < kept, "{empty} of {kept}");
+    for p in more.into_iter().chain(pools.into_iter().flatten()) {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+}
