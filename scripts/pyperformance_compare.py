@@ -332,7 +332,7 @@ def report(args, rows, instr, failed):
         " of the rounds; the round ratios show the spread. Peak private: the peak of Private_Clean +"
         " Private_Dirty of a pyperf worker, sampled every millisecond from outside the process, median"
         " of the rounds (pyperf's own measure); it includes the pages of the executable that only this"
-        " process maps (about 0.4 MiB for pymalloc-python, whose binary holds the allocator and the"
+        " process maps (about 0.25 MiB for pymalloc-python, whose binary holds the allocator and the"
         " launcher; stock python3's is a few KiB, libpython being shared with this script). Peak"
         " anonymous: the peak of the Anonymous pages alone (the heap, the allocator's arenas, stacks,"
         " relocated data): what the allocator decides. Peak RSS: ru_maxrss of the same worker"
