@@ -219,6 +219,28 @@ impl Arenas {
         }
     }
 
+    /// Puts `ao` on the usable list just after `after` (first if null).
+    ///
+    /// # Safety
+    /// `ao` is a live arena on no list; `after` is null or on the usable
+    /// list (`meta` held).
+    unsafe fn link_usable_after(&self, ao: *mut ArenaObject, after: *mut ArenaObject) {
+        // SAFETY: `ao`, `after` and the arena after it are live.
+        unsafe {
+            let next = if after.is_null() { self.usable.get() } else { (*after).nextarena };
+            (*ao).prevarena = after;
+            (*ao).nextarena = next;
+            if after.is_null() {
+                self.usable.set(ao);
+            } else {
+                (*after).nextarena = ao;
+            }
+            if !next.is_null() {
+                (*next).prevarena = ao;
+            }
+        }
+    }
+
     /// Takes a free pool, keeping the usable order: from the first usable
     /// arena (fewest free pools) when it has a free pool whose pages are
     /// resident, else from another usable arena that has one
@@ -376,17 +398,7 @@ impl Arenas {
                     after = (*after).prevarena;
                 }
             }
-            let next = if after.is_null() { self.usable.get() } else { (*after).nextarena };
-            (*ao).prevarena = after;
-            (*ao).nextarena = next;
-            if after.is_null() {
-                self.usable.set(ao);
-            } else {
-                (*after).nextarena = ao;
-            }
-            if !next.is_null() {
-                (*next).prevarena = ao;
-            }
+            self.link_usable_after(ao, after);
             self.nfp2lasta[nf - 1].set(ao);
         }
     }
@@ -428,13 +440,7 @@ impl Arenas {
             if nf == 1 {
                 // Case 2: the arena had no free pool, so it was on no list; it
                 // now has the fewest free pools and goes first.
-                let head = self.usable.get();
-                (*ao).nextarena = head;
-                (*ao).prevarena = ptr::null_mut();
-                if !head.is_null() {
-                    (*head).prevarena = ao;
-                }
-                self.usable.set(ao);
+                self.link_usable_after(ao, ptr::null_mut());
                 if self.nfp2lasta[1].get().is_null() {
                     self.nfp2lasta[1].set(ao);
                 }
@@ -449,12 +455,7 @@ impl Arenas {
             if ao != lastnf {
                 debug_assert!(!(*ao).nextarena.is_null());
                 self.unlink_usable(ao);
-                (*ao).prevarena = lastnf;
-                (*ao).nextarena = (*lastnf).nextarena;
-                if !(*ao).nextarena.is_null() {
-                    (*(*ao).nextarena).prevarena = ao;
-                }
-                (*lastnf).nextarena = ao;
+                self.link_usable_after(ao, lastnf);
             }
             None
         }
