@@ -272,6 +272,8 @@ impl Arenas {
             if warm.is_null() {
                 self.one_pool_less_first();
             } else {
+                // The first arena has no resident free pool, so `warm` is not
+                // the first.
                 ao = warm;
                 self.one_pool_less(ao);
             }
@@ -318,22 +320,24 @@ impl Arenas {
         // SAFETY: usable-list entries and the fingers are live arenas.
         unsafe {
             for _ in 0..WARM_REACH {
-                if a.is_null() {
-                    return a;
-                }
-                if !(*a).freepools.is_null() {
+                if a.is_null() || !(*a).freepools.is_null() {
                     return a;
                 }
                 a = (*a).nextarena;
             }
-            for nf in (1..=MAX_POOLS_IN_ARENA).rev() {
-                let last = self.nfp2lasta[nf].get();
-                if !last.is_null() {
-                    return if (*last).freepools.is_null() { ptr::null_mut() } else { last };
-                }
+            let last = self.last_with_at_most(MAX_POOLS_IN_ARENA);
+            if last.is_null() || (*last).freepools.is_null() {
+                ptr::null_mut()
+            } else {
+                last
             }
         }
-        ptr::null_mut()
+    }
+
+    /// The last usable arena with at most `n` free pools (null if none):
+    /// the finger of the largest count up to `n` that has one.
+    fn last_with_at_most(&self, n: usize) -> *mut ArenaObject {
+        (1..=n).rev().map(|k| self.nfp2lasta[k].get()).find(|a| !a.is_null()).unwrap_or(ptr::null_mut())
     }
 
     /// The first usable arena is about to give a pool: its count drops by
@@ -372,34 +376,20 @@ impl Arenas {
     /// leaves the list), keeping the order and the fingers.
     ///
     /// # Safety
-    /// `ao` is on the usable list (`meta` held).
+    /// `ao` is on the usable list and not its first (`meta` held).
     #[cold]
     unsafe fn one_pool_less(&self, ao: *mut ArenaObject) {
-        // SAFETY: `ao` and every arena reached from it are live usable arenas.
+        // SAFETY: `ao` and the fingers are live usable arenas.
         unsafe {
+            debug_assert!(ao != self.usable.get());
             let nf = (*ao).nfreepools as usize;
-            if ao == self.usable.get() {
-                return self.one_pool_less_first();
-            }
             self.leave_finger(ao);
-            let mut after = (*ao).prevarena;
             self.unlink_usable(ao);
             (*ao).nfreepools -= 1;
-            if nf == 1 {
-                return;
+            if nf > 1 {
+                self.link_usable_after(ao, self.last_with_at_most(nf - 1));
+                self.nfp2lasta[nf - 1].set(ao);
             }
-            // The last arena with at most nf - 1 free pools: the finger, or
-            // the first one before `ao`'s place with fewer than nf.
-            let finger = self.nfp2lasta[nf - 1].get();
-            if !finger.is_null() {
-                after = finger;
-            } else {
-                while !after.is_null() && (*after).nfreepools as usize >= nf {
-                    after = (*after).prevarena;
-                }
-            }
-            self.link_usable_after(ao, after);
-            self.nfp2lasta[nf - 1].set(ao);
         }
     }
 
