@@ -1,11 +1,8 @@
 //! Two things the linker does for the preload library, on GNU/Linux:
 //!
-//! * It links the unwinder statically (`libgcc_eh.a`, as
-//!   `gcc -static-libgcc` does), so the library does not load
-//!   `libgcc_s.so.1` into every program it is preloaded into: that shared
-//!   library's pages are resident memory the program would not otherwise
-//!   have. The unwinder is only there for Rust's panic machinery; its
-//!   symbols stay local to this library.
+//! * It links the unwinder statically (`pymalloc-text-layout`'s
+//!   `link_unwinder_statically`), so the library does not load
+//!   `libgcc_s.so.1` into every program it is preloaded into.
 //! * It lays out the text so that the code a program runs lies in one
 //!   64 KiB window (`pymalloc-text-layout`'s script). A page fault on a file mapping
 //!   makes the pages of the 64 KiB around it resident (the kernel's
@@ -16,7 +13,9 @@
 //!   (test: `the_library_text_a_program_runs_is_one_window` in
 //!   `tests/programs.rs`).
 
-use pymalloc_text_layout::{link, script, Targets, C_START_UP, STATISTICS, STD_RUNTIME, TRACER};
+use pymalloc_text_layout::{
+    link, link_unwinder_statically, script, Targets, C_START_UP, STATISTICS, STD_RUNTIME, TRACER, UNWINDER_START_UP,
+};
 
 /// Before the window: our code that runs only on request (statistics, the
 /// tracer and its snapshots) and `std`'s environment reads, which run at
@@ -34,7 +33,7 @@ const FIRST: &[&str] = &[
     "*(EXCLUDE_FILE(*libgcc_eh.a:*) .text.*pymalloc*)",
     STD_RUNTIME,
     C_START_UP,
-    "*libgcc_eh.a:unwind-dw2-fde*.o(.text .text.*)",
+    UNWINDER_START_UP,
 ];
 
 fn main() {
@@ -43,15 +42,6 @@ fn main() {
     if !target.contains("linux-gnu") {
         return;
     }
-    println!("cargo:rustc-link-lib=static:+verbatim=libgcc_eh.a");
-    let out = std::process::Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .arg("-print-file-name=libgcc_eh.a")
-        .output();
-    if let Ok(o) = out {
-        let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        if let Some(dir) = std::path::Path::new(&path).parent() {
-            println!("cargo:rustc-link-search=native={}", dir.display());
-        }
-    }
+    link_unwinder_statically();
     link(&script(COLD, FIRST), Targets::Cdylib);
 }

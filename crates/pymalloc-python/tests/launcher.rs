@@ -819,3 +819,25 @@ fn the_code_a_run_makes_resident_is_two_windows() {
     let rela_size = u64::from_str_radix(rela.split(']').nth(1).unwrap().split_whitespace().collect::<Vec<_>>()[4], 16);
     assert!(rela_size.unwrap() < 8 * 1024, "{rela}");
 }
+
+/// The launcher carries its unwinder (build.rs, `link_unwinder_statically`):
+/// it does not load `libgcc_s.so.1`, which python3 does not load either and
+/// which was 100 KiB of resident pages in every run.
+#[test]
+fn a_run_does_not_load_libgcc_s() {
+    let launcher = release_launcher();
+    let launcher = launcher.to_str().unwrap();
+    let dynamic = Command::new("readelf").args(["-dW", launcher]).output().expect("readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout).into_owned();
+    assert!(dynamic.contains("(NEEDED)") && dynamic.contains("libc.so"), "{dynamic}");
+    assert!(!dynamic.contains("libgcc_s"), "the launcher needs libgcc_s:\n{dynamic}");
+    // A run that imports extension modules (their libraries load beside it).
+    let o = run(
+        launcher,
+        &["-c", "import ssl, ctypes, decimal; print(sum(1 for l in open('/proc/self/maps') if 'libgcc_s' in l))"],
+        &[],
+        "",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o).trim(), "0", "libgcc_s.so.1 mapped in a run");
+}

@@ -47,6 +47,12 @@ pub const STATISTICS: &str = "*(.text.*pymalloc*stats* .text.*pymalloc*4heap7ins
 pub const STD_RUNTIME: &str = "*(.text.*ARGV_INIT_ARRAY* .text.*thread_local*)
     *(.text.*3sys4sync* .text.*4sync4once* .text.*3pal4unix5futex*)";
 
+/// The statically linked unwinder's look-up of unwind tables, which the
+/// preload library's windows hold (see [`link_unwinder_statically`]). The
+/// launcher's runs do not execute it: there it would push the default
+/// configuration's code past its two windows.
+pub const UNWINDER_START_UP: &str = "*libgcc_eh.a:unwind-dw2-fde*.o(.text .text.*)";
+
 /// The C start-up objects' code that runs: `crtbegin`'s registration of the
 /// unwind tables, and `libc_nonshared.a` (`atexit`, `pthread_atfork`).
 pub const C_START_UP: &str = "*crtbegin*.o(.text .text.*)
@@ -89,6 +95,35 @@ pub fn link(script: &str, targets: Targets) {
     };
     println!("{directive}=-Wl,-T,{}", path.display());
     println!("{directive}=-Wl,-z,max-page-size=0x10000");
+}
+
+/// Links the unwinder statically (`libgcc_eh.a`, as `gcc -static-libgcc`
+/// does) into every target of the package, on GNU/Linux.
+///
+/// Rust's standard library needs an unwinder (its panic machinery and
+/// backtraces), and on GNU/Linux it asks for `libgcc_s.so.1`. Loading that
+/// library makes about 100 KiB of its pages resident in every process (its
+/// read-only data, a 64 KiB window of its code, which its start-up runs, its
+/// relocated data), pages a C program or python3 does not have. Linked from
+/// the archive, its symbols stay local to the target, and
+/// `libgcc_s.so.1` is no longer needed (the linker drops it: `--as-needed`).
+///
+/// Only for targets a static library is not built from: a `static` native
+/// library is bundled into a `staticlib`, and a C program linking
+/// `libpymalloc.a` would carry a second unwinder beside its own.
+pub fn link_unwinder_statically() {
+    if !std::env::var("TARGET").unwrap_or_default().contains("linux-gnu") {
+        return;
+    }
+    println!("cargo:rustc-link-lib=static:+verbatim=libgcc_eh.a");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = std::process::Command::new(cc).arg("-print-file-name=libgcc_eh.a").output();
+    if let Ok(o) = out {
+        let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if let Some(dir) = std::path::Path::new(&path).parent() {
+            println!("cargo:rustc-link-search=native={}", dir.display());
+        }
+    }
 }
 
 #[cfg(test)]
