@@ -100,14 +100,6 @@ fn main() {
     // Without libgcc_s.so.1: 100 KiB less resident in every run (the
     // function's comment); python3 does not load it either.
     link_unwinder_statically();
-    // Relative relocations packed (DT_RELR, glibc 2.36 and binutils 2.38 on):
-    // the loader reads the whole table at start-up, and as RELA entries it
-    // was 32 KiB of the read-only segment, which pushed what a run reads of
-    // that segment past one 64 KiB fault-around window. 148 -> 88 KiB of the
-    // segment resident in a run of a small script.
-    if std::env::var("TARGET").unwrap_or_default().contains("linux-gnu") {
-        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
-    }
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/supported.rs");

@@ -258,6 +258,18 @@ fn the_library_text_a_program_runs_is_one_window() {
         .unwrap_or_else(|| panic!("no text_rss_kib line: {stdout}"));
     assert!(kib > 0, "the library's executable mapping was not found: {stdout}");
     assert!(kib <= 96, "{kib} KiB of the library's text resident, more than one 64 KiB window: {stdout}");
+    // The read-only segments: headers, symbols, packed relocations and
+    // read-only data before the text (about 30 KiB), the unwind tables in a
+    // segment of their own after it (not read unless something unwinds),
+    // and the relocated data (12 KiB). With the unwind tables and the
+    // relocations in the first segment, a 64 KiB window of it was resident.
+    let readonly: i64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("readonly_rss_kib "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no readonly_rss_kib line: {stdout}"));
+    assert!(readonly > 0, "the library's read-only mappings were not found: {stdout}");
+    assert!(readonly <= 52, "{readonly} KiB of the library's read-only segments resident: {stdout}");
 }
 
 /// The heaps the library keeps in statics for the other modes (the GIL

@@ -1,7 +1,8 @@
 /* Runs every kind of request the preload library serves (small, medium,
  * large and huge blocks, aligned ones, realloc, calloc, frees from another
- * thread), then prints how much of the library's code is resident:
- * "text_rss_kib N", the Rss of its executable mapping in /proc/self/smaps. */
+ * thread), then prints how much of the library is resident, from
+ * /proc/self/smaps: "text_rss_kib N", the Rss of its executable mapping,
+ * and "readonly_rss_kib N", that of its read-only mappings. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <malloc.h>
@@ -55,19 +56,24 @@ int main(void) {
     FILE *f = fopen("/proc/self/smaps", "r");
     if (!f) return 3;
     char line[1024];
-    int in_text = 0;
-    long kib = -1;
+    int in_text = 0, in_readonly = 0;
+    long kib = -1, readonly_kib = 0;
     while (fgets(line, sizeof line, f)) {
         char perms[8] = "";
         unsigned long lo, hi;
         if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3 && strchr(line, '/') ) {
-            in_text = strcmp(perms, "r-xp") == 0 && strstr(line, info.dli_fname) != NULL;
+            int ours = strstr(line, info.dli_fname) != NULL;
+            in_text = ours && strcmp(perms, "r-xp") == 0;
+            in_readonly = ours && strcmp(perms, "r--p") == 0;
         } else if (in_text && strncmp(line, "Rss:", 4) == 0) {
             kib = (kib < 0 ? 0 : kib) + atol(line + 4);
             in_text = 0;
+        } else if (in_readonly && strncmp(line, "Rss:", 4) == 0) {
+            readonly_kib += atol(line + 4);
+            in_readonly = 0;
         }
     }
     fclose(f);
-    printf("library %s\ntext_rss_kib %ld\n", info.dli_fname, kib);
+    printf("library %s\ntext_rss_kib %ld\nreadonly_rss_kib %ld\n", info.dli_fname, kib, readonly_kib);
     return 0;
 }
