@@ -15,6 +15,9 @@
 //! An address with offset `t` in its slot is inside an arena exactly when
 //! `t < tail_lo`, or `t >= tail_hi` and `tail_hi != 0`.
 //!
+//! It holds the arenas outside the arena region ([`crate::region`]), which
+//! knows its own (`ownership.rs`).
+//!
 //! Unlike CPython's, this map is shared by every [`Heap`](crate::Heap) in the
 //! process and needs no lock: node pointers are published with a
 //! compare-and-swap and never freed, and each coverage field is written only by

@@ -118,6 +118,13 @@ impl<const WORDS: usize> Region<WORDS> {
         self.map.bounds()
     }
 
+    /// True if `p` lies in a live slot of the region (handed out by
+    /// [`Self::alloc`] and not given back): exact for any address. Takes
+    /// the slot table's lock.
+    pub(crate) fn in_live_slot(&self, p: *const u8) -> bool {
+        self.offset(p).is_some_and(|off| self.lock().is_live(off >> self.slot_bits))
+    }
+
     /// The owner recorded for the slot holding `p`, if `p` lies in the
     /// region.
     #[inline(always)]
@@ -445,6 +452,12 @@ pub(crate) unsafe fn free_arena(p: *mut u8) {
 #[inline(always)]
 pub(crate) fn contains(p: *const u8) -> bool {
     ARENAS.contains(p)
+}
+
+/// True if `p` lies in a live arena of the arena region: exact for any
+/// address (see [`Region::in_live_slot`]).
+pub(crate) fn in_live_arena(p: *const u8) -> bool {
+    ARENAS.in_live_slot(p)
 }
 
 /// The owner recorded for the arena holding `p`, if `p` lies in the arena

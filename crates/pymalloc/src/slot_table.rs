@@ -141,6 +141,11 @@ impl<const WORDS: usize> SlotTable<WORDS> {
             && (start..(start + n).min(self.next)).all(|s| bit(&self.free, s))
     }
 
+    /// Whether slot `s` is live (handed out and not given back).
+    pub(crate) fn is_live(&self, s: usize) -> bool {
+        s < self.next && !bit(&self.free, s)
+    }
+
     /// Takes the `n` slots from `start` (see [`Self::run_is_free`]);
     /// returns how many of them were kept.
     pub(crate) fn take_exact(&mut self, start: usize, n: usize) -> usize {

@@ -151,6 +151,12 @@ fn a_dropped_heap_releases_arenas_with_live_blocks() {
     let p = heap.malloc(64);
     let arena = p as usize & !ARENA_SIZE_MASK;
     assert!(owns(p) && mapped(&mappings(), arena));
+    // An arena of the reserved region is known by the region's table of
+    // live slots, not by the radix map: a process whose arenas are all in
+    // the region touches none of the map's nodes (4 pages), nor its root.
+    assert!(!pymalloc::radix::ARENA_MAP.contains(p), "a region arena marked in the radix map");
+    assert_eq!(pymalloc::radix::ARENA_MAP.usage().mid_nodes, 0, "the radix map grew a node");
+    assert!(owns(p.wrapping_add(ARENA_SIZE - 65)) && !owns(arena.wrapping_add(ARENA_SIZE) as *const u8));
     drop(heap); // with the block still live
     assert!(!owns(p));
     assert!(!mapped(&mappings(), arena));

@@ -58,7 +58,9 @@ static void identities(const PyMalloc_Stats *s)
     CHECK(s->arenas_current + s->arenas_reclaimed == s->arenas_allocated_total);
     CHECK(s->arenas_highwater >= s->arenas_current);
     CHECK(s->map_root_bytes > 0 && s->map_mid_node_bytes > 0 && s->map_bot_node_bytes > 0);
-    if (s->arenas_current) CHECK(s->map_mid_nodes >= 1 && s->map_bot_nodes >= 1);
+    /* The radix map holds only arenas outside the reserved region (none
+     * when the region could be had): nodes, if any, come in a chain. */
+    CHECK(s->map_bot_nodes >= s->map_mid_nodes && (s->map_bot_nodes == 0) == (s->map_mid_nodes == 0));
 }
 
 /* CPython's thousands separators. */

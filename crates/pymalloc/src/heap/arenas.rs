@@ -491,7 +491,9 @@ impl Heap {
             debug_assert!((*ao).address.is_null());
             let alloc = a.allocator();
             let mut address = (alloc.alloc)(alloc.ctx, ARENA_SIZE).cast::<u8>();
-            if !address.is_null() && !ARENA_MAP.mark(address.addr(), true) {
+            // The region's arenas are known by the region (`ownership.rs`);
+            // the map holds the others.
+            if !address.is_null() && !region::contains(address) && !ARENA_MAP.mark(address.addr(), true) {
                 (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
                 address = ptr::null_mut();
             }
@@ -606,7 +608,9 @@ impl Heap {
         // SAFETY: per the contract.
         unsafe {
             let address = (*ao).address;
-            ARENA_MAP.mark(address.addr(), false);
+            if !region::contains(address) {
+                ARENA_MAP.mark(address.addr(), false);
+            }
             let alloc = (*ao).allocator;
             (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
             a.committed_empty.set(a.committed_empty.get() - (*ao).nfree_committed as usize);
