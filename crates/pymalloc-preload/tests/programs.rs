@@ -244,6 +244,25 @@ fn the_plain_library_leaves_the_tracer_out() {
 /// KiB before the library's code was grouped: the kernel maps the 64 KiB
 /// around each page fault of a file mapping, and the code it ran was spread
 /// among `std`'s.
+/// A thread takes its heap before it registers its exit handler, whose
+/// registration allocates (glibc's `__cxa_thread_atexit_impl`): those
+/// requests come from the thread's own heap. Taken the other way round,
+/// they went to the shared heap, and every program held an arena of it
+/// beside its thread's (its first pages and the shared heap's own, about
+/// 12 KiB resident).
+#[test]
+fn a_single_threaded_program_uses_one_arena() {
+    let exe = compile("one_thread.c", "cc", &["-O1", "-std=c11", "-Wall", "-Werror"]);
+    let (plain, ours, stats) = both("one_thread", || Command::new(&exe));
+    same_results("one_thread", &plain, &ours, &stats);
+    let total = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("# arenas allocated total"))
+        .and_then(|l| l.trim_start_matches([' ', '=']).trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no arena total in the statistics:\n{stats}"));
+    assert_eq!(total, 1, "{stats}");
+}
+
 #[test]
 fn the_library_text_a_program_runs_is_one_window() {
     let exe = compile("resident_text.c", "cc", &["-O1", "-std=gnu11", "-Wall", "-Werror", "-pthread", "-ldl"]);

@@ -62,10 +62,8 @@ static RAW_BLOCKS: AtomicIsize = AtomicIsize::new(0);
 const NONE: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITING: u8 = 2;
-/// Getting a heap: registering the thread-exit guard may itself allocate
-/// (glibc's `__cxa_thread_atexit_impl` calls `calloc`, which is ours when
-/// pymalloc is the process's malloc); such nested requests go to the shared
-/// heap instead of recursing.
+/// Getting a heap: requests made meanwhile (none on the usual path) go to
+/// the shared heap instead of recursing.
 const CREATING: u8 = 3;
 
 // The calling thread's heap, or null, lives in `tls_slot` (one instruction
@@ -126,23 +124,28 @@ fn current_or_create() -> *const Heap {
         _ => {}
     }
     STATE.with(|s| s.set(CREATING));
-    // Registering the guard's destructor; fails once thread-local
-    // destruction has begun.
-    if GUARD.try_with(|_| ()).is_err() {
-        STATE.with(|s| s.set(EXITING));
-        return ptr::null();
-    }
     let h = thread_heaps::adopt_or_make();
     if h.is_null() {
         STATE.with(|s| s.set(NONE));
         return ptr::null();
     }
-    // Thread heaps exist: from now on a fork() must not find one of their
-    // locks held (once per process; registering may allocate, which the
-    // CREATING state sends to the shared heap).
-    fork::install();
     tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
+    // Registering the guard's destructor, which allocates (served by the
+    // heap just taken: it is the thread's already), fails once
+    // thread-local destruction has begun: then the heap goes back. Before
+    // the heap, those requests went to the shared heap, which then held an
+    // arena and three pages of its own in every process.
+    if GUARD.try_with(|_| ()).is_err() {
+        tls_slot::set(ptr::null());
+        STATE.with(|s| s.set(EXITING));
+        // SAFETY: h is the heap this thread just took and stops using.
+        unsafe { thread_heaps::abandon(h) };
+        return ptr::null();
+    }
+    // Thread heaps exist: from now on a fork() must not find one of their
+    // locks held (once per process; registering may allocate, from h).
+    fork::install();
     // SAFETY: h is a live thread heap this thread now owns: it may drain
     // its queue.
     unsafe { (*h).drain_remote() };
