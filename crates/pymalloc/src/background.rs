@@ -125,7 +125,9 @@ pub fn is_running() -> bool {
 /// Calls `f` on every heap of every mode.
 fn each_heap(mut f: impl FnMut(&Heap)) {
     f(gil_heap().heap());
-    f(&global_heap().lock());
+    if global_heap().is_used() {
+        f(&global_heap().lock());
+    }
     thread_heaps::for_each_heap(f);
 }
 

@@ -216,7 +216,7 @@ pub unsafe fn pymalloc_purge() -> usize {
 /// ```
 pub fn set_purge_policy(p: PurgePolicy) {
     gil_heap().set_purge_policy(p);
-    global_heap().lock().set_purge_policy(p);
+    crate::locked::set_global_purge_policy(p);
     thread::set_purge_policy(p);
     crate::huge::set_keep(match p {
         PurgePolicy::Decay { ms } => Keep::Decay(ms),

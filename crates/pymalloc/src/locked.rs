@@ -19,27 +19,32 @@
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::AtomicIsize;
+use core::sync::atomic::{fence, AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::allocator::MemAllocatorEx;
 use crate::fallback::{Libc, RawDomain};
 use crate::front::{self, Pools};
 use crate::geometry::ALIGNMENT;
-use crate::heap::{collect_bounded, ArenaInfo, Heap, PinningBlock};
+use crate::heap::{collect_bounded, ArenaInfo, Heap, PinningBlock, PurgePolicy};
 use crate::raw;
 use crate::stats::Stats;
-use crate::sync::HeldAcrossFork;
+use crate::sync::{HeldAcrossFork, SpinLock};
 
 /// A [`Heap`] behind a mutex; `Sync`, usable in a `static`.
 ///
 /// The count of live raw blocks is kept outside the mutex, so that the raw
-/// path never takes the lock.
+/// path never takes the lock. `used` is set, once, by the first
+/// [`LockedHeap::lock`]: until then the heap is all zero bytes, and code
+/// that visits every heap (the decay sweep) leaves it alone rather than
+/// make its pages resident.
 pub struct LockedHeap {
     heap: Mutex<Heap>,
     raw_blocks: AtomicIsize,
+    used: AtomicBool,
 }
 
 impl Default for LockedHeap {
@@ -68,13 +73,53 @@ impl Pools for LockedHeap {
 static GLOBAL_HEAP: LockedHeap = LockedHeap::new();
 static GLOBAL_HELD: HeldAcrossFork<MutexGuard<'static, Heap>> = HeldAcrossFork::new();
 
+/// The shared heap's purge policy, as last set by
+/// [`set_global_purge_policy`]: the heap takes it at its first use. Most
+/// processes never use the shared heap (only exiting threads and the
+/// `locked` mode do), and setting the policy on the heap itself made three
+/// of its pages resident in every one.
+struct PendingPolicy {
+    lock: SpinLock,
+    policy: UnsafeCell<Option<PurgePolicy>>,
+}
+// SAFETY: `policy` is only touched with `lock` held.
+unsafe impl Sync for PendingPolicy {}
+static GLOBAL_POLICY: PendingPolicy = PendingPolicy { lock: SpinLock::new(), policy: UnsafeCell::new(None) };
+
+impl PendingPolicy {
+    fn get(&self) -> Option<PurgePolicy> {
+        let _g = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.policy.get() }
+    }
+    fn set(&self, p: PurgePolicy) {
+        let _g = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.policy.get() = Some(p) };
+    }
+}
+
+/// Sets the purge policy of the shared heap ([`global_heap`]): on the heap
+/// if it is in use, else when it is first used.
+pub(crate) fn set_global_purge_policy(p: PurgePolicy) {
+    GLOBAL_POLICY.set(p);
+    // Against a first use on another thread: it sets `used`, then reads
+    // the pending policy; this sets the policy, then reads `used`. With a
+    // full fence on each side, one of the two sees the other's write.
+    fence(Ordering::SeqCst);
+    if GLOBAL_HEAP.is_used() {
+        GLOBAL_HEAP.lock().set_purge_policy(p);
+    }
+}
+
 /// Takes the shared heap's lock before `fork` (see `crate::fork`).
 ///
 /// # Safety
 /// Called by the fork prepare handler, then [`fork_release`] once.
 pub(crate) unsafe fn fork_acquire() {
     // SAFETY: the prepare handler (our contract).
-    unsafe { GLOBAL_HELD.keep(GLOBAL_HEAP.lock()) };
+    // The mutex alone: a heap never used stays untouched.
+    unsafe { GLOBAL_HELD.keep(GLOBAL_HEAP.heap.lock().unwrap_or_else(PoisonError::into_inner)) };
 }
 
 /// Releases what [`fork_acquire`] took.
@@ -89,6 +134,21 @@ pub(crate) unsafe fn fork_release() {
 /// The process's single locked pymalloc heap: MEM and OBJ use it in the
 /// `Locked` mode (see [`crate::config::PymallocMode`]), and threads that are
 /// exiting allocate from it.
+///
+/// Until something locks it, it is left untouched (no page of it resident):
+/// a purge policy set meanwhile waits for its first use, and the decay
+/// sweep and `purge` pass it by.
+///
+/// ```
+/// use pymalloc::{config, global_heap, PurgePolicy};
+/// let a = pymalloc::thread::malloc(40); // a thread heap's, not the shared one's
+/// config::set_purge_policy(PurgePolicy::Immediate);
+/// pymalloc::thread::purge();
+/// assert!(!global_heap().is_used());
+/// assert_eq!(global_heap().lock().purge_policy(), PurgePolicy::Immediate);
+/// assert!(global_heap().is_used());
+/// unsafe { pymalloc::thread::free(a) };
+/// ```
 #[inline(always)]
 pub fn global_heap() -> &'static LockedHeap {
     &GLOBAL_HEAP
@@ -130,7 +190,16 @@ impl LockedHeap {
     /// zero bytes, so a `static` of it lies in `.bss` and costs no page in
     /// a process that never uses it.
     pub const fn new() -> LockedHeap {
-        LockedHeap { heap: Mutex::new(Heap::new_retaining_uncached()), raw_blocks: AtomicIsize::new(0) }
+        LockedHeap {
+            heap: Mutex::new(Heap::new_retaining_uncached()),
+            raw_blocks: AtomicIsize::new(0),
+            used: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the heap has been [locked](Self::lock) (and so set up).
+    pub fn is_used(&self) -> bool {
+        self.used.load(Ordering::SeqCst)
     }
 
     /// Exclusive access to the heap, for inspection or configuration
@@ -142,11 +211,27 @@ impl LockedHeap {
     pub fn lock(&self) -> MutexGuard<'_, Heap> {
         // Heap operations do not panic while holding the lock; if a caller's
         // closure did, the heap itself is still consistent.
-        let heap = self.heap.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut heap = self.heap.lock().unwrap_or_else(PoisonError::into_inner);
         if !heap.caches_blocks() {
-            heap.start_caching();
+            self.first_use(&mut heap);
         }
         heap
+    }
+
+    /// The first lock: the block cache goes on and, for the shared heap,
+    /// the purge policy set meanwhile applies (see
+    /// [`set_global_purge_policy`]).
+    #[cold]
+    #[inline(never)]
+    fn first_use(&self, heap: &mut Heap) {
+        heap.start_caching();
+        self.used.store(true, Ordering::SeqCst);
+        if ptr::eq(self, &GLOBAL_HEAP) {
+            fence(Ordering::SeqCst);
+            if let Some(p) = GLOBAL_POLICY.get() {
+                heap.set_purge_policy(p);
+            }
+        }
     }
 
     /// See [`Heap::malloc`]; large requests go to the RAW domain.
@@ -207,8 +292,12 @@ impl LockedHeap {
     }
 
     /// Gives back to the OS everything that holds no block (see
-    /// [`Heap::purge`]). Returns the bytes given back.
+    /// [`Heap::purge`]). Returns the bytes given back: none from a heap
+    /// never used, which is left untouched.
     pub fn purge(&self) -> usize {
+        if !self.is_used() {
+            return 0;
+        }
         self.lock().purge()
     }
 
