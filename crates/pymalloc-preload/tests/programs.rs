@@ -263,6 +263,15 @@ fn a_single_threaded_program_uses_one_arena() {
     assert_eq!(total, 1, "{stats}");
 }
 
+/// The number on the line `name N` of a program's output.
+fn figure(stdout: &str, name: &str) -> i64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} line: {stdout}"))
+}
+
 #[test]
 fn the_library_text_a_program_runs_is_one_window() {
     let exe = compile("resident_text.c", "cc", &["-O1", "-std=gnu11", "-Wall", "-Werror", "-pthread", "-ldl"]);
@@ -270,11 +279,7 @@ fn the_library_text_a_program_runs_is_one_window() {
     assert!(out.status.success(), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("libpymalloc_preload.so"), "malloc is not the library's: {stdout}");
-    let kib: i64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("text_rss_kib "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no text_rss_kib line: {stdout}"));
+    let kib = figure(&stdout, "text_rss_kib");
     assert!(kib > 0, "the library's executable mapping was not found: {stdout}");
     assert!(kib <= 96, "{kib} KiB of the library's text resident, more than one 64 KiB window: {stdout}");
     // The read-only segments: headers, symbols, packed relocations and
@@ -282,11 +287,7 @@ fn the_library_text_a_program_runs_is_one_window() {
     // segment of their own after it (not read unless something unwinds),
     // and the relocated data (12 KiB). With the unwind tables and the
     // relocations in the first segment, a 64 KiB window of it was resident.
-    let readonly: i64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("readonly_rss_kib "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no readonly_rss_kib line: {stdout}"));
+    let readonly = figure(&stdout, "readonly_rss_kib");
     assert!(readonly > 0, "the library's read-only mappings were not found: {stdout}");
     assert!(readonly <= 52, "{readonly} KiB of the library's read-only segments resident: {stdout}");
 }
