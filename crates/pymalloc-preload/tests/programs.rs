@@ -238,12 +238,6 @@ fn the_plain_library_leaves_the_tracer_out() {
     }
 }
 
-/// The code a program runs in the library lies in one 64 KiB window (see
-/// `build.rs`): a program that makes every kind of request, from two
-/// threads, has at most 96 KiB of the library's text resident. It had 236
-/// KiB before the library's code was grouped: the kernel maps the 64 KiB
-/// around each page fault of a file mapping, and the code it ran was spread
-/// among `std`'s.
 /// A thread takes its heap before it registers its exit handler, whose
 /// registration allocates (glibc's `__cxa_thread_atexit_impl`): those
 /// requests come from the thread's own heap. Taken the other way round,
@@ -272,6 +266,12 @@ fn figure(stdout: &str, name: &str) -> i64 {
         .unwrap_or_else(|| panic!("no {name} line: {stdout}"))
 }
 
+/// The code a program runs in the library lies in one 64 KiB window (see
+/// `build.rs`): a program that makes every kind of request, from two
+/// threads, has at most 96 KiB of the library's text resident. It had 236
+/// KiB before the library's code was grouped: the kernel maps the 64 KiB
+/// around each page fault of a file mapping, and the code it ran was spread
+/// among `std`'s.
 #[test]
 fn the_library_text_a_program_runs_is_one_window() {
     let exe = compile("resident_text.c", "cc", &["-O1", "-std=gnu11", "-Wall", "-Werror", "-pthread", "-ldl"]);
@@ -290,6 +290,29 @@ fn the_library_text_a_program_runs_is_one_window() {
     let readonly = figure(&stdout, "readonly_rss_kib");
     assert!(readonly > 0, "the library's read-only mappings were not found: {stdout}");
     assert!(readonly <= 52, "{readonly} KiB of the library's read-only segments resident: {stdout}");
+    // The unwind tables' segment is read-only and lies after the text (as
+    // lld lays out the script; GNU ld would put them in the text segment).
+    let tool = |args: &[&str]| {
+        let o = Command::new("readelf").args(args).arg(&env().lib).output().expect("readelf");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let sections = tool(&["-SW"]);
+    let eh = sections.lines().find(|l| l.contains(" .eh_frame ")).expect("an .eh_frame section");
+    let eh_addr = u64::from_str_radix(eh.split(']').nth(1).unwrap().split_whitespace().nth(2).unwrap(), 16).unwrap();
+    let loads: Vec<(u64, u64, String)> = tool(&["-lW"])
+        .lines()
+        .filter(|l| l.trim_start().starts_with("LOAD"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let hex = |x: &str| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap();
+            (hex(w[2]), hex(w[5]), w[6..w.len() - 1].concat())
+        })
+        .collect();
+    let (start, _, flags) =
+        loads.iter().find(|(a, m, _)| *a <= eh_addr && eh_addr < a + m).expect("no segment holds .eh_frame");
+    assert_eq!(flags, "R", ".eh_frame in a segment {flags}");
+    let text = loads.iter().find(|(_, _, f)| f == "RE").expect("a text segment");
+    assert!(*start > text.0, "the unwind tables lie before the text");
 }
 
 /// The heaps the library keeps in statics for the other modes (the GIL

@@ -31,7 +31,8 @@
 //! * The unwind and exception tables (`.eh_frame_hdr`, `.eh_frame`,
 //!   `.gcc_except_table`), read only when something unwinds, lie after the
 //!   text, in a read-only segment of their own that a run leaves
-//!   untouched. Before the text they made the first read-only segment
+//!   untouched (with lld, rustc's linker on x86-64 GNU/Linux; GNU ld puts
+//!   them in the text segment instead). Before the text they made the first read-only segment
 //!   longer than a window, and the window around the headers, symbols and
 //!   read-only data a run reads took the tables in with them: 64 KiB of the
 //!   preload library's first segment resident, 40 now.

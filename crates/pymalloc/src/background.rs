@@ -183,6 +183,7 @@ pub fn decay_now() -> usize {
 }
 
 fn sweep_heaps() -> Option<u64> {
+    thread_heaps::drain_abandoned();
     let now = os::now_ms();
     let mut next: Option<u64> = None;
     let mut note = |ms: Option<u32>| {

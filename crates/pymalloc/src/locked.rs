@@ -4,9 +4,10 @@
 //! ([`crate::config::PymallocMode::Locked`], the process's
 //! [`global_heap`]), the heap exiting threads allocate from, and a
 //! thread-safe single-heap alternative to [`PyMalloc`](crate::PyMalloc) as a
-//! Rust allocator. Only pool work takes the lock: the ownership test (the radix map is
-//! lock-free), requests that go to the raw allocator, and the copying done by
-//! `realloc` and `calloc` all run outside it.
+//! Rust allocator. Only pool work takes the lock: the ownership test of a
+//! live block (the region's bounds, the radix map: lock-free), requests that
+//! go to the raw allocator, and the copying done by `realloc` and `calloc`
+//! all run outside it.
 //!
 //! ```
 //! use pymalloc::LockedHeap;
@@ -118,8 +119,11 @@ pub(crate) fn set_global_purge_policy(p: PurgePolicy) {
 /// Called by the fork prepare handler, then [`fork_release`] once.
 pub(crate) unsafe fn fork_acquire() {
     // SAFETY: the prepare handler (our contract).
-    // The mutex alone: a heap never used stays untouched.
+    // The mutex alone: a heap never used stays untouched. Then the pending
+    // policy's lock (the order `first_use` takes them in): a child must not
+    // inherit it held by a thread that was setting the policy.
     unsafe { GLOBAL_HELD.keep(GLOBAL_HEAP.heap.lock().unwrap_or_else(PoisonError::into_inner)) };
+    GLOBAL_POLICY.lock.acquire();
 }
 
 /// Releases what [`fork_acquire`] took.
@@ -127,8 +131,11 @@ pub(crate) unsafe fn fork_acquire() {
 /// # Safety
 /// Called by the fork parent or child handler after `fork_acquire`.
 pub(crate) unsafe fn fork_release() {
-    // SAFETY: as for fork_acquire.
-    unsafe { GLOBAL_HELD.drop_guard() };
+    // SAFETY: as for fork_acquire, which took both.
+    unsafe {
+        GLOBAL_POLICY.lock.release();
+        GLOBAL_HELD.drop_guard();
+    }
 }
 
 /// The process's single locked pymalloc heap: MEM and OBJ use it in the

@@ -18,9 +18,11 @@ use crate::region;
 
 /// True if `p` lies in an arena of any pymalloc heap in this process.
 ///
-/// This is the exact ownership test, for any address (in the arena region
-/// it takes the region's lock); the entry points use a faster test that is
-/// exact for the addresses of live blocks.
+/// This is the exact ownership test, for any address; the entry points use
+/// a faster test that is exact for the addresses of live blocks. For an
+/// address in the arena region it takes the region's slot-table lock: it is
+/// not for signal handlers, and a slot taken from the region outside any
+/// heap (an arena allocator called directly) counts as owned.
 ///
 /// ```
 /// let mut heap = pymalloc::Heap::new();

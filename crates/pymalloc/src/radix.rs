@@ -1,5 +1,5 @@
 //! The arena map: an exact, O(1) answer to "did pymalloc allocate this
-//! address?" for any address at all.
+//! address?" for any address outside the arena region.
 //!
 //! This is CPython 3.10+'s radix tree (`arena_map_*` in `obmalloc.c`). A
 //! 64-bit address is split, from the top, into 15 bits indexing the root, 15
@@ -222,7 +222,9 @@ impl ArenaMap {
         true
     }
 
-    /// True if `p` lies inside a live pymalloc arena.
+    /// True if `p` lies inside a live pymalloc arena outside the arena
+    /// region (the region's arenas are not marked here; [`crate::owns`]
+    /// answers for every arena).
     #[inline(always)]
     pub fn contains(&self, p: *const u8) -> bool {
         let a = p.addr();

@@ -16,9 +16,11 @@
 //!
 //! If the regions cannot be reserved (a small `RLIMIT_AS`, strict
 //! overcommit) or the arena region is full, arenas come from single mappings outside it, and
-//! the radix map ([`crate::radix`]) answers for them as it does for arenas of
-//! custom allocators; without the segment region, blocks above 512 bytes go
-//! to the fallback. Under Miri there is no region.
+//! the radix map ([`crate::radix`]) answers for them as it does for arenas
+//! custom allocators make outside the region (one that wraps
+//! [`crate::ArenaAllocator::os`] gets the region's); without the segment
+//! region, blocks above 512 bytes go to the fallback. Under Miri there is
+//! no region.
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -131,11 +131,17 @@ fn current_or_create() -> *const Heap {
     }
     tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
+    // Thread heaps exist: from now on a fork() must not find one of their
+    // locks held (once per process; registering may allocate, from h).
+    fork::install();
     // Registering the guard's destructor, which allocates (served by the
     // heap just taken: it is the thread's already), fails once
     // thread-local destruction has begun: then the heap goes back. Before
     // the heap, those requests went to the shared heap, which then held an
-    // arena and three pages of its own in every process.
+    // arena and three pages of its own in every process. (glibc frees its
+    // record of the destructor after the destructor has abandoned the
+    // heap: that block reaches the abandoned heap's queue, which
+    // `thread_heaps` drains.)
     if GUARD.try_with(|_| ()).is_err() {
         tls_slot::set(ptr::null());
         STATE.with(|s| s.set(EXITING));
@@ -143,9 +149,6 @@ fn current_or_create() -> *const Heap {
         unsafe { thread_heaps::abandon(h) };
         return ptr::null();
     }
-    // Thread heaps exist: from now on a fork() must not find one of their
-    // locks held (once per process; registering may allocate, from h).
-    fork::install();
     // SAFETY: h is a live thread heap this thread now owns: it may drain
     // its queue.
     unsafe { (*h).drain_remote() };

@@ -7,7 +7,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
-use crate::heap::{Heap, PurgePolicy};
+use crate::heap::{Heap, PurgePolicy, DECAY_WAKER};
 use crate::raw;
 use crate::sync::SpinLock;
 
@@ -144,7 +144,7 @@ fn adopt() -> Option<*mut ThreadHeap> {
 /// adopts the heap, usually at once, and reuses what it holds: programs that
 /// run many short threads, as servers and larson do, would otherwise give
 /// everything back and fault it in again at every thread), under the others
-/// everything it holds no block in.
+/// everything it and the heaps abandoned before it hold no block in.
 ///
 /// # Safety
 /// `h` is the calling thread's heap (from [`adopt_or_make`]), which it
@@ -154,48 +154,77 @@ pub(crate) unsafe fn abandon(h: *const Heap) {
     let th = h.cast_mut().cast::<ThreadHeap>();
     // SAFETY: the caller owns the heap until it is on the list.
     unsafe {
-        if (*th).heap.decay_period_ms().is_some() {
+        let decays = (*th).heap.decay_period_ms().is_some();
+        if decays {
             (*th).heap.drain_remote();
             (*th).heap.decay();
-        } else {
-            (*th).heap.purge_shared();
         }
-        let _g = ABANDONED.lock.lock();
-        (*th).next_abandoned = *ABANDONED.head.get();
-        (*th).abandoned.store(true, Ordering::Relaxed);
-        *ABANDONED.head.get() = th;
+        {
+            let _g = ABANDONED.lock.lock();
+            (*th).next_abandoned = *ABANDONED.head.get();
+            (*th).abandoned.store(true, Ordering::Relaxed);
+            *ABANDONED.head.get() = th;
+        }
+        if !decays {
+            // This heap and those abandoned before it: their threads' last
+            // blocks (glibc's record of the exit guard) reached their
+            // queues after they were abandoned, and without a decay sweep
+            // nobody else would drain them soon.
+            purge_abandoned();
+        }
     }
 }
 
 /// Drains every abandoned heap's queue and gives back what they hold no
 /// block in. Returns the bytes given back.
 pub(crate) fn purge_abandoned() -> usize {
+    let mut bytes = 0;
+    each_abandoned(|h| bytes += h.purge_shared());
+    bytes
+}
+
+/// Drains the queues of the abandoned heaps if blocks reached them since
+/// the last drain; what empties goes back by the heaps' own policy (the
+/// decay sweep calls this). A thread's last blocks arrive after its heap
+/// is abandoned: glibc frees its record of the thread's exit guard once
+/// the guard has run.
+pub(crate) fn drain_abandoned() {
+    if ORPHAN_FREES.load(Ordering::SeqCst) != 0 {
+        each_abandoned(|h| {
+            h.drain_remote();
+        });
+    }
+}
+
+/// Calls `f` on every abandoned heap, each taken off the list (so ours
+/// alone: adoption cannot take it meanwhile) and put back afterwards.
+fn each_abandoned(mut f: impl FnMut(&Heap)) {
     // Take the whole list, so that the heaps are ours while we work.
     let mut list = {
         let _g = ABANDONED.lock.lock();
         // SAFETY: the lock is held.
         unsafe { core::mem::replace(&mut *ABANDONED.head.get(), ptr::null_mut()) }
     };
-    ORPHAN_FREES.store(0, Ordering::Relaxed);
-    let mut bytes = 0;
+    ORPHAN_FREES.store(0, Ordering::SeqCst);
     while !list.is_null() {
         // SAFETY: the heaps taken off the list are owned by no thread but us;
         // they go back on the list afterwards.
         unsafe {
             let next = (*list).next_abandoned;
-            bytes += (*list).heap.purge_shared();
+            f(&(*list).heap);
             let _g = ABANDONED.lock.lock();
             (*list).next_abandoned = *ABANDONED.head.get();
             *ABANDONED.head.get() = list;
             list = next;
         }
     }
-    bytes
 }
 
 /// Counts a block another thread sent to `owner`'s queue; when the owner's
-/// thread has exited, nobody drains it, so now and then the abandoned heaps
-/// are drained here.
+/// thread has exited, nobody drains it: the first such block since the last
+/// drain wakes the decay thread if it is parked (its sweep drains them, see
+/// [`drain_abandoned`]), and after many the abandoned heaps are drained
+/// here.
 ///
 /// # Safety
 /// `owner` is a thread heap (a non-null pool owner tag).
@@ -203,8 +232,14 @@ pub(crate) unsafe fn note_remote_free(owner: *const Heap) {
     // SAFETY: a thread heap is the heap at offset 0 of a live ThreadHeap,
     // never freed (the contract and ThreadHeap's invariant).
     let orphan = unsafe { (*owner.cast::<ThreadHeap>()).abandoned.load(Ordering::Relaxed) };
-    if orphan && ORPHAN_FREES.fetch_add(1, Ordering::Relaxed) + 1 >= ORPHAN_DRAIN_EVERY {
+    if !orphan {
+        return;
+    }
+    let n = ORPHAN_FREES.fetch_add(1, Ordering::SeqCst) + 1;
+    if n >= ORPHAN_DRAIN_EVERY {
         purge_abandoned();
+    } else if n == 1 {
+        DECAY_WAKER.wake_if_parked();
     }
 }
 

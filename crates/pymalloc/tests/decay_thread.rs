@@ -82,6 +82,26 @@ fn an_idle_process_gives_back_what_it_freed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(thread::stats().arenas_current <= 1, "the restarted thread gave nothing back");
+
+    // Blocks freed into the heap of a thread that has exited (its heap is
+    // abandoned, and nobody adopts it): the sweep drains its queue, and what
+    // empties goes back like any free memory. (glibc frees its record of a
+    // thread's exit guard that way, after the guard has run.)
+    // Fewer blocks than the count of such frees that drains abandoned heaps
+    // on the spot (16,384).
+    let before = thread::stats().blocks_in_use();
+    let theirs: Vec<usize> =
+        std::thread::spawn(|| (0..4000).map(|_| thread::malloc(128) as usize).collect()).join().unwrap();
+    assert!(thread::stats().blocks_in_use() >= before + 4000);
+    for p in theirs {
+        unsafe { thread::free(p as *mut u8) };
+    }
+    let start = Instant::now();
+    while thread::stats().blocks_in_use() > before && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = thread::stats().blocks_in_use() - before;
+    assert_eq!(queued, 0, "the exited thread's blocks still queued after {:?}", start.elapsed());
 }
 
 /// The OS threads of this process.

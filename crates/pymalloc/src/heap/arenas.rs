@@ -33,7 +33,8 @@ const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 /// * `address` is null if and only if the object is on the heap's
 ///   `unused` list (linked through `nextarena`).
 /// * Otherwise the arena spans `address..address+ARENA_SIZE`, came from
-///   `allocator`, and is marked in the arena map. Pools are carved from
+///   `allocator`, and is a live slot of the arena region or (outside it)
+///   marked in the arena map: `owns` is true over it. Pools are carved from
 ///   `pool_address` upwards. `nfreepools` counts the free pools: those on
 ///   `freepools` (`nfree_committed` of them), those whose pages were given
 ///   back (bits of `decommitted`, by pool index from the first pool), and

@@ -58,8 +58,8 @@ impl Heap {
             }
             committed += ao.nfree_committed as usize;
             let a = ao.address.addr();
-            let r = check(owns(ao.address), "arena not marked in the map", a)
-                .and(check(owns(ao.address.wrapping_add(ARENA_SIZE - 1)), "arena end not marked", a))
+            let r = check(owns(ao.address), "arena not owned", a)
+                .and(check(owns(ao.address.wrapping_add(ARENA_SIZE - 1)), "arena end not owned", a))
                 .and(check(ao.nfreepools <= ao.ntotalpools, "more free pools than pools", a))
                 .and(check((a..=a + ARENA_SIZE).contains(&ao.pool_address.addr()), "pool_address outside arena", a))
                 .and(check(ao.decommitted == 0 || ao.purgeable, "decommitted pools in a foreign arena", a))
