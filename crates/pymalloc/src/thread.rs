@@ -17,7 +17,8 @@
 //!   and reuses what it holds, and the background thread sweeps abandoned
 //!   heaps too); under the other policies it gives back all it can at once.
 //!   Blocks other threads still free into an abandoned heap wait in its
-//!   queue until it is adopted or purged.
+//!   queue until it is adopted, purged, or drained by the decay thread's
+//!   sweep.
 //!
 //! Heaps are never freed, only reused: a pool's owner pointer stays valid for
 //! as long as the process runs. Statistics ([`stats`]) add up every heap,
