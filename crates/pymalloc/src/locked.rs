@@ -109,8 +109,16 @@ pub(crate) fn set_global_purge_policy(p: PurgePolicy) {
     // full fence on each side, one of the two sees the other's write.
     fence(Ordering::SeqCst);
     if GLOBAL_HEAP.is_used() {
-        GLOBAL_HEAP.lock().set_purge_policy(p);
+        set_used_global_purge_policy(p);
     }
+}
+
+/// The shared heap's policy set on the heap itself (it is in use): out of
+/// line, with the locked heap's code, since most processes never get here.
+#[cold]
+#[inline(never)]
+fn set_used_global_purge_policy(p: PurgePolicy) {
+    GLOBAL_HEAP.lock().set_purge_policy(p);
 }
 
 /// Takes the shared heap's lock before `fork` (see `crate::fork`).
@@ -301,10 +309,17 @@ impl LockedHeap {
     /// Gives back to the OS everything that holds no block (see
     /// [`Heap::purge`]). Returns the bytes given back: none from a heap
     /// never used, which is left untouched.
+    #[inline]
     pub fn purge(&self) -> usize {
         if !self.is_used() {
             return 0;
         }
+        self.purge_used()
+    }
+
+    /// [`Self::purge`] of a heap in use, out of line.
+    #[inline(never)]
+    fn purge_used(&self) -> usize {
         self.lock().purge()
     }
 

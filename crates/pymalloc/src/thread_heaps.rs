@@ -188,12 +188,23 @@ pub(crate) fn purge_abandoned() -> usize {
 /// decay sweep calls this). A thread's last blocks arrive after its heap
 /// is abandoned: glibc frees its record of the thread's exit guard once
 /// the guard has run.
+#[inline]
 pub(crate) fn drain_abandoned() {
     if ORPHAN_FREES.load(Ordering::SeqCst) != 0 {
-        each_abandoned(|h| {
-            h.drain_remote();
-        });
+        drain_abandoned_now();
     }
+}
+
+/// [`drain_abandoned`]'s work, out of line: a process without thread heaps
+/// (the launcher's GIL heap) runs only the test above, and its code stays
+/// with the thread heaps' (out of the default configuration's windows,
+/// `pymalloc-text-layout`).
+#[cold]
+#[inline(never)]
+fn drain_abandoned_now() {
+    each_abandoned(|h| {
+        h.drain_remote();
+    });
 }
 
 /// Calls `f` on every abandoned heap, each taken off the list (so ours
