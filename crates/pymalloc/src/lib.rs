@@ -1,9 +1,10 @@
 //! # pymalloc
 //!
 //! CPython's memory manager in Rust: the raw allocator, pymalloc (size
-//! classes, pools, arenas, the radix map that tells which addresses are its
-//! own), the three allocator domains with swappable and hookable allocators,
-//! the debug hooks, and statistics laid out like `sys._debugmallocstats()`.
+//! classes, pools, arenas, the reserved regions and the radix map that tell
+//! which addresses are its own), the three allocator domains with swappable
+//! and hookable allocators, the debug hooks, and statistics laid out like
+//! `sys._debugmallocstats()`.
 //!
 //! The layers, bottom up (each module imports only modules of the rows above
 //! it, in the order `tests/layers.rs` declares and checks):

@@ -20,7 +20,6 @@
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, AtomicBool, AtomicIsize, Ordering};
@@ -33,7 +32,7 @@ use crate::geometry::ALIGNMENT;
 use crate::heap::{collect_bounded, ArenaInfo, Heap, PinningBlock, PurgePolicy};
 use crate::raw;
 use crate::stats::Stats;
-use crate::sync::{HeldAcrossFork, SpinLock};
+use crate::sync::{HeldAcrossFork, SpinCell};
 
 /// A [`Heap`] behind a mutex; `Sync`, usable in a `static`.
 ///
@@ -79,31 +78,12 @@ static GLOBAL_HELD: HeldAcrossFork<MutexGuard<'static, Heap>> = HeldAcrossFork::
 /// processes never use the shared heap (only exiting threads and the
 /// `locked` mode do), and setting the policy on the heap itself made three
 /// of its pages resident in every one.
-struct PendingPolicy {
-    lock: SpinLock,
-    policy: UnsafeCell<Option<PurgePolicy>>,
-}
-// SAFETY: `policy` is only touched with `lock` held.
-unsafe impl Sync for PendingPolicy {}
-static GLOBAL_POLICY: PendingPolicy = PendingPolicy { lock: SpinLock::new(), policy: UnsafeCell::new(None) };
-
-impl PendingPolicy {
-    fn get(&self) -> Option<PurgePolicy> {
-        let _g = self.lock.lock();
-        // SAFETY: the lock is held.
-        unsafe { *self.policy.get() }
-    }
-    fn set(&self, p: PurgePolicy) {
-        let _g = self.lock.lock();
-        // SAFETY: the lock is held.
-        unsafe { *self.policy.get() = Some(p) };
-    }
-}
+static GLOBAL_POLICY: SpinCell<Option<PurgePolicy>> = SpinCell::new(None);
 
 /// Sets the purge policy of the shared heap ([`global_heap`]): on the heap
 /// if it is in use, else when it is first used.
 pub(crate) fn set_global_purge_policy(p: PurgePolicy) {
-    GLOBAL_POLICY.set(p);
+    GLOBAL_POLICY.set(Some(p));
     // Against a first use on another thread: it sets `used`, then reads
     // the pending policy; this sets the policy, then reads `used`. With a
     // full fence on each side, one of the two sees the other's write.
@@ -126,10 +106,10 @@ fn set_used_global_purge_policy(p: PurgePolicy) {
 /// # Safety
 /// Called by the fork prepare handler, then [`fork_release`] once.
 pub(crate) unsafe fn fork_acquire() {
-    // SAFETY: the prepare handler (our contract).
     // The mutex alone: a heap never used stays untouched. Then the pending
     // policy's lock (the order `first_use` takes them in): a child must not
     // inherit it held by a thread that was setting the policy.
+    // SAFETY: the prepare handler (our contract).
     unsafe { GLOBAL_HELD.keep(GLOBAL_HEAP.heap.lock().unwrap_or_else(PoisonError::into_inner)) };
     GLOBAL_POLICY.lock.acquire();
 }

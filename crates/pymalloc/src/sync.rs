@@ -63,6 +63,36 @@ impl SpinLock {
     }
 }
 
+/// A `Copy` value behind a [`SpinLock`], usable in a `static`: a setting
+/// read on slow paths (the purge policy of heaps made later, the shared
+/// heap's pending policy). `lock` is taken across `fork` by the handlers
+/// of the module that owns the cell.
+pub(crate) struct SpinCell<T: Copy> {
+    pub(crate) lock: SpinLock,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: `value` is only touched with `lock` held.
+unsafe impl<T: Copy + Send> Sync for SpinCell<T> {}
+
+impl<T: Copy> SpinCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        SpinCell { lock: SpinLock::new(), value: core::cell::UnsafeCell::new(value) }
+    }
+
+    pub(crate) fn get(&self) -> T {
+        let _g = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.value.get() }
+    }
+
+    pub(crate) fn set(&self, value: T) {
+        let _g = self.lock.lock();
+        // SAFETY: the lock is held.
+        unsafe { *self.value.get() = value };
+    }
+}
+
 /// Guards of `std` locks held from a `fork` prepare handler to the parent's
 /// or child's handler.
 ///

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::heap::{Heap, PurgePolicy, DECAY_WAKER};
 use crate::raw;
-use crate::sync::SpinLock;
+use crate::sync::{SpinCell, SpinLock};
 
 /// A thread's heap and its links in the registries.
 ///
@@ -53,30 +53,11 @@ const ORPHAN_DRAIN_EVERY: usize = 1 << 14;
 static STATS_ON_NEW_ARENA: AtomicBool = AtomicBool::new(false);
 
 /// The purge policy of heaps made from now on.
-struct NewHeapPolicy {
-    lock: SpinLock,
-    policy: UnsafeCell<PurgePolicy>,
-}
-// SAFETY: `policy` is only touched with `lock` held.
-unsafe impl Sync for NewHeapPolicy {}
-static NEW_HEAP_POLICY: NewHeapPolicy =
-    NewHeapPolicy { lock: SpinLock::new(), policy: UnsafeCell::new(PurgePolicy::DEFAULT) };
-
-impl NewHeapPolicy {
-    fn get(&self) -> PurgePolicy {
-        let _g = self.lock.lock();
-        // SAFETY: the lock is held.
-        unsafe { *self.policy.get() }
-    }
-}
+static NEW_HEAP_POLICY: SpinCell<PurgePolicy> = SpinCell::new(PurgePolicy::DEFAULT);
 
 /// Sets the purge policy of every thread heap, those made later included.
 pub fn set_purge_policy(p: PurgePolicy) {
-    {
-        let _g = NEW_HEAP_POLICY.lock.lock();
-        // SAFETY: the lock is held.
-        unsafe { *NEW_HEAP_POLICY.policy.get() = p };
-    }
+    NEW_HEAP_POLICY.set(p);
     for_each_heap(|h| h.set_purge_policy_shared(p));
 }
 

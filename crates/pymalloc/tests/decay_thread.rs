@@ -94,6 +94,7 @@ fn an_idle_process_gives_back_what_it_freed() {
         std::thread::spawn(|| (0..4000).map(|_| thread::malloc(128) as usize).collect()).join().unwrap();
     assert!(thread::stats().blocks_in_use() >= before + 4000);
     for p in theirs {
+        // SAFETY: a live block of the thread heaps, freed once.
         unsafe { thread::free(p as *mut u8) };
     }
     let start = Instant::now();
