@@ -67,19 +67,7 @@ fn run(args: Vec<OsString>) -> c_int {
 
     let dev_mode = opts.dev_mode || env("PYTHONDEVMODE").is_some();
     let chosen = match env("PYTHONMALLOC") {
-        Some(v) => {
-            match version::parse_pythonmalloc(v.to_str().unwrap_or("\u{fffd}")) {
-                Ok(a) => a,
-                Err(e) => {
-                    // python3 prints the first two lines and exits with 1.
-                    eprintln!("Fatal Python error: preconfig_init_allocator: PYTHONMALLOC: unknown allocator");
-                    eprintln!("Python runtime state: preinitializing");
-                    eprintln!();
-                    eprintln!("pymalloc-python: {e}");
-                    exit(1);
-                }
-            }
-        }
+        Some(v) => chosen_allocator(&v),
         // PYTHONMALLOC takes priority over dev mode, as in CPython.
         None if dev_mode => AllocatorName::Debug.into(),
         None => AllocatorName::Default.into(),
@@ -107,6 +95,30 @@ fn run(args: Vec<OsString>) -> c_int {
     code
 }
 
+/// The configuration `PYTHONMALLOC` names; an unknown name ends the
+/// process as python3 does. Out of line, as every path a run in the default
+/// configuration does not take (`build.rs`: the code a run executes fits
+/// one 64 KiB window of the launcher's text).
+#[inline(never)]
+fn chosen_allocator(v: &OsStr) -> version::Allocator {
+    match version::parse_pythonmalloc(v.to_str().unwrap_or("\u{fffd}")) {
+        Ok(a) => a,
+        Err(e) => unknown_allocator(&e),
+    }
+}
+
+/// Ends the process on an unknown `PYTHONMALLOC`, as python3 does (its
+/// first two lines, status 1), then names the valid ones.
+#[cold]
+#[inline(never)]
+fn unknown_allocator(e: &str) -> ! {
+    eprintln!("Fatal Python error: preconfig_init_allocator: PYTHONMALLOC: unknown allocator");
+    eprintln!("Python runtime state: preinitializing");
+    eprintln!();
+    eprintln!("pymalloc-python: {e}");
+    exit(1);
+}
+
 /// `PYTHONMALLOCSTATS`'s report at exit. Out of line: the statistics are a
 /// value of some 16 KiB, which inlined into `run` made every run's stack
 /// that much deeper under all of CPython (16 KiB more of it resident).
@@ -132,17 +144,11 @@ unsafe fn install_allocators(chosen: version::Allocator, stats: bool) {
         config::setup(name).expect("a parsed configuration name");
     }
     if name.is_debug() {
-        embed::install_debug_callbacks();
-        // The serial-number line of PYMEM_DEBUG_SERIALNO builds, on request.
-        if std::env::var_os("PYMALLOC_DEBUG_SERIALNO").is_some_and(|v| !v.is_empty()) {
-            pymalloc::debug::set_report_serial(true);
-        }
+        install_debug_reports();
     }
     config::set_purge_policy(purge_policy());
     if stats {
-        global_heap().lock().set_print_stats_on_new_arena(true);
-        pymalloc::thread::set_print_stats_on_new_arena(true);
-        pymalloc::gil_heap().heap().set_print_stats_on_new_arena(true);
+        print_stats_on_new_arenas();
     }
     for d in Domain::ALL {
         let mut a = d.allocator();
@@ -153,26 +159,65 @@ unsafe fn install_allocators(chosen: version::Allocator, stats: bool) {
     }
 }
 
+/// The debug hooks' reports as CPython prints them (out of line: see
+/// [`chosen_allocator`]).
+#[cold]
+#[inline(never)]
+fn install_debug_reports() {
+    embed::install_debug_callbacks();
+    // The serial-number line of PYMEM_DEBUG_SERIALNO builds, on request.
+    if std::env::var_os("PYMALLOC_DEBUG_SERIALNO").is_some_and(|v| !v.is_empty()) {
+        pymalloc::debug::set_report_serial(true);
+    }
+}
+
+/// `PYTHONMALLOCSTATS`: statistics each time a heap takes a new arena.
+#[cold]
+#[inline(never)]
+fn print_stats_on_new_arenas() {
+    global_heap().lock().set_print_stats_on_new_arena(true);
+    pymalloc::thread::set_print_stats_on_new_arena(true);
+    pymalloc::gil_heap().heap().set_print_stats_on_new_arena(true);
+}
+
 /// How pymalloc serves MEM and OBJ: `PYMALLOC_MODE` = `gil` (one heap with
 /// the GIL as its lock, CPython's own arrangement), `threaded` (one heap per
 /// thread) or `locked` (one heap behind a mutex). Unset, the mode
 /// `PYTHONMALLOC` asked for (`threaded` for 3.13's `mimalloc` names), else
 /// `gil`.
 fn pymalloc_mode(asked: Option<config::PymallocMode>) -> config::PymallocMode {
-    match std::env::var("PYMALLOC_MODE").as_deref() {
-        Ok("") | Err(_) => asked.unwrap_or(config::PymallocMode::Gil),
-        Ok(name) => config::PymallocMode::from_name(name).unwrap_or_else(|e| {
-            eprintln!("pymalloc-python: {e}");
-            exit(1);
-        }),
+    match std::env::var_os("PYMALLOC_MODE") {
+        Some(name) if !name.is_empty() => named_mode(&name),
+        _ => asked.unwrap_or(config::PymallocMode::Gil),
     }
+}
+
+/// The mode `PYMALLOC_MODE` names; a bad name ends the process with the
+/// valid ones listed (out of line: see [`chosen_allocator`]).
+#[cold]
+#[inline(never)]
+fn named_mode(name: &OsStr) -> config::PymallocMode {
+    config::PymallocMode::from_name(&name.to_string_lossy()).unwrap_or_else(|e| {
+        eprintln!("pymalloc-python: {e}");
+        exit(1);
+    })
 }
 
 /// When the heaps give memory back: `PYMALLOC_PURGE` (see
 /// [`pymalloc::PurgePolicy::parse`]), for every heap of every mode.
 fn purge_policy() -> pymalloc::PurgePolicy {
-    let v = std::env::var("PYMALLOC_PURGE").unwrap_or_default();
-    pymalloc::PurgePolicy::parse(&v).unwrap_or_else(|e| {
+    match std::env::var_os("PYMALLOC_PURGE") {
+        Some(v) if !v.is_empty() => named_purge_policy(&v),
+        _ => pymalloc::PurgePolicy::DEFAULT,
+    }
+}
+
+/// The policy `PYMALLOC_PURGE` names; a bad name ends the process with the
+/// valid ones listed (out of line: see [`chosen_allocator`]).
+#[cold]
+#[inline(never)]
+fn named_purge_policy(v: &OsStr) -> pymalloc::PurgePolicy {
+    pymalloc::PurgePolicy::parse(&v.to_string_lossy()).unwrap_or_else(|e| {
         eprintln!("pymalloc-python: PYMALLOC_PURGE: {e}");
         exit(1);
     })
@@ -186,8 +231,8 @@ fn purge_policy() -> pymalloc::PurgePolicy {
 unsafe fn preinitialize(use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_char) {
     let hidden = if use_env { std::env::var_os("PYTHONMALLOC") } else { None };
     if hidden.is_some() {
-        // SAFETY: no other thread exists yet.
-        unsafe { std::env::remove_var("PYTHONMALLOC") };
+        // SAFETY: no other thread exists yet (our contract).
+        unsafe { hide_pythonmalloc() };
     }
     // SAFETY: PyPreConfig is plain data initialised by CPython.
     unsafe {
@@ -199,8 +244,30 @@ unsafe fn preinitialize(use_env: bool, argc: ffi::Py_ssize_t, argv: *mut *mut c_
     }
     if let Some(v) = hidden {
         // SAFETY: still single-threaded.
-        unsafe { std::env::set_var("PYTHONMALLOC", v) };
+        unsafe { restore_pythonmalloc(&v) };
     }
+}
+
+/// Unsets `PYTHONMALLOC` (out of line: see [`chosen_allocator`]).
+///
+/// # Safety
+/// No other thread exists.
+#[cold]
+#[inline(never)]
+unsafe fn hide_pythonmalloc() {
+    // SAFETY: the contract.
+    unsafe { std::env::remove_var("PYTHONMALLOC") };
+}
+
+/// Sets `PYTHONMALLOC` back to `v` (out of line: see [`chosen_allocator`]).
+///
+/// # Safety
+/// No other thread exists.
+#[cold]
+#[inline(never)]
+unsafe fn restore_pythonmalloc(v: &OsStr) {
+    // SAFETY: the contract.
+    unsafe { std::env::set_var("PYTHONMALLOC", v) };
 }
 
 /// Initialises the interpreter from the command line.

@@ -80,14 +80,20 @@ pub fn parse_pythonmalloc(value: &str) -> Result<Allocator, String> {
     let known = value.is_empty() || ours || allocator_names().contains(&value);
     let threaded = |config| Allocator { config, mode: Some(PymallocMode::Threaded) };
     match value {
-        _ if !known => Err(format!(
-            "unknown PYTHONMALLOC allocator '{value}'; CPython 3.{MINOR} accepts: {}",
-            allocator_names().join(", ")
-        )),
+        _ if !known => Err(unknown(value)),
         "mimalloc" => Ok(threaded(AllocatorName::Pymalloc)),
         "mimalloc_debug" => Ok(threaded(AllocatorName::PymallocDebug)),
         _ => value.parse::<AllocatorName>().map(Allocator::from).map_err(|e| e.to_string()),
     }
+}
+
+/// The message for an unknown `PYTHONMALLOC` value (out of line: a run
+/// that names a known one does not execute it, see the launcher's
+/// `build.rs`).
+#[cold]
+#[inline(never)]
+fn unknown(value: &str) -> String {
+    format!("unknown PYTHONMALLOC allocator '{value}'; CPython 3.{MINOR} accepts: {}", allocator_names().join(", "))
 }
 
 /// Is tracemalloc tracing? `gil_held` tells whether Python may be called:

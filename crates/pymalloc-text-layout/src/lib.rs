@@ -58,7 +58,7 @@ pub const STD_RUNTIME: &str = "*(.text.*ARGV_INIT_ARRAY* .text.*thread_local*)
 /// The statically linked unwinder's look-up of unwind tables, which the
 /// preload library's windows hold (see [`link_unwinder_statically`]). The
 /// launcher's runs do not execute it: there it would push the default
-/// configuration's code past its two windows.
+/// configuration's code past its window.
 pub const UNWINDER_START_UP: &str = "*libgcc_eh.a:unwind-dw2-fde*.o(.text .text.*)";
 
 /// The C start-up objects' code that runs: `crtbegin`'s registration of the

@@ -125,6 +125,17 @@ pub fn is_running() -> bool {
 /// Calls `f` on every heap of every mode.
 fn each_heap(mut f: impl FnMut(&Heap)) {
     f(gil_heap().heap());
+    if global_heap().is_used() || thread_heaps::heap_count() != 0 {
+        each_other_heap(&mut f);
+    }
+}
+
+/// [`each_heap`] past the GIL heap, out of line: the launcher's default
+/// configuration has no other heap, and its sweeps' code stays in the window
+/// of what a run executes (`pymalloc-text-layout`).
+#[cold]
+#[inline(never)]
+fn each_other_heap(f: &mut dyn FnMut(&Heap)) {
     if global_heap().is_used() {
         f(&global_heap().lock());
     }

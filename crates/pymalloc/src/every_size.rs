@@ -388,7 +388,21 @@ pub fn current_live_page_bytes() -> usize {
 /// slots freed huge blocks kept, and the free pages of the calling thread's
 /// medium spans in use, now; returns the bytes.
 pub fn release_free() -> usize {
-    let mut bytes = crate::huge::release_kept();
+    let bytes = crate::huge::release_kept();
+    if thread_heaps::heap_count() == 0 {
+        return bytes;
+    }
+    bytes + release_thread_heaps_free()
+}
+
+/// [`release_free`]'s work on the thread heaps, out of line: the launcher's
+/// default configuration, which has none, runs this function at every full
+/// collection, and its code stays in the window of what a run executes
+/// (`pymalloc-text-layout`).
+#[cold]
+#[inline(never)]
+fn release_thread_heaps_free() -> usize {
+    let mut bytes = 0;
     let h = thread::current_heap();
     if !h.is_null() {
         // SAFETY: h is this thread's live heap: its owner calls.
