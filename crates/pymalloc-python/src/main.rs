@@ -197,10 +197,14 @@ fn pymalloc_mode(asked: Option<config::PymallocMode>) -> config::PymallocMode {
 #[cold]
 #[inline(never)]
 fn named_mode(name: &OsStr) -> config::PymallocMode {
-    config::PymallocMode::from_name(&name.to_string_lossy()).unwrap_or_else(|e| {
-        eprintln!("pymalloc-python: {e}");
-        exit(1);
-    })
+    config::PymallocMode::from_name(&name.to_string_lossy()).unwrap_or_else(|e| bad_setting("", &e))
+}
+
+/// Ends the process on a bad setting, with its message (`e`, which lists
+/// the valid values) after `what`.
+fn bad_setting(what: &str, e: &str) -> ! {
+    eprintln!("pymalloc-python: {what}{e}");
+    exit(1);
 }
 
 /// When the heaps give memory back: `PYMALLOC_PURGE` (see
@@ -217,10 +221,7 @@ fn purge_policy() -> pymalloc::PurgePolicy {
 #[cold]
 #[inline(never)]
 fn named_purge_policy(v: &OsStr) -> pymalloc::PurgePolicy {
-    pymalloc::PurgePolicy::parse(&v.to_string_lossy()).unwrap_or_else(|e| {
-        eprintln!("pymalloc-python: PYMALLOC_PURGE: {e}");
-        exit(1);
-    })
+    pymalloc::PurgePolicy::parse(&v.to_string_lossy()).unwrap_or_else(|e| bad_setting("PYMALLOC_PURGE: ", &e))
 }
 
 /// Pre-initialises CPython without letting it install allocators: dev mode
