@@ -246,9 +246,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--no-security", action="store_true")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "peer-bench.md"))
-    ap.add_argument("--json", default=os.path.join(REPO, "docs", "peer-bench.json"))
-    ap.add_argument("--svg", default=os.path.join(REPO, "docs", "peer-bench.svg"))
+    ap.add_argument("--json", help="default: beside --out, named as it is, .json")
+    ap.add_argument("--svg", help="default: beside --out, named as it is, .svg")
     args = ap.parse_args()
+    # The JSON and the chart go beside the table unless named: a run written
+    # elsewhere (a before/after comparison) must not overwrite docs/'s.
+    stem = os.path.splitext(args.out)[0]
+    args.json = args.json or stem + ".json"
+    args.svg = args.svg or stem + ".svg"
     args.build = os.path.abspath(args.build)
 
     if not os.access(TIME, os.X_OK):
