@@ -34,7 +34,7 @@ use pymalloc_text_layout::{link_unwinder_statically, C_START_UP, STD_RUNTIME, TR
 /// addr2line, miniz), which runs only when a program traces or panics.
 /// `_pymalloc`'s functions are `__pyfunction_<name>`; its hooks, which run
 /// at every collection and fork, are named with a leading underscore
-/// (`__pyfunction__after_collection`), which `[a-z]` does not match.
+/// (`__pyfunction__fork_before`), which `[a-z]` does not match.
 const COLD: &[&str] = &[
     TRACER,
     "*(.text._ZN9backtrace* .text._ZN5gimli* .text._ZN9addr2line* .text._ZN11miniz_oxide* .text._ZN14rustc_demangle*)",
@@ -57,10 +57,14 @@ const COLD: &[&str] = &[
 /// `PYTHONMALLOC`); those few functions are named. What a run touches:
 /// `perf record -e page-faults -d` on the launcher lists each fault on its
 /// text with the function; callgrind lists every function that ran.
-const FIRST: &[&str] = &[
-    "*crt1.o(.text .text.*)",
-    "*crti.o(.text .text.*)",
-    C_START_UP,
+///
+/// [`START_UP`] is the first part, [`BY_MODULE`] the groups after
+/// [`executed_first`]'s.
+const START_UP: &[&str] = &["*crt1.o(.text .text.*)", "*crti.o(.text .text.*)", C_START_UP];
+
+/// The windows' groups after [`START_UP`] and [`executed_first`], by module
+/// (see [`START_UP`]).
+const BY_MODULE: &[&str] = &[
     STD_RUNTIME,
     "*(.text.main .text.PyInit__pymalloc)",
     "*(.text.*8pymalloc3gil* .text.*8pymalloc4heap* .text.*8pymalloc3raw* .text.*8pymalloc5front*)",
@@ -99,12 +103,8 @@ fn main() {
         println!("cargo:rustc-cfg=cpython_mimalloc");
     }
     let executed = executed_first();
-    let first: Vec<&str> = FIRST[..3]
-        .iter()
-        .copied()
-        .chain(executed.iter().map(String::as_str))
-        .chain(FIRST[3..].iter().copied())
-        .collect();
+    let first: Vec<&str> =
+        START_UP.iter().copied().chain(executed.iter().map(String::as_str)).chain(BY_MODULE.iter().copied()).collect();
     pymalloc_text_layout::link(&pymalloc_text_layout::script(COLD, &first), pymalloc_text_layout::Targets::Bins);
     // Without libgcc_s.so.1: 100 KiB less resident in every run (the
     // function's comment); python3 does not load it either.
@@ -130,7 +130,11 @@ const ORDER: &str = "text-order.txt";
 /// `PYTHONMALLOC`, the error exits, the sweeps of other modes' heaps), so
 /// that those functions are small.
 fn executed_first() -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(ORDER) else { return Vec::new() };
+    let path = std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join(ORDER);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        println!("cargo:warning={} is missing: the code a run executes is laid out by module alone", path.display());
+        return Vec::new();
+    };
     // A function's section is `.text.<symbol>`, or `.text.unlikely.<symbol>`
     // for a cold one.
     let sections: Vec<String> = text

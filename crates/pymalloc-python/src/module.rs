@@ -240,15 +240,25 @@ gives memory back if enough lies free."
             .as_ptr(),
     }));
 
-    /// A new reference to the function object, or null with an exception
-    /// set.
+    /// A new reference to the function object, bound to `module` (its
+    /// `__self__`, whose name is its `__module__`, as a `#[pyfunction]`'s),
+    /// or null with an exception set.
     ///
     /// # Safety
-    /// The GIL is held.
-    pub(super) unsafe fn new_function() -> *mut ffi::PyObject {
+    /// The GIL is held; `module` is a live module object.
+    pub(super) unsafe fn new_function(module: *mut ffi::PyObject) -> *mut ffi::PyObject {
         // SAFETY: the contract; DEF is a valid definition for the life of
-        // the process.
-        unsafe { ffi::PyCFunction_NewEx(DEF.0.get(), core::ptr::null_mut(), core::ptr::null_mut()) }
+        // the process; the function takes references of its own to the
+        // module and its name, and ours to the name is dropped.
+        unsafe {
+            let name = ffi::PyModule_GetNameObject(module);
+            if name.is_null() {
+                return core::ptr::null_mut();
+            }
+            let f = ffi::PyCFunction_NewEx(DEF.0.get(), module, name);
+            ffi::Py_DecRef(name);
+            f
+        }
     }
 
     /// Sets a TypeError and returns null.
@@ -513,16 +523,11 @@ pub mod _pymalloc {
     /// against the C API rather than as a `#[pyfunction]`.
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // SAFETY: the GIL is held during module initialisation; the
-        // definition is a static that outlives the function object, and
-        // PyModule_AddObjectRef takes a reference of its own.
-        unsafe {
-            let f = Bound::from_owned_ptr_or_err(m.py(), super::gc_hook::new_function())?;
-            if pyo3::ffi::compat::PyModule_AddObjectRef(m.as_ptr(), c"_after_collection".as_ptr(), f.as_ptr()) < 0 {
-                return Err(PyErr::fetch(m.py()));
-            }
-        }
-        Ok(())
+        // SAFETY: the GIL is held during module initialisation, and `m` is
+        // a live module; the definition is a static that outlives the
+        // function object.
+        let f = unsafe { Bound::from_owned_ptr_or_err(m.py(), super::gc_hook::new_function(m.as_ptr()))? };
+        m.add("_after_collection", f)
     }
 
     /// Who pins the pool pages, per size class in use: a list of dicts with

@@ -478,6 +478,9 @@ for bad in [("stop",), ("stop", []), (1, {}), ("stop", {}, 3)]:
     else:
         raise AssertionError(bad)
 assert _pymalloc._after_collection("start", {"generation": 2}) is None
+f = _pymalloc._after_collection
+assert (f.__module__, f.__self__, f.__name__) == ("_pymalloc", _pymalloc, "_after_collection"), f
+assert "_after_collection" in _pymalloc.__all__
 print(len(gc.callbacks), before == small, after > before)
 "#;
     let o = ours(&["-c", code]);
