@@ -73,7 +73,16 @@ pub(crate) trait Pools {
     /// The count of live blocks this source's front handed to its fallback
     /// (`raw_allocated_blocks` in the statistics).
     fn fallback_blocks(&self) -> &AtomicIsize;
+    /// A request of at least [`ROOM_MIN`] bytes is going to the fallback:
+    /// the source's heap gives back the memory it keeps free, as its policy
+    /// says ([`crate::Heap::make_room`]).
+    fn make_room(&self);
 }
+
+/// Requests of this size or more to the fallback grow the process by as
+/// much: the pools' source gives back its kept free memory first
+/// ([`Pools::make_room`]). An arena's size.
+pub(crate) const ROOM_MIN: usize = crate::geometry::ARENA_SIZE;
 
 /// `_PyObject_Malloc`.
 #[inline(always)]
@@ -109,6 +118,9 @@ extern "C" fn small_malloc_slow<F: Fallback, P: Pools>(pools: &P, c: usize, nbyt
 /// [`small_malloc_slow`] is.
 #[inline(never)]
 extern "C" fn fallback_malloc<F: Fallback, P: Pools>(pools: &P, nbytes: usize) -> *mut u8 {
+    if nbytes >= ROOM_MIN {
+        pools.make_room();
+    }
     let p = F::malloc(nbytes);
     if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
@@ -131,6 +143,9 @@ pub(crate) fn object_calloc<F: Fallback>(pools: &impl Pools, nelem: usize, elsiz
             return p;
         }
     }
+    if nbytes >= ROOM_MIN {
+        pools.make_room();
+    }
     let p = F::calloc(nelem, elsize);
     if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
@@ -148,9 +163,8 @@ pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8,
         return object_malloc::<F>(pools, nbytes);
     }
     if !is_pool_block::<F>(p) {
-        // Not ours: the fallback keeps managing it.
         // SAFETY: p is a live fallback block (caller's contract).
-        return unsafe { F::realloc(p, nbytes) };
+        return unsafe { fallback_realloc::<F>(pools, p, nbytes) };
     }
     let p = launder(p);
     // SAFETY: p is a live pool block (caller's contract).
@@ -172,6 +186,19 @@ pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8,
         }
     }
     bp
+}
+
+/// [`object_realloc`] of a fallback block: the fallback keeps managing it.
+///
+/// # Safety
+/// `p` is a live block of `F`.
+#[inline(never)]
+unsafe fn fallback_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8, nbytes: usize) -> *mut u8 {
+    if nbytes >= ROOM_MIN {
+        pools.make_room();
+    }
+    // SAFETY: the contract.
+    unsafe { F::realloc(p, nbytes) }
 }
 
 /// The usable size of a pool block (its size class), or `None` for null

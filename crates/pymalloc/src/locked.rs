@@ -68,6 +68,11 @@ impl Pools for LockedHeap {
     fn fallback_blocks(&self) -> &AtomicIsize {
         &self.raw_blocks
     }
+    fn make_room(&self) {
+        if self.is_used() {
+            self.lock().make_room();
+        }
+    }
 }
 
 static GLOBAL_HEAP: LockedHeap = LockedHeap::new();

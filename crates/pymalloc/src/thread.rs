@@ -279,6 +279,14 @@ impl Pools for ThreadHeaps {
     fn fallback_blocks(&self) -> &AtomicIsize {
         &RAW_BLOCKS
     }
+    fn make_room(&self) {
+        let h = current();
+        if !h.is_null() {
+            // SAFETY: h is this thread's live heap; make_room takes only
+            // its bookkeeping lock.
+            unsafe { (*h).make_room() };
+        }
+    }
 }
 
 /// Allocates `n` bytes, thread-safe, without a global lock; large requests

@@ -381,6 +381,9 @@ impl Pools for Heap {
     fn fallback_blocks(&self) -> &AtomicIsize {
         &self.raw_allocated_blocks
     }
+    fn make_room(&self) {
+        Heap::make_room(self);
+    }
 }
 
 impl Drop for Heap {

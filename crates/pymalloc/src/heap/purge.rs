@@ -123,7 +123,8 @@ impl Default for PurgePolicy {
 /// the wait after a walk that fell short, between `PURGE_RETRY_EVENTS` and
 /// `PURGE_RETRY_MAX` (0 reads as `PURGE_RETRY_EVENTS`); the decay policy
 /// sweeps at the first event at or after `next_sweep` (milliseconds of
-/// [`os::now_ms`]). The policy is [`PurgePolicy::DEFAULT`] until `chosen`
+/// [`os::now_ms`]), and gives back before a large request of the front's
+/// fallback no sooner than `next_room` ([`Heap::make_room`]). The policy is [`PurgePolicy::DEFAULT`] until `chosen`
 /// (so a new state is all zero bytes: see `Heap`). All of it is read and
 /// written under `meta` only, so that the background thread may sweep a
 /// heap another thread owns.
@@ -134,6 +135,7 @@ pub(super) struct PurgeState {
     next_check: Cell<u64>,
     backoff: Cell<u64>,
     pub(super) next_sweep: Cell<u64>,
+    pub(super) next_room: Cell<u64>,
 }
 
 impl PurgeState {
@@ -146,6 +148,7 @@ impl PurgeState {
             next_check: Cell::new(0),
             backoff: Cell::new(0),
             next_sweep: Cell::new(0),
+            next_room: Cell::new(0),
         }
     }
 
@@ -321,7 +324,7 @@ impl Heap {
     }
 
     /// [`Heap::release_empty`] with `meta` held.
-    fn release_empty_locked(&self) -> usize {
+    pub(super) fn release_empty_locked(&self) -> usize {
         self.decommit_down_to(0, 1) * POOL_SIZE + self.release_free_arenas() + self.spans.purge()
     }
 }
