@@ -489,6 +489,33 @@ print(len(gc.callbacks), before == small, after > before)
     assert_eq!(out(&o), "0 True False\n", "{}", err(&o));
 }
 
+/// A request of an arena's size or more (a 16 MiB bytearray, which goes to
+/// RAW) first gives back the empty pools and free arenas the decay policy
+/// keeps: a program that drops a phase's objects and builds one large
+/// buffer (pyperformance's pyflate) peaked with both. The period is long
+/// enough that no sweep runs during the test.
+#[test]
+fn a_large_request_gives_back_what_the_decay_keeps() {
+    let code = r#"
+import _pymalloc, gc
+gc.disable()
+def held():
+    s = _pymalloc.stats()
+    empty = (s["unused_pools"] - s["decommitted_pools"]) * (s["unused_pool_bytes"] // max(s["unused_pools"], 1))
+    return s["arena_bytes"] >> 20, empty >> 20
+junk = [[i] for i in range(300000)]
+del junk
+before = held()
+small = bytearray(512 << 10)
+middle = held()
+big = bytearray(16 << 20)
+after = held()
+print(before[0] >= 20, before[1] >= 16, middle == before, after[0] <= 12, after[1] <= 2, before, after)
+"#;
+    let o = run(LAUNCHER, &["-c", code], &[("PYMALLOC_PURGE", "decay:60000")], "");
+    assert!(out(&o).starts_with("True True True True True "), "{}{}", out(&o), err(&o));
+}
+
 /// With tracemalloc on, the pinning report names the line whose scattered
 /// survivors pin the sparse pools, as text, as dicts, and in the arena
 /// picture; without it, the line is unknown and the report says how to

@@ -149,11 +149,10 @@ impl Heap {
     pub fn make_room(&self) -> usize {
         let _meta = self.meta.lock();
         let PurgePolicy::Decay { ms } = self.purge.policy() else { return 0 };
-        if !self.holds_free_locked() {
-            return 0;
-        }
+        // The clock first: one read of a coarse clock, where the test for
+        // free memory may walk the arenas.
         let now = os::now_ms();
-        if now < self.purge.next_room.get() {
+        if now < self.purge.next_room.get() || !self.holds_free_locked() {
             return 0;
         }
         self.purge.next_room.set(now.saturating_add(u64::from(ms / 4)));
