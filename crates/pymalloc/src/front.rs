@@ -84,6 +84,15 @@ pub(crate) trait Pools {
 /// ([`Pools::make_room`]). An arena's size.
 pub(crate) const ROOM_MIN: usize = crate::geometry::ARENA_SIZE;
 
+/// Before a request of `nbytes` to the fallback: one of [`ROOM_MIN`] or
+/// more makes room first ([`Pools::make_room`]).
+#[inline(always)]
+fn make_room_for(pools: &impl Pools, nbytes: usize) {
+    if nbytes >= ROOM_MIN {
+        pools.make_room();
+    }
+}
+
 /// `_PyObject_Malloc`.
 #[inline(always)]
 pub(crate) fn object_malloc<F: Fallback>(pools: &impl Pools, nbytes: usize) -> *mut u8 {
@@ -118,9 +127,7 @@ extern "C" fn small_malloc_slow<F: Fallback, P: Pools>(pools: &P, c: usize, nbyt
 /// [`small_malloc_slow`] is.
 #[inline(never)]
 extern "C" fn fallback_malloc<F: Fallback, P: Pools>(pools: &P, nbytes: usize) -> *mut u8 {
-    if nbytes >= ROOM_MIN {
-        pools.make_room();
-    }
+    make_room_for(pools, nbytes);
     let p = F::malloc(nbytes);
     if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
@@ -143,9 +150,7 @@ pub(crate) fn object_calloc<F: Fallback>(pools: &impl Pools, nelem: usize, elsiz
             return p;
         }
     }
-    if nbytes >= ROOM_MIN {
-        pools.make_room();
-    }
+    make_room_for(pools, nbytes);
     let p = F::calloc(nelem, elsize);
     if F::COUNTED && !p.is_null() {
         pools.fallback_blocks().fetch_add(1, Ordering::Relaxed);
@@ -194,9 +199,7 @@ pub(crate) unsafe fn object_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8,
 /// `p` is a live block of `F`.
 #[inline(never)]
 unsafe fn fallback_realloc<F: Fallback>(pools: &impl Pools, p: *mut u8, nbytes: usize) -> *mut u8 {
-    if nbytes >= ROOM_MIN {
-        pools.make_room();
-    }
+    make_room_for(pools, nbytes);
     // SAFETY: the contract.
     unsafe { F::realloc(p, nbytes) }
 }

@@ -146,7 +146,7 @@ impl Heap {
     /// loop of large requests between bursts of small ones faults pools in
     /// again at most four times a period. Any thread may call it (`meta`
     /// only). Returns the bytes given back.
-    pub fn make_room(&self) -> usize {
+    pub(crate) fn make_room(&self) -> usize {
         let _meta = self.meta.lock();
         let PurgePolicy::Decay { ms } = self.purge.policy() else { return 0 };
         // The clock first: one read of a coarse clock, where the test for

@@ -124,8 +124,9 @@ impl Default for PurgePolicy {
 /// `PURGE_RETRY_MAX` (0 reads as `PURGE_RETRY_EVENTS`); the decay policy
 /// sweeps at the first event at or after `next_sweep` (milliseconds of
 /// [`os::now_ms`]), and gives back before a large request of the front's
-/// fallback no sooner than `next_room` ([`Heap::make_room`]). The policy is [`PurgePolicy::DEFAULT`] until `chosen`
-/// (so a new state is all zero bytes: see `Heap`). All of it is read and
+/// fallback no sooner than `next_room` ([`Heap::make_room`]). The policy
+/// is [`PurgePolicy::DEFAULT`] until `chosen` (so a new state is all zero
+/// bytes: see `Heap`). All of it is read and
 /// written under `meta` only, so that the background thread may sweep a
 /// heap another thread owns.
 pub(super) struct PurgeState {
