@@ -527,6 +527,61 @@ fn a_caching_heap_gives_a_freed_structure_back_as_cpython_does() {
 }
 
 #[test]
+fn a_full_cache_sends_the_next_free_to_its_pool_and_a_pool_emptying_closes_the_class() {
+    let c = size_class(64).unwrap();
+    let slots = pymalloc::CACHE_SLOTS;
+    let per_pool = num_blocks(c);
+    assert!(per_pool > slots + 10);
+    let mut heap = Heap::new_retaining();
+    heap.set_purge_policy(PurgePolicy::Never);
+    // Two full pools and one block in a third (the head of the used list,
+    // so neither of the first two is the retained head pool).
+    let blocks: Vec<_> = (0..2 * per_pool + 1).map(|_| heap.malloc(64)).collect();
+    let in_use = |heap: &Heap| heap.stats().classes[c].blocks_in_use;
+    // The cache keeps the first `slots` freed, and the ten after go straight
+    // to their pool (no flush of an older half).
+    for &p in &blocks[..slots + 10] {
+        unsafe { heap.free(p) };
+    }
+    assert_eq!(cached_blocks(&heap, c), slots);
+    assert_eq!(in_use(&heap), 2 * per_pool + 1 - slots - 10);
+    heap.validate().unwrap();
+    // Allocating takes the cached blocks, most recent first, and the class
+    // still caches: a free takes the slot back.
+    assert_eq!(heap.malloc(64), blocks[slots - 1]);
+    unsafe { heap.free(blocks[slots - 1]) };
+    assert_eq!(cached_blocks(&heap, c), slots);
+    assert_eq!(heap.malloc(64), blocks[slots - 1]);
+    assert_eq!(cached_blocks(&heap, c), slots - 1);
+    unsafe { heap.free(blocks[2 * per_pool]) };
+    assert_eq!(cached_blocks(&heap, c), slots);
+    heap.validate().unwrap();
+    // A pool empties (the second, not the head): the cached blocks go back
+    // too, and the class closes, so its later frees go to their pools.
+    for &p in &blocks[per_pool..2 * per_pool] {
+        unsafe { heap.free(p) };
+    }
+    assert_eq!(cached_blocks(&heap, c), 0, "the cached blocks went back when a pool emptied");
+    assert_eq!(in_use(&heap), per_pool - slots - 10 + 1);
+    unsafe { heap.free(blocks[slots - 1]) };
+    assert_eq!(cached_blocks(&heap, c), 0, "the class is closed");
+    assert_eq!(in_use(&heap), per_pool - slots - 10);
+    heap.validate().unwrap();
+    // An allocation that finds the cache empty opens the class again.
+    let p = heap.malloc(64);
+    unsafe { heap.free(p) };
+    assert_eq!(cached_blocks(&heap, c), 1);
+    assert_eq!(heap.malloc(64), p);
+    unsafe { heap.free(p) };
+    for &p in &blocks[slots + 10..per_pool] {
+        unsafe { heap.free(p) };
+    }
+    heap.flush_cache();
+    assert_eq!(in_use(&heap), 0);
+    heap.validate().unwrap();
+}
+
+#[test]
 fn a_caching_heap_empties_its_cache_before_taking_a_new_arena() {
     let mut heap = Heap::new_retaining();
     let a = size_class(512).unwrap();

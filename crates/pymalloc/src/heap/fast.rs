@@ -2,7 +2,7 @@
 //! from the block cache or the first used pool of its class, and a block
 //! back to the cache or its pool. Everything rarer (a pool filling, a full
 //! pool coming back, a pool emptying, a new pool) is out of line in
-//! `transitions.rs`; a full cache is out of line in `cache.rs`.
+//! `transitions.rs`.
 
 use core::ptr;
 
@@ -158,8 +158,8 @@ impl Heap {
         }
     }
 
-    /// Frees a block of this heap: into the block cache if there is room,
-    /// else to its pool.
+    /// Frees a block of this heap: into the block cache if its class has
+    /// room, else to its pool.
     ///
     /// # Safety
     /// `p` is a live block handed out by this heap's `alloc_small`.
@@ -184,14 +184,8 @@ impl Heap {
             unsafe { self.cache().push(c, n, launder(p)) };
             return;
         }
-        if lim > 0 {
-            // SAFETY: p is a live block of class c, not cached; the cache
-            // of c is on and full.
-            unsafe { self.cache_full(p, c) };
-            return;
-        }
-        // No cache in the way (an uncached heap, or a class draining): the
-        // block goes straight back to its pool.
+        // The class's cache is full, closed, or off (an uncached heap): the
+        // block goes straight back to its pool (see `cache.rs`).
         // SAFETY: p is a live block of this heap, not cached.
         unsafe { self.free_to_pool(p) }
     }

@@ -173,8 +173,8 @@ impl Heap {
     /// a loop allocating and freeing the same size does not give a pool back
     /// and take it again each time, and it keeps up to [`CACHE_SLOTS`]
     /// recently freed blocks per class and hands them out again first (most
-    /// recent first, still in cache), flushing the older half to their pools
-    /// when the cache is full. The heaps behind the domains and
+    /// recent first, still in cache); a block freed when its class's cache
+    /// is full goes to its pool. The heaps behind the domains and
     /// [`PyMalloc`](crate::PyMalloc) are made this way; [`Heap::purge`] gives
     /// retained pools and cached blocks back. Statistics count cached blocks
     /// as free.

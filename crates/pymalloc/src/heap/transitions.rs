@@ -93,7 +93,16 @@ impl Heap {
                 // The pool becomes empty: its count drops to 0 together with
                 // the arena's bookkeeping, under the lock, so that statistics
                 // never see a pool neither in use nor free.
+                let c = (*pool).szidx as usize;
                 self.pool_emptied(pool);
+                // The class's cached blocks go back too, and the class
+                // closes (`cache.rs`): they may be all that holds their
+                // pools, and the frees that follow are likely a structure
+                // being torn down.
+                if self.cache().cached(c) != 0 {
+                    self.flush_cache_class(c);
+                    self.cache().close(c);
+                }
                 return;
             }
             (*pool).set_count(count - 1);
