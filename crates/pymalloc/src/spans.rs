@@ -619,32 +619,28 @@ impl SpanHeap {
         }
     }
 
-    /// The cache of class `c` (a class that caches) is full, or not opened
-    /// yet: its older half goes back to the spans, and `p` takes a slot.
-    /// True if units went back to a segment.
+    /// The cache of class `c` (a class that caches) refused `p`: it is
+    /// full, and keeps what it holds while `p` goes to its span (as the
+    /// pool classes do, `heap/cache.rs`), or it was not opened yet, and `p`
+    /// is its first block. True if units went back to a segment.
     ///
     /// # Safety
     /// `p` is a live medium block of class `c` of this heap, not used again.
     #[cold]
     #[inline(never)]
     unsafe fn cache_full(&self, c: usize, p: *mut u8, ctx: &Ctx<'_>) -> bool {
-        let mut released = false;
-        if self.cache().open(c) {
-            released = self.flush_cache_class(c, span_cache::limit(c).div_ceil(2) as usize, ctx);
+        if !self.cache().open(c) && self.cache().push(c, p) {
+            return false;
         }
-        if self.cache().push(c, p) {
-            return released;
-        }
-        debug_assert!(false, "the flush made room");
         // SAFETY: the contract.
-        released | unsafe { self.free_to_span(p, ctx) }
+        unsafe { self.free_to_span(p, ctx) }
     }
 
-    /// Gives the `k` oldest cached blocks of class `c` back to their spans.
-    /// True if units went back to a segment.
-    fn flush_cache_class(&self, c: usize, k: usize, ctx: &Ctx<'_>) -> bool {
+    /// Gives the cached blocks of class `c` back to their spans. True if
+    /// units went back to a segment.
+    fn flush_cache_class(&self, c: usize, ctx: &Ctx<'_>) -> bool {
         let mut out = [ptr::null_mut(); front_cache::SLOTS];
-        let k = self.cache().take_oldest(c, k, &mut out);
+        let k = self.cache().take_oldest(c, span_cache::MAX_SLOTS, &mut out);
         let mut released = false;
         for &b in &out[..k] {
             // SAFETY: a block that was cached: a live medium block of this
@@ -660,7 +656,7 @@ impl SpanHeap {
         let mut released = false;
         for c in 0..NB_MEDIUM_CLASSES {
             if self.cache().cached(c) > 0 {
-                released |= self.flush_cache_class(c, span_cache::MAX_SLOTS, ctx);
+                released |= self.flush_cache_class(c, ctx);
             }
         }
         released

@@ -407,6 +407,33 @@ fn the_medium_block_freed_last_is_handed_out_first_and_counts_free() {
     });
 }
 
+#[test]
+fn a_full_medium_cache_keeps_its_blocks_and_sends_the_next_free_to_its_span() {
+    alone(|| {
+        let blocks: Vec<*mut u8> = (0..40).map(|_| every_size::alloc(700, 16, false)).collect();
+        assert!(blocks.iter().all(|p| !p.is_null()));
+        // 704-byte blocks: the class caches 16 (`span_cache.rs`).
+        for &p in &blocks[..24] {
+            unsafe { every_size::free(p) };
+        }
+        let st = every_size::current_stats();
+        assert_eq!(st.medium_blocks, 16, "the 24 freed count free, cached or not");
+        pymalloc::thread::validate_current().unwrap();
+        // The cache kept the first 16 freed (the 8 after went to their span):
+        // they come back most recent first, before any block of a span.
+        let again: Vec<*mut u8> = (0..16).map(|_| every_size::alloc(700, 16, false)).collect();
+        let first16: Vec<*mut u8> = blocks[..16].iter().rev().copied().collect();
+        assert_eq!(again, first16);
+        let from_span = every_size::alloc(700, 16, false);
+        assert!(blocks[16..24].contains(&from_span), "then a block of a span");
+        for p in again.into_iter().chain([from_span]).chain(blocks[24..].iter().copied()) {
+            unsafe { every_size::free(p) };
+        }
+        assert_eq!(every_size::current_stats().medium_blocks, 0);
+        pymalloc::thread::validate_current().unwrap();
+    });
+}
+
 /// A class with no free block takes a free block of a class at most half
 /// as large again before it takes a new span (`SpanHeap::borrow_larger`),
 /// and the block stays its own class's; a class further up is left alone.
