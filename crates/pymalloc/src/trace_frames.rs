@@ -82,13 +82,24 @@ fn classify(ip: usize) -> bool {
             return m;
         }
         let _g = RESOLVING.lock();
-        backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
-            if let Some(name) = sym.name() {
-                machinery = is_machinery_name(&format!("{name:#}"));
-            }
-        });
+        machinery = by_symbol_table(ip).unwrap_or_else(|| by_debug_info(ip));
     }
     remember(ip, machinery);
+    machinery
+}
+
+/// Whether the frame at return address `ip` is machinery, by the outermost
+/// function the debug information puts its call in (the last one
+/// `backtrace::resolve` reports); false if it names none. The caller holds
+/// [`RESOLVING`].
+#[cfg(not(miri))]
+fn by_debug_info(ip: usize) -> bool {
+    let mut machinery = false;
+    backtrace::resolve((ip.saturating_sub(1)) as *mut core::ffi::c_void, |sym| {
+        if let Some(name) = sym.name() {
+            machinery = is_machinery_name(&format!("{name:#}"));
+        }
+    });
     machinery
 }
 
@@ -97,7 +108,7 @@ fn classify(ip: usize) -> bool {
 /// child never inherits the symbolizer's lock from a thread that was
 /// classifying a new frame, and then waits on it for ever in its first
 /// report (`trace_fork.rs`'s test saw that once in CI, in round 17 of 40).
-static RESOLVING: SpinLock = SpinLock::new();
+pub(crate) static RESOLVING: SpinLock = SpinLock::new();
 
 /// Takes the symbol-lookup lock (before `fork`).
 pub(crate) fn fork_acquire() {
@@ -139,7 +150,7 @@ fn in_this_library(ip: usize) -> bool {
 /// The load address of the module (executable or shared object) holding
 /// `addr`, 0 if none does.
 #[cfg(all(target_os = "linux", not(miri)))]
-fn module_base(addr: usize) -> usize {
+pub(crate) fn module_base(addr: usize) -> usize {
     // SAFETY: all zeroes is a valid Dl_info (null pointers).
     let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
     // SAFETY: dladdr only reads the loader's tables and fills `info`.
@@ -201,6 +212,26 @@ fn by_exported_symbol(ip: usize) -> Option<bool> {
     // object's string table.
     let name = unsafe { core::ffi::CStr::from_ptr(info.dli_sname) }.to_bytes();
     Some(is_machinery_name(&format!("{:#}", backtrace::SymbolName::new(name))))
+}
+
+/// Whether the frame at return address `ip` is machinery, by the name of
+/// the function its call lies in in its module's symbol table
+/// (`trace_symtab.rs`), if there is one: the debug information
+/// `backtrace::resolve` reads costs a parse of the whole compilation unit.
+/// The caller holds [`RESOLVING`].
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri)))]
+fn by_symbol_table(ip: usize) -> Option<bool> {
+    // SAFETY: the caller holds RESOLVING (our contract).
+    unsafe {
+        crate::trace_symtab::with_function_name(ip.checked_sub(1)?, |name| {
+            is_machinery_name(&format!("{:#}", backtrace::SymbolName::new(name)))
+        })
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri))))]
+fn by_symbol_table(_ip: usize) -> Option<bool> {
+    None
 }
 
 /// The load address of the C library (1 if it cannot be found), found once.
@@ -513,6 +544,36 @@ mod tests {
         let here = after_call_in(the_c_librarys_frames_are_classified_by_their_exported_symbol as *const () as usize);
         assert_eq!(by_exported_symbol(here), None);
         assert!(!in_this_library(here));
+    }
+
+    /// The symbol table gives the debug information's answer for code of
+    /// the program and of the allocation machinery compiled into it, and
+    /// no answer where no function is.
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri)))]
+    #[test]
+    fn the_symbol_table_classifies_frames_as_the_debug_information_does() {
+        use super::{by_debug_info, by_symbol_table, RESOLVING};
+        use std::alloc::{GlobalAlloc, Layout, System};
+        let program = the_symbol_table_classifies_frames_as_the_debug_information_does as *const () as usize;
+        let system_alloc = <System as GlobalAlloc>::alloc as unsafe fn(&System, Layout) -> *mut u8;
+        let with_capacity = Vec::<u64>::with_capacity as fn(usize) -> Vec<u64>;
+        let grow = Vec::<u32>::reserve as fn(&mut Vec<u32>, usize);
+        let _g = RESOLVING.lock();
+        for (f, machinery) in [
+            (program, false),
+            (super::is_machinery_name as *const () as usize, false),
+            (system_alloc as *const () as usize, true),
+            (with_capacity as *const () as usize, true),
+            (grow as *const () as usize, true),
+        ] {
+            // A return address a few bytes into the function (the debug
+            // information's lookup steps back two bytes from it).
+            let ip = f + 4;
+            assert_eq!(by_symbol_table(ip), Some(machinery), "{f:#x}");
+            assert_eq!(by_debug_info(ip), machinery, "{f:#x}");
+        }
+        static NOT_CODE: [u8; 64] = [0; 64];
+        assert_eq!(by_symbol_table(NOT_CODE.as_ptr() as usize + 8), None);
     }
 
     /// Captures from a mark taken here, by both walkers.
