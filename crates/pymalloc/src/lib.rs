@@ -102,7 +102,7 @@ mod trace_memo;
 mod trace_peak;
 mod trace_sample;
 mod trace_shadow;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri)))]
+#[cfg(all(target_os = "linux", not(miri)))]
 mod trace_symtab;
 mod trace_table;
 mod trace_tally;

@@ -81,8 +81,12 @@ fn classify(ip: usize) -> bool {
             remember(ip, m);
             return m;
         }
-        let _g = RESOLVING.lock();
-        machinery = by_symbol_table(ip).unwrap_or_else(|| by_debug_info(ip));
+        // The loader lock first, as the fork handler takes them: the symbol
+        // table's look-up asks the loader which module holds `ip`.
+        machinery = crate::trace_unwind::with_loader(|| {
+            let _g = RESOLVING.lock();
+            by_symbol_table(ip).unwrap_or_else(|| by_debug_info(ip))
+        });
     }
     remember(ip, machinery);
     machinery
@@ -151,16 +155,7 @@ fn in_this_library(ip: usize) -> bool {
 /// `addr`, 0 if none does.
 #[cfg(all(target_os = "linux", not(miri)))]
 pub(crate) fn module_base(addr: usize) -> usize {
-    // SAFETY: all zeroes is a valid Dl_info (null pointers).
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's tables and fills `info`.
-    let found =
-        crate::trace_unwind::with_loader(|| unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) }) != 0;
-    if found {
-        info.dli_fbase as usize
-    } else {
-        0
-    }
+    crate::trace_symtab::loaded_module(addr).map_or(0, |(base, _)| base)
 }
 
 #[cfg(not(all(target_os = "linux", not(miri))))]
@@ -218,8 +213,8 @@ fn by_exported_symbol(ip: usize) -> Option<bool> {
 /// the function its call lies in in its module's symbol table
 /// (`trace_symtab.rs`), if there is one: the debug information
 /// `backtrace::resolve` reads costs a parse of the whole compilation unit.
-/// The caller holds [`RESOLVING`].
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri)))]
+/// The caller holds [`RESOLVING`], inside the loader lock.
+#[cfg(all(target_os = "linux", not(miri)))]
 fn by_symbol_table(ip: usize) -> Option<bool> {
     // SAFETY: the caller holds RESOLVING (our contract).
     unsafe {
@@ -229,7 +224,7 @@ fn by_symbol_table(ip: usize) -> Option<bool> {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri))))]
+#[cfg(not(all(target_os = "linux", not(miri))))]
 fn by_symbol_table(_ip: usize) -> Option<bool> {
     None
 }
@@ -549,7 +544,7 @@ mod tests {
     /// The symbol table gives the debug information's answer for code of
     /// the program and of the allocation machinery compiled into it, and
     /// no answer where no function is.
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64", not(miri)))]
+    #[cfg(all(target_os = "linux", not(miri)))]
     #[test]
     fn the_symbol_table_classifies_frames_as_the_debug_information_does() {
         use super::{by_debug_info, by_symbol_table, RESOLVING};
@@ -558,22 +553,42 @@ mod tests {
         let system_alloc = <System as GlobalAlloc>::alloc as unsafe fn(&System, Layout) -> *mut u8;
         let with_capacity = Vec::<u64>::with_capacity as fn(usize) -> Vec<u64>;
         let grow = Vec::<u32>::reserve as fn(&mut Vec<u32>, usize);
-        let _g = RESOLVING.lock();
-        for (f, machinery) in [
-            (program, false),
-            (super::is_machinery_name as *const () as usize, false),
-            (system_alloc as *const () as usize, true),
-            (with_capacity as *const () as usize, true),
-            (grow as *const () as usize, true),
-        ] {
-            // A return address a few bytes into the function (the debug
-            // information's lookup steps back two bytes from it).
-            let ip = f + 4;
-            assert_eq!(by_symbol_table(ip), Some(machinery), "{f:#x}");
-            assert_eq!(by_debug_info(ip), machinery, "{f:#x}");
-        }
-        static NOT_CODE: [u8; 64] = [0; 64];
-        assert_eq!(by_symbol_table(NOT_CODE.as_ptr() as usize + 8), None);
+        // The locks in classify's order: the loader's, then the symbols'.
+        crate::trace_unwind::with_loader(|| {
+            let _g = RESOLVING.lock();
+            // The symbol table names the function at an address.
+            // SAFETY: the symbol lock is held, inside the loader lock.
+            let name = unsafe {
+                crate::trace_symtab::with_function_name(program + 4, |n| format!("{:#}", backtrace::SymbolName::new(n)))
+            };
+            let name = name.expect("the test binary has a symbol table");
+            assert!(name.ends_with("the_symbol_table_classifies_frames_as_the_debug_information_does"), "{name}");
+            for (f, machinery) in [
+                (program, false),
+                (super::is_machinery_name as *const () as usize, false),
+                (system_alloc as *const () as usize, true),
+                (with_capacity as *const () as usize, true),
+                (grow as *const () as usize, true),
+            ] {
+                // A return address a few bytes into the function (the debug
+                // information's lookup steps back two bytes from it).
+                let ip = f + 4;
+                assert_eq!(by_symbol_table(ip), Some(machinery), "{f:#x}");
+                assert_eq!(by_debug_info(ip), machinery, "{f:#x}");
+            }
+            static NOT_CODE: [u8; 64] = [0; 64];
+            assert_eq!(by_symbol_table(NOT_CODE.as_ptr() as usize + 8), None);
+            // A module is looked at once, with a symbol table or without
+            // one (the C library here, stripped): many of its addresses do
+            // not use up the table of modules, and the program's are still
+            // found.
+            let libc_code = libc::getpid as *const () as usize;
+            for i in 0..40 {
+                // SAFETY: as above.
+                let _ = unsafe { crate::trace_symtab::with_function_name(libc_code + 16 * i, |_| ()) };
+            }
+            assert_eq!(by_symbol_table(program + 4), Some(false));
+        });
     }
 
     /// Captures from a mark taken here, by both walkers.

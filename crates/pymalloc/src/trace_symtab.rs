@@ -17,18 +17,24 @@
 //! Each module's file is mapped once, read-only, and stays mapped: only the
 //! pages of its headers and tables are ever read.
 //!
-//! Invariant: the first `LEN` entries of `MODULES` are modules mapped so,
-//! each with the bounds of its tables checked against its mapping; only a
-//! caller holding `trace_frames`' symbol lock reads or adds them.
+//! The file is the module's only if its ELF header is the one the loader
+//! mapped at the module's base; a module whose file cannot be read, is not
+//! that one, or has no symbol table is remembered as having none.
+//!
+//! Invariant: the first `len` entries of `MODULES` are the modules looked
+//! at so far, by load address, each with its mapping (tables' bounds
+//! checked) or none; only a caller holding the tracer's symbol lock (and,
+//! before it, the loader lock) reads or adds them.
 
 use core::cell::UnsafeCell;
 use core::ffi::CStr;
 
-/// A mapped module: its load address, its file's bytes, and where its
-/// symbol table and their names lie in them.
+use crate::trace_unwind::with_loader;
+
+/// A mapped module: its file's bytes, and where its symbol table and
+/// their names lie in them.
 #[derive(Clone, Copy)]
 struct Module {
-    base: usize,
     /// What to subtract from an address to get the symbols' values: the
     /// load address for a position-independent module, 0 for a fixed one.
     bias: usize,
@@ -44,20 +50,22 @@ const MAX_MODULES: usize = 16;
 
 struct Modules {
     len: UnsafeCell<usize>,
-    all: UnsafeCell<[Option<Module>; MAX_MODULES]>,
+    /// A module's load address, and its symbol table if it has one.
+    all: UnsafeCell<[(usize, Option<Module>); MAX_MODULES]>,
 }
 
 // SAFETY: read and written only under the symbol lock (the invariant).
 unsafe impl Sync for Modules {}
 
-static MODULES: Modules = Modules { len: UnsafeCell::new(0), all: UnsafeCell::new([None; MAX_MODULES]) };
+static MODULES: Modules = Modules { len: UnsafeCell::new(0), all: UnsafeCell::new([(0, None); MAX_MODULES]) };
 
 /// Calls `f` with the (mangled) name of the function whose code holds
 /// `addr`, by its module's symbol table; None if the module has none or no
 /// function symbol covers `addr`.
 ///
 /// # Safety
-/// The caller holds the symbol lock (`trace_frames::RESOLVING`).
+/// The caller holds the tracer's symbol lock, taken inside the loader lock
+/// ([`with_loader`]).
 pub(crate) unsafe fn with_function_name<R>(addr: usize, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     // SAFETY: the lock is held (the contract).
     let m = unsafe { module_of(addr)? };
@@ -76,25 +84,28 @@ pub(crate) unsafe fn with_function_name<R>(addr: usize, f: impl FnOnce(&[u8]) ->
     Some(f(&tail[..end]))
 }
 
+/// The load address of the module (executable or shared object) holding
+/// `addr` and its file name as the loader knows it (null or empty for the
+/// program itself, on some systems); None if no module holds it.
+pub(crate) fn loaded_module(addr: usize) -> Option<(usize, *const libc::c_char)> {
+    // SAFETY: all zeroes is a valid Dl_info (null pointers).
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: dladdr only reads the loader's tables and fills `info`.
+    let found = with_loader(|| unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) }) != 0;
+    (found && !info.dli_fbase.is_null()).then_some((info.dli_fbase as usize, info.dli_fname))
+}
+
 /// The mapped module holding `addr`, mapped now if it is new; None if the
-/// loader knows no module there or its file has no symbol table.
+/// loader knows no module there or it has no symbol table to read.
 ///
 /// # Safety
 /// The caller holds the symbol lock.
 unsafe fn module_of(addr: usize) -> Option<Module> {
-    // SAFETY: all zeroes is a valid Dl_info (null pointers).
-    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
-    // SAFETY: dladdr only reads the loader's tables and fills `info`.
-    let found =
-        crate::trace_unwind::with_loader(|| unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) }) != 0;
-    if !found || info.dli_fbase.is_null() {
-        return None;
-    }
-    let base = info.dli_fbase as usize;
+    let (base, name) = loaded_module(addr)?;
     // SAFETY: the symbol lock is held (the contract, and the invariant).
     let (len, all) = unsafe { (&mut *MODULES.len.get(), &mut *MODULES.all.get()) };
-    if let Some(m) = all[..*len].iter().flatten().find(|m| m.base == base) {
-        return Some(*m);
+    if let Some((_, m)) = all[..*len].iter().find(|(b, _)| *b == base) {
+        return *m;
     }
     if *len == MAX_MODULES {
         return None;
@@ -102,16 +113,15 @@ unsafe fn module_of(addr: usize) -> Option<Module> {
     // The program itself: its name in the loader's list may be empty.
     // SAFETY: getauxval has no precondition.
     let entry = unsafe { libc::getauxval(libc::AT_ENTRY) } as usize;
-    let is_program = crate::trace_frames::module_base(entry) == base;
-    let path: &CStr = if is_program || info.dli_fname.is_null() {
+    let is_program = loaded_module(entry).is_some_and(|(b, _)| b == base);
+    let path: &CStr = if is_program || name.is_null() {
         c"/proc/self/exe"
     } else {
         // SAFETY: dli_fname is the module's NUL-terminated file name.
-        unsafe { CStr::from_ptr(info.dli_fname) }
+        unsafe { CStr::from_ptr(name) }
     };
     let m = map(path, base);
-    // A module without a symbol table is remembered too, as such.
-    all[*len] = m;
+    all[*len] = (base, m);
     *len += 1;
     m
 }
@@ -137,10 +147,15 @@ fn map(path: &CStr, base: usize) -> Option<Module> {
         if p == libc::MAP_FAILED {
             return None;
         }
-        // The mapping is never unmapped: 'static.
+        // The mapping is never unmapped: 'static. (A file truncated in
+        // place under it would make a read of the lost pages fault, as it
+        // would for any reader of a mapped file.)
         core::slice::from_raw_parts(p.cast::<u8>(), len)
     };
-    let parsed = parse(bytes, base);
+    // SAFETY: a loaded module's first page, at its base, holds its ELF
+    // header (the loader maps the first segment from the file's start).
+    let loaded = unsafe { core::slice::from_raw_parts(base as *const u8, EHDR_SIZE) };
+    let parsed = if bytes.get(..EHDR_SIZE) == Some(loaded) { parse(bytes, base) } else { None };
     if parsed.is_none() {
         // SAFETY: the mapping made above, not referred to by anything else.
         unsafe { libc::munmap(bytes.as_ptr().cast_mut().cast(), bytes.len()) };
@@ -148,17 +163,17 @@ fn map(path: &CStr, base: usize) -> Option<Module> {
     parsed
 }
 
+const EHDR_SIZE: usize = 64;
 const SYM_SIZE: usize = 24;
+const PT_LOAD: u32 = 1;
 const STT_FUNC: u8 = 2;
 const SHT_SYMTAB: u32 = 2;
-const ET_DYN: u16 = 3;
 
 /// The symbol table of an ELF file's bytes, every bound checked.
 fn parse(bytes: &'static [u8], base: usize) -> Option<Module> {
     if bytes.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }
-    let kind = u16_at(bytes.get(16..18)?, 0);
     let shoff = u64_at(bytes.get(0x28..0x30)?, 0) as usize;
     let shentsize = u16_at(bytes.get(0x3a..0x3c)?, 0) as usize;
     let shnum = u16_at(bytes.get(0x3c..0x3e)?, 0) as usize;
@@ -178,8 +193,24 @@ fn parse(bytes: &'static [u8], base: usize) -> Option<Module> {
     }
     bytes.get(off..off.checked_add(size)?)?;
     bytes.get(names..names.checked_add(names_len)?)?;
-    let bias = if kind == ET_DYN { base } else { 0 };
-    Some(Module { base, bias, bytes, syms: (off, size / SYM_SIZE), names: (names, names_len) })
+    let bias = base.checked_sub(first_load_address(bytes)?)?;
+    Some(Module { bias, bytes, syms: (off, size / SYM_SIZE), names: (names, names_len) })
+}
+
+/// The address the file's first loaded segment (the one holding its start)
+/// asks for: the module's base less its load bias, 0 for a
+/// position-independent module, the fixed address of an executable.
+fn first_load_address(bytes: &[u8]) -> Option<usize> {
+    let phoff = u64_at(bytes.get(0x20..0x28)?, 0) as usize;
+    let phentsize = u16_at(bytes.get(0x36..0x38)?, 0) as usize;
+    let phnum = u16_at(bytes.get(0x38..0x3a)?, 0) as usize;
+    if phentsize < 56 {
+        return None;
+    }
+    (0..phnum).find_map(|i| {
+        let h = bytes.get(phoff.checked_add(i.checked_mul(phentsize)?)?..)?.get(..56)?;
+        (u32_at(h, 0) == PT_LOAD && u64_at(h, 8) == 0).then(|| u64_at(h, 16) as usize)
+    })
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -197,25 +228,6 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[inline(never)]
-    fn probe_function_for_the_symbol_table(x: usize) -> usize {
-        std::hint::black_box(x) * 3
-    }
-
-    #[test]
-    fn the_symbol_table_names_a_function_of_the_program_and_nothing_for_data() {
-        assert_eq!(probe_function_for_the_symbol_table(2), 6);
-        let _g = crate::trace_frames::RESOLVING.lock();
-        let f = probe_function_for_the_symbol_table as *const () as usize;
-        // SAFETY: the symbol lock is held.
-        let name = unsafe { with_function_name(f + 1, |n| format!("{:#}", backtrace::SymbolName::new(n))) };
-        let name = name.expect("the test binary has a symbol table");
-        assert!(name.ends_with("probe_function_for_the_symbol_table"), "{name}");
-        static DATA: [u8; 64] = [0; 64];
-        // SAFETY: as above.
-        assert_eq!(unsafe { with_function_name(DATA.as_ptr() as usize + 8, |_| ()) }, None);
-    }
 
     #[test]
     fn a_file_that_is_not_elf_or_has_no_symbol_table_gives_no_module() {

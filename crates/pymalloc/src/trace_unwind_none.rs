@@ -31,3 +31,9 @@ pub(crate) unsafe fn fork_release() {}
 pub(crate) fn stack_top() -> u64 {
     0
 }
+
+/// Runs `f`: without the caching walker there is no walk of the system
+/// unwinder to keep apart from the loader (see `trace_unwind.rs`).
+pub(crate) fn with_loader<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -61,6 +61,7 @@ const LAYERS: &[&str] = &[
     // the hooks and API, snapshots.
     "trace_unwind",
     "trace_unwind_none",
+    "trace_symtab",
     "trace_frames",
     "trace_sample",
     "trace_shadow",
