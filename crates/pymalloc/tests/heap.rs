@@ -582,6 +582,32 @@ fn a_full_cache_sends_the_next_free_to_its_pool_and_a_pool_emptying_closes_the_c
 }
 
 #[test]
+fn cached_blocks_do_not_keep_their_pools_when_the_rest_is_freed() {
+    let c = size_class(512).unwrap();
+    let per_pool = num_blocks(c);
+    let pools = pymalloc::CACHE_SLOTS;
+    let mut heap = Heap::new_retaining();
+    heap.set_purge_policy(PurgePolicy::Never);
+    let blocks: Vec<_> = (0..pools * per_pool).map(|_| heap.malloc(512)).collect();
+    assert_eq!(heap.stats().classes[c].pools, pools);
+    // One block of each pool first: they all wait in the cache, each the
+    // last block of its pool once the rest are freed.
+    let (first, rest): (Vec<_>, Vec<_>) = blocks.iter().enumerate().partition(|(i, _)| i % per_pool == 0);
+    for (_, &p) in first {
+        unsafe { heap.free(p) };
+    }
+    assert_eq!(cached_blocks(&heap, c), pymalloc::CACHE_SLOTS);
+    for (_, &p) in rest {
+        unsafe { heap.free(p) };
+    }
+    heap.validate().unwrap();
+    let s = heap.stats();
+    assert_eq!(s.classes[c].blocks_in_use, 0);
+    assert_eq!(cached_blocks(&heap, c), 0, "cached blocks went back with their pools' last blocks");
+    assert!(s.classes[c].pools <= 1, "{} pools kept by cached blocks", s.classes[c].pools);
+}
+
+#[test]
 fn a_caching_heap_empties_its_cache_before_taking_a_new_arena() {
     let mut heap = Heap::new_retaining();
     let a = size_class(512).unwrap();

@@ -4,19 +4,21 @@
 //!
 //! A free that finds its class's cache full sends its block straight to
 //! the block's pool; the cache keeps what it holds. Sending the older half
-//! of a full cache to the pools instead, as this heap did until
-//! 2026-12-05, touched each such block twice: in a random-order free of
-//! a million blocks that was 24 instructions per free on top of the pool's
-//! own work (callgrind), and in the ring of 10,000 blocks the flushed
-//! blocks were the ones allocations would have reused.
+//! of a full cache to the pools, as this heap did until 2026-12-05,
+//! touched each such block twice: in a random-order free of a million
+//! blocks that was 24 instructions per free on top of the pool's own work
+//! (callgrind), and in the ring of 10,000 blocks the flushed blocks were
+//! the ones allocations would have reused.
 //!
 //! A cached block keeps its pool, and so its arena, in use. So that cached
 //! blocks never keep memory CPython would give back: when a pool of a
 //! class empties, the class's cached blocks go back to their pools too, and
 //! the class *closes* (frees go straight to pools) until an allocation
 //! finds its cache empty (`transitions.rs`; freeing a large structure
-//! returns its arenas as CPython does); and before taking a new arena the
-//! heap flushes every cache.
+//! returns its arenas as CPython does); the same when a free to a pool
+//! leaves it one block in use, which may be a cached one (the pool could
+//! then never empty); and before taking a new arena the heap flushes every
+//! cache.
 
 use core::ptr;
 
@@ -64,7 +66,8 @@ impl<'a> BlockCache<'a> {
         self.0.set_limit(c, self.0.small_max());
     }
 
-    /// Class `c` closes: frees go to its pools until it allocates from one.
+    /// Class `c` closes: frees go to its pools until an allocation finds its
+    /// cache empty.
     pub(super) fn close(self, c: usize) {
         self.0.set_limit(c, 0);
     }

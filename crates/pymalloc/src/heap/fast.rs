@@ -209,7 +209,7 @@ impl Heap {
             // not inherit the caller's narrowed tag.
             p.cast::<*mut u8>().write(last);
             (*pool).freeblock = launder(p);
-            if count == 1 || last.is_null() {
+            if count <= 2 || last.is_null() {
                 self.pool_changes_list(pool, count, last);
                 return;
             }

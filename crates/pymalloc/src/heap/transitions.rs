@@ -70,8 +70,9 @@ impl Heap {
     }
 
     /// The rare cases of [`Heap::free_to_pool`], after the block went on
-    /// the free list: the pool empties (`count == 1`), or it was full
-    /// (`last` null) and goes back on its used list.
+    /// the free list: the pool empties (`count == 1`), is left one block in
+    /// use (`count == 2`), or it was full (`last` null) and goes back on its
+    /// used list.
     ///
     /// # Safety
     /// `pool` is the live pool of the block just freed; `count` and `last`
@@ -82,27 +83,20 @@ impl Heap {
         // SAFETY: per the contract, `pool` is live and ours.
         unsafe {
             if count == 1 {
-                if !self.releases_head.get() && self.used.head((*pool).szidx as usize) == pool {
+                let c = (*pool).szidx as usize;
+                if !self.releases_head.get() && self.used.head(c) == pool {
                     // The head pool of its class empties: keep it there
                     // ("retained"), so that a loop allocating and freeing one
                     // block does not give a pool back and take it again each
                     // time. It still counts as a pool in use.
                     (*pool).set_count(0);
-                    return;
+                } else {
+                    // The pool becomes empty: its count drops to 0 together
+                    // with the arena's bookkeeping, under the lock, so that
+                    // statistics never see a pool neither in use nor free.
+                    self.pool_emptied(pool);
                 }
-                // The pool becomes empty: its count drops to 0 together with
-                // the arena's bookkeeping, under the lock, so that statistics
-                // never see a pool neither in use nor free.
-                let c = (*pool).szidx as usize;
-                self.pool_emptied(pool);
-                // The class's cached blocks go back too, and the class
-                // closes (`cache.rs`): they may be all that holds their
-                // pools, and the frees that follow are likely a structure
-                // being torn down.
-                if self.cache().cached(c) != 0 {
-                    self.flush_cache_class(c);
-                    self.cache().close(c);
-                }
+                self.class_emptied_a_pool(c);
                 return;
             }
             (*pool).set_count(count - 1);
@@ -111,7 +105,26 @@ impl Heap {
                 // CPython's insert_to_usedpool does.
                 self.used.append(pool);
             }
+            if count == 2 && self.cache().enabled() && self.cache().cached((*pool).szidx as usize) != 0 {
+                // One block left, which may be a cached one: the pool could
+                // never empty while the cache holds it (`cache.rs`).
+                self.class_emptied_a_pool((*pool).szidx as usize);
+            }
         }
+    }
+
+    /// A pool of class `c` emptied, or was left one block in use: the
+    /// class's cached blocks go back too, and the class closes
+    /// (`cache.rs`): they may be all that holds their pools, and the frees
+    /// that follow are likely a structure being torn down.
+    fn class_emptied_a_pool(&self, c: usize) {
+        if !self.cache().enabled() {
+            return;
+        }
+        if self.cache().cached(c) != 0 {
+            self.flush_cache_class(c);
+        }
+        self.cache().close(c);
     }
 
     /// A pool just became empty: move it from its used list to its arena's
