@@ -154,7 +154,7 @@ fn in_this_library(ip: usize) -> bool {
 /// The load address of the module (executable or shared object) holding
 /// `addr`, 0 if none does.
 #[cfg(all(target_os = "linux", not(miri)))]
-pub(crate) fn module_base(addr: usize) -> usize {
+fn module_base(addr: usize) -> usize {
     crate::trace_symtab::loaded_module(addr).map_or(0, |(base, _)| base)
 }
 
@@ -216,7 +216,8 @@ fn by_exported_symbol(ip: usize) -> Option<bool> {
 /// The caller holds [`RESOLVING`], inside the loader lock.
 #[cfg(all(target_os = "linux", not(miri)))]
 fn by_symbol_table(ip: usize) -> Option<bool> {
-    // SAFETY: the caller holds RESOLVING (our contract).
+    // SAFETY: the caller holds RESOLVING inside the loader lock (our
+    // contract).
     unsafe {
         crate::trace_symtab::with_function_name(ip.checked_sub(1)?, |name| {
             is_machinery_name(&format!("{:#}", backtrace::SymbolName::new(name)))

@@ -109,8 +109,8 @@ pub(crate) fn note(bytes: usize) {
     }
     let due = NOTES
         .try_with(|n| {
-            let (k, most, of) = n.get();
-            let (k, most) = if of == start { (k, most.max(bytes)) } else { (0, bytes) };
+            let (k, most) = mine(n.get(), start);
+            let most = most.max(bytes);
             if k + 1 == NOTES_PER_POINT {
                 n.set((0, 0, start));
                 Some(most)
@@ -125,9 +125,20 @@ pub(crate) fn note(bytes: usize) {
     }
 }
 
-/// Adds a point now: the most bytes noted since the last one (`most`, the
-/// calling thread's, and what the others brought in); `bytes`, the traced
-/// bytes now, start the next.
+/// This thread's notes of the timeline that started at `start`, and the
+/// most bytes among them, from its `NOTES` (none if they are an earlier
+/// timeline's).
+fn mine((k, most, of): (u32, usize, u64), start: u64) -> (u32, usize) {
+    if of == start {
+        (k, most)
+    } else {
+        (0, 0)
+    }
+}
+
+/// Adds a point now: the most of `most` (the calling thread's maximum
+/// since its last point) and the traced bytes at the timeline's last point
+/// and now; `bytes`, the traced bytes now, start the next.
 #[cold]
 #[inline(never)]
 fn take_point(bytes: usize, most: usize) {
@@ -146,9 +157,8 @@ fn take_point(bytes: usize, most: usize) {
 /// is the traced bytes now.
 pub(crate) fn points(current: usize) -> Vec<(u64, usize)> {
     let start = START_MS.load(Ordering::Relaxed);
-    let mine =
-        NOTES.try_with(|n| n.replace((0, 0, start))).map_or(0, |(_, most, of)| if of == start { most } else { 0 });
-    take_point(current, mine);
+    let most = NOTES.try_with(|n| mine(n.replace((0, 0, start)), start).1).unwrap_or(0);
+    take_point(current, most);
     let _g = LOCK.lock();
     // SAFETY: LOCK is held.
     let t = unsafe { &*LINE.0.get() };

@@ -35,9 +35,9 @@ use crate::geometry::NB_SMALL_SIZE_CLASSES;
 /// limit, which is the front cache's `small_max` (0: no cache, or
 /// `CACHE_SLOTS`) or 0 while the class is closed (a pool of the class
 /// emptied or was left one block in use: frees go straight to pools until
-/// an allocation finds the cache empty). Their pools still count them (a cached block is in use as far
-/// as its pool is concerned, and on no free list); statistics count them
-/// as free.
+/// an allocation finds the cache empty). Their pools still count them (a
+/// cached block is in use as far as its pool is concerned, and on no free
+/// list); statistics count them as free.
 #[derive(Clone, Copy)]
 pub(super) struct BlockCache<'a>(pub(super) &'a FrontCache);
 

@@ -96,7 +96,7 @@ impl Heap {
                     // statistics never see a pool neither in use nor free.
                     self.pool_emptied(pool);
                 }
-                self.class_emptied_a_pool(c);
+                self.give_back_class_cache(c);
                 return;
             }
             (*pool).set_count(count - 1);
@@ -105,10 +105,11 @@ impl Heap {
                 // CPython's insert_to_usedpool does.
                 self.used.append(pool);
             }
-            if count == 2 && self.cache().enabled() && self.cache().cached((*pool).szidx as usize) != 0 {
+            let c = (*pool).szidx as usize;
+            if count == 2 && self.cache().cached(c) != 0 {
                 // One block left, which may be a cached one: the pool could
                 // never empty while the cache holds it (`cache.rs`).
-                self.class_emptied_a_pool((*pool).szidx as usize);
+                self.give_back_class_cache(c);
             }
         }
     }
@@ -117,7 +118,7 @@ impl Heap {
     /// class's cached blocks go back too, and the class closes
     /// (`cache.rs`): they may be all that holds their pools, and the frees
     /// that follow are likely a structure being torn down.
-    fn class_emptied_a_pool(&self, c: usize) {
+    fn give_back_class_cache(&self, c: usize) {
         if !self.cache().enabled() {
             return;
         }
