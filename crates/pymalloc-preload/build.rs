@@ -18,9 +18,14 @@ use pymalloc_text_layout::{
 };
 
 /// Before the window: our code that runs only on request (statistics, the
-/// tracer and its snapshots) and `std`'s environment reads, which run at
+/// tracer and its snapshots, glibc's questions about the heap) and `std`'s environment reads, which run at
 /// load only when tracing.
-const COLD: &[&str] = &[STATISTICS, TRACER, "*(.text.*3std3env* .text.*3sys3env*)"];
+const COLD: &[&str] = &[
+    STATISTICS,
+    TRACER,
+    "*(.text.*3std3env* .text.*3sys3env*)",
+    "*(.text.malloc_trim .text.mallinfo .text.mallinfo2 .text.malloc_stats .text.*10introspect*)",
+];
 
 /// The window: the exported entry points, the rest of our code, and what of
 /// `std`, the C start-up objects and the unwinder runs in every program. It

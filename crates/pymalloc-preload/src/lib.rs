@@ -9,6 +9,9 @@
 //!   `realloc`, `reallocarray`, `posix_memalign`, `aligned_alloc`,
 //!   `memalign`, `valloc`, `pvalloc`, `malloc_usable_size`); C++'s `new`
 //!   and `delete` reach it through libstdc++.
+//! * `introspect.rs`: glibc's questions about the heap (`malloc_trim`,
+//!   `mallinfo2`, `mallinfo`, `malloc_stats`), answered for pymalloc's
+//!   heaps and glibc's together.
 //! * `cxx.rs`: C++'s `operator new` and `operator delete` (every form),
 //!   straight to the same paths, with C++'s failure rules.
 //! * `underneath.rs`: glibc's own allocator, reached by its `__libc_*`
@@ -30,6 +33,7 @@
 
 mod api;
 mod cxx;
+mod introspect;
 mod lifecycle;
 mod traced;
 mod underneath;

@@ -84,8 +84,9 @@ extern "C" fn print_stats() {
     }
 }
 
-/// CPython's table of the small blocks, then a line on the larger ones.
-fn write_stats(fd: i32) {
+/// CPython's table of the small blocks, then a line on the larger ones
+/// (also `malloc_stats`, `introspect.rs`).
+pub(crate) fn write_stats(fd: i32) {
     pymalloc::stats::write_to_fd(&pymalloc::thread::stats(), fd);
     let s = pymalloc::every_size::stats();
     pymalloc::stats::write_fmt_to_fd(

@@ -3,11 +3,12 @@
 //! The preloaded `malloc` is pymalloc, so `malloc` called from here would be
 //! pymalloc again. glibc exports its allocator under second names
 //! (`__libc_malloc`, ...), which reach it whatever else is loaded.
-//! `malloc_usable_size` has no such name and is looked up with
-//! `dlsym(RTLD_NEXT)` the first time a foreign block asks for it.
+//! `malloc_usable_size` and glibc's questions about its heap
+//! (`introspect.rs`) have no such names and are looked up with
+//! `dlsym(RTLD_NEXT)` the first time they are needed ([`Next`]).
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ffi::c_void;
+use core::ffi::{c_void, CStr};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use pymalloc::Fallback;
@@ -53,27 +54,66 @@ pub(crate) fn memalign(align: usize, n: usize) -> *mut u8 {
     unsafe { __libc_memalign(align, n).cast() }
 }
 
-/// glibc's `malloc_usable_size`, found once (0: not looked up yet).
-static USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// A function of glibc's without a second name, found with
+/// `dlsym(RTLD_NEXT)` (the definition after this library's own) the first
+/// time it is needed.
+pub(crate) struct Next {
+    name: &'static CStr,
+    /// The address; 0 until looked up, 1 if it was not found.
+    addr: AtomicUsize,
+}
+
+impl Next {
+    pub(crate) const fn new(name: &'static CStr) -> Next {
+        Next { name, addr: AtomicUsize::new(0) }
+    }
+
+    /// The function's address, or `None` if glibc has none of that name.
+    pub(crate) fn get(&self) -> Option<*mut c_void> {
+        let mut f = self.addr.load(Ordering::Acquire);
+        if f == 0 {
+            // SAFETY: dlsym with a NUL-terminated name; RTLD_NEXT finds the
+            // definition after this library's own, glibc's.
+            let p = unsafe { libc::dlsym(libc::RTLD_NEXT, self.name.as_ptr()) };
+            f = if p.is_null() { 1 } else { p as usize };
+            self.addr.store(f, Ordering::Release);
+        }
+        (f != 1).then_some(f as *mut c_void)
+    }
+}
+
+/// glibc's `malloc_usable_size`.
+static USABLE_SIZE: Next = Next::new(c"malloc_usable_size");
 
 /// `malloc_usable_size(p)` of glibc, for a block glibc handed out.
 ///
 /// # Safety
 /// `p` is a live glibc block.
 pub(crate) unsafe fn usable_size(p: *mut u8) -> usize {
-    let mut f = USABLE_SIZE.load(Ordering::Acquire);
-    if f == 0 {
-        // SAFETY: dlsym with a static NUL-terminated name; RTLD_NEXT finds
-        // the definition after this library's own, glibc's.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
-        if f == 0 {
-            return 0;
-        }
-        USABLE_SIZE.store(f, Ordering::Release);
+    match USABLE_SIZE.get() {
+        // SAFETY: f is glibc's malloc_usable_size, of this signature; p is a
+        // live glibc block (our contract).
+        Some(f) => unsafe {
+            core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p.cast())
+        },
+        None => 0,
     }
-    // SAFETY: f is glibc's malloc_usable_size, of this signature; p is a
-    // live glibc block (our contract).
-    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p.cast()) }
+}
+
+/// A `mallinfo2` of zeroes.
+pub(crate) fn zero_mallinfo2() -> libc::mallinfo2 {
+    libc::mallinfo2 {
+        arena: 0,
+        ordblks: 0,
+        smblks: 0,
+        hblks: 0,
+        hblkhd: 0,
+        usmblks: 0,
+        fsmblks: 0,
+        uordblks: 0,
+        fordblks: 0,
+        keepcost: 0,
+    }
 }
 
 /// The Rust global allocator of this library: glibc, directly.

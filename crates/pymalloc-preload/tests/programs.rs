@@ -238,6 +238,44 @@ fn the_plain_library_leaves_the_tracer_out() {
     }
 }
 
+/// glibc's questions about the heap (`mallinfo2`, `mallinfo`, `malloc_trim`,
+/// `malloc_stats`) describe the heap the program allocates from, under
+/// glibc and under both libraries alike: the program checks the figures
+/// itself (`tests/c/introspect.c`). Answered by glibc's functions, as
+/// before the library had its own, the preloaded run counted no bytes in
+/// use and `malloc_trim(0)` gave nothing back.
+#[test]
+fn mallinfo_and_malloc_trim_describe_the_heap_in_use() {
+    let exe = compile("introspect.c", "cc", &["-O1", "-std=c11", "-Wall", "-Wextra", "-Werror"]);
+    let run = |lib: Option<&Path>, purge: &str| {
+        let mut cmd = Command::new(&exe);
+        cmd.env_remove("LD_PRELOAD").env("PYMALLOC_PURGE", purge);
+        if let Some(lib) = lib {
+            cmd.env("LD_PRELOAD", lib);
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success() && stdout.ends_with("introspect: ok\n"), "{lib:?} {purge}:\n{stdout}\n{stderr}");
+        // glibc's own report comes last in every run.
+        assert!(stderr.contains("Total (incl. mmap):"), "{lib:?}: {stderr}");
+        stderr
+    };
+    let plain = run(None, "default");
+    assert!(!plain.contains("Small block threshold"), "{plain}");
+    for lib in [&env().lib, &env().traced_lib] {
+        for purge in ["default", "never"] {
+            let stderr = run(Some(lib), purge);
+            // Ours first: CPython's table, the line on the larger blocks.
+            assert!(
+                stderr.starts_with("Small block threshold = 512, in 32 size classes.")
+                    && stderr.contains("# blocks above 512 bytes: "),
+                "{lib:?} {purge}: {stderr}"
+            );
+        }
+    }
+}
+
 /// A thread takes its heap before it registers its exit handler, whose
 /// registration allocates (glibc's `__cxa_thread_atexit_impl`): those
 /// requests come from the thread's own heap. Taken the other way round,

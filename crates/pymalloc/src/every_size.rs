@@ -372,6 +372,9 @@ pub fn live_page_bytes() -> usize {
 
 pub use crate::spans::segment_header_bytes;
 
+/// Bytes of a span segment ([`SpanStats::segments`] counts them).
+pub const SEGMENT_BYTES: usize = crate::segment::SEGMENT_SIZE;
+
 /// The calling thread's span pages that hold part of a block in use
 /// (large blocks whole, and the header pages of the segments holding
 /// them), in bytes; 0 if it has no heap.
