@@ -378,6 +378,8 @@ def run_one(driver, row, scenario, scale, waves, seed, timeout):
         fb, fa = res["base"]["floor"], res["after"]["floor"]
         res["floor_growth"] = floor_bytes(fa) - floor_bytes(fb)
         res["floor_frac"] = res["floor_growth"] / (pk - b)
+        if "header_pages" in fa and "header_pages" in fb:
+            res["header_frac"] = (fa["header_pages"] - fb["header_pages"]) / (pk - b)
     if scenario == "service":
         live = res["after"]["live_bytes"]
         res["final_over_live"] = a / (b + live)
@@ -447,6 +449,7 @@ def summarize(results, rows, scenarios):
                      kept=med([r["kept"] for r in runs]),
                      floor_frac=med([r.get("floor_frac") for r in runs]),
                      floor_growth=med([r.get("floor_growth") for r in runs]),
+                     header_frac=med([r.get("header_frac") for r in runs]),
                      build_s=med([r["peak"].get("build_s") for r in runs]),
                      purged=med([r["after"].get("purged_bytes") for r in runs]))
             if sc == "service":
@@ -707,7 +710,12 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
              "floor fraction = floor growth / "
              "(peak − base) of the same run; the column shows the scenario's floor from the "
              "`pymalloc-python + purge()` rows, and **kept/floor** = kept fraction / that "
-             "floor (1.0× = at the floor).")
+             "floor (1.0× = at the floor). The floor leaves out the pages our heaps hold "
+             "for their metadata alone (`header_pages`: a pool's first page, where CPython's "
+             "layout keeps its header, when no live block lies on it, and the header pages of "
+             "our span segments); their growth, as a fraction of (peak − base), is listed under "
+             "each table: that much of a pymalloc-python row's distance to the floor is the "
+             "price of keeping the headers in the pools.")
     L.append("")
     L.append("Rows:")
     L.append("")
@@ -760,6 +768,11 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
         if own:
             L.append("")
             L.append("Floor fraction measured in each pymalloc-python row's own runs: " + ", ".join(own) + ".")
+        heads = ["%s %s" % (row["key"], fmt_frac(ss["rows"][row["key"]]["header_frac"]))
+                 for row in rows if row["key"] in ss["rows"] and ss["rows"][row["key"]].get("header_frac") is not None]
+        if heads:
+            L.append("")
+            L.append("Pages held for headers alone (growth / (peak − base)): " + ", ".join(heads) + ".")
         if sc == "service":
             L.append("")
             L.append("![RSS over waves, service scenario](%s)" % svg_rel)

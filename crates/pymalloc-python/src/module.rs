@@ -113,29 +113,34 @@ fn pinning_text(p: &[pymalloc::ClassPinning]) -> String {
         out,
         "Who pins pymalloc's pool pages (pages of {page} bytes; sparse: at most 1/8 of a pool's blocks in use)"
     );
-    let _ =
-        writeln!(out, "class  size   pools     blocks  live pages  sparse pools  sparse blocks  freed if they went");
-    let (mut live, mut sparse, mut sblocks) = (0, 0, 0);
+    let _ = writeln!(
+        out,
+        "class  size   pools     blocks  live pages  header pages  sparse pools  sparse blocks  freed if they went"
+    );
+    let (mut live, mut headers, mut sparse, mut sblocks) = (0, 0, 0, 0);
     for (c, x) in p.iter().enumerate().filter(|(_, x)| x.pools > 0) {
         let _ = writeln!(
             out,
-            "{c:>5} {:>5} {:>7} {:>10} {:>11} {:>13} {:>14} {:>14.2} MiB",
+            "{c:>5} {:>5} {:>7} {:>10} {:>11} {:>13} {:>13} {:>14} {:>14.2} MiB",
             class_size(c),
             x.pools,
             x.blocks,
             x.live_pages,
+            x.header_pages,
             x.sparse_pools,
             x.sparse_blocks,
             mib(x.sparse_pages)
         );
         live += x.live_pages;
+        headers += x.header_pages;
         sparse += x.sparse_pages;
         sblocks += x.sparse_blocks;
     }
     let _ = writeln!(
         out,
-        "total: {:.2} MiB of live pages; sparse pools hold {:.2} MiB with {sblocks} blocks",
+        "total: {:.2} MiB of live pages, {:.2} MiB held for headers alone; sparse pools hold {:.2} MiB with {sblocks} blocks",
         mib(live),
+        mib(headers),
         mib(sparse)
     );
     out
@@ -531,9 +536,11 @@ pub mod _pymalloc {
     }
 
     /// Who pins the pool pages, per size class in use: a list of dicts with
-    /// `size`, `pools`, `blocks`, `live_pages`, `sparse_pools` (at most 1/8
-    /// of their blocks in use), `sparse_blocks`, `sparse_bytes` (what would
-    /// come back if the sparse pools' blocks were gone).
+    /// `size`, `pools`, `blocks`, `live_pages` (pages holding a block in
+    /// use), `header_pages` (pools whose first page, the header's, holds
+    /// none), `sparse_pools` (at most 1/8 of their blocks in use),
+    /// `sparse_blocks`, `sparse_bytes` (what would come back if the sparse
+    /// pools' blocks were gone, their header pages included).
     #[pyfunction]
     fn pinning(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
@@ -547,6 +554,7 @@ pub mod _pymalloc {
             d.set_item("pools", x.pools)?;
             d.set_item("blocks", x.blocks)?;
             d.set_item("live_pages", x.live_pages)?;
+            d.set_item("header_pages", x.header_pages)?;
             d.set_item("sparse_pools", x.sparse_pools)?;
             d.set_item("sparse_blocks", x.sparse_blocks)?;
             d.set_item("sparse_bytes", x.sparse_pages * page)?;
@@ -591,6 +599,10 @@ pub mod _pymalloc {
     /// live block above 512 bytes: the `pymalloc_all` configurations; see
     /// `every_size::live_page_bytes`) and `malloc_in_use` (bytes the C
     /// library has handed out and not had back, None where it cannot tell).
+    /// Beside them, not part of the floor: `header_pages`, the bytes of the
+    /// pages our heaps hold for their metadata alone: pools' first pages
+    /// holding no live block (CPython's layout keeps a pool's header there)
+    /// and the calling thread's segments' header pages.
     #[pyfunction]
     fn floor(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         let d = PyDict::new(py);
@@ -599,6 +611,9 @@ pub mod _pymalloc {
         d.set_item("pool_pages", unsafe { pymalloc::config::pymalloc_live_page_bytes() })?;
         d.set_item("span_pages", pymalloc::every_size::live_page_bytes())?;
         d.set_item("malloc_in_use", pymalloc::raw::in_use())?;
+        // SAFETY: as above.
+        let pool_headers = unsafe { pymalloc::config::pymalloc_header_page_bytes() };
+        d.set_item("header_pages", pool_headers + pymalloc::every_size::current_header_page_bytes())?;
         Ok(d)
     }
 

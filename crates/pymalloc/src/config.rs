@@ -326,6 +326,19 @@ pub unsafe fn pymalloc_live_page_bytes() -> usize {
     pinning.iter().map(|p| p.live_pages).sum::<usize>() * crate::heap::page_bytes()
 }
 
+/// Bytes of the first pages of pymalloc's pools in use (for MEM and OBJ)
+/// that hold no live block: held for the pools' headers alone, on top of
+/// [`pymalloc_live_page_bytes`] ([`crate::Heap::header_page_bytes`]). In
+/// the threaded mode, the calling thread's heap only.
+///
+/// # Safety
+/// As for [`pymalloc_purge`].
+pub unsafe fn pymalloc_header_page_bytes() -> usize {
+    // SAFETY: as for pymalloc_purge (our contract is pymalloc_pinning's).
+    let pinning = unsafe { pymalloc_pinning() };
+    pinning.iter().map(|p| p.header_pages).sum::<usize>() * crate::heap::page_bytes()
+}
+
 /// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the
 /// calling thread's, in the threaded mode).
 ///

@@ -357,7 +357,8 @@ pub fn stats() -> SpanStats {
 /// blocks above 512 bytes, in bytes: the calling thread's span pages that
 /// hold part of a block in use (large blocks whole), every other thread
 /// heap's medium and large bytes in use (their free lists are theirs to
-/// walk), and the huge blocks in use.
+/// walk), and the huge blocks in use. The segments' header pages are not in
+/// it ([`current_header_page_bytes`]).
 pub fn live_page_bytes() -> usize {
     let me = thread::current_heap();
     let mut bytes = spans::huge_stats().huge_bytes + current_live_page_bytes();
@@ -376,12 +377,22 @@ pub use crate::spans::segment_header_bytes;
 pub const SEGMENT_BYTES: usize = crate::segment::SEGMENT_SIZE;
 
 /// The calling thread's span pages that hold part of a block in use
-/// (large blocks whole, and the header pages of the segments holding
-/// them), in bytes; 0 if it has no heap.
+/// (large blocks whole), in bytes; 0 if it has no heap.
 pub fn current_live_page_bytes() -> usize {
+    current_pages().0
+}
+
+/// The header pages of the calling thread's segments that hold a block in
+/// use ([`segment_header_bytes`] each): held for the span descriptors, on
+/// top of [`current_live_page_bytes`]; 0 if it has no heap.
+pub fn current_header_page_bytes() -> usize {
+    current_pages().1
+}
+
+fn current_pages() -> (usize, usize) {
     let h = thread::current_heap();
     if h.is_null() {
-        return 0;
+        return (0, 0);
     }
     // SAFETY: h is this thread's live heap: its owner calls.
     unsafe { (*h).span_live_page_bytes() }

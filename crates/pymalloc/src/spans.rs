@@ -908,14 +908,14 @@ impl SpanHeap {
     }
 
     /// Bytes of this heap's spans that hold a block in use, to the page:
-    /// large blocks whole, medium spans' pages holding part of a block in
-    /// use, and the header pages of the segments holding either, as the
-    /// pools' floor counts their headers' pages (owner only: the free lists
-    /// are the owner's). See [`segment_header_bytes`].
-    pub(crate) fn live_page_bytes(&self, ctx: &Ctx<'_>) -> usize {
+    /// large blocks whole and medium spans' pages holding part of a block
+    /// in use; then the bytes of the header pages of the segments holding
+    /// either ([`segment_header_bytes`]), held for the descriptors alone
+    /// (owner only: the free lists are the owner's).
+    pub(crate) fn live_page_bytes(&self, ctx: &Ctx<'_>) -> (usize, usize) {
         self.flush_cache(ctx);
         let _meta = ctx.meta.lock();
-        let mut bytes = 0;
+        let (mut bytes, mut headers) = (0, 0);
         // SAFETY: as in discard_span_pages.
         unsafe {
             self.each_segment(|seg| {
@@ -928,11 +928,12 @@ impl SpanHeap {
                     };
                 });
                 if held > 0 {
-                    bytes += held + segment_header_bytes();
+                    bytes += held;
+                    headers += segment_header_bytes();
                 }
             });
         }
-        bytes
+        (bytes, headers)
     }
 
     /// True if a sweep would give something back later (`meta` held).

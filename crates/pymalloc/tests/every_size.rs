@@ -320,6 +320,7 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
     alone(|| {
         // 2000 blocks of 1500 bytes (43 per 64 KiB span); keep one in 20.
         let live_before = every_size::current_live_page_bytes();
+        let headers_before = every_size::current_header_page_bytes();
         let blocks: Vec<*mut u8> = (0..2000).map(|_| every_size::alloc(1500, 16, false)).collect();
         for (i, &b) in blocks.iter().enumerate() {
             fill(b, 1500, (i % 200) as u8 + 1);
@@ -330,14 +331,18 @@ fn free_pages_of_spans_in_use_go_back_and_come_back() {
                 unsafe { every_size::free(b) };
             }
         }
-        // The floor: exactly the pages the survivors' bytes lie on and the
-        // headers of their segments (the spans are this test's own, so no
-        // one else's block shares them).
+        // The floor: exactly the pages the survivors' bytes lie on (the
+        // spans are this test's own, so no one else's block shares them);
+        // apart, the header pages of their segments.
         let pinned: std::collections::BTreeSet<usize> =
             kept.iter().flat_map(|&(_, b)| b.addr() / 4096..=(b.addr() + 1500 - 1) / 4096).collect();
         let segments: std::collections::BTreeSet<usize> = kept.iter().map(|&(_, b)| b.addr() >> 20).collect();
-        let floor = pinned.len() * 4096 + segments.len() * every_size::segment_header_bytes();
+        let floor = pinned.len() * 4096;
         assert_eq!(every_size::current_live_page_bytes() - live_before, floor);
+        assert_eq!(
+            every_size::current_header_page_bytes() - headers_before,
+            segments.len() * every_size::segment_header_bytes()
+        );
         assert!(pinned.len() >= kept.len() && pinned.len() <= 2 * kept.len());
         let before = every_size::current_stats();
         assert_eq!(before.pages_out_bytes, 0);

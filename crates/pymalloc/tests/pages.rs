@@ -193,9 +193,9 @@ fn a_pool_with_pages_out_that_empties_starts_afresh() {
     heap.validate().unwrap();
 }
 
-/// `live_page_bytes` counts the pages that hold a block in use: the header
-/// page of every pool in use, and each other page one of whose blocks is
-/// live; pages out and free pages are not counted.
+/// `live_page_bytes` counts the pages that hold a block in use; pages out
+/// and free pages are not counted. Here each survivor lies on its pool's
+/// first page, so no page is held for a header alone.
 #[test]
 fn live_page_bytes_counts_pages_holding_live_blocks() {
     let mut heap = Heap::new();
@@ -214,6 +214,7 @@ fn live_page_bytes_counts_pages_holding_live_blocks() {
     }
     let header_pages = 3 * page.min(POOL_SIZE) * usize::from(npages > 1) + 3 * POOL_SIZE * usize::from(npages <= 1);
     assert_eq!(heap.live_page_bytes(), header_pages, "only the first page of each pool");
+    assert_eq!(heap.header_page_bytes(), 0, "the headers' pages hold the survivors");
     heap.purge();
     assert_eq!(heap.live_page_bytes(), header_pages, "purging frees no live page");
     heap.validate().unwrap();
@@ -267,7 +268,9 @@ fn pinning_names_the_sparse_pools_and_what_they_hold() {
 
 /// A survivor away from the header's page pins its own page and the
 /// header's; survivors sharing a page share it; the shares add up to the
-/// sparse pools' live pages.
+/// sparse pools' pages. The header's page holds no survivor: it is held for
+/// the header alone, outside the floor (`live_pages`, `live_page_bytes`)
+/// and counted apart (`header_pages`, `header_page_bytes`).
 #[test]
 fn pinning_blocks_share_the_live_pages() {
     let page = page();
@@ -296,6 +299,8 @@ fn pinning_blocks_share_the_live_pages() {
     }
     let p = heap.pinning()[c];
     assert_eq!((p.sparse_pools, p.sparse_blocks, p.sparse_pages), (1, 2, 2), "the header's page and the last");
+    assert_eq!((p.live_pages, p.header_pages), (1, 1), "the last page holds the survivors, the first the header");
+    assert_eq!((heap.live_page_bytes(), heap.header_page_bytes()), (page, page));
     let pins = heap.pinning_blocks();
     assert_eq!(pins.len(), 2);
     for (pin, &i) in pins.iter().zip(&keep) {

@@ -110,9 +110,10 @@ impl Heap {
         self.spans.discard_span_pages(&self.span_ctx())
     }
 
-    /// Bytes of this heap's span pages holding a block in use (owner
-    /// only; see `SpanHeap::live_page_bytes`).
-    pub(crate) fn span_live_page_bytes(&self) -> usize {
+    /// Bytes of this heap's span pages holding a block in use, and of the
+    /// header pages of the segments holding them (owner only; see
+    /// `SpanHeap::live_page_bytes`).
+    pub(crate) fn span_live_page_bytes(&self) -> (usize, usize) {
         self.spans.live_page_bytes(&self.span_ctx())
     }
 

@@ -270,9 +270,13 @@ pub struct ClassPinning {
     pub pools: usize,
     /// Blocks in use in them.
     pub blocks: usize,
-    /// Pages of those pools holding a block in use (the header's page
-    /// counts).
+    /// Pages of those pools holding a block in use: what no allocator that
+    /// never moves a block could give back.
     pub live_pages: usize,
+    /// Pools whose first page holds no block in use: a page held for the
+    /// pool's header alone (CPython's layout puts it there), on top of
+    /// `live_pages`.
+    pub header_pages: usize,
     /// Pools with at most an eighth of their blocks in use.
     pub sparse_pools: usize,
     /// Blocks in use in the sparse pools.
@@ -308,15 +312,18 @@ impl Heap {
         self.for_each_pool_in_use(|pool, count, c| {
             // SAFETY: a pool in use; the owner (our caller) is not changing
             // its free list.
-            let live = unsafe { live_pages(pool, page, npages.max(1)) };
+            let (live, header_only) = unsafe { live_pages(pool, page, npages.max(1)) };
+            let header = usize::from(header_only);
             let p = &mut out[c];
             p.pools += 1;
             p.blocks += count;
             p.live_pages += live;
+            p.header_pages += header;
             if is_sparse(count, c) {
                 p.sparse_pools += 1;
                 p.sparse_blocks += count;
-                p.sparse_pages += live;
+                // The header's page comes back with the pool too.
+                p.sparse_pages += live + header;
             }
         });
         out
@@ -346,6 +353,14 @@ impl Heap {
     /// free lists).
     pub fn live_page_bytes(&self) -> usize {
         self.pinning().iter().map(|p| p.live_pages).sum::<usize>() * page_bytes()
+    }
+
+    /// Bytes of the pages this heap's pools in use hold for their headers
+    /// alone (first pages holding no block in use): what keeping the
+    /// headers elsewhere would give back on top of [`Heap::live_page_bytes`].
+    /// Owner only, as that.
+    pub fn header_page_bytes(&self) -> usize {
+        self.pinning().iter().map(|p| p.header_pages).sum::<usize>() * page_bytes()
     }
 }
 
@@ -436,16 +451,17 @@ impl FreeBlocks {
 }
 
 /// The pages of `pool` (of `npages` pages of `page` bytes; one page when
-/// pools are smaller than pages) that hold at least one block in use.
+/// pools are smaller than pages) that hold at least one block in use, and
+/// whether its first page, which holds the header, holds none.
 ///
 /// # Safety
 /// `pool` is a carved pool in use whose free list nobody changes meanwhile.
-unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> usize {
+unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> (usize, bool) {
     // SAFETY: the header is initialised; free-list entries are blocks of the
     // pool (PoolHeader invariant).
     unsafe {
         if npages <= 1 {
-            return 1;
+            return (1, false);
         }
         let size = class_size((*pool).szidx as usize);
         let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
@@ -464,8 +480,6 @@ unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> usize
                 *l = true;
             }
         }
-        // The header's page is always held.
-        live[0] = true;
-        live[..npages].iter().filter(|&&l| l).count()
+        (live[..npages].iter().filter(|&&l| l).count(), !live[0])
     }
 }
