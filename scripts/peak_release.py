@@ -483,7 +483,9 @@ def fmt_mib(b):
 
 
 def fmt_frac(x):
-    return "%.3f" % x if x is not None else "–"
+    if x is None:
+        return "–"
+    return "%.3f" % (0.0 if abs(x) < 0.0005 else x)  # no "-0.000"
 
 
 def fmt_ratio(x):

@@ -6,8 +6,10 @@
 //! The first byte picks the heap: CPython's plain heap, or the caching heap
 //! of thread heaps and the domains (`Heap::new_retaining`: block cache and
 //! retained head pools), and its purge policy; operations include giving
-//! pages back (`Heap::purge`), decay sweeps (`Heap::decay_at`) and emptying
-//! the block cache.
+//! pages back (`Heap::purge`), decay sweeps (`Heap::decay_at`), emptying
+//! the block cache, and a burst of blocks of one size of which most are
+//! freed at once (sparse pools, whose first pages a purge gives back by
+//! parking the pools).
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -115,6 +117,24 @@ fuzz_target!(|data: &[u8]| {
                     // A decay period passes: what stayed free goes back.
                     clock += 1000;
                     heap.decay_at(clock);
+                } else if a % 8 == 3 {
+                    // A burst of one size, all but every keep-th freed.
+                    let (n, keep) = (200 + (a >> 3) as usize % 600, 8 + (a >> 8) as usize % 100);
+                    let size = 1 + (chunk[1] as usize * 2) % 512;
+                    let first = live.len();
+                    for _ in 0..n {
+                        let p = heap.malloc(size);
+                        assert!(!p.is_null());
+                        add(&mut live, &mut spans, p, size);
+                    }
+                    for k in (0..n).rev() {
+                        if k % keep != keep - 1 {
+                            let b = live.swap_remove(first + k);
+                            spans.remove(&(b.ptr as usize));
+                            check(&b);
+                            unsafe { heap.free(b.ptr) };
+                        }
+                    }
                 }
             }
             _ => {}

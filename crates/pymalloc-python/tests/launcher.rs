@@ -377,9 +377,10 @@ print("ok", _pymalloc.allocator())
 }
 
 /// After a peak, scattered survivors: purge gives back free pages of pools
-/// in use (not the pages live blocks hold), `floor()` reports those and,
-/// apart, the pages held for pool headers alone, and `pinning()` names the
-/// sparse pools that pin the rest.
+/// in use (not the pages live blocks hold) and the first pages that only
+/// the pools' headers held (it parks those pools), `floor()` reports what
+/// is left and, apart, the pages held for pool headers alone, and
+/// `pinning()` names the sparse pools that pin the rest.
 #[test]
 fn purge_floor_and_pinning_after_a_peak() {
     let code = r#"
@@ -395,14 +396,16 @@ _pymalloc.validate()
 assert given > 0, given
 assert set(after) == {"pool_pages", "span_pages", "malloc_in_use", "header_pages"}, after
 # Scattered survivors leave pools whose first page, the header's, holds none
-# of them: held for the header alone, and not part of the floor.
-assert after["header_pages"] > 0, after
+# of them: held for the header alone, and not part of the floor, until the
+# purge parks those pools and gives their first pages back too.
+assert before["header_pages"] > 0, before
+assert after["header_pages"] * 10 <= before["header_pages"], (before, after)
 assert after["pool_pages"] <= 1.01 * before["pool_pages"], (before, after)
 assert after["pool_pages"] >= 0.9 * before["pool_pages"], ("purge frees no live page", before, after)
 assert _pymalloc.stats()["pages_out"] > 0
 p = _pymalloc.pinning()
 assert p and all(set(c) == {"size", "pools", "blocks", "live_pages", "header_pages", "sparse_pools", "sparse_blocks", "sparse_bytes"} for c in p)
-assert 0 < sum(c["header_pages"] for c in p) * 4096 <= after["header_pages"], (p, after)
+assert sum(c["header_pages"] for c in p) * 4096 <= after["header_pages"], (p, after)
 pinned = sum(c["sparse_bytes"] for c in p)
 assert pinned > 0 and sum(c["sparse_blocks"] for c in p) < sum(c["blocks"] for c in p)
 assert sum(c["live_pages"] for c in p) * 4096 >= after["pool_pages"] * 0.9

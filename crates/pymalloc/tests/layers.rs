@@ -84,6 +84,7 @@ const HEAP: &[&str] = &[
     "arenas",
     "fast",
     "pages",
+    "park",
     "transitions",
     "purge",
     "decay",

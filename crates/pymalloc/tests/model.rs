@@ -36,6 +36,10 @@ enum Op {
     /// A decay period passes (on the test's own clock): empty pools and
     /// free arenas unused since the previous sweep go back.
     Decay,
+    /// `n` blocks of `size` bytes, then all but every `keep`-th of them
+    /// freed: pools left sparse, whose free pages (their first too, the
+    /// header's, by parking the pool) a purge gives back.
+    Sparse(Domain, usize, usize, usize),
 }
 
 fn domain() -> impl Strategy<Value = Domain> {
@@ -64,6 +68,13 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Free),
         1 => Just(Op::Purge),
         1 => Just(Op::Decay),
+        1 => (
+            prop_oneof![Just(Domain::Mem), Just(Domain::Obj)],
+            1usize..=512,
+            if cfg!(miri) { 60usize..200 } else { 200usize..900 },
+            8usize..120
+        )
+            .prop_map(|(d, size, n, keep)| Op::Sparse(d, size, n, keep)),
     ]
 }
 
@@ -210,6 +221,21 @@ impl Model {
                 let b = self.remove(i);
                 Self::check_contents(&b, usize::MAX);
                 unsafe { b.domain.free(b.ptr) };
+            }
+            Op::Sparse(d, size, n, keep) => {
+                let first = self.live.len();
+                for _ in 0..n {
+                    self.step(&Op::Malloc(d, size));
+                }
+                // Free the new blocks but every keep-th, from the last down
+                // (remove swaps the last live block into the hole).
+                for k in (0..n).rev() {
+                    if k % keep != keep - 1 {
+                        let b = self.remove(first + k);
+                        Self::check_contents(&b, usize::MAX);
+                        unsafe { b.domain.free(b.ptr) };
+                    }
+                }
             }
             Op::Decay => {
                 let now = CLOCK.fetch_add(1000, Ordering::Relaxed) + 1000;

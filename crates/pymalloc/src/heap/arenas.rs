@@ -9,7 +9,7 @@ use core::ptr;
 use super::Heap;
 use crate::arena_alloc::ArenaAllocator;
 use crate::cell_array::CellArray;
-use crate::geometry::{round_up, ARENA_SIZE, MAX_POOLS_IN_ARENA, POOL_SIZE, POOL_SIZE_MASK};
+use crate::geometry::{round_up, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_SIZE, POOL_SIZE_MASK};
 use crate::pool::{PoolHeader, DUMMY_SIZE_IDX};
 use crate::radix::ARENA_MAP;
 use crate::{raw, region};
@@ -49,6 +49,12 @@ const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 ///   from it since (so all its pools are free).
 /// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
 ///   of its free pools may be given back with `madvise`.
+/// * `parked` has bit `i` set exactly when pool `i` is *parked*
+///   (`park.rs`): a pool in use whose header lives in `parked_headers[i]`
+///   while its first page is given back. `parked_headers` is null or an
+///   array of `MAX_POOLS_IN_ARENA` headers from `raw::meta`, this arena
+///   object's own; it is freed when the arena is released, which needs
+///   `parked == 0` (parked pools are in use).
 /// * All of it is written only under the heap's `meta` lock.
 #[repr(C)]
 pub(super) struct ArenaObject {
@@ -66,6 +72,8 @@ pub(super) struct ArenaObject {
     pub(super) free_bits: u64,
     pub(super) stale_bits: u64,
     pub(super) stale_free: bool,
+    pub(super) parked: u64,
+    pub(super) parked_headers: *mut PoolHeader,
 }
 
 impl ArenaObject {
@@ -90,7 +98,8 @@ impl ArenaObject {
 ///   last arena with `nfreepools == n`, or null.
 /// * `ncurrent` counts live arenas, `highwater` the most ever live at once,
 ///   `ntimes_allocated` every arena ever taken.
-/// * `pools_in_use` counts used and full pools (retained ones too);
+/// * `pools_in_use` counts used, full and parked pools (retained ones too);
+///   `parked[c]` counts the parked pools of class `c`;
 ///   `committed_empty` counts pools on the arenas' `freepools` lists;
 ///   `pages_out` counts the pages pools in use gave back (`pages.rs`).
 /// * Written only under the heap's `meta` lock (or by the owner where only
@@ -106,8 +115,11 @@ pub(super) struct Arenas {
     pub(super) highwater: Cell<usize>,
     pub(super) pools_in_use: Cell<usize>,
     pub(super) committed_empty: Cell<usize>,
-    /// Pages given back by pools in use (`pages.rs`).
+    /// Pages given back by pools in use (`pages.rs`; a parked pool's first
+    /// page counts, `park.rs`).
     pub(super) pages_out: Cell<usize>,
+    /// Parked pools per size class (`park.rs`).
+    pub(super) parked: CellArray<u32, NB_SMALL_SIZE_CLASSES>,
     /// This heap's own arena allocator, or None for the process-wide one.
     pub(super) own_allocator: Cell<Option<ArenaAllocator>>,
     pub(super) stats_on_new_arena: Cell<bool>,
@@ -127,6 +139,7 @@ impl Arenas {
             pools_in_use: Cell::new(0),
             committed_empty: Cell::new(0),
             pages_out: Cell::new(0),
+            parked: CellArray::new([0; NB_SMALL_SIZE_CLASSES]),
             own_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
         }
@@ -151,6 +164,18 @@ impl Arenas {
     pub(super) unsafe fn of_pool(&self, pool: *const PoolHeader) -> *mut ArenaObject {
         // SAFETY: arenaindex indexes the table (PoolHeader invariant).
         unsafe { self.table.get().add((*pool).arenaindex as usize) }
+    }
+
+    /// The header of pool `i` of `ao` at `pool`: its own, or its copy while
+    /// the pool is parked (`park.rs`). `meta` held.
+    pub(super) fn header(ao: &ArenaObject, i: usize, pool: *mut PoolHeader) -> *mut PoolHeader {
+        if ao.parked & (1u64 << i) != 0 {
+            // SAFETY: a parked pool's copy is slot `i` of the arena's array
+            // (ArenaObject invariant).
+            unsafe { ao.parked_headers.add(i) }
+        } else {
+            pool
+        }
     }
 
     /// Calls `f` for every live arena (`meta` held or exclusive access).
@@ -589,6 +614,8 @@ impl Heap {
                     free_bits: 0,
                     stale_bits: 0,
                     stale_free: false,
+                    parked: 0,
+                    parked_headers: ptr::null_mut(),
                 })
             };
         }
@@ -614,6 +641,13 @@ impl Heap {
             }
             let alloc = (*ao).allocator;
             (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
+            // (Parked pools are in use: only a heap going away releases an
+            // arena that holds some, and their copies go with it.)
+            (*ao).parked = 0;
+            if !(*ao).parked_headers.is_null() {
+                raw::meta::free((*ao).parked_headers.cast());
+                (*ao).parked_headers = ptr::null_mut();
+            }
             a.committed_empty.set(a.committed_empty.get() - (*ao).nfree_committed as usize);
             (*ao).address = ptr::null_mut();
             (*ao).nextarena = a.unused.get();

@@ -200,8 +200,9 @@ impl Heap {
         let pool = pool_of(p);
         // SAFETY: p is a live block, so its pool is live and was in use.
         unsafe {
+            // 0 only for a parked pool, whose header page went back
+            // (`park.rs`): the out-of-line path below brings it back.
             let count = (*pool).count();
-            debug_assert!(count > 0);
             let last = (*pool).freeblock;
             // The link is written through the caller's pointer (its tag may
             // be protected while it hands the block back); the free list keeps

@@ -5,6 +5,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
+use super::arenas::Arenas;
 use super::pages::PinningBlock;
 use super::Heap;
 use crate::geometry::{num_blocks, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_SIZE, POOL_SIZE_MASK};
@@ -82,7 +83,8 @@ impl Heap {
                 // others may read are read.
                 let (count, sz) = unsafe {
                     let p = ao.address.with_addr(base + i * POOL_SIZE).cast::<PoolHeader>();
-                    (pool::shared_count(p) as usize, pool::shared_szidx(p) as usize)
+                    let h = Arenas::header(ao, i, p);
+                    (pool::shared_count(h) as usize, pool::shared_szidx(h) as usize)
                 };
                 *state = if count == num_blocks(sz) {
                     PoolState::Full { class: sz as u8 }
@@ -145,9 +147,11 @@ impl Heap {
                 return;
             }
             // A pool neither free nor decommitted is in use (a retained one
-            // holds no block). SAFETY: carved pools are initialised; only the
-            // two fields others may read are read.
-            let (count, sz) = unsafe { (pool::shared_count(p) as usize, pool::shared_szidx(p) as usize) };
+            // holds no block; a parked one's header is its copy).
+            let h = Arenas::header(ao, i, p);
+            // SAFETY: carved pools are initialised; only the two fields
+            // others may read are read.
+            let (count, sz) = unsafe { (pool::shared_count(h) as usize, pool::shared_szidx(h) as usize) };
             let c = &mut s.classes[sz];
             c.pools += 1;
             c.blocks_in_use += count;

@@ -75,6 +75,7 @@ mod decay;
 mod fast;
 mod inspect;
 mod pages;
+mod park;
 mod purge;
 mod remote;
 mod transitions;

@@ -23,6 +23,7 @@
 
 use core::ptr;
 
+use super::arenas::Arenas;
 use super::Heap;
 use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE};
 use crate::os;
@@ -40,11 +41,11 @@ fn pool_pages() -> (usize, usize) {
 }
 
 /// The blocks of class size `size` that overlap page `p` of a pool: indices
-/// `first..=last` (the block holding the page's first byte to the one
-/// holding its last, or the pool's last block). Page `p >= 1`, and it starts
-/// below the end of the pool's last block.
+/// `first..=last` (the block holding the page's first byte, or the first
+/// block, to the one holding its last, or the pool's last block). Page `p`
+/// starts below the end of the pool's last block.
 fn blocks_of_page(p: usize, page: usize, size: usize) -> (usize, usize) {
-    let first = (p * page - POOL_OVERHEAD) / size;
+    let first = (p * page).saturating_sub(POOL_OVERHEAD) / size;
     let last = ((p + 1) * page - 1 - POOL_OVERHEAD) / size;
     (first, last.min((POOL_SIZE - POOL_OVERHEAD) / size - 1))
 }
@@ -75,8 +76,12 @@ impl Heap {
                 // and `meta` is held (our contract).
                 unsafe {
                     let next = (*pool).nextpool;
-                    if (*self.arenas.of_pool(pool)).purgeable {
+                    let ao = self.arenas.of_pool(pool);
+                    if (*ao).purgeable {
                         bytes += self.discard_pool_pages(pool, c, page, npages);
+                        // Its first page too, if only the header holds it
+                        // (`park.rs`).
+                        bytes += self.try_park(ao, pool, c, page);
                     }
                     pool = next;
                 }
@@ -100,7 +105,7 @@ impl Heap {
         // entries are blocks of the pool (PoolHeader invariant).
         unsafe {
             let next_off = (*pool).nextoffset as usize;
-            let free = FreeBlocks::of(pool, size);
+            let free = FreeBlocks::of(pool.cast(), pool, size);
             let is_free = |i: usize| free.contains(i);
             let mut out = 0u16; // pages to give back now, with bookkeeping
             let mut virgin = 0u16; // wholly virgin pages
@@ -143,7 +148,7 @@ impl Heap {
     /// # Safety
     /// As for `discard_pool_pages`; the pages of `mask` are wholly carved
     /// and all their blocks are free.
-    unsafe fn unlink_page_blocks(&self, pool: *mut PoolHeader, mask: u16, page: usize, size: usize) -> bool {
+    pub(super) unsafe fn unlink_page_blocks(&self, pool: *mut PoolHeader, mask: u16, page: usize, size: usize) -> bool {
         let base = pool.addr();
         let in_mask = |b: *mut u8| {
             let off = b.addr() - base;
@@ -231,12 +236,13 @@ pub(super) fn blocks_out(mask: u16, size: usize) -> usize {
 }
 
 /// The indices of the blocks of class size `size` that overlap the pages of
-/// `mask` (pages past the first), each once (a block may overlap two of
-/// them), in ascending order.
+/// `mask` (pages past the first; the first too for a parked pool's count,
+/// `park.rs`), each once (a block may overlap two of them), in ascending
+/// order.
 fn blocks_of_pages(mask: u16, size: usize) -> impl Iterator<Item = usize> {
     let (page, _) = pool_pages();
     let mut next = 0; // the lowest index not yet given
-    (1..16usize).filter(move |p| mask & (1 << p) != 0).flat_map(move |p| {
+    (0..16usize).filter(move |p| mask & (1 << p) != 0).flat_map(move |p| {
         let (first, last) = blocks_of_page(p, page, size);
         let from = first.max(next);
         next = next.max(last + 1);
@@ -287,19 +293,21 @@ pub struct ClassPinning {
 }
 
 impl Heap {
-    /// Calls `f` for every pool holding a block in use, with its block
-    /// count and class, `meta` held. Owner only (`f` may read free lists).
-    fn for_each_pool_in_use(&self, mut f: impl FnMut(*mut PoolHeader, usize, usize)) {
+    /// Calls `f` for every pool holding a block in use, with its header
+    /// (its copy, for a parked pool), block count and class, `meta` held.
+    /// Owner only (`f` may read free lists).
+    fn for_each_pool_in_use(&self, mut f: impl FnMut(*mut PoolHeader, *mut PoolHeader, usize, usize)) {
         let _meta = self.meta.lock();
         self.arenas.for_each_pool(|ao, i, pool| {
             if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
                 return;
             }
+            let hdr = Arenas::header(ao, i, pool);
             // SAFETY: a carved pool of a live arena, not free: its header is
             // initialised.
-            let (count, c) = unsafe { ((*pool).count() as usize, (*pool).szidx as usize) };
+            let (count, c) = unsafe { ((*hdr).count() as usize, (*hdr).szidx as usize) };
             if count > 0 {
-                f(pool, count, c);
+                f(pool, hdr, count, c);
             }
         });
     }
@@ -309,10 +317,10 @@ impl Heap {
     pub fn pinning(&self) -> [ClassPinning; NB_SMALL_SIZE_CLASSES] {
         let (page, npages) = pool_pages();
         let mut out = [ClassPinning::default(); NB_SMALL_SIZE_CLASSES];
-        self.for_each_pool_in_use(|pool, count, c| {
+        self.for_each_pool_in_use(|pool, hdr, count, c| {
             // SAFETY: a pool in use; the owner (our caller) is not changing
             // its free list.
-            let (live, header_only) = unsafe { live_pages(pool, page, npages.max(1)) };
+            let (live, header_only) = unsafe { live_pages(pool.cast(), hdr, page, npages.max(1)) };
             let header = usize::from(header_only);
             let p = &mut out[c];
             p.pools += 1;
@@ -338,11 +346,11 @@ impl Heap {
     /// and must not allocate from this heap.
     pub fn visit_pinning_blocks(&self, f: &mut dyn FnMut(&PinningBlock)) {
         let (page, npages) = pool_pages();
-        self.for_each_pool_in_use(|pool, count, c| {
+        self.for_each_pool_in_use(|pool, hdr, count, c| {
             if is_sparse(count, c) {
                 // SAFETY: a pool in use; the owner (our caller) is not
                 // changing its free list.
-                unsafe { visit_pool_blocks(pool, page.min(POOL_SIZE), npages.max(1), f) };
+                unsafe { visit_pool_blocks(pool.cast(), hdr, page.min(POOL_SIZE), npages.max(1), f) };
             }
         });
     }
@@ -386,14 +394,22 @@ pub struct PinningBlock {
 ///
 /// # Safety
 /// `pool` is a carved pool in use whose free list nobody changes meanwhile.
-unsafe fn visit_pool_blocks(pool: *mut PoolHeader, page: usize, npages: usize, f: &mut dyn FnMut(&PinningBlock)) {
+unsafe fn visit_pool_blocks(
+    base: *mut u8,
+    hdr: *const PoolHeader,
+    page: usize,
+    npages: usize,
+    f: &mut dyn FnMut(&PinningBlock),
+) {
     // SAFETY: per the contract; free-list entries are blocks of the pool.
     unsafe {
-        let c = (*pool).szidx as usize;
+        let c = (*hdr).szidx as usize;
         let size = class_size(c);
-        let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
-        let free = FreeBlocks::of(pool, size);
-        let out = (*pool).pages_out;
+        let carved = ((*hdr).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
+        let free = FreeBlocks::of(base, hdr, size);
+        let parked = !ptr::eq(hdr, base.cast());
+        // A parked pool's first page is out (`park.rs`).
+        let out = (*hdr).pages_out | u16::from(parked);
         let page_span = |off: usize| off / page..=((off + size - 1) / page).min(npages - 1);
         let live = |i: usize| !free.contains(i) && !overlaps_out(out, POOL_OVERHEAD + i * size, size);
         let mut on_page = [0usize; 16];
@@ -407,12 +423,13 @@ unsafe fn visit_pool_blocks(pool: *mut PoolHeader, page: usize, npages: usize, f
         if blocks == 0 {
             return;
         }
-        // The header's page is held even when no block lies on it.
-        let header_share = if on_page[0] == 0 { page / blocks } else { 0 };
+        // The header's page is held even when no block lies on it (unless
+        // the pool is parked: then it is out).
+        let header_share = if on_page[0] == 0 && !parked { page / blocks } else { 0 };
         for i in (0..carved).filter(|&i| live(i)) {
             let off = POOL_OVERHEAD + i * size;
             let pinned = header_share + page_span(off).map(|pg| page / on_page[pg]).sum::<usize>();
-            f(&PinningBlock { addr: pool.addr() + off, class: c, pinned_bytes: pinned });
+            f(&PinningBlock { addr: base.addr() + off, class: c, pinned_bytes: pinned });
         }
     }
 }
@@ -424,20 +441,23 @@ pub fn page_bytes() -> usize {
 }
 
 /// The free carved blocks of a pool, by index: a bitmap of its free list.
-struct FreeBlocks([u64; BITMAP_WORDS]);
+pub(super) struct FreeBlocks([u64; BITMAP_WORDS]);
 
 impl FreeBlocks {
+    /// The free list of the pool at `base` whose header is `hdr` (its own,
+    /// or a parked pool's copy).
+    ///
     /// # Safety
-    /// `pool` is a carved pool of class size `size` whose free list nobody
-    /// changes meanwhile.
-    unsafe fn of(pool: *mut PoolHeader, size: usize) -> FreeBlocks {
+    /// The pool is carved, of class size `size`, and nobody changes its
+    /// free list meanwhile.
+    pub(super) unsafe fn of(base: *mut u8, hdr: *const PoolHeader, size: usize) -> FreeBlocks {
         let mut free = [0u64; BITMAP_WORDS];
         // SAFETY: the header is initialised; free-list entries are blocks of
         // the pool (PoolHeader invariant).
         unsafe {
-            let mut b = (*pool).freeblock;
+            let mut b = (*hdr).freeblock;
             while !b.is_null() {
-                let i = (b.addr() - pool.addr() - POOL_OVERHEAD) / size;
+                let i = (b.addr() - base.addr() - POOL_OVERHEAD) / size;
                 free[i / 64] |= 1 << (i % 64);
                 b = b.cast::<*mut u8>().read();
             }
@@ -445,7 +465,7 @@ impl FreeBlocks {
         FreeBlocks(free)
     }
 
-    fn contains(&self, i: usize) -> bool {
+    pub(super) fn contains(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0
     }
 }
@@ -456,17 +476,19 @@ impl FreeBlocks {
 ///
 /// # Safety
 /// `pool` is a carved pool in use whose free list nobody changes meanwhile.
-unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> (usize, bool) {
+unsafe fn live_pages(base: *mut u8, hdr: *const PoolHeader, page: usize, npages: usize) -> (usize, bool) {
     // SAFETY: the header is initialised; free-list entries are blocks of the
     // pool (PoolHeader invariant).
     unsafe {
         if npages <= 1 {
             return (1, false);
         }
-        let size = class_size((*pool).szidx as usize);
-        let carved = ((*pool).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
-        let free = FreeBlocks::of(pool, size);
-        let out = (*pool).pages_out;
+        let size = class_size((*hdr).szidx as usize);
+        let carved = ((*hdr).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
+        let free = FreeBlocks::of(base, hdr, size);
+        let parked = !ptr::eq(hdr, base.cast());
+        // A parked pool's first page is out, and holds no header either.
+        let out = (*hdr).pages_out | u16::from(parked);
         let mut live = [false; 16];
         for i in 0..carved {
             if free.contains(i) {
@@ -480,6 +502,6 @@ unsafe fn live_pages(pool: *mut PoolHeader, page: usize, npages: usize) -> (usiz
                 *l = true;
             }
         }
-        (live[..npages].iter().filter(|&&l| l).count(), !live[0])
+        (live[..npages].iter().filter(|&&l| l).count(), !live[0] && !parked)
     }
 }

@@ -40,6 +40,10 @@ impl Heap {
         if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
             return self.alloc_from_pool(szidx);
         }
+        // A parked pool of the class serves before a new one (`park.rs`).
+        if self.unpark_one(szidx) {
+            return self.alloc_from_pool(szidx);
+        }
         if !self.releases_head.get() && self.no_usable_arena() {
             // A new arena is next: first give back cached blocks and retained
             // pools, which may leave empty pools that can serve instead.
@@ -82,6 +86,20 @@ impl Heap {
     pub(super) unsafe fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
         // SAFETY: per the contract, `pool` is live and ours.
         unsafe {
+            if count == 0 {
+                // Only a parked pool reads count 0 under a live block: it
+                // comes back first (`park.rs`).
+                let Some((count, last)) = self.unpark_for_free(pool) else {
+                    debug_assert!(false, "a free into a pool with no block in use");
+                    return;
+                };
+                if count <= 2 {
+                    self.pool_changes_list(pool, count, last);
+                } else {
+                    (*pool).set_count(count - 1);
+                }
+                return;
+            }
             if count == 1 {
                 let c = (*pool).szidx as usize;
                 if !self.releases_head.get() && self.used.head(c) == pool {

@@ -5,7 +5,7 @@
 
 use core::ptr;
 
-use super::arenas::ArenaObject;
+use super::arenas::{ArenaObject, Arenas};
 use super::cache::CACHE_SLOTS;
 use super::{pages, Heap};
 use crate::geometry::{
@@ -13,6 +13,7 @@ use crate::geometry::{
 };
 use crate::ownership::owns;
 use crate::pool::{self, pool_of, PoolHeader};
+use crate::region;
 
 /// A broken heap invariant, reported by [`Heap::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +37,25 @@ fn check(ok: bool, what: &'static str, at: usize) -> Result<(), InvariantError> 
         Ok(())
     } else {
         Err(InvariantError { what, at })
+    }
+}
+
+/// What the walk over the pools counts, to check against the heap's own
+/// counts and lists.
+struct PoolTally {
+    /// Used pools per class, not parked: their used list's length.
+    on_used: [usize; NB_SMALL_SIZE_CLASSES],
+    /// Pools in use (used, full, retained, parked).
+    in_use: usize,
+    /// Pages out, a parked pool's first page included.
+    pages_out: usize,
+    /// Parked pools per class.
+    parked: [usize; NB_SMALL_SIZE_CLASSES],
+}
+
+impl PoolTally {
+    fn new() -> PoolTally {
+        PoolTally { on_used: [0; NB_SMALL_SIZE_CLASSES], in_use: 0, pages_out: 0, parked: [0; NB_SMALL_SIZE_CLASSES] }
     }
 }
 
@@ -123,14 +143,15 @@ impl Heap {
             check(self.cache().cached(c) <= self.cache().max(), "cache over its limit", c)?;
             for b in self.cache().blocks(c) {
                 check(owns(b), "cached block outside every arena", b.addr())?;
-                let pool = pool_of(b);
+                // A parked pool's header is its copy (`park.rs`).
+                let pool = self.arenas.header_at(pool_of(b));
                 // SAFETY: b lies in a live arena; its pool is carved (it
                 // held b) and initialised.
                 unsafe {
                     check((*pool).szidx as usize == c, "cached block of another class", b.addr())?;
                     check((*pool).count() > 0, "cached block in an empty pool", b.addr())?;
                     check((*pool).owner == self.remote.tag.get(), "cached block of another heap", b.addr())?;
-                    let off = b.addr() - pool.addr();
+                    let off = b.addr() - pool_of(b).addr();
                     check(
                         off >= POOL_OVERHEAD && (off - POOL_OVERHEAD) % class_size(c) == 0,
                         "cached block misaligned",
@@ -146,9 +167,7 @@ impl Heap {
         check(seen.windows(2).all(|w| w[0] != w[1]), "block cached twice", nseen)?;
 
         // Pools: counts, free lists, list membership.
-        let mut on_used = [0usize; NB_SMALL_SIZE_CLASSES];
-        let mut in_use = 0usize;
-        let mut pages_out = 0usize;
+        let mut t = PoolTally::new();
         let mut r = Ok(());
         self.arenas.for_each_pool(|ao, i, p| {
             if r.is_err() {
@@ -156,12 +175,15 @@ impl Heap {
             }
             // SAFETY: carved pools are initialised; free-list entries are
             // checked to be inside the pool before they are followed.
-            r = unsafe { self.check_pool(ao, i, p, &mut on_used, &mut in_use, &mut pages_out) };
+            r = unsafe { self.check_pool(ao, i, p, &mut t) };
         });
         r?;
-        check(in_use == self.arenas.pools_in_use.get(), "pools in use count", in_use)?;
-        check(pages_out == self.arenas.pages_out.get(), "pages out count", pages_out)?;
-        for (c, &expected) in on_used.iter().enumerate() {
+        check(t.in_use == self.arenas.pools_in_use.get(), "pools in use count", t.in_use)?;
+        check(t.pages_out == self.arenas.pages_out.get(), "pages out count", t.pages_out)?;
+        for (c, &n) in t.parked.iter().enumerate() {
+            check(n == self.arenas.parked[c].get() as usize, "parked pools count", c)?;
+        }
+        for (c, &expected) in t.on_used.iter().enumerate() {
             let mut n = 0usize;
             let mut prev = ptr::null_mut();
             let mut p = self.used.first[c].get();
@@ -187,9 +209,7 @@ impl Heap {
         ao: &ArenaObject,
         index: usize,
         p: *mut PoolHeader,
-        on_used: &mut [usize; NB_SMALL_SIZE_CLASSES],
-        in_use: &mut usize,
-        pages_out: &mut usize,
+        t: &mut PoolTally,
     ) -> Result<(), InvariantError> {
         let at = p.addr();
         let decommitted = ao.decommitted & (1u64 << index) != 0;
@@ -204,19 +224,24 @@ impl Heap {
             check(on_free == (ao.free_bits & (1u64 << index) != 0), "free-pool mask disagrees with the list", at)?;
             if decommitted {
                 // Its header is not read: that would fault the page back in.
-                return check(!on_free, "decommitted pool on a free list", at);
+                return check(!on_free && ao.parked & (1u64 << index) == 0, "decommitted pool on a free list", at);
             }
-            check(ptr::eq(self.arenas.table.get().add((*p).arenaindex as usize), ao), "pool arena index", at)?;
-            check((*p).owner == self.remote.tag.get(), "pool owner", at)?;
-            let count = (*p).count() as usize;
+            // A parked pool's header is its copy; its own reads as zeroes
+            // and is not read (`park.rs`).
+            let parked = ao.parked & (1u64 << index) != 0;
+            let h = Arenas::header(ao, index, p);
+            check(!(parked && on_free), "parked pool on a free list", at)?;
+            check(ptr::eq(self.arenas.table.get().add((*h).arenaindex as usize), ao), "pool arena index", at)?;
+            check((*h).owner == self.remote.tag.get(), "pool owner", at)?;
+            let count = (*h).count() as usize;
             if on_free {
-                check((*p).pages_out == 0, "free pool with pages out", at)?;
+                check((*h).pages_out == 0, "free pool with pages out", at)?;
                 return check(count == 0, "pool in use on a free list", at);
             }
-            *in_use += 1;
+            t.in_use += 1;
             let first = p.cast::<u8>().add(POOL_OVERHEAD);
-            check(pool::class_of(first) == usize::from((*p).szidx), "pool class table disagrees with the header", at)?;
-            let sz = (*p).szidx as usize;
+            check(pool::class_of(first) == usize::from((*h).szidx), "pool class table disagrees with the header", at)?;
+            let sz = (*h).szidx as usize;
             if count == 0 {
                 check(
                     sz < NB_SMALL_SIZE_CLASSES && self.used.first[sz].get() == p,
@@ -225,19 +250,28 @@ impl Heap {
                 )?;
             }
             check(sz < NB_SMALL_SIZE_CLASSES, "bad size class", at)?;
+            if parked {
+                check(count > 0, "parked pool with no block in use", at)?;
+                check(ao.purgeable && region::contains(p.cast()), "parked pool outside the region's own arenas", at)?;
+                check(!(*h).freeblock.is_null(), "parked pool with an empty free list", at)?;
+                t.parked[sz] += 1;
+            }
             let size = class_size(sz);
-            let virgin_from = (*p).nextoffset as usize;
+            let virgin_from = (*h).nextoffset as usize;
             check(virgin_from >= POOL_OVERHEAD + size, "nextoffset too small", at)?;
             let carved = (virgin_from.min(POOL_SIZE) - POOL_OVERHEAD) / size;
-            let out = (*p).pages_out;
-            if out != 0 {
+            let own_out = (*h).pages_out;
+            if own_out != 0 {
                 check(ao.purgeable, "pages out in a foreign arena", at)?;
-                check(pages::mask_is_valid(out, size, virgin_from), "pages out not wholly carved", at)?;
-                check(!(*p).freeblock.is_null(), "pages out with an empty free list", at)?;
-                *pages_out += out.count_ones() as usize;
+                check(pages::mask_is_valid(own_out, size, virgin_from), "pages out not wholly carved", at)?;
+                check(!(*h).freeblock.is_null(), "pages out with an empty free list", at)?;
+                t.pages_out += own_out.count_ones() as usize;
             }
+            // A parked pool's first page is out too.
+            let out = own_out | u16::from(parked);
+            t.pages_out += usize::from(parked);
             let mut free = 0usize;
-            let mut b = (*p).freeblock;
+            let mut b = (*h).freeblock;
             while !b.is_null() {
                 let off = b.addr().wrapping_sub(at);
                 check(off >= POOL_OVERHEAD && off < virgin_from, "free block outside carved area", at)?;
@@ -250,9 +284,9 @@ impl Heap {
             let gone = if out == 0 { 0 } else { pages::blocks_out(out, size) };
             check(count + free + gone == carved, "count + free + blocks of pages out != carved blocks", at)?;
             let full = count == num_blocks(sz);
-            check(full == (*p).freeblock.is_null(), "free list empty iff full", at)?;
-            if !full {
-                on_used[sz] += 1;
+            check(full == (*h).freeblock.is_null(), "free list empty iff full", at)?;
+            if !full && !parked {
+                t.on_used[sz] += 1;
             }
             Ok(())
         }
