@@ -222,3 +222,33 @@ fn a_free_that_leaves_blocks_in_use_brings_the_pool_back_to_its_list() {
     }
     assert_eq!(heap.stats().blocks_in_use(), 0);
 }
+
+/// A first page the OS will not give back (locked memory: `madvise`
+/// refuses it) parks all the same: the pool's own header is zeroed, so
+/// every free into the pool still finds it parked, and no free is lost.
+#[test]
+fn a_pool_whose_first_page_cannot_go_back_parks_all_the_same() {
+    let page = page();
+    if POOL_SIZE / page < 2 {
+        return;
+    }
+    let mut heap = Heap::new();
+    let kept = sparse_pools(&mut heap, 1, 3);
+    let pool = pool_of(kept[0]);
+    // SAFETY: a range of our own live mapping.
+    let rc = unsafe { libc::mlock(pool as *const libc::c_void, POOL_SIZE) };
+    assert_eq!(rc, 0, "mlock: {}", std::io::Error::last_os_error());
+    heap.purge();
+    heap.validate().unwrap();
+    assert!(resident(pool), "a locked page stays");
+    assert_eq!(heap.header_page_bytes(), 0, "parked");
+    for (n, &b) in kept.iter().enumerate() {
+        assert!(holds_pattern(b));
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+        heap.validate().unwrap();
+        assert_eq!(heap.stats().blocks_in_use(), kept.len() - n - 1, "a free was lost");
+    }
+    // SAFETY: the range locked above.
+    unsafe { libc::munlock(pool as *const libc::c_void, POOL_SIZE) };
+}

@@ -30,8 +30,10 @@
 //!   its free list is not empty and none of its blocks overlaps the first
 //!   page; the pool is on no used list;
 //! * every carved block overlapping the first page is free and on no list;
-//!   the first page was given back, so the pool's own header reads as
-//!   zeroes, until a free into the pool writes its free-list head there;
+//!   the pool's own header was zeroed and its first page given back (if
+//!   the OS refused, as for locked memory, the page stays, zeroed header
+//!   and all): it reads as zeroes until a free into the pool writes its
+//!   free-list head there;
 //! * `Arenas::pages_out` counts the first page, `Arenas::parked[c]` the
 //!   pool, `Arenas::pools_in_use` counts it as in use.
 
@@ -92,14 +94,20 @@ impl Heap {
                 return 0;
             }
             let i = (pool.addr() - (*ao).first_pool().addr()) / POOL_SIZE;
-            ptr::copy_nonoverlapping(pool, (*ao).parked_headers.add(i), 1);
-            (*ao).parked |= 1u64 << i;
             self.used.unlink(pool, c);
+            ptr::copy_nonoverlapping(pool, (*ao).parked_headers.add(i), 1);
+            // The pool's own count must read 0 whether or not the page goes
+            // back (`madvise` refuses locked memory): zeroed here, it does.
+            ptr::write_bytes(pool, 0, 1);
+            (*ao).parked |= 1u64 << i;
             let a = &self.arenas;
             a.parked[c].set(a.parked[c].get() + 1);
             a.pages_out.set(a.pages_out.get() + 1);
-            os::discard(pool.cast(), page);
-            page
+            if os::discard(pool.cast(), page) {
+                page
+            } else {
+                0
+            }
         }
     }
 
@@ -200,6 +208,11 @@ impl Heap {
             }
             (*pool).freeblock = head;
             (*ao).parked &= !(1u64 << i);
+            if (*ao).parked == 0 {
+                // No copy left to keep: the array goes until the next park.
+                raw::meta::free((*ao).parked_headers.cast());
+                (*ao).parked_headers = ptr::null_mut();
+            }
             let a = &self.arenas;
             a.parked[c].set(a.parked[c].get() - 1);
             a.pages_out.set(a.pages_out.get() - 1);

@@ -224,7 +224,8 @@ impl Heap {
             check(on_free == (ao.free_bits & (1u64 << index) != 0), "free-pool mask disagrees with the list", at)?;
             if decommitted {
                 // Its header is not read: that would fault the page back in.
-                return check(!on_free && ao.parked & (1u64 << index) == 0, "decommitted pool on a free list", at);
+                check(ao.parked & (1u64 << index) == 0, "decommitted pool parked", at)?;
+                return check(!on_free, "decommitted pool on a free list", at);
             }
             // A parked pool's header is its copy; its own reads as zeroes
             // and is not read (`park.rs`).
@@ -251,6 +252,8 @@ impl Heap {
             }
             check(sz < NB_SMALL_SIZE_CLASSES, "bad size class", at)?;
             if parked {
+                // (Its own header, zeroed, is not read: that would map a page
+                // in where a program's pages are counted.)
                 check(count > 0, "parked pool with no block in use", at)?;
                 check(ao.purgeable && region::contains(p.cast()), "parked pool outside the region's own arenas", at)?;
                 check(!(*h).freeblock.is_null(), "parked pool with an empty free list", at)?;
