@@ -71,7 +71,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (
             prop_oneof![Just(Domain::Mem), Just(Domain::Obj)],
             1usize..=512,
-            if cfg!(miri) { 60usize..200 } else { 200usize..900 },
+            // (Miri has no arena region, so nothing parks there: small
+            // bursts keep its run short.)
+            if cfg!(miri) { 16usize..64 } else { 200usize..900 },
             8usize..120
         )
             .prop_map(|(d, size, n, keep)| Op::Sparse(d, size, n, keep)),
