@@ -608,11 +608,10 @@ pub mod _pymalloc {
         let d = PyDict::new(py);
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in
         // the GIL mode: the heap is ours to walk.
-        d.set_item("pool_pages", unsafe { pymalloc::config::pymalloc_live_page_bytes() })?;
+        let (pool_pages, pool_headers) = unsafe { pymalloc::config::pymalloc_page_bytes() };
+        d.set_item("pool_pages", pool_pages)?;
         d.set_item("span_pages", pymalloc::every_size::live_page_bytes())?;
         d.set_item("malloc_in_use", pymalloc::raw::in_use())?;
-        // SAFETY: as above.
-        let pool_headers = unsafe { pymalloc::config::pymalloc_header_page_bytes() };
         d.set_item("header_pages", pool_headers + pymalloc::every_size::current_header_page_bytes())?;
         Ok(d)
     }

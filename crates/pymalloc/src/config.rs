@@ -315,28 +315,20 @@ pub unsafe fn pymalloc_pinning_blocks() -> Vec<PinningBlock> {
 
 /// Bytes of the pages of pymalloc's pools (for MEM and OBJ) that hold a
 /// live block: the part of the floor below which no allocator that never
-/// moves blocks can go ([`crate::Heap::live_page_bytes`]). In the threaded
-/// mode, the calling thread's heap only.
+/// moves blocks can go ([`crate::Heap::live_page_bytes`]); then the bytes of
+/// the pools' first pages that hold none, held for the headers alone
+/// ([`crate::Heap::header_page_bytes`]). One walk of the pools. In the
+/// threaded mode, the calling thread's heap only.
 ///
 /// # Safety
 /// As for [`pymalloc_purge`].
-pub unsafe fn pymalloc_live_page_bytes() -> usize {
+pub unsafe fn pymalloc_page_bytes() -> (usize, usize) {
     // SAFETY: as for pymalloc_purge (our contract is pymalloc_pinning's).
     let pinning = unsafe { pymalloc_pinning() };
-    pinning.iter().map(|p| p.live_pages).sum::<usize>() * crate::heap::page_bytes()
-}
-
-/// Bytes of the first pages of pymalloc's pools in use (for MEM and OBJ)
-/// that hold no live block: held for the pools' headers alone, on top of
-/// [`pymalloc_live_page_bytes`] ([`crate::Heap::header_page_bytes`]). In
-/// the threaded mode, the calling thread's heap only.
-///
-/// # Safety
-/// As for [`pymalloc_purge`].
-pub unsafe fn pymalloc_header_page_bytes() -> usize {
-    // SAFETY: as for pymalloc_purge (our contract is pymalloc_pinning's).
-    let pinning = unsafe { pymalloc_pinning() };
-    pinning.iter().map(|p| p.header_pages).sum::<usize>() * crate::heap::page_bytes()
+    let page = crate::heap::page_bytes();
+    let live = pinning.iter().map(|p| p.live_pages).sum::<usize>();
+    let headers = pinning.iter().map(|p| p.header_pages).sum::<usize>();
+    (live * page, headers * page)
 }
 
 /// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the

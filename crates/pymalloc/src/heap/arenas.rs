@@ -180,14 +180,8 @@ impl Arenas {
 
     /// Calls `f` for every live arena (`meta` held or exclusive access).
     pub(super) fn for_each(&self, mut f: impl FnMut(&ArenaObject)) {
-        let table = self.table.get();
-        for i in 0..self.max.get() as usize {
-            // SAFETY: i < max; every table slot is initialised.
-            let ao = unsafe { &*table.add(i) };
-            if !ao.address.is_null() {
-                f(ao);
-            }
-        }
+        // SAFETY: a live, initialised table slot (for_each_mut).
+        self.for_each_mut(|ao| f(unsafe { &*ao }))
     }
 
     /// Calls `f` for every pool carved from a live arena, with its index in
