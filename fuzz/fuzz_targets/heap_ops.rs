@@ -8,8 +8,8 @@
 //! retained head pools), and its purge policy; operations include giving
 //! pages back (`Heap::purge`), decay sweeps (`Heap::decay_at`), emptying
 //! the block cache, and a burst of blocks of one size of which most are
-//! freed at once (sparse pools, whose first pages a purge gives back by
-//! parking the pools).
+//! freed at once (sparse pools, whose first pages a purge gives back too:
+//! their headers are in the header table).
 #![no_main]
 
 use std::collections::BTreeMap;

@@ -351,6 +351,7 @@ pub mod _pymalloc {
             ("unused_pools", s.unused_pools),
             ("decommitted_pools", s.decommitted_pools),
             ("pages_out", s.pages_out),
+            ("header_table_bytes", s.header_table_bytes),
             ("unused_pool_bytes", s.unused_pool_bytes),
             ("pool_header_bytes", s.pool_header_bytes),
             ("quantization_bytes", s.quantization_bytes),
@@ -600,9 +601,11 @@ pub mod _pymalloc {
     /// `every_size::live_page_bytes`) and `malloc_in_use` (bytes the C
     /// library has handed out and not had back, None where it cannot tell).
     /// Beside them, not part of the floor: `header_pages`, the bytes of the
-    /// pages our heaps hold for their metadata alone: pools' first pages
-    /// holding no live block (CPython's layout keeps a pool's header there)
-    /// and the calling thread's segments' header pages.
+    /// pages our heaps hold for their metadata alone: the header table's
+    /// entries for the live arenas (pools of the arena region keep their
+    /// headers there), the first pages, holding no live block, of pools
+    /// that keep their header in the pool (arenas outside the region), and
+    /// the calling thread's segments' header pages.
     #[pyfunction]
     fn floor(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         let d = PyDict::new(py);

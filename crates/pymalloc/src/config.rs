@@ -315,10 +315,12 @@ pub unsafe fn pymalloc_pinning_blocks() -> Vec<PinningBlock> {
 
 /// Bytes of the pages of pymalloc's pools (for MEM and OBJ) that hold a
 /// live block: the part of the floor below which no allocator that never
-/// moves blocks can go ([`crate::Heap::live_page_bytes`]); then the bytes of
-/// the pools' first pages that hold none, held for the headers alone
-/// ([`crate::Heap::header_page_bytes`]). One walk of the pools. In the
-/// threaded mode, the calling thread's heap only.
+/// moves blocks can go ([`crate::Heap::live_page_bytes`]); then the bytes
+/// held for pool headers: the first pages, holding no live block, of pools
+/// that keep their header there ([`crate::Heap::header_page_bytes`]), and
+/// the header table's entries for the arenas of the arena region
+/// ([`Stats::header_table_bytes`]). One walk of the pools. In the threaded
+/// mode, the calling thread's heap only (the table's bytes: every heap's).
 ///
 /// # Safety
 /// As for [`pymalloc_purge`].
@@ -328,7 +330,7 @@ pub unsafe fn pymalloc_page_bytes() -> (usize, usize) {
     let page = crate::heap::page_bytes();
     let live = pinning.iter().map(|p| p.live_pages).sum::<usize>();
     let headers = pinning.iter().map(|p| p.header_pages).sum::<usize>();
-    (live * page, headers * page)
+    (live * page, headers * page + pymalloc_stats().header_table_bytes)
 }
 
 /// Checks the invariants of the heap pymalloc serves MEM and OBJ from (the

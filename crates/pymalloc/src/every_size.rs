@@ -158,7 +158,8 @@ unsafe extern "C" fn free_mine<F: Fallback>(h: *const Heap, p: *mut u8, c: usize
     // SAFETY: the contract: a pool block of class c, or a medium block.
     unsafe {
         if c < NB_SMALL_SIZE_CLASSES {
-            (*h).free_small_class(p, c);
+            // A pool class in the block map: a block of the arena region.
+            (*h).free_region_block(p, c);
         } else if c < front_cache::NB_CACHE_CLASSES {
             (*h).free_big(p);
         } else {

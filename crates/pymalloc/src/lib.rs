@@ -79,6 +79,7 @@ mod locked;
 mod os;
 mod ownership;
 mod pool;
+mod pool_table;
 mod prefetch;
 pub mod radix;
 pub mod raw;

@@ -1,7 +1,8 @@
 //! Pools: runs of `POOL_SIZE` bytes holding blocks of one size class.
 //!
-//! A pool starts with a [`PoolHeader`]; its blocks follow at
-//! `POOL_OVERHEAD + k * class_size`. Blocks are handed out from the pool's
+//! A pool has a [`PoolHeader`]: in the header table for a pool of the arena
+//! region (`pool_table.rs`), else at the pool's start. Either way its blocks
+//! lie at `POOL_OVERHEAD + k * class_size` from the pool's start. Blocks are handed out from the pool's
 //! free list first, and from its never-used tail ("virgin" blocks, at
 //! `nextoffset`) only when the free list is empty, so a pool's memory is
 //! touched only as it is needed.
@@ -9,7 +10,7 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
-use crate::region;
+use crate::{pool_table, region};
 
 /// Who owns a pool, as its heap stamps it: the owning thread heap's address
 /// (where other threads send the blocks they free), or null. Opaque at this
@@ -114,15 +115,54 @@ pub(crate) unsafe fn shared_szidx(pool: *const PoolHeader) -> u16 {
     unsafe { core::ptr::addr_of!((*pool).szidx).read() }
 }
 
-/// The pool containing `p` (an address inside a pool-aligned pool).
+/// The header of the pool containing `p` (an address inside a
+/// pool-aligned pool): its entry in the header table for a pool of the
+/// arena region (`pool_table.rs`), else the pool's own first bytes.
 ///
-/// The header is reached through the arena's exposed provenance, not `p`'s:
-/// a pointer handed back by Rust code may carry a tag narrowed to the block
-/// itself (a `Box` is retagged for its size), which does not cover the
-/// header. At run time this is the same `and` as `p.map_addr(...)`.
+/// The header is reached through the table's or the arena's exposed
+/// provenance, not `p`'s: a pointer handed back by Rust code may carry a tag
+/// narrowed to the block itself (a `Box` is retagged for its size), which
+/// does not cover the header.
 #[inline(always)]
-pub(crate) fn pool_of(p: *mut u8) -> *mut PoolHeader {
+pub(crate) fn header_of(p: *mut u8) -> *mut PoolHeader {
+    #[cfg(not(miri))]
+    if let Some(off) = region::arena_offset(p) {
+        return header_at(off);
+    }
     core::ptr::with_exposed_provenance_mut(p.addr() & !POOL_SIZE_MASK)
+}
+
+/// The header of the pool at offset `off` of the arena region (of any
+/// address in it): [`header_of`] with the region already looked at.
+#[inline(always)]
+pub(crate) fn header_at(off: usize) -> *mut PoolHeader {
+    pool_table::entry(off).cast()
+}
+
+/// The header of the pool holding `p`, an address of the arena region
+/// (a block whose class the block map gave): [`header_of`] without the
+/// region's bounds.
+#[inline(always)]
+pub(crate) fn header_in_region(p: *const u8) -> *mut PoolHeader {
+    debug_assert!(region::contains(p));
+    pool_table::entry_of(p.addr()).cast()
+}
+
+/// The address of the pool whose header is `hdr` (a header [`header_of`]
+/// gave): where its blocks are counted from.
+#[inline(always)]
+pub(crate) fn base_of(hdr: *const PoolHeader) -> *mut u8 {
+    match pool_table::pool_offset(hdr.addr()) {
+        Some(off) => core::ptr::with_exposed_provenance_mut(region::arena_map().bounds().0 + off),
+        None => hdr.cast_mut().cast(),
+    }
+}
+
+/// True if `hdr` lies in its pool's first bytes (a pool outside the arena
+/// region): then the pool's first page holds it.
+#[inline]
+pub(crate) fn header_in_pool(hdr: *const PoolHeader) -> bool {
+    pool_table::pool_offset(hdr.addr()).is_none()
 }
 
 /// Size class of a live pymalloc block (read without touching lists).
@@ -138,7 +178,7 @@ pub(crate) unsafe fn class_of(p: *mut u8) -> usize {
     }
     // SAFETY: the pool of a live block is live and its class cannot change
     // while the block is handed out.
-    unsafe { (*pool_of(p)).szidx as usize }
+    unsafe { (*header_of(p)).szidx as usize }
 }
 
 /// Size class of a live pymalloc block `p` at offset `off` of the arena
@@ -156,14 +196,14 @@ pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
         // was handed out, by the thread now freeing it or before some
         // synchronisation that handed it over. A pool block's cache class
         // is its size class.
-        usize::from(unsafe { region::ARENAS.map().class_at(off) })
+        usize::from(unsafe { region::arena_map().class_at(off) })
     }
     #[cfg(miri)]
     {
         let _ = off;
         // SAFETY: the pool of a live block is live and its class cannot
         // change while the block is handed out.
-        unsafe { (*pool_of(p)).szidx as usize }
+        unsafe { (*header_of(p)).szidx as usize }
     }
 }
 
@@ -172,10 +212,10 @@ pub(crate) unsafe fn class_at(p: *mut u8, off: usize) -> usize {
 #[inline]
 fn note_class(pool: *mut PoolHeader, szidx: usize) {
     #[cfg(not(miri))]
-    if let Some(off) = region::arena_offset(pool.cast()) {
+    if let Some(off) = region::arena_offset(base_of(pool)) {
         // SAFETY: off is the pool's offset in the region, and its blocks are
         // the caller's to describe (it is setting the pool up).
-        unsafe { region::ARENAS.map().set_classes(off, 1, szidx as u8) };
+        unsafe { region::arena_map().set_classes(off, 1, szidx as u8) };
     }
     #[cfg(miri)]
     let _ = (pool, szidx);
@@ -206,7 +246,7 @@ pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut
         note_class(pool, szidx);
         (*pool).pages_out = 0;
         (*pool).set_count(1);
-        let first = pool.cast::<u8>().add(POOL_OVERHEAD);
+        let first = base_of(pool).add(POOL_OVERHEAD);
         let second = first.add(size);
         (*pool).nextoffset = (POOL_OVERHEAD + 2 * size) as u32;
         second.cast::<*mut u8>().write(core::ptr::null_mut());

@@ -397,10 +397,13 @@ fn reserve_both() -> bool {
 fn reserve_range() -> bool {
     let slot = 1usize << ARENA_BITS.max(SEGMENT_BITS);
     match os::reserve_largest(2 * REGION_SIZE, 2 * MIN_REGION_SIZE, slot) {
-        Some((base, size)) => {
+        // The arena region's pools keep their headers in the table, so it
+        // must exist before the region does (`pool_table.rs`).
+        Some((base, size)) if crate::pool_table::make(base.addr(), size / 2) => {
             crate::block_map::set_reservation(base.addr(), size);
             true
         }
+        Some(_) => false,
         None => false,
     }
 }
@@ -446,14 +449,28 @@ pub(crate) fn alloc_arena() -> *mut u8 {
 /// # Safety
 /// `p` came from [`alloc_arena`] and nothing uses it any more.
 pub(crate) unsafe fn free_arena(p: *mut u8) {
-    // SAFETY: the caller's contract.
-    unsafe { ARENAS.free(p, 1) }
+    // SAFETY: the caller's contract; the pools' headers are cleared while the
+    // slot is still this caller's (`pool_table.rs`).
+    unsafe {
+        if let Some(off) = arena_offset(p) {
+            crate::pool_table::forget_arena(off);
+        }
+        ARENAS.free(p, 1)
+    }
+}
+
+/// The arena region's map, named as the static it is: reached through
+/// `ARENAS` (which holds atomics, so the compiler loads its fields), every
+/// look at the region's bounds took one load more.
+#[inline(always)]
+pub(crate) fn arena_map() -> &'static Lookup {
+    &LOOKUPS[ARENA_REGION]
 }
 
 /// True if `p` lies in the arena region.
 #[inline(always)]
 pub(crate) fn contains(p: *const u8) -> bool {
-    ARENAS.contains(p)
+    arena_map().offset(p).is_some()
 }
 
 /// True if `p` lies in a live arena of the arena region: exact for any
@@ -466,7 +483,9 @@ pub(crate) fn in_live_arena(p: *const u8) -> bool {
 /// region.
 #[inline(always)]
 pub(crate) fn owner(p: *const u8) -> Option<*const ()> {
-    ARENAS.owner(p)
+    let off = arena_offset(p)?;
+    // SAFETY: off is p's offset in the region.
+    Some(unsafe { owner_at(off) })
 }
 
 /// The owner recorded for the arena at offset `off` of the arena region.
@@ -476,13 +495,13 @@ pub(crate) fn owner(p: *const u8) -> Option<*const ()> {
 #[inline(always)]
 pub(crate) unsafe fn owner_at(off: usize) -> *const () {
     // SAFETY: the caller's contract.
-    unsafe { ARENAS.owner_at(off) }
+    unsafe { arena_map().owner_at(off) }
 }
 
 /// The offset of `p` in the arena region, if it lies there.
 #[inline(always)]
 pub(crate) fn arena_offset(p: *const u8) -> Option<usize> {
-    ARENAS.offset(p)
+    arena_map().offset(p)
 }
 
 /// Records the owner of the arena region's arena at `arena`.

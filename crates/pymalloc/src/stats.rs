@@ -64,6 +64,10 @@ pub struct Stats {
     /// Pages of pools in use given back to the OS: pages whose blocks are
     /// all free (not part of CPython's table).
     pub pages_out: usize,
+    /// Bytes of the header table that hold the headers of the live arenas'
+    /// pools: those of the arena region keep them there, not in the pool
+    /// (`pool_table.rs`; not part of CPython's table).
+    pub header_table_bytes: usize,
     /// `unused_pools * POOL_SIZE`.
     pub unused_pool_bytes: usize,
     /// Bytes of headers of pools in use.
@@ -99,6 +103,7 @@ impl Stats {
             unused_pools: 0,
             decommitted_pools: 0,
             pages_out: 0,
+            header_table_bytes: 0,
             unused_pool_bytes: 0,
             pool_header_bytes: 0,
             quantization_bytes: 0,
@@ -139,6 +144,7 @@ impl Stats {
         self.unused_pools += o.unused_pools;
         self.decommitted_pools += o.decommitted_pools;
         self.pages_out += o.pages_out;
+        self.header_table_bytes += o.header_table_bytes;
         self.unused_pool_bytes += o.unused_pool_bytes;
         self.pool_header_bytes += o.pool_header_bytes;
         self.quantization_bytes += o.quantization_bytes;

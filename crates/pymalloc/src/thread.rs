@@ -190,8 +190,14 @@ fn alloc_small_slow(c: usize) -> *mut u8 {
 /// `p` is a live pool block handed out by this module's allocators.
 #[inline(always)]
 pub(crate) unsafe fn free_small(p: *mut u8) {
-    // SAFETY: p is a live pool block; its owner and class are its pool's.
-    unsafe { free_small_owned(p, Heap::block_owner(p), || pool::class_of(p)) }
+    // SAFETY: p is a live pool block; its owner and class are its pool's
+    // (read from the region's tables at its offset, if it lies there).
+    unsafe {
+        match region::arena_offset(p) {
+            Some(off) => free_small_in_region(p, off),
+            None => free_small_owned(p, Heap::block_owner(p), || pool::class_of(p), false),
+        }
+    }
 }
 
 /// [`free_small`] of a block of the arena region at offset `off`: its owner
@@ -205,7 +211,7 @@ pub(crate) unsafe fn free_small(p: *mut u8) {
 pub(crate) unsafe fn free_small_in_region(p: *mut u8, off: usize) {
     // SAFETY: off is p's offset in the region (the contract), so the
     // region's tables at off hold its pool's owner and class.
-    unsafe { free_small_owned(p, region::owner_at(off).cast(), || pool::class_at(p, off)) }
+    unsafe { free_small_owned(p, region::owner_at(off).cast(), || pool::class_at(p, off), true) }
 }
 
 /// Frees pool block `p` whose pool's owner is `owner`: into this thread's
@@ -213,13 +219,21 @@ pub(crate) unsafe fn free_small_in_region(p: *mut u8, off: usize) {
 ///
 /// # Safety
 /// `p` is a live pool block handed out by this module's allocators,
-/// `owner` the owner stamped on its pool and `class()` its class.
+/// `owner` the owner stamped on its pool and `class()` its class;
+/// `in_region` only if `p` lies in the arena region.
 #[inline(always)]
-unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() -> usize) {
+unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() -> usize, in_region: bool) {
     let h = current();
     if owner == h && !h.is_null() {
-        // SAFETY: the block belongs to this thread's heap, of class class().
-        unsafe { (*h).free_small_class(p, class()) };
+        // SAFETY: the block belongs to this thread's heap, of class class(),
+        // in the region if in_region.
+        unsafe {
+            if in_region {
+                (*h).free_region_block(p, class());
+            } else {
+                (*h).free_small_class(p, class());
+            }
+        }
     } else {
         // SAFETY: p is a live pool block and owner the owner stamped on it.
         unsafe { free_foreign(p, owner) };
@@ -335,8 +349,8 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
     if let Some((h, c)) = mine(p) {
         if c < NB_SMALL_SIZE_CLASSES {
             // SAFETY: p is a live pool block of this thread's heap h (the
-            // contract and `mine`), of size class c.
-            unsafe { (*h).free_small_class(p, c) };
+            // contract and `mine`), of size class c, so of the arena region.
+            unsafe { (*h).free_region_block(p, c) };
             return;
         }
     }

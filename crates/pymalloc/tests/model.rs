@@ -37,8 +37,8 @@ enum Op {
     /// free arenas unused since the previous sweep go back.
     Decay,
     /// `n` blocks of `size` bytes, then all but every `keep`-th of them
-    /// freed: pools left sparse, whose free pages (their first too, the
-    /// header's, by parking the pool) a purge gives back.
+    /// freed: pools left sparse, whose free pages (their first too: the
+    /// header is in the header table) a purge gives back.
     Sparse(Domain, usize, usize, usize),
 }
 
@@ -71,8 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (
             prop_oneof![Just(Domain::Mem), Just(Domain::Obj)],
             1usize..=512,
-            // (Miri has no arena region, so nothing parks there: small
-            // bursts keep its run short.)
+            // (Miri has no arena region, so no header table: small bursts
+            // keep its run short.)
             if cfg!(miri) { 16usize..64 } else { 200usize..900 },
             8usize..120
         )

@@ -2,6 +2,8 @@
 //! the pool needs them (src/heap/pages.rs), with validate() and the
 //! statistics checked at each step.
 
+mod common;
+
 use pymalloc::geometry::{num_blocks, size_class, POOL_OVERHEAD, POOL_SIZE};
 use pymalloc::Heap;
 
@@ -16,8 +18,8 @@ fn page() -> usize {
     p
 }
 
-/// Pages of `pool` that no kept block overlaps, page 0 (the header's)
-/// aside.
+/// Pages of `pool` that no kept block overlaps, page 0 aside (the header's,
+/// for a pool outside the arena region).
 fn free_pages(kept: &[*mut u8], pool: usize) -> Vec<usize> {
     let page = page();
     let npages = POOL_SIZE / page;
@@ -266,19 +268,19 @@ fn pinning_names_the_sparse_pools_and_what_they_hold() {
     assert_eq!(heap.pinning()[c], pymalloc::ClassPinning::default());
 }
 
-/// A survivor away from the header's page pins its own page and the
-/// header's; survivors sharing a page share it; the shares add up to the
-/// sparse pools' pages. The header's page holds no survivor: it is held for
-/// the header alone, outside the floor (`live_pages`, `live_page_bytes`)
-/// and counted apart (`header_pages`, `header_page_bytes`).
-#[test]
-fn pinning_blocks_share_the_live_pages() {
+/// A survivor pins its own page; survivors sharing a page share it; the
+/// shares add up to the sparse pools' pages. In a pool that keeps its
+/// header at its start (outside the arena region), a survivor away from
+/// the first page pins the header's page too: held for the header alone,
+/// outside the floor (`live_pages`, `live_page_bytes`) and counted apart
+/// (`header_pages`, `header_page_bytes`). A pool of the region keeps its
+/// header in the header table and holds no such page.
+fn pinning_blocks_share(mut heap: Heap, header_in_pool: bool) {
     let page = page();
     let npages = POOL_SIZE / page;
     if npages < 3 {
         return; // a pool of one or two pages: covered above
     }
-    let mut heap = Heap::new();
     let c = size_class(SIZE).unwrap();
     let per_pool = num_blocks(c);
     let all: Vec<*mut u8> = (0..per_pool).map(|_| heap.malloc(SIZE)).collect();
@@ -297,16 +299,17 @@ fn pinning_blocks_share_the_live_pages() {
             unsafe { heap.free(b) };
         }
     }
+    let h = usize::from(header_in_pool);
     let p = heap.pinning()[c];
-    assert_eq!((p.sparse_pools, p.sparse_blocks, p.sparse_pages), (1, 2, 2), "the header's page and the last");
-    assert_eq!((p.live_pages, p.header_pages), (1, 1), "the last page holds the survivors, the first the header");
-    assert_eq!((heap.live_page_bytes(), heap.header_page_bytes()), (page, page));
+    assert_eq!((p.sparse_pools, p.sparse_blocks, p.sparse_pages), (1, 2, 1 + h), "the last page (and the header's)");
+    assert_eq!((p.live_pages, p.header_pages), (1, h), "the last page holds the survivors");
+    assert_eq!((heap.live_page_bytes(), heap.header_page_bytes()), (page, h * page));
     let pins = heap.pinning_blocks();
     assert_eq!(pins.len(), 2);
     for (pin, &i) in pins.iter().zip(&keep) {
         assert_eq!(pin.addr, all[i] as usize);
-        // Half the header's page and half the shared last page.
-        assert_eq!(pin.pinned_bytes, page / 2 + page / 2);
+        // Half the shared last page (and half the header's page).
+        assert_eq!(pin.pinned_bytes, page / 2 + h * page / 2);
     }
     assert_eq!(pins.iter().map(|b| b.pinned_bytes).sum::<usize>(), p.sparse_pages * page);
     for &i in &keep {
@@ -314,4 +317,15 @@ fn pinning_blocks_share_the_live_pages() {
         unsafe { heap.free(all[i]) };
     }
     assert!(heap.pinning_blocks().is_empty());
+}
+
+#[test]
+fn pinning_blocks_share_the_live_pages() {
+    pinning_blocks_share(Heap::new(), cfg!(miri));
+}
+
+#[cfg(not(miri))]
+#[test]
+fn pinning_blocks_share_the_live_pages_and_a_header_page_outside_the_region() {
+    pinning_blocks_share(common::heap_outside_the_region(), true);
 }

@@ -9,8 +9,8 @@ use core::ptr;
 use super::Heap;
 use crate::arena_alloc::ArenaAllocator;
 use crate::cell_array::CellArray;
-use crate::geometry::{round_up, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_SIZE, POOL_SIZE_MASK};
-use crate::pool::{PoolHeader, DUMMY_SIZE_IDX};
+use crate::geometry::{round_up, ARENA_SIZE, MAX_POOLS_IN_ARENA, POOL_SIZE, POOL_SIZE_MASK};
+use crate::pool::{self, PoolHeader, DUMMY_SIZE_IDX};
 use crate::radix::ARENA_MAP;
 use crate::{raw, region};
 
@@ -49,12 +49,6 @@ const _: () = assert!(MAX_POOLS_IN_ARENA <= 64);
 ///   from it since (so all its pools are free).
 /// * `purgeable`: the arena comes from pymalloc's own OS allocator, so pages
 ///   of its free pools may be given back with `madvise`.
-/// * `parked` has bit `i` set exactly when pool `i` is *parked*
-///   (`park.rs`): a pool in use whose header lives in `parked_headers[i]`
-///   while its first page is given back. `parked_headers` is null or an
-///   array of `MAX_POOLS_IN_ARENA` headers from `raw::meta`, this arena
-///   object's own; it is freed when the arena is released, which needs
-///   `parked == 0` (parked pools are in use).
 /// * All of it is written only under the heap's `meta` lock.
 #[repr(C)]
 pub(super) struct ArenaObject {
@@ -72,8 +66,6 @@ pub(super) struct ArenaObject {
     pub(super) free_bits: u64,
     pub(super) stale_bits: u64,
     pub(super) stale_free: bool,
-    pub(super) parked: u64,
-    pub(super) parked_headers: *mut PoolHeader,
 }
 
 impl ArenaObject {
@@ -82,9 +74,9 @@ impl ArenaObject {
         self.address.map_addr(|a| round_up(a, POOL_SIZE))
     }
 
-    /// The bit of `pool` in the per-arena masks.
+    /// The bit of the pool whose header is `pool` in the per-arena masks.
     pub(super) fn bit(&self, pool: *const PoolHeader) -> u64 {
-        1u64 << ((pool.addr() - self.first_pool().addr()) / POOL_SIZE)
+        1u64 << ((pool::base_of(pool).addr() - self.first_pool().addr()) / POOL_SIZE)
     }
 }
 
@@ -98,8 +90,7 @@ impl ArenaObject {
 ///   last arena with `nfreepools == n`, or null.
 /// * `ncurrent` counts live arenas, `highwater` the most ever live at once,
 ///   `ntimes_allocated` every arena ever taken.
-/// * `pools_in_use` counts used, full and parked pools (retained ones too);
-///   `parked[c]` counts the parked pools of class `c`;
+/// * `pools_in_use` counts used and full pools (retained ones too);
 ///   `committed_empty` counts pools on the arenas' `freepools` lists;
 ///   `pages_out` counts the pages pools in use gave back (`pages.rs`).
 /// * Written only under the heap's `meta` lock (or by the owner where only
@@ -115,11 +106,8 @@ pub(super) struct Arenas {
     pub(super) highwater: Cell<usize>,
     pub(super) pools_in_use: Cell<usize>,
     pub(super) committed_empty: Cell<usize>,
-    /// Pages given back by pools in use (`pages.rs`; a parked pool's first
-    /// page counts, `park.rs`).
+    /// Pages given back by pools in use (`pages.rs`).
     pub(super) pages_out: Cell<usize>,
-    /// Parked pools per size class (`park.rs`).
-    pub(super) parked: CellArray<u32, NB_SMALL_SIZE_CLASSES>,
     /// This heap's own arena allocator, or None for the process-wide one.
     pub(super) own_allocator: Cell<Option<ArenaAllocator>>,
     pub(super) stats_on_new_arena: Cell<bool>,
@@ -139,7 +127,6 @@ impl Arenas {
             pools_in_use: Cell::new(0),
             committed_empty: Cell::new(0),
             pages_out: Cell::new(0),
-            parked: CellArray::new([0; NB_SMALL_SIZE_CLASSES]),
             own_allocator: Cell::new(None),
             stats_on_new_arena: Cell::new(false),
         }
@@ -166,32 +153,27 @@ impl Arenas {
         unsafe { self.table.get().add((*pool).arenaindex as usize) }
     }
 
-    /// The header of pool `i` of `ao` at `pool`: its own, or its copy while
-    /// the pool is parked (`park.rs`). `meta` held.
-    pub(super) fn header(ao: &ArenaObject, i: usize, pool: *mut PoolHeader) -> *mut PoolHeader {
-        if ao.parked & (1u64 << i) != 0 {
-            // SAFETY: a parked pool's copy is slot `i` of the arena's array
-            // (ArenaObject invariant).
-            unsafe { ao.parked_headers.add(i) }
-        } else {
-            pool
+    /// Calls `f` for every live arena (`meta` held or exclusive access).
+    pub(super) fn for_each(&self, mut f: impl FnMut(&ArenaObject)) {
+        let table = self.table.get();
+        for k in 0..self.max.get() as usize {
+            // SAFETY: k < max; every table slot is initialised.
+            let ao = unsafe { &*table.add(k) };
+            if !ao.address.is_null() {
+                f(ao);
+            }
         }
     }
 
-    /// Calls `f` for every live arena (`meta` held or exclusive access).
-    pub(super) fn for_each(&self, mut f: impl FnMut(&ArenaObject)) {
-        // SAFETY: a live, initialised table slot (for_each_mut).
-        self.for_each_mut(|ao| f(unsafe { &*ao }))
-    }
-
     /// Calls `f` for every pool carved from a live arena, with its index in
-    /// the arena (`meta` held or exclusive access).
-    pub(super) fn for_each_pool(&self, mut f: impl FnMut(&ArenaObject, usize, *mut PoolHeader)) {
+    /// the arena, its address and its header (`meta` held or exclusive
+    /// access).
+    pub(super) fn for_each_pool(&self, mut f: impl FnMut(&ArenaObject, usize, *mut u8, *mut PoolHeader)) {
         self.for_each(|ao| {
             let mut base = ao.first_pool();
             let mut i = 0;
             while base < ao.pool_address {
-                f(ao, i, base.cast());
+                f(ao, i, base, pool::header_of(base));
                 // SAFETY: base < pool_address, which is inside the arena.
                 base = unsafe { base.add(POOL_SIZE) };
                 i += 1;
@@ -310,11 +292,11 @@ impl Arenas {
                 // virgin pool, and is set up as one.
                 let i = (*ao).decommitted.trailing_zeros() as usize;
                 (*ao).decommitted &= !(1u64 << i);
-                pool = (*ao).first_pool().add(i * POOL_SIZE).cast::<PoolHeader>();
+                pool = pool::header_of((*ao).first_pool().add(i * POOL_SIZE));
                 (*pool).arenaindex = self.index_of(ao);
                 (*pool).szidx = DUMMY_SIZE_IDX;
             } else {
-                pool = (*ao).pool_address.cast::<PoolHeader>();
+                pool = pool::header_of((*ao).pool_address);
                 (*pool).arenaindex = self.index_of(ao);
                 (*pool).szidx = DUMMY_SIZE_IDX;
                 (*ao).pool_address = (*ao).pool_address.add(POOL_SIZE);
@@ -608,8 +590,6 @@ impl Heap {
                     free_bits: 0,
                     stale_bits: 0,
                     stale_free: false,
-                    parked: 0,
-                    parked_headers: ptr::null_mut(),
                 })
             };
         }
@@ -635,13 +615,6 @@ impl Heap {
             }
             let alloc = (*ao).allocator;
             (alloc.free)(alloc.ctx, address.cast(), ARENA_SIZE);
-            // (Parked pools are in use: only a heap going away releases an
-            // arena that holds some, and their copies go with it.)
-            (*ao).parked = 0;
-            if !(*ao).parked_headers.is_null() {
-                raw::meta::free((*ao).parked_headers.cast());
-                (*ao).parked_headers = ptr::null_mut();
-            }
             a.committed_empty.set(a.committed_empty.get() - (*ao).nfree_committed as usize);
             (*ao).address = ptr::null_mut();
             (*ao).nextarena = a.unused.get();

@@ -7,8 +7,8 @@
 use core::ptr;
 
 use super::Heap;
-use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES};
-use crate::pool::{self, class_of, launder, pool_of, PoolHeader};
+use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_SIZE_MASK};
+use crate::pool::{self, base_of, class_of, header_at, header_in_region, header_of, launder, PoolHeader};
 use crate::region;
 
 impl Heap {
@@ -72,7 +72,7 @@ impl Heap {
             if next.is_null() {
                 // The free list runs out: carve the next virgin block, or
                 // leave the full pool to the full path.
-                if !Self::carve_virgin(pool, szidx) {
+                if !Self::carve_virgin(pool, szidx, bp) {
                     return ptr::null_mut();
                 }
             } else {
@@ -94,10 +94,10 @@ impl Heap {
     pub(crate) unsafe fn free_fast_uncached(&self, p: *mut u8) -> bool {
         debug_assert!(!self.cache().enabled());
         // Null and raw blocks are outside the region.
-        if !region::contains(p) {
+        let Some(off) = region::arena_offset(p) else {
             return false;
-        }
-        let pool = pool_of(p);
+        };
+        let pool = header_at(off);
         // SAFETY: an address of the region handed out by this heap is a
         // live block (caller's contract): its pool is live and in use.
         unsafe {
@@ -128,7 +128,7 @@ impl Heap {
                 (*pool).freeblock = next;
                 (*pool).set_count((*pool).count() + 1);
                 if next.is_null() {
-                    self.pool_exhausted(pool, szidx);
+                    self.pool_exhausted(pool, szidx, bp);
                 }
                 return bp;
             }
@@ -137,12 +137,17 @@ impl Heap {
     }
 
     /// Puts the next never-used block of `pool` on its (empty) free list;
-    /// false if the pool has none left (it is full).
+    /// false if the pool has none left (it is full). `block` is any block of
+    /// the pool (the one just taken): the pool's address comes from it, one
+    /// `and`, rather than from the header, which may lie in the header
+    /// table (`pool_table.rs`).
     ///
     /// # Safety
-    /// `pool` is a live pool of class `szidx` whose free list is empty.
+    /// `pool` is a live pool of class `szidx` whose free list is empty, and
+    /// `block` one of its blocks.
     #[inline(always)]
-    pub(super) unsafe fn carve_virgin(pool: *mut PoolHeader, szidx: usize) -> bool {
+    pub(super) unsafe fn carve_virgin(pool: *mut PoolHeader, szidx: usize, block: *mut u8) -> bool {
+        debug_assert_eq!(base_of(pool), block.map_addr(|a| a & !POOL_SIZE_MASK));
         // SAFETY: `pool` is live and of class szidx (the contract), so a
         // virgin block at nextoffset <= max_next_offset lies inside it.
         unsafe {
@@ -150,7 +155,7 @@ impl Heap {
             if off > pool::max_next_offset(szidx) {
                 return false;
             }
-            let bp = pool.cast::<u8>().add(off as usize);
+            let bp = block.map_addr(|a| (a & !POOL_SIZE_MASK) + off as usize);
             (*pool).nextoffset = off + class_size(szidx) as u32;
             bp.cast::<*mut u8>().write(ptr::null_mut());
             (*pool).freeblock = bp;
@@ -176,6 +181,28 @@ impl Heap {
     /// `c` (`pool::class_of(p)`).
     #[inline(always)]
     pub(crate) unsafe fn free_small_class(&self, p: *mut u8, c: usize) {
+        // SAFETY: the contract.
+        unsafe { self.free_small_with(p, c, || header_of(p)) }
+    }
+
+    /// [`Heap::free_small_class`] of a block of the arena region (its class
+    /// read in the block map): its header found without the region's bounds.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_small_class`], and `p` lies in the arena region.
+    #[inline(always)]
+    pub(crate) unsafe fn free_region_block(&self, p: *mut u8, c: usize) {
+        // SAFETY: the contract.
+        unsafe { self.free_small_with(p, c, || header_in_region(p)) }
+    }
+
+    /// Frees `p`, of class `c`, into the block cache if the class has room,
+    /// else to its pool, whose header `header` finds.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_small_class`]; `header()` is `header_of(p)`.
+    #[inline(always)]
+    unsafe fn free_small_with(&self, p: *mut u8, c: usize, header: impl FnOnce() -> *mut PoolHeader) {
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
         let (n, lim) = unsafe { self.cache().count_and_limit(c) };
         if n < lim {
@@ -186,8 +213,9 @@ impl Heap {
         }
         // The class's cache is full, closed, or off (an uncached heap): the
         // block goes straight back to its pool (see `cache.rs`).
-        // SAFETY: p is a live block of this heap, not cached.
-        unsafe { self.free_to_pool(p) }
+        // SAFETY: p is a live block of this heap, not cached, in the pool
+        // whose header this is.
+        unsafe { self.free_into(p, header()) }
     }
 
     /// Returns a block of pymalloc memory to its pool (CPython's
@@ -197,11 +225,19 @@ impl Heap {
     /// `p` is a live block of this heap, not in the cache.
     #[inline(always)]
     pub(crate) unsafe fn free_to_pool(&self, p: *mut u8) {
-        let pool = pool_of(p);
-        // SAFETY: p is a live block, so its pool is live and was in use.
+        // SAFETY: the contract.
+        unsafe { self.free_into(p, header_of(p)) }
+    }
+
+    /// [`Heap::free_to_pool`] of `p` whose pool's header is `pool`.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_to_pool`]; `pool` is `header_of(p)`.
+    #[inline(always)]
+    unsafe fn free_into(&self, p: *mut u8, pool: *mut PoolHeader) {
+        debug_assert_eq!(pool, header_of(p));
+        // SAFETY: p is a live block, so its pool is live and in use.
         unsafe {
-            // 0 only for a parked pool, whose header page went back
-            // (`park.rs`): the out-of-line path below brings it back.
             let count = (*pool).count();
             let last = (*pool).freeblock;
             // The link is written through the caller's pointer (its tag may

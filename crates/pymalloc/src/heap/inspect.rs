@@ -5,13 +5,12 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::arenas::Arenas;
 use super::pages::PinningBlock;
 use super::Heap;
 use crate::geometry::{num_blocks, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_SIZE, POOL_SIZE_MASK};
-use crate::pool::{self, PoolHeader};
 use crate::radix::ARENA_MAP;
 use crate::stats::Stats;
+use crate::{pool, pool_table, region};
 
 /// What one pool of an arena holds, as [`Heap::visit_arenas`] reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -82,8 +81,7 @@ impl Heap {
                 // the address lies inside this live arena; only the two fields
                 // others may read are read.
                 let (count, sz) = unsafe {
-                    let p = ao.address.with_addr(base + i * POOL_SIZE).cast::<PoolHeader>();
-                    let h = Arenas::header(ao, i, p);
+                    let h = pool::header_of(ao.address.with_addr(base + i * POOL_SIZE));
                     (pool::shared_count(h) as usize, pool::shared_szidx(h) as usize)
                 };
                 *state = if count == num_blocks(sz) {
@@ -134,9 +132,12 @@ impl Heap {
             if ao.address.addr() & POOL_SIZE_MASK != 0 {
                 s.arena_alignment_bytes += POOL_SIZE;
             }
+            if region::contains(ao.address) {
+                s.header_table_bytes += pool_table::ARENA_ENTRY_BYTES;
+            }
         });
         let mut free = (ptr::null::<u8>(), 0u64);
-        self.arenas.for_each_pool(|ao, i, p| {
+        self.arenas.for_each_pool(|ao, i, _, h| {
             if ao.decommitted & (1u64 << i) != 0 {
                 return;
             }
@@ -147,8 +148,7 @@ impl Heap {
                 return;
             }
             // A pool neither free nor decommitted is in use (a retained one
-            // holds no block; a parked one's header is its copy).
-            let h = Arenas::header(ao, i, p);
+            // holds no block).
             // SAFETY: carved pools are initialised; only the two fields
             // others may read are read.
             let (count, sz) = unsafe { (pool::shared_count(h) as usize, pool::shared_szidx(h) as usize) };

@@ -75,7 +75,6 @@ mod decay;
 mod fast;
 mod inspect;
 mod pages;
-mod park;
 mod purge;
 mod remote;
 mod transitions;
@@ -377,6 +376,13 @@ impl Pools for Heap {
     unsafe fn free(&self, p: *mut u8) {
         // SAFETY: p is a live pool block of this heap (the trait's contract).
         unsafe { self.free_small(p) }
+    }
+    #[inline(always)]
+    unsafe fn free_in_region(&self, p: *mut u8, off: usize) {
+        // SAFETY: p is a live pool block of this heap at offset off of the
+        // arena region (the trait's contract), so of the class recorded
+        // there.
+        unsafe { self.free_region_block(p, crate::pool::class_at(p, off)) }
     }
     #[inline(always)]
     fn fallback_blocks(&self) -> &AtomicIsize {

@@ -11,23 +11,23 @@
 //!
 //! Invariants, for a pool of a live arena with `pages_out != 0`:
 //! * the arena is purgeable (pymalloc's own OS memory);
-//! * every page `p` in `pages_out` is not the first page (the header's),
-//!   and every block that overlaps it (the "blocks of the page") lies below
+//! * no page `p` in `pages_out` is the first page of a pool that keeps its
+//!   header there (outside the arena region: `pool_table.rs`), and every
+//!   block that overlaps it (the "blocks of the page") lies below
 //!   `nextoffset`: they were all carved before it went out;
 //! * the blocks of pages out are free and on no free list; every other free
 //!   carved block is on the free list, which is not empty;
 //! * `Arenas::pages_out` counts the set bits of all pools (under `meta`).
 //!
 //! With the older geometry (4 KiB pools of one page) there is nothing to
-//! split: a pool's only page holds its header.
+//! split: a pool's only page goes back with the pool.
 
 use core::ptr;
 
-use super::arenas::Arenas;
 use super::Heap;
 use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE};
 use crate::os;
-use crate::pool::PoolHeader;
+use crate::pool::{base_of, header_in_pool, PoolHeader};
 
 /// The most blocks a pool holds (the smallest class), for bitmaps.
 const MAX_BLOCKS: usize = (POOL_SIZE - POOL_OVERHEAD) / class_size(0);
@@ -55,6 +55,12 @@ fn blocks_end(size: usize) -> usize {
     POOL_OVERHEAD + (POOL_SIZE - POOL_OVERHEAD) / size * size
 }
 
+/// The first page of a pool whose header is `hdr` that may go back while
+/// the pool is in use: the pool's first, unless the header lies there.
+fn first_free_page(hdr: *const PoolHeader) -> usize {
+    usize::from(header_in_pool(hdr))
+}
+
 /// True if every block overlapping page `p` was carved before `next_off`.
 fn wholly_carved(p: usize, page: usize, size: usize, next_off: usize) -> bool {
     ((p + 1) * page).min(blocks_end(size)) <= next_off
@@ -79,9 +85,6 @@ impl Heap {
                     let ao = self.arenas.of_pool(pool);
                     if (*ao).purgeable {
                         bytes += self.discard_pool_pages(pool, c, page, npages);
-                        // Its first page too, if only the header holds it
-                        // (`park.rs`).
-                        bytes += self.try_park(ao, pool, c, page);
                     }
                     pool = next;
                 }
@@ -100,16 +103,16 @@ impl Heap {
     /// `meta` is held.
     unsafe fn discard_pool_pages(&self, pool: *mut PoolHeader, c: usize, page: usize, npages: usize) -> usize {
         let size = class_size(c);
-        let base = pool.cast::<u8>();
+        let base = base_of(pool);
         // SAFETY: the pool is live and ours (the contract); free-list
         // entries are blocks of the pool (PoolHeader invariant).
         unsafe {
             let next_off = (*pool).nextoffset as usize;
-            let free = FreeBlocks::of(pool.cast(), pool, size);
+            let free = FreeBlocks::of(base, pool, size);
             let is_free = |i: usize| free.contains(i);
             let mut out = 0u16; // pages to give back now, with bookkeeping
             let mut virgin = 0u16; // wholly virgin pages
-            for p in 1..npages {
+            for p in first_free_page(pool)..npages {
                 let bit = 1u16 << p;
                 if (*pool).pages_out & bit != 0 {
                     continue;
@@ -149,7 +152,7 @@ impl Heap {
     /// As for `discard_pool_pages`; the pages of `mask` are wholly carved
     /// and all their blocks are free.
     pub(super) unsafe fn unlink_page_blocks(&self, pool: *mut PoolHeader, mask: u16, page: usize, size: usize) -> bool {
-        let base = pool.addr();
+        let base = base_of(pool).addr();
         let in_mask = |b: *mut u8| {
             let off = b.addr() - base;
             // The pages the block overlaps.
@@ -206,7 +209,7 @@ impl Heap {
                 return false;
             }
             let size = class_size(c);
-            let base = pool.cast::<u8>();
+            let base = base_of(pool);
             // The blocks of the pages out, linked in address order.
             let mut head: *mut u8 = ptr::null_mut();
             let mut tail: *mut u8 = ptr::null_mut();
@@ -236,9 +239,7 @@ pub(super) fn blocks_out(mask: u16, size: usize) -> usize {
 }
 
 /// The indices of the blocks of class size `size` that overlap the pages of
-/// `mask` (pages past the first; the first too for a parked pool's count,
-/// `park.rs`), each once (a block may overlap two of them), in ascending
-/// order.
+/// `mask`, each once (a block may overlap two of them), in ascending order.
 fn blocks_of_pages(mask: u16, size: usize) -> impl Iterator<Item = usize> {
     let (page, _) = pool_pages();
     let mut next = 0; // the lowest index not yet given
@@ -257,13 +258,15 @@ pub(super) fn overlaps_out(mask: u16, off: usize, size: usize) -> bool {
     (off / page..=(off + size - 1) / page).any(|p| p < 16 && mask & (1 << p) != 0)
 }
 
-/// For `validate`: the pages of `mask` are all past the first, and their
-/// blocks (of class size `size`) all lie below `next_off`.
-pub(super) fn mask_is_valid(mask: u16, size: usize, next_off: usize) -> bool {
+/// For `validate`: the pages of `mask` (of the pool whose header is `hdr`)
+/// are all ones that may go back (not a first page holding the header),
+/// and their blocks (of class size `size`) all lie below `next_off`.
+pub(super) fn mask_is_valid(hdr: *const PoolHeader, mask: u16, size: usize, next_off: usize) -> bool {
     let (page, npages) = pool_pages();
+    let first = first_free_page(hdr);
     (0..16)
         .filter(|p| mask & (1 << p) != 0)
-        .all(|p| p >= 1 && p < npages && p * page < blocks_end(size) && wholly_carved(p, page, size, next_off))
+        .all(|p| p >= first && p < npages && p * page < blocks_end(size) && wholly_carved(p, page, size, next_off))
 }
 
 /// Who pins memory in one size class: the pools in use, the pages their
@@ -279,9 +282,10 @@ pub struct ClassPinning {
     /// Pages of those pools holding a block in use: what no allocator that
     /// never moves a block could give back.
     pub live_pages: usize,
-    /// Pools whose first page holds no block in use: a page held for the
-    /// pool's header alone (CPython's layout puts it there), on top of
-    /// `live_pages`.
+    /// Pools whose first page holds no block in use but their header: a
+    /// page held for the header alone, on top of `live_pages` (only pools
+    /// outside the arena region keep their headers in the pool, as CPython
+    /// does; see `pool_table.rs`).
     pub header_pages: usize,
     /// Pools with at most an eighth of their blocks in use.
     pub sparse_pools: usize,
@@ -293,16 +297,15 @@ pub struct ClassPinning {
 }
 
 impl Heap {
-    /// Calls `f` for every pool holding a block in use, with its header
-    /// (its copy, for a parked pool), block count and class, `meta` held.
-    /// Owner only (`f` may read free lists).
-    fn for_each_pool_in_use(&self, mut f: impl FnMut(*mut PoolHeader, *mut PoolHeader, usize, usize)) {
+    /// Calls `f` for every pool holding a block in use, with its address,
+    /// header, block count and class, `meta` held. Owner only (`f` may read
+    /// free lists).
+    fn for_each_pool_in_use(&self, mut f: impl FnMut(*mut u8, *mut PoolHeader, usize, usize)) {
         let _meta = self.meta.lock();
-        self.arenas.for_each_pool(|ao, i, pool| {
+        self.arenas.for_each_pool(|ao, i, pool, hdr| {
             if ao.decommitted & (1u64 << i) != 0 || ao.free_bits & (1u64 << i) != 0 {
                 return;
             }
-            let hdr = Arenas::header(ao, i, pool);
             // SAFETY: a carved pool of a live arena, not free: its header is
             // initialised.
             let (count, c) = unsafe { ((*hdr).count() as usize, (*hdr).szidx as usize) };
@@ -320,7 +323,7 @@ impl Heap {
         self.for_each_pool_in_use(|pool, hdr, count, c| {
             // SAFETY: a pool in use; the owner (our caller) is not changing
             // its free list.
-            let (live, header_only) = unsafe { live_pages(pool.cast(), hdr, page, npages.max(1)) };
+            let (live, header_only) = unsafe { live_pages(pool, hdr, page, npages.max(1)) };
             let header = usize::from(header_only);
             let p = &mut out[c];
             p.pools += 1;
@@ -350,7 +353,7 @@ impl Heap {
             if is_sparse(count, c) {
                 // SAFETY: a pool in use; the owner (our caller) is not
                 // changing its free list.
-                unsafe { visit_pool_blocks(pool.cast(), hdr, page.min(POOL_SIZE), npages.max(1), f) };
+                unsafe { visit_pool_blocks(pool, hdr, page.min(POOL_SIZE), npages.max(1), f) };
             }
         });
     }
@@ -364,9 +367,9 @@ impl Heap {
     }
 
     /// Bytes of the pages this heap's pools in use hold for their headers
-    /// alone (first pages holding no block in use): what keeping the
-    /// headers elsewhere would give back on top of [`Heap::live_page_bytes`].
-    /// Owner only, as that.
+    /// alone (first pages holding no block in use, of pools that keep their
+    /// header there): on top of [`Heap::live_page_bytes`]. Owner only, as
+    /// that.
     pub fn header_page_bytes(&self) -> usize {
         self.pinning().iter().map(|p| p.header_pages).sum::<usize>() * page_bytes()
     }
@@ -407,9 +410,7 @@ unsafe fn visit_pool_blocks(
         let size = class_size(c);
         let carved = ((*hdr).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
         let free = FreeBlocks::of(base, hdr, size);
-        let parked = !ptr::eq(hdr, base.cast());
-        // A parked pool's first page is out (`park.rs`).
-        let out = (*hdr).pages_out | u16::from(parked);
+        let out = (*hdr).pages_out;
         let page_span = |off: usize| off / page..=((off + size - 1) / page).min(npages - 1);
         let live = |i: usize| !free.contains(i) && !overlaps_out(out, POOL_OVERHEAD + i * size, size);
         let mut on_page = [0usize; 16];
@@ -423,9 +424,8 @@ unsafe fn visit_pool_blocks(
         if blocks == 0 {
             return;
         }
-        // The header's page is held even when no block lies on it (unless
-        // the pool is parked: then it is out).
-        let header_share = if on_page[0] == 0 && !parked { page / blocks } else { 0 };
+        // A header's page is held even when no block lies on it.
+        let header_share = if on_page[0] == 0 && header_in_pool(hdr) { page / blocks } else { 0 };
         for i in (0..carved).filter(|&i| live(i)) {
             let off = POOL_OVERHEAD + i * size;
             let pinned = header_share + page_span(off).map(|pg| page / on_page[pg]).sum::<usize>();
@@ -444,8 +444,7 @@ pub fn page_bytes() -> usize {
 pub(super) struct FreeBlocks([u64; BITMAP_WORDS]);
 
 impl FreeBlocks {
-    /// The free list of the pool at `base` whose header is `hdr` (its own,
-    /// or a parked pool's copy).
+    /// The free list of the pool at `base` whose header is `hdr`.
     ///
     /// # Safety
     /// The pool is carved, of class size `size`, and nobody changes its
@@ -472,7 +471,7 @@ impl FreeBlocks {
 
 /// The pages of `pool` (of `npages` pages of `page` bytes; one page when
 /// pools are smaller than pages) that hold at least one block in use, and
-/// whether its first page, which holds the header, holds none.
+/// whether its first page holds its header and no block in use.
 ///
 /// # Safety
 /// `pool` is a carved pool in use whose free list nobody changes meanwhile.
@@ -486,9 +485,7 @@ unsafe fn live_pages(base: *mut u8, hdr: *const PoolHeader, page: usize, npages:
         let size = class_size((*hdr).szidx as usize);
         let carved = ((*hdr).nextoffset as usize).min(POOL_SIZE).saturating_sub(POOL_OVERHEAD) / size;
         let free = FreeBlocks::of(base, hdr, size);
-        let parked = !ptr::eq(hdr, base.cast());
-        // A parked pool's first page is out, and holds no header either.
-        let out = (*hdr).pages_out | u16::from(parked);
+        let out = (*hdr).pages_out;
         let mut live = [false; 16];
         for i in 0..carved {
             if free.contains(i) {
@@ -502,6 +499,6 @@ unsafe fn live_pages(base: *mut u8, hdr: *const PoolHeader, page: usize, npages:
                 *l = true;
             }
         }
-        (live[..npages].iter().filter(|&&l| l).count(), !live[0] && !parked)
+        (live[..npages].iter().filter(|&&l| l).count(), !live[0] && header_in_pool(hdr))
     }
 }

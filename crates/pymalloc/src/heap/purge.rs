@@ -9,8 +9,8 @@ use core::cell::Cell;
 use super::arenas::ArenaObject;
 use super::Heap;
 use crate::geometry::{MAX_POOLS_IN_ARENA, POOL_SIZE};
-use crate::os;
 use crate::pool::PoolHeader;
+use crate::{os, pool_table, region};
 
 /// The threshold policy gives an arena's free pools back only if one
 /// `madvise` returns this many pools on average (64 KiB by default): scattered
@@ -289,6 +289,16 @@ impl Heap {
                     } else {
                         link = &raw mut (**link).nextpool;
                     }
+                }
+            }
+            // Headers in the table read as zeroes too, as headers in the
+            // pools now do (`pool_table.rs`).
+            if let Some(off) = region::arena_offset((*ao).first_pool()) {
+                let mut m = mask;
+                while m != 0 {
+                    let i = m.trailing_zeros() as usize;
+                    pool_table::clear(off + i * POOL_SIZE);
+                    m &= m - 1;
                 }
             }
             let n = mask.count_ones() as usize;

@@ -12,7 +12,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use super::Heap;
-use crate::pool::{launder, pool_of, OwnerTag};
+use crate::pool::{header_of, launder, OwnerTag};
 use crate::region;
 use crate::sync::Isolated;
 
@@ -63,7 +63,7 @@ impl Heap {
         }
         // SAFETY: the pool of a live block is live; its owner changes only
         // while the pool is empty, and tags are heap addresses (or null).
-        unsafe { (*pool_of(p)).owner.cast() }
+        unsafe { (*header_of(p)).owner.cast() }
     }
 
     /// Sends `p` to its owning heap's queue of blocks freed by other threads.

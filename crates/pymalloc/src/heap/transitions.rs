@@ -20,12 +20,12 @@ impl Heap {
     ///
     /// # Safety
     /// `pool` is the live head of the used list of `szidx`, with an empty
-    /// free list.
+    /// free list; `block` is one of its blocks.
     #[inline(never)]
-    pub(super) unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize) {
+    pub(super) unsafe fn pool_exhausted(&self, pool: *mut PoolHeader, szidx: usize, block: *mut u8) {
         // SAFETY: per the contract.
         unsafe {
-            if !Self::carve_virgin(pool, szidx) && ((*pool).pages_out == 0 || !self.restore_pages(pool, szidx)) {
+            if !Self::carve_virgin(pool, szidx, block) && ((*pool).pages_out == 0 || !self.restore_pages(pool, szidx)) {
                 self.used.unlink(pool, szidx);
             }
         }
@@ -38,10 +38,6 @@ impl Heap {
     #[inline(never)]
     pub(super) fn alloc_from_new_pool(&self, szidx: usize) -> *mut u8 {
         if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
-            return self.alloc_from_pool(szidx);
-        }
-        // A parked pool of the class serves before a new one (`park.rs`).
-        if self.unpark_one(szidx) {
             return self.alloc_from_pool(szidx);
         }
         if !self.releases_head.get() && self.no_usable_arena() {
@@ -86,21 +82,8 @@ impl Heap {
     pub(super) unsafe fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
         // SAFETY: per the contract, `pool` is live and ours.
         unsafe {
-            if count == 0 {
-                // Only a parked pool reads count 0 under a live block: it
-                // comes back first (`park.rs`).
-                let Some((count, last)) = self.unpark_for_free(pool) else {
-                    debug_assert!(false, "a free into a pool with no block in use");
-                    return;
-                };
-                if count <= 2 {
-                    self.pool_changes_list(pool, count, last);
-                } else {
-                    (*pool).set_count(count - 1);
-                }
-                return;
-            }
-            if count == 1 {
+            debug_assert!(count > 0, "a free into a pool with no block in use");
+            if count <= 1 {
                 let c = (*pool).szidx as usize;
                 if !self.releases_head.get() && self.used.head(c) == pool {
                     // The head pool of its class empties: keep it there

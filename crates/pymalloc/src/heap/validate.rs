@@ -5,15 +5,15 @@
 
 use core::ptr;
 
-use super::arenas::{ArenaObject, Arenas};
+use super::arenas::ArenaObject;
 use super::cache::CACHE_SLOTS;
 use super::{pages, Heap};
 use crate::geometry::{
     class_size, num_blocks, ARENA_SIZE, MAX_POOLS_IN_ARENA, NB_SMALL_SIZE_CLASSES, POOL_OVERHEAD, POOL_SIZE,
+    POOL_SIZE_MASK,
 };
 use crate::ownership::owns;
-use crate::pool::{self, pool_of, PoolHeader};
-use crate::region;
+use crate::pool::{self, header_of, PoolHeader};
 
 /// A broken heap invariant, reported by [`Heap::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,19 +43,17 @@ fn check(ok: bool, what: &'static str, at: usize) -> Result<(), InvariantError> 
 /// What the walk over the pools counts, to check against the heap's own
 /// counts and lists.
 struct PoolTally {
-    /// Used pools per class, not parked: their used list's length.
+    /// Used pools per class: their used list's length.
     on_used: [usize; NB_SMALL_SIZE_CLASSES],
-    /// Pools in use (used, full, retained, parked).
+    /// Pools in use (used, full, retained).
     in_use: usize,
-    /// Pages out, a parked pool's first page included.
+    /// Pages out.
     pages_out: usize,
-    /// Parked pools per class.
-    parked: [usize; NB_SMALL_SIZE_CLASSES],
 }
 
 impl PoolTally {
     fn new() -> PoolTally {
-        PoolTally { on_used: [0; NB_SMALL_SIZE_CLASSES], in_use: 0, pages_out: 0, parked: [0; NB_SMALL_SIZE_CLASSES] }
+        PoolTally { on_used: [0; NB_SMALL_SIZE_CLASSES], in_use: 0, pages_out: 0 }
     }
 }
 
@@ -143,15 +141,14 @@ impl Heap {
             check(self.cache().cached(c) <= self.cache().max(), "cache over its limit", c)?;
             for b in self.cache().blocks(c) {
                 check(owns(b), "cached block outside every arena", b.addr())?;
-                // A parked pool's header is its copy (`park.rs`).
-                let pool = self.arenas.header_at(pool_of(b));
+                let pool = header_of(b);
                 // SAFETY: b lies in a live arena; its pool is carved (it
                 // held b) and initialised.
                 unsafe {
                     check((*pool).szidx as usize == c, "cached block of another class", b.addr())?;
                     check((*pool).count() > 0, "cached block in an empty pool", b.addr())?;
                     check((*pool).owner == self.remote.tag.get(), "cached block of another heap", b.addr())?;
-                    let off = b.addr() - pool_of(b).addr();
+                    let off = b.addr() & POOL_SIZE_MASK;
                     check(
                         off >= POOL_OVERHEAD && (off - POOL_OVERHEAD) % class_size(c) == 0,
                         "cached block misaligned",
@@ -169,20 +166,17 @@ impl Heap {
         // Pools: counts, free lists, list membership.
         let mut t = PoolTally::new();
         let mut r = Ok(());
-        self.arenas.for_each_pool(|ao, i, p| {
+        self.arenas.for_each_pool(|ao, i, base, h| {
             if r.is_err() {
                 return;
             }
             // SAFETY: carved pools are initialised; free-list entries are
             // checked to be inside the pool before they are followed.
-            r = unsafe { self.check_pool(ao, i, p, &mut t) };
+            r = unsafe { self.check_pool(ao, i, base, h, &mut t) };
         });
         r?;
         check(t.in_use == self.arenas.pools_in_use.get(), "pools in use count", t.in_use)?;
         check(t.pages_out == self.arenas.pages_out.get(), "pages out count", t.pages_out)?;
-        for (c, &n) in t.parked.iter().enumerate() {
-            check(n == self.arenas.parked[c].get() as usize, "parked pools count", c)?;
-        }
         for (c, &expected) in t.on_used.iter().enumerate() {
             let mut n = 0usize;
             let mut prev = ptr::null_mut();
@@ -208,30 +202,26 @@ impl Heap {
         &self,
         ao: &ArenaObject,
         index: usize,
-        p: *mut PoolHeader,
+        base: *mut u8,
+        h: *mut PoolHeader,
         t: &mut PoolTally,
     ) -> Result<(), InvariantError> {
-        let at = p.addr();
+        let at = base.addr();
         let decommitted = ao.decommitted & (1u64 << index) != 0;
         // SAFETY: see the caller.
         unsafe {
             let mut f = ao.freepools;
             let mut on_free = false;
             while !f.is_null() {
-                on_free |= f == p;
+                on_free |= f == h;
                 f = (*f).nextpool;
             }
             check(on_free == (ao.free_bits & (1u64 << index) != 0), "free-pool mask disagrees with the list", at)?;
             if decommitted {
                 // Its header is not read: that would fault the page back in.
-                check(ao.parked & (1u64 << index) == 0, "decommitted pool parked", at)?;
                 return check(!on_free, "decommitted pool on a free list", at);
             }
-            // A parked pool's header is its copy; its own reads as zeroes
-            // and is not read (`park.rs`).
-            let parked = ao.parked & (1u64 << index) != 0;
-            let h = Arenas::header(ao, index, p);
-            check(!(parked && on_free), "parked pool on a free list", at)?;
+            check(pool::base_of(h) == base, "pool header elsewhere than its pool's", at)?;
             check(ptr::eq(self.arenas.table.get().add((*h).arenaindex as usize), ao), "pool arena index", at)?;
             check((*h).owner == self.remote.tag.get(), "pool owner", at)?;
             let count = (*h).count() as usize;
@@ -240,39 +230,28 @@ impl Heap {
                 return check(count == 0, "pool in use on a free list", at);
             }
             t.in_use += 1;
-            let first = p.cast::<u8>().add(POOL_OVERHEAD);
+            let first = base.add(POOL_OVERHEAD);
             check(pool::class_of(first) == usize::from((*h).szidx), "pool class table disagrees with the header", at)?;
             let sz = (*h).szidx as usize;
             if count == 0 {
                 check(
-                    sz < NB_SMALL_SIZE_CLASSES && self.used.first[sz].get() == p,
+                    sz < NB_SMALL_SIZE_CLASSES && self.used.first[sz].get() == h,
                     "empty pool neither free nor retained at the head of its list",
                     at,
                 )?;
             }
             check(sz < NB_SMALL_SIZE_CLASSES, "bad size class", at)?;
-            if parked {
-                // (Its own header, zeroed, is not read: that would map a page
-                // in where a program's pages are counted.)
-                check(count > 0, "parked pool with no block in use", at)?;
-                check(ao.purgeable && region::contains(p.cast()), "parked pool outside the region's own arenas", at)?;
-                check(!(*h).freeblock.is_null(), "parked pool with an empty free list", at)?;
-                t.parked[sz] += 1;
-            }
             let size = class_size(sz);
             let virgin_from = (*h).nextoffset as usize;
             check(virgin_from >= POOL_OVERHEAD + size, "nextoffset too small", at)?;
             let carved = (virgin_from.min(POOL_SIZE) - POOL_OVERHEAD) / size;
-            let own_out = (*h).pages_out;
-            if own_out != 0 {
+            let out = (*h).pages_out;
+            if out != 0 {
                 check(ao.purgeable, "pages out in a foreign arena", at)?;
-                check(pages::mask_is_valid(own_out, size, virgin_from), "pages out not wholly carved", at)?;
+                check(pages::mask_is_valid(h, out, size, virgin_from), "pages out not wholly carved", at)?;
                 check(!(*h).freeblock.is_null(), "pages out with an empty free list", at)?;
-                t.pages_out += own_out.count_ones() as usize;
+                t.pages_out += out.count_ones() as usize;
             }
-            // A parked pool's first page is out too.
-            let out = own_out | u16::from(parked);
-            t.pages_out += usize::from(parked);
             let mut free = 0usize;
             let mut b = (*h).freeblock;
             while !b.is_null() {
@@ -288,7 +267,7 @@ impl Heap {
             check(count + free + gone == carved, "count + free + blocks of pages out != carved blocks", at)?;
             let full = count == num_blocks(sz);
             check(full == (*h).freeblock.is_null(), "free list empty iff full", at)?;
-            if !full && !parked {
+            if !full {
                 t.on_used[sz] += 1;
             }
             Ok(())

@@ -29,3 +29,47 @@ impl Drop for Exclusive {
 /// The configurations a semantic test runs under.
 pub const CONFIGS: [AllocatorName; 4] =
     [AllocatorName::Pymalloc, AllocatorName::Malloc, AllocatorName::PymallocDebug, AllocatorName::MallocDebug];
+
+#[cfg(not(miri))]
+unsafe extern "C" fn mmap_arena(_: *mut std::ffi::c_void, size: usize) -> *mut std::ffi::c_void {
+    // SAFETY: a fresh anonymous mapping.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        std::ptr::null_mut()
+    } else {
+        p
+    }
+}
+
+#[cfg(not(miri))]
+unsafe extern "C" fn munmap_arena(_: *mut std::ffi::c_void, p: *mut std::ffi::c_void, size: usize) {
+    // SAFETY: a mapping of mmap_arena, given back once.
+    unsafe { libc::munmap(p, size) };
+}
+
+/// A heap whose arenas are plain `mmap` mappings, outside the arena region:
+/// its pools keep their headers at their start, as CPython's do
+/// (src/pool_table.rs).
+#[cfg(not(miri))]
+pub fn heap_outside_the_region() -> pymalloc::Heap {
+    let mut heap = pymalloc::Heap::new();
+    // SAFETY: the heap has no arena yet; the functions map and unmap arenas
+    // of the size asked, from any thread.
+    unsafe {
+        heap.set_arena_allocator(pymalloc::ArenaAllocator {
+            ctx: std::ptr::null_mut(),
+            alloc: mmap_arena,
+            free: munmap_arena,
+        })
+    };
+    heap
+}

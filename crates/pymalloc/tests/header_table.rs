@@ -1,17 +1,20 @@
-//! Parked pools (src/heap/park.rs): a purge gives back a sparse pool's first
-//! page when no live block lies on it, keeping the pool's header apart; a
-//! free into the pool, or an allocation of its class that finds no used
-//! pool, brings it back. Checked with validate(), the statistics, the
-//! floor's figures and mincore at each step.
+//! The header table (src/pool_table.rs): the pools of the arena region keep
+//! their headers in a table apart, so no page of a pool is held for its
+//! header. A purge gives back a sparse pool's first page like any other
+//! page whose blocks are all free; the pool stays on its used list, and its
+//! first page comes back when the pool needs its blocks. Pools of arenas
+//! outside the region keep their headers in the pool, as CPython does, and
+//! their first pages count apart (`header_page_bytes`). Checked with
+//! validate(), the statistics, the floor's figures and mincore.
 //!
-//! Pools are parked only in the arena region and only where a pool spans
-//! two pages or more. Miri has no arena region (its "OS" is the Rust
-//! heap), so there is no parking to test under it: the file is left out
-//! there, as are its `mincore` and `mlock` calls.
+//! Miri has no arena region (its "OS" is the Rust heap), so there is no
+//! table under it: the file is left out there, as are its `mincore` calls.
 
 #![cfg(not(miri))]
 
-use pymalloc::geometry::{num_blocks, size_class, POOL_SIZE};
+mod common;
+
+use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, POOL_OVERHEAD, POOL_SIZE};
 use pymalloc::Heap;
 
 const SIZE: usize = 64;
@@ -68,59 +71,61 @@ fn sparse_pools(heap: &mut Heap, npools: usize, keep: usize) -> Vec<*mut u8> {
 fn run(mut heap: Heap) {
     let page = page();
     if POOL_SIZE / page < 2 {
-        return; // a pool of one page: nothing to park
+        return; // a pool of one page: it goes back whole or not at all
     }
     let npools = 6;
     let kept = sparse_pools(&mut heap, npools, 1);
     let pools: Vec<usize> = kept.iter().map(|&b| pool_of(b)).collect();
     assert!(kept.iter().all(|&b| b as usize - pool_of(b) >= page), "the survivors lie past the first page");
     let before = heap.stats();
-    assert_eq!(heap.header_page_bytes(), npools * page, "before the purge: a header page per pool");
+    assert_eq!(heap.header_page_bytes(), 0, "no page is held for a header alone");
+    assert_eq!(before.header_table_bytes, heap.arena_count() * 64 * (ARENA_SIZE / POOL_SIZE));
     let floor = heap.live_page_bytes();
+    assert_eq!(floor, npools * page, "one page per pool holds a survivor");
 
     heap.purge();
     heap.validate().unwrap();
     let s = heap.stats();
     assert_eq!(s.blocks_in_use(), npools, "purge frees nothing");
-    assert_eq!(s.classes, before.classes, "CPython's statistics do not see the parking");
-    assert_eq!(heap.header_page_bytes(), 0, "no page is held for a header alone");
+    assert_eq!(s.classes, before.classes, "CPython's statistics do not change");
     assert_eq!(heap.live_page_bytes(), floor, "the survivors' pages stay");
     for &p in &pools {
-        assert!(!resident(p), "the first page of a parked pool went back");
+        assert!(!resident(p), "a pool's first page went back");
     }
     // Every page a survivor lies on is resident, and the survivors kept
     // their bytes.
     assert!(kept.iter().all(|&b| resident(b as usize & !(page - 1)) && holds_pattern(b)));
-    // A pool's pages: its first and the pages without a survivor are out.
+    // A pool's pages: all but the survivor's are out, the first included.
     assert_eq!(s.pages_out, npools * (POOL_SIZE / page - 1), "{s:?}");
 
-    // A free into a parked pool brings it back, and here empties it.
+    // A free into such a pool empties it.
     // SAFETY: live, freed once.
     unsafe { heap.free(kept[0]) };
     heap.validate().unwrap();
     assert_eq!(heap.stats().blocks_in_use(), npools - 1);
 
-    // An allocation of the class finds no used pool (a retaining heap keeps
-    // the emptied one at the head of its list, and takes from it): it
-    // unparks one of the parked pools rather than take a new one, and that
-    // pool's first page comes back.
+    // The next block of the class comes from a pool in use (a retaining
+    // heap keeps the emptied one at the head of its list, and takes from
+    // it), not from a new pool.
     let b = heap.malloc(SIZE);
     heap.validate().unwrap();
     let from = pool_of(b);
     let retained = heap.retains_empty_pools();
     let expected = if retained { &pools[..1] } else { &pools[1..] };
-    assert!(expected.contains(&from), "the block comes from a parked pool ({from:#x})");
-    assert!(resident(from));
+    assert!(expected.contains(&from), "the block comes from a pool in use ({from:#x})");
     let c = size_class(SIZE).unwrap();
     assert!(heap.stats().classes[c].pools <= npools, "no new pool");
     // SAFETY: a live block of SIZE bytes.
     unsafe { b.write_bytes(pattern(b), SIZE) };
-    // That pool serves the next blocks too, from its first page's blocks.
-    let more: Vec<*mut u8> = (0..8).map(|_| heap.malloc(SIZE)).collect();
+    // That pool serves the next blocks too, its pages out coming back when
+    // its free list runs out.
+    let per_pool = num_blocks(c);
+    let more: Vec<*mut u8> = (0..per_pool / 2).map(|_| heap.malloc(SIZE)).collect();
     assert!(more.iter().all(|&m| pool_of(m) == from));
+    assert!(resident(from), "its first page is back");
     heap.validate().unwrap();
 
-    // Frees into the other parked pools: each comes back with its blocks.
+    // Frees into the other pools.
     for &k in &kept[2..] {
         assert!(holds_pattern(k));
         // SAFETY: live, freed once.
@@ -132,8 +137,6 @@ fn run(mut heap: Heap) {
         unsafe { heap.free(m) };
     }
     heap.validate().unwrap();
-    // A caching heap's frees went to its cache, pools parked or not: they
-    // reach their pools now, bringing the parked ones back.
     heap.flush_cache();
     heap.validate().unwrap();
     assert_eq!(heap.stats().blocks_in_use(), 0);
@@ -147,7 +150,7 @@ fn run(mut heap: Heap) {
 }
 
 #[test]
-fn a_purge_parks_pools_whose_first_page_holds_no_live_block() {
+fn a_purge_gives_back_the_first_pages_of_sparse_pools() {
     run(Heap::new());
 }
 
@@ -156,10 +159,10 @@ fn the_same_in_a_caching_retaining_heap() {
     run(Heap::new_retaining());
 }
 
-/// Parked pools come back one by one as their class needs them, every
-/// block handed out once, and a parked pool refills wholly.
+/// After a purge, the class takes back its pools' blocks, pages out
+/// included, before any new pool: every block handed out once.
 #[test]
-fn a_class_refills_its_parked_pools_before_taking_new_ones() {
+fn a_class_refills_its_pools_before_taking_new_ones() {
     let page = page();
     if POOL_SIZE / page < 2 {
         return;
@@ -169,7 +172,7 @@ fn a_class_refills_its_parked_pools_before_taking_new_ones() {
     let kept = sparse_pools(&mut heap, npools, 1);
     heap.purge();
     heap.validate().unwrap();
-    assert_eq!(heap.header_page_bytes(), 0, "parked");
+    assert!(heap.stats().pages_out > 0);
     let pools_before = heap.stats().classes[size_class(SIZE).unwrap()].pools;
     assert_eq!(pools_before, npools);
     let per_pool = num_blocks(size_class(SIZE).unwrap());
@@ -190,69 +193,57 @@ fn a_class_refills_its_parked_pools_before_taking_new_ones() {
     assert_eq!(heap.stats().blocks_in_use(), 0);
 }
 
-/// A free into a parked pool that leaves other blocks in use brings the
-/// pool back onto its used list, where the next allocation finds it.
+/// A region pool's first `POOL_OVERHEAD` bytes hold nothing the heap
+/// reads: its header is in the table. Scribbling over them changes
+/// nothing, and blocks still start where CPython's would.
 #[test]
-fn a_free_that_leaves_blocks_in_use_brings_the_pool_back_to_its_list() {
-    let page = page();
-    if POOL_SIZE / page < 2 {
-        return;
-    }
+fn a_region_pool_does_not_hold_its_header() {
     let mut heap = Heap::new();
-    let kept = sparse_pools(&mut heap, 2, 3);
-    heap.purge();
+    let c = size_class(SIZE).unwrap();
+    let per_pool = num_blocks(c);
+    let all: Vec<*mut u8> = (0..per_pool + 3).map(|_| heap.malloc(SIZE)).collect();
+    let pool = pool_of(all[0]);
+    assert_eq!(all[0] as usize - pool, POOL_OVERHEAD, "the first block where CPython puts it");
+    // SAFETY: the pool's first bytes, in a live arena of this heap, which
+    // the heap leaves unused (what this test checks).
+    unsafe { (pool as *mut u8).write_bytes(0xa5, POOL_OVERHEAD) };
     heap.validate().unwrap();
-    let pool = pool_of(kept[0]);
-    assert!(!resident(pool), "parked");
-    let out = heap.stats().pages_out;
-    // SAFETY: live, freed once.
-    unsafe { heap.free(kept[0]) };
-    heap.validate().unwrap();
-    assert!(resident(pool), "its first page is back");
-    let s = heap.stats();
-    assert_eq!(s.blocks_in_use(), 5);
-    assert_eq!(s.pages_out, out - 1, "{s:?}");
-    assert!(kept[1..].iter().all(|&b| holds_pattern(b)));
-    // The next block of the class comes from that pool, now on its list,
-    // not from the other, still parked.
-    let b = heap.malloc(SIZE);
-    assert_eq!(pool_of(b), pool);
-    assert!(!resident(pool_of(kept[3])), "the other stays parked");
-    heap.validate().unwrap();
-    for &x in kept[1..].iter().chain([&b]) {
-        // SAFETY: live, freed once.
-        unsafe { heap.free(x) };
-        heap.validate().unwrap();
-    }
-    assert_eq!(heap.stats().blocks_in_use(), 0);
-}
-
-/// A first page the OS will not give back (locked memory: `madvise`
-/// refuses it) parks all the same: the pool's own header is zeroed, so
-/// every free into the pool still finds it parked, and no free is lost.
-#[test]
-fn a_pool_whose_first_page_cannot_go_back_parks_all_the_same() {
-    let page = page();
-    if POOL_SIZE / page < 2 {
-        return;
-    }
-    let mut heap = Heap::new();
-    let kept = sparse_pools(&mut heap, 1, 3);
-    let pool = pool_of(kept[0]);
-    // SAFETY: a range of our own live mapping.
-    let rc = unsafe { libc::mlock(pool as *const libc::c_void, POOL_SIZE) };
-    assert_eq!(rc, 0, "mlock: {}", std::io::Error::last_os_error());
-    heap.purge();
-    heap.validate().unwrap();
-    assert!(resident(pool), "a locked page stays");
-    assert_eq!(heap.header_page_bytes(), 0, "parked");
-    for (n, &b) in kept.iter().enumerate() {
-        assert!(holds_pattern(b));
+    for &b in &all {
         // SAFETY: live, freed once.
         unsafe { heap.free(b) };
         heap.validate().unwrap();
-        assert_eq!(heap.stats().blocks_in_use(), kept.len() - n - 1, "a free was lost");
     }
-    // SAFETY: the range locked above.
-    unsafe { libc::munlock(pool as *const libc::c_void, POOL_SIZE) };
+    let again: Vec<*mut u8> = (0..per_pool).map(|_| heap.malloc(SIZE)).collect();
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().blocks_in_use(), per_pool);
+    for &b in &again {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.validate().unwrap();
+}
+
+/// Arenas from another allocator lie outside the region: their pools keep
+/// their headers at their start, as CPython's do, so a pool whose survivors
+/// all lie past its first page holds that page for the header.
+#[test]
+fn pools_outside_the_region_keep_their_headers() {
+    let page = page();
+    let mut heap = common::heap_outside_the_region();
+    let npools = 3;
+    let kept = sparse_pools(&mut heap, npools, 1);
+    let s = heap.stats();
+    assert_eq!(s.header_table_bytes, 0, "no arena in the region");
+    if POOL_SIZE / page >= 2 {
+        assert_eq!(heap.header_page_bytes(), npools * page, "a header page per pool");
+    } else {
+        assert_eq!(heap.header_page_bytes(), 0, "a pool of one page holds its survivor");
+    }
+    assert!(kept.iter().all(|&b| holds_pattern(b)));
+    for &b in &kept {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+        heap.validate().unwrap();
+    }
+    assert_eq!(heap.stats().blocks_in_use(), 0);
 }
