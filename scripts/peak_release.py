@@ -713,11 +713,12 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
              "(peak − base) of the same run; the column shows the scenario's floor from the "
              "`pymalloc-python + purge()` rows, and **kept/floor** = kept fraction / that "
              "floor (1.0× = at the floor). The floor leaves out the pages our heaps hold "
-             "for their metadata alone (`header_pages`: a pool's first page, where CPython's "
-             "layout keeps its header, when no live block lies on it, and the header pages of "
-             "our span segments); their growth, as a fraction of (peak − base), is listed under "
-             "each table: that much of a pymalloc-python row's distance to the floor is the "
-             "price of keeping the headers in the pools.")
+             "for their metadata alone (`header_pages`: the header table's page per arena, "
+             "where the arena region's pools keep their headers; a pool's first page when "
+             "no live block lies on it, for pools that keep CPython's layout, with the header "
+             "in the pool; and the header pages of our span segments); their growth, as a "
+             "fraction of (peak − base), is listed under each table: that much of a "
+             "pymalloc-python row's distance to the floor is what its metadata takes.")
     L.append("")
     L.append("Rows:")
     L.append("")
