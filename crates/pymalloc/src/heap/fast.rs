@@ -155,7 +155,7 @@ impl Heap {
             if off > pool::max_next_offset(szidx) {
                 return false;
             }
-            let bp = block.map_addr(|a| (a & !POOL_SIZE_MASK) + off as usize);
+            let bp = block.map_addr(|a| (a & !POOL_SIZE_MASK) | off as usize);
             (*pool).nextoffset = off + class_size(szidx) as u32;
             bp.cast::<*mut u8>().write(ptr::null_mut());
             (*pool).freeblock = bp;
