@@ -538,10 +538,12 @@ pub mod _pymalloc {
 
     /// Who pins the pool pages, per size class in use: a list of dicts with
     /// `size`, `pools`, `blocks`, `live_pages` (pages holding a block in
-    /// use), `header_pages` (pools whose first page, the header's, holds
-    /// none), `sparse_pools` (at most 1/8 of their blocks in use),
-    /// `sparse_blocks`, `sparse_bytes` (what would come back if the sparse
-    /// pools' blocks were gone, their header pages included).
+    /// use), `header_pages` (pools whose first page holds their header and
+    /// no block in use: pools outside the arena region, which keep CPython's
+    /// layout; the region's keep their headers in the header table),
+    /// `sparse_pools` (at most 1/8 of their blocks in use), `sparse_blocks`,
+    /// `sparse_bytes` (what would come back if the sparse pools' blocks were
+    /// gone, their header pages included).
     #[pyfunction]
     fn pinning(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         // SAFETY: called with the GIL held, which serialises MEM and OBJ in

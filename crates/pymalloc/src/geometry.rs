@@ -67,10 +67,13 @@ pub const POOL_SIZE_MASK: usize = POOL_SIZE - 1;
 /// Pools in an arena whose base is pool-aligned.
 pub const MAX_POOLS_IN_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 
-/// Bytes at the start of every pool reserved for its header (CPython's
-/// `POOL_OVERHEAD`): four 32-bit fields and four pointers, rounded up to
-/// [`ALIGNMENT`]; 48 on 64-bit. The pool header is checked against this at
-/// compile time where it is declared.
+/// Bytes at the start of every pool before its first block (CPython's
+/// `POOL_OVERHEAD`, where CPython keeps the pool's header): four 32-bit
+/// fields and four pointers, rounded up to [`ALIGNMENT`]; 48 on 64-bit.
+/// Pools of the arena region keep their header in the header table and
+/// leave these bytes unused, so that their blocks sit where CPython's do.
+/// The pool header is checked against this at compile time where it is
+/// declared.
 pub const POOL_OVERHEAD: usize = round_up(4 * 4 + 4 * core::mem::size_of::<usize>(), ALIGNMENT);
 
 const _: () = {

@@ -156,11 +156,12 @@ fn map(size: usize) -> *mut u8 {
     }
 }
 
-/// Releases a mapping made by [`map_aligned`].
+/// Releases a mapping made by [`map_aligned`] or a reservation made by
+/// [`reserve`].
 ///
 /// # Safety
-/// `p..p+size` must be (part of) a live mapping from [`map_aligned`] that
-/// nothing refers to any more.
+/// `p..p+size` must be (part of) a live mapping from [`map_aligned`] or
+/// [`reserve`] that nothing refers to any more.
 #[cfg(not(miri))]
 pub unsafe fn unmap(p: *mut u8, size: usize) {
     // SAFETY: the caller owns the mapping and gives it up.
@@ -172,7 +173,8 @@ pub unsafe fn unmap(p: *mut u8, size: usize) {
 /// zeroes. Used to give back free pools inside live arenas.
 ///
 /// # Safety
-/// The range must lie inside a live mapping from [`map_aligned`], be
+/// The range must lie inside a live private anonymous mapping of ours (from
+/// [`map_aligned`], or a committed range of a [`reserve`]d one), be
 /// page-aligned, and hold nothing the program still needs.
 #[cfg(not(miri))]
 pub unsafe fn discard(p: *mut u8, size: usize) -> bool {

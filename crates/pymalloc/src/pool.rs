@@ -21,9 +21,11 @@ pub(crate) type OwnerTag = *const ();
 /// initialised for any class.
 pub(crate) const DUMMY_SIZE_IDX: u16 = 0xffff;
 
-/// The header at the start of every pool (CPython's `struct pool_header`,
-/// 48 bytes on 64-bit; CPython's `maxnextoffset` is computed from the size
-/// class instead of stored, which leaves room for the owning heap).
+/// A pool's header (CPython's `struct pool_header`, 48 bytes on 64-bit;
+/// CPython's `maxnextoffset` is computed from the size class instead of
+/// stored, which leaves room for the owning heap): in the header table for
+/// a pool of the arena region (`pool_table.rs`), at the pool's start for
+/// any other.
 ///
 /// Invariants, for a pool carved from a live arena:
 /// * `count` is the number of blocks of this pool currently handed out. Only
@@ -234,8 +236,8 @@ pub(crate) fn launder(p: *mut u8) -> *mut u8 {
 /// just the second block; the rest stays virgin.
 ///
 /// # Safety
-/// `pool` points to a pool-aligned, writable `POOL_SIZE` region owned by the
-/// caller's heap, and nothing else refers to its blocks.
+/// `pool` is the header ([`header_of`]) of a pool of `POOL_SIZE` writable
+/// bytes owned by the caller's heap, and nothing else refers to its blocks.
 #[inline]
 pub(crate) unsafe fn init_for_class(pool: *mut PoolHeader, szidx: usize) -> *mut u8 {
     let size = class_size(szidx);

@@ -18,11 +18,17 @@
 //! the pool (`pool.rs` chooses).
 //!
 //! Invariants: the table is made with the region's reservation, before any
-//! arena of the region exists, and never goes away; `BASE` and `LEN` are
-//! written once then. The entries of an arena slot's pools read as zeroes
-//! while no arena holds the slot: [`forget_arena`] runs before the slot goes
-//! back to the region, so nobody who takes the slot next finds old
-//! headers. Only the heap owning a pool writes its entry.
+//! arena of the region exists, and never goes away; `BASE`, `LEN` and
+//! `DELTA` are written once then. The table is reserved address space
+//! (`PROT_NONE`, no commit charge, no huge pages); the entries of a live
+//! arena of the region are readable and writable ([`commit_arena`], when the
+//! region hands the arena out), and they go back ([`forget_arena`]) before
+//! the arena's slot returns to the region, so that a table costs a page per
+//! live arena whatever the kernel's overcommit or huge-page policy. (Where
+//! the OS page is larger than an arena's entries, the whole table is made
+//! writable at once instead, and forgotten entries are zeroed.) Only the
+//! heap owning a pool writes its entry; every field is written when the
+//! pool is taken, before anything reads it.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -47,22 +53,45 @@ static LEN: AtomicUsize = AtomicUsize::new(0);
 static DELTA: AtomicUsize = AtomicUsize::new(0);
 const SHIFT: u32 = POOL_BITS - ENTRY_BITS;
 
+/// Whether an arena's entries fill whole OS pages, so that they can be
+/// made writable and given back arena by arena.
+#[cfg(not(miri))]
+fn per_arena() -> bool {
+    ARENA_ENTRY_BYTES % os::page_size() == 0
+}
+
 /// Makes the table for the arena region, `region_size` bytes from
 /// `region_base` (pool-aligned; once, before any arena of it exists); false
 /// if the OS refuses the address space.
+#[cfg(not(miri))]
 pub(crate) fn make(region_base: usize, region_size: usize) -> bool {
     debug_assert_eq!(region_base % (1 << POOL_BITS), 0);
     let len = (region_size >> POOL_BITS) << ENTRY_BITS;
-    let p = os::map_sparse(len);
+    let p = os::reserve(len, os::page_size());
     if p.is_null() {
         return false;
     }
+    // SAFETY: the fresh reservation above, nobody uses it yet.
+    if !per_arena() && !unsafe { os::commit(p, len) } {
+        // SAFETY: our own reservation, unused.
+        unsafe { os::unmap(p, len) };
+        return false;
+    }
+    // A huge page would make one arena's 4 KiB of entries cost 2 MiB.
+    // SAFETY: advice on our own reservation; refusal changes nothing.
+    let _ = unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) };
     // Entries are reached from addresses computed from a pool's address.
     let base = p.expose_provenance();
     BASE.store(base, Ordering::Relaxed);
     LEN.store(len, Ordering::Relaxed);
     DELTA.store(base.wrapping_sub(region_base >> SHIFT), Ordering::Relaxed);
     true
+}
+
+/// Under Miri there is no region, so no table.
+#[cfg(miri)]
+pub(crate) fn make(_: usize, _: usize) -> bool {
+    false
 }
 
 /// The entry of the pool at offset `off` of the arena region.
@@ -88,23 +117,48 @@ pub(crate) fn pool_offset(addr: usize) -> Option<usize> {
     (d < LEN.load(Ordering::Relaxed)).then_some(d >> ENTRY_BITS << POOL_BITS)
 }
 
-/// Clears the entries of the arena at offset `off` of the arena region,
-/// giving their page back where the page holds that arena's entries alone.
+/// Makes the entries of the arena at offset `off` of the arena region
+/// usable (zeroed); false if the OS refuses.
+///
+/// # Safety
+/// The arena's slot was just handed out by the region, and nobody uses its
+/// entries.
+#[cfg(not(miri))]
+pub(crate) unsafe fn commit_arena(off: usize) -> bool {
+    // SAFETY: the arena's entries lie in the table's reservation (made for
+    // the whole region) and nobody uses them (the contract).
+    !per_arena() || unsafe { os::commit(entry(off), ARENA_ENTRY_BYTES) }
+}
+
+/// Gives back the entries of the arena at offset `off` of the arena region
+/// (or zeroes them, where they share an OS page with another arena's).
 ///
 /// # Safety
 /// The arena holds no pool anyone uses, and its slot has not gone back to
 /// the region yet.
+#[cfg(not(miri))]
 pub(crate) unsafe fn forget_arena(off: usize) {
     let p = entry(off);
-    // SAFETY: the arena's entries lie in the table (made for the whole
-    // region) and nobody reads or writes them (the contract).
+    // SAFETY: the arena's entries lie in the table and nobody reads or
+    // writes them (the contract).
     unsafe {
-        if ARENA_ENTRY_BYTES % os::page_size() == 0 && os::discard(p, ARENA_ENTRY_BYTES) {
-            return;
+        if per_arena() {
+            os::decommit(p, ARENA_ENTRY_BYTES);
+        } else {
+            p.write_bytes(0, ARENA_ENTRY_BYTES);
         }
-        p.write_bytes(0, ARENA_ENTRY_BYTES);
     }
 }
+
+/// Under Miri there is no table.
+#[cfg(miri)]
+pub(crate) unsafe fn commit_arena(_: usize) -> bool {
+    true
+}
+
+/// Under Miri there is no table.
+#[cfg(miri)]
+pub(crate) unsafe fn forget_arena(_: usize) {}
 
 /// Clears the entry of the pool at offset `off` of the arena region, whose
 /// pages went back to the OS, so it reads as zeroes as they do.

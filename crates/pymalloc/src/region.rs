@@ -396,16 +396,22 @@ fn reserve_both() -> bool {
 #[cfg(not(miri))]
 fn reserve_range() -> bool {
     let slot = 1usize << ARENA_BITS.max(SEGMENT_BITS);
-    match os::reserve_largest(2 * REGION_SIZE, 2 * MIN_REGION_SIZE, slot) {
-        // The arena region's pools keep their headers in the table, so it
-        // must exist before the region does (`pool_table.rs`).
-        Some((base, size)) if crate::pool_table::make(base.addr(), size / 2) => {
+    let mut max = 2 * REGION_SIZE;
+    // The arena region's pools keep their headers in the header table, so
+    // it must exist before the region does (`pool_table.rs`). Where the
+    // address space has room for the reservation but not for its table (a
+    // small `RLIMIT_AS`), a smaller reservation is tried, down to the
+    // smallest; what is not used is unmapped.
+    while let Some((base, size)) = os::reserve_largest(max, 2 * MIN_REGION_SIZE, slot) {
+        if crate::pool_table::make(base.addr(), size / 2) {
             crate::block_map::set_reservation(base.addr(), size);
-            true
+            return true;
         }
-        Some(_) => false,
-        None => false,
+        // SAFETY: our own reservation, which nothing uses.
+        unsafe { os::unmap(base, size) };
+        max = size / 4;
     }
+    false
 }
 
 #[cfg(miri)]
@@ -427,7 +433,20 @@ fn reserve_range() -> bool {
 /// sweep.)
 pub(crate) fn alloc_arena() -> *mut u8 {
     let p = ARENAS.alloc(1);
-    if !p.is_null() && SEGMENTS.kept_slots() > 0 {
+    if p.is_null() {
+        return p;
+    }
+    // Its pools' headers: their page of the header table.
+    if let Some(off) = arena_offset(p) {
+        // SAFETY: the slot was just handed out to us; nobody uses its
+        // entries.
+        if !unsafe { crate::pool_table::commit_arena(off) } {
+            // SAFETY: the arena we just took, unused.
+            unsafe { ARENAS.free(p, 1) };
+            return core::ptr::null_mut();
+        }
+    }
+    if SEGMENTS.kept_slots() > 0 {
         // Arena bytes taken since the last slot went back (arenas may be
         // smaller than slots: 256 KiB in the legacy geometry).
         static CREDIT: AtomicUsize = AtomicUsize::new(0);
@@ -449,8 +468,8 @@ pub(crate) fn alloc_arena() -> *mut u8 {
 /// # Safety
 /// `p` came from [`alloc_arena`] and nothing uses it any more.
 pub(crate) unsafe fn free_arena(p: *mut u8) {
-    // SAFETY: the caller's contract; the pools' headers are cleared while the
-    // slot is still this caller's (`pool_table.rs`).
+    // SAFETY: the caller's contract; the pools' headers go while the slot is
+    // still this caller's (`pool_table.rs`).
     unsafe {
         if let Some(off) = arena_offset(p) {
             crate::pool_table::forget_arena(off);

@@ -178,8 +178,9 @@ fn a_pool_with_pages_out_that_empties_starts_afresh() {
     heap.validate().unwrap();
     let out = heap.stats().pages_out;
     if POOL_SIZE / page() >= 2 {
-        // The first pool: all but the header's page, whose free blocks keep
-        // the free list. (The second pool emptied and went back whole.)
+        // The first pool: all but one page, whose free blocks keep the free
+        // list (the header's, for a pool outside the arena region). (The
+        // second pool emptied and went back whole.)
         assert_eq!(out, POOL_SIZE / page() - 1);
     }
     // SAFETY: the last live block.

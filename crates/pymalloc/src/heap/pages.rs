@@ -333,7 +333,8 @@ impl Heap {
             if is_sparse(count, c) {
                 p.sparse_pools += 1;
                 p.sparse_blocks += count;
-                // The header's page comes back with the pool too.
+                // A header's page (a pool outside the region) comes back
+                // with the pool too.
                 p.sparse_pages += live + header;
             }
         });

@@ -277,7 +277,8 @@ impl Heap {
             if mask == 0 {
                 return 0;
             }
-            os::discard_runs((*ao).first_pool(), mask, POOL_SIZE);
+            // Unlinked first: the links lie in the pools' headers, which
+            // the discard zeroes where they are kept in the pool.
             if mask == (*ao).free_bits {
                 (*ao).freepools = core::ptr::null_mut();
             } else {
@@ -291,6 +292,7 @@ impl Heap {
                     }
                 }
             }
+            os::discard_runs((*ao).first_pool(), mask, POOL_SIZE);
             // Headers in the table read as zeroes too, as headers in the
             // pools now do (`pool_table.rs`).
             if let Some(off) = region::arena_offset((*ao).first_pool()) {

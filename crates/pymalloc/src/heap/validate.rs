@@ -218,10 +218,10 @@ impl Heap {
             }
             check(on_free == (ao.free_bits & (1u64 << index) != 0), "free-pool mask disagrees with the list", at)?;
             if decommitted {
-                // Its header is not read: that would fault the page back in.
+                // Its header is not read: kept in the pool, it would fault
+                // the page back in.
                 return check(!on_free, "decommitted pool on a free list", at);
             }
-            check(pool::base_of(h) == base, "pool header elsewhere than its pool's", at)?;
             check(ptr::eq(self.arenas.table.get().add((*h).arenaindex as usize), ao), "pool arena index", at)?;
             check((*h).owner == self.remote.tag.get(), "pool owner", at)?;
             let count = (*h).count() as usize;
