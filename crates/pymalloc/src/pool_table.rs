@@ -20,11 +20,12 @@
 //! Invariants: the table is made with the region's reservation, before any
 //! arena of the region exists, and never goes away; `BASE`, `LEN` and
 //! `DELTA` are written once then. The table is reserved address space
-//! (`PROT_NONE`, no commit charge, no huge pages); the entries of a live
-//! arena of the region are readable and writable ([`commit_arena`], when the
-//! region hands the arena out), and they go back ([`forget_arena`]) before
-//! the arena's slot returns to the region, so that a table costs a page per
-//! live arena whatever the kernel's overcommit or huge-page policy. (Where
+//! (`PROT_NONE`, no commit charge); the entries of a live arena of the
+//! region are readable and writable ([`commit_arena`], when the region
+//! hands the arena out), and they go back ([`forget_arena`]) before the
+//! arena's slot returns to the region, so that a table costs a page per
+//! live arena whatever the kernel's overcommit policy, and a huge page
+//! could only ever hold the entries of 512 live arenas. (Where
 //! the OS page is larger than an arena's entries, the whole table is made
 //! writable at once instead, and forgotten entries are zeroed.) Only the
 //! heap owning a pool writes its entry; every field is written when the
@@ -77,9 +78,6 @@ pub(crate) fn make(region_base: usize, region_size: usize) -> bool {
         unsafe { os::unmap(p, len) };
         return false;
     }
-    // A huge page would make one arena's 4 KiB of entries cost 2 MiB.
-    // SAFETY: advice on our own reservation; refusal changes nothing.
-    let _ = unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) };
     // Entries are reached from addresses computed from a pool's address.
     let base = p.expose_provenance();
     BASE.store(base, Ordering::Relaxed);
