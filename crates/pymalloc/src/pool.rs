@@ -2,10 +2,10 @@
 //!
 //! A pool has a [`PoolHeader`]: in the header table for a pool of the arena
 //! region (`pool_table.rs`), else at the pool's start. Either way its blocks
-//! lie at `POOL_OVERHEAD + k * class_size` from the pool's start. Blocks are handed out from the pool's
-//! free list first, and from its never-used tail ("virgin" blocks, at
-//! `nextoffset`) only when the free list is empty, so a pool's memory is
-//! touched only as it is needed.
+//! lie at `POOL_OVERHEAD + k * class_size` from the pool's start. Blocks are
+//! handed out from the pool's free list first, and from its never-used tail
+//! ("virgin" blocks, at `nextoffset`) only when the free list is empty, so a
+//! pool's memory is touched only as it is needed.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

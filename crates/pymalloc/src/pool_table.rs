@@ -34,6 +34,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::geometry::{ARENA_BITS, POOL_BITS};
+#[cfg(not(miri))]
 use crate::os;
 
 /// Bytes of one entry: a pool header (48 bytes) rounded up to a cache line,

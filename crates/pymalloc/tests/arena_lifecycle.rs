@@ -4,22 +4,11 @@
 //! without access and holding no resident page.
 //! (One test in this binary, so no other test maps memory meanwhile.)
 
+mod common;
+
+use common::mappings;
 use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, ARENA_SIZE_MASK};
 use pymalloc::{owns, Heap, PurgePolicy};
-
-/// The address ranges of /proc/self/maps, with their permissions.
-fn mappings() -> Vec<(usize, usize, String)> {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut w = l.split_whitespace();
-            let (a, b) = w.next().unwrap().split_once('-').unwrap();
-            let perms = w.next().unwrap().to_owned();
-            (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap(), perms)
-        })
-        .collect()
-}
 
 /// True if `addr` is mapped readable and writable.
 fn mapped(maps: &[(usize, usize, String)], addr: usize) -> bool {

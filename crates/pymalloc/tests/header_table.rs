@@ -14,23 +14,12 @@
 
 mod common;
 
+use common::{page, resident};
+
 use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, POOL_OVERHEAD, POOL_SIZE};
 use pymalloc::Heap;
 
 const SIZE: usize = 64;
-
-fn page() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn resident(addr: usize) -> bool {
-    let mut v = [0u8; 1];
-    // SAFETY: a page-aligned page of our own mapping; v has a byte for it.
-    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, page(), v.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    v[0] & 1 != 0
-}
 
 fn pattern(b: *mut u8) -> u8 {
     (b as usize / SIZE) as u8 | 1

@@ -10,17 +10,15 @@
 
 #![cfg(not(miri))]
 
+mod common;
+
+use common::{mappings, page, resident};
 use pymalloc::geometry::{num_blocks, size_class, POOL_SIZE};
 use pymalloc::Heap;
 
 const SIZE: usize = 64;
 const GIB: usize = 1 << 30;
 const MIB: usize = 1 << 20;
-
-fn page() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
 
 fn vm_size() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -29,26 +27,8 @@ fn vm_size() -> usize {
 }
 
 /// Inaccessible mappings of at least 1 GiB: a region's reservation.
-fn reservations() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            let mut w = l.split_whitespace();
-            let (a, b) = w.next().unwrap().split_once('-').unwrap();
-            let len = usize::from_str_radix(b, 16).unwrap() - usize::from_str_radix(a, 16).unwrap();
-            w.next().unwrap().starts_with("---") && len >= GIB
-        })
-        .map(str::to_owned)
-        .collect()
-}
-
-fn resident(addr: usize) -> bool {
-    let mut v = [0u8; 1];
-    // SAFETY: a page-aligned page of our own mapping; v has a byte for it.
-    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, page(), v.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    v[0] & 1 != 0
+fn reservations() -> Vec<(usize, usize, String)> {
+    mappings().into_iter().filter(|(a, b, perms)| perms.starts_with("---") && b - a >= GIB).collect()
 }
 
 fn set_limit(bytes: Option<usize>) {

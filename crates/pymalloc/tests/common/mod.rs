@@ -73,3 +73,33 @@ pub fn heap_outside_the_region() -> pymalloc::Heap {
     };
     heap
 }
+
+/// The address ranges of /proc/self/maps, with their permissions.
+pub fn mappings() -> Vec<(usize, usize, String)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, b) = w.next().unwrap().split_once('-').unwrap();
+            let perms = w.next().unwrap().to_owned();
+            (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap(), perms)
+        })
+        .collect()
+}
+
+/// The OS page size.
+pub fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// True if the page at `addr` (page-aligned, of our own mapping) is
+/// resident.
+pub fn resident(addr: usize) -> bool {
+    let mut v = [0u8; 1];
+    // SAFETY: a page-aligned page of our own mapping; v has a byte for it.
+    let rc = unsafe { libc::mincore(addr as *mut libc::c_void, page(), v.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    v[0] & 1 != 0
+}
