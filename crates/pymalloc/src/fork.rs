@@ -6,9 +6,10 @@
 //! allocation would wait on it. [`prepare`] takes every lock the allocator
 //! can take, in the order its paths nest them (the registry's locks, the
 //! shared heap's mutex, each thread heap's bookkeeping lock, the arena
-//! allocator's, the region's slot table), so the fork happens when no other
-//! thread is inside a locked section; [`release`] gives them back, in the
-//! parent and in the child (what glibc's malloc and jemalloc do).
+//! allocator's, the regions' first reservation, their slot tables), so the
+//! fork happens when no other thread is inside a locked section; [`release`]
+//! gives them back, in the parent and in the child (what glibc's malloc and
+//! jemalloc do).
 //!
 //! The thread heaps' fast paths take no lock. The heap of a thread that
 //! does not exist in the child is left as the fork found it, possibly in the
@@ -35,6 +36,7 @@ pub fn prepare() {
     arena_alloc::fork_acquire();
     // SAFETY: as for the shared heap.
     unsafe {
+        region::fork_acquire_reservation();
         region::ARENAS.fork_acquire();
         region::SEGMENTS.fork_acquire();
     }
@@ -50,6 +52,7 @@ pub unsafe fn release() {
     unsafe {
         region::SEGMENTS.fork_release();
         region::ARENAS.fork_release();
+        region::fork_release_reservation();
         arena_alloc::fork_release();
         thread_heaps::fork_release();
         locked::fork_release();

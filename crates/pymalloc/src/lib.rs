@@ -126,5 +126,7 @@ pub use heap::{
 };
 pub use locked::{global_heap, LockedHeap};
 pub use ownership::owns;
+#[doc(hidden)]
+pub use region::pause_next_reservation_for_tests;
 pub use spans::SpanStats;
 pub use stats::Stats;

@@ -372,25 +372,73 @@ fn reserved() -> bool {
     }
 }
 
+/// Taken by the first caller of [`reserved`] while it reserves; a leaf
+/// lock (nothing else is taken under it), which the fork handlers take
+/// too, after the heaps' locks that callers may hold around it.
+static RESERVE_LOCK: Mutex<()> = Mutex::new(());
+static RESERVE_HELD: HeldAcrossFork<MutexGuard<'static, ()>> = HeldAcrossFork::new();
+
 /// Reserves both regions, as the two halves of one range (see
 /// `block_map.rs`: one owner table and one class table cover both); false
 /// if no range of at least twice `MIN_REGION_SIZE` can be had. Either
-/// region may ask first, holding its own slot table's lock, so the first
-/// caller reserves under `LOCK` and the others wait for its answer.
+/// region may ask first, before it takes its own slot table's lock, so the
+/// first caller reserves under [`RESERVE_LOCK`] and the others wait for its
+/// answer.
 #[cold]
 fn reserve_both() -> bool {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _lock = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = RESERVE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     match RESERVATION.load(Ordering::Acquire) {
         READY => return true,
         FAILED => return false,
         _ => {}
     }
+    pause_for_tests();
     let ok = reserve_range();
     // Publishes the bounds: readers of the bounds only ever compare
     // addresses they were handed, which came after this.
     RESERVATION.store(if ok { READY } else { FAILED }, Ordering::Release);
     ok
+}
+
+/// Takes the reservation's lock before `fork` (see `crate::fork`): a child
+/// forked while another thread reserved would find the lock held by a
+/// thread it does not have, and its first arena would wait for ever.
+///
+/// # Safety
+/// Called by the fork prepare handler, then [`fork_release_reservation`]
+/// once.
+pub(crate) unsafe fn fork_acquire_reservation() {
+    let guard = RESERVE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the prepare handler (our contract).
+    unsafe { RESERVE_HELD.keep(guard) };
+}
+
+/// Releases what [`fork_acquire_reservation`] took.
+///
+/// # Safety
+/// Called by the fork parent or child handler after
+/// `fork_acquire_reservation`.
+pub(crate) unsafe fn fork_release_reservation() {
+    // SAFETY: as for fork_acquire_reservation.
+    unsafe { RESERVE_HELD.drop_guard() };
+}
+
+/// Milliseconds the next reservation waits, its lock held (0: none).
+static PAUSE_MS: AtomicUsize = AtomicUsize::new(0);
+
+/// For tests of what happens while the regions are being reserved: the
+/// first reservation after this call holds its lock `ms` milliseconds
+/// longer. Not for programs.
+#[doc(hidden)]
+pub fn pause_next_reservation_for_tests(ms: usize) {
+    PAUSE_MS.store(ms, Ordering::Relaxed);
+}
+
+fn pause_for_tests() {
+    let ms = PAUSE_MS.swap(0, Ordering::Relaxed);
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+    }
 }
 
 #[cfg(not(miri))]
