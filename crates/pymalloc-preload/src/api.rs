@@ -61,9 +61,12 @@ pub(crate) fn malloc_here(n: usize) -> *mut c_void {
     every_size::malloc_with::<Glibc>(n).cast()
 }
 
+// `extern "C"`, which cannot unwind: the caller needs no landing pad
+// around the call, so the untraced path keeps no stack frame and the
+// traced one is a tail call.
 #[cold]
 #[inline(never)]
-fn malloc_traced(n: usize) -> *mut c_void {
+extern "C" fn malloc_traced(n: usize) -> *mut c_void {
     let p = thread::malloc_with::<Ours>(n);
     traced::alloc(p, n);
     or_enomem(p)
@@ -97,7 +100,7 @@ pub(crate) unsafe fn free_here(p: *mut c_void) {
 /// As for [`free_here`].
 #[cold]
 #[inline(never)]
-unsafe fn free_traced(p: *mut c_void) {
+unsafe extern "C" fn free_traced(p: *mut c_void) {
     // The trace goes first: once freed, the address may be another
     // thread's new block.
     traced::free(p.cast());
