@@ -571,6 +571,13 @@ pub(crate) fn arena_offset(p: *const u8) -> Option<usize> {
     arena_map().offset(p)
 }
 
+/// The offset of `p` in the segment region, if it lies there (the map by
+/// its static, as [`arena_offset`]).
+#[inline(always)]
+pub(crate) fn segment_offset(p: *const u8) -> Option<usize> {
+    LOOKUPS[SEGMENT_REGION].offset(p)
+}
+
 /// Records the owner of the arena region's arena at `arena`.
 ///
 /// # Safety

@@ -34,7 +34,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::geometry::{ALIGNMENT, ALIGNMENT_SHIFT};
 use crate::os;
-use crate::region::{ARENAS, REGION_SIZE, SEGMENTS};
+use crate::region::{self, ARENAS, REGION_SIZE, SEGMENTS};
 
 /// Bytes of region per bit of [`Shadow::touched`].
 const TOUCH_SHIFT: u32 = 20;
@@ -130,10 +130,12 @@ fn locate(addr: usize) -> Option<(&'static Shadow, usize)> {
         return None;
     }
     let p = core::ptr::without_provenance::<u8>(addr);
-    if let Some(off) = ARENAS.offset(p) {
+    // The regions' maps by their statics (`ARENAS` and `SEGMENTS` reach
+    // them through a reference: one load more per traced call).
+    if let Some(off) = region::arena_offset(p) {
         return Some((&ARENA_SHADOW, off));
     }
-    SEGMENTS.offset(p).map(|off| (&SEGMENT_SHADOW, off))
+    region::segment_offset(p).map(|off| (&SEGMENT_SHADOW, off))
 }
 
 fn region_size(s: &Shadow) -> usize {
