@@ -128,8 +128,20 @@ unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
         unsafe { thread::free_small(p) };
         return;
     }
-    // SAFETY: a live block of the span heaps or of the C library, not used
-    // again.
+    // SAFETY: the caller's contract.
+    unsafe { dealloc_other::<ALL>(p) }
+}
+
+/// [`dealloc`] of a block outside the pools: out of line, so that a pool
+/// block's free needs no stack frame (the huge and decay paths below
+/// would give it one).
+///
+/// # Safety
+/// `p` is a live block of the span heaps or of the C library, not used
+/// again.
+#[inline(never)]
+unsafe fn dealloc_other<const ALL: bool>(p: *mut u8) {
+    // SAFETY: the contract.
     if ALL && unsafe { every_size::free_if_owned(p) } {
         return;
     }
