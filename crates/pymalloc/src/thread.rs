@@ -242,9 +242,14 @@ unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() 
 
 /// A block of another heap: to its owner's queue, or (no owner: the shared
 /// locked heap's) to the shared heap.
+///
+/// `extern "C"`, which cannot unwind: a caller that is itself an `extern
+/// "C"` entry point (a domain's `free`) needs no landing pad around the
+/// call, so it reaches this function by a jump and its fast path keeps no
+/// stack frame.
 #[cold]
 #[inline(never)]
-unsafe fn free_foreign(p: *mut u8, owner: *const Heap) {
+unsafe extern "C" fn free_foreign(p: *mut u8, owner: *const Heap) {
     if owner.is_null() {
         let heap = global_heap().lock();
         // SAFETY: a block without an owner tag is a live block of the

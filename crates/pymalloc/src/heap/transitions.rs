@@ -77,9 +77,12 @@ impl Heap {
     /// # Safety
     /// `pool` is the live pool of the block just freed; `count` and `last`
     /// are its count and free-list head from before.
+    ///
+    /// `extern "C"` (it cannot unwind) for the reason `thread::free_foreign`
+    /// is: the domains' `free` reaches it by a jump, without a stack frame.
     #[cold]
     #[inline(never)]
-    pub(super) unsafe fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
+    pub(super) unsafe extern "C" fn pool_changes_list(&self, pool: *mut PoolHeader, count: u32, last: *mut u8) {
         // SAFETY: per the contract, `pool` is live and ours.
         unsafe {
             debug_assert!(count > 0, "a free into a pool with no block in use");
