@@ -158,12 +158,17 @@ fn current_or_create() -> *const Heap {
 
 /// A block of size class `c` from the calling thread's heap; null if no
 /// arena can be had (no raw fallback).
+///
+/// Inline, only what needs no call (a cached block, or one of the first
+/// used pool); the rest is a jump to [`alloc_small_slow`], so that the
+/// callers' fast paths (the Rust global allocator's `alloc`) keep no stack
+/// frame.
 #[inline(always)]
 pub(crate) fn alloc_small(c: usize) -> *mut u8 {
     let h = current();
     if !h.is_null() {
         // SAFETY: h is this thread's heap.
-        let p = unsafe { (*h).alloc_small(c) };
+        let p = unsafe { (*h).alloc_small_at_hand(c) };
         if !p.is_null() {
             return p;
         }
