@@ -151,6 +151,25 @@ unsafe fn dealloc_other<const ALL: bool>(p: *mut u8) {
 
 #[inline(always)]
 unsafe fn realloc<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+    // A pool block whose class holds the new size stays, with no call (so
+    // no stack frame); anything else out of line.
+    if l.align() <= ALIGNMENT {
+        if let (Some(a), Some(b)) = (size_class(l.size()), size_class(new_size)) {
+            if a == b {
+                return p;
+            }
+        }
+    }
+    // SAFETY: GlobalAlloc's contract.
+    unsafe { realloc_moving::<ALL>(p, l, new_size) }
+}
+
+/// [`realloc`] past its in-place case.
+///
+/// # Safety
+/// As for [`realloc`].
+#[inline(never)]
+unsafe fn realloc_moving<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
     if l.align() > ALIGNMENT {
         // SAFETY: p was allocated here with l (GlobalAlloc's contract).
         return unsafe { realloc_by_copy::<ALL>(p, l, new_size) };
