@@ -40,14 +40,33 @@ type NewNothrow = unsafe extern "C-unwind" fn(usize, *const c_void) -> *mut c_vo
 type NewAlignedNothrow = unsafe extern "C-unwind" fn(usize, usize, *const c_void) -> *mut c_void;
 
 /// `operator new(n)`: pymalloc's block, else libstdc++'s operator `name`.
+/// A cached block inline; the rest out of line and reached by a jump, so
+/// the exported operators keep no stack frame on their fast path.
 #[inline(always)]
-unsafe fn new(n: usize, name: &CStr) -> *mut c_void {
+unsafe fn new(n: usize, name: &'static CStr) -> *mut c_void {
+    let p = api::malloc_cached(n);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: the callers' contract.
+    unsafe { new_full(n, name.as_ptr()) }
+}
+
+/// [`new`] past the cache. `extern "C-unwind"` as the operators are (the
+/// exception of libstdc++'s operator unwinds through it), so they reach it
+/// by a jump.
+///
+/// # Safety
+/// `name` is the NUL-terminated name of an `operator new(size_t)`.
+#[cold]
+#[inline(never)]
+unsafe extern "C-unwind" fn new_full(n: usize, name: *const core::ffi::c_char) -> *mut c_void {
     let p = api::malloc_here(n);
     if !p.is_null() {
         return p;
     }
-    // SAFETY: `name` is an `operator new(size_t)` (the callers' contract).
-    unsafe { core::mem::transmute::<*mut c_void, New>(next(name))(n) }
+    // SAFETY: `name` is an `operator new(size_t)`'s (the contract).
+    unsafe { core::mem::transmute::<*mut c_void, New>(next(CStr::from_ptr(name)))(n) }
 }
 
 #[inline(always)]

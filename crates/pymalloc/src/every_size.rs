@@ -71,6 +71,23 @@ pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
     malloc_uncached::<F>(n)
 }
 
+/// [`malloc_with`]'s first step alone: the calling thread's cached block
+/// for `n` bytes, or null (then take [`malloc_with`]; nothing changed).
+/// Calls nothing, so that an entry point that must look at the result of
+/// the full path (C++'s `operator new`) can keep that path out of line
+/// and its own fast path without a stack frame.
+#[inline(always)]
+pub fn malloc_cached(n: usize) -> *mut u8 {
+    if n.wrapping_sub(1) < MEDIUM_MAX {
+        let h = thread::current_heap();
+        if !h.is_null() {
+            // SAFETY: as in malloc_with.
+            return unsafe { (*h).front_cache().pop_unchecked(front_cache::class_of_size(n)) };
+        }
+    }
+    ptr::null_mut()
+}
+
 /// A request of `n` bytes, of cache class `c`, that the calling thread's
 /// heap `h` had no cached block for: its pool's or its class's listed
 /// span's next block, without working the class out again (a program that
