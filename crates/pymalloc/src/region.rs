@@ -189,13 +189,8 @@ impl<const WORDS: usize> Region<WORDS> {
     }
 
     /// `n` adjacent slots, readable and writable, kept slots first (their
-    /// old bytes stay: not zeroed); null as for [`Self::alloc`].
-    pub(crate) fn alloc_reusing(&self, n: usize) -> *mut u8 {
-        self.alloc_run(n, true).0
-    }
-
-    /// As [`Self::alloc_reusing`], and how many of the run's slots were
-    /// kept (the others read as zeroes).
+    /// old bytes stay: not zeroed), and how many of the run's slots were
+    /// kept (the others read as zeroes); null as for [`Self::alloc`].
     pub(crate) fn alloc_reusing_counted(&self, n: usize) -> (*mut u8, usize) {
         self.alloc_run(n, true)
     }
