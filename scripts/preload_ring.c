@@ -1,5 +1,5 @@
 /* A ring of 1,000 live blocks through the C allocation API: 2M steps, each
-   freeing the oldest block and allocating one of 16-211 bytes. For counting
+   freeing the oldest block and allocating one of 16-385 bytes. For counting
    what a preload library's malloc and free cost (docs/tracing.md):
 
        gcc -O2 -o /tmp/preload_ring scripts/preload_ring.c

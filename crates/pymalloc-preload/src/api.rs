@@ -61,9 +61,6 @@ pub(crate) fn malloc_here(n: usize) -> *mut c_void {
     every_size::malloc_with::<Glibc>(n).cast()
 }
 
-// `extern "C"`, which cannot unwind: the caller needs no landing pad
-// around the call, so the untraced path keeps no stack frame and the
-// traced one is a tail call.
 /// [`malloc_here`]'s cached block alone, or null (then take
 /// `malloc_here`): no call, for entry points whose full path is out of
 /// line (`cxx.rs`). Null while tracing, whose path records the block.
@@ -75,6 +72,9 @@ pub(crate) fn malloc_cached(n: usize) -> *mut c_void {
     every_size::malloc_cached(n).cast()
 }
 
+// `extern "C"`, which cannot unwind: the caller needs no landing pad
+// around the call, so the untraced path keeps no stack frame and the
+// traced one is a tail call.
 #[cold]
 #[inline(never)]
 extern "C" fn malloc_traced(n: usize) -> *mut c_void {

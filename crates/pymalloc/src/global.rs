@@ -175,7 +175,7 @@ unsafe fn realloc_moving<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize
         return unsafe { realloc_by_copy::<ALL>(p, l, new_size) };
     }
     match (size_class(l.size()), size_class(new_size)) {
-        (Some(a), Some(b)) if a == b => p,
+        // (Both in one class: `realloc` kept the block in place.)
         (None, None) if ALL && every_size::owns(p) => {
             // SAFETY: a live span block, ALIGNMENT-aligned.
             unsafe {

@@ -99,7 +99,7 @@ pub(crate) fn alloc_huge(n: usize, align: usize, zero: bool) -> *mut u8 {
     // `spans.rs`, `release_segment`). Without this, a program that freed
     // many medium blocks and then made a huge one would hold both; with
     // every kept slot traded, mimalloc-bench's malloc-large, which keeps
-    // within the bound, ran 1.6 times as long (docs/every-size.md).
+    // within the bound, ran 3.2 s against 1.9 (docs/benchmarks.md).
     let fresh = slots - kept_in_run;
     let over = SEGMENTS.kept_slots().saturating_sub(max_kept_slots());
     if fresh > 0 && over > 0 {
@@ -179,9 +179,10 @@ unsafe fn give_back(p: *mut u8, n: usize) -> usize {
     unsafe { SEGMENTS.free_keeping(p, n, max_kept_slots()) }
 }
 
-/// How many slots of the segment region may keep their pages once freed,
-/// huge blocks' and span segments' alike: none if the policy keeps nothing,
-/// else [`MIN_KEPT`] or the live huge bytes, whichever is more.
+/// How many slots of the segment region a freed huge block may leave kept
+/// (counting every kept slot, emptied span segments' too, which are kept
+/// beyond it: `spans.rs`, `release_segment`): none if the policy keeps
+/// nothing, else [`MIN_KEPT`] or the live huge bytes, whichever is more.
 pub(crate) fn max_kept_slots() -> usize {
     match KEEP.load(Ordering::Relaxed) {
         KEEP_NOTHING => 0,

@@ -127,6 +127,6 @@ pub use heap::{
 pub use locked::{global_heap, LockedHeap};
 pub use ownership::owns;
 #[doc(hidden)]
-pub use region::pause_next_reservation_for_tests;
+pub use region::{pause_next_reservation_for_tests, reservation_paused_for_tests};
 pub use spans::SpanStats;
 pub use stats::Stats;

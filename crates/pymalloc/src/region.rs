@@ -420,6 +420,8 @@ pub(crate) unsafe fn fork_release_reservation() {
 
 /// Milliseconds the next reservation waits, its lock held (0: none).
 static PAUSE_MS: AtomicUsize = AtomicUsize::new(0);
+/// Up while a reservation waits for [`PAUSE_MS`].
+static PAUSED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// For tests of what happens while the regions are being reserved: the
 /// first reservation after this call holds its lock `ms` milliseconds
@@ -429,10 +431,19 @@ pub fn pause_next_reservation_for_tests(ms: usize) {
     PAUSE_MS.store(ms, Ordering::Relaxed);
 }
 
+/// Whether a reservation is waiting, its lock held, as
+/// [`pause_next_reservation_for_tests`] asked. Not for programs.
+#[doc(hidden)]
+pub fn reservation_paused_for_tests() -> bool {
+    PAUSED.load(Ordering::SeqCst)
+}
+
 fn pause_for_tests() {
     let ms = PAUSE_MS.swap(0, Ordering::Relaxed);
     if ms > 0 {
+        PAUSED.store(true, Ordering::SeqCst);
         std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+        PAUSED.store(false, Ordering::SeqCst);
     }
 }
 

@@ -813,7 +813,7 @@ impl SpanHeap {
     /// (`region::alloc_arena`). Bounded like huge slots (64 MiB), a serde_json
     /// round trip of 100,000 objects faulted its 280 MiB of map nodes in again
     /// at every round: 297,650 page faults in five rounds, against
-    /// mimalloc's 1,700 (docs/benchmarks.md).
+    /// mimalloc's 1,700-4,900 (docs/benchmarks.md, 2026-12-06).
     ///
     /// # Safety
     /// `seg` is a live span segment of this heap whose units are all free.

@@ -6,7 +6,7 @@
 
 #![cfg(not(miri))]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pymalloc::{fork, thread};
 
@@ -20,7 +20,12 @@ fn a_child_forked_during_the_first_reservation_allocates() {
     // of the allocator held (a pool's arena would hold the arena
     // allocator's, which the handlers take too).
     let reserving = std::thread::spawn(|| pymalloc::every_size::alloc(4 << 20, 16, false) as usize);
-    std::thread::sleep(Duration::from_millis(100));
+    // Fork only once that thread holds the reservation's lock.
+    let t = Instant::now();
+    while !pymalloc::reservation_paused_for_tests() {
+        assert!(t.elapsed() < Duration::from_secs(10), "the reservation never started");
+        std::thread::yield_now();
+    }
     // SAFETY: the child only allocates, frees and _exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);

@@ -86,7 +86,8 @@ fn emptied_span_segments_keep_their_pages_for_the_next_ones() {
     assert!(kept > 64 * MIB + 8 * MIB, "kept beyond the bound: {} MiB", kept / MIB);
     let d = every_size::alloc(8 * MIB - 64, 16, false);
     assert!(!d.is_null());
-    assert_eq!(every_size::stats().huge_kept_bytes, kept - 8 * MIB, "D's 8 fresh slots sent 8 kept ones back");
+    let after = every_size::stats().huge_kept_bytes;
+    assert!(after <= kept - 8 * MIB, "D's 8 fresh slots sent 8 kept ones back: {} -> {} MiB", kept / MIB, after / MIB);
     // SAFETY: a live huge block, freed once.
     unsafe { every_size::free(d) };
     free_all(pinned);
