@@ -53,22 +53,14 @@ pub fn owns(p: *const u8) -> bool {
 /// `malloc` and the `pymalloc_all` RAW domain are this.
 #[inline(always)]
 pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
-    if n.wrapping_sub(1) < MEDIUM_MAX {
-        let h = thread::current_heap();
-        if !h.is_null() {
-            // SAFETY: 1 <= n <= MEDIUM_MAX, so its class is a cache class;
-            // h is this thread's heap and the cache is its owner's.
-            unsafe {
-                let c = front_cache::class_of_size(n);
-                let p = (*h).front_cache().pop_unchecked(c);
-                if !p.is_null() {
-                    return p;
-                }
-                return malloc_mine::<F>(h, n, c);
-            }
-        }
+    let Some((h, c)) = cache_of(n) else { return malloc_uncached::<F>(n) };
+    // SAFETY: h is this thread's heap and c a cache class (cache_of).
+    let p = unsafe { (*h).front_cache().pop_unchecked(c) };
+    if !p.is_null() {
+        return p;
     }
-    malloc_uncached::<F>(n)
+    // SAFETY: as above; c is n's class.
+    unsafe { malloc_mine::<F>(h, n, c) }
 }
 
 /// [`malloc_with`]'s first step alone: the calling thread's cached block
@@ -78,14 +70,23 @@ pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
 /// and its own fast path without a stack frame.
 #[inline(always)]
 pub fn malloc_cached(n: usize) -> *mut u8 {
-    if n.wrapping_sub(1) < MEDIUM_MAX {
-        let h = thread::current_heap();
-        if !h.is_null() {
-            // SAFETY: as in malloc_with.
-            return unsafe { (*h).front_cache().pop_unchecked(front_cache::class_of_size(n)) };
-        }
+    match cache_of(n) {
+        // SAFETY: h is this thread's heap and c a cache class (cache_of).
+        Some((h, c)) => unsafe { (*h).front_cache().pop_unchecked(c) },
+        None => ptr::null_mut(),
     }
-    ptr::null_mut()
+}
+
+/// The calling thread's heap and the front-cache class of `n`, if `n`
+/// (1 to `MEDIUM_MAX`) has one and the thread has a heap.
+#[inline(always)]
+fn cache_of(n: usize) -> Option<(*const Heap, usize)> {
+    if n.wrapping_sub(1) >= MEDIUM_MAX {
+        return None;
+    }
+    let h = thread::current_heap();
+    // SAFETY: 1 <= n <= MEDIUM_MAX, the range of cache classes.
+    (!h.is_null()).then(|| (h, unsafe { front_cache::class_of_size(n) }))
 }
 
 /// A request of `n` bytes, of cache class `c`, that the calling thread's
