@@ -126,6 +126,7 @@ pub use heap::{
 };
 pub use locked::{global_heap, LockedHeap};
 pub use ownership::owns;
+pub use region::regions_reserved;
 #[doc(hidden)]
 pub use region::{pause_next_reservation_for_tests, reservation_paused_for_tests};
 pub use spans::SpanStats;

@@ -367,6 +367,16 @@ fn reserved() -> bool {
     }
 }
 
+/// Whether the arena and segment regions exist, reserving them at the
+/// first call. False where the address space has no room for them (a small
+/// `RLIMIT_AS`, `ulimit -v`): then arenas come from the OS one by one and
+/// keep their pool headers in their pools, as CPython's do, and requests
+/// above 512 bytes go to the fallback (the every-size front's
+/// [`alloc`](crate::every_size::alloc) returns null).
+pub fn regions_reserved() -> bool {
+    reserved()
+}
+
 /// Taken by the first caller of [`reserved`] while it reserves; a leaf
 /// lock (nothing else is taken under it), which the fork handlers take
 /// too, after the heaps' locks that callers may hold around it.

@@ -699,12 +699,25 @@ mod tests {
     #[test]
     fn region_traces_live_in_the_shadow_and_big_ones_in_a_shard_too() {
         let _g = global_tables();
-        let arena = crate::region::alloc_arena();
-        assert!(!arena.is_null(), "an arena of the region");
-        let a = arena as usize;
         let tr = |addr, size, domain| Trace { addr, size, domain, traceback: 7, source: Source::Obj };
         let in_shard =
             |addr| with_shard(shard(DEFAULT_DOMAIN, addr), |m| m.find(DEFAULT_DOMAIN, addr).map(|i| m.at(i)));
+        if !crate::region::regions_reserved() {
+            // No region (a small RLIMIT_AS): no shadow either, and every
+            // trace lives in a shard.
+            let buf = [0u8; 64];
+            let a = buf.as_ptr() as usize;
+            assert_eq!(insert(tr(a, 32, 0)), Ok(None));
+            assert!(trace_shadow::word_if_mapped(a).is_none());
+            assert_eq!(in_shard(a), Some(tr(a, 32, 0)));
+            assert_eq!(get(0, a), Some(tr(a, 32, 0)));
+            assert_eq!(remove(0, a), Some(tr(a, 32, 0)));
+            assert_eq!((in_shard(a), get(0, a)), (None, None));
+            return;
+        }
+        let arena = crate::region::alloc_arena();
+        assert!(!arena.is_null(), "an arena of the region");
+        let a = arena as usize;
 
         assert_eq!(insert(tr(a, 32, 0)), Ok(None));
         let w = trace_shadow::word_if_mapped(a).expect("the region's shadow is mapped by its first trace");

@@ -4,6 +4,8 @@
 //! kept is process-wide.
 #![cfg(not(miri))] // no segment region under Miri
 
+mod common;
+
 use pymalloc::{config, every_size, PurgePolicy};
 
 const MIB: usize = 1 << 20;
@@ -43,6 +45,9 @@ fn rss() -> usize {
 
 #[test]
 fn freed_huge_blocks_keep_their_pages_within_bounds_until_the_policy_returns_them() {
+    if common::without_regions() {
+        return;
+    }
     config::set_purge_policy(PurgePolicy::Decay { ms: 50 });
 
     // Reuse: the next huge block takes the kept slots, pages and bytes.

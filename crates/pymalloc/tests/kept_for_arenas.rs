@@ -6,6 +6,8 @@
 //! process-wide.
 #![cfg(not(miri))] // no regions under Miri
 
+mod common;
+
 use pymalloc::geometry::ARENA_SIZE;
 use pymalloc::{config, every_size, PurgePolicy};
 
@@ -21,6 +23,9 @@ fn arenas_taken() -> usize {
 
 #[test]
 fn each_arena_taken_gives_back_one_kept_slot() {
+    if common::without_regions() {
+        return;
+    }
     // A long decay period: nothing goes back by time during the test.
     config::set_purge_policy(PurgePolicy::Decay { ms: 600_000 });
     let p = every_size::alloc(8 * MIB - 64, 16, false);

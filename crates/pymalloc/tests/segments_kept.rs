@@ -6,6 +6,8 @@
 //! process-wide.
 #![cfg(not(miri))] // no segment region under Miri
 
+mod common;
+
 use pymalloc::{config, every_size, PurgePolicy};
 
 const MIB: usize = 1 << 20;
@@ -43,6 +45,9 @@ fn free_all(bs: Vec<usize>) {
 
 #[test]
 fn emptied_span_segments_keep_their_pages_for_the_next_ones() {
+    if common::without_regions() {
+        return;
+    }
     // A period longer than the test: no sweep gives anything back.
     config::set_purge_policy(PurgePolicy::Decay { ms: 600_000 });
     let first = blocks();

@@ -5,6 +5,8 @@
 //! period. A process of its own: kept slots are process-wide.
 #![cfg(not(miri))] // no segment region under Miri
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -56,6 +58,9 @@ fn segments(blocks: &[usize]) -> BTreeSet<usize> {
 
 #[test]
 fn wholly_free_segments_pass_between_heaps_with_their_pages_and_decay() {
+    if common::without_regions() {
+        return;
+    }
     config::set_purge_policy(PurgePolicy::Decay { ms: 1000 });
     assert_eq!(kept(), 0);
 

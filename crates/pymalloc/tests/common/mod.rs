@@ -103,3 +103,25 @@ pub fn resident(addr: usize) -> bool {
     assert_eq!(rc, 0);
     v[0] & 1 != 0
 }
+
+/// True if the address space has no room for the arena and segment regions
+/// (a small `RLIMIT_AS`, `ulimit -v`), after checking what that means for a
+/// test of them to look at: the span heaps serve no size (the every-size
+/// front's requests above 512 bytes go to its fallback) and hold nothing.
+/// A test of the regions' own behaviour returns when this is true.
+pub fn without_regions() -> bool {
+    use pymalloc::every_size;
+    if pymalloc::regions_reserved() {
+        return false;
+    }
+    for n in [513usize, 40_000, 4 << 20] {
+        assert!(every_size::alloc(n, 16, false).is_null(), "{n} bytes from a span heap without a region");
+        let p = every_size::malloc_with::<pymalloc::LibcFallback>(n);
+        assert!(!p.is_null() && !every_size::owns(p), "{n} bytes through the fallback");
+        // SAFETY: a live block of the front just taken, not used again.
+        unsafe { every_size::free_with::<pymalloc::LibcFallback>(p) };
+    }
+    let st = every_size::stats();
+    assert_eq!((st.segments, st.huge_kept_bytes), (0, 0), "{st:?}");
+    true
+}
