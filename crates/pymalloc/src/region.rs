@@ -448,6 +448,27 @@ pub fn reservation_paused_for_tests() -> bool {
     PAUSED.load(Ordering::SeqCst)
 }
 
+/// The most address space the reservation may take: under a finite
+/// `RLIMIT_AS`, half the limit, rounded down to a power of two (the
+/// reservation's sizes are); otherwise no bound. Taking all it could, the
+/// reservation left a program whose limit was just above 2 GiB too little
+/// address space for a thread's stack (a `multiprocessing` pool could not
+/// start its threads under `ulimit -v 2150000`).
+#[cfg(not(miri))]
+fn reservation_cap() -> usize {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) } != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX;
+    }
+    let half = usize::try_from(rl.rlim_cur / 2).unwrap_or(usize::MAX);
+    if half == 0 {
+        0
+    } else {
+        1 << (usize::BITS - 1 - half.leading_zeros())
+    }
+}
+
 fn pause_for_tests() {
     let ms = PAUSE_MS.swap(0, Ordering::Relaxed);
     if ms > 0 {
@@ -460,7 +481,7 @@ fn pause_for_tests() {
 #[cfg(not(miri))]
 fn reserve_range() -> bool {
     let slot = 1usize << ARENA_BITS.max(SEGMENT_BITS);
-    let mut max = 2 * REGION_SIZE;
+    let mut max = (2 * REGION_SIZE).min(reservation_cap());
     // The arena region's pools keep their headers in the header table, so
     // it must exist before the region does (`pool_table.rs`). Where the
     // address space has room for the reservation but not for its table (a

@@ -84,6 +84,11 @@ fn alone(f: impl FnOnce() + Send + 'static) {
     if common::without_regions() {
         return;
     }
+    alone_with_or_without_regions(f);
+}
+
+/// [`alone`]'s run of `f`, with the regions or without them.
+fn alone_with_or_without_regions(f: impl FnOnce() + Send + 'static) {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     // A test that failed poisons the lock; the next one runs all the same.
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,18 +114,21 @@ proptest! {
 
     #[test]
     fn blocks_keep_their_bytes_and_the_heap_its_invariants(ops in proptest::collection::vec(op(), 1..120)) {
-        alone(move || {
+        // Without the regions (a small RLIMIT_AS) only the front's part
+        // runs: pool blocks, and every larger size through the fallback.
+        let regions = pymalloc::regions_reserved();
+        alone_with_or_without_regions(move || {
             let mut live: Vec<Live> = Vec::new();
             for (k, op) in ops.into_iter().enumerate() {
                 let tag = (k % 251) as u8 + 1;
                 match op {
-                    Op::Alloc { size, align_shift, zero } if align_shift == 4 && !zero && k % 2 == 0 => {
+                    Op::Alloc { size, align_shift, zero } if (align_shift == 4 && !zero && k % 2 == 0) || !regions => {
                         // The front: the front cache first, pool blocks up
                         // to 512 bytes.
                         let p = every_size::malloc_with::<Front>(size);
                         assert!(!p.is_null(), "malloc({size})");
                         assert_eq!(p as usize % pymalloc::geometry::ALIGNMENT, 0);
-                        assert_eq!(every_size::owns(p), size > 512, "{size}");
+                        assert_eq!(every_size::owns(p), size > 512 && regions, "{size}");
                         fill(p, size, tag);
                         live.push(Live { p, n: size, align: 16, tag, front: true });
                     }
@@ -147,7 +155,7 @@ proptest! {
                             unsafe { every_size::free(b.p) };
                         }
                     }
-                    Op::Realloc(i, n) if !live.is_empty() => {
+                    Op::Realloc(i, n) if !live.is_empty() && regions => {
                         let i = i % live.len();
                         if live[i].align > 16 || live[i].front {
                             continue;

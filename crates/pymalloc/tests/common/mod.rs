@@ -75,6 +75,18 @@ pub fn heap_outside_the_region() -> pymalloc::Heap {
 }
 
 /// The address ranges of /proc/self/maps, with their permissions.
+/// The process's address space in use, in bytes (`VmSize`).
+pub fn vm_size() -> usize {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 1024
+}
+
+/// Inaccessible mappings of at least 1 GiB: the regions' reservation.
+pub fn reservations() -> Vec<(usize, usize, String)> {
+    mappings().into_iter().filter(|(a, b, perms)| perms.starts_with("---") && b - a >= 1 << 30).collect()
+}
+
 pub fn mappings() -> Vec<(usize, usize, String)> {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
