@@ -22,7 +22,7 @@
 //! region, blocks above 512 bytes go to the fallback. Under Miri there is
 //! no region.
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::block_map::{Lookup, ARENA_REGION, ARENA_SLOTS, LOOKUPS, SEGMENT_REGION, SEGMENT_SLOTS};
@@ -431,7 +431,7 @@ pub(crate) unsafe fn fork_release_reservation() {
 /// Milliseconds the next reservation waits, its lock held (0: none).
 static PAUSE_MS: AtomicUsize = AtomicUsize::new(0);
 /// Up while a reservation waits for [`PAUSE_MS`].
-static PAUSED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static PAUSED: AtomicBool = AtomicBool::new(false);
 
 /// For tests of what happens while the regions are being reserved: the
 /// first reservation after this call holds its lock `ms` milliseconds
@@ -462,11 +462,7 @@ fn reservation_cap() -> usize {
         return usize::MAX;
     }
     let half = usize::try_from(rl.rlim_cur / 2).unwrap_or(usize::MAX);
-    if half == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - half.leading_zeros())
-    }
+    half.checked_ilog2().map_or(0, |b| 1 << b)
 }
 
 fn pause_for_tests() {

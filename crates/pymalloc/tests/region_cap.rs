@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{reservations, vm_size};
+use common::{reservations, set_limit, vm_size};
 
 const GIB: usize = 1 << 30;
 const MIB: usize = 1 << 20;
@@ -19,14 +19,8 @@ const MIB: usize = 1 << 20;
 #[test]
 fn under_a_limit_the_regions_leave_the_program_half_of_it() {
     assert!(reservations().is_empty(), "no region before: {:?}", reservations());
-    let mut initial = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes the struct.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut initial) }, 0);
     // Room for the smallest reservation with its tables, and 256 MiB more.
-    let limit = (vm_size() + 2 * GIB + 256 * MIB) as libc::rlim_t;
-    let rl = libc::rlimit { rlim_cur: limit.min(initial.rlim_max), rlim_max: initial.rlim_max };
-    // SAFETY: plain setrlimit on our own process.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+    set_limit(Some(vm_size() + 2 * GIB + 256 * MIB));
 
     let p = pymalloc::thread::malloc(64);
     let big = pymalloc::every_size::alloc(100_000, 16, false);
@@ -49,8 +43,7 @@ fn under_a_limit_the_regions_leave_the_program_half_of_it() {
         // SAFETY: the mapping just made.
         unsafe { libc::munmap(room, GIB) };
     }
-    // SAFETY: as above; back to the limit the run started with.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &initial) }, 0);
+    set_limit(None);
 
     assert!(!reserved && left.is_empty(), "regions reserved under a limit with room for little more ({left:?} left)");
     assert!(room_ok, "no gigabyte left to the program under its limit");

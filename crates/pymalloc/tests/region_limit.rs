@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{page, reservations, resident, vm_size};
+use common::{page, reservations, resident, set_limit, vm_size};
 use pymalloc::geometry::{num_blocks, size_class, POOL_SIZE};
 use pymalloc::Heap;
 
@@ -22,37 +22,15 @@ const SIZE: usize = 64;
 const GIB: usize = 1 << 30;
 const MIB: usize = 1 << 20;
 
-/// The limit a run of the tests started with (`ulimit -v` may have set
-/// one, hard limit included, which an unprivileged process cannot raise).
-fn initial_limit() -> libc::rlimit {
-    static INITIAL: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
-    *INITIAL.get_or_init(|| {
-        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit writes the struct.
-        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) }, 0);
-        rl
-    })
-}
-
-/// Sets the soft limit to `bytes` (at most the hard limit), or puts back the
-/// one the run started with. Under a hard limit below the region's 2 GiB
-/// (`ulimit -v 1500000`) the reservation itself fails, before its table:
-/// the test then checks the same layout without the "room for the
-/// reservation, not for its table" step.
-fn set_limit(bytes: Option<usize>) {
-    let initial = initial_limit();
-    let cur = bytes.map_or(initial.rlim_cur, |b| (b as libc::rlim_t).min(initial.rlim_max));
-    let rl = libc::rlimit { rlim_cur: cur, rlim_max: initial.rlim_max };
-    // SAFETY: plain setrlimit on our own process.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
-}
-
 #[test]
 fn without_room_for_the_table_the_heap_keeps_headers_in_its_pools() {
     assert!(reservations().is_empty(), "no region before: {:?}", reservations());
     // Room for the smallest reservation (2 GiB, and a slot of alignment
     // slack) and 3 MiB more: the header table of its 1 GiB arena region
     // needs 4 MiB (16 MiB in the legacy geometry).
+    // (Under a hard limit below the region's 2 GiB, `ulimit -v 1500000`,
+    // the reservation fails before its table: the same layout is checked
+    // without that step.)
     set_limit(Some(vm_size() + 2 * GIB + 4 * MIB));
     let mut heap = Heap::new();
     let per_pool = num_blocks(size_class(SIZE).unwrap());

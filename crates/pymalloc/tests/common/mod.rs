@@ -87,6 +87,28 @@ pub fn reservations() -> Vec<(usize, usize, String)> {
     mappings().into_iter().filter(|(a, b, perms)| perms.starts_with("---") && b - a >= 1 << 30).collect()
 }
 
+/// The limit a run of the tests started with (`ulimit -v` may have set
+/// one, hard limit included, which an unprivileged process cannot raise).
+pub fn initial_limit() -> libc::rlimit {
+    static INITIAL: std::sync::OnceLock<libc::rlimit> = std::sync::OnceLock::new();
+    *INITIAL.get_or_init(|| {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) }, 0);
+        rl
+    })
+}
+
+/// Sets the soft `RLIMIT_AS` to `bytes` (at most the hard limit), or puts
+/// back the one the run started with.
+pub fn set_limit(bytes: Option<usize>) {
+    let initial = initial_limit();
+    let cur = bytes.map_or(initial.rlim_cur, |b| (b as libc::rlim_t).min(initial.rlim_max));
+    let rl = libc::rlimit { rlim_cur: cur, rlim_max: initial.rlim_max };
+    // SAFETY: plain setrlimit on our own process.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+}
+
 pub fn mappings() -> Vec<(usize, usize, String)> {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
