@@ -48,16 +48,15 @@ pub unsafe extern "C" fn malloc(n: usize) -> *mut c_void {
 /// to the exported symbol would go through the GOT (it can be interposed).
 #[inline(always)]
 pub(crate) fn malloc_here(n: usize) -> *mut c_void {
-    // The flag is tested first and the traced call is out of line, so that
-    // the untraced path is the plain library's and a test (see
-    // traced::is_on).
-    if traced::is_on() {
-        return malloc_traced(n);
-    }
     // No `or_enomem`: every null comes from glibc's `malloc` (pymalloc's
     // last resort for any size), which has set `errno`. Without work after
     // the call, the slow paths are tail calls and the fast path needs no
     // stack frame.
+    if traced::GATED {
+        // The tracer shuts the gate while it traces: then every call is
+        // malloc_slow's, which records the block.
+        return every_size::malloc_gated::<Glibc>(n, malloc_slow).cast();
+    }
     every_size::malloc_with::<Glibc>(n).cast()
 }
 
@@ -66,21 +65,31 @@ pub(crate) fn malloc_here(n: usize) -> *mut c_void {
 /// line (`cxx.rs`). Null while tracing, whose path records the block.
 #[inline(always)]
 pub(crate) fn malloc_cached(n: usize) -> *mut c_void {
-    if traced::is_on() {
-        return core::ptr::null_mut();
+    if traced::GATED {
+        return every_size::malloc_cached_gated(n).cast();
     }
     every_size::malloc_cached(n).cast()
 }
 
-// `extern "C"`, which cannot unwind: the caller needs no landing pad
-// around the call, so the untraced path keeps no stack frame and the
-// traced one is a tail call.
+/// The gated `malloc`'s way past its fast path: the traced path while
+/// tracing, else the untraced one's next step. `extern "C"` (it cannot
+/// unwind), so that both are reached by jumps: the caller needs no landing
+/// pad around the call, and the traced path's walk starts at the program's
+/// frame.
+#[inline(never)]
+extern "C" fn malloc_slow(n: usize) -> *mut u8 {
+    if traced::is_on() {
+        return malloc_traced(n);
+    }
+    every_size::malloc_uncached::<Glibc>(n)
+}
+
 #[cold]
 #[inline(never)]
-extern "C" fn malloc_traced(n: usize) -> *mut c_void {
+extern "C" fn malloc_traced(n: usize) -> *mut u8 {
     let p = thread::malloc_with::<Ours>(n);
     traced::alloc(p, n);
-    or_enomem(p)
+    or_enomem(p).cast()
 }
 
 /// # Safety
@@ -98,25 +107,43 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 /// `p` is null or a live block of this process's allocator, not used again.
 #[inline(always)]
 pub(crate) unsafe fn free_here(p: *mut c_void) {
-    if traced::is_on() {
-        // SAFETY: the caller's contract.
-        return unsafe { free_traced(p) };
-    }
     // SAFETY: a pymalloc block goes to its heap, anything else to glibc
-    // (the caller's contract: p is live from malloc and friends).
-    unsafe { every_size::free_with::<Glibc>(p.cast()) }
+    // (the caller's contract: p is live from malloc and friends); free_slow
+    // frees as free_uncached does.
+    unsafe {
+        if traced::GATED {
+            // Shut while tracing: then every call is free_slow's.
+            return every_size::free_gated::<Glibc>(p.cast(), free_slow);
+        }
+        every_size::free_with::<Glibc>(p.cast())
+    }
+}
+
+/// The gated `free`'s way past its fast path (see [`malloc_slow`]).
+///
+/// # Safety
+/// As for [`free_here`].
+#[inline(never)]
+unsafe extern "C" fn free_slow(p: *mut u8) {
+    // SAFETY: as in free_here.
+    unsafe {
+        if traced::is_on() {
+            return free_traced(p);
+        }
+        every_size::free_uncached::<Glibc>(p)
+    }
 }
 
 /// # Safety
 /// As for [`free_here`].
 #[cold]
 #[inline(never)]
-unsafe extern "C" fn free_traced(p: *mut c_void) {
+unsafe extern "C" fn free_traced(p: *mut u8) {
     // The trace goes first: once freed, the address may be another
     // thread's new block.
-    traced::free(p.cast());
+    traced::free(p);
     // SAFETY: as in free_here.
-    unsafe { thread::free_with::<Ours>(p.cast()) }
+    unsafe { thread::free_with::<Ours>(p) }
 }
 
 /// # Safety

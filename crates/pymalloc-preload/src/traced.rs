@@ -13,6 +13,12 @@
 #[cfg(feature = "trace")]
 use pymalloc::trace::{self, Source};
 
+/// Whether `malloc` and `free` take the gated fast paths
+/// (`pymalloc::every_size::malloc_gated`), which the tracer shuts while it
+/// traces: with the feature. Their untraced fast paths are then the plain
+/// library's, with no test of the tracing flag.
+pub(crate) const GATED: bool = cfg!(feature = "trace");
+
 /// Whether blocks are being traced (a constant false without the feature,
 /// so the hooks below vanish).
 #[inline(always)]

@@ -24,7 +24,7 @@
 //! over); they are read only for live blocks, so stale entries of slots or
 //! units not in use are never read.
 
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 
 use crate::geometry::{ARENA_BITS, NB_SMALL_SIZE_CLASSES, POOL_BITS};
 
@@ -99,6 +99,15 @@ pub(crate) static LOOKUPS: [Lookup; 2] = [
 static ALL_BASE: AtomicUsize = AtomicUsize::new(0);
 static ALL_SIZE: AtomicUsize = AtomicUsize::new(0);
 
+/// The size a *gated* look-up ([`owner_and_class_gated`]) takes the
+/// reservation to have. Invariant, once every writer has returned:
+/// `ALL_SIZE` while the gate is open, 0 while it is shut (`GATE_SHUT`), so
+/// that a front whose fast free is gated finds no address its own while
+/// the gate is shut and takes its slow path (a tracing front's, which
+/// records the free), for the cost of the load the ungated test makes.
+static GATED_SIZE: AtomicUsize = AtomicUsize::new(0);
+static GATE_SHUT: AtomicBool = AtomicBool::new(false);
+
 // Zeroed statics, each alone: they go to `.bss`, whose untouched pages are
 // never resident (a word per slot, a byte per pool or unit).
 static OWNERS: [AtomicPtr<()>; SPAN >> OWNER_BITS] =
@@ -118,6 +127,31 @@ pub(crate) fn set_reservation(base: usize, size: usize) {
         map.start.store(i * half, Ordering::Relaxed);
         map.base.store(base + i * half, Ordering::Relaxed);
         map.size.store(half, Ordering::Relaxed);
+    }
+    settle_gate();
+}
+
+/// Shuts (`false`) or opens the gate of [`owner_and_class_gated`].
+pub(crate) fn set_gate(open: bool) {
+    GATE_SHUT.store(!open, Ordering::SeqCst);
+    settle_gate();
+}
+
+/// Writes `GATED_SIZE` from the gate and the reservation, until what it
+/// wrote is what they say after the write. Two writers (the reservation,
+/// a tracer starting or stopping) may race: one may write a value worked
+/// out from a state the other has since changed, but the one whose write
+/// comes last reads the state after it and writes again if it is stale,
+/// so the invariant holds when both have returned. No lock, so nothing a
+/// `fork` could leave held.
+fn settle_gate() {
+    let wanted = || if GATE_SHUT.load(Ordering::SeqCst) { 0 } else { ALL_SIZE.load(Ordering::SeqCst) };
+    loop {
+        let v = wanted();
+        GATED_SIZE.store(v, Ordering::SeqCst);
+        if wanted() == v {
+            return;
+        }
     }
 }
 
@@ -213,8 +247,23 @@ impl Lookup {
 /// the whole reservation (see the module documentation).
 #[inline(always)]
 pub(crate) fn owner_and_class(p: *const u8) -> Option<(*const (), usize)> {
+    owner_and_class_within(p, ALL_SIZE.load(Ordering::Relaxed))
+}
+
+/// [`owner_and_class`] behind the gate ([`set_gate`]): `None` for every
+/// address while it is shut. The same instructions as the ungated test
+/// (the size is loaded from another word).
+#[inline(always)]
+pub(crate) fn owner_and_class_gated(p: *const u8) -> Option<(*const (), usize)> {
+    owner_and_class_within(p, GATED_SIZE.load(Ordering::Acquire))
+}
+
+/// [`owner_and_class`] for a reservation taken to be `size` bytes (its
+/// real size, or 0).
+#[inline(always)]
+fn owner_and_class_within(p: *const u8, size: usize) -> Option<(*const (), usize)> {
     let off = p.addr().wrapping_sub(ALL_BASE.load(Ordering::Relaxed));
-    if off >= ALL_SIZE.load(Ordering::Relaxed) {
+    if off >= size {
         return None;
     }
     let owner = owner_entry(off >> OWNER_BITS).load(Ordering::Relaxed).cast_const();

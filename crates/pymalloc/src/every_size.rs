@@ -38,7 +38,7 @@ use crate::region::SEGMENTS;
 use crate::segment::segment_of;
 use crate::span_class::MEDIUM_MAX;
 use crate::spans::{self, SpanStats};
-use crate::{huge, thread, thread_heaps};
+use crate::{block_map, huge, thread, thread_heaps};
 
 /// A [`Fallback`] that serves blocks above 512 bytes from the thread heaps
 /// and hands the rest to `F`. See the module documentation.
@@ -57,11 +57,49 @@ pub fn owns(p: *const u8) -> bool {
 /// `malloc` and the `pymalloc_all` RAW domain are this.
 #[inline(always)]
 pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
-    let Some((h, c)) = cache_of(n) else { return malloc_uncached::<F>(n) };
-    // SAFETY: h is this thread's heap and c a cache class (cache_of).
+    malloc_through::<F, false>(n, malloc_uncached::<F>)
+}
+
+/// [`malloc_with`] behind the gate ([`set_gate`]): while it is shut, every
+/// request goes to `slow` (a tracing front's path, which records the block
+/// and otherwise takes [`malloc_uncached`]); while it is open, the fast
+/// path is [`malloc_with`]'s, instruction for instruction, and `slow`
+/// takes what that would hand to [`malloc_uncached`]. A tracing front so
+/// pays nothing on its fast paths for being able to trace.
+#[inline(always)]
+pub fn malloc_gated<F: Fallback>(n: usize, slow: extern "C" fn(usize) -> *mut u8) -> *mut u8 {
+    malloc_through::<F, true>(n, slow)
+}
+
+/// Shuts (`false`) or opens the gate of [`malloc_gated`],
+/// [`malloc_cached_gated`] and [`free_gated`]: the tracer shuts it before
+/// it starts tracing and opens it once it has stopped (`trace::start`,
+/// `trace::stop`). Shut, the size-to-class table they read gives every
+/// size a class whose cache is always empty (`front_cache::SHUT_CLASS`),
+/// and the block map's gated look-up finds no block: the same loads as
+/// the open paths, other answers. Frees are shut first, so that a thread
+/// that sees the allocations shut (and so traces its block) sees the frees
+/// shut too and untraces it.
+pub(crate) fn set_gate(open: bool) {
+    block_map::set_gate(open);
+    front_cache::set_gate(open);
+}
+
+/// The fast path (the thread's cached block of `n`'s class), behind the
+/// gate if `GATED`; `other` takes a size without a class (0, above
+/// `MEDIUM_MAX`), a thread without a heap and, gated, everything while the
+/// gate is shut.
+#[inline(always)]
+fn malloc_through<F: Fallback, const GATED: bool>(n: usize, other: extern "C" fn(usize) -> *mut u8) -> *mut u8 {
+    let Some((h, c)) = cache_of::<GATED>(n) else { return other(n) };
+    // SAFETY: h is this thread's heap and c a cache class or the shut one
+    // (cache_of).
     let p = unsafe { (*h).front_cache().pop_unchecked(c) };
     if !p.is_null() {
         return p;
+    }
+    if GATED && c == front_cache::SHUT_CLASS {
+        return other(n);
     }
     // SAFETY: as above; c is n's class.
     unsafe { malloc_mine::<F>(h, n, c) }
@@ -74,23 +112,44 @@ pub fn malloc_with<F: Fallback>(n: usize) -> *mut u8 {
 /// and its own fast path without a stack frame.
 #[inline(always)]
 pub fn malloc_cached(n: usize) -> *mut u8 {
-    match cache_of(n) {
-        // SAFETY: h is this thread's heap and c a cache class (cache_of).
+    malloc_cached_through::<false>(n)
+}
+
+/// [`malloc_cached`] behind the gate (see [`malloc_gated`]): null while it
+/// is shut.
+#[inline(always)]
+pub fn malloc_cached_gated(n: usize) -> *mut u8 {
+    malloc_cached_through::<true>(n)
+}
+
+#[inline(always)]
+fn malloc_cached_through<const GATED: bool>(n: usize) -> *mut u8 {
+    match cache_of::<GATED>(n) {
+        // SAFETY: h is this thread's heap and c a cache class or the shut
+        // one, whose cache is empty (cache_of).
         Some((h, c)) => unsafe { (*h).front_cache().pop_unchecked(c) },
         None => ptr::null_mut(),
     }
 }
 
 /// The calling thread's heap and the front-cache class of `n`, if `n`
-/// (1 to `MEDIUM_MAX`) has one and the thread has a heap.
+/// (1 to `MEDIUM_MAX`) has one and the thread has a heap; gated, the class
+/// is `front_cache::SHUT_CLASS` while the gate is shut.
 #[inline(always)]
-fn cache_of(n: usize) -> Option<(*const Heap, usize)> {
+fn cache_of<const GATED: bool>(n: usize) -> Option<(*const Heap, usize)> {
     if n.wrapping_sub(1) >= MEDIUM_MAX {
         return None;
     }
     let h = thread::current_heap();
     // SAFETY: 1 <= n <= MEDIUM_MAX, the range of cache classes.
-    (!h.is_null()).then(|| (h, unsafe { front_cache::class_of_size(n) }))
+    let class = |n| unsafe {
+        if GATED {
+            front_cache::class_of_size_gated(n)
+        } else {
+            front_cache::class_of_size(n)
+        }
+    };
+    (!h.is_null()).then(|| (h, class(n)))
 }
 
 /// A request of `n` bytes, of cache class `c`, that the calling thread's
@@ -121,7 +180,7 @@ unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize
 /// [`malloc_with`] past the cache. `extern "C"` (a panic aborts), so that
 /// callers tail-call it without a landing pad or a stack frame.
 #[inline(never)]
-extern "C" fn malloc_uncached<F: Fallback>(n: usize) -> *mut u8 {
+pub extern "C" fn malloc_uncached<F: Fallback>(n: usize) -> *mut u8 {
     thread::malloc_with::<EverySize<F>>(n)
 }
 
@@ -144,6 +203,24 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
     unsafe { free_uncached::<F>(p) }
 }
 
+/// [`free_with`] behind the gate (see [`malloc_gated`]): while it is shut,
+/// every block goes to `slow` (a tracing front's path, which untraces it
+/// and otherwise takes [`free_uncached`]); while it is open, the fast path
+/// is [`free_with`]'s, and `slow` takes what that would hand to
+/// [`free_uncached`].
+///
+/// # Safety
+/// As for [`free_with`]; `slow` frees `p` as [`free_uncached`] does.
+#[inline(always)]
+pub unsafe fn free_gated<F: Fallback>(p: *mut u8, slow: unsafe extern "C" fn(*mut u8)) {
+    // SAFETY: the contract.
+    if unsafe { free_mine_front::<F>(p, thread::mine_gated(p)) } {
+        return;
+    }
+    // SAFETY: the contract.
+    unsafe { slow(p) }
+}
+
 /// Frees `p` and returns true if it is a block of the calling thread's
 /// heap: into the front cache if its class has room, else to its pool or
 /// span ([`free_mine`]); false, with nothing done, for any other address
@@ -153,7 +230,18 @@ pub unsafe fn free_with<F: Fallback>(p: *mut u8) {
 /// As for [`free_with`].
 #[inline(always)]
 pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
-    let Some((h, c)) = thread::mine(p) else { return false };
+    // SAFETY: the contract; `mine`'s answer for p.
+    unsafe { free_mine_front::<F>(p, thread::mine(p)) }
+}
+
+/// [`free_front`] with `p`'s look-up made: `mine` is `thread::mine(p)` (or
+/// the gated one's, which may say `None` for a block of the thread's own).
+///
+/// # Safety
+/// As for [`free_with`]; `mine` is as said.
+#[inline(always)]
+unsafe fn free_mine_front<F: Fallback>(p: *mut u8, mine: Option<(*const Heap, usize)>) -> bool {
+    let Some((h, c)) = mine else { return false };
     // SAFETY: p is a live block of this thread's heap h (the contract and
     // `mine`), of cache class c as the block map records it (or NO_CLASS);
     // the owner calls.
@@ -196,7 +284,7 @@ unsafe extern "C" fn free_mine<F: Fallback>(h: *const Heap, p: *mut u8, c: usize
 /// # Safety
 /// As for [`free_with`].
 #[inline(never)]
-unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
+pub unsafe extern "C" fn free_uncached<F: Fallback>(p: *mut u8) {
     // SAFETY: the contract.
     unsafe { thread::free_by_front::<EverySize<F>>(p) }
 }

@@ -19,6 +19,7 @@
 //! statistics) is said by the two owners.
 
 use core::cell::Cell;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::cell_array::CellArray;
 use crate::class_stacks::ClassStacks;
@@ -31,6 +32,10 @@ pub const SLOTS: usize = 32;
 /// Classes of the front cache: the pool classes, then the medium ones.
 pub(crate) const NB_CACHE_CLASSES: usize = NB_SMALL_SIZE_CLASSES + NB_MEDIUM_CLASSES;
 
+/// A class no block has, whose stack is always empty: every request's class
+/// while the class table's gate is shut ([`set_gate`]).
+pub(crate) const SHUT_CLASS: usize = NB_CACHE_CLASSES;
+
 /// The cache class of medium class `c`.
 #[inline(always)]
 pub(crate) const fn medium(c: usize) -> usize {
@@ -38,7 +43,8 @@ pub(crate) const fn medium(c: usize) -> usize {
 }
 
 pub(crate) struct FrontCache {
-    stacks: ClassStacks<NB_CACHE_CLASSES, SLOTS>,
+    /// One stack more than the classes: [`SHUT_CLASS`]'s, never pushed.
+    stacks: ClassStacks<{ NB_CACHE_CLASSES + 1 }, SLOTS>,
     lim: CellArray<u32, NB_CACHE_CLASSES>,
     /// The pool classes' limit when they cache: 0 (a heap without a block
     /// cache) or `SLOTS` (see `heap/cache.rs`).
@@ -66,7 +72,7 @@ impl FrontCache {
     /// [`FrontCache::pop`] without a bounds check.
     ///
     /// # Safety
-    /// `c < NB_CACHE_CLASSES`.
+    /// `c <= SHUT_CLASS` (whose stack is empty).
     #[inline(always)]
     pub(crate) unsafe fn pop_unchecked(&self, c: usize) -> *mut u8 {
         // SAFETY: the contract.
@@ -169,7 +175,38 @@ pub(crate) unsafe fn class_of_size(n: usize) -> usize {
     usize::from(unsafe { *SIZE_CLASSES.get_unchecked((n - 1) >> ALIGNMENT_SHIFT) })
 }
 
-const SIZE_CLASSES: [u8; MEDIUM_MAX / ALIGNMENT] = {
+/// [`class_of_size`] behind the gate ([`set_gate`]): [`SHUT_CLASS`] for
+/// every size while it is shut. The same instructions as `class_of_size`
+/// (the table's address is loaded instead of computed), so a front that
+/// gates its fast path on it (a tracing one, which shuts it while it
+/// traces) pays nothing for the gate while it is open.
+///
+/// # Safety
+/// `1 <= n <= MEDIUM_MAX`.
+#[inline(always)]
+pub(crate) unsafe fn class_of_size_gated(n: usize) -> usize {
+    debug_assert!((1..=MEDIUM_MAX).contains(&n));
+    let table = CLASS_TABLE.load(Ordering::Relaxed);
+    // SAFETY: the table is SIZE_CLASSES or SHUT_CLASSES, of the same length
+    // (see class_of_size).
+    usize::from(unsafe { *table.add((n - 1) >> ALIGNMENT_SHIFT) })
+}
+
+/// Shuts (`false`) or opens the gate of [`class_of_size_gated`].
+pub(crate) fn set_gate(open: bool) {
+    let table = if open { &SIZE_CLASSES } else { &SHUT_CLASSES };
+    CLASS_TABLE.store(table.as_ptr().cast_mut(), Ordering::SeqCst);
+}
+
+/// The table [`class_of_size_gated`] reads: [`SIZE_CLASSES`] or
+/// [`SHUT_CLASSES`].
+static CLASS_TABLE: AtomicPtr<u8> = AtomicPtr::new(SIZE_CLASSES.as_ptr().cast_mut());
+
+/// Every size's class while the gate is shut.
+static SHUT_CLASSES: [u8; MEDIUM_MAX / ALIGNMENT] = [SHUT_CLASS as u8; MEDIUM_MAX / ALIGNMENT];
+
+/// Every size's class (a byte per [`ALIGNMENT`] bytes of request).
+static SIZE_CLASSES: [u8; MEDIUM_MAX / ALIGNMENT] = {
     let mut t = [0u8; MEDIUM_MAX / ALIGNMENT];
     let mut i = 0;
     while i < t.len() {

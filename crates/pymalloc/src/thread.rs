@@ -389,11 +389,23 @@ pub(crate) unsafe fn free_by_front<F: Fallback>(p: *mut u8) {
 /// radix map) takes several.
 #[inline(always)]
 pub(crate) fn mine(p: *const u8) -> Option<(*const Heap, usize)> {
+    mine_by(p, block_map::owner_and_class)
+}
+
+/// [`mine`] behind the block map's gate (`block_map::set_gate`): `None`
+/// for every address while it is shut.
+#[inline(always)]
+pub(crate) fn mine_gated(p: *const u8) -> Option<(*const Heap, usize)> {
+    mine_by(p, block_map::owner_and_class_gated)
+}
+
+#[inline(always)]
+fn mine_by(p: *const u8, look_up: impl Fn(*const u8) -> Option<(*const (), usize)>) -> Option<(*const Heap, usize)> {
     let h = current();
     if h.is_null() {
         return None;
     }
-    let (owner, c) = block_map::owner_and_class(p)?;
+    let (owner, c) = look_up(p)?;
     (owner == h.cast()).then_some((h, c))
 }
 

@@ -162,6 +162,9 @@ pub fn start(nframe: usize) -> Result<(), TraceError> {
     }
     LIMIT.store(nframe, Ordering::Relaxed);
     trace_fork::install();
+    // Shut before the flag is up: a gated front (the preload library's)
+    // then takes its tracing path for every block the flag sees traced.
+    crate::every_size::set_gate(false);
     if !TRACING.swap(true, Ordering::SeqCst) {
         trace_timeline::restart();
     }
@@ -211,13 +214,19 @@ pub(crate) fn raw_frames(id: u32) -> Vec<usize> {
 /// Stops tracing and forgets every trace (tracemalloc's `stop`).
 pub fn stop() {
     TRACING.store(false, Ordering::SeqCst);
+    crate::every_size::set_gate(true);
     clear_traces();
 }
 
 /// Whether allocations are being traced.
+///
+/// An acquire load (on x86-64 the same instruction as a relaxed one): a
+/// gated front that finds tracing on, and so traces a block, then sees the
+/// gate [`start`] shut before raising the flag, and untraces the block
+/// when it frees it.
 #[inline(always)]
 pub fn is_tracing() -> bool {
-    TRACING.load(Ordering::Relaxed)
+    TRACING.load(Ordering::Acquire)
 }
 
 /// The most frames a traceback keeps.

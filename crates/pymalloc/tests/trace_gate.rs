@@ -1,0 +1,113 @@
+//! The gated fast paths (`every_size::malloc_gated`, `free_gated`,
+//! `malloc_cached_gated`), which the tracing preload library's `malloc` and
+//! `free` are: while tracing is off they serve the thread's cached blocks
+//! as `malloc_with` and `free_with` do; from `trace::start` to
+//! `trace::stop` every call goes to the slow path the front names (which
+//! traces), so that the untraced fast path needs no test of the tracing
+//! flag. A process of its own: tracing is process-wide.
+#![cfg(not(miri))] // the tracer's unwinder reads the process's own text
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pymalloc::every_size;
+use pymalloc::{trace, LibcFallback};
+
+static SLOW_MALLOCS: AtomicUsize = AtomicUsize::new(0);
+static SLOW_FREES: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn slow_malloc(n: usize) -> *mut u8 {
+    SLOW_MALLOCS.fetch_add(1, Ordering::Relaxed);
+    every_size::malloc_uncached::<LibcFallback>(n)
+}
+
+unsafe extern "C" fn slow_free(p: *mut u8) {
+    SLOW_FREES.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the caller's contract is free_uncached's.
+    unsafe { every_size::free_uncached::<LibcFallback>(p) }
+}
+
+fn malloc(n: usize) -> *mut u8 {
+    every_size::malloc_gated::<LibcFallback>(n, slow_malloc)
+}
+
+fn free(p: *mut u8) {
+    // SAFETY: the test's blocks are live from malloc and not used again.
+    unsafe { every_size::free_gated::<LibcFallback>(p, slow_free) }
+}
+
+/// (slow mallocs, slow frees) made by `f`.
+fn slow_calls(f: impl FnOnce()) -> (usize, usize) {
+    let (m, f0) = (SLOW_MALLOCS.load(Ordering::Relaxed), SLOW_FREES.load(Ordering::Relaxed));
+    f();
+    (SLOW_MALLOCS.load(Ordering::Relaxed) - m, SLOW_FREES.load(Ordering::Relaxed) - f0)
+}
+
+#[test]
+fn tracing_shuts_the_gated_fast_paths_and_stopping_opens_them() {
+    // This thread's heap, made by a first request.
+    free(malloc(64));
+    // A pool class and a medium class each, all different.
+    let sizes = [16, 100, 512, 513, 700, 1000, 4096];
+    let cached_blocks = pymalloc::regions_reserved();
+
+    // Open: a freed block of each size is cached and handed out again
+    // without either slow path (with the regions; without them no block
+    // is a thread's own by the block map, and every free is slow). A spare
+    // block of each class keeps its pool or span in use.
+    let blocks: Vec<*mut u8> = sizes.iter().map(|&n| malloc(n)).collect();
+    let spare: Vec<*mut u8> = sizes.iter().map(|&n| malloc(n)).collect();
+    assert!(blocks.iter().chain(&spare).all(|p| !p.is_null()));
+    let (_, frees) = slow_calls(|| blocks.iter().rev().for_each(|&p| free(p)));
+    if cached_blocks {
+        assert_eq!(frees, 0, "an open gate's free of the thread's own blocks took the slow path");
+        let (mallocs, _) = slow_calls(|| {
+            for (&n, &p) in sizes.iter().zip(&blocks) {
+                assert_eq!(malloc(n), p, "{n} bytes: not the cached block");
+            }
+        });
+        assert_eq!(mallocs, 0, "an open gate's malloc of a cached class took the slow path");
+        blocks.iter().rev().for_each(|&p| free(p));
+        for (&n, &p) in sizes.iter().zip(&blocks) {
+            assert_eq!(every_size::malloc_cached_gated(n), p, "{n} bytes");
+        }
+        blocks.iter().rev().for_each(|&p| free(p));
+    } else {
+        assert_eq!(frees, sizes.len());
+        common::without_regions();
+    }
+
+    trace::start(1).unwrap();
+    // Shut: every size goes to the slow path, the cached ones included (0
+    // and 40,000, above the medium classes, took it before), and so does
+    // every free. (The slow path may hand out the cached blocks: it is the
+    // whole allocator.)
+    let (mallocs, _) = slow_calls(|| {
+        for &n in &sizes {
+            assert!(every_size::malloc_cached_gated(n).is_null(), "{n} bytes: a cached block while tracing");
+        }
+    });
+    assert_eq!(mallocs, 0, "malloc_cached_gated calls nothing");
+    let mut traced = Vec::new();
+    let (mallocs, _) = slow_calls(|| traced = sizes.iter().chain(&[0, 40_000]).map(|&n| malloc(n)).collect());
+    assert_eq!(mallocs, sizes.len() + 2, "a request past a shut gate took the fast path");
+    let (_, frees) = slow_calls(|| traced.iter().filter(|p| !p.is_null()).for_each(|&p| free(p)));
+    assert_eq!(frees, traced.iter().filter(|p| !p.is_null()).count(), "a free past a shut gate took the fast path");
+    trace::stop();
+
+    // Open again: the thread's cached blocks are handed out without a
+    // slow call.
+    let mut again = Vec::new();
+    let (mallocs, _) = slow_calls(|| again = sizes.iter().map(|&n| malloc(n)).collect());
+    assert!(again.iter().all(|p| !p.is_null()));
+    if cached_blocks {
+        assert_eq!(mallocs, 0, "a malloc after stop took the slow path");
+        let (_, frees) = slow_calls(|| again.iter().for_each(|&p| free(p)));
+        assert_eq!(frees, 0, "a free after stop took the slow path");
+    } else {
+        again.iter().for_each(|&p| free(p));
+    }
+    spare.iter().for_each(|&p| free(p));
+    pymalloc::thread::validate_current().unwrap();
+}
