@@ -15,8 +15,13 @@ use core::sync::atomic::Ordering;
 
 use crate::trace_table as table;
 
-/// Entries per thread, direct-mapped by return address.
+/// Entries per thread: sets of two, by return address. (1 KiB of
+/// thread-local storage: `libpymalloc.so` keeps its thread-local storage
+/// static for its heap slot, see `tls_slot.rs`, and glibc has about 1.6 KiB
+/// of static room for a library opened with `dlopen`.)
 const ENTRIES: usize = 64;
+const WAYS: usize = 2;
+const SETS: usize = ENTRIES / WAYS;
 
 /// An entry: `ip == 0` is empty (no return address is 0).
 #[derive(Clone, Copy)]
@@ -32,10 +37,13 @@ std::thread_local! {
     static MEMO: [Cell<Entry>; ENTRIES] = const { [const { Cell::new(EMPTY) }; ENTRIES] };
 }
 
-/// The slot of return address `ip`: code addresses are spread by their
-/// low bits above the instruction alignment.
-fn slot(ip: usize) -> usize {
-    (ip ^ (ip >> 6)) % ENTRIES
+/// The first entry of return address `ip`'s set: a multiplicative hash,
+/// whose top bits mix every bit of the address. (The low bits above the
+/// instruction alignment, folded once, put a third of serde_json's
+/// allocations in a conflict: 225,047 look-ups in the table for 775,164
+/// traced allocations, where these sets leave the 43 first ones.)
+fn set(ip: usize) -> usize {
+    WAYS * (ip.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - SETS.trailing_zeros()))
 }
 
 /// The id of traceback `frames`, as [`table::intern`] gives it, from this
@@ -45,22 +53,34 @@ fn slot(ip: usize) -> usize {
 pub(crate) fn intern(frames: &[usize]) -> Option<u32> {
     let [ip] = *frames else { return table::intern(frames) };
     let clears = table::CLEARS.load(Ordering::Acquire);
-    let hit = MEMO.try_with(|m| {
-        let e = m[slot(ip)].get();
-        (e.ip == ip && e.clears == clears).then_some(e.id)
-    });
-    match hit {
+    let s = set(ip);
+    match remembered(ip, s, clears) {
         Ok(Some(id)) => Some(id),
         Ok(None) => {
             // `clears` was read before the interning: if a clear comes in
             // between, the entry is stale from the start and never answers.
             let id = table::intern(frames)?;
-            let _ = MEMO.try_with(|m| m[slot(ip)].set(Entry { ip, id, clears }));
+            // The newest first, the older one kept second.
+            let _ = MEMO.try_with(|m| {
+                m[s + 1].set(m[s].get());
+                m[s].set(Entry { ip, id, clears });
+            });
             Some(id)
         }
         // Thread-local storage is gone (thread exit): no memo.
         Err(_) => table::intern(frames),
     }
+}
+
+/// The id this thread's memo holds for `ip` (whose set starts at `s`)
+/// interned under clear count `clears`, if any; Err if thread-local
+/// storage is gone.
+#[inline(always)]
+fn remembered(ip: usize, s: usize, clears: u32) -> Result<Option<u32>, std::thread::AccessError> {
+    MEMO.try_with(|m| {
+        let valid = |e: Entry| (e.ip == ip && e.clears == clears).then_some(e.id);
+        valid(m[s].get()).or_else(|| valid(m[s + 1].get()))
+    })
 }
 
 #[cfg(test)]
@@ -90,6 +110,28 @@ mod tests {
                 "after a clear the memo hands out no id of the old table"
             );
         }
+        table::clear();
+    }
+
+    /// Two call sites of one set are both remembered: the memo was
+    /// direct-mapped, and two sites whose addresses met in a slot took the
+    /// table's lock in turn on every allocation (a third of serde_json's).
+    #[test]
+    fn two_call_sites_of_one_set_are_both_remembered() {
+        let _g = table::global_tables();
+        let a = 0x40_0000usize;
+        let b = (a + 16..).step_by(16).find(|&ip| set(ip) == set(a)).unwrap();
+        let c = (b + 16..).step_by(16).find(|&ip| set(ip) == set(a)).unwrap();
+        let (ia, ib) = (intern(&[a]).unwrap(), intern(&[b]).unwrap());
+        let clears = table::CLEARS.load(Ordering::Acquire);
+        assert_eq!(remembered(a, set(a), clears).unwrap(), Some(ia));
+        assert_eq!(remembered(b, set(b), clears).unwrap(), Some(ib));
+        // A third one takes the place of the older.
+        let ic = intern(&[c]).unwrap();
+        assert_eq!(remembered(c, set(c), clears).unwrap(), Some(ic));
+        assert_eq!(remembered(b, set(b), clears).unwrap(), Some(ib));
+        assert_eq!(remembered(a, set(a), clears).unwrap(), None);
+        assert_eq!(intern(&[a]), Some(ia), "the table still knows it");
         table::clear();
     }
 }
