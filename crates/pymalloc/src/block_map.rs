@@ -94,18 +94,27 @@ pub(crate) static LOOKUPS: [Lookup; 2] = [
     },
 ];
 
-/// The whole reservation's base and size (0 until it is made; written once,
-/// before any block exists).
-static ALL_BASE: AtomicUsize = AtomicUsize::new(0);
-static ALL_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// The whole reservation's bounds, on one cache line of their own, which
+/// every free reads.
+///
+/// * `base` and `size`: 0 until the reservation is made; written once,
+///   before any block exists.
+/// * `gated_size`: the size a *gated* look-up ([`owner_and_class_gated`])
+///   takes the reservation to have. Invariant, once every writer has
+///   returned: `size` while the gate is open, 0 while it is shut
+///   (`GATE_SHUT`), so that a front whose fast free is gated finds no
+///   address its own while the gate is shut and takes its slow path (a
+///   tracing front's, which records the free), for the cost of the load the
+///   ungated test makes. Beside `base`, so that a gated free touches no
+///   line the ungated one does not.
+#[repr(C, align(64))]
+struct Bounds {
+    base: AtomicUsize,
+    size: AtomicUsize,
+    gated_size: AtomicUsize,
+}
 
-/// The size a *gated* look-up ([`owner_and_class_gated`]) takes the
-/// reservation to have. Invariant, once every writer has returned:
-/// `ALL_SIZE` while the gate is open, 0 while it is shut (`GATE_SHUT`), so
-/// that a front whose fast free is gated finds no address its own while
-/// the gate is shut and takes its slow path (a tracing front's, which
-/// records the free), for the cost of the load the ungated test makes.
-static GATED_SIZE: AtomicUsize = AtomicUsize::new(0);
+static ALL: Bounds = Bounds { base: AtomicUsize::new(0), size: AtomicUsize::new(0), gated_size: AtomicUsize::new(0) };
 static GATE_SHUT: AtomicBool = AtomicBool::new(false);
 
 // Zeroed statics, each alone: they go to `.bss`, whose untouched pages are
@@ -121,8 +130,8 @@ static CLASSES: [AtomicU8; SPAN >> CLASS_BITS] = [const { AtomicU8::new(0) }; SP
 pub(crate) fn set_reservation(base: usize, size: usize) {
     debug_assert!(size <= SPAN && size % (2 << SEGMENT_BITS) == 0);
     let half = size / 2;
-    ALL_BASE.store(base, Ordering::Relaxed);
-    ALL_SIZE.store(size, Ordering::Relaxed);
+    ALL.base.store(base, Ordering::Relaxed);
+    ALL.size.store(size, Ordering::Relaxed);
     for (i, map) in LOOKUPS.iter().enumerate() {
         map.start.store(i * half, Ordering::Relaxed);
         map.base.store(base + i * half, Ordering::Relaxed);
@@ -137,7 +146,7 @@ pub(crate) fn set_gate(open: bool) {
     settle_gate();
 }
 
-/// Writes `GATED_SIZE` from the gate and the reservation, until what it
+/// Writes `ALL.gated_size` from the gate and the reservation, until what it
 /// wrote is what they say after the write. Two writers (the reservation,
 /// a tracer starting or stopping) may race: one may write a value worked
 /// out from a state the other has since changed, but the one whose write
@@ -145,10 +154,10 @@ pub(crate) fn set_gate(open: bool) {
 /// so the invariant holds when both have returned. No lock, so nothing a
 /// `fork` could leave held.
 fn settle_gate() {
-    let wanted = || if GATE_SHUT.load(Ordering::SeqCst) { 0 } else { ALL_SIZE.load(Ordering::SeqCst) };
+    let wanted = || if GATE_SHUT.load(Ordering::SeqCst) { 0 } else { ALL.size.load(Ordering::SeqCst) };
     loop {
         let v = wanted();
-        GATED_SIZE.store(v, Ordering::SeqCst);
+        ALL.gated_size.store(v, Ordering::SeqCst);
         if wanted() == v {
             return;
         }
@@ -247,7 +256,7 @@ impl Lookup {
 /// the whole reservation (see the module documentation).
 #[inline(always)]
 pub(crate) fn owner_and_class(p: *const u8) -> Option<(*const (), usize)> {
-    owner_and_class_within(p, ALL_SIZE.load(Ordering::Relaxed))
+    owner_and_class_within(p, ALL.size.load(Ordering::Relaxed))
 }
 
 /// [`owner_and_class`] behind the gate ([`set_gate`]): `None` for every
@@ -255,14 +264,14 @@ pub(crate) fn owner_and_class(p: *const u8) -> Option<(*const (), usize)> {
 /// (the size is loaded from another word).
 #[inline(always)]
 pub(crate) fn owner_and_class_gated(p: *const u8) -> Option<(*const (), usize)> {
-    owner_and_class_within(p, GATED_SIZE.load(Ordering::Acquire))
+    owner_and_class_within(p, ALL.gated_size.load(Ordering::Acquire))
 }
 
 /// [`owner_and_class`] for a reservation taken to be `size` bytes (its
 /// real size, or 0).
 #[inline(always)]
 fn owner_and_class_within(p: *const u8, size: usize) -> Option<(*const (), usize)> {
-    let off = p.addr().wrapping_sub(ALL_BASE.load(Ordering::Relaxed));
+    let off = p.addr().wrapping_sub(ALL.base.load(Ordering::Relaxed));
     if off >= size {
         return None;
     }

@@ -77,9 +77,11 @@ pub fn malloc_gated<F: Fallback>(n: usize, slow: extern "C" fn(usize) -> *mut u8
 /// `trace::stop`). Shut, the size-to-class table they read gives every
 /// size a class whose cache is always empty (`front_cache::SHUT_CLASS`),
 /// and the block map's gated look-up finds no block: the same loads as
-/// the open paths, other answers. Frees are shut first, so that a thread
-/// that sees the allocations shut (and so traces its block) sees the frees
-/// shut too and untraces it.
+/// the open paths, other answers. What keeps a traced block from being
+/// freed by the fast path is the order in `trace::start`: both halves are
+/// shut before the tracing flag goes up, and a front reads the flag with
+/// an acquire load before it traces, so it then sees both shut; the order
+/// of the two halves here does not matter.
 pub(crate) fn set_gate(open: bool) {
     block_map::set_gate(open);
     front_cache::set_gate(open);

@@ -40,6 +40,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::domain::{Domain, MemAllocatorEx};
+use crate::sync::SpinLock;
 use crate::trace_fork;
 pub use crate::trace_frames::Frame;
 use crate::trace_frames::{self, capture, Mark};
@@ -83,6 +84,13 @@ impl std::error::Error for TraceError {}
 
 static TRACING: AtomicBool = AtomicBool::new(false);
 static LIMIT: AtomicUsize = AtomicUsize::new(1);
+
+/// Held while [`start`] or [`stop`] turns tracing on or off. Invariant,
+/// outside it: the gated fast paths' gate (`every_size::set_gate`) is shut
+/// whenever `TRACING` is up. Without it a `start` and a `stop` racing could
+/// end with tracing on and the gate open (frees taking the fast path and
+/// leaving their traces behind). `trace_fork` takes it first.
+static SWITCH: SpinLock = SpinLock::new();
 
 /// The traced bytes now and at their peak (tracemalloc's
 /// `get_traced_memory`), and the traced blocks live at that peak (dhat's
@@ -162,10 +170,15 @@ pub fn start(nframe: usize) -> Result<(), TraceError> {
     }
     LIMIT.store(nframe, Ordering::Relaxed);
     trace_fork::install();
-    // Shut before the flag is up: a gated front (the preload library's)
-    // then takes its tracing path for every block the flag sees traced.
-    crate::every_size::set_gate(false);
-    if !TRACING.swap(true, Ordering::SeqCst) {
+    let was = {
+        let _g = SWITCH.lock();
+        // Shut before the flag is up: a gated front (the preload library's)
+        // that reads the flag up (an acquire load) and so traces a block
+        // sees the gate shut when it frees it, and untraces it.
+        crate::every_size::set_gate(false);
+        TRACING.swap(true, Ordering::SeqCst)
+    };
+    if !was {
         trace_timeline::restart();
     }
     Ok(())
@@ -213,8 +226,11 @@ pub(crate) fn raw_frames(id: u32) -> Vec<usize> {
 
 /// Stops tracing and forgets every trace (tracemalloc's `stop`).
 pub fn stop() {
-    TRACING.store(false, Ordering::SeqCst);
-    crate::every_size::set_gate(true);
+    {
+        let _g = SWITCH.lock();
+        TRACING.store(false, Ordering::SeqCst);
+        crate::every_size::set_gate(true);
+    }
     clear_traces();
 }
 
@@ -227,6 +243,20 @@ pub fn stop() {
 #[inline(always)]
 pub fn is_tracing() -> bool {
     TRACING.load(Ordering::Acquire)
+}
+
+/// Takes [`SWITCH`] before a `fork` (`trace_fork`).
+pub(crate) fn fork_acquire() {
+    SWITCH.acquire();
+}
+
+/// Gives back what [`fork_acquire`] took.
+///
+/// # Safety
+/// The calling thread ran [`fork_acquire`] and has not released since.
+pub(crate) unsafe fn fork_release() {
+    // SAFETY: taken by fork_acquire on this thread (our contract).
+    unsafe { SWITCH.release() };
 }
 
 /// The most frames a traceback keeps.

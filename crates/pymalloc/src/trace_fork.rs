@@ -14,15 +14,18 @@
 //! lock of the tracer nests in another: a walk by the system unwinder holds
 //! the loader lock (`trace_unwind`) and may take the symbol lock
 //! (`trace_frames`) to classify a frame, so [`prepare`] takes the loader
-//! lock first. No other is taken while one is held (what runs under one
-//! may allocate, untraced, but never traces).
+//! lock first. Before all of them it takes the lock under which tracing
+//! is switched on or off (`trace.rs`), which is held around none of the
+//! others. No other is taken while one is held (what runs under one may
+//! allocate, untraced, but never traces).
 
 use std::sync::Once;
 
-use crate::{trace_frames, trace_peak, trace_table, trace_timeline, trace_unwind};
+use crate::{trace, trace_frames, trace_peak, trace_table, trace_timeline, trace_unwind};
 
 /// Takes every lock of the tracer (the prepare step).
 fn prepare() {
+    trace::fork_acquire();
     trace_table::fork_acquire();
     trace_peak::fork_acquire();
     trace_timeline::fork_acquire();
@@ -42,6 +45,7 @@ unsafe fn release() {
         trace_timeline::fork_release();
         trace_peak::fork_release();
         trace_table::fork_release();
+        trace::fork_release();
     }
 }
 

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use pymalloc::every_size;
 use pymalloc::{trace, LibcFallback};
 
+/// The tests of this file switch tracing, process-wide: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 static SLOW_MALLOCS: AtomicUsize = AtomicUsize::new(0);
 static SLOW_FREES: AtomicUsize = AtomicUsize::new(0);
 
@@ -46,6 +49,7 @@ fn slow_calls(f: impl FnOnce()) -> (usize, usize) {
 
 #[test]
 fn tracing_shuts_the_gated_fast_paths_and_stopping_opens_them() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // This thread's heap, made by a first request.
     free(malloc(64));
     // A pool class and a medium class each, all different.
@@ -110,4 +114,56 @@ fn tracing_shuts_the_gated_fast_paths_and_stopping_opens_them() {
     }
     spare.iter().for_each(|&p| free(p));
     pymalloc::thread::validate_current().unwrap();
+}
+
+/// A `start` and a `stop` at the same moment leave the gate as the flag
+/// says: shut if tracing is on (else a thread's frees would take the fast
+/// path and leave their traces behind), open if it is off. Checked after
+/// each of many rounds in which one thread starts and another stops.
+#[test]
+fn racing_start_and_stop_leave_the_gate_as_the_flag_says() {
+    use std::sync::{Arc, Barrier};
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    free(malloc(64));
+    const ROUNDS: usize = 2000;
+    let go = Arc::new(Barrier::new(3));
+    let done = Arc::new(Barrier::new(3));
+    let switch = |start: bool| {
+        let (go, done) = (go.clone(), done.clone());
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                go.wait();
+                if start {
+                    trace::start(1).unwrap();
+                } else {
+                    trace::stop();
+                }
+                done.wait();
+            }
+        })
+    };
+    let (a, b) = (switch(true), switch(false));
+    for round in 0..ROUNDS {
+        go.wait();
+        done.wait();
+        let shut = every_size::malloc_cached_gated(64).is_null() && {
+            let (_, frees) = slow_calls(|| free(malloc(64)));
+            frees == 1 || !pymalloc::regions_reserved()
+        };
+        if trace::is_tracing() {
+            assert!(shut, "round {round}: tracing on and the gate open");
+        } else {
+            // Open: a freed block of the class is cached and comes back
+            // (without the regions no block is cached by the block map).
+            let p = malloc(64);
+            free(p);
+            if pymalloc::regions_reserved() {
+                assert_eq!(every_size::malloc_cached_gated(64), p, "round {round}: tracing off and the gate shut");
+                free(p);
+            }
+        }
+    }
+    a.join().unwrap();
+    b.join().unwrap();
+    trace::stop();
 }
