@@ -74,7 +74,6 @@ pub fn heap_outside_the_region() -> pymalloc::Heap {
     heap
 }
 
-/// The address ranges of /proc/self/maps, with their permissions.
 /// The process's address space in use, in bytes (`VmSize`).
 pub fn vm_size() -> usize {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -99,6 +98,14 @@ pub fn initial_limit() -> libc::rlimit {
     })
 }
 
+/// Before any region exists (checked), limits the address space to what
+/// is in use, room for the regions' smallest reservation (2 GiB), and
+/// `extra` bytes more.
+pub fn limit_to_the_smallest_reservation_and(extra: usize) {
+    assert!(reservations().is_empty(), "no region before: {:?}", reservations());
+    set_limit(Some(vm_size() + (2 << 30) + extra));
+}
+
 /// Sets the soft `RLIMIT_AS` to `bytes` (at most the hard limit), or puts
 /// back the one the run started with.
 pub fn set_limit(bytes: Option<usize>) {
@@ -109,6 +116,7 @@ pub fn set_limit(bytes: Option<usize>) {
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
 }
 
+/// The address ranges of /proc/self/maps, with their permissions.
 pub fn mappings() -> Vec<(usize, usize, String)> {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
