@@ -165,18 +165,31 @@ fn cache_of<const GATED: bool>(n: usize) -> Option<(*const Heap, usize)> {
 /// `h` is the calling thread's heap; `c` is the cache class of `n`.
 #[inline(never)]
 unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
-    // SAFETY: the contract; the owner calls.
-    let p = unsafe {
-        if c < NB_SMALL_SIZE_CLASSES {
-            (*h).alloc_small_at_hand(c)
-        } else {
-            (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES)
-        }
-    };
+    // SAFETY: the contract.
+    let p = unsafe { alloc_listed(h, c) };
     if !p.is_null() {
         return p;
     }
     malloc_uncached::<F>(n)
+}
+
+/// The next block of cache class `c` from the calling thread's heap `h`,
+/// whose front cache had none: its pool's (a pool class, which reopens)
+/// or its listed span's (a medium class); null if neither has one.
+///
+/// # Safety
+/// `h` is the calling thread's heap; `c < NB_CACHE_CLASSES`.
+#[inline(always)]
+pub(crate) unsafe fn alloc_listed(h: *const Heap, c: usize) -> *mut u8 {
+    debug_assert!(c < front_cache::NB_CACHE_CLASSES);
+    // SAFETY: the contract; the owner calls.
+    unsafe {
+        if c < NB_SMALL_SIZE_CLASSES {
+            (*h).alloc_small_past_cache(c)
+        } else {
+            (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES)
+        }
+    }
 }
 
 /// [`malloc_with`] past the cache. `extern "C"` (a panic aborts), so that
@@ -223,6 +236,23 @@ pub unsafe fn free_gated<F: Fallback>(p: *mut u8, slow: unsafe extern "C" fn(*mu
     unsafe { slow(p) }
 }
 
+/// Frees `p`, a block of the calling thread's heap `h` of cache class `c`
+/// as the block map records it: into the front cache if its class has
+/// room (inline), else to its pool or span ([`free_mine`]).
+///
+/// # Safety
+/// `h` is the calling thread's heap and `p` a live block of it of cache
+/// class `c` (or `NO_CLASS`), not used again.
+#[inline(always)]
+pub(crate) unsafe fn free_mine_inline<F: Fallback>(h: *const Heap, p: *mut u8, c: usize) {
+    // SAFETY: the contract; the owner calls.
+    unsafe {
+        if !(*h).front_cache().try_push(c, launder(p)) {
+            free_mine::<F>(h, p, c);
+        }
+    }
+}
+
 /// Frees `p` and returns true if it is a block of the calling thread's
 /// heap: into the front cache if its class has room, else to its pool or
 /// span ([`free_mine`]); false, with nothing done, for any other address
@@ -245,13 +275,8 @@ pub unsafe fn free_front<F: Fallback>(p: *mut u8) -> bool {
 unsafe fn free_mine_front<F: Fallback>(p: *mut u8, mine: Option<(*const Heap, usize)>) -> bool {
     let Some((h, c)) = mine else { return false };
     // SAFETY: p is a live block of this thread's heap h (the contract and
-    // `mine`), of cache class c as the block map records it (or NO_CLASS);
-    // the owner calls.
-    unsafe {
-        if !(*h).front_cache().try_push(c, launder(p)) {
-            free_mine::<F>(h, p, c);
-        }
-    }
+    // `mine`), of cache class c as the block map records it (or NO_CLASS).
+    unsafe { free_mine_inline::<F>(h, p, c) };
     true
 }
 
@@ -259,20 +284,39 @@ unsafe fn free_mine_front<F: Fallback>(p: *mut u8, mine: Option<(*const Heap, us
 /// front cache did not take: its pool or span path, without looking the
 /// block up again (a program that frees a burst of blocks fills its cache,
 /// and each further free would otherwise read the block map and then the
-/// regions again). A large or huge block ([`crate::block_map::NO_CLASS`]) takes
-/// the full path.
+/// regions again), and a pool block without looking at the cache again.
+/// A large or huge block ([`crate::block_map::NO_CLASS`]) takes the full
+/// path.
 ///
 /// # Safety
 /// `h` is the calling thread's heap, `p` a live block of it of cache class
-/// `c`, not used again.
+/// `c`, not used again, that its class's front cache did not take.
 #[inline(never)]
 unsafe extern "C" fn free_mine<F: Fallback>(h: *const Heap, p: *mut u8, c: usize) {
-    // SAFETY: the contract: a pool block of class c, or a medium block.
+    // SAFETY: the contract.
     unsafe {
         if c < NB_SMALL_SIZE_CLASSES {
             // A pool class in the block map: a block of the arena region.
-            (*h).free_region_block(p, c);
-        } else if c < front_cache::NB_CACHE_CLASSES {
+            // Inline, and without a stack frame (a burst of frees takes
+            // this for every block past the cache's 32).
+            (*h).free_region_block_past_cache(p);
+        } else {
+            free_mine_span::<F>(h, p, c);
+        }
+    }
+}
+
+/// [`free_mine`] of a medium block (its span path, with a stack frame of
+/// its own) or of a large or huge one (the full path).
+///
+/// # Safety
+/// As for [`free_mine`]; `c` is not a pool class.
+#[inline(never)]
+unsafe extern "C" fn free_mine_span<F: Fallback>(h: *const Heap, p: *mut u8, c: usize) {
+    // SAFETY: the contract: a medium block of this heap, or a large or
+    // huge one.
+    unsafe {
+        if c < front_cache::NB_CACHE_CLASSES {
             (*h).free_big(p);
         } else {
             free_uncached::<F>(p);

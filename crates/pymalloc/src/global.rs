@@ -27,7 +27,9 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
+use crate::fallback::Libc;
 use crate::geometry::{size_class, ALIGNMENT};
+use crate::heap::Heap;
 use crate::{every_size, raw, thread};
 
 /// The Rust allocator handle of pymalloc's per-thread heaps, serving every
@@ -121,8 +123,49 @@ fn alloc_zeroed<const ALL: bool>(l: Layout) -> *mut u8 {
     alloc_other::<ALL>(l, true)
 }
 
+/// A block of the calling thread's heap into its front cache or to its
+/// pool or span, found by one look at the block map (any size: the map
+/// records the owner and class of every pool and span); anything else
+/// (another thread's block, the C library's, a thread without a heap)
+/// out of line by its layout.
 #[inline(always)]
 unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
+    // SAFETY: the caller's contract.
+    unsafe { dealloc_through::<ALL>(p, l, thread::mine, || dealloc_elsewhere::<ALL>(p, l)) }
+}
+
+/// [`dealloc`] with the block map read by `mine` ([`thread::mine`]) and `other` taking what it does not find the thread's own.
+/// Without ALL, only a pool layout's block may be the heaps'.
+///
+/// # Safety
+/// As for [`dealloc`]; `other` frees `p`.
+#[inline(always)]
+unsafe fn dealloc_through<const ALL: bool>(
+    p: *mut u8,
+    l: Layout,
+    mine: impl FnOnce(*const u8) -> Option<(*const Heap, usize)>,
+    other: impl FnOnce(),
+) {
+    if ALL || pooled(l).is_some() {
+        if let Some((h, c)) = mine(p) {
+            // SAFETY: p is live from this allocator (the contract), and the
+            // block map says it is a block of this thread's heap h, of
+            // cache class c.
+            unsafe { every_size::free_mine_inline::<Libc>(h, p, c) };
+            return;
+        }
+    }
+    other()
+}
+
+/// [`dealloc`] of a block that is not the calling thread's own, by its
+/// layout: a pool block to its owner, anything else to the span heaps or
+/// the C library.
+///
+/// # Safety
+/// As for [`dealloc`].
+#[inline(never)]
+unsafe fn dealloc_elsewhere<const ALL: bool>(p: *mut u8, l: Layout) {
     if pooled(l).is_some() {
         // SAFETY: by the rule, a block of this layout lives in a pool.
         unsafe { thread::free_small(p) };

@@ -39,6 +39,15 @@ impl Heap {
         if !b.is_null() {
             return b;
         }
+        self.alloc_small_past_cache(szidx)
+    }
+
+    /// [`Heap::alloc_small_at_hand`] past a cache miss: reopens the class
+    /// and takes [`Heap::pool_block_at_hand`]. For a caller that popped the
+    /// class's cache itself.
+    #[inline(always)]
+    pub(crate) fn alloc_small_past_cache(&self, szidx: usize) -> *mut u8 {
+        debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
         self.cache().reopen(szidx);
         self.pool_block_at_hand(szidx)
     }
@@ -194,6 +203,19 @@ impl Heap {
     pub(crate) unsafe fn free_region_block(&self, p: *mut u8, c: usize) {
         // SAFETY: the contract.
         unsafe { self.free_small_with(p, c, || header_in_region(p)) }
+    }
+
+    /// [`Heap::free_region_block`] past the block cache, for a caller whose
+    /// push into the class's cache failed (full, closed or off): the block
+    /// goes straight back to its pool.
+    ///
+    /// # Safety
+    /// As for [`Heap::free_region_block`].
+    #[inline(always)]
+    pub(crate) unsafe fn free_region_block_past_cache(&self, p: *mut u8) {
+        // SAFETY: p is a live block of this heap, not cached, in the arena
+        // region (the contract).
+        unsafe { self.free_into(p, header_in_region(p)) }
     }
 
     /// Frees `p`, of class `c`, into the block cache if the class has room,
