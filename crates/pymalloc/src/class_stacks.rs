@@ -84,6 +84,28 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         }
     }
 
+    /// [`Self::pop_unchecked`] that takes a block only from a stack of
+    /// more than `floor` blocks: null for every stack while `floor` is
+    /// `u32::MAX`. The same instructions as `pop_unchecked` where `floor`
+    /// is a load the comparison takes as its operand.
+    ///
+    /// # Safety
+    /// `c < C`.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_above_unchecked(&self, c: usize, floor: u32) -> *mut u8 {
+        // SAFETY: c < C (the contract).
+        let n = unsafe { self.count_unchecked(c) };
+        if n <= floor {
+            return ptr::null_mut();
+        }
+        // SAFETY: c < C, and 0 <= floor < n <= S (invariant).
+        unsafe {
+            let b = self.slot(c, n as usize - 1).get();
+            self.n.get_unchecked(c).store(n - 1, Ordering::Relaxed);
+            b
+        }
+    }
+
     /// Puts `p` on class `c`'s stack, which holds `n` blocks.
     ///
     /// # Safety

@@ -19,7 +19,7 @@
 //! statistics) is said by the two owners.
 
 use core::cell::Cell;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::cell_array::CellArray;
 use crate::class_stacks::ClassStacks;
@@ -67,6 +67,22 @@ impl FrontCache {
     #[inline(always)]
     pub(crate) fn pop(&self, c: usize) -> *mut u8 {
         self.stacks.pop(c)
+    }
+
+    /// [`FrontCache::pop`] behind the gate ([`set_gate`]): a block only
+    /// from a stack of more than `floor` blocks, `floor` being
+    /// [`pop_floor`] (0 while the gate is open, so that this is `pop`;
+    /// `u32::MAX` while it is shut, so that every class is empty). The
+    /// same instructions as `pop` for a front whose class is known (a Rust
+    /// layout's) and one load more: the stack's count is compared with the
+    /// floor where `pop` tests it for zero.
+    ///
+    /// # Safety
+    /// `c < NB_CACHE_CLASSES`.
+    #[inline(always)]
+    pub(crate) unsafe fn pop_above(&self, c: usize, floor: u32) -> *mut u8 {
+        // SAFETY: the contract.
+        unsafe { self.stacks.pop_above_unchecked(c, floor) }
     }
 
     /// [`FrontCache::pop`] without a bounds check.
@@ -192,11 +208,30 @@ pub(crate) unsafe fn class_of_size_gated(n: usize) -> usize {
     usize::from(unsafe { *table.add((n - 1) >> ALIGNMENT_SHIFT) })
 }
 
-/// Shuts (`false`) or opens the gate of [`class_of_size_gated`].
+/// Shuts (`false`) or opens the gates of [`class_of_size_gated`] and
+/// [`FrontCache::pop_above`].
 pub(crate) fn set_gate(open: bool) {
     let table = if open { &SIZE_CLASSES } else { &SHUT_CLASSES };
     CLASS_TABLE.store(table.as_ptr().cast_mut(), Ordering::SeqCst);
+    POP_FLOOR.store(if open { 0 } else { u32::MAX }, Ordering::SeqCst);
 }
+
+/// The gate's floor for [`FrontCache::pop_above`]: 0 while it is open,
+/// `u32::MAX` (longer than any stack) while it is shut.
+#[inline(always)]
+pub(crate) fn pop_floor() -> u32 {
+    POP_FLOOR.load(Ordering::Relaxed)
+}
+
+/// True while the gate is shut.
+#[inline(always)]
+pub(crate) fn gate_is_shut() -> bool {
+    pop_floor() != 0
+}
+
+/// See [`pop_floor`]. Invariant: 0 or `u32::MAX`, written by [`set_gate`]
+/// with the class table.
+static POP_FLOOR: AtomicU32 = AtomicU32::new(0);
 
 /// The table [`class_of_size_gated`] reads: [`SIZE_CLASSES`] or
 /// [`SHUT_CLASSES`].

@@ -28,9 +28,9 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 
 use crate::fallback::Libc;
-use crate::geometry::{size_class, ALIGNMENT};
+use crate::geometry::{size_class, ALIGNMENT, SMALL_REQUEST_THRESHOLD};
 use crate::heap::Heap;
-use crate::{every_size, raw, thread};
+use crate::{every_size, front_cache, raw, thread};
 
 /// The Rust allocator handle of pymalloc's per-thread heaps, serving every
 /// size: blocks above 512 bytes come from the thread heaps' spans
@@ -134,7 +134,8 @@ unsafe fn dealloc<const ALL: bool>(p: *mut u8, l: Layout) {
     unsafe { dealloc_through::<ALL>(p, l, thread::mine, || dealloc_elsewhere::<ALL>(p, l)) }
 }
 
-/// [`dealloc`] with the block map read by `mine` ([`thread::mine`]) and `other` taking what it does not find the thread's own.
+/// [`dealloc`] with the block map read by `mine` ([`thread::mine`] or its
+/// gated twin) and `other` taking what it does not find the thread's own.
 /// Without ALL, only a pool layout's block may be the heaps'.
 ///
 /// # Safety
@@ -236,6 +237,126 @@ unsafe fn realloc_moving<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize
             unsafe { realloc_by_copy::<ALL>(p, l, new_size) }
         }
     }
+}
+
+// ---- behind the tracer's gate ----
+//
+// What `trace::Traced` runs for these two allocators (their `TraceGate`
+// methods; `traced` is the wrapper's traced path: the plain call, recorded
+// while tracing is on). The tracer shuts the gate (`every_size::set_gate`)
+// from before tracing starts until it has stopped, and it lives in loads
+// the fast paths make anyway:
+// * an allocation's pop from the thread's cache takes a block only from a
+//   stack longer than the gate's floor (0 open, `u32::MAX` shut), where the
+//   plain pop tests for an empty one;
+// * a free's look at the block map takes the reservation's gated size (0
+//   shut), so that no block is the thread's own;
+// * a `realloc` within its class reads the new size's class from the gated
+//   table.
+// Shut, every call reaches `traced`; open, the fast paths are the plain
+// ones with the floor's load more on an allocation, and no tracing flag is
+// read. What they do not serve goes to `traced`, or (a pool class the
+// cache could not serve) to the plain path once the gate is seen open.
+
+/// [`alloc`] (or [`alloc_zeroed`]) behind the gate: the plain path with
+/// its pop from the thread's cache gated ([`FrontCache::pop_above`] with
+/// the gate's floor), so that a hit costs one load more than the plain
+/// one. Everything past the pop and the pool at hand, everything while
+/// the gate is shut, and a zeroed block go to [`alloc_rest_gated`]. This
+/// keeps the inlined body as small as the plain one (one callee past the
+/// pool at hand): LLVM inlines the plain `__rust_alloc` into its callers
+/// at a cost just under its threshold (245 of 250), and a body over it
+/// costs each call site a call and its constant-folded class.
+///
+/// [`FrontCache::pop_above`]: crate::front_cache::FrontCache::pop_above
+#[inline(always)]
+pub(crate) fn alloc_gated<const ALL: bool>(
+    l: Layout,
+    zero: bool,
+    traced: impl FnOnce(Layout, bool) -> *mut u8,
+) -> *mut u8 {
+    if zero {
+        // Out of line: a zeroed block costs its memset anyway, and the
+        // inline paths stay those of `alloc`.
+        return alloc_rest_gated::<ALL, true>(l, traced);
+    }
+    let p = 'fast: {
+        if let Some(c) = pooled(l) {
+            let h = thread::current_heap();
+            if !h.is_null() {
+                // One load of the floor: the pop compares with it, and a
+                // miss tests it for the gate's state.
+                let floor = front_cache::pop_floor();
+                // SAFETY: h is this thread's heap, c a pool class.
+                let p = unsafe { (*h).front_cache().pop_above(c, floor) };
+                if !p.is_null() {
+                    break 'fast p;
+                }
+                if floor == 0 {
+                    // SAFETY: as above.
+                    let p = unsafe { (*h).alloc_small_past_cache(c) };
+                    if !p.is_null() {
+                        break 'fast p;
+                    }
+                }
+            }
+        }
+        return alloc_rest_gated::<ALL, false>(l, traced);
+    };
+    p
+}
+
+/// [`alloc_gated`] past its fast paths: `traced` while the gate is shut,
+/// else the plain path (a layout the pools do not serve; a thread without
+/// a heap, which it makes).
+#[inline(never)]
+fn alloc_rest_gated<const ALL: bool, const ZERO: bool>(
+    l: Layout,
+    traced: impl FnOnce(Layout, bool) -> *mut u8,
+) -> *mut u8 {
+    if front_cache::gate_is_shut() {
+        return traced(l, ZERO);
+    }
+    if ZERO {
+        alloc_zeroed::<ALL>(l)
+    } else {
+        alloc::<ALL>(l)
+    }
+}
+
+/// [`dealloc`] behind the gate: the block map read through it, so that
+/// every block goes to `traced` while it is shut.
+///
+/// # Safety
+/// As for [`dealloc`]; `traced` frees `p` as `dealloc` would.
+#[inline(always)]
+pub(crate) unsafe fn dealloc_gated<const ALL: bool>(p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
+    // SAFETY: the contract.
+    unsafe { dealloc_through::<ALL>(p, l, thread::mine_gated, || traced(p, l)) }
+}
+
+/// [`realloc`] behind the gate: a pool block whose class holds the new
+/// size stays, its class read through the gate; anything else to `traced`.
+///
+/// # Safety
+/// As for [`realloc`]; `traced` is `realloc`'s call.
+#[inline(always)]
+pub(crate) unsafe fn realloc_gated(
+    p: *mut u8,
+    l: Layout,
+    new_size: usize,
+    traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
+) -> *mut u8 {
+    if l.align() <= ALIGNMENT && new_size.wrapping_sub(1) < SMALL_REQUEST_THRESHOLD {
+        if let Some(a) = size_class(l.size()) {
+            // SAFETY: 1 <= new_size <= 512; a pool class's cache class is
+            // its size class.
+            if unsafe { front_cache::class_of_size_gated(new_size) } == a {
+                return p;
+            }
+        }
+    }
+    traced(p, l, new_size)
 }
 
 #[inline(never)]

@@ -15,7 +15,9 @@
 //!   allocators back): the hooks pass calls through untouched while tracing
 //!   is off;
 //! * Rust programs whose global allocator is [`Traced`] around any
-//!   allocator (`Traced(PyMalloc)`): one relaxed load per call while off;
+//!   allocator: while off, a test of the flag per call ([`TraceGate`]'s
+//!   provided methods), or for `Traced(PyMalloc)` the plain fast paths
+//!   behind the gate, one load more per allocation the cache serves;
 //! * blocks allocated elsewhere, with [`track`] and [`untrack`]
 //!   (`PyTraceMalloc_Track` in the C library).
 //!
@@ -508,8 +510,9 @@ pub fn record_free(p: *mut u8) {
 }
 
 impl<A: GlobalAlloc> Traced<A> {
-    /// An allocation while tracing: out of line, so that the untraced one
-    /// is the wrapped allocator's call and a test of the flag.
+    /// An allocation's traced path: the wrapped allocator's call, recorded
+    /// if tracing is on. Out of line, so that the untraced path is the
+    /// wrapped allocator's fast path.
     #[cold]
     #[inline(never)]
     unsafe fn alloc_traced(&self, l: Layout, zeroed: bool) -> *mut u8 {
@@ -525,7 +528,7 @@ impl<A: GlobalAlloc> Traced<A> {
         p
     }
 
-    /// A free while tracing, out of line as [`Self::alloc_traced`].
+    /// A free's traced path, out of line as [`Self::alloc_traced`].
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_traced(&self, p: *mut u8, l: Layout) {
@@ -535,45 +538,13 @@ impl<A: GlobalAlloc> Traced<A> {
         // SAFETY: the caller's contract is the wrapped allocator's.
         unsafe { self.0.dealloc(p, l) }
     }
-}
 
-// SAFETY: every call goes to the wrapped allocator unchanged; the tracer
-// only reads the addresses and sizes.
-unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
-    #[inline]
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        // The flag is tested before the call (a block allocated while
-        // tracing starts may go untraced, as one allocated just before):
-        // then the untraced path ends in the wrapped allocator's call.
-        if is_tracing() {
-            // SAFETY: the caller's contract is the wrapped allocator's.
-            return unsafe { self.alloc_traced(l, false) };
-        }
-        // SAFETY: as above.
-        unsafe { self.0.alloc(l) }
-    }
-    #[inline]
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if is_tracing() {
-            // SAFETY: as in alloc.
-            return unsafe { self.alloc_traced(l, true) };
-        }
-        // SAFETY: as in alloc.
-        unsafe { self.0.alloc_zeroed(l) }
-    }
-    #[inline]
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if is_tracing() {
-            // SAFETY: as in alloc.
-            return unsafe { self.dealloc_traced(p, l) };
-        }
-        // SAFETY: as in alloc.
-        unsafe { self.0.dealloc(p, l) }
-    }
-    #[inline]
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+    /// A `realloc`'s traced path, out of line. Not cold: a block that
+    /// leaves its class takes it while tracing is off too.
+    #[inline(never)]
+    unsafe fn realloc_traced(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         if !is_tracing() {
-            // SAFETY: as above.
+            // SAFETY: the caller's contract is the wrapped allocator's.
             return unsafe { self.0.realloc(p, l, n) };
         }
         record_free(p);
@@ -586,6 +557,164 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Traced<A> {
             record_alloc(Source::Rust, q, n);
         }
         q
+    }
+}
+
+/// How [`Traced`] calls the allocator it wraps: each call is given the
+/// traced path (`traced`: the same call, recorded while tracing is on),
+/// which it must take while tracing is on.
+///
+/// The provided methods test the tracing flag before the call: a load, a
+/// test and a branch per call. [`PyMalloc`](crate::PyMalloc)'s and
+/// [`PyMallocSmall`](crate::PyMallocSmall)'s test nothing. Their fast paths
+/// read the front cache's class table and the block map through the gate
+/// that [`start`] shuts and [`stop`] opens (ARCHITECTURE.md, "The gate"):
+/// while it is shut every call reaches `traced`, and while it is open a
+/// block the thread's cache serves costs the instructions it costs the
+/// plain allocator.
+///
+/// An allocator of your own takes the provided methods with
+/// `unsafe impl TraceGate for MyAlloc {}`.
+///
+/// # Safety
+/// Each method either does what the [`GlobalAlloc`] method of its name
+/// does with the same arguments, or returns what `traced()` returns having
+/// done nothing else; and it calls `traced` if tracing was on before the
+/// call began (a call racing with [`start`] may go either way).
+pub unsafe trait TraceGate: GlobalAlloc {
+    /// `alloc` (`alloc_zeroed` if `zeroed`), or `traced()`.
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::alloc`].
+    #[inline(always)]
+    unsafe fn alloc_or(&self, l: Layout, zeroed: bool, traced: impl FnOnce(Layout, bool) -> *mut u8) -> *mut u8 {
+        if is_tracing() {
+            return traced(l, zeroed);
+        }
+        // SAFETY: the caller's contract.
+        unsafe {
+            if zeroed {
+                self.alloc_zeroed(l)
+            } else {
+                self.alloc(l)
+            }
+        }
+    }
+
+    /// `dealloc`, or `traced()`.
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::dealloc`].
+    #[inline(always)]
+    unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
+        if is_tracing() {
+            return traced(p, l);
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.dealloc(p, l) }
+    }
+
+    /// `realloc`, or `traced()`.
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::realloc`].
+    #[inline(always)]
+    unsafe fn realloc_or(
+        &self,
+        p: *mut u8,
+        l: Layout,
+        n: usize,
+        traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
+    ) -> *mut u8 {
+        if is_tracing() {
+            return traced(p, l, n);
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc(p, l, n) }
+    }
+}
+
+// SAFETY: the provided methods test the flag.
+unsafe impl TraceGate for std::alloc::System {}
+// SAFETY: as for System.
+unsafe impl TraceGate for crate::LockedHeap {}
+
+// SAFETY: the gated paths (global.rs) do what PyMalloc's methods do or
+// call `traced` alone; the gate they read is shut from before the tracing
+// flag goes up until after it comes down (`start`, `stop`), and shut they
+// reach `traced` for every call.
+unsafe impl TraceGate for crate::PyMalloc {
+    #[inline(always)]
+    unsafe fn alloc_or(&self, l: Layout, zeroed: bool, traced: impl FnOnce(Layout, bool) -> *mut u8) -> *mut u8 {
+        crate::global::alloc_gated::<true>(l, zeroed, traced)
+    }
+    #[inline(always)]
+    unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
+        // SAFETY: the caller's contract; traced frees p as dealloc would.
+        unsafe { crate::global::dealloc_gated::<true>(p, l, traced) }
+    }
+    #[inline(always)]
+    unsafe fn realloc_or(
+        &self,
+        p: *mut u8,
+        l: Layout,
+        n: usize,
+        traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
+    ) -> *mut u8 {
+        // SAFETY: as above.
+        unsafe { crate::global::realloc_gated(p, l, n, traced) }
+    }
+}
+
+// SAFETY: as for PyMalloc.
+unsafe impl TraceGate for crate::PyMallocSmall {
+    #[inline(always)]
+    unsafe fn alloc_or(&self, l: Layout, zeroed: bool, traced: impl FnOnce(Layout, bool) -> *mut u8) -> *mut u8 {
+        crate::global::alloc_gated::<false>(l, zeroed, traced)
+    }
+    #[inline(always)]
+    unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
+        // SAFETY: as for PyMalloc.
+        unsafe { crate::global::dealloc_gated::<false>(p, l, traced) }
+    }
+    #[inline(always)]
+    unsafe fn realloc_or(
+        &self,
+        p: *mut u8,
+        l: Layout,
+        n: usize,
+        traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
+    ) -> *mut u8 {
+        // SAFETY: as for PyMalloc.
+        unsafe { crate::global::realloc_gated(p, l, n, traced) }
+    }
+}
+
+// SAFETY: every call goes to the wrapped allocator unchanged (through
+// TraceGate, whose contract is that); the tracer only reads the addresses
+// and sizes.
+unsafe impl<A: TraceGate> GlobalAlloc for Traced<A> {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // A block allocated while tracing starts may go untraced, as one
+        // allocated just before.
+        // SAFETY: the caller's contract is the wrapped allocator's.
+        unsafe { self.0.alloc_or(l, false, move |l, z| self.alloc_traced(l, z)) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as in alloc.
+        unsafe { self.0.alloc_or(l, true, move |l, z| self.alloc_traced(l, z)) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as in alloc.
+        unsafe { self.0.dealloc_or(p, l, move |p, l| self.dealloc_traced(p, l)) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: as in alloc.
+        unsafe { self.0.realloc_or(p, l, n, move |p, l, n| self.realloc_traced(p, l, n)) }
     }
 }
 

@@ -41,6 +41,10 @@ const MACHINERY: &[&str] = &[
     "std::alloc::",
     "<pymalloc::trace::Traced",
     "pymalloc::trace::",
+    // The Rust global allocator's gated paths (`Traced<PyMalloc>`), which
+    // reach the traced path inlined into the program's function.
+    "pymalloc::global::",
+    "<pymalloc::global::",
     "pymalloc::domain::",
     "pymalloc_capi::",
     "pymalloc_preload::",
@@ -507,6 +511,8 @@ mod tests {
             "<alloc::vec::Vec<u8> as core::clone::Clone>::clone",
             "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
             "<pymalloc::trace::Traced<pymalloc::PyMalloc> as core::alloc::global::GlobalAlloc>::alloc",
+            "pymalloc::global::alloc_gated",
+            "<pymalloc::global::PyMalloc as pymalloc::trace::TraceGate>::alloc_or",
             "__rust_alloc",
             "malloc",
             "operator new(unsigned long)",

@@ -1,6 +1,8 @@
-//! The gated fast paths (`every_size::malloc_gated`, `free_gated`,
-//! `malloc_cached_gated`), which the tracing preload library's `malloc` and
-//! `free` are: while tracing is off they serve the thread's cached blocks
+//! The gated fast paths: the C fronts' (`every_size::malloc_gated`,
+//! `free_gated`, `malloc_cached_gated`), which the tracing preload
+//! library's `malloc` and `free` are, and the Rust global allocator's
+//! (`trace::TraceGate` for `PyMalloc` and `PyMallocSmall`, which
+//! `Traced<A>` calls): while tracing is off they serve the thread's cached blocks
 //! as `malloc_with` and `free_with` do; from `trace::start` to
 //! `trace::stop` every call goes to the slow path the front names (which
 //! traces), so that the untraced fast path needs no test of the tracing
@@ -9,10 +11,12 @@
 
 mod common;
 
+use std::alloc::Layout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pymalloc::every_size;
-use pymalloc::{trace, LibcFallback};
+use pymalloc::trace::TraceGate;
+use pymalloc::{trace, LibcFallback, PyMalloc, PyMallocSmall};
 
 /// The tests of this file switch tracing, process-wide: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -166,4 +170,142 @@ fn racing_start_and_stop_leave_the_gate_as_the_flag_says() {
     a.join().unwrap();
     b.join().unwrap();
     trace::stop();
+}
+
+// ---- the Rust global allocator's gate ----
+
+static RUST_TRACED: AtomicUsize = AtomicUsize::new(0);
+
+/// Traced-path calls made by `f` through [`through_gate`]'s paths.
+fn rust_traced_calls(f: impl FnOnce()) -> usize {
+    let before = RUST_TRACED.load(Ordering::Relaxed);
+    f();
+    RUST_TRACED.load(Ordering::Relaxed) - before
+}
+
+/// `a`'s allocation, free and `realloc` as `Traced<A>` makes them, with a
+/// traced path that counts its calls and then makes the plain one.
+struct ThroughGate<'a, A>(&'a A);
+
+impl<A: TraceGate> ThroughGate<'_, A> {
+    fn alloc(&self, l: Layout, zeroed: bool) -> *mut u8 {
+        let a = self.0;
+        // SAFETY: non-zero sizes only (the test's layouts).
+        unsafe {
+            a.alloc_or(l, zeroed, |l, z| {
+                RUST_TRACED.fetch_add(1, Ordering::Relaxed);
+                if z {
+                    a.alloc_zeroed(l)
+                } else {
+                    a.alloc(l)
+                }
+            })
+        }
+    }
+    fn dealloc(&self, p: *mut u8, l: Layout) {
+        let a = self.0;
+        // SAFETY: the test's blocks are live from `alloc` with `l`.
+        unsafe {
+            a.dealloc_or(p, l, |p, l| {
+                RUST_TRACED.fetch_add(1, Ordering::Relaxed);
+                a.dealloc(p, l)
+            })
+        }
+    }
+    fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let a = self.0;
+        // SAFETY: as for dealloc.
+        unsafe {
+            a.realloc_or(p, l, n, |p, l, n| {
+                RUST_TRACED.fetch_add(1, Ordering::Relaxed);
+                a.realloc(p, l, n)
+            })
+        }
+    }
+}
+
+/// The gate of `Traced<PyMalloc>` and `Traced<PyMallocSmall>`: while
+/// tracing is off, a block the thread's cache holds is handed out and a
+/// block of the thread's own is freed without the traced path (and so
+/// without a test of the tracing flag); from `trace::start` to
+/// `trace::stop` every allocation (pool, medium and large sizes, a large
+/// alignment, zeroed), every free and every `realloc` takes it.
+#[test]
+fn tracing_shuts_the_rust_allocators_fast_paths_and_stopping_opens_them() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    check_rust_gate(&ThroughGate(&PyMalloc), &[16, 100, 512, 700, 4096]);
+    check_rust_gate(&ThroughGate(&PyMallocSmall), &[16, 100, 512]);
+}
+
+/// [`tracing_shuts_the_rust_allocators_fast_paths_and_stopping_opens_them`]
+/// for one allocator, whose heaps serve blocks of `cached` sizes from the
+/// thread's cache.
+fn check_rust_gate<A: TraceGate>(a: &ThroughGate<'_, A>, cached: &[usize]) {
+    let layout = |n: usize| Layout::from_size_align(n, 8).unwrap();
+    // This thread's heap, made by a first request.
+    a.dealloc(a.alloc(layout(64), false), layout(64));
+    let with_regions = pymalloc::regions_reserved();
+
+    // Open: a freed block of each size comes back from the cache, neither
+    // path traced (without the regions the block map knows no block, and
+    // the free takes the traced path). A spare block of each size keeps
+    // its pool or span in use.
+    let spare: Vec<*mut u8> = cached.iter().map(|&n| a.alloc(layout(n), false)).collect();
+    let blocks: Vec<*mut u8> = cached.iter().map(|&n| a.alloc(layout(n), false)).collect();
+    assert!(blocks.iter().chain(&spare).all(|p| !p.is_null()));
+    let frees = rust_traced_calls(|| cached.iter().zip(&blocks).rev().for_each(|(&n, &p)| a.dealloc(p, layout(n))));
+    if with_regions {
+        assert_eq!(frees, 0, "an open gate's free of the thread's own block took the traced path");
+    } else {
+        assert_eq!(frees, cached.len());
+    }
+    let mut again = Vec::new();
+    let allocs = rust_traced_calls(|| again = cached.iter().map(|&n| a.alloc(layout(n), false)).collect());
+    assert_eq!(allocs, 0, "an open gate's allocation of a cached class took the traced path");
+    if with_regions {
+        assert_eq!(again, blocks, "not the cached blocks");
+    }
+    // A realloc within the class stays, untraced.
+    let q = rust_traced_calls(|| assert_eq!(a.realloc(again[0], layout(16), 10), again[0]));
+    assert_eq!(q, 0, "an open gate's realloc within the class took the traced path");
+    let l10 = layout(10);
+    a.dealloc(again[0], l10);
+    cached.iter().zip(&again).skip(1).for_each(|(&n, &p)| a.dealloc(p, layout(n)));
+
+    trace::start(1).unwrap();
+    // Shut: every request takes the traced path, the cached sizes
+    // included, and so does every free and realloc.
+    let requests: Vec<(Layout, bool)> = cached
+        .iter()
+        .chain(&[513, 40_000, 1 << 20])
+        .map(|&n| (layout(n), false))
+        .chain([(Layout::from_size_align(32, 64).unwrap(), false), (layout(48), true), (layout(2000), true)])
+        .collect();
+    let mut traced = Vec::new();
+    let allocs = rust_traced_calls(|| traced = requests.iter().map(|&(l, z)| a.alloc(l, z)).collect());
+    assert_eq!(allocs, requests.len(), "a request past a shut gate took the fast path");
+    assert!(traced.iter().all(|p| !p.is_null()));
+    for (&(l, z), &p) in requests.iter().zip(&traced) {
+        if z {
+            // SAFETY: p holds l.size() bytes.
+            assert!(unsafe { std::slice::from_raw_parts(p, l.size()) }.iter().all(|&b| b == 0), "{l:?} not zeroed");
+        }
+    }
+    let r = rust_traced_calls(|| assert_eq!(a.realloc(traced[0], requests[0].0, 10), traced[0]));
+    assert_eq!(r, 1, "a realloc within its class past a shut gate took the fast path");
+    let frees = rust_traced_calls(|| {
+        a.dealloc(traced[0], l10);
+        requests.iter().zip(&traced).skip(1).for_each(|(&(l, _), &p)| a.dealloc(p, l));
+    });
+    assert_eq!(frees, requests.len(), "a free past a shut gate took the fast path");
+    trace::stop();
+
+    // Open again: the cache's blocks come back untraced.
+    let mut after = Vec::new();
+    let allocs = rust_traced_calls(|| after = cached.iter().map(|&n| a.alloc(layout(n), false)).collect());
+    assert_eq!(allocs, 0, "an allocation after stop took the traced path");
+    let frees = rust_traced_calls(|| cached.iter().zip(&after).for_each(|(&n, &p)| a.dealloc(p, layout(n))));
+    assert_eq!(frees, if with_regions { 0 } else { cached.len() }, "a free after stop took the traced path");
+    cached.iter().zip(&spare).for_each(|(&n, &p)| a.dealloc(p, layout(n)));
+    pymalloc::thread::validate_current().unwrap();
 }
