@@ -79,11 +79,44 @@ fn a_cached_allocation_costs_one_load_more_than_the_plain_one() {
     assert!(t.len() <= p.len() + 2, "plain:\n{}\n\ntraced:\n{}", p.join("\n"), t.join("\n"));
 }
 
-/// A free: the same look at the block map, through the gated size.
+/// A free: the same look at the block map, through the gated size (the
+/// third word of `block_map::ALL`, where the plain one reads the second).
 #[test]
-fn a_free_costs_what_the_plain_one_does() {
+fn a_free_costs_what_the_plain_one_does_through_the_gated_size() {
     let (plain, traced) = disassembly();
     let p = body(plain, "__rustc::__rust_dealloc");
     let t = body(traced, "__rustc::__rust_dealloc");
     assert!(t.len() <= p.len(), "plain:\n{}\n\ntraced:\n{}", p.join("\n"), t.join("\n"));
+    let (size, gated) = (8, 16);
+    assert!(reads_word_of_all(plain, &p, size) && !reads_word_of_all(plain, &p, gated), "plain:\n{}", p.join("\n"));
+    assert!(reads_word_of_all(traced, &t, gated) && !reads_word_of_all(traced, &t, size), "traced:\n{}", t.join("\n"));
+}
+
+/// True if an instruction of `body` reads `block_map::ALL`'s word at byte
+/// `offset` (objdump's comment gives a RIP-relative operand's address and
+/// the symbol it lies in).
+fn reads_word_of_all(text: &str, body: &[String], offset: u64) -> bool {
+    let all = symbol_address(text, "pymalloc::block_map::ALL");
+    body.iter().filter_map(|i| i.split_once("# ")).any(|(_, c)| {
+        c.split_whitespace().next().and_then(|a| u64::from_str_radix(a, 16).ok()) == Some(all + offset)
+            && c.contains("<pymalloc::block_map::ALL")
+    })
+}
+
+/// The address of the data symbol `name`: the lowest address objdump's
+/// comments name with `<name>` (its first word, read by every free).
+fn symbol_address(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once("# ").map(|(_, c)| c))
+        .filter(|c| c.contains(&format!("<{name}>")) || c.contains(&format!("<{name}+")))
+        .filter_map(|c| {
+            let a = u64::from_str_radix(c.split_whitespace().next()?, 16).ok()?;
+            // `<name+0x10>` names an address 0x10 past the symbol.
+            let off = c
+                .split_once('+')
+                .and_then(|(_, r)| u64::from_str_radix(r.trim_end_matches('>').trim_start_matches("0x"), 16).ok());
+            Some(a - off.unwrap_or(0))
+        })
+        .min()
+        .unwrap_or_else(|| panic!("{name} not read anywhere"))
 }

@@ -71,17 +71,20 @@ pub fn malloc_gated<F: Fallback>(n: usize, slow: extern "C" fn(usize) -> *mut u8
     malloc_through::<F, true>(n, slow)
 }
 
-/// Shuts (`false`) or opens the gate of [`malloc_gated`],
-/// [`malloc_cached_gated`] and [`free_gated`]: the tracer shuts it before
-/// it starts tracing and opens it once it has stopped (`trace::start`,
-/// `trace::stop`). Shut, the size-to-class table they read gives every
-/// size a class whose cache is always empty (`front_cache::SHUT_CLASS`),
-/// and the block map's gated look-up finds no block: the same loads as
-/// the open paths, other answers. What keeps a traced block from being
-/// freed by the fast path is the order in `trace::start`: both halves are
-/// shut before the tracing flag goes up, and a front reads the flag with
-/// an acquire load before it traces, so it then sees both shut; the order
-/// of the two halves here does not matter.
+/// Shuts (`false`) or opens the gate of the C fronts' [`malloc_gated`],
+/// [`malloc_cached_gated`] and [`free_gated`], and of the Rust
+/// allocator's (`global.rs`: `alloc_gated`, `dealloc_gated`,
+/// `realloc_gated`): the tracer shuts it before it starts tracing and
+/// opens it once it has stopped (`trace::start`, `trace::stop`). Shut,
+/// the size-to-class table they read gives every size a class whose
+/// cache is always empty (`front_cache::SHUT_CLASS`), the pop floor
+/// (`front_cache::POP_FLOOR`) is longer than any cache's stack, and the
+/// block map's gated look-up finds no block: the same loads as the open
+/// paths, other answers. What keeps a traced block from being freed by
+/// the fast path is the order in `trace::start`: every part is shut
+/// before the tracing flag goes up, and a front reads the flag with an
+/// acquire load before it traces, so it then sees them shut; the order of
+/// the parts here does not matter.
 pub(crate) fn set_gate(open: bool) {
     block_map::set_gate(open);
     front_cache::set_gate(open);

@@ -567,20 +567,23 @@ impl<A: GlobalAlloc> Traced<A> {
 /// The provided methods test the tracing flag before the call: a load, a
 /// test and a branch per call. [`PyMalloc`](crate::PyMalloc)'s and
 /// [`PyMallocSmall`](crate::PyMallocSmall)'s test nothing. Their fast paths
-/// read the front cache's class table and the block map through the gate
-/// that [`start`] shuts and [`stop`] opens (ARCHITECTURE.md, "The gate"):
-/// while it is shut every call reaches `traced`, and while it is open a
-/// block the thread's cache serves costs the instructions it costs the
-/// plain allocator.
+/// read the thread's cache, the block map and the class table through the
+/// gate that [`start`] shuts and [`stop`] opens (ARCHITECTURE.md, "The
+/// gate"): while it is shut every call reaches `traced`, and while it is
+/// open a block the thread's cache serves costs one load more than it
+/// costs the plain allocator.
 ///
-/// An allocator of your own takes the provided methods with
-/// `unsafe impl TraceGate for MyAlloc {}`.
+/// [`std::alloc::System`] and [`LockedHeap`](crate::LockedHeap) take the
+/// provided methods, and so does any allocator wrapped in [`Flagged`]:
+/// `Traced(Flagged(MyAlloc))` (a type of your own may also implement this
+/// trait with `unsafe impl TraceGate for MyAlloc {}`).
 ///
 /// # Safety
 /// Each method either does what the [`GlobalAlloc`] method of its name
-/// does with the same arguments, or returns what `traced()` returns having
-/// done nothing else; and it calls `traced` if tracing was on before the
-/// call began (a call racing with [`start`] may go either way).
+/// does with the same arguments, or calls `traced` once with them, having
+/// changed nothing its caller can observe, and returns what it returns.
+/// It calls `traced` whenever the call happens after a [`start`] that no
+/// [`stop`] has followed (a call racing with either may go either way).
 pub unsafe trait TraceGate: GlobalAlloc {
     /// `alloc` (`alloc_zeroed` if `zeroed`), or `traced()`.
     ///
@@ -634,9 +637,47 @@ pub unsafe trait TraceGate: GlobalAlloc {
     }
 }
 
-// SAFETY: the provided methods test the flag.
+/// Any [`GlobalAlloc`], for [`Traced`]: its calls test the tracing flag
+/// ([`TraceGate`]'s provided methods). For an allocator of another crate,
+/// which cannot implement `TraceGate` itself:
+///
+/// ```no_run
+/// use pymalloc::trace::{Flagged, Traced};
+/// #[global_allocator]
+/// static ALLOC: Traced<Flagged<std::alloc::System>> = Traced(Flagged(std::alloc::System));
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flagged<A>(pub A);
+
+// SAFETY: every call goes to the wrapped allocator unchanged.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Flagged<A> {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        // SAFETY: the caller's contract is the wrapped allocator's.
+        unsafe { self.0.alloc(l) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        // SAFETY: as in alloc.
+        unsafe { self.0.alloc_zeroed(l) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: as in alloc.
+        unsafe { self.0.dealloc(p, l) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        // SAFETY: as in alloc.
+        unsafe { self.0.realloc(p, l, n) }
+    }
+}
+
+// SAFETY: the provided methods test the flag first.
+unsafe impl<A: GlobalAlloc> TraceGate for Flagged<A> {}
+// SAFETY: as above.
 unsafe impl TraceGate for std::alloc::System {}
-// SAFETY: as for System.
+// SAFETY: as above.
 unsafe impl TraceGate for crate::LockedHeap {}
 
 // SAFETY: the gated paths (global.rs) do what PyMalloc's methods do or

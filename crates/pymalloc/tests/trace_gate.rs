@@ -15,7 +15,7 @@ use std::alloc::Layout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pymalloc::every_size;
-use pymalloc::trace::TraceGate;
+use pymalloc::trace::{Flagged, TraceGate};
 use pymalloc::{trace, LibcFallback, PyMalloc, PyMallocSmall};
 
 /// The tests of this file switch tracing, process-wide: one at a time.
@@ -308,4 +308,24 @@ fn check_rust_gate<A: TraceGate>(a: &ThroughGate<'_, A>, cached: &[usize]) {
     assert_eq!(frees, if with_regions { 0 } else { cached.len() }, "a free after stop took the traced path");
     cached.iter().zip(&spare).for_each(|(&n, &p)| a.dealloc(p, layout(n)));
     pymalloc::thread::validate_current().unwrap();
+}
+
+/// Another allocator, through `Flagged` (`TraceGate`'s provided methods):
+/// no traced call while tracing is off, every call traced while it is on.
+#[test]
+fn a_flagged_allocator_takes_the_traced_path_exactly_while_tracing() {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let a = ThroughGate(&Flagged(std::alloc::System));
+    let l = Layout::from_size_align(100, 8).unwrap();
+    let round = || {
+        let p = a.alloc(l, false);
+        let p = a.realloc(p, l, 200);
+        a.dealloc(p, Layout::from_size_align(200, 8).unwrap());
+    };
+    assert_eq!(rust_traced_calls(round), 0, "traced while off");
+    trace::start(1).unwrap();
+    let on = rust_traced_calls(round);
+    trace::stop();
+    assert_eq!(on, 3, "an allocation, a realloc and a free while tracing");
+    assert_eq!(rust_traced_calls(round), 0, "traced after stop");
 }
