@@ -165,34 +165,23 @@ fn cache_of<const GATED: bool>(n: usize) -> Option<(*const Heap, usize)> {
 /// neither has one.
 ///
 /// # Safety
-/// `h` is the calling thread's heap; `c` is the cache class of `n`.
+/// `h` is the calling thread's heap; `c` is the cache class of `n`, whose
+/// stack in `h`'s front cache is empty (the pool path does not pop it
+/// again).
 #[inline(never)]
 unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
-    // SAFETY: the contract.
-    let p = unsafe { alloc_listed(h, c) };
-    if !p.is_null() {
-        return p;
-    }
-    malloc_uncached::<F>(n)
-}
-
-/// The next block of cache class `c` from the calling thread's heap `h`,
-/// whose front cache had none: its pool's (a pool class, which reopens)
-/// or its listed span's (a medium class); null if neither has one.
-///
-/// # Safety
-/// `h` is the calling thread's heap; `c < NB_CACHE_CLASSES`.
-#[inline(always)]
-pub(crate) unsafe fn alloc_listed(h: *const Heap, c: usize) -> *mut u8 {
-    debug_assert!(c < front_cache::NB_CACHE_CLASSES);
-    // SAFETY: the contract; the owner calls.
-    unsafe {
+    // SAFETY: the contract; the owner calls, and the cache was empty.
+    let p = unsafe {
         if c < NB_SMALL_SIZE_CLASSES {
             (*h).alloc_small_past_cache(c)
         } else {
             (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES)
         }
+    };
+    if !p.is_null() {
+        return p;
     }
+    malloc_uncached::<F>(n)
 }
 
 /// [`malloc_with`] past the cache. `extern "C"` (a panic aborts), so that

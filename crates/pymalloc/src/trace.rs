@@ -680,56 +680,49 @@ unsafe impl TraceGate for std::alloc::System {}
 // SAFETY: as above.
 unsafe impl TraceGate for crate::LockedHeap {}
 
-// SAFETY: the gated paths (global.rs) do what PyMalloc's methods do or
-// call `traced` alone; the gate they read is shut from before the tracing
-// flag goes up until after it comes down (`start`, `stop`), and shut they
-// reach `traced` for every call.
-unsafe impl TraceGate for crate::PyMalloc {
-    #[inline(always)]
-    unsafe fn alloc_or(&self, l: Layout, zeroed: bool, traced: impl FnOnce(Layout, bool) -> *mut u8) -> *mut u8 {
-        crate::global::alloc_gated::<true>(l, zeroed, traced)
-    }
-    #[inline(always)]
-    unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
-        // SAFETY: the caller's contract; traced frees p as dealloc would.
-        unsafe { crate::global::dealloc_gated::<true>(p, l, traced) }
-    }
-    #[inline(always)]
-    unsafe fn realloc_or(
-        &self,
-        p: *mut u8,
-        l: Layout,
-        n: usize,
-        traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
-    ) -> *mut u8 {
-        // SAFETY: as above.
-        unsafe { crate::global::realloc_gated(p, l, n, traced) }
-    }
+/// `TraceGate` for one of the Rust allocators of the thread heaps, by
+/// `global.rs`'s gated paths (`$all`: every size from the heaps, or the
+/// pool sizes only).
+macro_rules! gated_front {
+    ($front:ty, $all:literal) => {
+        // SAFETY: the gated paths (global.rs) do what the allocator's
+        // methods do, or call `traced` once having changed nothing
+        // observable; the gate they read is shut from before the tracing
+        // flag goes up until after it comes down (`start`, `stop`), and
+        // shut they reach `traced` for every call.
+        unsafe impl TraceGate for $front {
+            #[inline(always)]
+            unsafe fn alloc_or(
+                &self,
+                l: Layout,
+                zeroed: bool,
+                traced: impl FnOnce(Layout, bool) -> *mut u8,
+            ) -> *mut u8 {
+                crate::global::alloc_gated::<$all>(l, zeroed, traced)
+            }
+            #[inline(always)]
+            unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
+                // SAFETY: the caller's contract; traced frees p as dealloc
+                // would.
+                unsafe { crate::global::dealloc_gated::<$all>(p, l, traced) }
+            }
+            #[inline(always)]
+            unsafe fn realloc_or(
+                &self,
+                p: *mut u8,
+                l: Layout,
+                n: usize,
+                traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
+            ) -> *mut u8 {
+                // SAFETY: as above.
+                unsafe { crate::global::realloc_gated(p, l, n, traced) }
+            }
+        }
+    };
 }
 
-// SAFETY: as for PyMalloc.
-unsafe impl TraceGate for crate::PyMallocSmall {
-    #[inline(always)]
-    unsafe fn alloc_or(&self, l: Layout, zeroed: bool, traced: impl FnOnce(Layout, bool) -> *mut u8) -> *mut u8 {
-        crate::global::alloc_gated::<false>(l, zeroed, traced)
-    }
-    #[inline(always)]
-    unsafe fn dealloc_or(&self, p: *mut u8, l: Layout, traced: impl FnOnce(*mut u8, Layout)) {
-        // SAFETY: as for PyMalloc.
-        unsafe { crate::global::dealloc_gated::<false>(p, l, traced) }
-    }
-    #[inline(always)]
-    unsafe fn realloc_or(
-        &self,
-        p: *mut u8,
-        l: Layout,
-        n: usize,
-        traced: impl FnOnce(*mut u8, Layout, usize) -> *mut u8,
-    ) -> *mut u8 {
-        // SAFETY: as for PyMalloc.
-        unsafe { crate::global::realloc_gated(p, l, n, traced) }
-    }
-}
+gated_front!(crate::PyMalloc, true);
+gated_front!(crate::PyMallocSmall, false);
 
 // SAFETY: every call goes to the wrapped allocator unchanged (through
 // TraceGate, whose contract is that); the tracer only reads the addresses
