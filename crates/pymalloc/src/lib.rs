@@ -107,6 +107,7 @@ mod trace_shadow;
 mod trace_symtab;
 mod trace_table;
 mod trace_tally;
+mod trace_thread;
 mod trace_timeline;
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
 mod trace_unwind;

@@ -53,6 +53,7 @@ use crate::trace_table::{self as table, Trace};
 pub use crate::trace_table::{Source, DEFAULT_DOMAIN};
 use crate::trace_tally;
 pub use crate::trace_tally::ThreadHeapStats;
+use crate::trace_thread;
 use crate::trace_timeline;
 
 /// The largest traceback limit (CPython's `MAX_NFRAME`, 65535).
@@ -120,9 +121,6 @@ pub struct HeapStats {
 }
 
 std::thread_local! {
-    /// Up while this thread is inside the tracer: what it allocates then is
-    /// not traced.
-    static BUSY: Cell<bool> = const { Cell::new(false) };
     /// The trace of the block a domain hook is freeing or moving: out of
     /// the table during the wrapped allocator's call (after which the
     /// address may be another thread's new block), and kept here for a
@@ -135,17 +133,18 @@ struct Entered;
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        let _ = BUSY.try_with(|b| b.set(false));
+        trace_thread::with(|t| t.busy.set(false));
     }
 }
 
-/// Raises this thread's guard; None if it was up already (the tracer, or an
-/// allocator under a traced call, re-entered) or thread-local storage is
-/// gone.
+/// Raises this thread's guard (its block's `busy`: up while the thread is
+/// inside the tracer, so that what it allocates then is not traced); None
+/// if it was up already (the tracer, or an allocator under a traced call,
+/// re-entered).
 fn enter() -> Option<Entered> {
     // `then`, not `then_some`: an Entered built and dropped would lower the
     // guard.
-    BUSY.try_with(|b| !b.replace(true)).unwrap_or(false).then(|| Entered)
+    trace_thread::with(|t| !t.busy.replace(true)).then(|| Entered)
 }
 
 /// Runs `f` with this thread's guard up; None if it was up already.
@@ -156,10 +155,10 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Option<R> {
 /// Runs `f` untraced: what it allocates is not recorded (the tracer's
 /// reports allocate).
 pub(crate) fn untraced<R>(f: impl FnOnce() -> R) -> R {
-    let was = BUSY.try_with(|b| b.replace(true)).unwrap_or(true);
+    let was = trace_thread::with(|t| t.busy.replace(true));
     let r = f();
     if !was {
-        let _ = BUSY.try_with(|b| b.set(false));
+        trace_thread::with(|t| t.busy.set(false));
     }
     r
 }

@@ -443,18 +443,15 @@ impl Keep<'_> {
     }
 }
 
-/// The top of this thread's stack (0: unknown), found once per thread.
+/// The top of this thread's stack (0: unknown), found once per thread and
+/// kept plus one in its block (`trace_thread.rs`; 0 there: not looked up).
 fn stack_top() -> u64 {
-    std::thread_local! {
-        static TOP: core::cell::Cell<u64> = const { core::cell::Cell::new(u64::MAX) };
-    }
-    TOP.try_with(|t| {
-        if t.get() == u64::MAX {
-            t.set(crate::trace_unwind::stack_top());
+    crate::trace_thread::with(|t| {
+        if t.stack_top_plus_one.get() == 0 {
+            t.stack_top_plus_one.set(crate::trace_unwind::stack_top().wrapping_add(1));
         }
-        t.get()
+        t.stack_top_plus_one.get().wrapping_sub(1)
     })
-    .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -14,12 +14,11 @@ use core::cell::Cell;
 use core::sync::atomic::Ordering;
 
 use crate::trace_table as table;
+use crate::trace_thread::{self, MEMO_ENTRIES};
 
-/// Entries per thread: sets of two, by return address. (1 KiB of
-/// thread-local storage: `libpymalloc.so` keeps its thread-local storage
-/// static for its heap slot, see `tls_slot.rs`, and glibc has about 1.6 KiB
-/// of static room for a library opened with `dlopen`.)
-const ENTRIES: usize = 64;
+/// Entries per thread (in its block, `trace_thread.rs`): sets of two, by
+/// return address.
+const ENTRIES: usize = MEMO_ENTRIES;
 const WAYS: usize = 2;
 const SETS: usize = ENTRIES / WAYS;
 // `set` and `remembered` take two ways and a power of two of sets, and
@@ -27,7 +26,8 @@ const SETS: usize = ENTRIES / WAYS;
 const _: () = assert!(WAYS == 2 && SETS > 1 && SETS.is_power_of_two() && SETS * WAYS == ENTRIES);
 const _: () = assert!(usize::BITS == 64);
 
-/// An entry: `ip == 0` is empty (no return address is 0).
+/// An entry: `ip == 0` is empty (no return address is 0), as the block's
+/// zeroed words start.
 #[derive(Clone, Copy)]
 struct Entry {
     ip: usize,
@@ -35,10 +35,15 @@ struct Entry {
     clears: u32,
 }
 
-const EMPTY: Entry = Entry { ip: 0, id: 0, clears: 0 };
+impl Entry {
+    fn load(c: &Cell<(usize, u32, u32)>) -> Entry {
+        let (ip, id, clears) = c.get();
+        Entry { ip, id, clears }
+    }
 
-std::thread_local! {
-    static MEMO: [Cell<Entry>; ENTRIES] = const { [const { Cell::new(EMPTY) }; ENTRIES] };
+    fn store(self, c: &Cell<(usize, u32, u32)>) {
+        c.set((self.ip, self.id, self.clears));
+    }
 }
 
 /// The first entry of return address `ip`'s set: a multiplicative hash,
@@ -59,31 +64,30 @@ pub(crate) fn intern(frames: &[usize]) -> Option<u32> {
     let clears = table::CLEARS.load(Ordering::Acquire);
     let s = set(ip);
     match remembered(ip, s, clears) {
-        Ok(Some(id)) => Some(id),
-        Ok(None) => {
+        Some(id) => Some(id),
+        None => {
             // `clears` was read before the interning: if a clear comes in
             // between, the entry is stale from the start and never answers.
             let id = table::intern(frames)?;
             // The newest first, the older one kept second.
-            let _ = MEMO.try_with(|m| {
+            trace_thread::with(|t| {
+                let m = &t.memo;
                 m[s + 1].set(m[s].get());
-                m[s].set(Entry { ip, id, clears });
+                Entry { ip, id, clears }.store(&m[s]);
             });
             Some(id)
         }
-        // Thread-local storage is gone (thread exit): no memo.
-        Err(_) => table::intern(frames),
     }
 }
 
 /// The id this thread's memo holds for `ip` (whose set starts at `s`)
-/// interned under clear count `clears`, if any; Err if thread-local
-/// storage is gone.
+/// interned under clear count `clears`, if any.
 #[inline(always)]
-fn remembered(ip: usize, s: usize, clears: u32) -> Result<Option<u32>, std::thread::AccessError> {
-    MEMO.try_with(|m| {
+fn remembered(ip: usize, s: usize, clears: u32) -> Option<u32> {
+    trace_thread::with(|t| {
+        let m = &t.memo;
         let valid = |e: Entry| (e.ip == ip && e.clears == clears).then_some(e.id);
-        valid(m[s].get()).or_else(|| valid(m[s + 1].get()))
+        valid(Entry::load(&m[s])).or_else(|| valid(Entry::load(&m[s + 1])))
     })
 }
 
@@ -145,13 +149,13 @@ mod tests {
         let c = (b + 16..).step_by(16).find(|&ip| set(ip) == set(a)).unwrap();
         let (ia, ib) = (intern(&[a]).unwrap(), intern(&[b]).unwrap());
         let clears = table::CLEARS.load(Ordering::Acquire);
-        assert_eq!(remembered(a, set(a), clears).unwrap(), Some(ia));
-        assert_eq!(remembered(b, set(b), clears).unwrap(), Some(ib));
+        assert_eq!(remembered(a, set(a), clears), Some(ia));
+        assert_eq!(remembered(b, set(b), clears), Some(ib));
         // A third one takes the place of the older.
         let ic = intern(&[c]).unwrap();
-        assert_eq!(remembered(c, set(c), clears).unwrap(), Some(ic));
-        assert_eq!(remembered(b, set(b), clears).unwrap(), Some(ib));
-        assert_eq!(remembered(a, set(a), clears).unwrap(), None);
+        assert_eq!(remembered(c, set(c), clears), Some(ic));
+        assert_eq!(remembered(b, set(b), clears), Some(ib));
+        assert_eq!(remembered(a, set(a), clears), None);
         assert_eq!(intern(&[a]), Some(ia), "the table still knows it");
         table::clear();
     }

@@ -16,16 +16,16 @@
 //! (`trace.rs`): a peak is a moment of the whole process, not a sum.
 //!
 //! Invariants: an owned slot is stored to by its owner alone (the thread
-//! whose `CLAIM` holds it); [`SHARED`] is never owned and only changed by
+//! whose block's `slot` holds it); [`SHARED`] is never owned and only changed by
 //! `fetch_add`. Counters wrap: a thread frees blocks other threads
 //! allocated, so one slot's live figures may go "below zero"; only sums
 //! mean something. [`BASE`] holds the sums at the last [`clear`].
 
-use core::cell::Cell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::trace_table::Source;
+use crate::trace_thread;
 
 /// A thread's own allocations and frees, while it traced (its frees of
 /// blocks of other threads included).
@@ -125,38 +125,40 @@ static SHARED: Slot = Slot::new();
 static HIGH: AtomicUsize = AtomicUsize::new(0);
 static BASE: [AtomicU64; COUNTERS] = [const { AtomicU64::new(0) }; COUNTERS];
 
-/// The calling thread's slot (null: none yet), given back when the thread
-/// exits.
-struct Claim(Cell<*const Slot>);
+/// Gives the calling thread's slot (its block's `slot`, `trace_thread.rs`)
+/// back when the thread exits. Registered by the claim: a `thread_local!`
+/// with a destructor, touched only then.
+struct Release;
 
-impl Drop for Claim {
+impl Drop for Release {
     fn drop(&mut self) {
-        let s = self.0.replace(ptr::null());
+        let s = trace_thread::with(|t| t.slot.replace(ptr::null()));
         if !s.is_null() {
             // SAFETY: claimed slots are statics of SLOTS.
             // Release: the next owner starts from this thread's last counts.
-            unsafe { &*s }.owned.store(false, Ordering::Release);
+            unsafe { &*s.cast::<Slot>() }.owned.store(false, Ordering::Release);
         }
     }
 }
 
 std::thread_local! {
-    static CLAIM: Claim = const { Claim(Cell::new(ptr::null())) };
+    static RELEASE: Release = const { Release };
 }
 
-/// The slot `c` holds, if any.
+/// The slot the calling thread holds, if any.
 #[inline(always)]
-fn claimed(c: &Claim) -> Option<&'static Slot> {
-    let s = c.0.get();
+fn claimed() -> Option<&'static Slot> {
+    let s = trace_thread::with(|t| t.slot.get());
     // SAFETY: a claimed slot is a static of SLOTS.
-    (!s.is_null()).then(|| unsafe { &*s })
+    (!s.is_null()).then(|| unsafe { &*s.cast::<Slot>() })
 }
 
 /// The calling thread's slot, claimed on first use; None if none is free
-/// or thread-local storage is gone.
+/// or the thread is past its `thread_local!` destructors (then nothing
+/// would give the slot back).
 #[inline(always)]
 fn mine() -> Option<&'static Slot> {
-    CLAIM.try_with(|c| claimed(c).or_else(|| claim(c))).ok().flatten()
+    claimed().or_else(claim)
 }
 
 /// Adds each `(counter, delta)` pair in the calling thread's slot, or in
@@ -177,7 +179,8 @@ fn count(a: (usize, u64), b: (usize, u64), c: (usize, u64)) -> Option<&'static S
 
 #[cold]
 #[inline(never)]
-fn claim(c: &Claim) -> Option<&'static Slot> {
+fn claim() -> Option<&'static Slot> {
+    RELEASE.try_with(|_| ()).ok()?;
     let (i, s) = SLOTS.iter().enumerate().find(|(_, s)| {
         !s.owned.load(Ordering::Relaxed)
             && s.owned.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
@@ -187,7 +190,7 @@ fn claim(c: &Claim) -> Option<&'static Slot> {
     }
     s.max_net.store(0, Ordering::Relaxed);
     HIGH.fetch_max(i + 1, Ordering::Release);
-    c.0.set(s);
+    trace_thread::with(|t| t.slot.set((s as *const Slot).cast()));
     Some(s)
 }
 
@@ -221,7 +224,7 @@ fn shared_add(a: (usize, u64), b: (usize, u64), c: (usize, u64)) {
 /// The calling thread's own figures since it first traced (all zero if it
 /// has no slot).
 pub(crate) fn thread_stats() -> ThreadHeapStats {
-    let Some(s) = CLAIM.try_with(claimed).ok().flatten() else { return ThreadHeapStats::default() };
+    let Some(s) = claimed() else { return ThreadHeapStats::default() };
     ThreadHeapStats {
         allocated_blocks: s.since_claim(ALLOCS),
         allocated_bytes: s.since_claim(ALLOC_BYTES),

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::os;
 use crate::sync::SpinLock;
+use crate::trace_thread;
 
 /// Points kept at most.
 pub(crate) const POINTS: usize = 2048;
@@ -35,7 +36,7 @@ static START_MS: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn restart() {
     let _g = LOCK.lock();
     // A start later than the last one, even within its millisecond: it
-    // tells each thread's notes of an earlier timeline apart (`NOTES`).
+    // tells each thread's notes of an earlier timeline apart (each thread's `notes`).
     let last = START_MS.load(Ordering::Relaxed);
     START_MS.store(os::now_ms().max(last + 1), Ordering::Relaxed);
     PENDING.store(0, Ordering::Relaxed);
@@ -87,11 +88,13 @@ static PENDING: AtomicUsize = AtomicUsize::new(0);
 /// figures.
 const NOTES_PER_POINT: u32 = 64;
 
-std::thread_local! {
-    /// This thread's notes since it last took a point, the most bytes among
-    /// them, and the timeline they belong to (its start: notes of an
-    /// earlier one count for nothing).
-    static NOTES: core::cell::Cell<(u32, usize, u64)> = const { core::cell::Cell::new((0, 0, 0)) };
+/// A thread's notes, in its block (`trace_thread.rs`): its notes since it
+/// last took a point, the most bytes among them, and the timeline they
+/// belong to (its start: notes of an earlier one, or of none, count for
+/// nothing).
+#[inline(always)]
+fn notes<R>(f: impl FnOnce(&core::cell::Cell<(u32, usize, u64)>) -> R) -> R {
+    trace_thread::with(|t| f(&t.notes))
 }
 
 /// Records that `bytes` are traced now. A thread keeps the most bytes it
@@ -107,26 +110,24 @@ pub(crate) fn note(bytes: usize) {
     if start == 0 {
         return;
     }
-    let due = NOTES
-        .try_with(|n| {
-            let (k, most) = mine(n.get(), start);
-            let most = most.max(bytes);
-            if k + 1 == NOTES_PER_POINT {
-                n.set((0, 0, start));
-                Some(most)
-            } else {
-                n.set((k + 1, most, start));
-                None
-            }
-        })
-        .unwrap_or(Some(bytes));
+    let due = notes(|n| {
+        let (k, most) = mine(n.get(), start);
+        let most = most.max(bytes);
+        if k + 1 == NOTES_PER_POINT {
+            n.set((0, 0, start));
+            Some(most)
+        } else {
+            n.set((k + 1, most, start));
+            None
+        }
+    });
     if let Some(most) = due {
         take_point(bytes, most);
     }
 }
 
 /// This thread's notes of the timeline that started at `start`, and the
-/// most bytes among them, from its `NOTES` (none if they are an earlier
+/// most bytes among them, from its `notes` (none if they are an earlier
 /// timeline's).
 fn mine((k, most, of): (u32, usize, u64), start: u64) -> (u32, usize) {
     if of == start {
@@ -157,7 +158,7 @@ fn take_point(bytes: usize, most: usize) {
 /// is the traced bytes now.
 pub(crate) fn points(current: usize) -> Vec<(u64, usize)> {
     let start = START_MS.load(Ordering::Relaxed);
-    let most = NOTES.try_with(|n| mine(n.replace((0, 0, start)), start).1).unwrap_or(0);
+    let most = notes(|n| mine(n.replace((0, 0, start)), start).1);
     take_point(current, most);
     let _g = LOCK.lock();
     // SAFETY: LOCK is held.

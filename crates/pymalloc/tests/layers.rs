@@ -59,7 +59,8 @@ const LAYERS: &[&str] = &[
     "debug",
     "config",
     // The tracer: the stack walker (or its stand-in), frames, its tables,
-    // the hooks and API, snapshots.
+    // the hooks and API, snapshots. Beneath them all, each thread's state.
+    "trace_thread",
     "trace_unwind",
     "trace_unwind_none",
     "trace_symtab",
