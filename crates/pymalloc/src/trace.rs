@@ -35,7 +35,7 @@
 //! never traced: a per-thread guard is up while it works.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt;
 use core::ptr;
@@ -120,12 +120,28 @@ pub struct HeapStats {
     pub max_bytes: usize,
 }
 
-std::thread_local! {
-    /// The trace of the block a domain hook is freeing or moving: out of
-    /// the table during the wrapped allocator's call (after which the
-    /// address may be another thread's new block), and kept here for a
-    /// debug hook's report in that call ([`traceback`]).
-    static LEAVING: Cell<Option<Trace>> = const { Cell::new(None) };
+/// The trace of the block a domain hook is freeing or moving: out of the
+/// table during the wrapped allocator's call (after which the address may
+/// be another thread's new block), and kept in the thread's block
+/// (`trace_thread.rs`) for a debug hook's report in that call
+/// ([`traceback`]).
+fn set_leaving(t: Option<Trace>) {
+    trace_thread::with(|b| match t {
+        Some(t) => {
+            b.leaving.set((t.addr, t.size, t.domain, t.traceback));
+            b.leaving_source.set(t.source as u8 + 1);
+        }
+        None => b.leaving_source.set(0),
+    })
+}
+
+/// The trace [`set_leaving`] keeps, if any.
+fn kept_leaving() -> Option<Trace> {
+    trace_thread::with(|b| {
+        let source = *Source::ALL.get(usize::from(b.leaving_source.get()).checked_sub(1)?)?;
+        let (addr, size, domain, traceback) = b.leaving.get();
+        Some(Trace { addr, size, domain, traceback, source })
+    })
 }
 
 /// This thread's guard, up until dropped.
@@ -317,7 +333,7 @@ pub fn thread_heap_stats() -> ThreadHeapStats {
 pub fn traceback(domain: u32, addr: usize) -> Option<Vec<Frame>> {
     // The lookup allocates nothing: no guard needed (and a report from
     // inside a traced call, with the guard up, must still find the trace).
-    let leaving = || LEAVING.try_with(Cell::get).ok().flatten().filter(|t| t.domain == domain && t.addr == addr);
+    let leaving = || kept_leaving().filter(|t| t.domain == domain && t.addr == addr);
     let t = table::get(domain, addr).or_else(leaving)?;
     untraced(|| {
         let ips = table::with_frames(t.traceback, <[usize]>::to_vec)?;
@@ -851,9 +867,9 @@ fn leaving<R>(gone: Option<Trace>, f: impl FnOnce() -> R) -> R {
     if gone.is_none() {
         return f();
     }
-    let _ = LEAVING.try_with(|l| l.set(gone));
+    set_leaving(gone);
     let r = f();
-    let _ = LEAVING.try_with(|l| l.set(None));
+    set_leaving(None);
     r
 }
 

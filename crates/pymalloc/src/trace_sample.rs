@@ -13,23 +13,18 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::trace_thread;
+
 /// Mean bytes between samples; 0: every block is traced.
 static MEAN: AtomicUsize = AtomicUsize::new(0);
 
 const MARK_WORDS: usize = 1 << 14; // 2^20 bits, 128 KiB
 static MARKS: [AtomicU64; MARK_WORDS] = [const { AtomicU64::new(0) }; MARK_WORDS];
 
-std::thread_local! {
-    /// Bytes this thread allocates before its next sample (negative: not
-    /// drawn yet), and its random state.
-    static LEFT: Cell<i64> = const { Cell::new(-1) };
-    static RNG: Cell<u64> = const { Cell::new(0) };
-}
-
 /// Sets the mean bytes between samples (0: trace every block).
 pub(crate) fn set_mean(bytes: usize) {
     MEAN.store(bytes, Ordering::Relaxed);
-    let _ = LEFT.try_with(|l| l.set(-1));
+    trace_thread::with(|t| t.sample_left_plus_one.set(0));
 }
 
 /// The mean bytes between samples (0: every block).
@@ -45,39 +40,41 @@ pub(crate) fn take(size: usize) -> bool {
     if k == 0 {
         return true;
     }
-    LEFT.try_with(|l| {
-        let mut left = l.get();
+    // The thread's bytes left before its next sample, kept plus one in its
+    // block (0: not drawn yet).
+    trace_thread::with(|t| {
+        let l = &t.sample_left_plus_one;
+        let mut left = l.get() - 1;
         if left < 0 {
             left = gap(k);
         }
         left -= size as i64;
         if left > 0 {
-            l.set(left);
+            l.set(left + 1);
             false
         } else {
-            l.set(gap(k));
+            l.set(gap(k) + 1);
             true
         }
     })
-    .unwrap_or(false)
 }
 
 /// A gap drawn from the exponential distribution of mean `k` (at least 1).
 fn gap(k: usize) -> i64 {
-    let x = RNG
-        .try_with(|r| {
-            let mut s = r.get();
-            if s == 0 {
-                // Seeded from the thread's own stack address and the clock.
-                s = (r as *const Cell<u64> as u64) ^ crate::os::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            }
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            r.set(s);
-            s
-        })
-        .unwrap_or(1);
+    let x = trace_thread::with(|t| {
+        let r = &t.sample_rng;
+        let mut s = r.get();
+        if s == 0 {
+            // Seeded from the address of the thread's own block and the
+            // clock.
+            s = (r as *const Cell<u64> as u64) ^ crate::os::now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        }
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        r.set(s);
+        s
+    });
     // u in (0, 1]: 53 random bits.
     let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64;
     ((-u.ln() * k as f64) as i64).max(1)
@@ -131,7 +128,7 @@ mod tests {
         // A fixed seed, so the test cannot flake; and a bound of four
         // standard errors (an exponential's deviation is its mean), which
         // a broken draw misses by far.
-        RNG.with(|r| r.set(0x2545_F491_4F6C_DD1D));
+        trace_thread::with(|t| t.sample_rng.set(0x2545_F491_4F6C_DD1D));
         let mean = (0..n).map(|_| gap(k) as f64).sum::<f64>() / n as f64;
         assert!((mean / k as f64 - 1.0).abs() < 4.0 / (n as f64).sqrt(), "mean gap {mean}");
         assert_eq!(estimate(100, 0), 100.0);

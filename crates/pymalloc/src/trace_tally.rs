@@ -21,7 +21,6 @@
 //! allocated, so one slot's live figures may go "below zero"; only sums
 //! mean something. [`BASE`] holds the sums at the last [`clear`].
 
-use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::trace_table::Source;
@@ -77,6 +76,8 @@ const COUNTERS: usize = LIVE + Source::ALL.len();
 
 /// Slots that threads own, one each, at once.
 const NSLOTS: usize = 128;
+// A thread's block keeps its slot's index plus one in a byte.
+const _: () = assert!(NSLOTS < u8::MAX as usize);
 
 /// One thread's counts (or, for [`SHARED`], those of every thread that
 /// found no slot free), on cache lines of its own.
@@ -132,11 +133,10 @@ struct Release;
 
 impl Drop for Release {
     fn drop(&mut self) {
-        let s = trace_thread::with(|t| t.slot.replace(ptr::null()));
-        if !s.is_null() {
-            // SAFETY: claimed slots are statics of SLOTS.
+        let i = trace_thread::with(|t| t.slot.replace(0));
+        if i != 0 {
             // Release: the next owner starts from this thread's last counts.
-            unsafe { &*s.cast::<Slot>() }.owned.store(false, Ordering::Release);
+            SLOTS[usize::from(i) - 1].owned.store(false, Ordering::Release);
         }
     }
 }
@@ -148,14 +148,16 @@ std::thread_local! {
 /// The slot the calling thread holds, if any.
 #[inline(always)]
 fn claimed() -> Option<&'static Slot> {
-    let s = trace_thread::with(|t| t.slot.get());
-    // SAFETY: a claimed slot is a static of SLOTS.
-    (!s.is_null()).then(|| unsafe { &*s.cast::<Slot>() })
+    let i = trace_thread::with(|t| t.slot.get());
+    usize::from(i).checked_sub(1).map(|i| &SLOTS[i])
 }
 
 /// The calling thread's slot, claimed on first use; None if none is free
-/// or the thread is past its `thread_local!` destructors (then nothing
-/// would give the slot back).
+/// or the thread is past its Rust `thread_local!` destructors (then nothing
+/// would give the slot back). A claim made later still, after glibc ran
+/// the thread's destructors (a traced call from a `pthread_key`
+/// destructor), registers a release that never runs: that slot stays
+/// owned, and once all are, threads count in [`SHARED`].
 #[inline(always)]
 fn mine() -> Option<&'static Slot> {
     claimed().or_else(claim)
@@ -190,7 +192,7 @@ fn claim() -> Option<&'static Slot> {
     }
     s.max_net.store(0, Ordering::Relaxed);
     HIGH.fetch_max(i + 1, Ordering::Release);
-    trace_thread::with(|t| t.slot.set((s as *const Slot).cast()));
+    trace_thread::with(|t| t.slot.set(i as u8 + 1));
     Some(s)
 }
 
