@@ -10,7 +10,9 @@
 //! allocator, untraced), so a shard nests outside the allocator's locks;
 //! `pthread_atfork` runs prepare handlers in the reverse of their
 //! registration, and the tracer registers after the allocator (tracing
-//! starts after the first heap is made), so its handler runs first. One
+//! starts after the first heap is made), so its handler runs first. In the
+//! child, the counting slots of the parent's other threads are freed too
+//! (`trace_tally::fork_child`): no thread there would ever give them back. One
 //! lock of the tracer nests in another: a walk by the system unwinder holds
 //! the loader lock (`trace_unwind`) and may take the symbol lock
 //! (`trace_frames`) to classify a frame, so [`prepare`] takes the loader
@@ -21,7 +23,7 @@
 
 use std::sync::Once;
 
-use crate::{trace, trace_frames, trace_peak, trace_table, trace_timeline, trace_unwind};
+use crate::{trace, trace_frames, trace_peak, trace_table, trace_tally, trace_timeline, trace_unwind};
 
 /// Takes every lock of the tracer (the prepare step).
 fn prepare() {
@@ -59,6 +61,13 @@ extern "C" fn release_handler() {
     unsafe { release() };
 }
 
+extern "C" fn child_handler() {
+    // SAFETY: as release_handler's.
+    unsafe { release() };
+    // The child's only thread: the other threads' counting slots are free.
+    trace_tally::fork_child();
+}
+
 static INSTALL: Once = Once::new();
 
 /// Registers the handlers (once per process; when tracing first starts).
@@ -69,7 +78,7 @@ pub(crate) fn install() {
     INSTALL.call_once(|| {
         // SAFETY: the handlers are plain functions that live as long as the
         // program; pthread_atfork has no other precondition.
-        unsafe { libc::pthread_atfork(Some(prepare_handler), Some(release_handler), Some(release_handler)) };
+        unsafe { libc::pthread_atfork(Some(prepare_handler), Some(release_handler), Some(child_handler)) };
     });
 }
 

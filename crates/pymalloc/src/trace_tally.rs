@@ -268,6 +268,18 @@ pub(crate) fn live_bytes(source: Source) -> usize {
     sum(LIVE + source as usize) as usize
 }
 
+/// In the child of `fork`, whose only thread is the one that forked: the
+/// slots the parent's other threads held, which no thread here will give
+/// back, are free again; their counts stay, as an exited thread's do.
+pub(crate) fn fork_child() {
+    let mine = claimed().map(|s| s as *const Slot);
+    for s in &SLOTS[..HIGH.load(Ordering::Acquire)] {
+        if mine != Some(s as *const Slot) {
+            s.owned.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// Counts from zero again (each thread's own figures go on). Counts that
 /// threads make meanwhile may land on either side, as with any counter
 /// cleared while it runs.
@@ -280,6 +292,35 @@ pub(crate) fn clear() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the child of a fork does: the slot another thread holds is
+    /// free again, the calling thread's own stays its own.
+    #[test]
+    fn a_fork_child_frees_the_slots_of_the_parents_other_threads() {
+        let _g = crate::trace_table::global_tables();
+        on_alloc(Source::Tracked, 1);
+        let mine = claimed().expect("a slot of this thread's");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            on_alloc(Source::Tracked, 1);
+            tx.send(claimed().map(|s| s as *const Slot as usize)).unwrap();
+            done_rx.recv().unwrap();
+            on_free(Source::Tracked, 1);
+        });
+        let theirs = rx.recv().unwrap().expect("a slot of the other thread's");
+        // SAFETY: an address of a static of SLOTS, sent back as a number.
+        let theirs = unsafe { &*(theirs as *const Slot) };
+        assert!(theirs.owned.load(Ordering::Relaxed) && mine.owned.load(Ordering::Relaxed));
+        fork_child();
+        assert!(!theirs.owned.load(Ordering::Relaxed), "the other thread's slot is free");
+        assert!(mine.owned.load(Ordering::Relaxed), "this thread keeps its own");
+        // The other thread still runs here (no fork happened): let it end,
+        // which gives the (already free) slot back once more.
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        on_free(Source::Tracked, 1);
+    }
 
     /// Slots are process-wide: the tests here hold the lock of the tests
     /// that trace (which count here and clear the counts), and look at what
