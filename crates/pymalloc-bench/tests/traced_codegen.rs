@@ -67,8 +67,10 @@ fn the_traced_entry_points_read_no_tracing_flag() {
 }
 
 /// An allocation the cache serves: the plain path and the gate's floor,
-/// loaded where the plain path tests the count for zero (one instruction),
-/// and at most one register copy the compiler adds.
+/// loaded where the plain path tests the count for zero (one instruction).
+/// (The out-of-line rest took the layout as a `Layout`, alignment first,
+/// and the compiler copied the size aside at every entry for that tail
+/// call's swap: one more instruction, which this test allowed before.)
 #[test]
 fn a_cached_allocation_costs_one_load_more_than_the_plain_one() {
     let (plain, traced) = disassembly();
@@ -76,7 +78,7 @@ fn a_cached_allocation_costs_one_load_more_than_the_plain_one() {
     let t = body(traced, "__rustc::__rust_alloc");
     let (p, t) = (to_first_ret(&p), to_first_ret(&t));
     assert!(t.iter().any(|i| i.contains("POP_FLOOR")), "the cached path does not read the gate:\n{}", t.join("\n"));
-    assert!(t.len() <= p.len() + 2, "plain:\n{}\n\ntraced:\n{}", p.join("\n"), t.join("\n"));
+    assert!(t.len() <= p.len() + 1, "plain:\n{}\n\ntraced:\n{}", p.join("\n"), t.join("\n"));
 }
 
 /// A free: the same look at the block map, through the gated size (the

@@ -278,7 +278,7 @@ pub(crate) fn alloc_gated<const ALL: bool>(
     if zero {
         // Out of line: a zeroed block costs its memset anyway, and the
         // inline paths stay those of `alloc`.
-        return alloc_rest_gated::<ALL, true>(l, traced);
+        return alloc_rest_gated::<ALL, true>(l.size(), l.align(), traced);
     }
     let p = 'fast: {
         if let Some(c) = pooled(l) {
@@ -301,7 +301,7 @@ pub(crate) fn alloc_gated<const ALL: bool>(
                 }
             }
         }
-        return alloc_rest_gated::<ALL, false>(l, traced);
+        return alloc_rest_gated::<ALL, false>(l.size(), l.align(), traced);
     };
     p
 }
@@ -309,11 +309,19 @@ pub(crate) fn alloc_gated<const ALL: bool>(
 /// [`alloc_gated`] past its fast paths: `traced` while the gate is shut,
 /// else the plain path (a layout the pools do not serve; a thread without
 /// a heap, which it makes).
+///
+/// The layout comes as its size and alignment, in `__rust_alloc`'s order:
+/// a tail call from it then moves no register (a `Layout` argument is
+/// passed alignment first, and the pair's swap made the register
+/// allocator copy the size aside at every entry).
 #[inline(never)]
 fn alloc_rest_gated<const ALL: bool, const ZERO: bool>(
-    l: Layout,
+    size: usize,
+    align: usize,
     traced: impl FnOnce(Layout, bool) -> *mut u8,
 ) -> *mut u8 {
+    // SAFETY: the size and alignment of a Layout (alloc_gated's).
+    let l = unsafe { Layout::from_size_align_unchecked(size, align) };
     if front_cache::gate_is_shut() {
         return traced(l, ZERO);
     }
