@@ -148,8 +148,8 @@ std::thread_local! {
 /// The slot the calling thread holds, if any.
 #[inline(always)]
 fn claimed() -> Option<&'static Slot> {
-    let i = trace_thread::with(|t| t.slot.get());
-    usize::from(i).checked_sub(1).map(|i| &SLOTS[i])
+    // 0 (none) wraps past the end: one comparison for both.
+    SLOTS.get(usize::from(trace_thread::with(|t| t.slot.get())).wrapping_sub(1))
 }
 
 /// The calling thread's slot, claimed on first use; None if none is free
