@@ -278,7 +278,8 @@ pub(crate) fn alloc_gated<const ALL: bool>(
     if zero {
         // Out of line: a zeroed block costs its memset anyway, and the
         // inline paths stay those of `alloc`.
-        return alloc_rest_gated::<ALL, true>(l.size(), l.align(), traced);
+        // SAFETY: l's own size and alignment.
+        return unsafe { alloc_rest_gated::<ALL, true>(l.size(), l.align(), traced) };
     }
     let p = 'fast: {
         if let Some(c) = pooled(l) {
@@ -301,7 +302,8 @@ pub(crate) fn alloc_gated<const ALL: bool>(
                 }
             }
         }
-        return alloc_rest_gated::<ALL, false>(l.size(), l.align(), traced);
+        // SAFETY: as above.
+        return unsafe { alloc_rest_gated::<ALL, false>(l.size(), l.align(), traced) };
     };
     p
 }
@@ -314,13 +316,16 @@ pub(crate) fn alloc_gated<const ALL: bool>(
 /// a tail call from it then moves no register (a `Layout` argument is
 /// passed alignment first, and the pair's swap made the register
 /// allocator copy the size aside at every entry).
+///
+/// # Safety
+/// `size` and `align` are a `Layout`'s.
 #[inline(never)]
-fn alloc_rest_gated<const ALL: bool, const ZERO: bool>(
+unsafe fn alloc_rest_gated<const ALL: bool, const ZERO: bool>(
     size: usize,
     align: usize,
     traced: impl FnOnce(Layout, bool) -> *mut u8,
 ) -> *mut u8 {
-    // SAFETY: the size and alignment of a Layout (alloc_gated's).
+    // SAFETY: the contract.
     let l = unsafe { Layout::from_size_align_unchecked(size, align) };
     if front_cache::gate_is_shut() {
         return traced(l, ZERO);

@@ -84,6 +84,49 @@ pub(crate) fn install() {
 
 #[cfg(test)]
 mod tests {
+    use crate::trace_table::Source;
+    use crate::trace_tally::{on_alloc, on_free, owned_slots};
+
+    /// In the child of a real fork, through the handlers `install`
+    /// registers: the slot of a thread of the parent's is free, the forking
+    /// thread's own is still owned. (In the parent both stay owned.)
+    #[cfg(not(miri))]
+    #[test]
+    fn a_fork_child_frees_the_slots_of_the_parents_other_threads() {
+        let _g = crate::trace_table::global_tables();
+        super::install();
+        on_alloc(Source::Tracked, 1);
+        let mine = owned_slots().1.expect("a slot of this thread's");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            on_alloc(Source::Tracked, 1);
+            tx.send(owned_slots().1).unwrap();
+            done_rx.recv().unwrap();
+            on_free(Source::Tracked, 1);
+        });
+        let theirs = rx.recv().unwrap().expect("a slot of the other thread's");
+        assert!(owned_slots().0[theirs] && owned_slots().0[mine]);
+        // SAFETY: the child only reads statics and its own block, then
+        // leaves with _exit (no destructor, no atexit handler).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let (owned, me) = owned_slots();
+            let ok = !owned[theirs] && owned[mine] && me == Some(mine);
+            // SAFETY: _exit has no precondition.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: pid is our child; status is ours to write.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "in the child: status {status:#x}");
+        assert!(owned_slots().0[theirs], "the parent's thread keeps its slot");
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        on_free(Source::Tracked, 1);
+    }
+
     #[test]
     fn prepare_and_release_leave_the_tracer_usable() {
         for _ in 0..2 {

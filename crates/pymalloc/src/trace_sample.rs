@@ -48,7 +48,7 @@ pub(crate) fn take(size: usize) -> bool {
         if left < 0 {
             left = gap(k);
         }
-        left -= size as i64;
+        left = left.saturating_sub(i64::try_from(size).unwrap_or(i64::MAX));
         if left > 0 {
             l.set(left + 1);
             false
@@ -77,7 +77,8 @@ fn gap(k: usize) -> i64 {
     });
     // u in (0, 1]: 53 random bits.
     let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64;
-    ((-u.ln() * k as f64) as i64).max(1)
+    // At most i64::MAX - 1: the countdown is kept plus one.
+    ((-u.ln() * k as f64) as i64).clamp(1, i64::MAX - 1)
 }
 
 #[inline]

@@ -76,6 +76,16 @@ impl Source {
     pub const ALL: [Source; 6] = [Source::Raw, Source::Mem, Source::Obj, Source::Rust, Source::Tracked, Source::Malloc];
 }
 
+// Encodings index `ALL` by a source's value (a shadow word's source field,
+// the leaving trace in a thread's block).
+const _: () = {
+    let mut i = 0;
+    while i < Source::ALL.len() {
+        assert!(Source::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 /// One live traced block. `addr == 0` marks an empty table slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Trace {

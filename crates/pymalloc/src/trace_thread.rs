@@ -140,7 +140,7 @@ mod imp {
 #[inline(always)]
 pub(crate) fn with<R>(f: impl FnOnce(&TracerThread) -> R) -> R {
     // SAFETY: the block is the calling thread's, zero-initialised (a valid
-    // TracerThread: Cells of integers, a bool and a raw pointer) and alive
+    // TracerThread: `ZEROED`, checked at compile time) and alive
     // for the whole thread; the reference does not leave `f`, and the Cells
     // keep it on this thread.
     f(unsafe { &*imp::block() })
