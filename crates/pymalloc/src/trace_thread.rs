@@ -65,6 +65,9 @@ pub(crate) struct TracerThread {
 // SAFETY: the fields are Cells of integers, of tuples of integers and of a
 // bool, for which zero bits are valid values.
 #[cfg_attr(all(target_arch = "x86_64", target_os = "linux", not(miri)), allow(dead_code))]
+// A value to initialise each thread's block from (the fallback's
+// `thread_local!`), never a shared cell: its Cells are copied, not shared.
+#[allow(clippy::declare_interior_mutable_const)]
 const ZEROED: TracerThread = unsafe { core::mem::zeroed() };
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
