@@ -18,30 +18,53 @@
 //! Invariant: the slot starts null in every thread; only `thread.rs` writes
 //! it, with the thread's own heap or null.
 
+/// The symbol of an initial-exec block named `$name`: global (the crate's
+/// code generation units reach it from several object files) but hidden
+/// (never exported, never interposed), and suffixed with the crate's
+/// version so that two versions of the crate in one program keep two
+/// blocks.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+macro_rules! tls_symbol {
+    ($name:literal) => {
+        concat!($name, env!("CARGO_PKG_VERSION_MAJOR"), "_", env!("CARGO_PKG_VERSION_MINOR"))
+    };
+}
+
+/// Declares the block `tls_symbol!($name)`: `$size` zeroed bytes of
+/// thread-local storage (`.tbss`) aligned to `2^$align_log2`, for an
+/// initial-exec access (`sym@gottpoff(%rip)` and `%fs`).
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+macro_rules! initial_exec_block {
+    ($name:literal, $size:expr, $align_log2:expr) => {
+        core::arch::global_asm!(
+            concat!(".pushsection .tbss.", $crate::tls_slot::tls_symbol!($name), ",\"awT\",@nobits"),
+            ".p2align {align}",
+            concat!(".globl ", $crate::tls_slot::tls_symbol!($name)),
+            concat!(".hidden ", $crate::tls_slot::tls_symbol!($name)),
+            concat!(".type ", $crate::tls_slot::tls_symbol!($name), ", @object"),
+            concat!(".size ", $crate::tls_slot::tls_symbol!($name), ", {size}"),
+            concat!($crate::tls_slot::tls_symbol!($name), ":"),
+            ".zero {size}",
+            ".popsection",
+            size = const $size,
+            align = const $align_log2,
+        );
+    };
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
+pub(crate) use {initial_exec_block, tls_symbol};
+
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(miri)))]
 mod imp {
-    /// The slot's symbol: global (the crate's code generation units reach
-    /// it from several object files) but hidden (never exported, never
-    /// interposed), and named with the crate's version so that two versions
-    /// of the crate in one program keep two slots.
     macro_rules! slot {
         () => {
-            concat!("pymalloc_rs_current_heap_", env!("CARGO_PKG_VERSION_MAJOR"), "_", env!("CARGO_PKG_VERSION_MINOR"))
+            crate::tls_slot::tls_symbol!("pymalloc_rs_current_heap_")
         };
     }
 
     // The slot itself: 8 zeroed bytes of thread-local storage.
-    core::arch::global_asm!(
-        concat!(".pushsection .tbss.", slot!(), ",\"awT\",@nobits"),
-        ".p2align 3",
-        concat!(".globl ", slot!()),
-        concat!(".hidden ", slot!()),
-        concat!(".type ", slot!(), ", @object"),
-        concat!(".size ", slot!(), ", 8"),
-        concat!(slot!(), ":"),
-        ".zero 8",
-        ".popsection",
-    );
+    crate::tls_slot::initial_exec_block!("pymalloc_rs_current_heap_", 8, 3);
 
     /// The slot's value.
     #[inline(always)]

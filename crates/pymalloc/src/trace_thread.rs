@@ -74,28 +74,19 @@ const ZEROED: TracerThread = unsafe { core::mem::zeroed() };
 mod imp {
     use super::TracerThread;
 
-    /// The block's symbol: hidden, and named with the crate's version (as
-    /// `tls_slot.rs`'s).
+    /// The block's symbol (as `tls_slot.rs`'s heap slot's).
     macro_rules! block {
         () => {
-            concat!("pymalloc_rs_tracer_thread_", env!("CARGO_PKG_VERSION_MAJOR"), "_", env!("CARGO_PKG_VERSION_MINOR"))
+            crate::tls_slot::tls_symbol!("pymalloc_rs_tracer_thread_")
         };
     }
 
     // The block: zeroed thread-local storage of the struct's size and
     // alignment.
-    core::arch::global_asm!(
-        concat!(".pushsection .tbss.", block!(), ",\"awT\",@nobits"),
-        ".p2align {align}",
-        concat!(".globl ", block!()),
-        concat!(".hidden ", block!()),
-        concat!(".type ", block!(), ", @object"),
-        concat!(".size ", block!(), ", {size}"),
-        concat!(block!(), ":"),
-        ".zero {size}",
-        ".popsection",
-        size = const core::mem::size_of::<TracerThread>(),
-        align = const core::mem::align_of::<TracerThread>().trailing_zeros(),
+    crate::tls_slot::initial_exec_block!(
+        "pymalloc_rs_tracer_thread_",
+        core::mem::size_of::<TracerThread>(),
+        core::mem::align_of::<TracerThread>().trailing_zeros()
     );
 
     /// The calling thread's block.
