@@ -16,8 +16,12 @@
 //! | `pymalloc_all` | pymalloc, every size ([`crate::every_size`]) | pymalloc | pymalloc |
 //! | `pymalloc_all_debug` | the above, with debug hooks |||
 //!
-//! In `pymalloc_all`, MEM and OBJ send what pools do not serve to RAW as
-//! always, and RAW serves it from the thread heaps' spans.
+//! In `pymalloc_all`, RAW serves every size from the thread heaps (pools up
+//! to 512 bytes, spans above). In the threaded mode MEM and OBJ take the
+//! same front as RAW (`MemAllocatorEx::pymalloc_every_size_front`: one
+//! size-to-class table for every size, the RAW domain only for what the
+//! heaps cannot serve); in the locked and GIL modes, whose pools are not
+//! the thread heaps', they send what pools do not serve to RAW as always.
 //!
 //! ```
 //! use pymalloc::config::AllocatorName;
@@ -62,6 +66,10 @@ pub enum PymallocMode {
 struct ModeOps {
     name: &'static str,
     allocator: fn() -> MemAllocatorEx,
+    /// MEM and OBJ's allocator in `pymalloc_all`, if the mode serves every
+    /// size itself there (the threaded mode, whose heaps are RAW's); else
+    /// `allocator`, which sends what pools do not serve to RAW.
+    every_size: Option<fn() -> MemAllocatorEx>,
     stats: fn() -> Stats,
     arenas: fn() -> Vec<ArenaInfo>,
     purge: unsafe fn() -> usize,
@@ -75,6 +83,7 @@ struct ModeOps {
 static THREADED: ModeOps = ModeOps {
     name: "threaded",
     allocator: MemAllocatorEx::pymalloc_threaded,
+    every_size: Some(MemAllocatorEx::pymalloc_every_size_front),
     stats: thread::stats,
     arenas: thread::arenas,
     purge: thread::purge,
@@ -87,6 +96,7 @@ static THREADED: ModeOps = ModeOps {
 static LOCKED: ModeOps = ModeOps {
     name: "locked",
     allocator: || MemAllocatorEx::pymalloc(global_heap()),
+    every_size: None,
     stats: || global_heap().stats(),
     arenas: || global_heap().arenas(),
     purge: || global_heap().purge(),
@@ -101,6 +111,7 @@ static GIL: ModeOps = ModeOps {
     // SAFETY: selecting this mode required the caller to serialise calls
     // (set_pymalloc_mode's contract).
     allocator: || unsafe { MemAllocatorEx::pymalloc_gil(gil_heap()) },
+    every_size: None,
     stats: || gil_heap().heap().stats(),
     arenas: || gil_heap().heap().arenas(),
     // The caller holds the lock that serialises MEM and OBJ (ModeOps'
@@ -168,11 +179,16 @@ pub fn pymalloc_allocator(m: PymallocMode) -> MemAllocatorEx {
     (m.ops().allocator)()
 }
 
+/// MEM and OBJ's allocator of a pymalloc mode in `pymalloc_all`.
+pub fn every_size_allocator(m: PymallocMode) -> MemAllocatorEx {
+    m.ops().every_size.map_or_else(|| pymalloc_allocator(m), |a| a())
+}
+
 /// The pymalloc mode MEM currently uses (under the debug hooks, if any),
 /// if it uses pymalloc.
 pub fn active_pymalloc_mode() -> Option<PymallocMode> {
     let mem = crate::debug::hooked_allocators().map_or_else(|| Domain::Mem.allocator(), |a| a[1]);
-    PymallocMode::ALL.into_iter().find(|&m| mem.is(&pymalloc_allocator(m)))
+    PymallocMode::ALL.into_iter().find(|&m| mem.is(&pymalloc_allocator(m)) || mem.is(&every_size_allocator(m)))
 }
 
 /// Statistics of the heaps pymalloc serves MEM and OBJ from (all thread
@@ -496,7 +512,10 @@ pub unsafe fn setup(name: AllocatorName) -> Result<(), ConfigError> {
     let pymalloc = pymalloc_allocator(pymalloc_mode());
     let (raw, mem, obj) = match name.base() {
         AllocatorName::Malloc => (MemAllocatorEx::malloc(), MemAllocatorEx::malloc(), MemAllocatorEx::malloc()),
-        AllocatorName::PymallocAll => (MemAllocatorEx::pymalloc_every_size(), pymalloc, pymalloc),
+        AllocatorName::PymallocAll => {
+            let all = every_size_allocator(pymalloc_mode());
+            (MemAllocatorEx::pymalloc_every_size(), all, all)
+        }
         _ => (MemAllocatorEx::malloc(), pymalloc, pymalloc),
     };
     // SAFETY: the caller guarantees exclusive use of the domains.
@@ -530,9 +549,10 @@ pub fn current() -> Option<AllocatorName> {
     let malloc = MemAllocatorEx::malloc();
     let is_pymalloc = |a: &MemAllocatorEx| PymallocMode::ALL.iter().any(|&m| a.is(&pymalloc_allocator(m)));
     let every_size = MemAllocatorEx::pymalloc_every_size();
+    let is_every_size = |a: &MemAllocatorEx| PymallocMode::ALL.iter().any(|&m| a.is(&every_size_allocator(m)));
     let classify = |d: [MemAllocatorEx; 3]| {
         let pymalloc_above = is_pymalloc(&d[1]) && d[1].is(&d[2]);
-        if d[0].is(&every_size) && pymalloc_above {
+        if d[0].is(&every_size) && (pymalloc_above || is_every_size(&d[1]) && d[1].is(&d[2])) {
             Some(AllocatorName::PymallocAll)
         } else if !d[0].is(&malloc) {
             None

@@ -84,6 +84,13 @@ impl MemAllocatorEx {
         crate::every_size::domain_allocator()
     }
 
+    /// Every size from the thread heaps through one front, the rest to the
+    /// RAW domain: MEM and OBJ of `pymalloc_all` in the threaded mode
+    /// ([`crate::every_size`]).
+    pub const fn pymalloc_every_size_front() -> MemAllocatorEx {
+        crate::every_size::front_domain_allocator()
+    }
+
     /// pymalloc on one `heap` shared by all threads behind its lock
     /// (CPython's `PYMALLOC_ALLOC` made thread-safe with a mutex).
     pub const fn pymalloc(heap: &'static LockedHeap) -> MemAllocatorEx {

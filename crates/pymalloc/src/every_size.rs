@@ -28,7 +28,7 @@ use core::marker::PhantomData;
 use core::ptr;
 
 use crate::allocator::MemAllocatorEx;
-use crate::fallback::{Fallback, Libc};
+use crate::fallback::{Fallback, Libc, RawDomain};
 use crate::front_cache;
 use crate::geometry::{ALIGNMENT, NB_SMALL_SIZE_CLASSES};
 use crate::heap::{Heap, DECAY_WAKER};
@@ -606,6 +606,45 @@ unsafe extern "C" fn domain_realloc(_: *mut c_void, p: *mut c_void, n: usize) ->
 unsafe extern "C" fn domain_free(_: *mut c_void, p: *mut c_void) {
     // SAFETY: as for domain_realloc, and p is not used again.
     unsafe { free_with::<Libc>(p.cast()) }
+}
+
+static FRONT_CTX: u8 = 0;
+
+/// MEM and OBJ of the `pymalloc_all` configuration in the threaded mode:
+/// every size through the calling thread's front cache, as RAW's
+/// [`domain_allocator`] (one class table for 1 byte to 32 KiB, no branch
+/// on 512 bytes), and what the thread heaps cannot serve to the RAW domain,
+/// as pymalloc always sends it. Through the pool allocator, a request above
+/// 512 bytes took that branch, left the front and went through the RAW
+/// domain's slot to reach the same span heap (`libpymalloc.so`'s mixed
+/// ring, 10% of requests above 512 bytes: docs/every-size.md, nineteenth
+/// pass).
+pub(crate) const fn front_domain_allocator() -> MemAllocatorEx {
+    MemAllocatorEx {
+        ctx: &FRONT_CTX as *const u8 as *mut c_void,
+        malloc: front_malloc,
+        calloc: front_calloc,
+        realloc: front_realloc,
+        free: front_free,
+    }
+}
+
+type AllOverRaw = EverySize<RawDomain>;
+
+unsafe extern "C" fn front_malloc(_: *mut c_void, n: usize) -> *mut c_void {
+    malloc_with::<RawDomain>(n).cast()
+}
+unsafe extern "C" fn front_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    thread::calloc_with::<AllOverRaw>(nelem, elsize).cast()
+}
+unsafe extern "C" fn front_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: p is null or live in the domain (the domain caller's
+    // contract), so from these entry points or the RAW domain's allocator.
+    unsafe { thread::realloc_with::<AllOverRaw>(p.cast(), n).cast() }
+}
+unsafe extern "C" fn front_free(_: *mut c_void, p: *mut c_void) {
+    // SAFETY: as for front_realloc, and p is not used again.
+    unsafe { free_with::<RawDomain>(p.cast()) }
 }
 
 impl<F: Fallback> Fallback for EverySize<F> {

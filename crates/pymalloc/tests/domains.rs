@@ -262,6 +262,8 @@ fn setup_installs_what_current_reports() {
         (AllocatorName::Malloc, AllocatorName::Malloc),
         (AllocatorName::Debug, AllocatorName::PymallocDebug),
         (AllocatorName::PymallocDebug, AllocatorName::PymallocDebug),
+        (AllocatorName::PymallocAll, AllocatorName::PymallocAll),
+        (AllocatorName::PymallocAllDebug, AllocatorName::PymallocAllDebug),
         (AllocatorName::MallocDebug, AllocatorName::MallocDebug),
     ];
     for (set, got) in expect {
@@ -272,7 +274,8 @@ fn setup_installs_what_current_reports() {
         }
         let p = Domain::Obj.malloc(10);
         // Debug blocks wrap blocks of the allocator underneath.
-        assert_eq!(pymalloc::owns(p), got.base() == AllocatorName::Pymalloc, "{set}");
+        let pools = matches!(got.base(), AllocatorName::Pymalloc | AllocatorName::PymallocAll);
+        assert_eq!(pymalloc::owns(p), pools, "{set}");
         unsafe { Domain::Obj.free(p) };
     }
     let err = unsafe { config::setup_by_name("tcmalloc") }.unwrap_err();
@@ -294,5 +297,84 @@ fn the_default_configuration_is_pymalloc() {
         Domain::Mem.free(p);
         Domain::Obj.free(q);
         Domain::Raw.free(r);
+    }
+}
+
+/// Installs a [`Counting`] hook over the RAW domain's allocator; the hook
+/// and the allocator it replaced.
+unsafe fn count_raw() -> (Box<Counting>, MemAllocatorEx) {
+    let hook =
+        Box::new(Counting { prev: std::cell::UnsafeCell::new(Domain::Raw.allocator()), calls: Default::default() });
+    let old = Domain::Raw.set_allocator(MemAllocatorEx {
+        ctx: &*hook as *const Counting as *mut c_void,
+        malloc: c_malloc,
+        calloc: c_calloc,
+        realloc: c_realloc,
+        free: c_free,
+    });
+    (hook, old)
+}
+
+#[test]
+fn pymalloc_all_serves_mem_and_obj_of_every_size_through_one_front() {
+    use pymalloc::config::PymallocMode;
+    use pymalloc::every_size;
+    let _g = common::exclusive();
+    unsafe { config::setup(AllocatorName::PymallocAll).unwrap() };
+    assert_eq!(config::current(), Some(AllocatorName::PymallocAll));
+    assert_eq!(config::active_pymalloc_mode(), Some(PymallocMode::Threaded));
+    for d in [Domain::Mem, Domain::Obj] {
+        assert!(d.allocator().is(&MemAllocatorEx::pymalloc_every_size_front()), "{d:?}");
+    }
+    unsafe {
+        let (hook, old) = count_raw();
+        // Blocks above 512 bytes come from the thread heaps' spans without
+        // the RAW domain's slot (it would count them); small ones from the
+        // pools, as before.
+        let small = Domain::Obj.malloc(100);
+        let p = Domain::Obj.malloc(1000);
+        let q = Domain::Mem.calloc(3, 700);
+        let p = Domain::Obj.realloc(p, 5000);
+        assert!(pymalloc::owns(small) && !small.is_null() && !p.is_null() && !q.is_null());
+        assert!(std::slice::from_raw_parts(q.cast::<u8>(), 2100).iter().all(|&b| b == 0));
+        let counts = |h: &Counting| h.calls.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>();
+        if pymalloc::regions_reserved() {
+            assert!(every_size::owns(p.cast()) && every_size::owns(q.cast()));
+            assert_eq!(counts(&hook), [0, 0, 0, 0]);
+        } else {
+            // No segment region: the spans serve nothing, RAW serves it all.
+            assert!(!every_size::owns(p.cast()));
+            assert_eq!(counts(&hook)[..3], [2, 1, 0]);
+        }
+        let before = counts(&hook);
+        Domain::Obj.free(p);
+        Domain::Mem.free(q);
+        Domain::Obj.free(small);
+        let freed_by_raw = counts(&hook)[3] - before[3];
+        assert_eq!(freed_by_raw, if pymalloc::regions_reserved() { 0 } else { 2 });
+        // What the thread heaps do not serve goes to RAW, as pymalloc
+        // always sends it: here a request of 0 bytes.
+        let z = Domain::Obj.malloc(0);
+        assert!(!z.is_null());
+        assert_eq!(counts(&hook)[0], before[0] + 1, "0 bytes went to RAW");
+        Domain::Obj.free(z);
+        assert_eq!(counts(&hook)[3], before[3] + freed_by_raw + 1, "and came back to it");
+        Domain::Raw.set_allocator(old);
+        drop(hook);
+    }
+    // The locked mode's pools are not the thread heaps': there MEM and OBJ
+    // keep pymalloc's allocator, which sends larger blocks to RAW.
+    unsafe {
+        config::set_pymalloc_mode(PymallocMode::Locked);
+        config::setup(AllocatorName::PymallocAll).unwrap();
+        assert_eq!(config::current(), Some(AllocatorName::PymallocAll));
+        assert!(Domain::Obj.allocator().is(&config::pymalloc_allocator(PymallocMode::Locked)));
+        let (hook, old) = count_raw();
+        let p = Domain::Obj.malloc(1000);
+        assert_eq!(hook.calls[0].load(Ordering::Relaxed), 1);
+        Domain::Obj.free(p);
+        Domain::Raw.set_allocator(old);
+        config::set_pymalloc_mode(PymallocMode::Threaded);
+        config::setup(AllocatorName::Pymalloc).unwrap();
     }
 }

@@ -27,8 +27,14 @@ impl Drop for Exclusive {
 }
 
 /// The configurations a semantic test runs under.
-pub const CONFIGS: [AllocatorName; 4] =
-    [AllocatorName::Pymalloc, AllocatorName::Malloc, AllocatorName::PymallocDebug, AllocatorName::MallocDebug];
+pub const CONFIGS: [AllocatorName; 6] = [
+    AllocatorName::Pymalloc,
+    AllocatorName::Malloc,
+    AllocatorName::PymallocDebug,
+    AllocatorName::MallocDebug,
+    AllocatorName::PymallocAll,
+    AllocatorName::PymallocAllDebug,
+];
 
 #[cfg(not(miri))]
 unsafe extern "C" fn mmap_arena(_: *mut std::ffi::c_void, size: usize) -> *mut std::ffi::c_void {
