@@ -187,14 +187,32 @@ pub fn every_size_allocator(m: PymallocMode) -> MemAllocatorEx {
 /// The pymalloc mode MEM currently uses (under the debug hooks, if any),
 /// if it uses pymalloc.
 pub fn active_pymalloc_mode() -> Option<PymallocMode> {
-    let mem = crate::debug::hooked_allocators().map_or_else(|| Domain::Mem.allocator(), |a| a[1]);
+    let mem = current_mem();
     PymallocMode::ALL.into_iter().find(|&m| mem.is(&pymalloc_allocator(m)) || mem.is(&every_size_allocator(m)))
 }
 
 /// Statistics of the heaps pymalloc serves MEM and OBJ from (all thread
 /// heaps added up in the threaded mode; empty if pymalloc is not in use).
+///
+/// `raw_allocated_blocks` counts the blocks pymalloc handed to RAW. Where
+/// MEM and OBJ take the every-size front (`pymalloc_all`, threaded), their
+/// blocks above 512 bytes are the spans' and never pass through RAW: the
+/// spans' blocks in use are counted there instead, RAW's own with them,
+/// as `blocks_in_use` counts RAW's pool blocks in that configuration.
+/// (Without the segment region those blocks go to RAW uncounted.)
 pub fn pymalloc_stats() -> Stats {
-    active_pymalloc_mode().map_or_else(Stats::new, |m| (m.ops().stats)())
+    let Some(m) = active_pymalloc_mode() else { return Stats::new() };
+    let mut s = (m.ops().stats)();
+    if m.ops().every_size.is_some() && current_mem().is(&every_size_allocator(m)) {
+        let spans = crate::every_size::stats();
+        s.raw_allocated_blocks += (spans.medium_blocks + spans.large_blocks + spans.huge_blocks) as isize;
+    }
+    s
+}
+
+/// MEM's allocator, under the debug hooks if any.
+fn current_mem() -> MemAllocatorEx {
+    crate::debug::hooked_allocators().map_or_else(|| Domain::Mem.allocator(), |a| a[1])
 }
 
 /// Pictures of the arenas of the heaps pymalloc serves MEM and OBJ from.

@@ -346,6 +346,15 @@ fn pymalloc_all_serves_mem_and_obj_of_every_size_through_one_front() {
             assert!(!every_size::owns(p.cast()));
             assert_eq!(counts(&hook)[..3], [2, 1, 0]);
         }
+        // The spans' blocks count as pymalloc's allocated blocks (as RAW's
+        // did when they passed through it).
+        if pymalloc::regions_reserved() {
+            let allocated = config::pymalloc_stats().allocated_blocks();
+            let r = Domain::Obj.malloc(3000);
+            assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated + 1);
+            Domain::Obj.free(r);
+            assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated);
+        }
         let before = counts(&hook);
         Domain::Obj.free(p);
         Domain::Mem.free(q);
