@@ -471,6 +471,8 @@ def summarize(results, rows, scenarios):
         summary[sc]["floor_source"] = source
         for s in rs.values():
             s["kept_over_floor"] = (s["kept"] / floor) if floor and floor > 0 else None
+            own = s.get("floor_frac")
+            s["kept_over_own_floor"] = (s["kept"] / own) if own and own > 0 else None
     return summary
 
 
@@ -712,7 +714,11 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
              "floor fraction = floor growth / "
              "(peak − base) of the same run; the column shows the scenario's floor from the "
              "`pymalloc-python + purge()` rows, and **kept/floor** = kept fraction / that "
-             "floor (1.0× = at the floor). The floor leaves out the pages our heaps hold "
+             "floor (1.0× = at the floor). **own floor** is the row's own floor fraction "
+             "(pymalloc-python rows), and **kept/own floor** its kept fraction over it: "
+             "the every-size rows hold their blocks above 512 bytes in our spans, whose floor "
+             "counts the pages holding a live block, where the default's counts glibc's "
+             "bytes. The floor leaves out the pages our heaps hold "
              "for their metadata alone (`header_pages`: the header table's page per arena, "
              "where the arena region's pools keep their headers; a pool's first page when "
              "no live block lies on it, for pools that keep CPython's layout, with the header "
@@ -756,16 +762,19 @@ def write_md(path, args, cmdline, summary, rows, results, skipped, vers, mach, s
                      "figure to read.")
         L.append(text)
         L.append("")
-        L.append("| interpreter | base MiB | peak MiB | after MiB | kept fraction | floor fraction | kept/floor |")
-        L.append("|---|---:|---:|---:|---:|---:|---:|")
+        L.append("| interpreter | base MiB | peak MiB | after MiB | kept fraction | floor fraction | kept/floor | own floor | kept/own floor |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for row in rows:
             s = ss["rows"].get(row["key"])
             if not s:
                 continue
-            L.append("| %s | %s | %s | %s | %s | %s | %s |"
+            own = s.get("floor_frac")
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
                      % (row["label"], fmt_mib(s["base"]), fmt_mib(s["peak"]), fmt_mib(s["after"]),
                         fmt_frac(s["kept"]), fmt_frac(ss["floor_frac"]),
-                        fmt_ratio(s["kept_over_floor"])))
+                        fmt_ratio(s["kept_over_floor"]),
+                        fmt_frac(own) if own is not None else "—",
+                        fmt_ratio(s.get("kept_over_own_floor")) if own else "—"))
         own = ["%s %s" % (row["key"], fmt_frac(ss["rows"][row["key"]]["floor_frac"]))
                for row in rows if row["key"] in ss["rows"] and ss["rows"][row["key"]]["floor_frac"] is not None]
         if own:
