@@ -229,7 +229,8 @@ pub unsafe extern "C" fn PyMalloc_PrintStats(out: *mut libc::FILE) -> c_int {
 /// `name` is NULL or a NUL-terminated string. As for `PyMem_SetAllocator` on
 /// all three domains: no other thread may use them during the call, and no
 /// block allocated before may be resized or freed afterwards unless its
-/// domain's allocator is the same in both configurations.
+/// domain's allocator is the same in both configurations (and, for a MEM or
+/// OBJ block above 512 bytes, which pymalloc hands to RAW, RAW's too).
 #[no_mangle]
 pub unsafe extern "C" fn PyMalloc_SetupByName(name: *const c_char) -> c_int {
     let name = if name.is_null() {

@@ -402,9 +402,12 @@ pub mod _pymalloc {
     #[pyfunction]
     fn _sys_debugmallocstats(py: Python<'_>) -> PyResult<()> {
         let s = pymalloc::config::pymalloc_stats();
-        // Only when pymalloc serves the domains, as CPython prints its table
-        // only when its pymalloc is in use.
-        if pymalloc::config::current().is_some_and(|c| c.base() == pymalloc::config::AllocatorName::Pymalloc) {
+        // Only when pymalloc serves the domains (`pymalloc_all` too), as
+        // CPython prints its table only when its pymalloc is in use.
+        use pymalloc::config::AllocatorName;
+        if pymalloc::config::current()
+            .is_some_and(|c| matches!(c.base(), AllocatorName::Pymalloc | AllocatorName::PymallocAll))
+        {
             pymalloc::stats::print_to_stderr(&s);
             // SAFETY: writing one byte to fd 2.
             unsafe { libc::write(2, b"\n".as_ptr().cast(), 1) };

@@ -320,6 +320,9 @@ fn sys_debugmallocstats_reports_our_heap_then_cpythons_free_lists() {
     assert!(kinds.contains("free PyDictObjects"), "{kinds:?}");
     let o = ours(&["-c", "import sys\ntry:\n sys._debugmallocstats(True)\nexcept TypeError:\n print('TypeError')"]);
     assert_eq!(out(&o), "TypeError\n");
+    // pymalloc_all serves MEM and OBJ with pymalloc too: the same table.
+    let o = run(LAUNCHER, &["-c", "import sys; sys._debugmallocstats()"], &[("PYTHONMALLOC", "pymalloc_all")], "");
+    assert_eq!(stats_layout(&err(&o)).0, stock_table, "{}", err(&o));
     // With PYTHONMALLOC=malloc pymalloc is not in use: only the free lists.
     let o = run(LAUNCHER, &["-c", "import sys; sys._debugmallocstats()"], &[("PYTHONMALLOC", "malloc")], "");
     assert!(!err(&o).contains("Small block threshold") && err(&o).contains("free PyDictObjects"));

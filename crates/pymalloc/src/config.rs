@@ -197,9 +197,11 @@ pub fn active_pymalloc_mode() -> Option<PymallocMode> {
 /// `raw_allocated_blocks` counts the blocks pymalloc handed to RAW. Where
 /// MEM and OBJ take the every-size front (`pymalloc_all`, threaded), their
 /// blocks above 512 bytes are the spans' and never pass through RAW: the
-/// spans' blocks in use are counted there instead, RAW's own with them,
-/// as `blocks_in_use` counts RAW's pool blocks in that configuration.
-/// (Without the segment region those blocks go to RAW uncounted.)
+/// spans' blocks in use are counted there as well, RAW's own with them
+/// (CPython never counts `PyMem_RawMalloc`'s blocks; in this configuration
+/// `blocks_in_use` counts RAW's pool blocks too, as the heaps are shared).
+/// What the front still hands to RAW is counted as before
+/// (`every_size::CountedRaw`).
 pub fn pymalloc_stats() -> Stats {
     let Some(m) = active_pymalloc_mode() else { return Stats::new() };
     let mut s = (m.ops().stats)();
@@ -525,7 +527,8 @@ impl From<UnknownAllocator> for ConfigError {
 /// As for [`Domain::set_allocator`], for all three domains: no other thread
 /// may be using them, and no block allocated under the previous configuration
 /// may be resized or freed under the new one unless both configurations share
-/// the allocator of its domain.
+/// the allocator of its domain, and, for a block of MEM or OBJ above 512
+/// bytes (which pymalloc hands to RAW), RAW's allocator too.
 pub unsafe fn setup(name: AllocatorName) -> Result<(), ConfigError> {
     let pymalloc = pymalloc_allocator(pymalloc_mode());
     let (raw, mem, obj) = match name.base() {
@@ -570,7 +573,7 @@ pub fn current() -> Option<AllocatorName> {
     let is_every_size = |a: &MemAllocatorEx| PymallocMode::ALL.iter().any(|&m| a.is(&every_size_allocator(m)));
     let classify = |d: [MemAllocatorEx; 3]| {
         let pymalloc_above = is_pymalloc(&d[1]) && d[1].is(&d[2]);
-        if d[0].is(&every_size) && (pymalloc_above || is_every_size(&d[1]) && d[1].is(&d[2])) {
+        if d[0].is(&every_size) && is_every_size(&d[1]) && d[1].is(&d[2]) {
             Some(AllocatorName::PymallocAll)
         } else if !d[0].is(&malloc) {
             None

@@ -629,10 +629,55 @@ pub(crate) const fn front_domain_allocator() -> MemAllocatorEx {
     }
 }
 
-type AllOverRaw = EverySize<RawDomain>;
+type AllOverRaw = EverySize<CountedRaw>;
+
+/// The RAW domain under MEM and OBJ's every-size front, its live blocks
+/// counted as the raw blocks of the statistics (`raw_allocated_blocks`, as
+/// pymalloc counts what it hands to RAW: CPython's `sys.getallocatedblocks()`
+/// sees them). [`EverySize`] is not counted by the front (its own blocks
+/// have statistics of their own), so what it passes on is counted here.
+pub(crate) struct CountedRaw;
+
+impl Fallback for CountedRaw {
+    #[inline]
+    fn malloc(n: usize) -> *mut u8 {
+        counted(RawDomain::malloc(n))
+    }
+    #[inline]
+    fn calloc(nelem: usize, elsize: usize) -> *mut u8 {
+        counted(RawDomain::calloc(nelem, elsize))
+    }
+    #[inline]
+    unsafe fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+        // SAFETY: p is null or live from RAW (the trait's contract).
+        let q = unsafe { RawDomain::realloc(p, n) };
+        if p.is_null() {
+            counted(q)
+        } else {
+            q
+        }
+    }
+    #[inline]
+    unsafe fn free(p: *mut u8) {
+        if !p.is_null() {
+            thread::count_raw_blocks(-1);
+        }
+        // SAFETY: p is null or live from RAW, not used again (the trait's
+        // contract).
+        unsafe { RawDomain::free(p) }
+    }
+}
+
+/// `p`, counted as a raw block if it is one.
+fn counted(p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        thread::count_raw_blocks(1);
+    }
+    p
+}
 
 unsafe extern "C" fn front_malloc(_: *mut c_void, n: usize) -> *mut c_void {
-    malloc_with::<RawDomain>(n).cast()
+    malloc_with::<CountedRaw>(n).cast()
 }
 unsafe extern "C" fn front_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
     thread::calloc_with::<AllOverRaw>(nelem, elsize).cast()
@@ -644,7 +689,7 @@ unsafe extern "C" fn front_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> 
 }
 unsafe extern "C" fn front_free(_: *mut c_void, p: *mut c_void) {
     // SAFETY: as for front_realloc, and p is not used again.
-    unsafe { free_with::<RawDomain>(p.cast()) }
+    unsafe { free_with::<CountedRaw>(p.cast()) }
 }
 
 impl<F: Fallback> Fallback for EverySize<F> {

@@ -196,6 +196,8 @@ fn choose_units<S: Copy>(
     least: usize,
     k: usize,
 ) -> Option<(S, usize, usize)> {
+    // The filter below skips a segment with fewer than `least` free units.
+    debug_assert!(least <= k);
     // The best run so far of each kind: (segment, first unit, length, cost).
     type Best<S> = Option<(S, usize, usize, usize)>;
     fn offer<S>(best: &mut Best<S>, seg: S, u: usize, len: usize, cost: usize) {
@@ -587,9 +589,10 @@ impl SpanHeap {
     /// ([`choose_units`] chooses.)
     fn find_units(&self, least: usize, k: usize) -> Option<(*mut Segment, usize, usize)> {
         let mut seg = self.segments.get();
-        // SAFETY: list entries are live span segments of this heap; `meta`
-        // is held. Segments without a free unit are at the back.
         let walk = core::iter::from_fn(|| unsafe {
+            // SAFETY: list entries are live span segments of this heap, and
+            // `meta` is held while the walk is used up, inside this call.
+            // Segments without a free unit are at the back.
             if seg.is_null() || (*seg).free == 0 {
                 return None;
             }
@@ -1400,24 +1403,33 @@ mod tests {
         best_run(&|f, _| f, &holds_k).map(|(i, u, _)| (i, u, k))
     }
 
-    /// A segment's units, free and dirty, with long runs likely: a few
-    /// random runs set in an empty mask.
+    /// A segment's units with long runs likely: a few random runs set in
+    /// an empty mask.
     fn units() -> impl Strategy<Value = u64> {
         prop::collection::vec((1usize..64, 1usize..24), 0..5).prop_map(|rs| {
             rs.into_iter().fold(0u64, |m, (start, len)| m | run_mask(start, len.min(64 - start))) & ALL_UNITS
         })
     }
 
+    /// A segment's (free, dirty) units: dirty mostly within free (as in a
+    /// segment, where only free units are dirty), sometimes not (the
+    /// choice looks only at their intersection).
+    fn segment() -> impl Strategy<Value = (u64, u64)> {
+        (units(), units(), prop::bool::weighted(0.8))
+            .prop_map(|(free, dirty, within)| (free, if within { dirty & free } else { dirty }))
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
         #[test]
         fn one_walk_chooses_what_three_did(
-            segs in prop::collection::vec((units(), units()), 0..8),
-            least in 1usize..40,
-            extra in 0usize..24,
+            segs in prop::collection::vec(segment(), 0..8),
+            least in 1usize..16,
+            extra in 0usize..16,
         ) {
             // A list's walk stops at its first segment without a free unit.
             let segs: Vec<(u64, u64)> = segs.into_iter().take_while(|&(free, _)| free != 0).collect();
-            let k = (least + extra).min(63);
+            let k = least + extra;
             let walk = segs.iter().enumerate().map(|(i, &(free, dirty))| (i, free, dirty));
             prop_assert_eq!(choose_units(walk, least, k), three_walks(&segs, least, k));
         }

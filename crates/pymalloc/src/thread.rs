@@ -60,6 +60,13 @@ pub use crate::thread_heaps::{heap_count, set_print_stats_on_new_arena, set_purg
 
 /// Live blocks handed to the raw allocator by the thread-safe entry points.
 static RAW_BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+/// Counts `delta` blocks handed to (or back from) the raw allocator by a
+/// front that counts its fallback itself (`every_size::CountedRaw`).
+#[inline]
+pub(crate) fn count_raw_blocks(delta: isize) {
+    RAW_BLOCKS.fetch_add(delta, Ordering::Relaxed);
+}
 const NONE: u8 = 0;
 const ACTIVE: u8 = 1;
 const EXITING: u8 = 2;

@@ -350,15 +350,14 @@ fn pymalloc_all_serves_mem_and_obj_of_every_size_through_one_front() {
             assert!(!every_size::owns(p.cast()));
             assert_eq!(counts(hook)[..3], [1, 1, 1]);
         }
-        // The spans' blocks count as pymalloc's allocated blocks (as RAW's
-        // did when they passed through it).
-        if pymalloc::regions_reserved() {
-            let allocated = config::pymalloc_stats().allocated_blocks();
-            let r = Domain::Obj.malloc(3000);
-            assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated + 1);
-            Domain::Obj.free(r);
-            assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated);
-        }
+        // A block above 512 bytes counts as one of pymalloc's allocated
+        // blocks (`sys.getallocatedblocks()`), from the spans or, without
+        // them, from RAW, as when it passed through RAW's slot.
+        let allocated = config::pymalloc_stats().allocated_blocks();
+        let r = Domain::Obj.malloc(3000);
+        assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated + 1);
+        Domain::Obj.free(r);
+        assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated);
         let before = counts(hook);
         Domain::Obj.free(p);
         Domain::Mem.free(q);
@@ -367,16 +366,32 @@ fn pymalloc_all_serves_mem_and_obj_of_every_size_through_one_front() {
         assert_eq!(freed_by_raw, if pymalloc::regions_reserved() { 0 } else { 2 });
         // What the thread heaps do not serve goes to RAW, as pymalloc
         // always sends it: here a request of 0 bytes.
+        let allocated = config::pymalloc_stats().allocated_blocks();
         let z = Domain::Obj.malloc(0);
         assert!(!z.is_null());
         assert_eq!(counts(hook)[0], before[0] + 1, "0 bytes went to RAW");
+        assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated + 1, "and count as pymalloc's");
         Domain::Obj.free(z);
         assert_eq!(counts(hook)[3], before[3] + freed_by_raw + 1, "and came back to it");
+        assert_eq!(config::pymalloc_stats().allocated_blocks(), allocated);
         Domain::Raw.set_allocator(old);
         drop(Box::from_raw(owned));
     }
+    // The debug hooks over it: still pymalloc_all on the thread heaps.
+    unsafe { config::setup(AllocatorName::PymallocAllDebug).unwrap() };
+    assert_eq!(config::current(), Some(AllocatorName::PymallocAllDebug));
+    assert_eq!(config::active_pymalloc_mode(), Some(PymallocMode::Threaded));
     // The locked mode's pools are not the thread heaps': there MEM and OBJ
     // keep pymalloc's allocator, which sends larger blocks to RAW.
+    /// Puts the threaded mode back however the test ends.
+    struct Threaded;
+    impl Drop for Threaded {
+        fn drop(&mut self) {
+            // SAFETY: the test holds the domains (`common::exclusive`).
+            unsafe { config::set_pymalloc_mode(PymallocMode::Threaded) };
+        }
+    }
+    let _mode = Threaded;
     unsafe {
         config::set_pymalloc_mode(PymallocMode::Locked);
         config::setup(AllocatorName::PymallocAll).unwrap();
@@ -388,7 +403,5 @@ fn pymalloc_all_serves_mem_and_obj_of_every_size_through_one_front() {
         Domain::Obj.free(p);
         Domain::Raw.set_allocator(old);
         drop(Box::from_raw(owned));
-        config::set_pymalloc_mode(PymallocMode::Threaded);
-        config::setup(AllocatorName::Pymalloc).unwrap();
     }
 }
