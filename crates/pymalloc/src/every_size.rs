@@ -581,31 +581,7 @@ static EVERY_SIZE_CTX: u8 = 0;
 /// blocks up to 512 bytes, spans above), the C library only for what
 /// neither can serve: the RAW domain of the `pymalloc_all` configuration.
 pub(crate) const fn domain_allocator() -> MemAllocatorEx {
-    MemAllocatorEx {
-        ctx: &EVERY_SIZE_CTX as *const u8 as *mut c_void,
-        malloc: domain_malloc,
-        calloc: domain_calloc,
-        realloc: domain_realloc,
-        free: domain_free,
-    }
-}
-
-type All = EverySize<Libc>;
-
-unsafe extern "C" fn domain_malloc(_: *mut c_void, n: usize) -> *mut c_void {
-    malloc_with::<Libc>(n).cast()
-}
-unsafe extern "C" fn domain_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    thread::calloc_with::<All>(nelem, elsize).cast()
-}
-unsafe extern "C" fn domain_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: p is null or live in the domain (the domain caller's
-    // contract), so from these entry points.
-    unsafe { thread::realloc_with::<All>(p.cast(), n).cast() }
-}
-unsafe extern "C" fn domain_free(_: *mut c_void, p: *mut c_void) {
-    // SAFETY: as for domain_realloc, and p is not used again.
-    unsafe { free_with::<Libc>(p.cast()) }
+    over::<Libc>(&EVERY_SIZE_CTX)
 }
 
 static FRONT_CTX: u8 = 0;
@@ -620,16 +596,36 @@ static FRONT_CTX: u8 = 0;
 /// ring, 10% of requests above 512 bytes: docs/every-size.md, nineteenth
 /// pass).
 pub(crate) const fn front_domain_allocator() -> MemAllocatorEx {
+    over::<CountedRaw>(&FRONT_CTX)
+}
+
+/// The domain allocator of every size from the thread heaps with `F`
+/// underneath, told apart from the others by `ctx`.
+const fn over<F: Fallback>(ctx: &'static u8) -> MemAllocatorEx {
     MemAllocatorEx {
-        ctx: &FRONT_CTX as *const u8 as *mut c_void,
-        malloc: front_malloc,
-        calloc: front_calloc,
-        realloc: front_realloc,
-        free: front_free,
+        ctx: ctx as *const u8 as *mut c_void,
+        malloc: domain_malloc::<F>,
+        calloc: domain_calloc::<F>,
+        realloc: domain_realloc::<F>,
+        free: domain_free::<F>,
     }
 }
 
-type AllOverRaw = EverySize<CountedRaw>;
+unsafe extern "C" fn domain_malloc<F: Fallback>(_: *mut c_void, n: usize) -> *mut c_void {
+    malloc_with::<F>(n).cast()
+}
+unsafe extern "C" fn domain_calloc<F: Fallback>(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
+    thread::calloc_with::<EverySize<F>>(nelem, elsize).cast()
+}
+unsafe extern "C" fn domain_realloc<F: Fallback>(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
+    // SAFETY: p is null or live in the domain (the domain caller's
+    // contract), so from these entry points or from F.
+    unsafe { thread::realloc_with::<EverySize<F>>(p.cast(), n).cast() }
+}
+unsafe extern "C" fn domain_free<F: Fallback>(_: *mut c_void, p: *mut c_void) {
+    // SAFETY: as for domain_realloc, and p is not used again.
+    unsafe { free_with::<F>(p.cast()) }
+}
 
 /// The RAW domain under MEM and OBJ's every-size front, its live blocks
 /// counted as the raw blocks of the statistics (`raw_allocated_blocks`, as
@@ -674,22 +670,6 @@ fn counted(p: *mut u8) -> *mut u8 {
         thread::count_raw_blocks(1);
     }
     p
-}
-
-unsafe extern "C" fn front_malloc(_: *mut c_void, n: usize) -> *mut c_void {
-    malloc_with::<CountedRaw>(n).cast()
-}
-unsafe extern "C" fn front_calloc(_: *mut c_void, nelem: usize, elsize: usize) -> *mut c_void {
-    thread::calloc_with::<AllOverRaw>(nelem, elsize).cast()
-}
-unsafe extern "C" fn front_realloc(_: *mut c_void, p: *mut c_void, n: usize) -> *mut c_void {
-    // SAFETY: p is null or live in the domain (the domain caller's
-    // contract), so from these entry points or the RAW domain's allocator.
-    unsafe { thread::realloc_with::<AllOverRaw>(p.cast(), n).cast() }
-}
-unsafe extern "C" fn front_free(_: *mut c_void, p: *mut c_void) {
-    // SAFETY: as for front_realloc, and p is not used again.
-    unsafe { free_with::<CountedRaw>(p.cast()) }
 }
 
 impl<F: Fallback> Fallback for EverySize<F> {
