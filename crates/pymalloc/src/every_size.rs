@@ -170,14 +170,30 @@ fn cache_of<const GATED: bool>(n: usize) -> Option<(*const Heap, usize)> {
 /// again).
 #[inline(never)]
 unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
-    // SAFETY: the contract; the owner calls, and the cache was empty.
-    let p = unsafe {
-        if c < NB_SMALL_SIZE_CLASSES {
-            (*h).alloc_small_past_cache(c)
-        } else {
-            (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES)
-        }
-    };
+    if c >= NB_SMALL_SIZE_CLASSES {
+        // SAFETY: the contract.
+        return unsafe { malloc_mine_span::<F>(h, n, c) };
+    }
+    // A pool class: its pool path inline and without a stack frame (a
+    // burst of allocations takes this for every block once the cache is
+    // empty), as `free_mine` keeps the pool free. SAFETY: the contract;
+    // the owner calls, and the cache was empty.
+    let p = unsafe { (*h).alloc_small_past_cache(c) };
+    if !p.is_null() {
+        return p;
+    }
+    malloc_uncached::<F>(n)
+}
+
+/// [`malloc_mine`] of a medium class: its first listed span's next block,
+/// else the full path.
+///
+/// # Safety
+/// As for [`malloc_mine`]; `c` is a medium cache class.
+#[inline(never)]
+unsafe extern "C" fn malloc_mine_span<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
+    // SAFETY: the contract; the owner calls.
+    let p = unsafe { (*h).alloc_medium_listed(c - NB_SMALL_SIZE_CLASSES) };
     if !p.is_null() {
         return p;
     }
