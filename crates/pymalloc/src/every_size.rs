@@ -176,8 +176,8 @@ unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize
     }
     // A pool class: its pool path inline and without a stack frame (a
     // burst of allocations takes this for every block once the cache is
-    // empty), as `free_mine` keeps the pool free. SAFETY: the contract;
-    // the owner calls, and the cache was empty.
+    // empty), as `free_mine` keeps the pool free.
+    // SAFETY: the contract; the owner calls, and the cache was empty.
     let p = unsafe { (*h).alloc_small_past_cache(c) };
     if !p.is_null() {
         return p;
