@@ -171,7 +171,9 @@ fn cache_of<const GATED: bool>(n: usize) -> Option<(*const Heap, usize)> {
 #[inline(never)]
 unsafe extern "C" fn malloc_mine<F: Fallback>(h: *const Heap, n: usize, c: usize) -> *mut u8 {
     if c >= NB_SMALL_SIZE_CLASSES {
-        // SAFETY: the contract.
+        // SAFETY: the contract, and c is a medium cache class: a cache
+        // class of n (never the shut one: `malloc_through` returns before
+        // this for it) that is not a pool class.
         return unsafe { malloc_mine_span::<F>(h, n, c) };
     }
     // A pool class: its pool path inline and without a stack frame (a
