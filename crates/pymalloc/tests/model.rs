@@ -140,7 +140,7 @@ impl Model {
         self.spans.insert(start, end);
         let bytes = unsafe { std::slice::from_raw_parts_mut(ptr, size) };
         if zeroed {
-            assert!(bytes.iter().all(|&b| b == 0), "calloc memory not zeroed");
+            assert!(common::all_bytes(bytes, 0), "calloc memory not zeroed");
         }
         self.next_fill = self.next_fill.wrapping_add(1);
         bytes.fill(self.next_fill);
@@ -149,7 +149,7 @@ impl Model {
 
     fn check_contents(b: &Live, upto: usize) {
         let bytes = unsafe { std::slice::from_raw_parts(b.ptr, upto.min(b.size)) };
-        assert!(bytes.iter().all(|&x| x == b.fill), "contents of {:p} changed", b.ptr);
+        assert!(common::all_bytes(bytes, b.fill), "contents of {:p} changed", b.ptr);
     }
 
     fn remove(&mut self, i: usize) -> Live {

@@ -195,8 +195,10 @@ fn resident(a: usize, len: usize) -> usize {
 /// Allocates `k` pools' worth of 256-byte blocks and frees all but one block
 /// every `keep_every` pools. Returns the heap and the survivors.
 fn survivors(heap: &mut Heap, pools: usize, keep_every: usize) -> Vec<*mut u8> {
-    let per = num_blocks(size_class(256).unwrap());
-    let blocks: Vec<_> = (0..pools * per).map(|_| heap.malloc(256)).collect();
+    // The largest class: the fewest blocks a pool (Miri takes milliseconds a
+    // call).
+    let per = num_blocks(size_class(512).unwrap());
+    let blocks: Vec<_> = (0..pools * per).map(|_| heap.malloc(512)).collect();
     let mut keep = Vec::new();
     for (i, p) in blocks.into_iter().enumerate() {
         if i % (per * keep_every) == 0 {
@@ -235,7 +237,7 @@ fn the_threshold_policy_gives_empty_pools_back() {
         assert!(pages * 4 <= full, "resident pages {pages} of {full} at the peak");
     }
     // Decommitted pools are reused correctly.
-    let again: Vec<_> = (0..pools * 20).map(|i| heap.malloc(16 + i % 400)).collect();
+    let again: Vec<_> = (0..pools * n(20, 4)).map(|i| heap.malloc(16 + i % 400)).collect();
     heap.validate().unwrap();
     for (i, &p) in again.iter().enumerate() {
         unsafe { p.write_bytes(i as u8, 16) };

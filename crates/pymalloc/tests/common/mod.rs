@@ -173,3 +173,12 @@ pub fn without_regions() -> bool {
     assert_eq!((st.segments, st.huge_kept_bytes), (0, 0), "{st:?}");
     true
 }
+
+/// Whether every byte of `bytes` is `v`. It compares 64-byte chunks (a
+/// `memcmp`), not byte by byte: Miri runs a byte loop about a hundred times
+/// slower, and these checks were most of some tests' time there.
+pub fn all_bytes(bytes: &[u8], v: u8) -> bool {
+    const N: usize = 64;
+    let pattern = [v; N];
+    bytes.chunks(N).all(|c| c == &pattern[..c.len()])
+}
