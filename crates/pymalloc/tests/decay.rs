@@ -248,7 +248,7 @@ fn an_empty_pool_with_its_pages_serves_before_a_pool_is_carved() {
 fn taking_empty_pools_from_any_arena_keeps_the_usable_order() {
     let mut heap = decaying_heap(false);
     let per = num_blocks(size_class(512).unwrap());
-    let (steps, most) = if cfg!(miri) { (80, 30) } else { (8000, 400) };
+    let (steps, most) = if cfg!(miri) { (40, 16) } else { (8000, 400) };
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = |n: usize| {
         rng ^= rng << 13;

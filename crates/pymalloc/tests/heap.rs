@@ -296,9 +296,11 @@ fn fill_arenas(heap: &mut Heap, n: usize, size: usize) -> Vec<Vec<*mut u8>> {
 fn one_spare_arena_is_kept_the_rest_go_back() {
     let mut heap = Heap::new();
     heap.set_purge_policy(PurgePolicy::Never);
-    let pools = fill_arenas(&mut heap, 3, 512);
+    // (Two arenas under Miri, which takes milliseconds a call.)
+    let n = if cfg!(miri) { 2 } else { 3 };
+    let pools = fill_arenas(&mut heap, n, 512);
     let s = heap.stats();
-    assert_eq!(s.arenas_current, 3);
+    assert_eq!(s.arenas_current, n);
     assert_eq!(s.unused_pools, 0);
     heap.validate().unwrap();
     for pool in pools {
@@ -308,27 +310,30 @@ fn one_spare_arena_is_kept_the_rest_go_back() {
     }
     heap.validate().unwrap();
     let s = heap.stats();
-    assert_eq!(s.arenas_allocated_total, 3);
+    assert_eq!(s.arenas_allocated_total, n);
     assert_eq!(s.arenas_current, 1, "one wholly free arena is kept as a spare");
-    assert_eq!(s.arenas_reclaimed, 2);
-    assert_eq!(s.arenas_highwater, 3);
+    assert_eq!(s.arenas_reclaimed, n - 1);
+    assert_eq!(s.arenas_highwater, n);
     // The spare serves the next request without a new arena.
     let p = heap.malloc(8);
-    assert_eq!(heap.stats().arenas_allocated_total, 3);
+    assert_eq!(heap.stats().arenas_allocated_total, n);
     unsafe { heap.free(p) };
 }
 
 #[test]
 fn new_pools_come_from_the_most_used_arena() {
     let mut heap = Heap::new();
-    let mut pools = fill_arenas(&mut heap, 3, 512);
+    // (Two arenas under Miri, which takes milliseconds a call: the third,
+    // full and untouched, is not needed to tell the order of the first two.)
+    let n = if cfg!(miri) { 2 } else { 3 };
+    let mut pools = fill_arenas(&mut heap, n, 512);
     let arena_of = |p: *mut u8| p as usize & !ARENA_SIZE_MASK;
     let arenas: Vec<usize> = {
         let mut v: Vec<usize> = pools.iter().map(|b| arena_of(b[0])).collect();
         v.dedup();
         v
     };
-    assert_eq!(arenas.len(), 3);
+    assert_eq!(arenas.len(), n);
     // Empty 10 pools of arena 0 and 5 of arena 1: arena 1 is now the more
     // used, so it must supply the next pools, then arena 0, and arena 2 last.
     let mut emptied = |arena: usize, k: usize, pools: &mut Vec<Vec<*mut u8>>| {
@@ -360,7 +365,7 @@ fn new_pools_come_from_the_most_used_arena() {
         }
     }
     heap.validate().unwrap();
-    assert_eq!(heap.stats().arenas_current, 3);
+    assert_eq!(heap.stats().arenas_current, n);
     for p in fresh.into_iter().chain(pools.into_iter().flatten()) {
         unsafe { heap.free(p) };
     }

@@ -337,7 +337,7 @@ proptest! {
 
     #[test]
     fn domains_match_the_model(
-        ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 25 } else { 200 }),
+        ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 16 } else { 200 }),
         debug_hooks in any::<bool>(),
         gil in proptest::bool::weighted(0.33),
     ) {
