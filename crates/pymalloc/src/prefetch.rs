@@ -18,7 +18,8 @@
 /// target this crate is built for, it emits `prefetcht0`, a read prefetch
 /// (a line no other core holds arrives exclusive, so the store that follows
 /// needs no second request). `prefetchw` itself, written in `asm!`,
-/// measured no better (docs/every-size.md, "Twenty-first pass").
+/// measured no better on the ring; larson was too noisy to tell
+/// (docs/every-size.md, "Twenty-first pass").
 #[inline(always)]
 pub(crate) fn for_write(p: *const u8) {
     #[cfg(all(target_arch = "x86_64", not(miri)))]

@@ -8,7 +8,7 @@ mod common;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
-use pymalloc::geometry::{num_blocks, size_class, NB_SMALL_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
+use pymalloc::geometry::{num_blocks, size_class, ALIGNMENT, NB_SMALL_SIZE_CLASSES, SMALL_REQUEST_THRESHOLD};
 use pymalloc::{owns, ArenaAllocator, Domain, Heap, MemAllocatorEx};
 
 static ARENA_LIMIT: AtomicUsize = AtomicUsize::new(0);
@@ -107,7 +107,7 @@ fn out_of_arenas_is_null_consistency_and_recovery() {
 
     // Every call that needs memory now fails cleanly.
     // (Under Miri, each class's first and last size.)
-    for n in (1..=SMALL_REQUEST_THRESHOLD).filter(|n| !cfg!(miri) || n % 16 <= 1) {
+    for n in (1..=SMALL_REQUEST_THRESHOLD).filter(|n| !cfg!(miri) || n % ALIGNMENT <= 1) {
         assert!(heap.malloc(n).is_null(), "malloc({n})");
     }
     assert!(heap.malloc(0).is_null());

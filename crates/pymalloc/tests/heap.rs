@@ -335,7 +335,8 @@ fn new_pools_come_from_the_most_used_arena() {
     };
     assert_eq!(arenas.len(), n);
     // Empty 10 pools of arena 0 and 5 of arena 1: arena 1 is now the more
-    // used, so it must supply the next pools, then arena 0, and arena 2 last.
+    // used, so it must supply the next pools, then arena 0 (any further arena
+    // stays full and untouched).
     let mut emptied = |arena: usize, k: usize, pools: &mut Vec<Vec<*mut u8>>| {
         let mut done = 0;
         pools.retain(|blocks| {

@@ -192,8 +192,8 @@ fn resident(a: usize, len: usize) -> usize {
     v.iter().filter(|&&b| b & 1 != 0).count()
 }
 
-/// Allocates `k` pools' worth of 256-byte blocks and frees all but one block
-/// every `keep_every` pools. Returns the heap and the survivors.
+/// Allocates `pools` pools' worth of 512-byte blocks and frees all but one
+/// block every `keep_every` pools. Returns the survivors.
 fn survivors(heap: &mut Heap, pools: usize, keep_every: usize) -> Vec<*mut u8> {
     // The largest class: the fewest blocks a pool (Miri takes milliseconds a
     // call).
