@@ -11,8 +11,10 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crate::cell_array::AtomicArray;
+
 pub(crate) struct ClassStacks<const C: usize, const S: usize> {
-    n: [AtomicU32; C],
+    n: AtomicArray<AtomicU32, C>,
     /// One `UnsafeCell` for all the slots (see `cell_array.rs`: Miri checks
     /// one cell at once where it would check an array of cells one by one).
     slots: UnsafeCell<[[*mut u8; S]; C]>,
@@ -20,7 +22,7 @@ pub(crate) struct ClassStacks<const C: usize, const S: usize> {
 
 impl<const C: usize, const S: usize> ClassStacks<C, S> {
     pub(crate) const fn new() -> Self {
-        ClassStacks { n: [const { AtomicU32::new(0) }; C], slots: UnsafeCell::new([[ptr::null_mut(); S]; C]) }
+        ClassStacks { n: AtomicArray::new([const { AtomicU32::new(0) }; C]), slots: UnsafeCell::new([[ptr::null_mut(); S]; C]) }
     }
 
     /// Slot `i` of class `c`.

@@ -20,6 +20,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::block_map::NO_CLASS;
+use crate::cell_array::CellArray;
 use crate::front_cache::{self, FrontCache};
 use crate::huge::{alloc_huge, huge_figures};
 use crate::os;
@@ -151,7 +152,7 @@ unsafe fn spans_in(seg: *mut Segment, mut f: impl FnMut(usize, *mut Span)) {
 /// (`span_cache.rs`), and the medium counters count them too (statistics
 /// subtract them).
 pub(crate) struct SpanHeap {
-    classes: [Cell<*mut Span>; NB_MEDIUM_CLASSES],
+    classes: CellArray<*mut Span, NB_MEDIUM_CLASSES>,
     /// The heap's front cache, pool classes and medium classes
     /// (`front_cache.rs`); this heap uses the medium ones ([`MediumCache`]).
     front: FrontCache,
@@ -257,7 +258,7 @@ impl SpanHeap {
     /// An empty span heap holding `front`, its heap's front cache.
     pub(crate) const fn new(front: FrontCache) -> SpanHeap {
         SpanHeap {
-            classes: [const { Cell::new(ptr::null_mut()) }; NB_MEDIUM_CLASSES],
+            classes: CellArray::new([ptr::null_mut(); NB_MEDIUM_CLASSES]),
             front,
             segments: Cell::new(ptr::null_mut()),
             last: Cell::new(ptr::null_mut()),
