@@ -129,6 +129,54 @@ mod tests {
         a[2].load(Ordering::Relaxed);
     }
 
+    /// A field declared as an array of cells or atomics, as written in a
+    /// struct body (`name: [Cell<...>; N]`, `name: [AtomicU32; N]`); a
+    /// `static` is not a field.
+    fn is_array_of_cells(line: &str) -> bool {
+        let l = line.trim_start();
+        let l = l.strip_prefix("pub(crate) ").or_else(|| l.strip_prefix("pub(super) ")).unwrap_or(l);
+        let l = l.strip_prefix("pub ").unwrap_or(l);
+        match l.split_once(": [") {
+            Some((name, ty)) => {
+                name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    && (ty.starts_with("Cell<") || ty.starts_with("Atomic"))
+            }
+            None => false,
+        }
+    }
+
+    /// Every structure a `Heap` holds keeps its arrays of cells and atomics
+    /// as one cell (see the module's documentation): an array of them
+    /// would make every `&Heap` cost Miri a walk over its elements again.
+    #[test]
+    fn the_heaps_structures_hold_no_array_of_cells() {
+        assert!(is_array_of_cells("    pub(super) first: [Cell<*mut PoolHeader>; 32],"));
+        assert!(is_array_of_cells("    n: [AtomicU32; C],"));
+        assert!(!is_array_of_cells("    n: AtomicArray<AtomicU32, C>,"));
+        assert!(!is_array_of_cells("static OWNERS: [AtomicPtr<()>; 4] ="));
+        let files = [
+            ("heap/mod.rs", include_str!("heap/mod.rs")),
+            ("heap/arenas.rs", include_str!("heap/arenas.rs")),
+            ("heap/cache.rs", include_str!("heap/cache.rs")),
+            ("heap/decay.rs", include_str!("heap/decay.rs")),
+            ("heap/pages.rs", include_str!("heap/pages.rs")),
+            ("heap/purge.rs", include_str!("heap/purge.rs")),
+            ("heap/remote.rs", include_str!("heap/remote.rs")),
+            ("heap/used.rs", include_str!("heap/used.rs")),
+            ("spans.rs", include_str!("spans.rs")),
+            ("span_cache.rs", include_str!("span_cache.rs")),
+            ("front_cache.rs", include_str!("front_cache.rs")),
+            ("class_stacks.rs", include_str!("class_stacks.rs")),
+            ("sync.rs", include_str!("sync.rs")),
+            ("pool.rs", include_str!("pool.rs")),
+        ];
+        for (name, src) in files {
+            for (i, line) in src.lines().enumerate() {
+                assert!(!is_array_of_cells(line), "{name}:{}: an array of cells; use CellArray or AtomicArray", i + 1);
+            }
+        }
+    }
+
     #[test]
     #[should_panic(expected = "out of range")]
     fn indexing_is_checked() {
