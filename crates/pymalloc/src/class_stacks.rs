@@ -22,7 +22,10 @@ pub(crate) struct ClassStacks<const C: usize, const S: usize> {
 
 impl<const C: usize, const S: usize> ClassStacks<C, S> {
     pub(crate) const fn new() -> Self {
-        ClassStacks { n: AtomicArray::new([const { AtomicU32::new(0) }; C]), slots: UnsafeCell::new([[ptr::null_mut(); S]; C]) }
+        ClassStacks {
+            n: AtomicArray::new([const { AtomicU32::new(0) }; C]),
+            slots: UnsafeCell::new([[ptr::null_mut(); S]; C]),
+        }
     }
 
     /// Slot `i` of class `c`.
