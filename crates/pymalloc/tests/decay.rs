@@ -3,6 +3,8 @@
 //! clock (`Heap::decay_at`), far ahead of the real one, so that the frees
 //! (which read the real clock) never find a sweep due.
 
+mod common;
+
 use pymalloc::geometry::{num_blocks, size_class, ARENA_SIZE, POOL_SIZE};
 use pymalloc::{Heap, PoolState, PurgePolicy};
 
@@ -42,7 +44,7 @@ fn minor_faults() -> i64 {
 fn pools_unused_for_a_period_go_back_and_reused_ones_stay() {
     let mut heap = decaying_heap(false);
     let per = num_blocks(size_class(256).unwrap());
-    let pools = if cfg!(miri) { 24 } else { 200 };
+    let pools = common::full_or_miri(200, 24);
     let blocks: Vec<_> = (0..pools * per).map(|_| heap.malloc(256)).collect();
     // Keep one block in every fourth pool.
     let mut keep = Vec::new();
@@ -149,7 +151,7 @@ fn a_free_arena_kept_is_the_last_used_and_reused_before_a_new_one() {
     let per = num_blocks(size_class(512).unwrap());
     // Under Miri, which takes milliseconds a call: two arenas, and one
     // arena's worth again (a new arena taken first would still show).
-    let (arenas, again) = if cfg!(miri) { (2, 1) } else { (3, 3) };
+    let (arenas, again) = common::full_or_miri((3, 3), (2, 1));
     let n = arenas * ARENA_SIZE / POOL_SIZE * per;
     let blocks: Vec<_> = (0..n).map(|_| heap.malloc(512)).collect();
     let made = heap.stats().arenas_allocated_total;
@@ -248,7 +250,7 @@ fn an_empty_pool_with_its_pages_serves_before_a_pool_is_carved() {
 fn taking_empty_pools_from_any_arena_keeps_the_usable_order() {
     let mut heap = decaying_heap(false);
     let per = num_blocks(size_class(512).unwrap());
-    let (steps, most) = if cfg!(miri) { (40, 16) } else { (8000, 400) };
+    let (steps, most) = common::full_or_miri((8000, 400), (40, 16));
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = |n: usize| {
         rng ^= rng << 13;
@@ -367,7 +369,7 @@ fn empty_all_but_one(heap: &mut Heap, pools: usize) -> *mut u8 {
 /// policy, keeps them.
 #[test]
 fn a_request_of_an_arena_or_more_gives_back_what_the_decay_keeps() {
-    let pools = if cfg!(miri) { 6 } else { 40 };
+    let pools = common::full_or_miri(40, 6);
     // A period so long that the second request below falls inside the
     // first's quarter, however slow the machine.
     let mut heap = Heap::new();

@@ -80,7 +80,7 @@ fn out_of_arenas_is_null_consistency_and_recovery() {
         })
     };
     // (One arena under Miri, which takes milliseconds a call.)
-    let limit = if cfg!(miri) { 1 } else { 2 };
+    let limit = common::full_or_miri(2, 1);
     ARENA_LIMIT.store(limit, Ordering::SeqCst);
     let mut heap = Heap::new();
     // CPython's rule: free arenas go back at once (but a spare).

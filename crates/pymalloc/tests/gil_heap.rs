@@ -5,6 +5,8 @@
 //! heap's invariants and statistics. And the purge-policy names the launcher
 //! reads from `PYMALLOC_PURGE`.
 
+mod common;
+
 use std::collections::HashSet;
 use std::ffi::c_void;
 
@@ -28,10 +30,10 @@ fn gil_allocator_through_full_and_empty_pools() {
     let free = |p: *mut u8| unsafe { (a.free)(a.ctx, p.cast::<c_void>()) };
     // Under Miri the largest class (31 blocks a pool) and a few pools;
     // natively 340 blocks a pool and three arenas' worth.
-    let size: usize = if cfg!(miri) { 512 } else { 48 };
+    let size: usize = common::full_or_miri(48, 512);
     let c = size_class(size).unwrap();
     let per_pool = num_blocks(c);
-    let pools = if cfg!(miri) { 3 } else { 3 * MAX_POOLS_IN_ARENA };
+    let pools = common::full_or_miri(3 * MAX_POOLS_IN_ARENA, 3);
     let n = pools * per_pool;
 
     // Fill: every block carved from virgin pools, pools filling up.

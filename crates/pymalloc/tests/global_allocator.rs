@@ -3,6 +3,8 @@
 //! threads, including blocks freed by a thread other than the one that made
 //! them, and layouts of every alignment.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
@@ -64,7 +66,7 @@ fn threads_share_the_heap_and_free_each_others_blocks() {
         .map(|t| {
             let tx = tx.clone();
             std::thread::spawn(move || {
-                let n = if cfg!(miri) { 20 } else { 20_000 };
+                let n = common::full_or_miri(20_000, 20);
                 let mut map = HashMap::new();
                 let mut tree = BTreeMap::new();
                 for i in 0..n {
@@ -86,6 +88,6 @@ fn threads_share_the_heap_and_free_each_others_blocks() {
         p.join().unwrap();
     }
     let got = consumer.join().unwrap();
-    assert_eq!(got, 3 * (if cfg!(miri) { 0 } else { 200 }) * 10);
+    assert_eq!(got, 3 * common::full_or_miri(200, 0) * 10);
     global_heap().lock().validate().unwrap();
 }

@@ -297,7 +297,7 @@ fn one_spare_arena_is_kept_the_rest_go_back() {
     let mut heap = Heap::new();
     heap.set_purge_policy(PurgePolicy::Never);
     // (Two arenas under Miri, which takes milliseconds a call.)
-    let n = if cfg!(miri) { 2 } else { 3 };
+    let n = common::full_or_miri(3, 2);
     let pools = fill_arenas(&mut heap, n, 512);
     let s = heap.stats();
     assert_eq!(s.arenas_current, n);
@@ -325,7 +325,7 @@ fn new_pools_come_from_the_most_used_arena() {
     let mut heap = Heap::new();
     // (Two arenas under Miri, which takes milliseconds a call: the third,
     // full and untouched, is not needed to tell the order of the first two.)
-    let n = if cfg!(miri) { 2 } else { 3 };
+    let n = common::full_or_miri(3, 2);
     let mut pools = fill_arenas(&mut heap, n, 512);
     let arena_of = |p: *mut u8| p as usize & !ARENA_SIZE_MASK;
     let arenas: Vec<usize> = {
@@ -378,7 +378,7 @@ fn statistics_account_for_every_arena_byte() {
     let mut heap = Heap::new();
     let mut live = Vec::new();
     let mut x: u64 = 0x2545F4914F6CDD1D;
-    for i in 0..if cfg!(miri) { 2_000 } else { 20_000 } {
+    for i in 0..common::full_or_miri(20_000, 2_000) {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -502,7 +502,7 @@ fn cached_blocks(heap: &Heap, c: usize) -> usize {
 fn a_caching_heap_gives_a_freed_structure_back_as_cpython_does() {
     // Under Miri, which takes milliseconds a call: fewer arenas, the largest
     // class (half the blocks a pool) and one order.
-    let (size, arenas, orders) = if cfg!(miri) { (512, 3, &[true][..]) } else { (256, 5, &[false, true][..]) };
+    let (size, arenas, orders) = common::full_or_miri((256, 5, &[false, true][..]), (512, 3, &[true][..]));
     let c = size_class(size).unwrap();
     for &reverse in orders {
         let mut heap = Heap::new_retaining();

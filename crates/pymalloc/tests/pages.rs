@@ -48,7 +48,7 @@ fn pattern(b: *mut u8) -> u8 {
 fn run(mut heap: Heap) {
     // Fewer pools under Miri, where every validate() walks slowly; two still
     // cover a pool that keeps its last block and one that does not.
-    let npools = if cfg!(miri) { 2 } else { 8 };
+    let npools = common::full_or_miri(8, 2);
     let per_pool = num_blocks(size_class(SIZE).unwrap());
     let all: Vec<*mut u8> = (0..per_pool * npools).map(|_| heap.malloc(SIZE)).collect();
     for &b in &all {
@@ -128,7 +128,7 @@ fn run(mut heap: Heap) {
         // SAFETY: a fresh block.
         unsafe { b.write_bytes(0xA5, SIZE) };
         back.push(b);
-        if i % if cfg!(miri) { 509 } else { 97 } == 0 {
+        if i % common::full_or_miri(97, 509) == 0 {
             heap.validate().unwrap();
         }
     }

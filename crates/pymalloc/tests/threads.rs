@@ -2,6 +2,8 @@
 //! abandoned heaps, statistics read from other threads, and giving memory
 //! back to the OS.
 
+mod common;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -16,18 +18,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn n(full: usize, miri: usize) -> usize {
-    if cfg!(miri) {
-        miri
-    } else {
-        full
-    }
-}
-
 #[test]
 fn blocks_freed_by_another_thread_come_back_to_their_heap() {
     let _g = serial();
-    let count = n(50_000, 300);
+    let count = common::full_or_miri(50_000, 300);
     let (tx, rx) = mpsc::channel::<Vec<usize>>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let consumer = std::thread::spawn(move || {
@@ -85,7 +79,7 @@ fn exited_threads_heaps_are_adopted_not_multiplied() {
     // Warm up: make sure at least one heap exists and is abandoned.
     std::thread::spawn(|| assert!(!thread::malloc(8).is_null())).join().unwrap(); // leaves a live block behind
     let heaps = thread::heap_count();
-    for _ in 0..n(20, 3) {
+    for _ in 0..common::full_or_miri(20, 3) {
         std::thread::spawn(|| {
             let p = thread::malloc(64);
             unsafe { thread::free(p) };
@@ -99,7 +93,7 @@ fn exited_threads_heaps_are_adopted_not_multiplied() {
 #[test]
 fn blocks_outliving_their_thread_are_freed_and_drained() {
     let _g = serial();
-    let count = n(20_000, 200);
+    let count = common::full_or_miri(20_000, 200);
     // A thread allocates and exits; its heap is abandoned with live blocks.
     let blocks: Vec<usize> =
         std::thread::spawn(move || (0..count).map(|i| thread::malloc(32 + i % 200) as usize).collect()).join().unwrap();
@@ -119,7 +113,7 @@ fn blocks_outliving_their_thread_are_freed_and_drained() {
 fn statistics_can_be_read_while_other_threads_allocate() {
     let _g = serial();
     let workers = 3;
-    let rounds = n(2_000, 30);
+    let rounds = common::full_or_miri(2_000, 30);
     let barrier = Arc::new(Barrier::new(workers + 1));
     let handles: Vec<_> = (0..workers)
         .map(|t| {
@@ -142,7 +136,7 @@ fn statistics_can_be_read_while_other_threads_allocate() {
         })
         .collect();
     barrier.wait();
-    for _ in 0..n(50, 3) {
+    for _ in 0..common::full_or_miri(50, 3) {
         let s = thread::stats();
         assert_eq!(s.accounted_bytes(), s.arena_bytes);
         let _ = thread::arenas();
@@ -158,7 +152,7 @@ fn threaded_domain_matches_a_simple_model() {
     // All on this thread's heap: its statistics are exact. The heap may be
     // an adopted one with blocks of earlier threads: count from here.
     unsafe { thread::free(thread::malloc(1)) };
-    let sizes: Vec<usize> = (0..n(3000, 100)).map(|i| (i * 37) % 700).collect();
+    let sizes: Vec<usize> = (0..common::full_or_miri(3000, 100)).map(|i| (i * 37) % 700).collect();
     let mut live = Vec::new();
     let base = thread::current_stats();
     for (i, &sz) in sizes.iter().enumerate() {
@@ -215,7 +209,7 @@ fn the_threshold_policy_gives_empty_pools_back() {
     let mut heap = Heap::new();
     assert_eq!(heap.purge_policy(), PurgePolicy::DEFAULT);
     heap.set_purge_policy(PurgePolicy::THRESHOLD);
-    let pools = n(640, 128);
+    let pools = common::full_or_miri(640, 128);
     let keep = survivors(&mut heap, pools, 8);
     heap.validate().unwrap();
     let s = heap.stats();
@@ -237,7 +231,7 @@ fn the_threshold_policy_gives_empty_pools_back() {
         assert!(pages * 4 <= full, "resident pages {pages} of {full} at the peak");
     }
     // Decommitted pools are reused correctly.
-    let again: Vec<_> = (0..pools * n(20, 4)).map(|i| heap.malloc(16 + i % 400)).collect();
+    let again: Vec<_> = (0..pools * common::full_or_miri(20, 4)).map(|i| heap.malloc(16 + i % 400)).collect();
     heap.validate().unwrap();
     for (i, &p) in again.iter().enumerate() {
         unsafe { p.write_bytes(i as u8, 16) };
@@ -258,7 +252,7 @@ fn untouched(heap: &Heap) -> usize {
 
 #[test]
 fn never_keeps_pages_and_immediate_gives_each_back() {
-    let pools = n(200, 64);
+    let pools = common::full_or_miri(200, 64);
     let mut never = Heap::new();
     never.set_purge_policy(PurgePolicy::Never);
     let keep = survivors(&mut never, pools, 8);
@@ -284,7 +278,7 @@ fn never_keeps_pages_and_immediate_gives_each_back() {
 fn purge_gives_back_every_free_pool_and_the_spare() {
     let mut heap = Heap::new();
     heap.set_purge_policy(PurgePolicy::Never);
-    let blocks: Vec<_> = (0..n(20_000, 2_000)).map(|i| heap.malloc(1 + i % 512)).collect();
+    let blocks: Vec<_> = (0..common::full_or_miri(20_000, 2_000)).map(|i| heap.malloc(1 + i % 512)).collect();
     let keep: Vec<_> = blocks.iter().step_by(500).copied().collect();
     for (i, p) in blocks.into_iter().enumerate() {
         if i % 500 != 0 {

@@ -7,6 +7,17 @@ use pymalloc::config::{self, AllocatorName};
 
 static LOCK: Mutex<()> = Mutex::new(());
 
+/// `full` natively and `miri` under Miri: how much a test does, less where
+/// Miri would take minutes (a call into the heap costs it milliseconds;
+/// ARCHITECTURE.md says why).
+pub fn full_or_miri<T>(full: T, miri: T) -> T {
+    if cfg!(miri) {
+        miri
+    } else {
+        full
+    }
+}
+
 /// Exclusive use of the domains for one test; the default configuration is
 /// back when it drops.
 pub struct Exclusive(#[allow(dead_code)] MutexGuard<'static, ()>);
