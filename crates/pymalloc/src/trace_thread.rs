@@ -28,6 +28,8 @@
 
 use core::cell::Cell;
 
+use crate::cell_array::CellArray;
+
 /// One-frame memo entries per thread (`trace_memo.rs`): 1 KiB, within the
 /// static room glibc keeps for a library opened with `dlopen` (about
 /// 1.6 KiB), which `libpymalloc.so`'s thread-local storage takes from.
@@ -57,7 +59,7 @@ pub(crate) struct TracerThread {
     pub(crate) notes: Cell<(u32, usize, u64)>,
     /// The memo: (return address, traceback id, clear count); an address
     /// of 0 is an empty entry (`trace_memo.rs`).
-    pub(crate) memo: [Cell<(usize, u32, u32)>; MEMO_ENTRIES],
+    pub(crate) memo: CellArray<(usize, u32, u32), MEMO_ENTRIES>,
 }
 
 /// All zeros is the block's start (the `.tbss` block below, the fallback's
