@@ -173,8 +173,13 @@ mod tests {
         assert_eq!(prev, MEDIUM_MAX);
         assert_eq!(medium_class(1), 0);
         assert_eq!(medium_class(0), 0);
-        for n in 1..=MEDIUM_MAX {
-            assert_eq!(medium_class(n), medium_class_computed(n), "{n}");
+        let check = |n: usize| assert_eq!(medium_class(n), medium_class_computed(n), "{n}");
+        if cfg!(miri) {
+            // Both ends of each 64-byte entry of the table: every entry
+            // read, a thirty-second of the sizes.
+            (0..MEDIUM_MAX / 64).for_each(|i| [64 * i + 1, 64 * i + 64].into_iter().for_each(check));
+        } else {
+            (1..=MEDIUM_MAX).for_each(check);
         }
         assert_eq!(span_units(0, 16384), 4);
         assert_eq!(span_units(NB_MEDIUM_CLASSES - 1, 16384), 16);
