@@ -4,7 +4,7 @@
 //! when it flushes, is the cache's; this file only keeps the stacks.
 //!
 //! Invariant: `slots[c][..n[c]]` are the stack of class `c`, oldest first,
-//! and `n[c] <= S`. Only the owner pushes, pops and reads the slots; `n` is
+//! none of them null, and `n[c] <= S`. Only the owner pushes, pops and reads the slots; `n` is
 //! atomic because statistics read it from other threads.
 
 use core::cell::{Cell, UnsafeCell};
@@ -41,6 +41,21 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         unsafe { &*self.slots.get().cast::<*mut u8>().add(c * S + i).cast::<Cell<*mut u8>>() }
     }
 
+    /// The block in slot `i` of class `c`, below the stack's top.
+    ///
+    /// # Safety
+    /// `c < C` and `i < n[c]`.
+    #[inline(always)]
+    unsafe fn block(&self, c: usize, i: usize) -> *mut u8 {
+        // SAFETY: c < C and i < n[c] <= S (the contract and the invariant).
+        let b = unsafe { self.slot(c, i) }.get();
+        // SAFETY: a slot below the top holds a block, never null (the
+        // invariant): said to the compiler, a pop's caller that tells "a
+        // block" from "empty" by null tests the count alone.
+        unsafe { core::hint::assert_unchecked(!b.is_null()) };
+        b
+    }
+
     /// Blocks on class `c`'s stack, without a bounds check.
     ///
     /// # Safety
@@ -64,8 +79,8 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         if n == 0 {
             return ptr::null_mut();
         }
-        // SAFETY: c indexed `n` in `count`, and 0 < n <= S (invariant).
-        let b = unsafe { self.slot(c, n - 1) }.get();
+        // SAFETY: c indexed `n` in `count`, and n - 1 < n.
+        let b = unsafe { self.block(c, n - 1) };
         self.n[c].store(n as u32 - 1, Ordering::Relaxed);
         b
     }
@@ -81,9 +96,9 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         if n == 0 {
             return ptr::null_mut();
         }
-        // SAFETY: c < C, and 0 < n <= S (invariant).
+        // SAFETY: c < C, and n - 1 < n.
         unsafe {
-            let b = self.slot(c, n - 1).get();
+            let b = self.block(c, n - 1);
             self.n.get_unchecked(c).store(n as u32 - 1, Ordering::Relaxed);
             b
         }
@@ -103,9 +118,9 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
         if n <= floor {
             return ptr::null_mut();
         }
-        // SAFETY: c < C, and 0 <= floor < n <= S (invariant).
+        // SAFETY: c < C, and 0 <= floor < n, so n - 1 < n.
         unsafe {
-            let b = self.slot(c, n as usize - 1).get();
+            let b = self.block(c, n as usize - 1);
             self.n.get_unchecked(c).store(n - 1, Ordering::Relaxed);
             b
         }
@@ -114,9 +129,10 @@ impl<const C: usize, const S: usize> ClassStacks<C, S> {
     /// Puts `p` on class `c`'s stack, which holds `n` blocks.
     ///
     /// # Safety
-    /// `c < C`, `n` is `count(c)` and `n < S`.
+    /// `c < C`, `n` is `count(c)` and `n < S`; `p` is not null.
     #[inline(always)]
     pub(crate) unsafe fn push_at(&self, c: usize, n: u32, p: *mut u8) {
+        debug_assert!(!p.is_null());
         // The block is the next one handed out: its line comes in now.
         crate::prefetch::for_write(p);
         // SAFETY: c < C and n < S (the contract).
