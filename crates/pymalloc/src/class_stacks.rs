@@ -4,8 +4,9 @@
 //! when it flushes, is the cache's; this file only keeps the stacks.
 //!
 //! Invariant: `slots[c][..n[c]]` are the stack of class `c`, oldest first,
-//! none of them null, and `n[c] <= S`. Only the owner pushes, pops and reads the slots; `n` is
-//! atomic because statistics read it from other threads.
+//! none of them null, and `n[c] <= S`. Only the owner pushes, pops and
+//! reads the slots; `n` is atomic because statistics read it from other
+//! threads.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;

@@ -100,8 +100,9 @@ impl FrontCache {
     /// Owner only.
     ///
     /// # Safety
-    /// If `c` is a class, `p` is a live block of class `c` of this heap,
-    /// not cached, that its user gave up.
+    /// If `c` is a class, `p` is a live block of class `c` of this heap
+    /// (so not null: a pop hands it out as a block), not cached, that its
+    /// user gave up.
     #[inline(always)]
     pub(crate) unsafe fn try_push(&self, c: usize, p: *mut u8) -> bool {
         if c >= NB_CACHE_CLASSES {
@@ -131,8 +132,8 @@ impl FrontCache {
     ///
     /// # Safety
     /// `c < NB_CACHE_CLASSES`, `n` is the class's count and `n < SLOTS`; `p`
-    /// is a live block of class `c` of this heap, not cached, that its user
-    /// gave up.
+    /// is a live block of class `c` of this heap (so not null), not cached,
+    /// that its user gave up.
     #[inline(always)]
     pub(crate) unsafe fn push_at(&self, c: usize, n: u32, p: *mut u8) {
         // SAFETY: the slot exists (the contract).
@@ -278,7 +279,7 @@ mod tests {
         };
         if cfg!(miri) {
             // Both ends of each ALIGNMENT-byte entry of the table: every
-            // entry read, an eighth of the sizes.
+            // entry read, two sizes of every ALIGNMENT.
             let a = ALIGNMENT;
             (0..MEDIUM_MAX / a).for_each(|i| [a * i + 1, a * i + a].into_iter().for_each(check));
         } else {

@@ -644,6 +644,7 @@ impl SpanHeap {
                 return true;
             }
             let c = usize::from(class);
+            // SAFETY: p is a live block (the contract), so not null.
             if self.cache().push(c, p) {
                 return false;
             }
@@ -664,7 +665,8 @@ impl SpanHeap {
     #[cold]
     #[inline(never)]
     unsafe fn cache_full(&self, c: usize, p: *mut u8, ctx: &Ctx<'_>) -> bool {
-        if !self.cache().open(c) && self.cache().push(c, p) {
+        // SAFETY: p is a live block (the contract), so not null.
+        if !self.cache().open(c) && unsafe { self.cache().push(c, p) } {
             return false;
         }
         // SAFETY: the contract.

@@ -64,8 +64,9 @@ pub(crate) struct TracerThread {
 
 /// All zeros is the block's start (the `.tbss` block below, the fallback's
 /// initialiser): checked here, at compile time, for every field.
-// SAFETY: the fields are Cells of integers, of tuples of integers and of a
-// bool, for which zero bits are valid values.
+// SAFETY: the fields are Cells (and a CellArray, one UnsafeCell of an
+// array) of integers, of tuples of integers and of a bool, for which zero
+// bits are valid values.
 #[cfg_attr(all(target_arch = "x86_64", target_os = "linux", not(miri)), allow(dead_code))]
 // A value to initialise each thread's block from (the fallback's
 // `thread_local!`), never a shared cell: its Cells are copied, not shared.

@@ -109,11 +109,10 @@ fn every_block_is_16_byte_aligned() {
         // Every size up to past the small-request threshold (under Miri,
         // every class boundary and its neighbours: interpreting 600 sizes
         // in 18 domain configurations takes minutes).
-        let sizes: Vec<usize> = if cfg!(miri) {
-            (0..=600).filter(|n| matches!(n % 16, 0 | 1 | 15)).chain([1000, 4096, 100_000]).collect()
-        } else {
-            (0..=600).chain([1000, 4096, 100_000, 1 << 20]).collect()
-        };
+        let sizes: Vec<usize> = common::full_or_miri(
+            (0..=600).chain([1000, 4096, 100_000, 1 << 20]).collect(),
+            (0..=600).filter(|n| matches!(n % 16, 0 | 1 | 15)).chain([1000, 4096, 100_000]).collect(),
+        );
         let ptrs: Vec<_> = sizes.into_iter().map(|n| (n, d.malloc(n))).collect();
         for &(n, p) in &ptrs {
             assert!(!p.is_null());

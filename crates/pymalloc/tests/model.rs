@@ -73,7 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
             1usize..=512,
             // (Miri has no arena region, so no header table: small bursts
             // keep its run short.)
-            if cfg!(miri) { 16usize..64 } else { 200usize..900 },
+            common::full_or_miri(200usize..900, 16usize..64),
             8usize..120
         )
             .prop_map(|(d, size, n, keep)| Op::Sparse(d, size, n, keep)),
@@ -337,7 +337,7 @@ proptest! {
 
     #[test]
     fn domains_match_the_model(
-        ops in proptest::collection::vec(op(), 1..if cfg!(miri) { 16 } else { 200 }),
+        ops in proptest::collection::vec(op(), 1..common::full_or_miri(200, 16)),
         debug_hooks in any::<bool>(),
         gil in proptest::bool::weighted(0.33),
     ) {
