@@ -337,7 +337,7 @@ proptest! {
 
     #[test]
     fn domains_match_the_model(
-        ops in proptest::collection::vec(op(), 1..common::full_or_miri(200, 16)),
+        ops in proptest::collection::vec(op(), 1..common::full_or_miri(200, 24)),
         debug_hooks in any::<bool>(),
         gil in proptest::bool::weighted(0.33),
     ) {
