@@ -154,6 +154,19 @@ pub const fn span_units(c: usize, unit: usize) -> usize {
     best
 }
 
+/// The sizes 1 to [`MEDIUM_MAX`] a test of a size table checks, the table
+/// having an entry per `entry` bytes: every size natively; under Miri,
+/// which interprets each check in milliseconds, both ends of each entry
+/// (every entry still read).
+#[cfg(test)]
+pub(crate) fn table_test_sizes(entry: usize) -> Vec<usize> {
+    if cfg!(miri) {
+        (0..MEDIUM_MAX / entry).flat_map(|i| [entry * i + 1, entry * i + entry]).collect()
+    } else {
+        (1..=MEDIUM_MAX).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,13 +186,8 @@ mod tests {
         assert_eq!(prev, MEDIUM_MAX);
         assert_eq!(medium_class(1), 0);
         assert_eq!(medium_class(0), 0);
-        let check = |n: usize| assert_eq!(medium_class(n), medium_class_computed(n), "{n}");
-        if cfg!(miri) {
-            // Both ends of each 64-byte entry of the table: every entry
-            // read, a thirty-second of the sizes.
-            (0..MEDIUM_MAX / 64).for_each(|i| [64 * i + 1, 64 * i + 64].into_iter().for_each(check));
-        } else {
-            (1..=MEDIUM_MAX).for_each(check);
+        for n in table_test_sizes(64) {
+            assert_eq!(medium_class(n), medium_class_computed(n), "{n}");
         }
         assert_eq!(span_units(0, 16384), 4);
         assert_eq!(span_units(NB_MEDIUM_CLASSES - 1, 16384), 16);
