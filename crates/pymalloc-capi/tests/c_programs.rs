@@ -1083,6 +1083,29 @@ fn shared_library_reads_its_own_statics_without_the_got() {
     }
 }
 
+/// The library's static heaps (the shared locked heap, 32 KiB, and the GIL
+/// heap) are all zeroes when made, so they sit in `.bss`: their pages are
+/// not in the file and cost nothing until used. A heap field that starts
+/// other than zero moves the whole heap to `.data`, whose pages the
+/// kernel maps 64 KiB at a time from the file when one is read (the owner
+/// tag of a heap that is not a thread heap did, before it was kept null
+/// and stamped as `NOT_THREAD_TAG`; the block caches' tops would have).
+#[test]
+fn shared_library_static_heaps_are_zeroes_in_bss() {
+    let (so, _) = release_library_disassembly();
+    let out = Command::new("nm").args(["-C"]).arg(&so).output().unwrap();
+    assert!(out.status.success(), "nm: {}", String::from_utf8_lossy(&out.stderr));
+    let symbols = String::from_utf8(out.stdout).unwrap();
+    for name in ["pymalloc::locked::GLOBAL_HEAP", "pymalloc::gil::GIL_HEAP"] {
+        let line = symbols
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("no symbol {name} in:\n{symbols}"));
+        let kind = line.split_whitespace().nth(1).unwrap();
+        assert!(kind.eq_ignore_ascii_case("b"), "{name} is not in .bss: {line}");
+    }
+}
+
 /// The thread-safe default's small-block fast path calls nothing, so
 /// `threaded_malloc` needs no stack frame: from its entry to its first
 /// `ret` (a block from the cache, or the head of the class's first used

@@ -77,8 +77,8 @@ pub fn malloc_gated<F: Fallback>(n: usize, slow: extern "C" fn(usize) -> *mut u8
 /// `realloc_gated`): the tracer shuts it before it starts tracing and
 /// opens it once it has stopped (`trace::start`, `trace::stop`). Shut,
 /// the size-to-class table they read gives every size a class whose
-/// cache is always empty (`front_cache::SHUT_CLASS`), the pop floor
-/// (`front_cache::POP_FLOOR`) is longer than any cache's stack, and the
+/// cache is always empty (`front_cache::SHUT_CLASS`), the pop's mask
+/// (`front_cache::POP_GATE`) is above every cache's top, and the
 /// block map's gated look-up finds no block: the same loads as the open
 /// paths, other answers. What keeps a traced block from being freed by
 /// the fast path is the order in `trace::start`: every part is shut
@@ -438,7 +438,9 @@ unsafe fn free_owned(p: *mut u8, owner: *const ()) {
         }
         let owner = owner.cast::<Heap>();
         let h = thread::current_heap();
-        if owner == h && !h.is_null() {
+        // A segment of live blocks belongs to a thread heap: never to null,
+        // which a thread without a heap (h null) reads.
+        if owner == h {
             (*h).free_big(p);
         } else {
             free_remote(owner, p);
@@ -449,7 +451,10 @@ unsafe fn free_owned(p: *mut u8, owner: *const ()) {
 #[cold]
 #[inline(never)]
 unsafe fn free_remote(owner: *const Heap, p: *mut u8) {
-    debug_assert!(!owner.is_null(), "span segments belong to thread heaps");
+    debug_assert!(
+        !owner.is_null() && owner.cast() != crate::block_map::NOT_THREAD_TAG,
+        "span segments belong to thread heaps"
+    );
     // SAFETY: owner is the live thread heap recorded for p's segment, and
     // p is live and not used again (the caller's contract).
     unsafe {
@@ -489,7 +494,7 @@ pub unsafe fn realloc_in(p: *mut u8, n: usize, alloc_new: impl FnOnce(usize) -> 
             }
         } else if spans::is_large(p) {
             let h = thread::current_heap();
-            if !h.is_null() && SEGMENTS.owner(p) == Some(h.cast()) && (*h).resize_large(p, n) {
+            if SEGMENTS.owner(p) == Some(h.cast()) && (*h).resize_large(p, n) {
                 return p;
             }
         }

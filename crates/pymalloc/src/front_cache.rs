@@ -14,7 +14,10 @@
 //!
 //! Invariants: `stacks` holds, per class, distinct blocks of that class of
 //! this heap that their user freed and nobody has been handed since, at
-//! most `lim` of them (see `class_stacks.rs`); `lim[c] <= SLOTS`. What a
+//! most the class's limit of them (see `class_stacks.rs`); the limit is
+//! at most `SLOTS`, and `end[c]` is the top at which it is reached
+//! (`ClassStacks::end`): 0 for a class never opened, the class's base for
+//! one closed, and set only after the class's top is raised. What a
 //! cached block counts as (in use for its pool or span, free for the
 //! statistics) is said by the two owners.
 
@@ -42,10 +45,13 @@ pub(crate) const fn medium(c: usize) -> usize {
     NB_SMALL_SIZE_CLASSES + c
 }
 
+/// The front cache's stacks: one more than the classes, [`SHUT_CLASS`]'s.
+type Stacks = ClassStacks<{ NB_CACHE_CLASSES + 1 }, SLOTS>;
+
 pub(crate) struct FrontCache {
     /// One stack more than the classes: [`SHUT_CLASS`]'s, never pushed.
-    stacks: ClassStacks<{ NB_CACHE_CLASSES + 1 }, SLOTS>,
-    lim: CellArray<u32, NB_CACHE_CLASSES>,
+    stacks: Stacks,
+    end: CellArray<u32, NB_CACHE_CLASSES>,
     /// The pool classes' limit when they cache: 0 (a heap without a block
     /// cache) or `SLOTS` (see `heap/cache.rs`).
     small_max: Cell<u32>,
@@ -57,7 +63,7 @@ impl FrontCache {
     pub(crate) const fn new(small: bool) -> FrontCache {
         FrontCache {
             stacks: ClassStacks::new(),
-            lim: CellArray::new([0; NB_CACHE_CLASSES]),
+            end: CellArray::new([0; NB_CACHE_CLASSES]),
             small_max: Cell::new(if small { SLOTS as u32 } else { 0 }),
         }
     }
@@ -69,20 +75,20 @@ impl FrontCache {
         self.stacks.pop(c)
     }
 
-    /// [`FrontCache::pop`] behind the gate ([`set_gate`]): a block only
-    /// from a stack of more than `floor` blocks, `floor` being
-    /// [`pop_floor`] (0 while the gate is open, so that this is `pop`;
-    /// `u32::MAX` while it is shut, so that every class is empty). The
-    /// same instructions as `pop` for a front whose class is known (a Rust
-    /// layout's) and one load more: the stack's count is compared with the
-    /// floor where `pop` tests it for zero.
+    /// [`FrontCache::pop`] behind the gate ([`set_gate`]): `gate` is
+    /// [`pop_gate`], 0 while the gate is open (this is `pop`) and all ones
+    /// while it is shut (every class reads empty). The same instructions
+    /// as `pop` for a front whose class is known (a Rust layout's), and the
+    /// gate's load and its `or` into the class's base, which the top is
+    /// compared with. A caller that tests the gate after a miss tests this
+    /// `gate`, not a second load (see `global.rs`).
     ///
     /// # Safety
     /// `c < NB_CACHE_CLASSES`.
     #[inline(always)]
-    pub(crate) unsafe fn pop_above(&self, c: usize, floor: u32) -> *mut u8 {
+    pub(crate) unsafe fn pop_gated(&self, c: usize, gate: u32) -> *mut u8 {
         // SAFETY: the contract.
-        unsafe { self.stacks.pop_above_unchecked(c, floor) }
+        unsafe { self.stacks.pop_gated_unchecked(c, gate) }
     }
 
     /// [`FrontCache::pop`] without a bounds check.
@@ -109,42 +115,63 @@ impl FrontCache {
             return false;
         }
         // SAFETY: c is a class.
-        let (n, lim) = unsafe { self.count_and_limit(c) };
-        if n >= lim {
+        let (t, end) = unsafe { self.top_and_end(c) };
+        if t >= end {
             return false;
         }
-        // SAFETY: n < lim <= SLOTS, and p is a free block of class c now.
-        unsafe { self.push_at(c, n, p) };
+        // SAFETY: t < end, the top of the limit, at most SLOTS; p is a
+        // free block of class c now.
+        unsafe { self.push_at(c, t, p) };
         true
     }
 
-    /// Blocks cached in class `c`, and its limit now.
+    /// Class `c`'s top and the top at which it reaches its limit now: it
+    /// has room if the first is below the second (see `class_stacks.rs`).
     ///
     /// # Safety
     /// `c < NB_CACHE_CLASSES`.
     #[inline(always)]
-    pub(crate) unsafe fn count_and_limit(&self, c: usize) -> (u32, u32) {
+    pub(crate) unsafe fn top_and_end(&self, c: usize) -> (u32, u32) {
         // SAFETY: c is a class (the contract).
-        unsafe { (self.stacks.count_unchecked(c), self.lim.get_unchecked(c).get()) }
+        unsafe { (self.stacks.top_unchecked(c), self.end.get_unchecked(c).get()) }
     }
 
-    /// Caches `p` in class `c`, whose count is `n`.
+    /// Caches `p` in class `c`, whose top is `t`.
     ///
     /// # Safety
-    /// `c < NB_CACHE_CLASSES`, `n` is the class's count and `n < SLOTS`; `p`
-    /// is a live block of class `c` of this heap (so not null), not cached,
-    /// that its user gave up.
+    /// `c < NB_CACHE_CLASSES`, `(t, end)` is `top_and_end(c)` and `t <
+    /// end`; `p` is a live block of class `c` of this heap (so not null),
+    /// not cached, that its user gave up.
     #[inline(always)]
-    pub(crate) unsafe fn push_at(&self, c: usize, n: u32, p: *mut u8) {
-        // SAFETY: the slot exists (the contract).
-        unsafe { self.stacks.push_at(c, n, p) }
+    pub(crate) unsafe fn push_at(&self, c: usize, t: u32, p: *mut u8) {
+        // SAFETY: the slot exists (the contract: end is at most the top of
+        // SLOTS blocks).
+        unsafe { self.stacks.push_at(c, t, p) }
     }
 
     /// Sets class `c`'s limit (at most `SLOTS`, and at least what it holds).
     #[inline(always)]
     pub(crate) fn set_limit(&self, c: usize, lim: u32) {
+        self.set_end(c, lim, Stacks::raise);
+    }
+
+    /// [`FrontCache::set_limit`] of a class a pop has just found empty (one
+    /// load fewer: its top is set to its base, not read and raised; debug
+    /// builds check that it is empty).
+    #[inline(always)]
+    pub(crate) fn set_limit_of_empty(&self, c: usize, lim: u32) {
+        self.set_end(c, lim, Stacks::raise_empty);
+    }
+
+    /// Raises class `c` with `raise` ([`ClassStacks::raise`] or
+    /// `raise_empty`), then sets its end for a limit of `lim`.
+    #[inline(always)]
+    fn set_end(&self, c: usize, lim: u32, raise: unsafe fn(&Stacks, usize)) {
         debug_assert!(lim as usize <= SLOTS);
-        self.lim[c].set(lim);
+        let end = &self.end[c];
+        // SAFETY: c is a class (checked by the index above).
+        unsafe { raise(&self.stacks, c) };
+        end.set(Stacks::end(c, lim));
     }
 
     /// The pool classes' limit when they cache.
@@ -210,29 +237,29 @@ pub(crate) unsafe fn class_of_size_gated(n: usize) -> usize {
 }
 
 /// Shuts (`false`) or opens the gates of [`class_of_size_gated`] and
-/// [`FrontCache::pop_above`].
+/// [`FrontCache::pop_gated`].
 pub(crate) fn set_gate(open: bool) {
     let table = if open { &SIZE_CLASSES } else { &SHUT_CLASSES };
     CLASS_TABLE.store(table.as_ptr().cast_mut(), Ordering::SeqCst);
-    POP_FLOOR.store(if open { 0 } else { u32::MAX }, Ordering::SeqCst);
+    POP_GATE.store(if open { 0 } else { u32::MAX }, Ordering::SeqCst);
 }
 
-/// The gate's floor for [`FrontCache::pop_above`]: 0 while it is open,
-/// `u32::MAX` (longer than any stack) while it is shut.
+/// The gate's mask for [`FrontCache::pop_gated`]: 0 while it is open,
+/// `u32::MAX` (above every top) while it is shut.
 #[inline(always)]
-pub(crate) fn pop_floor() -> u32 {
-    POP_FLOOR.load(Ordering::Relaxed)
+pub(crate) fn pop_gate() -> u32 {
+    POP_GATE.load(Ordering::Relaxed)
 }
 
 /// True while the gate is shut.
 #[inline(always)]
 pub(crate) fn gate_is_shut() -> bool {
-    pop_floor() != 0
+    pop_gate() != 0
 }
 
-/// See [`pop_floor`]. Invariant: 0 or `u32::MAX`, written by [`set_gate`]
+/// See [`pop_gate`]. Invariant: 0 or `u32::MAX`, written by [`set_gate`]
 /// with the class table.
-static POP_FLOOR: AtomicU32 = AtomicU32::new(0);
+static POP_GATE: AtomicU32 = AtomicU32::new(0);
 
 /// The table [`class_of_size_gated`] reads: [`SIZE_CLASSES`] or
 /// [`SHUT_CLASSES`].

@@ -246,29 +246,30 @@ unsafe fn realloc_moving<const ALL: bool>(p: *mut u8, l: Layout, new_size: usize
 // while tracing is on). The tracer shuts the gate (`every_size::set_gate`)
 // from before tracing starts until it has stopped, and it lives in loads
 // the fast paths make anyway:
-// * an allocation's pop from the thread's cache takes a block only from a
-//   stack longer than the gate's floor (0 open, `u32::MAX` shut), where the
-//   plain pop tests for an empty one;
+// * an allocation's pop from the thread's cache compares the class's top
+//   with its base ORed with the gate's mask (0 open, all ones shut, so
+//   that every stack reads empty), where the plain pop compares with the
+//   base: a load and an `or` (LLVM does not fold the atomic load in);
 // * a free's look at the block map takes the reservation's gated size (0
 //   shut), so that no block is the thread's own;
 // * a `realloc` within its class reads the new size's class from the gated
 //   table.
 // Shut, every call reaches `traced`; open, the fast paths are the plain
-// ones with the floor's load more on an allocation, and no tracing flag is
-// read. What they do not serve goes to `traced`, or (a pool class the
+// ones with the mask's load and `or` more on an allocation, and no tracing
+// flag is read. What they do not serve goes to `traced`, or (a pool class the
 // cache could not serve) to the plain path once the gate is seen open.
 
 /// [`alloc`] (or [`alloc_zeroed`]) behind the gate: the plain path with
-/// its pop from the thread's cache gated ([`FrontCache::pop_above`] with
-/// the gate's floor), so that a hit costs one load more than the plain
-/// one. Everything past the pop and the pool at hand, everything while
+/// its pop from the thread's cache gated ([`FrontCache::pop_gated`] with
+/// the gate's mask), so that a hit costs two instructions more than the
+/// plain one (the mask's load and its `or`). Everything past the pop and the pool at hand, everything while
 /// the gate is shut, and a zeroed block go to [`alloc_rest_gated`]. This
 /// keeps the inlined body as small as the plain one (one callee past the
 /// pool at hand): LLVM inlines the plain `__rust_alloc` into its callers
 /// at a cost just under its threshold (245 of 250), and a body over it
 /// costs each call site a call and its constant-folded class.
 ///
-/// [`FrontCache::pop_above`]: crate::front_cache::FrontCache::pop_above
+/// [`FrontCache::pop_gated`]: crate::front_cache::FrontCache::pop_gated
 #[inline(always)]
 pub(crate) fn alloc_gated<const ALL: bool>(
     l: Layout,
@@ -285,15 +286,19 @@ pub(crate) fn alloc_gated<const ALL: bool>(
         if let Some(c) = pooled(l) {
             let h = thread::current_heap();
             if !h.is_null() {
-                // One load of the floor: the pop compares with it, and a
-                // miss tests it for the gate's state.
-                let floor = front_cache::pop_floor();
                 // SAFETY: h is this thread's heap, c a pool class.
-                let p = unsafe { (*h).front_cache().pop_above(c, floor) };
+                let p = unsafe { (*h).front_cache().pop_gated(c, front_cache::pop_gate()) };
                 if !p.is_null() {
                     break 'fast p;
                 }
-                if floor == 0 {
+                // A miss reads the gate again, and reopens the class only
+                // if its stack is empty: a gate opened since the pop would
+                // otherwise let the reopening (which sets the top to the
+                // base) drop the blocks the shut gate hid. Keeping the
+                // first load for this test instead cost the hit path a
+                // register copy.
+                // SAFETY: as above.
+                if !front_cache::gate_is_shut() && unsafe { (*h).front_cache().cached(c) } == 0 {
                     // SAFETY: as above.
                     let p = unsafe { (*h).alloc_small_past_cache(c) };
                     if !p.is_null() {

@@ -29,7 +29,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use crate::block_map::NO_CLASS;
+use crate::block_map::{NOT_THREAD_TAG, NO_CLASS};
 use crate::os;
 use crate::region::SEGMENTS;
 use crate::segment::{Segment, HUGE, HUGE_OFFSET, LARGE_MAX, SEGMENT_SIZE};
@@ -114,12 +114,19 @@ pub(crate) fn alloc_huge(n: usize, align: usize, zero: bool) -> *mut u8 {
     bump(&HUGE_BYTES, (slots * SEGMENT_SIZE) as isize);
     let p = seg.cast::<u8>().wrapping_add(off);
     // The block's unit may have held a medium span before: its front-cache
-    // class must say "none" before the block is handed out. (The slot's
-    // owner was reset when that span segment went back, which keeps the
-    // block from the front cache already; this keeps the map true too.)
+    // class must say "none" before the block is handed out. Its slot's
+    // owner (the first slot's: the block starts there) is `NOT_THREAD_TAG`,
+    // which no thread's heap pointer equals, null included: a huge block
+    // belongs to no heap, and a live block's owner is never null, so a
+    // thread without a heap finds it no more its own than one with a heap
+    // (`thread::mine`).
     if let Some(at) = SEGMENTS.offset(p) {
-        // SAFETY: p's unit lies in the region and the run is ours.
-        unsafe { SEGMENTS.map().set_classes(at, 1, NO_CLASS) };
+        // SAFETY: p's unit lies in the region and the run is ours; so is
+        // its first slot.
+        unsafe {
+            SEGMENTS.map().set_classes(at, 1, NO_CLASS);
+            SEGMENTS.set_owner(seg.cast(), NOT_THREAD_TAG);
+        }
     }
     p
 }

@@ -13,9 +13,12 @@ use crate::geometry::{class_size, POOL_OVERHEAD, POOL_SIZE, POOL_SIZE_MASK};
 use crate::{pool_table, region};
 
 /// Who owns a pool, as its heap stamps it: the owning thread heap's address
-/// (where other threads send the blocks they free), or null. Opaque at this
-/// layer: only the heap that made it turns it back into a heap.
+/// (where other threads send the blocks they free), or [`NOT_THREAD_TAG`].
+/// Opaque at this layer: only the heap that made it turns it back into a
+/// heap.
 pub(crate) type OwnerTag = *const ();
+
+pub(crate) use crate::block_map::NOT_THREAD_TAG;
 
 /// Size class recorded in a pool just carved from its arena and never
 /// initialised for any class.

@@ -50,7 +50,7 @@ use crate::front::{self, Pools};
 use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::heap::{ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock};
 use crate::locked::global_heap;
-use crate::pool::{self, launder};
+use crate::pool::{self, launder, NOT_THREAD_TAG};
 use crate::region;
 use crate::stats::Stats;
 use crate::thread_heaps;
@@ -236,7 +236,9 @@ pub(crate) unsafe fn free_small_in_region(p: *mut u8, off: usize) {
 #[inline(always)]
 unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() -> usize, in_region: bool) {
     let h = current();
-    if owner == h && !h.is_null() {
+    // No live block's owner is null (`block_map::NOT_THREAD_TAG`): a thread
+    // without a heap (h null) goes to `free_foreign`.
+    if owner == h {
         // SAFETY: the block belongs to this thread's heap, of class class(),
         // in the region if in_region.
         unsafe {
@@ -252,8 +254,8 @@ unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() 
     }
 }
 
-/// A block of another heap: to its owner's queue, or (no owner: the shared
-/// locked heap's) to the shared heap.
+/// A block of another heap: to its owner's queue, or (owner
+/// `NOT_THREAD_TAG`: the shared locked heap's) to the shared heap.
 ///
 /// `extern "C"`, which cannot unwind: a caller that is itself an `extern
 /// "C"` entry point (a domain's `free`) needs no landing pad around the
@@ -262,10 +264,11 @@ unsafe fn free_small_owned(p: *mut u8, owner: *const Heap, class: impl FnOnce() 
 #[cold]
 #[inline(never)]
 unsafe extern "C" fn free_foreign(p: *mut u8, owner: *const Heap) {
-    if owner.is_null() {
+    debug_assert!(!owner.is_null(), "a live block without an owner");
+    if owner.cast() == NOT_THREAD_TAG {
         let heap = global_heap().lock();
-        // SAFETY: a block without an owner tag is a live block of the
-        // shared locked heap (the only heap these entry points use that is
+        // SAFETY: a block of a heap that is not a thread heap is a live
+        // block of the shared locked heap (the only heap these entry points use that is
         // not a thread heap), whose lock is held.
         unsafe { heap.free_small(launder(p)) };
         return;
@@ -273,7 +276,7 @@ unsafe extern "C" fn free_foreign(p: *mut u8, owner: *const Heap) {
     // SAFETY: owner is the live thread heap stamped on p's pool, and p is
     // live and not used again (our contract).
     unsafe { Heap::push_remote(owner, p) };
-    // SAFETY: a non-null owner of a pool is a thread heap.
+    // SAFETY: an owner other than NOT_THREAD_TAG is a thread heap.
     unsafe { thread_heaps::note_remote_free(owner) };
 }
 
@@ -396,24 +399,27 @@ pub(crate) unsafe fn free_by_front<F: Fallback>(p: *mut u8) {
 /// radix map) takes several.
 #[inline(always)]
 pub(crate) fn mine(p: *const u8) -> Option<(*const Heap, usize)> {
-    mine_by(p, block_map::owner_and_class)
+    mine_by(p, block_map::owner_and_offset)
 }
 
 /// [`mine`] behind the block map's gate (`block_map::set_gate`): `None`
 /// for every address while it is shut.
 #[inline(always)]
 pub(crate) fn mine_gated(p: *const u8) -> Option<(*const Heap, usize)> {
-    mine_by(p, block_map::owner_and_class_gated)
+    mine_by(p, block_map::owner_and_offset_gated)
 }
 
 #[inline(always)]
 fn mine_by(p: *const u8, look_up: impl Fn(*const u8) -> Option<(*const (), usize)>) -> Option<(*const Heap, usize)> {
+    // A thread without a heap (h null) owns nothing: no live block's owner
+    // is null (`block_map::NOT_THREAD_TAG`), and the block map's entries are read
+    // only for live blocks.
     let h = current();
-    if h.is_null() {
+    let (owner, off) = look_up(p)?;
+    if owner != h.cast() {
         return None;
     }
-    let (owner, c) = look_up(p)?;
-    (owner == h.cast()).then_some((h, c))
+    Some((h, block_map::class_at_offset(off)))
 }
 
 /// Resizes a block from [`malloc`]/[`calloc`]/[`realloc`], with CPython's

@@ -219,7 +219,8 @@ fn each_abandoned(mut f: impl FnMut(&Heap)) {
 /// here.
 ///
 /// # Safety
-/// `owner` is a thread heap (a non-null pool owner tag).
+/// `owner` is a thread heap (a pool owner tag other than `NOT_THREAD_TAG`,
+/// and not null).
 pub(crate) unsafe fn note_remote_free(owner: *const Heap) {
     // SAFETY: a thread heap is the heap at offset 0 of a live ThreadHeap,
     // never freed (the contract and ThreadHeap's invariant).

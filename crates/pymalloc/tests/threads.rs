@@ -90,6 +90,72 @@ fn exited_threads_heaps_are_adopted_not_multiplied() {
     assert_eq!(thread::heap_count(), heaps, "each new thread adopted an abandoned heap");
 }
 
+/// Set by [`Late`]'s destructor once it has freed its blocks.
+static LATE_RAN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A thread-local value dropped after its thread's heap: it holds a block of
+/// that heap, and a huge block of the every-size front.
+struct Late(std::cell::Cell<usize>, std::cell::Cell<usize>);
+
+impl Drop for Late {
+    fn drop(&mut self) {
+        // The thread's heap is gone (its guard was registered after this
+        // value, so it was dropped first): requests go to the shared locked
+        // heap, and the thread's frees find no heap of their own.
+        let shared = thread::malloc(40);
+        assert!(!shared.is_null());
+        unsafe {
+            thread::free(shared);
+            // A block of the heap this thread just abandoned: to its queue.
+            thread::free(self.0.get() as *mut u8);
+            // A huge block, which no heap owns: its slot's owner is
+            // NOT_THREAD_TAG too, so the front does not take it for this
+            // heapless thread's own (it did, with a null owner, and made a
+            // reference to the null heap's cache).
+            pymalloc::every_size::free_with::<pymalloc::LibcFallback>(self.1.get() as *mut u8);
+        }
+        LATE_RAN.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static LATE: Late = const { Late(std::cell::Cell::new(0), std::cell::Cell::new(0)) };
+}
+
+/// A thread without a heap reads a null heap and compares it with the
+/// owner of the block it frees, with no test of its own for null
+/// (`NOT_THREAD_TAG`): the shared heap's blocks, which once had a null
+/// owner, go back to the shared heap, a thread heap's to its queue, and a
+/// huge block (whose slot kept a null owner until a review found it) to its
+/// slots.
+#[test]
+fn a_thread_past_its_heap_frees_shared_and_owned_blocks() {
+    let _g = serial();
+    let shared_before = pymalloc::global_heap().stats().blocks_in_use();
+    let heaps_before = thread::stats().blocks_in_use();
+    std::thread::spawn(|| {
+        // Registered before the thread's heap exists, so dropped after it.
+        LATE.with(|l| l.0.set(0));
+        let own = thread::malloc(24);
+        assert!(!own.is_null());
+        let huge = pymalloc::every_size::malloc_with::<pymalloc::LibcFallback>(4 << 20);
+        assert!(!huge.is_null());
+        LATE.with(|l| {
+            l.0.set(own as usize);
+            l.1.set(huge as usize);
+        });
+    })
+    .join()
+    .unwrap();
+    assert!(LATE_RAN.load(std::sync::atomic::Ordering::SeqCst), "the late destructor ran");
+    // The shared heap's block came back to it: its count is as before.
+    assert_eq!(pymalloc::global_heap().stats().blocks_in_use(), shared_before);
+    pymalloc::global_heap().lock().validate().unwrap();
+    // The abandoned heap's block waited in its queue; draining frees it.
+    thread::purge();
+    assert!(thread::stats().blocks_in_use() <= heaps_before, "{} > {heaps_before}", thread::stats().blocks_in_use());
+}
+
 #[test]
 fn blocks_outliving_their_thread_are_freed_and_drained() {
     let _g = serial();

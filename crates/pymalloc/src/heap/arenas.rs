@@ -506,11 +506,12 @@ impl Heap {
             // narrowed) provenance; the heap reaches headers through this.
             let _ = address.expose_provenance();
             if region::contains(address) {
-                // Every arena of the region names its heap, null included:
+                // Every arena of the region names its heap, a heap that is
+                // not a thread heap included (`NOT_THREAD_TAG`, never null):
                 // the slot may have served another heap before. The address
                 // is the base of a region arena this heap now owns, and the
                 // tag is the one it stamps on its pools.
-                region::set_owner(address, self.remote.tag.get());
+                region::set_owner(address, self.owner_tag());
             }
             a.unused.set((*ao).nextarena);
             (*ao).address = address;

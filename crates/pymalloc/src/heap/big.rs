@@ -14,7 +14,7 @@ impl Heap {
             PurgePolicy::Decay { .. } => GiveBack::Decay,
             PurgePolicy::Never | PurgePolicy::Threshold { .. } => GiveBack::WithSegment,
         };
-        Ctx { tag: self.remote.tag.get(), meta: &self.meta, give_back }
+        Ctx { tag: self.owner_tag(), meta: &self.meta, give_back }
     }
 
     /// A block of `n` bytes (any size, though meant for those above 512)

@@ -59,11 +59,12 @@ impl<'a> BlockCache<'a> {
         self.0.pop(c)
     }
 
-    /// Class `c` allocates from its pools again: it may cache again.
+    /// Class `c`, whose pop has just found it empty, allocates from its
+    /// pools again: it may cache again.
     #[inline(always)]
     pub(super) fn reopen(self, c: usize) {
         debug_assert!(c < NB_SMALL_SIZE_CLASSES);
-        self.0.set_limit(c, self.0.small_max());
+        self.0.set_limit_of_empty(c, self.0.small_max());
     }
 
     /// Class `c` closes: frees go to its pools until an allocation finds its
@@ -72,27 +73,28 @@ impl<'a> BlockCache<'a> {
         self.0.set_limit(c, 0);
     }
 
-    /// Blocks cached in class `c`, and its limit now.
+    /// Class `c`'s top and the top of its limit now: room if the first is
+    /// below the second (`front_cache.rs`).
     ///
     /// # Safety
     /// `c < NB_SMALL_SIZE_CLASSES`.
     #[inline(always)]
-    pub(super) unsafe fn count_and_limit(self, c: usize) -> (u32, u32) {
+    pub(super) unsafe fn top_and_end(self, c: usize) -> (u32, u32) {
         debug_assert!(c < NB_SMALL_SIZE_CLASSES);
         // SAFETY: c is a pool class, so a cache class (the contract).
-        unsafe { self.0.count_and_limit(c) }
+        unsafe { self.0.top_and_end(c) }
     }
 
-    /// Caches `p` in class `c`, whose count is `n`.
+    /// Caches `p` in class `c`, whose top is `t`.
     ///
     /// # Safety
-    /// `c < NB_SMALL_SIZE_CLASSES`, `n` is the class's count and `n <
-    /// CACHE_SLOTS`; `p` is a live block of class `c` of this heap, not
-    /// cached, that its user gave up.
+    /// `c < NB_SMALL_SIZE_CLASSES`, `(t, end)` is `top_and_end(c)` and `t <
+    /// end`; `p` is a live block of class `c` of this heap, not cached,
+    /// that its user gave up.
     #[inline(always)]
-    pub(super) unsafe fn push(self, c: usize, n: u32, p: *mut u8) {
+    pub(super) unsafe fn push(self, c: usize, t: u32, p: *mut u8) {
         // SAFETY: the slot exists (the contract).
-        unsafe { self.0.push_at(c, n, p) }
+        unsafe { self.0.push_at(c, t, p) }
     }
 
     /// Cached blocks of class `c`.

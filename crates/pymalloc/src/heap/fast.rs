@@ -44,7 +44,8 @@ impl Heap {
 
     /// [`Heap::alloc_small_at_hand`] past a cache miss: reopens the class
     /// and takes [`Heap::pool_block_at_hand`]. For a caller that popped the
-    /// class's cache itself.
+    /// class's cache itself and found it empty (the reopening sets the
+    /// class's top to its base).
     #[inline(always)]
     pub(crate) fn alloc_small_past_cache(&self, szidx: usize) -> *mut u8 {
         debug_assert!(szidx < NB_SMALL_SIZE_CLASSES);
@@ -226,11 +227,11 @@ impl Heap {
     #[inline(always)]
     unsafe fn free_small_with(&self, p: *mut u8, c: usize, header: impl FnOnce() -> *mut PoolHeader) {
         // SAFETY: c < NB_SMALL_SIZE_CLASSES (read from a live pool).
-        let (n, lim) = unsafe { self.cache().count_and_limit(c) };
-        if n < lim {
-            // SAFETY: n < lim <= CACHE_SLOTS, c is a class, and p is a free
-            // block of class c now.
-            unsafe { self.cache().push(c, n, launder(p)) };
+        let (t, end) = unsafe { self.cache().top_and_end(c) };
+        if t < end {
+            // SAFETY: the class has room (t < end), c is a class, and p is
+            // a free block of class c now.
+            unsafe { self.cache().push(c, t, launder(p)) };
             return;
         }
         // The class's cache is full, closed, or off (an uncached heap): the

@@ -12,18 +12,22 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use super::Heap;
-use crate::pool::{header_of, launder, OwnerTag};
+use crate::pool::{header_of, launder, OwnerTag, NOT_THREAD_TAG};
 use crate::region;
 use crate::sync::Isolated;
 
-/// Invariants: `tag` is null, or this heap's own address (with provenance
+/// Invariants: `tag` is null (a heap that is not a thread heap, which
+/// stamps [`NOT_THREAD_TAG`]: see [`Heap::owner_tag`]), or this heap's own
+/// address (with provenance
 /// over the thread heap around it), set before the heap takes its first
 /// arena and never changed. `queue` heads a list, linked through the blocks'
 /// first words, of blocks of this heap that their users gave up; anyone
 /// pushes, only the owner takes. The queue is on cache lines of its own, so
 /// that threads pushing to it do not pull the owner's hot fields away.
 pub(super) struct RemoteFrees {
-    pub(super) tag: Cell<OwnerTag>,
+    /// Null, not `NOT_THREAD_TAG`, so that a new heap is all zeroes (a
+    /// static heap stays in `.bss`).
+    tag: Cell<OwnerTag>,
     queue: Isolated<AtomicPtr<u8>>,
 }
 
@@ -47,8 +51,20 @@ impl Heap {
         self.remote.tag.set(tag.cast());
     }
 
-    /// The owner stamped on the pool of a live block (null for pools of heaps
-    /// that are not thread heaps). Blocks above 512 bytes are routed by
+    /// The owner tag this heap stamps on its pools and slots: its address
+    /// if it is a thread heap, else [`NOT_THREAD_TAG`]; never null.
+    #[inline]
+    pub(crate) fn owner_tag(&self) -> OwnerTag {
+        let t = self.remote.tag.get();
+        if t.is_null() {
+            NOT_THREAD_TAG
+        } else {
+            t
+        }
+    }
+
+    /// The owner stamped on the pool of a live block ([`NOT_THREAD_TAG`] for
+    /// pools of heaps that are not thread heaps; never null). Blocks above 512 bytes are routed by
     /// `region::SEGMENTS.owner` instead.
     ///
     /// # Safety
@@ -62,7 +78,8 @@ impl Heap {
             return o.cast();
         }
         // SAFETY: the pool of a live block is live; its owner changes only
-        // while the pool is empty, and tags are heap addresses (or null).
+        // while the pool is empty, and tags are heap addresses (or
+        // NOT_THREAD_TAG).
         unsafe { (*header_of(p)).owner.cast() }
     }
 

@@ -53,7 +53,7 @@ impl Heap {
         // taken is live, ours, and on no list.
         unsafe {
             let pool = self.arenas.take_pool();
-            (*pool).owner = self.remote.tag.get();
+            (*pool).owner = self.owner_tag();
             // The used list of this class was empty; the pool is all of it.
             self.used.set_only(szidx, pool);
             if (*pool).szidx as usize == szidx {

@@ -147,7 +147,7 @@ impl Heap {
                 unsafe {
                     check((*pool).szidx as usize == c, "cached block of another class", b.addr())?;
                     check((*pool).count() > 0, "cached block in an empty pool", b.addr())?;
-                    check((*pool).owner == self.remote.tag.get(), "cached block of another heap", b.addr())?;
+                    check((*pool).owner == self.owner_tag(), "cached block of another heap", b.addr())?;
                     let off = b.addr() & POOL_SIZE_MASK;
                     check(
                         off >= POOL_OVERHEAD && (off - POOL_OVERHEAD) % class_size(c) == 0,
@@ -223,7 +223,7 @@ impl Heap {
                 return check(!on_free, "decommitted pool on a free list", at);
             }
             check(ptr::eq(self.arenas.table.get().add((*h).arenaindex as usize), ao), "pool arena index", at)?;
-            check((*h).owner == self.remote.tag.get(), "pool owner", at)?;
+            check((*h).owner == self.owner_tag(), "pool owner", at)?;
             let count = (*h).count() as usize;
             if on_free {
                 check((*h).pages_out == 0, "free pool with pages out", at)?;
