@@ -475,8 +475,10 @@ pub unsafe fn usable_size(p: *const u8) -> usize {
 
 /// Resizes a block of the segment region to `n` bytes aligned to `align`,
 /// in place where it can (a block that still fits and would not save half,
-/// a large or huge block with room after it); otherwise moves it to a block
-/// from `alloc_new`, copying. Null (the block untouched) when that fails.
+/// a large or huge block with room after it); a huge block that cannot
+/// grow moves its pages to a longer run elsewhere (`huge::relocate_huge`,
+/// no copy); otherwise moves it to a block from `alloc_new`, copying. Null
+/// (the block untouched) when that fails.
 ///
 /// # Safety
 /// `p` is a live block of the segment region, aligned to `align`; after a
@@ -491,6 +493,10 @@ pub unsafe fn realloc_in(p: *mut u8, n: usize, alloc_new: impl FnOnce(usize) -> 
         if spans::is_huge(p) {
             if huge::resize_huge(segment_of(p), p, n) {
                 return p;
+            }
+            let q = huge::relocate_huge(segment_of(p), p, n);
+            if !q.is_null() {
+                return q;
             }
         } else if spans::is_large(p) {
             let h = thread::current_heap();

@@ -23,6 +23,11 @@
 //!   Huge calls sweep when due, and so does the background decay thread
 //!   (`crate::background`) while anything is kept.
 //!
+//! A block whose run holds fewer kept slots than it needs takes the pages
+//! of kept slots elsewhere, which the region moves into its run without a
+//! fault (`Region::move_kept_into`): kept pages serve any later block, not
+//! only one that fits where they lie.
+//!
 //! A zeroed huge block (calloc) never reuses kept bytes: kept slots in its
 //! run are decommitted first and fault in as zeroes.
 
@@ -174,6 +179,41 @@ pub(crate) unsafe fn resize_huge(seg: *mut Segment, p: *mut u8, n: usize) -> boo
     }
     bump(&HUGE_BYTES, (want as isize - have as isize) * SEGMENT_SIZE as isize);
     true
+}
+
+/// Moves a huge block that cannot grow in place to a run of slots that
+/// holds `n` bytes elsewhere: its pages move, its bytes are not copied (as
+/// glibc's `mremap` of its mapped chunks). Returns the block's new address,
+/// or null (nothing changed) when `n` is not a larger huge size, the
+/// region has no such run, or pages cannot move: the caller copies.
+///
+/// # Safety
+/// `p` is a live huge block of segment `seg`; the caller owns the block.
+pub(crate) unsafe fn relocate_huge(seg: *mut Segment, p: *mut u8, n: usize) -> *mut u8 {
+    if n <= LARGE_MAX || n > isize::MAX as usize - SEGMENT_SIZE {
+        return ptr::null_mut();
+    }
+    let off = p.addr() - seg.addr();
+    let want = (off + n).div_ceil(SEGMENT_SIZE);
+    // SAFETY: the contract: the header is live and the run is the caller's.
+    let have = unsafe { (*seg).slots };
+    // SAFETY: as above: nobody else touches the block's bytes meanwhile.
+    let new = unsafe { SEGMENTS.relocate(seg.cast(), have, want) }.cast::<Segment>();
+    if new.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the header moved with the run's first slot; the run is ours.
+    unsafe { (*new).slots = want };
+    bump(&HUGE_BYTES, ((want - have) * SEGMENT_SIZE) as isize);
+    let q = new.cast::<u8>().wrapping_add(off);
+    if let Some(at) = SEGMENTS.offset(q) {
+        // SAFETY: as in alloc_huge: the block's unit and first slot are ours.
+        unsafe {
+            SEGMENTS.map().set_classes(at, 1, NO_CLASS);
+            SEGMENTS.set_owner(new.cast(), NOT_THREAD_TAG);
+        }
+    }
+    q
 }
 
 /// Gives `n` slots from `p` back, keeping their pages as the policy allows.

@@ -299,6 +299,101 @@ pub unsafe fn decommit(p: *mut u8, len: usize) {
     debug_assert_ne!(r, libc::MAP_FAILED);
 }
 
+/// Moves the pages of `from..from+len` to `to..to+len`, without copying or
+/// faulting them: `to` becomes readable and writable and holds what `from`
+/// held, its resident pages still resident; `from` stays mapped, empty (it
+/// would read as zeroes). One `mremap` with `MREMAP_DONTUNMAP` (Linux 5.7),
+/// which replaces the mapping at `to` and never leaves a hole at `from`.
+/// False if the kernel refused (the caller then gives up moving pages: see
+/// [`can_move_pages`]); `to` is then reserved again, inaccessible.
+///
+/// # Safety
+/// Both ranges lie in a reservation from [`reserve`], nobody uses them,
+/// `from` lies in one mapping (made by [`commit`] or [`decommit`] calls on
+/// whole multiples of `len`'s alignment unit), and `len` is a multiple of
+/// the page size.
+#[cfg(not(miri))]
+pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP;
+    // SAFETY: both ranges are our reservation's and unused (the contract);
+    // MREMAP_FIXED replaces only our own mapping at `to`.
+    let r = unsafe { libc::mremap(from.cast(), len, len, flags, to.cast::<libc::c_void>()) };
+    if r != libc::MAP_FAILED {
+        return true;
+    }
+    // The kernel may have unmapped `to` before it failed: reserve it again
+    // (NOREPLACE: if it is still mapped, it is still ours).
+    // SAFETY: the range is ours, and NOREPLACE touches no existing mapping.
+    unsafe {
+        libc::mmap(
+            to.cast(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    false
+}
+
+/// Writes `msg` to standard error, without allocating, and aborts.
+#[cfg(not(miri))]
+#[cold]
+pub fn die(msg: &str) -> ! {
+    // SAFETY: a write of our own bytes to descriptor 2, then abort.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::abort()
+    }
+}
+
+/// Whether [`move_pages`] may be used: 0 untried, 1 yes, 2 no.
+#[cfg(not(miri))]
+static MOVES: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Whether [`move_pages`] works on this kernel: tried once, on a mapping of
+/// its own, and remembered (until [`stop_moving_pages`]).
+#[cfg(not(miri))]
+pub fn can_move_pages() -> bool {
+    use core::sync::atomic::Ordering;
+    match MOVES.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    let page = page_size();
+    let both = map(2 * page);
+    let ok = !both.is_null() && {
+        // SAFETY: a fresh mapping of two pages, ours alone; the first page
+        // is written, then moved onto the second.
+        unsafe {
+            both.write(7);
+            let moved = libc::mremap(
+                both.cast(),
+                page,
+                page,
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP,
+                both.add(page).cast::<libc::c_void>(),
+            );
+            moved != libc::MAP_FAILED && both.add(page).read() == 7 && both.read() == 0
+        }
+    };
+    if !both.is_null() {
+        // SAFETY: the probe's own mapping, unused from now on.
+        unsafe { unmap(both, 2 * page) };
+    }
+    // A racing probe stores the same answer; a stop stays a stop.
+    let _ = MOVES.compare_exchange(0, if ok { 1 } else { 2 }, Ordering::Relaxed, Ordering::Relaxed);
+    MOVES.load(Ordering::Relaxed) == 1
+}
+
+/// [`can_move_pages`] says no from now on (a move failed in use).
+#[cfg(not(miri))]
+pub fn stop_moving_pages() {
+    MOVES.store(2, core::sync::atomic::Ordering::Relaxed);
+}
+
 // Under Miri the "OS" is the Rust heap; alignment and zeroing are kept so the
 // allocator above sees the same contract. Miri builds only support the one
 // alignment the arena allocator asks for. `System` is named explicitly: the

@@ -192,6 +192,31 @@ impl<const WORDS: usize> SlotTable<WORDS> {
         given
     }
 
+    /// The lowest run of kept slots, at most `max` long, whose slots become
+    /// plain freed ones (its caller moves or decommits their pages): its
+    /// start and length, or none.
+    #[cfg_attr(miri, allow(dead_code))] // no region under Miri
+    pub(crate) fn pop_kept_run(&mut self, max: usize) -> Option<(usize, usize)> {
+        if self.nkept == 0 || max == 0 {
+            return None;
+        }
+        let w = (self.hint..self.next.div_ceil(64).min(WORDS)).find(|&w| self.kept[w] != 0)?;
+        let start = w * 64 + self.kept[w].trailing_zeros() as usize;
+        let len = run_len(&self.kept, start, (start + max).min(self.next));
+        for s in start..start + len {
+            clear(&mut self.kept, s);
+            clear(&mut self.stale, s);
+        }
+        self.nkept -= len;
+        Some((start, len))
+    }
+
+    /// The bump index: every slot ever handed out lies below it.
+    #[cfg_attr(miri, allow(dead_code))]
+    pub(crate) fn extent(&self) -> usize {
+        self.next
+    }
+
     /// Kept slots.
     pub(crate) fn kept(&self) -> usize {
         self.nkept
@@ -351,6 +376,25 @@ mod tests {
         assert_eq!(t.release_kept(1, |_, _| unreachable!()), 0);
         // Nothing kept is left for a sweep to find.
         assert_eq!(t.sweep_kept(true, |_, _| unreachable!()), 0);
+    }
+
+    #[test]
+    fn kept_runs_are_popped_lowest_first_and_stay_freed() {
+        let mut t = SlotTable::<2>::new();
+        assert_eq!(take(&mut t, 80, 128), Some(0));
+        t.give_run(5, 3, 3);
+        t.give_run(62, 6, 6);
+        t.give_run(20, 4, 0);
+        assert_eq!(t.sweep_kept(false, |_, _| {}), 0, "marked stale");
+        assert_eq!(t.pop_kept_run(0), None);
+        assert_eq!(t.pop_kept_run(2), Some((5, 2)), "at most max");
+        assert_eq!(t.pop_kept_run(9), Some((7, 1)), "the rest of the run, not the next");
+        assert_eq!(t.pop_kept_run(9), Some((62, 6)), "over a word boundary");
+        assert_eq!(t.kept(), 0);
+        assert_eq!(t.pop_kept_run(9), None);
+        assert!(t.run_is_free(5, 3, 128) && t.run_is_free(62, 6, 128), "popped slots stay freed");
+        assert_eq!(t.sweep_kept(true, |_, _| unreachable!()), 0, "and are not stale any more");
+        assert_eq!(t.extent(), 80);
     }
 
     #[test]
