@@ -112,11 +112,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/supported.rs");
-    println!("cargo:rerun-if-changed={ORDER}");
 }
-
-/// The list of the functions a run executes (`scripts/text_order.py`).
-const ORDER: &str = "text-order.txt";
 
 /// The windows' first input-section descriptions: the functions a run in
 /// the default configuration executes, as `text-order.txt` lists them (none
@@ -130,20 +126,7 @@ const ORDER: &str = "text-order.txt";
 /// `PYTHONMALLOC`, the error exits, the sweeps of other modes' heaps), so
 /// that those functions are small.
 fn executed_first() -> Vec<String> {
-    let path = std::path::Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo")).join(ORDER);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        println!("cargo:warning={} is missing: the code a run executes is laid out by module alone", path.display());
-        return Vec::new();
-    };
-    // A function's section is `.text.<symbol>`, or `.text.unlikely.<symbol>`
-    // for a cold one.
-    let sections: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .flat_map(|p| [format!(".text.{p}"), format!(".text.unlikely.{p}")])
-        .collect();
-    sections.chunks(8).map(|c| format!("*({})", c.join(" "))).collect()
+    pymalloc_text_layout::listed_first("text-order.txt")
 }
 
 /// Whether each of `names` is set to a true value in `python`'s sysconfig.

@@ -96,7 +96,17 @@ pub fn link(script: &str, targets: Targets) {
     if !std::env::var("TARGET").unwrap_or_default().contains("linux-gnu") {
         return;
     }
-    let path = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("first_code.ld");
+    // Named by its contents: a linker argument cargo sees change relinks
+    // the target when only the script's contents (a new `text-order.txt`)
+    // changed, which a fixed name would not.
+    let digest = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        script.hash(&mut h);
+        h.finish()
+    };
+    let path = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+        .join(format!("first_code-{digest:016x}.ld"));
     std::fs::write(&path, script).expect("write the linker script");
     let directive = match targets {
         Targets::Cdylib => "cargo:rustc-cdylib-link-arg",
@@ -105,6 +115,36 @@ pub fn link(script: &str, targets: Targets) {
     println!("{directive}=-Wl,-T,{}", path.display());
     println!("{directive}=-Wl,-z,max-page-size=0x10000");
     println!("{directive}=-Wl,-z,pack-relative-relocs");
+}
+
+/// The input-section descriptions of the functions a list names (one
+/// symbol pattern per line, `#` comments; made by `scripts/text_order.py`
+/// from callgrind runs): their sections are `.text.<symbol>`, or
+/// `.text.unlikely.<symbol>` for a cold one. Placed first in the windows,
+/// the code a run executes lies together there, whatever the groups after
+/// it hold. None if `list` (a path relative to the package) is missing,
+/// with a warning; cargo reruns the build script when it changes.
+pub fn listed_first(list: &str) -> Vec<String> {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo");
+    let path = std::path::Path::new(&dir).join(list);
+    println!("cargo:rerun-if-changed={}", path.display());
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        println!("cargo:warning={} is missing: the code a run executes is laid out by module alone", path.display());
+        return Vec::new();
+    };
+    sections_of(&text)
+}
+
+/// [`listed_first`]'s descriptions from the list's text, eight sections
+/// each.
+fn sections_of(text: &str) -> Vec<String> {
+    let sections: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .flat_map(|p| [format!(".text.{p}"), format!(".text.unlikely.{p}")])
+        .collect();
+    sections.chunks(8).map(|c| format!("*({})", c.join(" "))).collect()
 }
 
 /// Links the unwinder statically (`libgcc_eh.a`, as `gcc -static-libgcc`
@@ -139,6 +179,17 @@ pub fn link_unwinder_statically() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_gives_each_function_its_plain_and_cold_section() {
+        let d = sections_of("# made by a script\nmalloc\n\n  _ZN8pymalloc4heap*17h*E  \n");
+        assert_eq!(
+            d,
+            ["*(.text.malloc .text.unlikely.malloc .text._ZN8pymalloc4heap*17h*E .text.unlikely._ZN8pymalloc4heap*17h*E)"]
+        );
+        let many = (0..5).map(|i| format!("f{i}\n")).collect::<String>();
+        assert_eq!(sections_of(&many).len(), 2, "eight sections a description");
+    }
 
     #[test]
     fn the_script_puts_cold_code_first_and_the_windows_on_a_64_kib_boundary() {
