@@ -195,37 +195,42 @@ def pattern(name):
     return name
 
 
-def executed_functions(launcher):
-    syms = symbols(launcher)
-    main = [s for s in syms if s[2] == "main"]
-    if not main:
-        sys.exit(f"{launcher} has no main")
+def functions_run(binary, anchor, runs, tmp, only=None):
+    """The functions of `binary` that `runs` (argv, extra environment; run
+    in `tmp`) execute under callgrind, found by the address of `anchor`, a
+    function every run executes."""
+    syms = symbols(binary)
+    entry = [s for s in syms if s[2] == anchor]
+    if not entry:
+        sys.exit(f"{binary} has no {anchor}")
     starts = [s[0] for s in syms]
     hit = {}
+    for i, (argv, env) in enumerate(runs):
+        out = os.path.join(tmp, f"cg{i}.out")
+        subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", *argv],
+                       env=dict(os.environ, **env), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, cwd=tmp)
+        for a in executed_addresses(out, entry[0][0], anchor, only):
+            k = bisect.bisect_right(starts, a) - 1
+            if k >= 0 and syms[k][0] <= a < syms[k][0] + syms[k][1]:
+                hit[syms[k][0]] = syms[k]
+    return sorted(hit.values())
+
+
+def executed_functions(launcher):
+    """The functions of the launcher that its runs (PROGRAMS) execute."""
     with tempfile.TemporaryDirectory() as tmp:
+        runs = []
         for i, (code, env) in enumerate(PROGRAMS):
             prog = os.path.join(tmp, f"p{i}.py")
             with open(prog, "w") as f:
                 f.write(code)
-            out = os.path.join(tmp, f"cg{i}.out")
-            subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}",
-                            launcher, prog], env=dict(os.environ, **env), check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for a in executed_addresses(out, main[0][0]):
-                k = bisect.bisect_right(starts, a) - 1
-                if k >= 0 and syms[k][0] <= a < syms[k][0] + syms[k][1]:
-                    hit[syms[k][0]] = syms[k]
-    return sorted(hit.values())
+            runs.append(([launcher, prog], env))
+        return functions_run(launcher, "main", runs, tmp)
 
 
 def preload_functions(lib):
     """The functions of the preload library `lib` that its runs execute."""
-    syms = symbols(lib)
-    anchor = [s for s in syms if s[2] == "malloc"]
-    if not anchor:
-        sys.exit(f"{lib} has no malloc")
-    starts = [s[0] for s in syms]
-    hit = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
         for src, flags in PRELOAD_C_PROGRAMS:
@@ -235,16 +240,9 @@ def preload_functions(lib):
         with open(os.path.join(tmp, "lines.txt"), "w") as f:
             f.writelines(f"{(i * 7919) % 10007} line\n" for i in range(20000))
         runs += [c for c in PRELOAD_COMMANDS if shutil.which(c[0])]
-        for i, argv in enumerate(runs):
-            out = os.path.join(tmp, f"cg{i}.out")
-            env = dict(os.environ, LD_PRELOAD=lib)
-            subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", *argv],
-                           env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
-            for a in executed_addresses(out, anchor[0][0], "malloc", os.path.basename(lib)):
-                k = bisect.bisect_right(starts, a) - 1
-                if k >= 0 and syms[k][0] <= a < syms[k][0] + syms[k][1]:
-                    hit[syms[k][0]] = syms[k]
-    return sorted(hit.values())
+        # Callgrind cannot read the library (its layout): "???" is it.
+        return functions_run(lib, "malloc", [(argv, {"LD_PRELOAD": lib}) for argv in runs], tmp,
+                             os.path.basename(lib))
 
 
 def read_patterns(order):
