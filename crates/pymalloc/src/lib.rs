@@ -126,6 +126,8 @@ pub use heap::{
     page_bytes, ArenaInfo, ClassPinning, Heap, InvariantError, PinningBlock, PoolState, PurgePolicy, CACHE_SLOTS,
 };
 pub use locked::{global_heap, LockedHeap};
+#[doc(hidden)]
+pub use os::fail_page_moves_for_tests;
 pub use ownership::owns;
 pub use region::regions_reserved;
 #[doc(hidden)]

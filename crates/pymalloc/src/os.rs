@@ -303,9 +303,15 @@ pub unsafe fn decommit(p: *mut u8, len: usize) {
 /// faulting them: `to` becomes readable and writable and holds what `from`
 /// held, its resident pages still resident; `from` stays mapped, empty (it
 /// would read as zeroes). One `mremap` with `MREMAP_DONTUNMAP` (Linux 5.7),
-/// which replaces the mapping at `to` and never leaves a hole at `from`.
-/// False if the kernel refused (the caller then gives up moving pages: see
-/// [`can_move_pages`]); `to` is then reserved again, inaccessible.
+/// which replaces the mapping at `to` and leaves `from` mapped: when it
+/// succeeds, no slot is unmapped at any moment.
+///
+/// False if the kernel refused (the caller then stops moving pages: see
+/// [`stop_moving_pages`]). `from` is then unchanged, and `to` is either
+/// unchanged or, if the kernel had unmapped it before it failed (it does
+/// for some limits), reserved again, inaccessible; the caller makes it
+/// accessible if it needs it. Should that new reservation fail, the
+/// process ends: a hole in the region would let anyone's mapping in.
 ///
 /// # Safety
 /// Both ranges lie in a reservation from [`reserve`], nobody uses them,
@@ -314,6 +320,20 @@ pub unsafe fn decommit(p: *mut u8, len: usize) {
 /// the page size.
 #[cfg(not(miri))]
 pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
+    use core::sync::atomic::Ordering;
+    match FAIL_AFTER.load(Ordering::Relaxed) {
+        usize::MAX => {}
+        0 => {
+            FAIL_AFTER.store(usize::MAX, Ordering::Relaxed);
+            // As a kernel that unmapped `to` before it failed leaves it,
+            // once reserved again below.
+            // SAFETY: MAP_FIXED over our own reservation, unused (the
+            // contract).
+            unsafe { decommit(to, len) };
+            return false;
+        }
+        n => FAIL_AFTER.store(n - 1, Ordering::Relaxed),
+    }
     let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP;
     // SAFETY: both ranges are our reservation's and unused (the contract);
     // MREMAP_FIXED replaces only our own mapping at `to`.
@@ -321,10 +341,14 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
     if r != libc::MAP_FAILED {
         return true;
     }
-    // The kernel may have unmapped `to` before it failed: reserve it again
-    // (NOREPLACE: if it is still mapped, it is still ours).
+    // The kernel may have unmapped `to` before it failed: reserve it again.
+    // NOREPLACE, so that nothing mapped there is replaced: EEXIST means `to`
+    // is mapped, which (the kernel failed before it unmapped anything, as
+    // it does for a flag it does not know) is our own reservation. Another
+    // thread's `mmap` could only have landed in the hole in the moment
+    // between the two calls.
     // SAFETY: the range is ours, and NOREPLACE touches no existing mapping.
-    unsafe {
+    let again = unsafe {
         libc::mmap(
             to.cast(),
             len,
@@ -334,7 +358,30 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
             0,
         )
     };
+    if again == libc::MAP_FAILED && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+        die("pymalloc: a slot of the reserved region could not be reserved again after a failed mremap\n");
+    }
     false
+}
+
+/// How many more moves [`move_pages`] makes before it fails one on purpose
+/// (`usize::MAX`: none fails), for tests of the callers' failure paths.
+#[cfg(not(miri))]
+static FAIL_AFTER: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// For tests of what happens when the kernel refuses to move pages: moves
+/// are allowed again (as after a fresh probe), `after` more of them
+/// succeed, and the next one fails, leaving its destination reserved only,
+/// as a kernel that unmapped it before failing does. Not for programs.
+#[doc(hidden)]
+pub fn fail_page_moves_for_tests(after: usize) {
+    #[cfg(not(miri))]
+    {
+        FAIL_AFTER.store(after, core::sync::atomic::Ordering::Relaxed);
+        MOVES.store(0, core::sync::atomic::Ordering::Relaxed);
+    }
+    #[cfg(miri)]
+    let _ = after;
 }
 
 /// Writes `msg` to standard error, without allocating, and aborts.

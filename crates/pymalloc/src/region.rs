@@ -266,9 +266,7 @@ impl<const WORDS: usize> Region<WORDS> {
                 Some(&&(k, _)) => k,
                 None => start + n,
             };
-            // A run of kept slots moved slot by slot into adjacent slots
-            // makes one mapping again (the kernel merges them), where
-            // slots from all over would each stay a mapping of their own.
+            // Runs of kept slots, lowest first, each moved slot by slot.
             let Some((from, count)) = slots.pop_kept_run(hole_end - s) else { break };
             for i in 0..count {
                 // SAFETY: `from + i` was a kept slot (committed, unused) and
@@ -278,9 +276,12 @@ impl<const WORDS: usize> Region<WORDS> {
                 let ok = unsafe { os::move_pages(self.slot_address(from + i), self.slot_address(s), len) };
                 if !ok {
                     os::stop_moving_pages();
-                    // SAFETY: the rest of the run: freed slots now, decommitted
-                    // as every freed slot that is not kept.
-                    unsafe { decommit(self.slot_address(from + i), (count - i) * len) };
+                    // SAFETY: the whole run: freed slots now, those moved
+                    // from included (mapped, emptied), decommitted as every
+                    // freed slot that is not kept. The slot that failed may
+                    // be left inaccessible: the callers commit what was not
+                    // filled.
+                    unsafe { decommit(self.slot_address(from), count * len) };
                     return moved;
                 }
                 moved += 1;
@@ -377,6 +378,7 @@ impl<const WORDS: usize> Region<WORDS> {
             // SAFETY: as above.
             unsafe { decommit(q, want * len) };
             slots.give_run(t.start, want, 0);
+            self.note_kept(&slots);
             return core::ptr::null_mut();
         }
         for i in 0..have {
@@ -402,7 +404,15 @@ impl<const WORDS: usize> Region<WORDS> {
         }
         // The rest of the new run: kept pages from elsewhere, else the fresh
         // pages committed above.
-        self.move_kept_into(&mut slots, t.start + have, want - have, &Runs::new());
+        let filled = self.move_kept_into(&mut slots, t.start + have, want - have, &Runs::new());
+        if filled < want - have {
+            let rest = q.wrapping_add((have + filled) * len);
+            // SAFETY: ours; a move that failed may have left its slot
+            // reserved only, and the block is about to be handed out.
+            if !unsafe { commit(rest, (want - have - filled) * len) } {
+                os::die("pymalloc: a huge block's new slots could not be made accessible\n");
+            }
+        }
         // SAFETY: the old run's slots hold nothing any more (their pages
         // moved or were copied); freed, they are decommitted.
         unsafe { decommit(p, have * len) };
@@ -777,6 +787,7 @@ const MOVE_EXTENT: usize = 8 << 30;
 
 /// The runs of kept slots a run just taken holds, as the slot table
 /// reports them (in order), up to a bound.
+#[cfg_attr(miri, allow(dead_code))] // no region under Miri
 struct Runs {
     runs: [(usize, usize); 16],
     len: usize,
