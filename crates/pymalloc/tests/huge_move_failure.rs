@@ -9,23 +9,9 @@ mod common;
 
 use pymalloc::{config, every_size, fail_page_moves_for_tests, PurgePolicy};
 
+use common::{free_every_size as free, huge_block as huge, kept_huge_bytes as kept};
+
 const MIB: usize = 1 << 20;
-
-/// A block that fills exactly `slots` slots (its header takes 64 bytes).
-fn huge(slots: usize) -> *mut u8 {
-    let p = every_size::alloc(slots * MIB - 64, 16, false);
-    assert!(!p.is_null());
-    p
-}
-
-fn free(p: *mut u8) {
-    // SAFETY: p is a live block of every_size, not used again.
-    unsafe { every_size::free(p) };
-}
-
-fn kept() -> usize {
-    every_size::stats().huge_kept_bytes
-}
 
 fn fill(p: *mut u8, n: usize, byte: u8) {
     // SAFETY: the test's blocks hold at least n bytes.

@@ -193,3 +193,22 @@ pub fn all_bytes(bytes: &[u8], v: u8) -> bool {
     let pattern = [v; N];
     bytes.chunks(N).all(|c| c == &pattern[..c.len()])
 }
+
+/// A huge block of `every_size` that fills exactly `slots` slots of 1 MiB
+/// (its header takes 64 bytes), not zeroed.
+pub fn huge_block(slots: usize) -> *mut u8 {
+    let p = pymalloc::every_size::alloc((slots << 20) - 64, 16, false);
+    assert!(!p.is_null());
+    p
+}
+
+/// Frees a block of `every_size`.
+pub fn free_every_size(p: *mut u8) {
+    // SAFETY: the callers pass live blocks of every_size, not used again.
+    unsafe { pymalloc::every_size::free(p) };
+}
+
+/// Bytes of freed huge blocks' slots kept with their pages.
+pub fn kept_huge_bytes() -> usize {
+    pymalloc::every_size::stats().huge_kept_bytes
+}
