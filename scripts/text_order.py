@@ -195,10 +195,10 @@ def pattern(name):
     return name
 
 
-def functions_run(binary, anchor, runs, tmp, only=None):
+def functions_run(binary, anchor, runs, tmp, only=None, cwd=None):
     """The functions of `binary` that `runs` (argv, extra environment; run
-    in `tmp`) execute under callgrind, found by the address of `anchor`, a
-    function every run executes."""
+    in `cwd`, their outputs in `tmp`) execute under callgrind, found by the
+    address of `anchor`, a function every run executes."""
     syms = symbols(binary)
     entry = [s for s in syms if s[2] == anchor]
     if not entry:
@@ -209,7 +209,7 @@ def functions_run(binary, anchor, runs, tmp, only=None):
         out = os.path.join(tmp, f"cg{i}.out")
         subprocess.run(["valgrind", "--tool=callgrind", "--dump-instr=yes", f"--callgrind-out-file={out}", *argv],
                        env=dict(os.environ, **env), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, cwd=tmp)
+                       stderr=subprocess.DEVNULL, cwd=cwd)
         for a in executed_addresses(out, entry[0][0], anchor, only):
             k = bisect.bisect_right(starts, a) - 1
             if k >= 0 and syms[k][0] <= a < syms[k][0] + syms[k][1]:
@@ -241,8 +241,9 @@ def preload_functions(lib):
             f.writelines(f"{(i * 7919) % 10007} line\n" for i in range(20000))
         runs += [c for c in PRELOAD_COMMANDS if shutil.which(c[0])]
         # Callgrind cannot read the library (its layout): "???" is it.
+        lib = os.path.abspath(lib)
         return functions_run(lib, "malloc", [(argv, {"LD_PRELOAD": lib}) for argv in runs], tmp,
-                             os.path.basename(lib))
+                             os.path.basename(lib), cwd=tmp)
 
 
 def read_patterns(order):
