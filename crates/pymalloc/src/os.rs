@@ -285,18 +285,21 @@ pub unsafe fn commit(p: *mut u8, len: usize) -> bool {
 /// uses.
 #[cfg(not(miri))]
 pub unsafe fn decommit(p: *mut u8, len: usize) {
-    // SAFETY: MAP_FIXED over our own reservation.
-    let r = unsafe {
-        libc::mmap(
-            p.cast(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
+    // SAFETY: MAP_FIXED over our own reservation (the contract).
+    let r = unsafe { reserve_at(p, len, libc::MAP_FIXED) };
     debug_assert_ne!(r, libc::MAP_FAILED);
+}
+
+/// A fresh inaccessible reservation of `p..p+len` (`fixed`: `MAP_FIXED`,
+/// or `MAP_FIXED_NOREPLACE`, which fails where anything is mapped).
+///
+/// # Safety
+/// With `MAP_FIXED`, whatever is mapped there is ours and unused.
+#[cfg(not(miri))]
+unsafe fn reserve_at(p: *mut u8, len: usize, fixed: libc::c_int) -> *mut libc::c_void {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | fixed;
+    // SAFETY: the contract; an anonymous mapping aliases no Rust object.
+    unsafe { libc::mmap(p.cast(), len, libc::PROT_NONE, flags, -1, 0) }
 }
 
 /// Moves the pages of `from..from+len` to `to..to+len`, without copying or
@@ -347,17 +350,8 @@ pub unsafe fn move_pages(from: *mut u8, to: *mut u8, len: usize) -> bool {
     // it does for a flag it does not know) is our own reservation. Another
     // thread's `mmap` could only have landed in the hole in the moment
     // between the two calls.
-    // SAFETY: the range is ours, and NOREPLACE touches no existing mapping.
-    let again = unsafe {
-        libc::mmap(
-            to.cast(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
+    // SAFETY: NOREPLACE touches no existing mapping.
+    let again = unsafe { reserve_at(to, len, libc::MAP_FIXED_NOREPLACE) };
     if again == libc::MAP_FAILED && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
         die("pymalloc: a slot of the reserved region could not be reserved again after a failed mremap\n");
     }

@@ -209,7 +209,7 @@ impl<const WORDS: usize> Region<WORDS> {
                 } else {
                     // SAFETY: kept slots of the region, used by nobody; the
                     // lock is held, so nobody takes them meanwhile.
-                    unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
+                    unsafe { self.decommit_slots(s, len) }
                 }
             });
             let taken = match taken {
@@ -268,28 +268,29 @@ impl<const WORDS: usize> Region<WORDS> {
             };
             // Runs of kept slots, lowest first, each moved slot by slot.
             let Some((from, count)) = slots.pop_kept_run(hole_end - s) else { break };
+            let mut refused = false;
             for i in 0..count {
                 // SAFETY: `from + i` was a kept slot (committed, unused) and
                 // `s` a slot of the run just taken, not kept (inaccessible):
                 // both ours under the lock. A slot lies in one mapping:
                 // commits and decommits cover whole slots.
-                let ok = unsafe { os::move_pages(self.slot_address(from + i), self.slot_address(s), len) };
-                if !ok {
-                    os::stop_moving_pages();
-                    // SAFETY: the whole run: freed slots now, those moved
-                    // from included (mapped, emptied), decommitted as every
-                    // freed slot that is not kept. The slot that failed may
-                    // be left inaccessible: the callers commit what was not
-                    // filled.
-                    unsafe { decommit(self.slot_address(from), count * len) };
-                    return moved;
+                if !unsafe { os::move_pages(self.slot_address(from + i), self.slot_address(s), len) } {
+                    refused = true;
+                    break;
                 }
                 moved += 1;
                 s += 1;
             }
-            // SAFETY: the run's slots are freed ones now, emptied: decommitted
-            // as every freed slot that is not kept.
-            unsafe { decommit(self.slot_address(from), count * len) };
+            // SAFETY: the run's slots are freed ones now, emptied or not
+            // (a refused move leaves the rest), decommitted as every freed
+            // slot that is not kept; the lock is held.
+            unsafe { self.decommit_slots(from, count) };
+            if refused {
+                // The slot that failed may be left inaccessible: the callers
+                // commit what was not filled.
+                os::stop_moving_pages();
+                break;
+            }
         }
         moved
     }
@@ -297,6 +298,16 @@ impl<const WORDS: usize> Region<WORDS> {
     #[cfg(miri)]
     fn move_kept_into(&self, _: &mut SlotTable<WORDS>, _: usize, _: usize, _: &Runs) -> usize {
         0
+    }
+
+    /// Decommits the `n` slots from `slot`.
+    ///
+    /// # Safety
+    /// The slots are freed (or just taken) and nobody uses them; the slot
+    /// table's lock is held, so nobody takes them meanwhile.
+    unsafe fn decommit_slots(&self, slot: usize, n: usize) {
+        // SAFETY: the contract.
+        unsafe { decommit(self.slot_address(slot), n << self.slot_bits) }
     }
 
     /// Mirrors the slot table's kept count (its lock held).
@@ -368,7 +379,7 @@ impl<const WORDS: usize> Region<WORDS> {
         let Some(t) = slots.take_run(want, limit, false, |s, n| {
             // SAFETY: kept slots of the region, used by nobody; the lock
             // is held.
-            unsafe { decommit(self.slot_address(s), n << self.slot_bits) }
+            unsafe { self.decommit_slots(s, n) }
         }) else {
             return core::ptr::null_mut();
         };
@@ -486,7 +497,7 @@ impl<const WORDS: usize> Region<WORDS> {
         let mut slots = self.lock();
         let given = f(&mut slots, &mut |s, len| {
             // SAFETY: kept slots, used by nobody; the lock is held.
-            unsafe { decommit(self.slot_address(s), len << self.slot_bits) }
+            unsafe { self.decommit_slots(s, len) }
         });
         self.note_kept(&slots);
         given
