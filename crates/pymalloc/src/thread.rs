@@ -273,11 +273,30 @@ unsafe extern "C" fn free_foreign(p: *mut u8, owner: *const Heap) {
         unsafe { heap.free_small(launder(p)) };
         return;
     }
-    // SAFETY: owner is the live thread heap stamped on p's pool, and p is
-    // live and not used again (our contract).
-    unsafe { Heap::push_remote(owner, p) };
-    // SAFETY: an owner other than NOT_THREAD_TAG is a thread heap.
-    unsafe { thread_heaps::note_remote_free(owner) };
+    // A thread without a heap takes one here: its outbox batches what it
+    // frees (a thread that only frees, as a consumer does, would otherwise
+    // swap the owner's queue once per block).
+    let h = heap();
+    if h.is_null() {
+        // Exiting, or no heap to be had: one block at once.
+        // SAFETY: owner is the live thread heap stamped on p's pool, and p
+        // is live and not used again (our contract).
+        unsafe { Heap::push_remote(owner, p) };
+        // SAFETY: an owner other than NOT_THREAD_TAG is a thread heap.
+        unsafe { thread_heaps::note_remote_free(owner) };
+        return;
+    }
+    if ptr::eq(h, owner) {
+        // The heap just taken is the one that owns p (an abandoned heap
+        // adopted): p is this thread's own block now.
+        // SAFETY: p is a live pool block (our contract).
+        return unsafe { free_small(p) };
+    }
+    // SAFETY: h is this thread's heap, not owner; owner and p as above.
+    if let Some((to, n)) = unsafe { (*h).send_remote(owner, p) } {
+        // SAFETY: an outbox lists blocks of a thread heap.
+        unsafe { thread_heaps::note_remote_frees(to, n) };
+    }
 }
 
 /// The calling thread's heap, as the front's source of pool blocks; the
@@ -479,6 +498,7 @@ unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
 /// counts of pools in use on other threads may be a moment old), plus the
 /// shared heap that exiting threads use.
 pub fn stats() -> Stats {
+    send_pending_frees();
     let mut total = global_heap().stats();
     thread_heaps::for_each_heap(|h| total.add(&h.stats()));
     total.raw_allocated_blocks += RAW_BLOCKS.load(Ordering::Relaxed);
@@ -504,10 +524,24 @@ pub fn arenas() -> Vec<ArenaInfo> {
 /// Gives back to the OS what the calling thread's heap, the heaps of exited
 /// threads and the shared heap hold no block in. Returns the bytes.
 pub fn purge() -> usize {
+    send_pending_frees();
     let h = current();
     // SAFETY: h is this thread's heap.
     let mine = if h.is_null() { 0 } else { unsafe { (*h).purge_shared() } };
     mine + thread_heaps::purge_abandoned() + global_heap().purge()
+}
+
+/// Sends the blocks of other threads' heaps that the calling thread freed
+/// and still holds in its outbox (at most
+/// 32 pool blocks) to their
+/// owner. A thread's exit, [`purge`] and the statistics do this
+/// themselves.
+pub fn send_pending_frees() {
+    let h = current();
+    if !h.is_null() {
+        // SAFETY: h is this thread's live heap, and this thread its owner.
+        thread_heaps::send_outbox(unsafe { &*h });
+    }
 }
 
 /// Statistics of the calling thread's heap alone (empty if it has none).

@@ -135,6 +135,9 @@ pub(crate) unsafe fn abandon(h: *const Heap) {
     let th = h.cast_mut().cast::<ThreadHeap>();
     // SAFETY: the caller owns the heap until it is on the list.
     unsafe {
+        // The blocks of other heaps this thread freed last go to their
+        // owners now: nobody else may touch this heap's outbox.
+        send_outbox(&(*th).heap);
         let decays = (*th).heap.decay_period_ms().is_some();
         if decays {
             (*th).heap.drain_remote();
@@ -153,6 +156,15 @@ pub(crate) unsafe fn abandon(h: *const Heap) {
             // nobody else would drain them soon.
             purge_abandoned();
         }
+    }
+}
+
+/// Sends what `h`'s outbox holds to its owner's queue, and counts it.
+/// The caller owns `h`.
+pub(crate) fn send_outbox(h: &Heap) {
+    if let Some((owner, n)) = h.flush_outbox() {
+        // SAFETY: an outbox lists blocks of a thread heap.
+        unsafe { note_remote_frees(owner, n) };
     }
 }
 
@@ -222,16 +234,25 @@ fn each_abandoned(mut f: impl FnMut(&Heap)) {
 /// `owner` is a thread heap (a pool owner tag other than `NOT_THREAD_TAG`,
 /// and not null).
 pub(crate) unsafe fn note_remote_free(owner: *const Heap) {
+    // SAFETY: the contract.
+    unsafe { note_remote_frees(owner, 1) }
+}
+
+/// [`note_remote_free`] for `n` blocks sent at once.
+///
+/// # Safety
+/// As [`note_remote_free`].
+pub(crate) unsafe fn note_remote_frees(owner: *const Heap, n: u32) {
     // SAFETY: a thread heap is the heap at offset 0 of a live ThreadHeap,
     // never freed (the contract and ThreadHeap's invariant).
     let orphan = unsafe { (*owner.cast::<ThreadHeap>()).abandoned.load(Ordering::Relaxed) };
     if !orphan {
         return;
     }
-    let n = ORPHAN_FREES.fetch_add(1, Ordering::SeqCst) + 1;
-    if n >= ORPHAN_DRAIN_EVERY {
+    let before = ORPHAN_FREES.fetch_add(n as usize, Ordering::SeqCst);
+    if before + n as usize >= ORPHAN_DRAIN_EVERY {
         purge_abandoned();
-    } else if n == 1 {
+    } else if before == 0 {
         DECAY_WAKER.wake_if_parked();
     }
 }

@@ -32,6 +32,9 @@ fn blocks_freed_by_another_thread_come_back_to_their_heap() {
                 freed += 1;
             }
         }
+        // This thread's last frees (up to 31 blocks) wait in its outbox
+        // until it sends them or exits; the producer is told only then.
+        thread::send_pending_frees();
         done_tx.send(()).unwrap();
         freed
     });
@@ -364,4 +367,72 @@ fn purge_gives_back_every_free_pool_and_the_spare() {
     let s = heap.stats();
     assert_eq!(s.arenas_current, 0, "the spare arena goes too");
     heap.validate().unwrap();
+}
+
+/// Blocks a thread frees for another thread's heap wait in its outbox and
+/// reach the owner's queue 32 at a time, when a block of another owner
+/// comes, when the thread sends them, or when it exits; never otherwise.
+#[test]
+fn remote_frees_reach_their_owner_in_batches_and_at_a_send_or_exit() {
+    let _g = serial();
+    // The owner's blocks in use once its queue is drained (purge drains it).
+    fn owned_after_drain() -> usize {
+        thread::purge();
+        thread::validate_current().unwrap();
+        thread::current_stats().blocks_in_use()
+    }
+    let (to_owner, owner_rx) = mpsc::channel::<usize>();
+    let (to_freer, freer_rx) = mpsc::channel::<Vec<usize>>();
+    let (freer_done, done_rx) = mpsc::channel::<()>();
+    let other = thread::malloc(48) as usize; // a block of another heap (this thread's)
+    assert!(other != 0);
+    let owner = std::thread::spawn(move || {
+        unsafe { thread::free(thread::malloc(16)) };
+        let inherited = thread::current_stats().blocks_in_use();
+        let blocks: Vec<usize> = (0..100).map(|_| thread::malloc(16) as usize).collect();
+        assert!(blocks.iter().all(|&b| b != 0));
+        let mut seen = Vec::new();
+        to_freer.send(blocks).unwrap();
+        // Each step of the freer, then what this heap holds after draining.
+        for _ in 0..4 {
+            owner_rx.recv().unwrap();
+            seen.push(owned_after_drain() - inherited);
+            to_freer.send(Vec::new()).unwrap();
+        }
+        done_rx.recv().unwrap();
+        seen.push(owned_after_drain() - inherited);
+        seen
+    });
+    let freer = std::thread::spawn(move || {
+        let blocks = freer_rx.recv().unwrap();
+        let step = |to_owner: &mpsc::Sender<usize>| {
+            to_owner.send(0).unwrap();
+            freer_rx.recv().unwrap();
+        };
+        // 40 frees: one batch of 32 sent, 8 waiting.
+        for &b in &blocks[..40] {
+            unsafe { thread::free(b as *mut u8) };
+        }
+        thread::validate_current().unwrap();
+        step(&to_owner);
+        // A block of another owner sends the 8 (and waits itself).
+        unsafe { thread::free(other as *mut u8) };
+        step(&to_owner);
+        // 10 more wait until the thread sends them.
+        for &b in &blocks[40..50] {
+            unsafe { thread::free(b as *mut u8) };
+        }
+        step(&to_owner);
+        thread::send_pending_frees();
+        step(&to_owner);
+        // The last 50 wait until the thread exits.
+        for &b in &blocks[50..] {
+            unsafe { thread::free(b as *mut u8) };
+        }
+        freer_done
+    });
+    let done = freer.join().unwrap();
+    done.send(()).unwrap();
+    let seen = owner.join().unwrap();
+    assert_eq!(seen, vec![100 - 32, 100 - 40, 100 - 40, 100 - 50, 0]);
 }

@@ -6,6 +6,17 @@
 //! owner's queue with one compare-and-swap ([`Heap::push_remote`]); the
 //! owner frees the queued blocks when it next needs a pool
 //! ([`Heap::drain_remote`]).
+//!
+//! A thread with a heap of its own sends other heaps' pool blocks in
+//! batches ([`Outbox`], [`Heap::send_remote`]): the blocks it frees for one
+//! owner are linked in its heap's outbox and go onto the owner's queue with
+//! one compare-and-swap per [`OUTBOX_BLOCKS`], or when a block of another
+//! owner comes, or when the thread flushes ([`Heap::flush_outbox`]: at
+//! thread exit, and before it purges or reads statistics). One swap per
+//! block made the queue's head a line every freeing thread and the owner
+//! fought over: in xmalloc-test (two threads allocate 64-byte blocks, two
+//! others free them) 80% of the remote free's time was that swap
+//! (docs/every-size.md, twenty-fifth pass).
 
 use core::cell::Cell;
 use core::ptr;
@@ -29,12 +40,43 @@ pub(super) struct RemoteFrees {
     /// static heap stays in `.bss`).
     tag: Cell<OwnerTag>,
     queue: Isolated<AtomicPtr<u8>>,
+    out: Outbox,
 }
 
 impl RemoteFrees {
     pub(super) const fn new() -> RemoteFrees {
-        RemoteFrees { tag: Cell::new(ptr::null()), queue: Isolated::new(AtomicPtr::new(ptr::null_mut())) }
+        RemoteFrees {
+            tag: Cell::new(ptr::null()),
+            queue: Isolated::new(AtomicPtr::new(ptr::null_mut())),
+            out: Outbox {
+                owner: Cell::new(ptr::null()),
+                head: Cell::new(ptr::null_mut()),
+                tail: Cell::new(ptr::null_mut()),
+                count: Cell::new(0),
+            },
+        }
     }
+}
+
+/// The most blocks an outbox holds before it sends them: at most 32 pool
+/// blocks (16 KiB) wait in a thread that stops freeing, and one swap on the
+/// owner's queue serves 32 frees.
+pub(crate) const OUTBOX_BLOCKS: u32 = 32;
+
+/// Pool blocks of one other thread heap that this heap's owner freed and
+/// has not sent yet. Written by the owner of the heap it is in, only.
+///
+/// Invariants: `owner` is null and `count` 0 (empty), or `owner` is a
+/// thread heap other than this one, and `head` heads a list of `count`
+/// (1 to [`OUTBOX_BLOCKS`] - 1 between calls) of its pool blocks that their
+/// users gave up, linked through their first words, ending at `tail`,
+/// whose first word is null. Until sent they count as in use in their
+/// pools (so none of those pools can empty and change hands).
+struct Outbox {
+    owner: Cell<*const Heap>,
+    head: Cell<*mut u8>,
+    tail: Cell<*mut u8>,
+    count: Cell<u32>,
 }
 
 impl Heap {
@@ -89,16 +131,105 @@ impl Heap {
     /// `owner` is the live thread heap stamped on `p`'s pool; `p` is live
     /// and not used again.
     pub(crate) unsafe fn push_remote(owner: *const Heap, p: *mut u8) {
-        // SAFETY: thread heaps are never freed (owner is live, the
-        // contract); the queue is an atomic anyone may push to.
+        // SAFETY: the contract: p alone is a list of owner's blocks.
+        unsafe { Heap::push_remote_list(owner, p, p) }
+    }
+
+    /// Sends `p`, a pool block of heap `owner`, through this heap's outbox
+    /// (owner of this heap only). Returns the owner and the count of a
+    /// batch it sent to its queue, for the caller to count
+    /// (`thread_heaps::note_remote_frees`).
+    ///
+    /// # Safety
+    /// `owner` is the live thread heap stamped on `p`'s pool, not this
+    /// heap; `p` is live and not used again; the calling thread owns this
+    /// heap.
+    #[inline]
+    pub(crate) unsafe fn send_remote(&self, owner: *const Heap, p: *mut u8) -> Option<(*const Heap, u32)> {
+        debug_assert!(!ptr::eq(owner, self));
+        let o = &self.remote.out;
+        if o.owner.get() == owner {
+            // SAFETY: p is a block its user gave up: its first word is ours;
+            // the outbox lists owner's blocks (invariant).
+            unsafe { p.cast::<*mut u8>().write(o.head.get()) };
+            o.head.set(p);
+            let n = o.count.get() + 1;
+            o.count.set(n);
+            return if n >= OUTBOX_BLOCKS { self.flush_outbox() } else { None };
+        }
+        let sent = self.flush_outbox();
+        // SAFETY: as above; p starts a list of one.
+        unsafe { p.cast::<*mut u8>().write(ptr::null_mut()) };
+        o.owner.set(owner);
+        o.head.set(p);
+        o.tail.set(p);
+        o.count.set(1);
+        sent
+    }
+
+    /// Sends what this heap's outbox holds to its owner's queue (owner of
+    /// this heap only). Returns that owner and the count, if any.
+    pub(crate) fn flush_outbox(&self) -> Option<(*const Heap, u32)> {
+        let o = &self.remote.out;
+        let owner = o.owner.get();
+        if owner.is_null() {
+            return None;
+        }
+        let n = o.count.get();
+        // SAFETY: the outbox lists `n` blocks of the live thread heap
+        // `owner`, from `head` to `tail` (invariant).
+        unsafe { Heap::push_remote_list(owner, o.head.get(), o.tail.get()) };
+        o.owner.set(ptr::null());
+        o.head.set(ptr::null_mut());
+        o.tail.set(ptr::null_mut());
+        o.count.set(0);
+        Some((owner, n))
+    }
+
+    /// Checks the outbox's invariant (owner only): `Err((what, at))`.
+    pub(super) fn validate_outbox(&self) -> Result<(), (&'static str, usize)> {
+        let o = &self.remote.out;
+        let (owner, n) = (o.owner.get(), o.count.get());
+        if owner.is_null() {
+            return if n == 0 { Ok(()) } else { Err(("outbox without owner holds blocks", n as usize)) };
+        }
+        if ptr::eq(owner, self) || n == 0 || n >= OUTBOX_BLOCKS {
+            return Err(("outbox owner or count", n as usize));
+        }
+        let (mut p, mut seen, mut last) = (o.head.get(), 0u32, ptr::null_mut());
+        while !p.is_null() && seen < n {
+            if region::owner(p).is_some_and(|t| !ptr::eq(t.cast::<Heap>(), owner)) {
+                return Err(("outbox block of another owner", p.addr()));
+            }
+            last = p;
+            // SAFETY: the outbox links `n` blocks through their first words
+            // (invariant); the walk stops after `n`.
+            p = unsafe { p.cast::<*mut u8>().read() };
+            seen += 1;
+        }
+        if seen != n || !p.is_null() || last != o.tail.get() {
+            return Err(("outbox list length or tail", seen as usize));
+        }
+        Ok(())
+    }
+
+    /// Sends the list `head`..`tail` (linked through first words) to
+    /// `owner`'s queue with one compare-and-swap.
+    ///
+    /// # Safety
+    /// `owner` is a live thread heap; the list's blocks are its blocks that
+    /// their users gave up, `tail` the last.
+    unsafe fn push_remote_list(owner: *const Heap, head: *mut u8, tail: *mut u8) {
+        // SAFETY: thread heaps are never freed; the queue is an atomic
+        // anyone may push to.
         let q = unsafe { &*(*owner).remote.queue };
-        let mut head = q.load(Ordering::Relaxed);
+        let mut cur = q.load(Ordering::Relaxed);
         loop {
-            // SAFETY: p is a block its user gave up: its first word is ours.
-            unsafe { p.cast::<*mut u8>().write(head) };
-            match q.compare_exchange_weak(head, p, Ordering::Release, Ordering::Relaxed) {
+            // SAFETY: tail is a block of the list, its first word ours.
+            unsafe { tail.cast::<*mut u8>().write(cur) };
+            match q.compare_exchange_weak(cur, head, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => return,
-                Err(h) => head = h,
+                Err(h) => cur = h,
             }
         }
     }

@@ -64,6 +64,7 @@ impl Heap {
     pub fn validate(&self) -> Result<(), InvariantError> {
         let _meta = self.meta.lock();
         self.spans.validate().map_err(|(what, at)| InvariantError { what, at })?;
+        self.validate_outbox().map_err(|(what, at)| InvariantError { what, at })?;
         // Arena objects: unused list vs. live arenas.
         let mut live = 0usize;
         let mut usable_expected = 0usize;
