@@ -15,6 +15,9 @@
 //! does not exist in the child is left as the fork found it, possibly in the
 //! middle of an operation, so the child never adopts it; the child's frees
 //! of its blocks go to its queue, whose pushes are single atomic steps.
+//! The blocks another thread had freed for some heap but not yet sent
+//! (its outbox, `heap/remote.rs`: at most 31 pool blocks per thread) are
+//! lost to the child: they stay counted in use, and pin their pools.
 //!
 //! [`install`] registers the handlers with `pthread_atfork`, once: when
 //! the first thread heap is made (the C library's default, the Rust global

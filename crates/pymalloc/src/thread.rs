@@ -6,9 +6,11 @@
 //!
 //! * `malloc` takes a block from the calling thread's heap;
 //! * `free` by the thread that owns the block's pool is pymalloc's ordinary
-//!   free; a block freed by another thread is pushed, lock-free, onto its
-//!   owning heap's queue (`remote`), which the owner drains when it next needs
-//!   a pool or a span;
+//!   free; a pool block freed by another thread waits in that thread's
+//!   outbox and goes, 32 at a time and lock-free, onto its owning heap's
+//!   queue (`remote`), which the owner drains when it next needs a pool or a
+//!   span (a thread that frees before it ever allocates takes a heap for
+//!   its outbox then); larger blocks go onto the queue one by one;
 //! * when a thread exits, its heap drains its queue and is *abandoned*: the
 //!   next thread to start adopts it whole (its pools and segments keep their
 //!   owner, so nothing has to be relinked), and [`purge`] drains abandoned
@@ -87,14 +89,20 @@ struct Guard;
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let h = current();
-        tls_slot::set(ptr::null());
-        STATE.with(|s| s.set(EXITING));
-        if !h.is_null() {
-            // SAFETY: h is this thread's heap, which it stops using; it is
-            // handed over to the abandoned list.
-            unsafe { thread_heaps::abandon(h) };
-        }
+        give_up_heap();
+    }
+}
+
+/// The thread stops using its heap, if it has one: the heap goes to the
+/// abandoned list, and the thread's later requests to the shared heap.
+fn give_up_heap() {
+    let h = current();
+    tls_slot::set(ptr::null());
+    STATE.with(|s| s.set(EXITING));
+    if !h.is_null() {
+        // SAFETY: h is this thread's heap, which it stops using; it is
+        // handed over to the abandoned list.
+        unsafe { thread_heaps::abandon(h) };
     }
 }
 
@@ -116,7 +124,7 @@ pub(crate) fn current_heap() -> *const Heap {
 pub(crate) fn heap() -> *const Heap {
     let h = current();
     if h.is_null() {
-        current_or_create()
+        current_or_create(false)
     } else {
         h
     }
@@ -124,15 +132,22 @@ pub(crate) fn heap() -> *const Heap {
 
 /// The calling thread's heap, made or adopted if it has none; null when the
 /// thread is exiting or no heap can be had.
+///
+/// `for_frees`: the thread takes a heap to send its remote frees in batches
+/// (`free_foreign`), not to allocate. It adopts only a heap that holds no
+/// memory, and registers no thread-local guard (whose registration
+/// allocates: glibc's record of the destructor would come from the heap,
+/// and it would hold memory), only the exit key (see [`exit_key`]), so
+/// that the heap it leaves behind holds nothing either.
 #[cold]
-fn current_or_create() -> *const Heap {
+fn current_or_create(for_frees: bool) -> *const Heap {
     match STATE.with(Cell::get) {
         ACTIVE => return current(),
         EXITING | CREATING => return ptr::null(),
         _ => {}
     }
     STATE.with(|s| s.set(CREATING));
-    let h = thread_heaps::adopt_or_make();
+    let h = thread_heaps::adopt_or_make(for_frees);
     if h.is_null() {
         STATE.with(|s| s.set(NONE));
         return ptr::null();
@@ -150,17 +165,61 @@ fn current_or_create() -> *const Heap {
     // record of the destructor after the destructor has abandoned the
     // heap: that block reaches the abandoned heap's queue, which
     // `thread_heaps` drains.)
-    if GUARD.try_with(|_| ()).is_err() {
-        tls_slot::set(ptr::null());
-        STATE.with(|s| s.set(EXITING));
-        // SAFETY: h is the heap this thread just took and stops using.
-        unsafe { thread_heaps::abandon(h) };
+    if !for_frees && GUARD.try_with(|_| ()).is_err() {
+        give_up_heap();
+        return ptr::null();
+    }
+    // A heap taken while glibc runs the thread's pthread key destructors,
+    // which come after the thread-local ones: the guard registered above
+    // will never run (glibc has run that list), and without the key the
+    // heap would never be abandoned (a thread per heap, each with an
+    // arena, for threads whose first allocation is in such a destructor).
+    // The key, set now, makes glibc run its destructor in this round or
+    // the next. In every other case the guard runs first and the key's
+    // destructor finds nothing to do.
+    if !exit_key::arm() && for_frees {
+        give_up_heap();
         return ptr::null();
     }
     // SAFETY: h is a live thread heap this thread now owns: it may drain
     // its queue.
     unsafe { (*h).drain_remote() };
     h
+}
+
+/// The pthread key whose destructor gives up the thread's heap if the
+/// thread-local guard has not (see [`current_or_create`]).
+mod exit_key {
+    use core::cell::Cell;
+    use core::ffi::c_void;
+    use std::sync::OnceLock;
+
+    /// The key, or None if the process could not make one.
+    fn key() -> Option<libc::pthread_key_t> {
+        static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+        *KEY.get_or_init(|| {
+            let mut k: libc::pthread_key_t = 0;
+            // SAFETY: k is written by the call; the destructor has C's
+            // signature.
+            (unsafe { libc::pthread_key_create(&mut k, Some(at_exit)) } == 0).then_some(k)
+        })
+    }
+
+    /// Gives the key a value for the calling thread; false if it cannot.
+    pub(super) fn arm() -> bool {
+        let Some(k) = key() else { return false };
+        // SAFETY: a key of ours; any non-null value makes glibc call the
+        // destructor at the thread's exit (the value is not used).
+        unsafe { libc::pthread_setspecific(k, core::ptr::NonNull::<c_void>::dangling().as_ptr()) == 0 }
+    }
+
+    /// Runs after the thread's thread-local destructors: gives the heap up
+    /// if the guard did not.
+    extern "C" fn at_exit(_: *mut c_void) {
+        if super::STATE.with(Cell::get) == super::ACTIVE {
+            super::give_up_heap();
+        }
+    }
 }
 
 /// A block of size class `c` from the calling thread's heap; null if no
@@ -186,7 +245,7 @@ pub(crate) fn alloc_small(c: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 fn alloc_small_slow(c: usize) -> *mut u8 {
-    let h = current_or_create();
+    let h = current_or_create(false);
     if h.is_null() {
         // Exiting thread (or no memory for a heap): the shared locked heap.
         return global_heap().lock().alloc_small(c);
@@ -276,7 +335,10 @@ unsafe extern "C" fn free_foreign(p: *mut u8, owner: *const Heap) {
     // A thread without a heap takes one here: its outbox batches what it
     // frees (a thread that only frees, as a consumer does, would otherwise
     // swap the owner's queue once per block).
-    let h = heap();
+    let mut h = current();
+    if h.is_null() {
+        h = current_or_create(true);
+    }
     if h.is_null() {
         // Exiting, or no heap to be had: one block at once.
         // SAFETY: owner is the live thread heap stamped on p's pool, and p
@@ -496,7 +558,8 @@ unsafe extern "C" fn threaded_free(_: *mut c_void, p: *mut c_void) {
 
 /// Statistics of all thread heaps added up (each read under its own lock;
 /// counts of pools in use on other threads may be a moment old), plus the
-/// shared heap that exiting threads use.
+/// shared heap that exiting threads use. The calling thread's outbox is
+/// sent first; blocks waiting in other threads' outboxes count as in use.
 pub fn stats() -> Stats {
     send_pending_frees();
     let mut total = global_heap().stats();
@@ -533,7 +596,7 @@ pub fn purge() -> usize {
 
 /// Sends the blocks of other threads' heaps that the calling thread freed
 /// and still holds in its outbox (at most
-/// 32 pool blocks) to their
+/// 31 pool blocks) to their
 /// owner. A thread's exit, [`purge`] and the statistics do this
 /// themselves.
 pub fn send_pending_frees() {

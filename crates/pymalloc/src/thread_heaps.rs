@@ -63,9 +63,14 @@ pub fn set_purge_policy(p: PurgePolicy) {
 
 /// A heap for the calling thread: an abandoned one adopted whole (its pools
 /// keep their owner, so nothing is relinked), or a new one; null if memory
-/// is short. The caller owns it from now on.
-pub(crate) fn adopt_or_make() -> *const Heap {
-    let th = adopt().unwrap_or_else(make);
+/// is short. The caller owns it from now on. `empty_only`: adopt only a
+/// heap that holds no arena or segment. A thread that takes a heap to send
+/// its frees in batches, not to allocate, would otherwise keep an adopted
+/// heap's blocks out of the abandoned heaps' drain for as long as it
+/// lives; the heaps such threads make hold nothing, so they take each
+/// other's.
+pub(crate) fn adopt_or_make(empty_only: bool) -> *const Heap {
+    let th = adopt(empty_only).unwrap_or_else(make);
     if th.is_null() {
         return ptr::null();
     }
@@ -105,17 +110,22 @@ fn make() -> *mut ThreadHeap {
 }
 
 /// Takes an abandoned heap, if any.
-fn adopt() -> Option<*mut ThreadHeap> {
+fn adopt(empty_only: bool) -> Option<*mut ThreadHeap> {
     let _g = ABANDONED.lock.lock();
-    // SAFETY: the lock is held; list entries are live thread heaps.
+    // SAFETY: the lock is held; list entries are live thread heaps that no
+    // thread owns (reading their counts races with nobody's writes).
     unsafe {
-        let head = *ABANDONED.head.get();
-        if head.is_null() {
-            return None;
+        let mut link = ABANDONED.head.get();
+        while !(*link).is_null() {
+            let th = *link;
+            if !empty_only || !(*th).heap.holds_memory() {
+                *link = (*th).next_abandoned;
+                (*th).abandoned.store(false, Ordering::Relaxed);
+                return Some(th);
+            }
+            link = ptr::addr_of_mut!((*th).next_abandoned);
         }
-        *ABANDONED.head.get() = (*head).next_abandoned;
-        (*head).abandoned.store(false, Ordering::Relaxed);
-        Some(head)
+        None
     }
 }
 

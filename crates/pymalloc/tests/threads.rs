@@ -436,3 +436,88 @@ fn remote_frees_reach_their_owner_in_batches_and_at_a_send_or_exit() {
     let seen = owner.join().unwrap();
     assert_eq!(seen, vec![100 - 32, 100 - 40, 100 - 40, 100 - 50, 0]);
 }
+
+/// A thread that only frees takes a heap to batch its frees, but not the
+/// heap of an exited thread that still holds blocks: that heap stays
+/// abandoned, so frees into it are drained by `purge` (a review's case:
+/// 20,000 blocks stayed in use while the free-only thread lived).
+#[test]
+fn a_free_only_thread_leaves_an_abandoned_heap_with_blocks_to_the_drain() {
+    let _g = serial();
+    let count = common::full_or_miri(20_000, 300);
+    let mine = thread::malloc(16) as usize;
+    assert!(mine != 0);
+    let theirs: Vec<usize> =
+        std::thread::spawn(move || (0..count).map(|_| thread::malloc(64) as usize).collect()).join().unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let idle = std::thread::spawn(move || {
+        // Its first allocator call: a free of another heap's block.
+        unsafe { thread::free(mine as *mut u8) };
+        thread::send_pending_frees();
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+    });
+    ready_rx.recv().unwrap();
+    let before = thread::stats().blocks_in_use();
+    for &p in &theirs {
+        unsafe { thread::free(p as *mut u8) };
+    }
+    thread::purge();
+    let after = thread::stats().blocks_in_use();
+    go_tx.send(()).unwrap();
+    idle.join().unwrap();
+    assert!(after + count <= before, "{after} + {count} > {before}: the freed blocks were not drained");
+}
+
+/// Blocks handed from a pthread key's destructor: the key outlives the
+/// thread's Rust thread-locals, so its destructor runs after the heap's
+/// guard would have.
+static KEY_BLOCKS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+extern "C" fn key_destructor_allocates(v: *mut libc::c_void) {
+    // The thread's first allocator call, after its thread-local
+    // destructors: a heap taken now is given up by the exit key.
+    KEY_BLOCKS.lock().unwrap().push(thread::malloc(24) as usize);
+    unsafe { thread::free(v.cast()) };
+}
+
+extern "C" fn key_destructor_frees(v: *mut libc::c_void) {
+    // The thread's first allocator call: a free of another heap's block.
+    unsafe { thread::free(v.cast()) };
+}
+
+/// Threads whose first allocator call comes from a pthread key destructor
+/// (after the thread-local destructors, where the heap's guard can no
+/// longer be registered to run) give their heap up all the same: the next
+/// such thread takes it again instead of making one more (each made one,
+/// with an arena, before the exit key).
+#[test]
+fn heaps_taken_in_pthread_key_destructors_are_given_up() {
+    let _g = serial();
+    for dtor in [key_destructor_allocates as extern "C" fn(*mut libc::c_void), key_destructor_frees] {
+        let mut key: libc::pthread_key_t = 0;
+        assert_eq!(unsafe { libc::pthread_key_create(&mut key, Some(dtor)) }, 0);
+        // Warm up: one such thread leaves its heap behind.
+        let run = |key: libc::pthread_key_t| {
+            let b = thread::malloc(64) as usize;
+            assert!(b != 0);
+            std::thread::spawn(move || {
+                assert_eq!(unsafe { libc::pthread_setspecific(key, b as *const libc::c_void) }, 0);
+            })
+            .join()
+            .unwrap();
+        };
+        run(key);
+        let heaps = thread::heap_count();
+        for _ in 0..common::full_or_miri(16, 3) {
+            run(key);
+        }
+        assert_eq!(thread::heap_count(), heaps, "each thread took the heap the one before gave up");
+        unsafe { libc::pthread_key_delete(key) };
+    }
+    for b in KEY_BLOCKS.lock().unwrap().drain(..) {
+        unsafe { thread::free(b as *mut u8) };
+    }
+    thread::purge();
+}

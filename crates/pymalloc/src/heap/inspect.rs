@@ -106,6 +106,12 @@ impl Heap {
         collect_bounded(count, |f| self.visit_pinning_blocks(f))
     }
 
+    /// True if the heap holds an arena or a span segment (any thread may
+    /// ask; a figure of the moment).
+    pub(crate) fn holds_memory(&self) -> bool {
+        self.arenas.ncurrent.get() != 0 || self.spans.stats().segments != 0
+    }
+
     /// Number of live arenas.
     pub fn arena_count(&self) -> usize {
         let _meta = self.meta.lock();

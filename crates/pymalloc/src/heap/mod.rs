@@ -31,8 +31,8 @@
 //!   then stay until the same decay gives them back, instead of going back
 //!   at once. [`Heap::purge`] gives back everything it can at once.
 //! * A heap can be owned by one thread while others free its blocks: those
-//!   go onto a lock-free queue (`remote`) that the owner drains
-//!   ([`crate::thread`]).
+//!   go onto a lock-free queue (`remote`) that the owner drains, one by one
+//!   or in lists from the freeing heaps' outboxes ([`crate::thread`]).
 //!
 //! Where each part lives:
 //!

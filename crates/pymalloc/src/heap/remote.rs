@@ -7,15 +7,16 @@
 //! owner frees the queued blocks when it next needs a pool
 //! ([`Heap::drain_remote`]).
 //!
-//! A thread with a heap of its own sends other heaps' pool blocks in
-//! batches ([`Outbox`], [`Heap::send_remote`]): the blocks it frees for one
-//! owner are linked in its heap's outbox and go onto the owner's queue with
-//! one compare-and-swap per [`OUTBOX_BLOCKS`], or when a block of another
-//! owner comes, or when the thread flushes ([`Heap::flush_outbox`]: at
-//! thread exit, and before it purges or reads statistics). One swap per
-//! block made the queue's head a line every freeing thread and the owner
+//! A thread sends other heaps' pool blocks in batches ([`Outbox`],
+//! [`Heap::send_remote`]): the blocks it frees for one owner are linked in
+//! its own heap's outbox and go onto the owner's queue with one
+//! compare-and-swap per [`OUTBOX_BLOCKS`], when a block of another owner
+//! comes, or when the thread flushes ([`Heap::flush_outbox`]: at its exit,
+//! and before it purges or reads statistics). A thread that frees before
+//! it ever allocates takes a heap for this (`thread.rs`). One swap per
+//! block made the queue's head a line the freeing threads and the owner
 //! fought over: in xmalloc-test (two threads allocate 64-byte blocks, two
-//! others free them) 80% of the remote free's time was that swap
+//! others free them) 75% of the remote free's samples were on that swap
 //! (docs/every-size.md, twenty-fifth pass).
 
 use core::cell::Cell;
@@ -58,9 +59,9 @@ impl RemoteFrees {
     }
 }
 
-/// The most blocks an outbox holds before it sends them: at most 32 pool
-/// blocks (16 KiB) wait in a thread that stops freeing, and one swap on the
-/// owner's queue serves 32 frees.
+/// The blocks an outbox sends at once: at most 31 pool blocks (15.5 KiB)
+/// wait in a thread that stops freeing, and one swap on the owner's queue
+/// serves 32 frees.
 pub(crate) const OUTBOX_BLOCKS: u32 = 32;
 
 /// Pool blocks of one other thread heap that this heap's owner freed and
@@ -198,7 +199,8 @@ impl Heap {
         }
         let (mut p, mut seen, mut last) = (o.head.get(), 0u32, ptr::null_mut());
         while !p.is_null() && seen < n {
-            if region::owner(p).is_some_and(|t| !ptr::eq(t.cast::<Heap>(), owner)) {
+            // SAFETY: a block of the outbox is live as far as its pool knows.
+            if !ptr::eq(unsafe { Heap::block_owner(p) }, owner) {
                 return Err(("outbox block of another owner", p.addr()));
             }
             last = p;
