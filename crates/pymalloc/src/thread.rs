@@ -123,7 +123,8 @@ pub(crate) fn current_heap() -> *const Heap {
 #[inline(always)]
 pub(crate) fn heap() -> *const Heap {
     let h = current();
-    if h.is_null() {
+    // SAFETY: a heap in the slot is this thread's.
+    if h.is_null() || unsafe { (*h).outbox_only() } {
         current_or_create(false)
     } else {
         h
@@ -133,16 +134,23 @@ pub(crate) fn heap() -> *const Heap {
 /// The calling thread's heap, made or adopted if it has none; null when the
 /// thread is exiting or no heap can be had.
 ///
-/// `for_frees`: the thread takes a heap to send its remote frees in batches
-/// (`free_foreign`), not to allocate. It adopts only a heap that holds no
-/// memory, and registers no thread-local guard (whose registration
-/// allocates: glibc's record of the destructor would come from the heap,
-/// and it would hold memory), only the exit key (see [`exit_key`]), so
-/// that the heap it leaves behind holds nothing either.
+/// `for_frees`: the thread takes a heap only to carry its outbox
+/// (`free_foreign`): it adopts only a heap that holds no memory and marks
+/// it outbox-only. Nothing is allocated from such a heap: the first
+/// request of the thread that reaches a slow path (every path does, the
+/// heap being empty) trades it for a heap of its own
+/// ([`leave_outbox_heap`]), and it goes back empty for the next thread that
+/// only frees. No thread-local guard is registered for it (the
+/// registration allocates, and glibc's record would come from the heap),
+/// only the exit key ([`exit_key`]).
 #[cold]
 fn current_or_create(for_frees: bool) -> *const Heap {
     match STATE.with(Cell::get) {
-        ACTIVE => return current(),
+        ACTIVE => {
+            let h = current();
+            // SAFETY: a heap in the slot is this thread's.
+            return if !for_frees && unsafe { (*h).outbox_only() } { leave_outbox_heap(h) } else { h };
+        }
         EXITING | CREATING => return ptr::null(),
         _ => {}
     }
@@ -152,11 +160,38 @@ fn current_or_create(for_frees: bool) -> *const Heap {
         STATE.with(|s| s.set(NONE));
         return ptr::null();
     }
+    // SAFETY: h is the heap this thread just took.
+    unsafe { (*h).set_outbox_only(for_frees) };
+    if for_frees {
+        // Requests made meanwhile (glibc's `pthread_setspecific` may
+        // allocate, as may `fork::install`) go to the shared heap: nothing
+        // comes from this one.
+        fork::install();
+        let armed = exit_key::arm();
+        tls_slot::set(h.cast());
+        STATE.with(|s| s.set(ACTIVE));
+        if !armed {
+            give_up_heap();
+            return ptr::null();
+        }
+        return h;
+    }
     tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
     // Thread heaps exist: from now on a fork() must not find one of their
     // locks held (once per process; registering may allocate, from h).
     fork::install();
+    if !own_heap_taken(h) {
+        return ptr::null();
+    }
+    h
+}
+
+/// What a thread does once it holds a heap of its own, `h`, in its slot
+/// (STATE active): registers the thread-local guard and arms the exit key,
+/// then drains the heap's queue. False (the heap given up) if the guard
+/// cannot be registered.
+fn own_heap_taken(h: *const Heap) -> bool {
     // Registering the guard's destructor, which allocates (served by the
     // heap just taken: it is the thread's already), fails once
     // thread-local destruction has begun: then the heap goes back. Before
@@ -165,25 +200,51 @@ fn current_or_create(for_frees: bool) -> *const Heap {
     // record of the destructor after the destructor has abandoned the
     // heap: that block reaches the abandoned heap's queue, which
     // `thread_heaps` drains.)
-    if !for_frees && GUARD.try_with(|_| ()).is_err() {
+    if GUARD.try_with(|_| ()).is_err() {
         give_up_heap();
-        return ptr::null();
+        return false;
     }
     // A heap taken while glibc runs the thread's pthread key destructors,
     // which come after the thread-local ones: the guard registered above
     // will never run (glibc has run that list), and without the key the
-    // heap would never be abandoned (a thread per heap, each with an
+    // heap would never be abandoned (a heap per thread, each with an
     // arena, for threads whose first allocation is in such a destructor).
     // The key, set now, makes glibc run its destructor in this round or
     // the next. In every other case the guard runs first and the key's
     // destructor finds nothing to do.
-    if !exit_key::arm() && for_frees {
-        give_up_heap();
-        return ptr::null();
-    }
+    exit_key::arm();
     // SAFETY: h is a live thread heap this thread now owns: it may drain
     // its queue.
     unsafe { (*h).drain_remote() };
+    true
+}
+
+/// The thread that held `old` only for its outbox allocates: it takes a
+/// heap of its own, and `old`, still empty, goes back (its outbox sent) for
+/// the next thread that only frees. Null if the thread cannot keep a heap.
+#[cold]
+#[inline(never)]
+fn leave_outbox_heap(old: *const Heap) -> *const Heap {
+    STATE.with(|s| s.set(CREATING));
+    // `old` is not on the abandoned list, so this is another heap.
+    let h = thread_heaps::adopt_or_make(false);
+    if h.is_null() {
+        // No other heap to be had: `old` becomes the thread's own.
+        // SAFETY: old is this thread's heap.
+        unsafe { (*old).set_outbox_only(false) };
+        STATE.with(|s| s.set(ACTIVE));
+        return if own_heap_taken(old) { old } else { ptr::null() };
+    }
+    // SAFETY: h is the heap this thread just took.
+    unsafe { (*h).set_outbox_only(false) };
+    tls_slot::set(h.cast());
+    STATE.with(|s| s.set(ACTIVE));
+    // SAFETY: old was this thread's heap until the line above, and nothing
+    // else holds it: it goes to the abandoned list (its outbox sent).
+    unsafe { thread_heaps::abandon(old) };
+    if !own_heap_taken(h) {
+        return ptr::null();
+    }
     h
 }
 

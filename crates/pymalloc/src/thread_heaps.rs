@@ -113,7 +113,8 @@ fn make() -> *mut ThreadHeap {
 fn adopt(empty_only: bool) -> Option<*mut ThreadHeap> {
     let _g = ABANDONED.lock.lock();
     // SAFETY: the lock is held; list entries are live thread heaps that no
-    // thread owns (reading their counts races with nobody's writes).
+    // thread owns (`holds_memory` reads their counts under their own
+    // bookkeeping lock: the decay thread may be releasing their arenas).
     unsafe {
         let mut link = ABANDONED.head.get();
         while !(*link).is_null() {
@@ -274,8 +275,9 @@ pub(crate) fn for_each_heap(f: impl FnMut(&Heap)) {
 
 /// Takes the registry's locks and every thread heap's bookkeeping lock
 /// before `fork` (see `crate::fork`), in the order the allocator nests them:
-/// the new-heap policy and the abandoned list (never held with another),
-/// then the heaps.
+/// the new-heap policy (never held with another), the abandoned list (held
+/// with a heap's bookkeeping lock only inside it, where `adopt` asks an
+/// abandoned heap whether it holds memory), then the heaps.
 pub(crate) fn fork_acquire_registry() {
     NEW_HEAP_POLICY.lock.acquire();
     ABANDONED.lock.acquire();

@@ -521,3 +521,36 @@ fn heaps_taken_in_pthread_key_destructors_are_given_up() {
     }
     thread::purge();
 }
+
+/// A thread whose first call frees another heap's block takes a heap only
+/// for its outbox; when it then allocates it trades that heap for one of its
+/// own, and the empty one goes back for the next such thread: threads that
+/// free first and then keep a block do not make a heap each (a review's
+/// case: 50 threads made 50 heaps and 52 arenas).
+#[test]
+fn threads_that_free_first_then_allocate_do_not_multiply_heaps() {
+    let _g = serial();
+    let run = || {
+        let b = thread::malloc(40) as usize;
+        assert!(b != 0);
+        std::thread::spawn(move || {
+            unsafe { thread::free(b as *mut u8) };
+            let kept = thread::malloc(64) as usize;
+            assert!(kept != 0);
+            thread::validate_current().unwrap();
+            kept
+        })
+        .join()
+        .unwrap()
+    };
+    let mut kept = vec![run(), run()];
+    let heaps = thread::heap_count();
+    for _ in 0..common::full_or_miri(30, 4) {
+        kept.push(run());
+    }
+    assert_eq!(thread::heap_count(), heaps, "each thread took heaps the ones before gave up");
+    for b in kept {
+        unsafe { thread::free(b as *mut u8) };
+    }
+    thread::purge();
+}

@@ -107,8 +107,9 @@ impl Heap {
     }
 
     /// True if the heap holds an arena or a span segment (any thread may
-    /// ask; a figure of the moment).
+    /// ask, under the heap's bookkeeping lock; a figure of the moment).
     pub(crate) fn holds_memory(&self) -> bool {
+        let _meta = self.meta.lock();
         self.arenas.ncurrent.get() != 0 || self.spans.stats().segments != 0
     }
 

@@ -42,6 +42,10 @@ pub(super) struct RemoteFrees {
     tag: Cell<OwnerTag>,
     queue: Isolated<AtomicPtr<u8>>,
     out: Outbox,
+    /// Taken by a thread that had freed other heaps' blocks before it
+    /// ever allocated, only to carry its outbox (`thread.rs`): nothing
+    /// has been allocated from it. Owner only.
+    outbox_only: Cell<bool>,
 }
 
 impl RemoteFrees {
@@ -55,6 +59,7 @@ impl RemoteFrees {
                 tail: Cell::new(ptr::null_mut()),
                 count: Cell::new(0),
             },
+            outbox_only: Cell::new(false),
         }
     }
 }
@@ -166,6 +171,18 @@ impl Heap {
         o.tail.set(p);
         o.count.set(1);
         sent
+    }
+
+    /// True if the heap was taken only to carry its thread's outbox, and
+    /// nothing has been allocated from it (owner only).
+    #[inline]
+    pub(crate) fn outbox_only(&self) -> bool {
+        self.remote.outbox_only.get()
+    }
+
+    /// Marks the heap as taken only for its outbox, or not (owner only).
+    pub(crate) fn set_outbox_only(&self, only: bool) {
+        self.remote.outbox_only.set(only);
     }
 
     /// Sends what this heap's outbox holds to its owner's queue (owner of
