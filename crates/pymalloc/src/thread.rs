@@ -118,8 +118,9 @@ pub(crate) fn current_heap() -> *const Heap {
     current()
 }
 
-/// The calling thread's heap, made or adopted if it has none; null when the
-/// thread is exiting or no heap can be had.
+/// The calling thread's heap, made or adopted if it has none (or traded
+/// for the outbox-only heap it holds, see [`current_or_create`]); null when
+/// the thread is exiting or no heap can be had.
 #[inline(always)]
 pub(crate) fn heap() -> *const Heap {
     let h = current();
@@ -154,6 +155,11 @@ fn current_or_create(for_frees: bool) -> *const Heap {
         EXITING | CREATING => return ptr::null(),
         _ => {}
     }
+    if for_frees && !exit_key::usable() {
+        // No key (the process ran out of them): nothing could give an
+        // outbox-only heap up at exit, so the thread frees one at a time.
+        return ptr::null();
+    }
     STATE.with(|s| s.set(CREATING));
     let h = thread_heaps::adopt_or_make(for_frees);
     if h.is_null() {
@@ -167,13 +173,17 @@ fn current_or_create(for_frees: bool) -> *const Heap {
         // allocate, as may `fork::install`) go to the shared heap: nothing
         // comes from this one.
         fork::install();
-        let armed = exit_key::arm();
-        tls_slot::set(h.cast());
-        STATE.with(|s| s.set(ACTIVE));
-        if !armed {
-            give_up_heap();
+        if !exit_key::arm() {
+            // Without the key nothing would give the heap up at exit: the
+            // thread frees one block at a time, and may still take a heap
+            // of its own to allocate.
+            // SAFETY: h is the outbox-only heap just taken, unused.
+            unsafe { thread_heaps::hand_back_empty(h) };
+            STATE.with(|s| s.set(NONE));
             return ptr::null();
         }
+        tls_slot::set(h.cast());
+        STATE.with(|s| s.set(ACTIVE));
         return h;
     }
     tls_slot::set(h.cast());
@@ -239,9 +249,10 @@ fn leave_outbox_heap(old: *const Heap) -> *const Heap {
     unsafe { (*h).set_outbox_only(false) };
     tls_slot::set(h.cast());
     STATE.with(|s| s.set(ACTIVE));
-    // SAFETY: old was this thread's heap until the line above, and nothing
-    // else holds it: it goes to the abandoned list (its outbox sent).
-    unsafe { thread_heaps::abandon(old) };
+    // SAFETY: old was this thread's outbox-only heap until the line above,
+    // and nothing else holds it: it goes to the abandoned list (its outbox
+    // sent).
+    unsafe { thread_heaps::hand_back_empty(old) };
     if !own_heap_taken(h) {
         return ptr::null();
     }
@@ -264,6 +275,11 @@ mod exit_key {
             // signature.
             (unsafe { libc::pthread_key_create(&mut k, Some(at_exit)) } == 0).then_some(k)
         })
+    }
+
+    /// True if the process has the key.
+    pub(super) fn usable() -> bool {
+        key().is_some()
     }
 
     /// Gives the key a value for the calling thread; false if it cannot.

@@ -116,15 +116,28 @@ fn adopt(empty_only: bool) -> Option<*mut ThreadHeap> {
     // thread owns (`holds_memory` reads their counts under their own
     // bookkeeping lock: the decay thread may be releasing their arenas).
     unsafe {
-        let mut link = ABANDONED.head.get();
-        while !(*link).is_null() {
-            let th = *link;
-            if !empty_only || !(*th).heap.holds_memory() {
-                *link = (*th).next_abandoned;
-                (*th).abandoned.store(false, Ordering::Relaxed);
-                return Some(th);
+        // A thread that allocates takes the most recently abandoned heap
+        // that was its thread's own (warm), else any; a thread that only
+        // frees, the first that holds no memory.
+        let fits = |th: *mut ThreadHeap, pass: u8| match (empty_only, pass) {
+            (true, _) => !(*th).heap.holds_memory(),
+            (false, 0) => !(*th).heap.outbox_only(),
+            (false, _) => true,
+        };
+        for pass in 0..2 {
+            let mut link = ABANDONED.head.get();
+            while !(*link).is_null() {
+                let th = *link;
+                if fits(th, pass) {
+                    *link = (*th).next_abandoned;
+                    (*th).abandoned.store(false, Ordering::Relaxed);
+                    return Some(th);
+                }
+                link = ptr::addr_of_mut!((*th).next_abandoned);
             }
-            link = ptr::addr_of_mut!((*th).next_abandoned);
+            if empty_only {
+                break;
+            }
         }
         None
     }
@@ -176,6 +189,25 @@ pub(crate) fn send_outbox(h: &Heap) {
     if let Some((owner, n)) = h.flush_outbox() {
         // SAFETY: an outbox lists blocks of a thread heap.
         unsafe { note_remote_frees(owner, n) };
+    }
+}
+
+/// Hands back a heap its thread held only for its outbox (nothing was
+/// allocated from it), its outbox sent: straight onto the abandoned list,
+/// with none of [`abandon`]'s draining and giving back, which would find
+/// nothing to do here and run on the thread's first allocation.
+///
+/// # Safety
+/// `h` is the calling thread's outbox-only heap, which it stops using.
+pub(crate) unsafe fn hand_back_empty(h: *const Heap) {
+    let th = h.cast_mut().cast::<ThreadHeap>();
+    // SAFETY: the caller owns the heap until it is on the list.
+    unsafe {
+        send_outbox(&(*th).heap);
+        let _g = ABANDONED.lock.lock();
+        (*th).next_abandoned = *ABANDONED.head.get();
+        (*th).abandoned.store(true, Ordering::Relaxed);
+        *ABANDONED.head.get() = th;
     }
 }
 
