@@ -264,17 +264,43 @@ fn leave_outbox_heap(old: *const Heap) -> *const Heap {
 mod exit_key {
     use core::cell::Cell;
     use core::ffi::c_void;
-    use std::sync::OnceLock;
+    use core::sync::atomic::{AtomicUsize, Ordering};
 
-    /// The key, or None if the process could not make one.
+    /// The key plus one; 0 before the first heap, `NO_KEY` if the process
+    /// could not make one.
+    static KEY: AtomicUsize = AtomicUsize::new(0);
+    const NO_KEY: usize = usize::MAX;
+
+    /// The key, or None if the process could not make one. (An atomic, not
+    /// a `OnceLock`: its generic code would be std's, outside the library's
+    /// first text window, `pymalloc-text-layout`.)
     fn key() -> Option<libc::pthread_key_t> {
-        static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
-        *KEY.get_or_init(|| {
-            let mut k: libc::pthread_key_t = 0;
-            // SAFETY: k is written by the call; the destructor has C's
-            // signature.
-            (unsafe { libc::pthread_key_create(&mut k, Some(at_exit)) } == 0).then_some(k)
-        })
+        let k = KEY.load(Ordering::Acquire);
+        if k == 0 {
+            return make_key();
+        }
+        (k != NO_KEY).then(|| (k - 1) as libc::pthread_key_t)
+    }
+
+    /// Makes the key, once: of two threads racing, the loser deletes its
+    /// own and takes the winner's.
+    #[cold]
+    fn make_key() -> Option<libc::pthread_key_t> {
+        let mut k: libc::pthread_key_t = 0;
+        // SAFETY: k is written by the call; the destructor has C's
+        // signature.
+        let made =
+            if unsafe { libc::pthread_key_create(&mut k, Some(at_exit)) } == 0 { k as usize + 1 } else { NO_KEY };
+        match KEY.compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => (made != NO_KEY).then_some(k),
+            Err(theirs) => {
+                if made != NO_KEY {
+                    // SAFETY: our own key, never given a value.
+                    unsafe { libc::pthread_key_delete(k) };
+                }
+                (theirs != NO_KEY).then(|| (theirs - 1) as libc::pthread_key_t)
+            }
+        }
     }
 
     /// True if the process has the key.
