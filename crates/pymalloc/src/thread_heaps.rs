@@ -167,12 +167,7 @@ pub(crate) unsafe fn abandon(h: *const Heap) {
             (*th).heap.drain_remote();
             (*th).heap.decay();
         }
-        {
-            let _g = ABANDONED.lock.lock();
-            (*th).next_abandoned = *ABANDONED.head.get();
-            (*th).abandoned.store(true, Ordering::Relaxed);
-            *ABANDONED.head.get() = th;
-        }
+        push_abandoned(th);
         if !decays {
             // This heap and those abandoned before it: their threads' last
             // blocks (glibc's record of the exit guard) reached their
@@ -204,7 +199,19 @@ pub(crate) unsafe fn hand_back_empty(h: *const Heap) {
     // SAFETY: the caller owns the heap until it is on the list.
     unsafe {
         send_outbox(&(*th).heap);
-        let _g = ABANDONED.lock.lock();
+        push_abandoned(th);
+    }
+}
+
+/// Puts `th`, a thread heap nobody uses any more, at the head of the
+/// abandoned list.
+///
+/// # Safety
+/// `th` is a live thread heap that no thread owns and that is on no list.
+unsafe fn push_abandoned(th: *mut ThreadHeap) {
+    let _g = ABANDONED.lock.lock();
+    // SAFETY: the lock is held; th is nobody's (the contract).
+    unsafe {
         (*th).next_abandoned = *ABANDONED.head.get();
         (*th).abandoned.store(true, Ordering::Relaxed);
         *ABANDONED.head.get() = th;
@@ -259,9 +266,7 @@ fn each_abandoned(mut f: impl FnMut(&Heap)) {
         unsafe {
             let next = (*list).next_abandoned;
             f(&(*list).heap);
-            let _g = ABANDONED.lock.lock();
-            (*list).next_abandoned = *ABANDONED.head.get();
-            *ABANDONED.head.get() = list;
+            push_abandoned(list);
             list = next;
         }
     }
