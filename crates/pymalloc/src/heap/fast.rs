@@ -11,6 +11,10 @@ use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_SIZE_MASK};
 use crate::pool::{self, base_of, class_of, header_at, header_in_region, header_of, launder, PoolHeader};
 use crate::region;
 
+/// The span [`Heap::carve_virgin`] carves within: the smallest page size
+/// (a larger page only makes it carve less at once).
+const CARVE_PAGE: usize = 4096;
+
 impl Heap {
     /// Takes a block of size class `szidx`: the most recently cached one, or
     /// one from a pool; null if no arena can be had. This is pymalloc's fast
@@ -62,7 +66,7 @@ impl Heap {
     }
 
     /// The next block of class `szidx`'s first used pool, carving the
-    /// pool's next virgin block when its free list runs out, unless that
+    /// pool's next virgin blocks when its free list runs out, unless that
     /// fills the pool. Null means "take the full path" (nothing changed).
     /// Calls nothing.
     #[inline(always)]
@@ -80,7 +84,7 @@ impl Heap {
             let bp = (*pool).freeblock;
             let next = bp.cast::<*mut u8>().read();
             if next.is_null() {
-                // The free list runs out: carve the next virgin block, or
+                // The free list runs out: carve the next virgin blocks, or
                 // leave the full pool to the full path.
                 if !Self::carve_virgin(pool, szidx, bp) {
                     return ptr::null_mut();
@@ -146,11 +150,19 @@ impl Heap {
         self.alloc_from_new_pool(szidx)
     }
 
-    /// Puts the next never-used block of `pool` on its (empty) free list;
-    /// false if the pool has none left (it is full). `block` is any block of
-    /// the pool (the one just taken): the pool's address comes from it, one
-    /// `and`, rather than from the header, which may lie in the header
-    /// table (`pool_table.rs`).
+    /// Puts the never-used blocks of `pool` that start in the page of the
+    /// next one on its (empty) free list; false if the pool has none left
+    /// (it is full). `block` is any block of the pool (the one just taken):
+    /// the pool's address comes from it, one `and`, rather than from the
+    /// header, which may lie in the header table (`pool_table.rs`).
+    ///
+    /// CPython carves one block each time the free list runs out; a page's
+    /// worth at once costs six instructions a block instead of about a
+    /// dozen, and writes only into the page the next block's allocation
+    /// would have touched anyway (twenty-sixth pass). The loop stays
+    /// inline: called out of line, it made the allocation fast paths that
+    /// reach it save registers on every call (callgrind, random: 69.2
+    /// instructions an operation, against 68.3 before and 65.7 inline).
     ///
     /// # Safety
     /// `pool` is a live pool of class `szidx` whose free list is empty, and
@@ -159,16 +171,31 @@ impl Heap {
     pub(super) unsafe fn carve_virgin(pool: *mut PoolHeader, szidx: usize, block: *mut u8) -> bool {
         debug_assert_eq!(base_of(pool), block.map_addr(|a| a & !POOL_SIZE_MASK));
         // SAFETY: `pool` is live and of class szidx (the contract), so a
-        // virgin block at nextoffset <= max_next_offset lies inside it.
+        // virgin block at any offset from nextoffset to max_next_offset lies
+        // inside it, and nobody uses it.
         unsafe {
-            let off = (*pool).nextoffset;
-            if off > pool::max_next_offset(szidx) {
+            let off = (*pool).nextoffset as usize;
+            let max = pool::max_next_offset(szidx) as usize;
+            if off > max {
                 return false;
             }
-            let bp = block.map_addr(|a| (a & !POOL_SIZE_MASK) | off as usize);
-            (*pool).nextoffset = off + class_size(szidx) as u32;
-            bp.cast::<*mut u8>().write(ptr::null_mut());
-            (*pool).freeblock = bp;
+            let size = class_size(szidx);
+            let base = block.map_addr(|a| a & !POOL_SIZE_MASK);
+            // The last offset a block carved now may start at: in the
+            // first one's page, and no further than the pool allows.
+            let last = max.min(off | (CARVE_PAGE - 1));
+            let first = base.add(off);
+            let mut p = first;
+            let mut o = off + size;
+            while o <= last {
+                let q = base.add(o);
+                p.cast::<*mut u8>().write(q);
+                p = q;
+                o += size;
+            }
+            p.cast::<*mut u8>().write(ptr::null_mut());
+            (*pool).nextoffset = o as u32;
+            (*pool).freeblock = first;
             true
         }
     }
@@ -274,6 +301,65 @@ impl Heap {
                 return;
             }
             (*pool).set_count(count - 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::heap::fast::CARVE_PAGE;
+    use crate::geometry::{class_size, POOL_OVERHEAD};
+    use crate::pool::{self, header_of};
+    use crate::Heap;
+
+    /// A pool's first two blocks come from `init_for_class`; when the
+    /// second is taken, the free list is empty and the virgin blocks that
+    /// start in the next one's page go on it at once, in address order.
+    #[test]
+    fn a_pool_carves_the_blocks_of_a_page_at_once_in_address_order() {
+        for c in [0, 2, 7, 31] {
+            let size = class_size(c);
+            let mut heap = Heap::new();
+            let a = heap.malloc(size);
+            let b = heap.malloc(size);
+            assert_eq!(b.addr() - a.addr(), size);
+            let start = POOL_OVERHEAD + 2 * size;
+            let last = (pool::max_next_offset(c) as usize).min(start | (CARVE_PAGE - 1));
+            let count = (last - start) / size + 1;
+            // SAFETY: b is a live block of this heap: its pool's header is
+            // live, and its free list links free blocks of the pool.
+            unsafe {
+                let h = header_of(b);
+                assert_eq!((*h).nextoffset as usize, start + count * size, "class {c}");
+                let mut p = (*h).freeblock;
+                let mut seen = 0;
+                while !p.is_null() {
+                    assert_eq!(p.addr(), a.addr() - POOL_OVERHEAD + start + seen * size, "class {c}");
+                    p = p.cast::<*mut u8>().read();
+                    seen += 1;
+                }
+                assert_eq!(seen, count, "class {c}");
+            }
+            // The page's blocks are handed out in address order, then the
+            // next page's, if the pool has one.
+            let more = start + count * size <= pool::max_next_offset(c) as usize;
+            let taken = count + usize::from(more);
+            let mut prev = b;
+            for _ in 0..taken {
+                let q = heap.malloc(size);
+                assert_eq!(q.addr() - prev.addr(), size, "class {c}");
+                prev = q;
+            }
+            assert!(heap.validate().is_ok());
+            // SAFETY: the blocks were allocated from this heap above.
+            unsafe {
+                let mut p = a;
+                for _ in 0..taken + 2 {
+                    heap.free(p);
+                    p = p.add(size);
+                }
+            }
+            assert!(heap.validate().is_ok());
         }
     }
 }

@@ -10,9 +10,11 @@
 //! * `used[c]` lists the pools of class `c` that have a free block, so a
 //!   request finds its block in O(1): first pool of the list, head of its free
 //!   list.
-//! * A pool hands out its never-used blocks one at a time, only when its free
-//!   list is empty. A pool that becomes full leaves the used list; a pool
-//!   that becomes empty goes to its arena's free pools.
+//! * A pool hands out its never-used blocks only when its free list is
+//!   empty (CPython carves one at a time; this heap carves those that
+//!   start in one page at once, `fast.rs`). A pool that becomes full
+//!   leaves the used list; a pool that becomes empty goes to its arena's
+//!   free pools.
 //! * Arenas with free pools are kept in `usable_arenas`, sorted by their
 //!   number of free pools, most-used first, so new pools come from busy arenas
 //!   and nearly empty ones can drain. `nfp2lasta[n]` points to the last arena

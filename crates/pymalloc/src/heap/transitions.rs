@@ -14,7 +14,7 @@ use crate::geometry::NB_SMALL_SIZE_CLASSES;
 use crate::pool::{self, PoolHeader};
 
 impl Heap {
-    /// The free list of `pool` ran out: carve its next virgin block, or
+    /// The free list of `pool` ran out: carve its next virgin blocks, or
     /// bring back the pages it gave back (`pages.rs`), or if there is
     /// neither the pool is full and leaves the used list.
     ///
