@@ -307,8 +307,8 @@ impl Heap {
 
 #[cfg(test)]
 mod tests {
-    use crate::heap::fast::CARVE_PAGE;
     use crate::geometry::{class_size, POOL_OVERHEAD};
+    use crate::heap::fast::CARVE_PAGE;
     use crate::pool::{self, header_of};
     use crate::Heap;
 
