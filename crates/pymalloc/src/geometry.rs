@@ -64,6 +64,11 @@ pub const POOL_SIZE: usize = 1 << POOL_BITS;
 /// `POOL_SIZE - 1`.
 pub const POOL_SIZE_MASK: usize = POOL_SIZE - 1;
 
+/// The smallest page size, for layouts decided at compile time: what a
+/// block touches, and where a pool carves at once. A larger page only
+/// makes these more cautious than they need be.
+pub const MIN_PAGE: usize = 4096;
+
 /// Pools in an arena whose base is pool-aligned.
 pub const MAX_POOLS_IN_ARENA: usize = ARENA_SIZE / POOL_SIZE;
 

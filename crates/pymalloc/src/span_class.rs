@@ -15,6 +15,8 @@
 //!   higher than with eight in each of three runs (the two-grain table was
 //!   level with eight there); Python's heaps gain little from that range.
 
+use crate::geometry::MIN_PAGE;
+
 /// The largest medium block.
 pub const MEDIUM_MAX: usize = 32 * 1024;
 
@@ -134,13 +136,12 @@ pub const fn aligned_class(mut c: usize, align: usize) -> Option<usize> {
 /// 2% more than their blocks in such tails.
 #[inline]
 pub const fn span_units(c: usize, unit: usize) -> usize {
-    const PAGE: usize = 4096;
     let size = medium_size(c);
     let least = (8 * size).div_ceil(unit);
     let least = if least > 4 { least } else { 4 };
     let (mut k, mut best, mut best_waste) = (least, least, usize::MAX);
     while k <= 16 && (k * unit) / size <= 128 {
-        let tail = (k * unit - (k * unit) / size * size) % PAGE;
+        let tail = (k * unit - (k * unit) / size * size) % MIN_PAGE;
         if tail * 128 <= k * unit {
             return k;
         }

@@ -275,10 +275,14 @@ mod exit_key {
     /// a `OnceLock`: its generic code would be std's, outside the library's
     /// first text window, `pymalloc-text-layout`.)
     fn key() -> Option<libc::pthread_key_t> {
-        let k = KEY.load(Ordering::Acquire);
-        if k == 0 {
-            return make_key();
+        match KEY.load(Ordering::Acquire) {
+            0 => make_key(),
+            k => decode(k),
         }
+    }
+
+    /// The key a non-zero value of `KEY` stands for.
+    fn decode(k: usize) -> Option<libc::pthread_key_t> {
         (k != NO_KEY).then(|| (k - 1) as libc::pthread_key_t)
     }
 
@@ -291,16 +295,17 @@ mod exit_key {
         // signature.
         let made =
             if unsafe { libc::pthread_key_create(&mut k, Some(at_exit)) } == 0 { k as usize + 1 } else { NO_KEY };
-        match KEY.compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => (made != NO_KEY).then_some(k),
+        let kept = match KEY.compare_exchange(0, made, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => made,
             Err(theirs) => {
                 if made != NO_KEY {
                     // SAFETY: our own key, never given a value.
                     unsafe { libc::pthread_key_delete(k) };
                 }
-                (theirs != NO_KEY).then(|| (theirs - 1) as libc::pthread_key_t)
+                theirs
             }
-        }
+        };
+        decode(kept)
     }
 
     /// True if the process has the key.

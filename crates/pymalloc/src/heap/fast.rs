@@ -7,13 +7,9 @@
 use core::ptr;
 
 use super::Heap;
-use crate::geometry::{class_size, NB_SMALL_SIZE_CLASSES, POOL_SIZE_MASK};
+use crate::geometry::{class_size, MIN_PAGE, NB_SMALL_SIZE_CLASSES, POOL_SIZE_MASK};
 use crate::pool::{self, base_of, class_of, header_at, header_in_region, header_of, launder, PoolHeader};
 use crate::region;
-
-/// The span [`Heap::carve_virgin`] carves within: the smallest page size
-/// (a larger page only makes it carve less at once).
-const CARVE_PAGE: usize = 4096;
 
 impl Heap {
     /// Takes a block of size class `szidx`: the most recently cached one, or
@@ -183,7 +179,7 @@ impl Heap {
             let base = block.map_addr(|a| a & !POOL_SIZE_MASK);
             // The last offset a block carved now may start at: in the
             // first one's page, and no further than the pool allows.
-            let last = max.min(off | (CARVE_PAGE - 1));
+            let last = max.min(off | (MIN_PAGE - 1));
             let first = base.add(off);
             let mut p = first;
             let mut o = off + size;
@@ -307,8 +303,7 @@ impl Heap {
 
 #[cfg(test)]
 mod tests {
-    use crate::geometry::{class_size, POOL_OVERHEAD};
-    use crate::heap::fast::CARVE_PAGE;
+    use crate::geometry::{class_size, MIN_PAGE, POOL_OVERHEAD};
     use crate::pool::{self, header_of};
     use crate::Heap;
 
@@ -324,7 +319,7 @@ mod tests {
             let b = heap.malloc(size);
             assert_eq!(b.addr() - a.addr(), size);
             let start = POOL_OVERHEAD + 2 * size;
-            let last = (pool::max_next_offset(c) as usize).min(start | (CARVE_PAGE - 1));
+            let last = (pool::max_next_offset(c) as usize).min(start | (MIN_PAGE - 1));
             let count = (last - start) / size + 1;
             // SAFETY: b is a live block of this heap: its pool's header is
             // live, and its free list links free blocks of the pool.
