@@ -33,18 +33,34 @@ const COLD: &[&str] = &[
 const ENTRY_POINTS: &[&str] = &[
     "*(.text.malloc .text.free .text.calloc .text.realloc .text.reallocarray)",
     "*(.text.posix_memalign .text.aligned_alloc .text.memalign .text.valloc .text.pvalloc)",
-    "*(.text.malloc_usable_size .text._Zn* .text._Zd*)",
+    "*(.text.malloc_usable_size .text._Znwm .text._Znam .text._Zd*)",
 ];
 
-/// The window's rest: what of `std`, the C start-up objects and the
-/// unwinder runs in every program, and our other code. With all our code here
-/// by module alone, the code a program ran filled the window to its last
-/// few hundred bytes (72 KB of the section, 60 of them two sessions
-/// before): one more path (huge blocks that move their pages) made it two
-/// windows, 128 KiB resident.
-/// The C start-up objects' and the unwinder's code come first: their
-/// functions share a section per object, which the list cannot name.
-const REST: &[&str] = &[STD_RUNTIME, C_START_UP, UNWINDER_START_UP, "*(EXCLUDE_FILE(*libgcc_eh.a:*) .text.*pymalloc*)"];
+/// C++'s `nothrow` and over-aligned `new`, which few programs call: after
+/// the window, with the code that runs only in some programs. (Every
+/// `delete` stays in the window: the linker folds the identical ones, and
+/// the section it keeps for `operator delete(void*, size_t)` may be that of
+/// an over-aligned one.)
+const RARE_ENTRY_POINTS: &str = "*(.text._Zn*)";
+
+/// The window's rest: what of `std` and the C start-up objects runs in
+/// every program (their functions share a section per object, which the
+/// list cannot name), then our other code, then what runs only on request:
+/// the rare C++ entry points and the unwinder (a panic, or the tracer's
+/// fallback walk; the C start-up does not register unwind tables with it).
+/// With all our code here by module alone, the code a program ran filled
+/// the window to its last few hundred bytes (72 KB of the section, 60 of
+/// them two sessions before): one more path (huge blocks that move their
+/// pages) made it two windows, 128 KiB resident. The unwinder's object
+/// (7 KiB) lay at the window's end until 2026-12-07, when the pool-emptying
+/// and decay paths joined the list and pushed it out.
+const REST: &[&str] = &[
+    STD_RUNTIME,
+    C_START_UP,
+    "*(EXCLUDE_FILE(*libgcc_eh.a:*) .text.*pymalloc*)",
+    RARE_ENTRY_POINTS,
+    UNWINDER_START_UP,
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -481,6 +481,51 @@ fn a_retaining_heap_keeps_the_head_pool_that_empties() {
     heap.validate().unwrap();
 }
 
+/// A class that needs a pool when none with resident pages is free takes
+/// the empty pool another class retains before a pool never used: a
+/// program that moves from one size to the next holds the pools of its
+/// largest phase, not of all of them (glibc-simple's 16-, 32- and 64-byte
+/// phases held two pools more per thread).
+#[test]
+fn a_retained_pool_serves_another_class_before_a_pool_never_used() {
+    use pymalloc::PoolState;
+    let mut heap = Heap::new_retaining();
+    let (small, large) = (size_class(16).unwrap(), size_class(64).unwrap());
+    // The small class's phase: its head pool empties and stays on its list.
+    let phase: Vec<_> = (0..100).map(|_| heap.malloc(16)).collect();
+    let retained = pool_base(phase[0]);
+    for p in phase {
+        unsafe { heap.free(p) };
+    }
+    heap.flush_cache();
+    assert_eq!(heap.stats().classes[small].pools, 1);
+    heap.validate().unwrap();
+    // The large class's phase: no free pool has resident pages, so its
+    // first pool is the one the small class retained.
+    let p = heap.malloc(64);
+    assert_eq!(pool_base(p), retained);
+    let s = heap.stats();
+    assert_eq!((s.classes[small].pools, s.classes[large].pools, s.classes[large].blocks_in_use), (0, 1, 1));
+    let mut pictures = Vec::new();
+    heap.visit_arenas(|a| pictures.push(a.pools[..3].to_vec()));
+    assert_eq!(
+        pictures,
+        [vec![PoolState::Used { class: large as u8, blocks: 1 }, PoolState::Untouched, PoolState::Untouched]]
+    );
+    heap.validate().unwrap();
+    // A pool with resident pages free in its arena serves first: the small
+    // class, back, takes none of the large class's (its head holds a block).
+    let q = heap.malloc(16);
+    assert_ne!(pool_base(q), retained);
+    assert_eq!(heap.stats().classes[large].pools, 1);
+    heap.validate().unwrap();
+    unsafe {
+        heap.free(p);
+        heap.free(q);
+    }
+    heap.validate().unwrap();
+}
+
 /// Blocks of class `c` the heap holds in its cache: in use as far as their
 /// pools are concerned, free as far as the statistics are.
 fn cached_blocks(heap: &Heap, c: usize) -> usize {

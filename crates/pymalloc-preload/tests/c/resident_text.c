@@ -1,15 +1,22 @@
 /* Runs every kind of request the preload library serves (small, medium,
  * large and huge blocks, aligned ones, realloc, calloc, frees from another
- * thread), then prints how much of the library is resident, from
+ * thread), and the phases of the field's small benchmarks (glibc-simple:
+ * 25 to 1600 blocks of one size made and all freed again, for three sizes
+ * in turn, in the main thread and in a thread made for each size, so that
+ * pools empty and heaps pass from an exited thread to the next) and of
+ * mleak (short-lived threads that each leave a block and free one an
+ * exited thread left), then prints how much of the library is resident, from
  * /proc/self/smaps: "text_rss_kib N", the Rss of its executable mapping,
  * and "readonly_rss_kib N", that of its read-only mappings. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define N 2000
 static void *blocks[N];
@@ -23,7 +30,67 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* One size's phase: n blocks of `size` bytes made, written and freed,
+ * half first in, first out and half last in, first out. */
+static void *phases(void *arg) {
+    size_t size = (size_t)arg;
+    static const int counts[] = {25, 100, 400, 1600};
+    static __thread char *arr[1600];
+    for (int c = 0; c < 4; c++) {
+        for (int round = 0; round < 20; round++) {
+            int n = counts[c];
+            for (int i = 0; i < n; i++) {
+                arr[i] = malloc(size);
+                memset(arr[i], i, size);
+            }
+            for (int i = 0; i < n / 2; i++) free(arr[i]);
+            for (int i = n - 1; i >= n / 2; i--) free(arr[i]);
+        }
+    }
+    return NULL;
+}
+
+/* mleak's thread: a block in a random slot of `left`, the slot's previous
+ * block (another thread's) freed. */
+#define SLOTS 100
+static void *_Atomic left[SLOTS];
+static _Atomic unsigned seed = 1;
+
+static void *leave_one(void *arg) {
+    (void)arg;
+    unsigned r = seed = seed * 1103515245u + 12345u;
+    free(atomic_exchange(&left[(r >> 8) % SLOTS], calloc(16, sizeof(void *))));
+    return NULL;
+}
+
+#define MANY 20000
+static char *many[MANY];
+
+static void *make_many(void *arg) {
+    (void)arg;
+    for (int i = 0; i < MANY; i++) many[i] = malloc(8 + (i * 29) % 4000);
+    return NULL;
+}
+
 int main(void) {
+    for (int round = 0; round < 100; round++) {
+        pthread_t ts[10];
+        for (int i = 0; i < 10; i++) pthread_create(&ts[i], NULL, leave_one, NULL);
+        for (int i = 0; i < 10; i++) pthread_join(ts[i], NULL);
+    }
+    for (int i = 0; i < SLOTS; i++) free(left[i]);
+    /* More blocks of exited threads than the library frees before it
+     * drains their heaps' queues at once (mleak with many iterations). */
+    pthread_t maker;
+    pthread_create(&maker, NULL, make_many, NULL);
+    pthread_join(maker, NULL);
+    for (int i = 0; i < MANY; i++) free(many[i]);
+    for (size_t size = 16; size <= 64; size *= 2) {
+        phases((void *)size);
+        pthread_t t;
+        pthread_create(&t, NULL, phases, (void *)size);
+        pthread_join(t, NULL);
+    }
     size_t sizes[] = {8, 24, 100, 512, 600, 2000, 9000, 40000, 200000, 1 << 20, 8 << 20};
     for (int round = 0; round < 3; round++) {
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
@@ -50,6 +117,14 @@ int main(void) {
         pthread_join(t, NULL);
         for (int i = 0; i < N; i++) free(blocks[i]);
     }
+
+    /* A heap grown and emptied, then a pause: the decay thread gives the
+     * memory back (the test runs this with a decay of a few milliseconds;
+     * the default is a second or two, as long as a benchmark of the field's
+     * suite runs). */
+    make_many(NULL);
+    for (int i = 0; i < MANY; i++) free(many[i]);
+    usleep(200 * 1000);
 
     Dl_info info;
     if (!dladdr((void *)malloc, &info) || !info.dli_fname) return 2;

@@ -339,7 +339,13 @@ impl Arenas {
     /// The last usable arena with at most `n` free pools (null if none):
     /// the finger of the largest count up to `n` that has one.
     fn last_with_at_most(&self, n: usize) -> *mut ArenaObject {
-        (1..=n).rev().map(|k| self.nfp2lasta[k].get()).find(|a| !a.is_null()).unwrap_or(ptr::null_mut())
+        // Not unrolled (64 copies of the look on a rare path: see
+        // `every_class`).
+        (1..=core::hint::black_box(n))
+            .rev()
+            .map(|k| self.nfp2lasta[k].get())
+            .find(|a| !a.is_null())
+            .unwrap_or(ptr::null_mut())
     }
 
     /// The first usable arena is about to give a pool: its count drops by

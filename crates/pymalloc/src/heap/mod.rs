@@ -100,6 +100,18 @@ pub use pages::{page_bytes, ClassPinning, PinningBlock};
 pub use purge::PurgePolicy;
 pub use validate::InvariantError;
 
+// The `retained` hint has a bit per size class.
+const _: () = assert!(crate::geometry::NB_SMALL_SIZE_CLASSES <= 64);
+
+/// Every size class, as a range the compiler does not unroll: the loops
+/// over all classes run on rare paths (a pool that cannot be had warm, a
+/// cache flushed, pages given back), where 32 or 64 copies of their bodies
+/// took room in the preload library's one window of resident text
+/// (`pymalloc-preload`'s `build.rs`).
+fn every_class() -> core::ops::Range<usize> {
+    0..core::hint::black_box(crate::geometry::NB_SMALL_SIZE_CLASSES)
+}
+
 use arenas::Arenas;
 use cache::BlockCache;
 pub(crate) use decay::WAKER as DECAY_WAKER;
@@ -144,6 +156,10 @@ pub struct Heap {
     /// Give back a head pool that empties, as CPython does (false: keep it
     /// on its used list).
     releases_head: Cell<bool>,
+    /// A hint: bit `c` is set when class `c`'s head pool emptied and stayed
+    /// on its list ("retained"). It may be stale (the pool took a block
+    /// again since); [`Heap::alloc_from_new_pool`] checks and clears it.
+    retained: Cell<u64>,
     remote: RemoteFrees,
     spans: SpanHeap,
     /// Live blocks the heap's own entry points handed to the raw allocator.
@@ -215,6 +231,7 @@ impl Heap {
             arenas: Arenas::new(),
             purge: PurgeState::new(),
             releases_head: Cell::new(!retain),
+            retained: Cell::new(0),
             remote: RemoteFrees::new(),
             spans: SpanHeap::new(FrontCache::new(cache)),
             raw_allocated_blocks: AtomicIsize::new(0),

@@ -10,7 +10,16 @@
 use core::ptr;
 
 use super::Heap;
-use crate::geometry::NB_SMALL_SIZE_CLASSES;
+
+/// The pool a class that needs one would get ([`Heap::alloc_from_new_pool`]).
+enum NextPool {
+    /// A free pool whose pages are resident.
+    Warm,
+    /// A pool never used, or whose pages went back to the OS.
+    Cold,
+    /// None: a new arena is needed.
+    InNewArena,
+}
 use crate::pool::{self, PoolHeader};
 
 impl Heap {
@@ -40,10 +49,19 @@ impl Heap {
         if self.drain_remote() > 0 && !self.used.head(szidx).is_null() {
             return self.alloc_from_pool(szidx);
         }
-        if !self.releases_head.get() && self.no_usable_arena() {
-            // A new arena is next: first give back cached blocks and retained
-            // pools, which may leave empty pools that can serve instead.
-            self.release_held_pools();
+        if !self.releases_head.get() {
+            match self.next_pool() {
+                // A new arena is next: first give back cached blocks and
+                // retained pools, which may leave empty pools that can serve
+                // instead.
+                NextPool::InNewArena => self.release_held_pools(),
+                // A pool whose pages are not resident is next: a retained
+                // pool of another class serves instead, its pages already
+                // in (a program that moves from one size to the next holds
+                // the largest phase's pools, not their sum).
+                NextPool::Cold => self.release_a_retained_pool(),
+                NextPool::Warm => {}
+            }
         }
         let _meta = self.meta.lock();
         if self.arenas.usable.get().is_null() && !self.add_first_arena() {
@@ -94,6 +112,7 @@ impl Heap {
                     // block does not give a pool back and take it again each
                     // time. It still counts as a pool in use.
                     (*pool).set_count(0);
+                    self.retained.set(self.retained.get() | 1u64 << c);
                 } else {
                     // The pool becomes empty: its count drops to 0 together
                     // with the arena's bookkeeping, under the lock, so that
@@ -162,18 +181,48 @@ impl Heap {
         self.apply_purge_policy();
     }
 
-    /// True if no arena has a free pool (read under `meta`: the decay
-    /// sweep of another thread may release arenas).
-    fn no_usable_arena(&self) -> bool {
+    /// What kind of pool [`Arenas::take_pool`](super::arenas) would take
+    /// now (read under `meta`: the decay sweep of another thread may release
+    /// arenas and decommit pools).
+    fn next_pool(&self) -> NextPool {
         let _meta = self.meta.lock();
-        self.arenas.usable.get().is_null()
+        if self.arenas.usable.get().is_null() {
+            NextPool::InNewArena
+        } else if self.arenas.committed_empty.get() == 0 {
+            NextPool::Cold
+        } else {
+            NextPool::Warm
+        }
+    }
+
+    /// Gives a retained pool (an empty head pool its class keeps) back to
+    /// its arena, if a class has one: its pages are resident, so the pool
+    /// taken next is that one. Looks only at the classes the `retained`
+    /// hint names, and clears the stale ones. The owner, without `meta`.
+    #[cold]
+    #[inline(never)]
+    fn release_a_retained_pool(&self) {
+        let mut hint = self.retained.get();
+        while hint != 0 {
+            let c = hint.trailing_zeros() as usize;
+            hint &= hint - 1;
+            let head = self.used.head(c);
+            // SAFETY: a used-list head is a live pool of this heap.
+            if !head.is_null() && unsafe { (*head).count() } == 0 {
+                self.retained.set(hint);
+                // SAFETY: a retained pool: on its used list, empty.
+                unsafe { self.pool_emptied(head) };
+                return;
+            }
+        }
+        self.retained.set(0);
     }
 
     /// Gives cached blocks back to their pools and retained empty pools back
     /// to their arenas (the owner, without `meta`).
     pub(super) fn release_held_pools(&self) {
         self.flush_cache_shared();
-        for c in 0..NB_SMALL_SIZE_CLASSES {
+        for c in super::every_class() {
             let head = self.used.head(c);
             // SAFETY: a used-list head is a live pool of this heap.
             if !head.is_null() && unsafe { (*head).count() } == 0 {
