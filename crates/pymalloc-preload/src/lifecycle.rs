@@ -42,20 +42,11 @@ extern "C" fn on_load() {
     if let Some(name) = env(c"PYMALLOC_PURGE") {
         match PurgePolicy::parse(&name) {
             Ok(p) => pymalloc::config::set_purge_policy(p),
-            Err(e) => {
-                eprintln!("libpymalloc_preload: PYMALLOC_PURGE: {e}");
-                // SAFETY: _exit has no precondition.
-                unsafe { libc::_exit(2) };
-            }
+            Err(e) => exit_with(format_args!("PYMALLOC_PURGE: {e}")),
         }
     }
-    match crate::traced::start_from_env() {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("libpymalloc_preload: {e}");
-            // SAFETY: _exit has no precondition.
-            unsafe { libc::_exit(2) };
-        }
+    if let Err(e) = crate::traced::start_from_env() {
+        exit_with(format_args!("{e}"));
     }
     if !pymalloc::fork::install() {
         eprintln!("libpymalloc_preload: pthread_atfork failed; fork() in a program with threads may hang");
@@ -65,6 +56,16 @@ extern "C" fn on_load() {
         // program.
         unsafe { libc::atexit(print_stats) };
     }
+}
+
+/// Says what is wrong with the environment and ends the program (status
+/// 2), out of line from the start-up, which runs in every program.
+#[cold]
+#[inline(never)]
+fn exit_with(msg: core::fmt::Arguments) -> ! {
+    eprintln!("libpymalloc_preload: {msg}");
+    // SAFETY: _exit has no precondition.
+    unsafe { libc::_exit(2) }
 }
 
 extern "C" fn print_stats() {

@@ -340,7 +340,7 @@ impl Arenas {
     /// the finger of the largest count up to `n` that has one.
     fn last_with_at_most(&self, n: usize) -> *mut ArenaObject {
         // Not unrolled (64 copies of the look on a rare path: see
-        // `every_class`).
+        // `used::every_class`).
         (1..=core::hint::black_box(n))
             .rev()
             .map(|k| self.nfp2lasta[k].get())

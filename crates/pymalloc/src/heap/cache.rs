@@ -138,7 +138,7 @@ impl Heap {
     /// [`Heap::flush_cache`] through a shared reference (the owner of a
     /// shared heap only).
     pub(crate) fn flush_cache_shared(&self) {
-        for c in super::every_class() {
+        for c in super::used::every_class() {
             self.flush_cache_class(c);
         }
     }

@@ -100,17 +100,8 @@ pub use pages::{page_bytes, ClassPinning, PinningBlock};
 pub use purge::PurgePolicy;
 pub use validate::InvariantError;
 
-// The `retained` hint has a bit per size class.
+// The `retained` hint and `robbed` have a bit per size class.
 const _: () = assert!(crate::geometry::NB_SMALL_SIZE_CLASSES <= 64);
-
-/// Every size class, as a range the compiler does not unroll: the loops
-/// over all classes run on rare paths (a pool that cannot be had warm, a
-/// cache flushed, pages given back), where 32 or 64 copies of their bodies
-/// took room in the preload library's one window of resident text
-/// (`pymalloc-preload`'s `build.rs`).
-fn every_class() -> core::ops::Range<usize> {
-    0..core::hint::black_box(crate::geometry::NB_SMALL_SIZE_CLASSES)
-}
 
 use arenas::Arenas;
 use cache::BlockCache;
@@ -160,6 +151,9 @@ pub struct Heap {
     /// on its list ("retained"). It may be stale (the pool took a block
     /// again since); [`Heap::alloc_from_new_pool`] checks and clears it.
     retained: Cell<u64>,
+    /// Bit `c` is set when class `c`'s retained pool went to another class
+    /// ([`Heap::alloc_from_new_pool`]); its next new pool is its own.
+    robbed: Cell<u64>,
     remote: RemoteFrees,
     spans: SpanHeap,
     /// Live blocks the heap's own entry points handed to the raw allocator.
@@ -232,6 +226,7 @@ impl Heap {
             purge: PurgeState::new(),
             releases_head: Cell::new(!retain),
             retained: Cell::new(0),
+            robbed: Cell::new(0),
             remote: RemoteFrees::new(),
             spans: SpanHeap::new(FrontCache::new(cache)),
             raw_allocated_blocks: AtomicIsize::new(0),

@@ -75,7 +75,7 @@ impl Heap {
             return 0;
         }
         let mut bytes = 0;
-        for c in super::every_class() {
+        for c in super::used::every_class() {
             let mut pool = self.used.head(c);
             while !pool.is_null() {
                 // SAFETY: pools on a used list are live pools of this heap,

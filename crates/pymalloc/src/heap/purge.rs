@@ -55,6 +55,15 @@ pub enum PurgePolicy {
     },
 }
 
+/// [`PurgePolicy::parse`]'s error, out of line: the preload library's
+/// start-up parses the variable, and four inlined copies of the message's
+/// formatting took room in its one window of resident text.
+#[cold]
+#[inline(never)]
+fn unknown_policy(name: &str) -> String {
+    format!("unknown purge policy '{name}'; valid: {}", PurgePolicy::NAMES)
+}
+
 impl PurgePolicy {
     /// The default: [`PurgePolicy::Decay`] with a one-second period.
     pub const DEFAULT: PurgePolicy = PurgePolicy::Decay { ms: 1000 };
@@ -88,7 +97,7 @@ impl PurgePolicy {
             "threshold" => return Ok(PurgePolicy::THRESHOLD),
             _ => {}
         }
-        let bad = || format!("unknown purge policy '{name}'; valid: {}", PurgePolicy::NAMES);
+        let bad = || unknown_policy(name);
         if let Some(ms) = name.strip_prefix("decay:") {
             return ms.parse::<u32>().map(|ms| PurgePolicy::Decay { ms }).map_err(|_| bad());
         }

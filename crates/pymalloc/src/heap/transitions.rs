@@ -10,6 +10,7 @@
 use core::ptr;
 
 use super::Heap;
+use crate::pool::{self, PoolHeader};
 
 /// The pool a class that needs one would get ([`Heap::alloc_from_new_pool`]).
 enum NextPool {
@@ -20,7 +21,6 @@ enum NextPool {
     /// None: a new arena is needed.
     InNewArena,
 }
-use crate::pool::{self, PoolHeader};
 
 impl Heap {
     /// The free list of `pool` ran out: carve its next virgin blocks, or
@@ -59,7 +59,12 @@ impl Heap {
                 // pool of another class serves instead, its pages already
                 // in (a program that moves from one size to the next holds
                 // the largest phase's pools, not their sum).
-                NextPool::Cold => self.release_a_retained_pool(),
+                NextPool::Cold => {
+                    let bp = self.alloc_from_retained_pool(szidx);
+                    if !bp.is_null() {
+                        return bp;
+                    }
+                }
                 NextPool::Warm => {}
             }
         }
@@ -195,34 +200,62 @@ impl Heap {
         }
     }
 
-    /// Gives a retained pool (an empty head pool its class keeps) back to
-    /// its arena, if a class has one: its pages are resident, so the pool
-    /// taken next is that one. Looks only at the classes the `retained`
-    /// hint names, and clears the stale ones. The owner, without `meta`.
+    /// Takes a retained pool (an empty head pool another class keeps) for
+    /// class `szidx` and allocates from it, or returns null if no class has
+    /// one. The pool passes from one used list to the other under `meta`:
+    /// it stays in use, its pages resident. Looks only at the classes the
+    /// `retained` hint names, and clears the stale ones.
+    ///
+    /// A class whose pool went to another this way takes a pool of its own
+    /// the next time (its `robbed` bit), so that two classes that take
+    /// turns with one block each do not trade one pool on every allocation.
+    /// The owner, without `meta`.
     #[cold]
     #[inline(never)]
-    fn release_a_retained_pool(&self) {
+    fn alloc_from_retained_pool(&self, szidx: usize) -> *mut u8 {
+        let robbed = self.robbed.get();
+        if robbed & 1u64 << szidx != 0 {
+            self.robbed.set(robbed & !(1u64 << szidx));
+            return ptr::null_mut();
+        }
         let mut hint = self.retained.get();
         while hint != 0 {
             let c = hint.trailing_zeros() as usize;
             hint &= hint - 1;
-            let head = self.used.head(c);
+            let pool = self.used.head(c);
             // SAFETY: a used-list head is a live pool of this heap.
-            if !head.is_null() && unsafe { (*head).count() } == 0 {
-                self.retained.set(hint);
-                // SAFETY: a retained pool: on its used list, empty.
-                unsafe { self.pool_emptied(head) };
-                return;
+            if pool.is_null() || unsafe { (*pool).count() } != 0 {
+                continue;
+            }
+            self.retained.set(hint);
+            self.robbed.set(robbed | 1u64 << c);
+            let _meta = self.meta.lock();
+            // SAFETY: `pool` is a live pool of this heap at the head of the
+            // list of `c`, with no block in use, cached or queued (count 0,
+            // and the caller drained the remote queue); the list of `szidx`
+            // is empty (the caller's). `meta` is held, so the decay sweep
+            // sees the pool on one list or the other.
+            unsafe {
+                self.used.unlink(pool, c);
+                if (*pool).pages_out != 0 {
+                    // Set up afresh below, as a pool never used: its pages
+                    // out read as zeroes, like virgin ones.
+                    let a = &self.arenas;
+                    a.pages_out.set(a.pages_out.get() - (*pool).pages_out.count_ones() as usize);
+                }
+                self.used.set_only(szidx, pool);
+                return pool::init_for_class(pool, szidx);
             }
         }
         self.retained.set(0);
+        ptr::null_mut()
     }
 
     /// Gives cached blocks back to their pools and retained empty pools back
     /// to their arenas (the owner, without `meta`).
     pub(super) fn release_held_pools(&self) {
         self.flush_cache_shared();
-        for c in super::every_class() {
+        for c in super::used::every_class() {
             let head = self.used.head(c);
             // SAFETY: a used-list head is a live pool of this heap.
             if !head.is_null() && unsafe { (*head).count() } == 0 {

@@ -89,3 +89,12 @@ impl UsedPools {
         }
     }
 }
+
+/// Every size class, as a range the compiler does not unroll: the loops
+/// over all classes run on rare paths (an arena about to be taken, a
+/// cache flushed, pages given back), where 32 or 64 copies of their bodies
+/// took room in the preload library's one window of resident text
+/// (`pymalloc-preload`'s `build.rs`).
+pub(super) fn every_class() -> core::ops::Range<usize> {
+    0..core::hint::black_box(NB_SMALL_SIZE_CLASSES)
+}
