@@ -196,6 +196,51 @@ fn a_pool_with_pages_out_that_empties_starts_afresh() {
     heap.validate().unwrap();
 }
 
+/// A retained pool with pages out that another class takes is set up
+/// afresh for it, and the arenas' count of pages out drops by its pages.
+#[test]
+fn a_retained_pool_with_pages_out_serves_another_class_afresh() {
+    let mut heap = Heap::new_retaining();
+    let per_pool = num_blocks(size_class(SIZE).unwrap());
+    let all: Vec<*mut u8> = (0..per_pool).map(|_| heap.malloc(SIZE)).collect();
+    for &b in &all[1..] {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.purge();
+    heap.validate().unwrap();
+    let split = POOL_SIZE / page() >= 2;
+    if split {
+        assert_eq!(heap.stats().pages_out, POOL_SIZE / page() - 1);
+    }
+    // The last block goes: the pool empties and stays its class's head,
+    // its pages still out.
+    // SAFETY: the last live block.
+    unsafe { heap.free(all[0]) };
+    heap.flush_cache();
+    heap.validate().unwrap();
+    assert_eq!(heap.stats().classes[size_class(SIZE).unwrap()].pools, 1);
+    // Another class takes it (no free pool has resident pages), from its
+    // first block, and fills it: every page back, the count of pages out 0.
+    let other = 16;
+    let n = num_blocks(size_class(other).unwrap());
+    let taken: Vec<*mut u8> = (0..n).map(|_| heap.malloc(other)).collect();
+    assert_eq!(taken[0] as usize & !(POOL_SIZE - 1), all[0] as usize & !(POOL_SIZE - 1));
+    assert_eq!(taken[0] as usize % POOL_SIZE, POOL_OVERHEAD);
+    for &b in &taken {
+        // SAFETY: a live block of `other` bytes.
+        unsafe { b.write_bytes(0x5a, other) };
+    }
+    let s = heap.stats();
+    assert_eq!((s.pages_out, s.classes[size_class(SIZE).unwrap()].pools), (0, 0));
+    heap.validate().unwrap();
+    for &b in &taken {
+        // SAFETY: live, freed once.
+        unsafe { heap.free(b) };
+    }
+    heap.validate().unwrap();
+}
+
 /// `live_page_bytes` counts the pages that hold a block in use; pages out
 /// and free pages are not counted. Here each survivor lies on its pool's
 /// first page, so no page is held for a header alone.
