@@ -224,11 +224,23 @@ impl Heap {
             }
             tail.cast::<*mut u8>().write(ptr::null_mut());
             (*pool).freeblock = head;
-            (*pool).pages_out = 0;
             let _meta = self.meta.lock();
-            self.arenas.pages_out.set(self.arenas.pages_out.get() - out.count_ones() as usize);
-            true
+            self.forget_pages_out(pool)
         }
+    }
+
+    /// Clears `pool`'s pages out and takes them off the arenas' count
+    /// (their blocks are back on its free list, or the pool is set up
+    /// afresh, where those pages read as zeroes like virgin ones). True if
+    /// it had any.
+    ///
+    /// # Safety
+    /// `pool` is a live pool of this heap; `meta` is held.
+    pub(super) unsafe fn forget_pages_out(&self, pool: *mut PoolHeader) -> bool {
+        // SAFETY: the pool is live (the contract).
+        let out = unsafe { core::mem::replace(&mut (*pool).pages_out, 0) };
+        self.arenas.pages_out.set(self.arenas.pages_out.get() - out.count_ones() as usize);
+        out != 0
     }
 }
 

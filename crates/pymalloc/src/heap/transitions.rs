@@ -170,13 +170,9 @@ impl Heap {
         unsafe {
             (*pool).set_count(0);
             self.used.unlink(pool, (*pool).szidx as usize);
-            if (*pool).pages_out != 0 {
+            if self.forget_pages_out(pool) {
                 // Its free list lacks the blocks of its pages out: it is set
-                // up afresh when next taken, as a pool never used (those
-                // pages read as zeroes, like virgin ones).
-                let a = &self.arenas;
-                a.pages_out.set(a.pages_out.get() - (*pool).pages_out.count_ones() as usize);
-                (*pool).pages_out = 0;
+                // up afresh when next taken, as a pool never used.
                 (*pool).szidx = crate::pool::DUMMY_SIZE_IDX;
             }
             if let Some(ao) = self.arenas.return_pool(pool, self.purge.keeps_free_arenas()) {
@@ -237,12 +233,8 @@ impl Heap {
             // sees the pool on one list or the other.
             unsafe {
                 self.used.unlink(pool, c);
-                if (*pool).pages_out != 0 {
-                    // Set up afresh below, as a pool never used: its pages
-                    // out read as zeroes, like virgin ones.
-                    let a = &self.arenas;
-                    a.pages_out.set(a.pages_out.get() - (*pool).pages_out.count_ones() as usize);
-                }
+                // Set up afresh below, as a pool never used.
+                self.forget_pages_out(pool);
                 self.used.set_only(szidx, pool);
                 return pool::init_for_class(pool, szidx);
             }
