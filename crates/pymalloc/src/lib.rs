@@ -114,6 +114,8 @@ mod trace_unwind;
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
 #[path = "trace_unwind_none.rs"]
 mod trace_unwind;
+#[cfg(not(miri))]
+mod vdso;
 
 pub use allocator::MemAllocatorEx;
 pub use arena_alloc::ArenaAllocator;

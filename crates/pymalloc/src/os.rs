@@ -81,16 +81,20 @@ pub fn wait_thread_released(tid: i32, limit: core::time::Duration) -> bool {
 
 /// Milliseconds on a monotonic clock that does not stop (the coarse clock:
 /// a few nanoseconds through the vDSO, ticking every few milliseconds),
-/// for the purge policy's decay.
+/// for the purge policy's decay. Read in the vDSO directly (`vdso.rs`).
 pub fn now_ms() -> u64 {
     #[cfg(not(miri))]
     const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC_COARSE;
     #[cfg(miri)]
     const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    #[cfg(not(miri))]
+    let r = crate::vdso::clock_gettime(CLOCK, &mut t);
     // SAFETY: `t` is a valid timespec to write; the clock id is one Linux
     // knows.
-    if unsafe { libc::clock_gettime(CLOCK, &mut t) } != 0 {
+    #[cfg(miri)]
+    let r = unsafe { libc::clock_gettime(CLOCK, &mut t) };
+    if r != 0 {
         return 0;
     }
     t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
