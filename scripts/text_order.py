@@ -69,7 +69,8 @@ ORDER = os.path.join(ROOT, "crates", "pymalloc-python", "text-order.txt")
 
 # What the runs execute: start-up and exit alone; a program like the
 # launcher's test's (containers, json, pickle, decimal, full collections
-# that purge), which also builds its heap again over pages given back and
+# that purge; a request of megabytes, which reaches the fallback after the
+# decay's `make_room`), which also builds its heap again over pages given back and
 # drops it without a collection, for the decay thread's sweeps to give it
 # back; a collection with PYTHONMALLOC naming the default, whose parsing
 # is code of its own.
@@ -78,6 +79,7 @@ PROGRAMS = [
     ("import json, os, collections, pickle, decimal, gc\n"
      "d = [{'a': i, 'b': str(i) * 3} for i in range(20000)]\n"
      "s = json.dumps(d); json.loads(s); gc.collect()\n"
+     "b = bytearray(4 << 20); del b\n"
      "open('/proc/self/smaps').read()\n"
      "del d, s; gc.collect()\n"
      "import time; time.sleep(3)\n"
