@@ -862,6 +862,7 @@ fn the_code_a_run_makes_resident_is_one_window() {
         "import json, os, collections, pickle, decimal\n\
          d = [{'a': i, 'b': str(i) * 3} for i in range(20000)]\n\
          s = json.dumps(d); json.loads(s); import gc; gc.collect()\n\
+         b = bytearray(4 << 20); del b\n\
          exe = os.readlink('/proc/self/exe'); rss = {}; perms = None\n\
          for line in open('/proc/self/smaps'):\n\
          \x20   f = line.split()\n\
