@@ -27,7 +27,7 @@ pub fn clock_gettime(clock: libc::clockid_t, t: &mut libc::timespec) -> libc::c_
         CLOCK_GETTIME.store(f, Ordering::Relaxed);
     }
     if f != NONE {
-        // SAFETY: `f` is the vDSO's `__vdso_clock_gettime`, whose type is
+        // SAFETY: `f` is the vDSO's `clock_gettime`, whose type is
         // `clock_gettime`'s; `t` is a valid timespec to write.
         return unsafe { core::mem::transmute::<usize, ClockGettime>(f)(clock, t) };
     }
@@ -35,8 +35,8 @@ pub fn clock_gettime(clock: libc::clockid_t, t: &mut libc::timespec) -> libc::c_
     unsafe { libc::syscall(libc::SYS_clock_gettime, clock, t as *mut libc::timespec) as libc::c_int }
 }
 
-/// The address of the vDSO's `__vdso_clock_gettime`, if the process has a
-/// vDSO that exports it.
+/// The address of the vDSO's `clock_gettime` ([`CLOCK_GETTIME_NAME`]), if
+/// the process has a vDSO that exports it.
 pub(crate) fn lookup_clock_gettime() -> Option<*const u8> {
     // SAFETY: getauxval has no precondition.
     let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize;
@@ -46,8 +46,14 @@ pub(crate) fn lookup_clock_gettime() -> Option<*const u8> {
     // SAFETY: the kernel maps the whole vDSO image, an ELF shared object of
     // this machine's class, at `base`, readable for the life of the process;
     // `symbol` reads only inside the tables its headers name.
-    unsafe { symbol(base as *const u8, b"__vdso_clock_gettime") }
+    unsafe { symbol(base as *const u8, CLOCK_GETTIME_NAME) }
 }
+
+/// The vDSO's name for `clock_gettime` (aarch64's kernel names its own).
+#[cfg(not(target_arch = "aarch64"))]
+const CLOCK_GETTIME_NAME: &[u8] = b"__vdso_clock_gettime";
+#[cfg(target_arch = "aarch64")]
+const CLOCK_GETTIME_NAME: &[u8] = b"__kernel_clock_gettime";
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
@@ -151,6 +157,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn a_symbol_the_vdso_lacks_is_none() {
         // SAFETY: as in `lookup_clock_gettime`.
         let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as *const u8;
