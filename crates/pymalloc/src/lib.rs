@@ -114,7 +114,7 @@ mod trace_unwind;
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(miri))))]
 #[path = "trace_unwind_none.rs"]
 mod trace_unwind;
-#[cfg(not(miri))]
+#[cfg(all(not(miri), target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod vdso;
 
 pub use allocator::MemAllocatorEx;

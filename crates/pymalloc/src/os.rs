@@ -18,9 +18,12 @@ pub fn page_size() -> usize {
         if p != 0 {
             return p;
         }
-        // SAFETY: sysconf has no preconditions.
-        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let p = if p > 0 { p as usize } else { 4096 };
+        // From the auxiliary vector, not `sysconf`: glibc's `sysconf` lies
+        // in the 64 KiB window of its text that also holds `clock_gettime`
+        // (`vdso.rs`), which a program that only allocates need not map.
+        // SAFETY: getauxval has no precondition.
+        let p = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+        let p = if p.is_power_of_two() { p } else { 4096 };
         PAGE.store(p, Ordering::Relaxed);
         p
     }
@@ -88,11 +91,11 @@ pub fn now_ms() -> u64 {
     #[cfg(miri)]
     const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    #[cfg(not(miri))]
+    #[cfg(all(not(miri), target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let r = crate::vdso::clock_gettime(CLOCK, &mut t);
     // SAFETY: `t` is a valid timespec to write; the clock id is one Linux
     // knows.
-    #[cfg(miri)]
+    #[cfg(not(all(not(miri), target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
     let r = unsafe { libc::clock_gettime(CLOCK, &mut t) };
     if r != 0 {
         return 0;
