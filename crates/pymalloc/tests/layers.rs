@@ -21,7 +21,8 @@ const LAYERS: &[&str] = &[
     // cache's numbering of every class a thread heap caches.
     "span_class",
     "front_cache",
-    // OS and raw memory.
+    // OS and raw memory (the vDSO's clock below the OS calls that read it).
+    "vdso",
     "os",
     "raw",
     // Address space.
